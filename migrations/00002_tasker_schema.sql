@@ -1,0 +1,4 @@
+-- +goose Up
+CREATE SCHEMA IF NOT EXISTS tasker;
+-- +goose Down
+DROP SCHEMA IF EXISTS tasker CASCADE;
