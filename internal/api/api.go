@@ -1,0 +1,247 @@
+// Package api is the REST API under /v1 plus the health endpoints: HTTP
+// handlers that translate wire types to domain calls. No SQL here.
+//
+// Every error is {"error": {"code": "...", "message": "...", "field": "..."}}
+// with a message that names what is wrong; database error text never leaks.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/store"
+)
+
+// Readiness reports whether the daemon can serve work.
+type Readiness interface {
+	Ready(ctx context.Context) error
+}
+
+// Server holds the API's dependencies.
+type Server struct {
+	engine       *orchestration.Engine
+	store        *store.Store
+	logger       *slog.Logger
+	maxBodyBytes int64
+	ready        Readiness
+	auth         *Authenticator
+	shuttingDown atomic.Bool
+	extra        map[string]http.Handler
+}
+
+// Options configures the server.
+type Options struct {
+	MaxBodyBytes int64
+	Ready        Readiness
+	Auth         *Authenticator
+	// Extra routes (pattern -> handler), such as "GET /metrics".
+	Extra map[string]http.Handler
+}
+
+// New returns the API server.
+func New(engine *orchestration.Engine, st *store.Store, logger *slog.Logger, opts Options) *Server {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 2 << 20
+	}
+	return &Server{engine: engine, store: st, logger: logger, maxBodyBytes: opts.MaxBodyBytes,
+		ready: opts.Ready, auth: opts.Auth, extra: opts.Extra}
+}
+
+// SetShuttingDown makes /readyz fail, first step of a graceful shutdown.
+func (s *Server) SetShuttingDown() { s.shuttingDown.Store(true) }
+
+// route is one API route; the OpenAPI document is checked against this list.
+type route struct {
+	Method, Path string
+	Perm         Permission
+	Handler      http.HandlerFunc
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{"POST", "/v1/tasks", PermWrite, s.createTask},
+		{"GET", "/v1/tasks", PermRead, s.listTasks},
+		{"GET", "/v1/tasks/{task_uuid}", PermRead, s.getTask},
+		{"POST", "/v1/tasks/{task_uuid}/cancel", PermWrite, s.cancelTask},
+		{"POST", "/v1/tasks/{task_uuid}/retry", PermWrite, s.retryTask},
+		{"POST", "/v1/tasks/{task_uuid}/resolve", PermWrite, s.resolveTask},
+		{"GET", "/v1/steps/{step_uuid}", PermRead, s.getStep},
+		{"POST", "/v1/steps/{step_uuid}/resolve", PermWrite, s.resolveStep},
+		{"POST", "/v1/steps/{step_uuid}/retry", PermWrite, s.retryStep},
+		{"GET", "/v1/templates", PermRead, s.listTemplates},
+		{"POST", "/v1/templates", PermAdmin, s.registerTemplate},
+		{"POST", "/v1/templates/validate", PermRead, s.validateTemplate},
+		{"GET", "/v1/templates/{namespace}/{name}", PermRead, s.getTemplate},
+		{"GET", "/v1/templates/{namespace}/{name}/{version}", PermRead, s.getTemplate},
+		{"GET", "/v1/openapi.json", PermNone, s.openAPI},
+	}
+}
+
+// Handler returns the HTTP handler for the whole API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, r := range s.routes() {
+		mux.Handle(r.Method+" "+r.Path, s.auth.Require(r.Perm, r.Handler))
+	}
+	mux.Handle("GET /healthz", s.auth.Public(PublicHealth, http.HandlerFunc(s.healthz)))
+	mux.Handle("GET /readyz", s.auth.Public(PublicHealth, http.HandlerFunc(s.readyz)))
+	for pattern, h := range s.extra {
+		mux.Handle(pattern, s.auth.Public(PublicMetrics, h))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), "")
+	})
+	return s.recoverPanics(mux)
+}
+
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.logger.Error("panic in HTTP handler", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				writeError(w, http.StatusInternalServerError, "internal", "internal error", "")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.shuttingDown.Load() {
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the daemon is shutting down", "")
+		return
+	}
+	if s.ready != nil {
+		if err := s.ready.Ready(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not_ready", err.Error(), "")
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// errorBody is the one error shape of the API.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg, field string) {
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg, Field: field}})
+}
+
+// fail maps a domain error to its HTTP status; unknown errors are logged
+// and answered without their text (it may hold SQL).
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var fe *orchestration.FieldError
+	switch {
+	case errors.As(err, &fe):
+		writeError(w, http.StatusBadRequest, "invalid_request", fe.Error(), fe.Field)
+	case errors.Is(err, orchestration.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error(), "")
+	case errors.Is(err, orchestration.ErrUnknownTarget):
+		writeError(w, http.StatusNotFound, "unknown_template", err.Error(), "")
+	case errors.Is(err, orchestration.ErrNotFound), errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error(), "")
+	case errors.Is(err, orchestration.ErrWrongState):
+		writeError(w, http.StatusConflict, "wrong_state", err.Error(), "")
+	case errors.Is(err, store.ErrConflict), errors.Is(err, orchestration.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error(), "")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, "timeout", "the request was cancelled or timed out", "")
+	default:
+		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, "internal", "internal error; see the orchestrator log", "")
+	}
+}
+
+// decodeBody reads a JSON body strictly: size-limited, unknown fields
+// refused, one object only. It writes the error response itself and returns
+// false when the body is unusable.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json, got "+ct, "")
+		return false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body exceeds %d bytes", s.maxBodyBytes), "")
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body", "")
+		return false
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		writeError(w, http.StatusBadRequest, "invalid_json", "request body is empty; a JSON object is required", "")
+		return false
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_json", describeJSONError(err), jsonErrorField(err))
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "invalid_json", "request body has data after the JSON object", "")
+		return false
+	}
+	return true
+}
+
+func describeJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("request body is not valid JSON (at byte %d): %v", se.Offset, se)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be %s, not JSON %s", te.Field, te.Type, te.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "request body is truncated JSON"
+	default:
+		return "request body is not valid JSON: " + err.Error()
+	}
+}
+
+func jsonErrorField(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field
+	}
+	if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
+		return strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
+	}
+	return ""
+}

@@ -1,0 +1,420 @@
+// Package config defines the orchestrator's configuration: structs with
+// documented defaults, loading from a TOML file, overrides from TASKER_…
+// environment variables (and DATABASE_URL), and validation that names the bad
+// key. Only this package and cmd/ read the environment.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Duration is a time.Duration written as "30s", "250ms" in TOML and env.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText formats the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Defaults (exported so tests and docs can refer to them).
+const (
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultMaxConns          = 20
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultMaxBodyBytes      = 2 << 20
+	DefaultBatchSize         = 50
+	DefaultVisibilityTimeout = 30 * time.Second
+	DefaultPollInterval      = 1 * time.Second
+	DefaultTimerInterval     = 1 * time.Second
+	DefaultReapInterval      = 2 * time.Second
+	DefaultMaxReadCount      = 10
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultTemplatesDir      = "config/templates"
+	DefaultServiceName       = "tasker-orchestrator"
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "json"
+	DefaultStatementTimeout  = 30 * time.Second
+)
+
+// Config is the whole configuration.
+type Config struct {
+	Database     Database     `toml:"database"`
+	Server       Server       `toml:"server"`
+	Orchestrator Orchestrator `toml:"orchestrator"`
+	Telemetry    Telemetry    `toml:"telemetry"`
+	Log          Log          `toml:"log"`
+	Auth         Auth         `toml:"auth"`
+}
+
+// Database configures the connection pool and migrations.
+type Database struct {
+	// URL is the Postgres connection string (secret: its password is masked
+	// when printed). Env: DATABASE_URL or TASKER_DATABASE_URL. Required.
+	URL string `toml:"url" secret:"true"`
+	// MaxConns is the pool size. Default 20.
+	MaxConns int `toml:"max_conns"`
+	// MigrateOnStart applies pending migrations when the daemon starts
+	// (replicas starting together take turns on an advisory lock). Default true.
+	MigrateOnStart bool `toml:"migrate_on_start"`
+	// StatementTimeout bounds every statement on the daemon's connections.
+	// Default 30s.
+	StatementTimeout Duration `toml:"statement_timeout"`
+}
+
+// Server configures the HTTP API.
+type Server struct {
+	// Listen is the address of the API, /metrics and health endpoints.
+	// Default 127.0.0.1:8080 (use 0.0.0.0:8080 in a container).
+	Listen string `toml:"listen"`
+	// ReadTimeout and WriteTimeout bound each request. Defaults 10s, 30s.
+	ReadTimeout  Duration `toml:"read_timeout"`
+	WriteTimeout Duration `toml:"write_timeout"`
+	// MaxBodyBytes caps request bodies. Default 2 MiB.
+	MaxBodyBytes int64 `toml:"max_body_bytes"`
+}
+
+// Orchestrator tunes the orchestration loops.
+type Orchestrator struct {
+	// Enabled runs the orchestration loops in this process. Default true;
+	// false makes an API-only replica.
+	Enabled bool `toml:"enabled"`
+	// BatchSize is how many queue messages one read takes. Default 50.
+	BatchSize int `toml:"batch_size"`
+	// VisibilityTimeout hides a message being processed. Default 30s.
+	VisibilityTimeout Duration `toml:"visibility_timeout"`
+	// PollInterval is the fallback poll when no notification arrives. Default 1s.
+	PollInterval Duration `toml:"poll_interval"`
+	// TimerInterval is how often due retries are looked for. Default 1s.
+	TimerInterval Duration `toml:"timer_interval"`
+	// ReapInterval is how often expired step leases are looked for. Default 2s.
+	ReapInterval Duration `toml:"reap_interval"`
+	// MaxReadCount is how often a command message may be read before it is
+	// archived as poison. Default 10.
+	MaxReadCount int `toml:"max_read_count"`
+	// TemplatesDir holds the task templates registered at start. Default
+	// config/templates; empty registers none.
+	TemplatesDir string `toml:"templates_dir"`
+	// ShutdownTimeout bounds the whole graceful shutdown. Default 30s.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Telemetry configures traces and metrics.
+type Telemetry struct {
+	// ServiceName is the OpenTelemetry service.name. Default tasker-orchestrator.
+	ServiceName string `toml:"service_name"`
+	// TracingEnabled exports traces by OTLP. Default false (then tracing
+	// costs nothing). OTEL_EXPORTER_OTLP_* variables are honoured.
+	TracingEnabled bool `toml:"tracing_enabled"`
+	// OTLPEndpoint overrides OTEL_EXPORTER_OTLP_ENDPOINT, e.g.
+	// "localhost:4317" (grpc) or "http://localhost:4318" (http).
+	OTLPEndpoint string `toml:"otlp_endpoint"`
+	// OTLPProtocol is "grpc" or "http/protobuf". Default grpc.
+	OTLPProtocol string `toml:"otlp_protocol"`
+	// MetricsEnabled serves /metrics. Default true.
+	MetricsEnabled bool `toml:"metrics_enabled"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `toml:"level"`
+	// Format is json or text. Default json.
+	Format string `toml:"format"`
+}
+
+// Auth configures API authentication.
+type Auth struct {
+	// Enabled requires a credential on /v1. Default false (local use).
+	Enabled bool `toml:"enabled"`
+	// PublicHealth leaves /healthz and /readyz open when auth is on. Default true.
+	PublicHealth bool `toml:"public_health"`
+	// PublicMetrics leaves /metrics open when auth is on. Default true.
+	PublicMetrics bool `toml:"public_metrics"`
+	// Keys are the accepted credentials, sent as "X-API-Key: <key>" or
+	// "Authorization: Bearer <key>".
+	Keys []APIKey `toml:"keys"`
+}
+
+// APIKey is one credential and what it may do.
+type APIKey struct {
+	// Name identifies the key in logs (never the key itself).
+	Name string `toml:"name"`
+	// Key is the secret.
+	Key string `toml:"key" secret:"true"`
+	// Permissions: any of read, write, admin (admin implies write, write
+	// implies read).
+	Permissions []string `toml:"permissions"`
+}
+
+// Default returns the configuration with every default applied.
+func Default() Config {
+	return Config{
+		Database: Database{MaxConns: DefaultMaxConns, MigrateOnStart: true,
+			StatementTimeout: Duration{DefaultStatementTimeout}},
+		Server: Server{Listen: DefaultListen, ReadTimeout: Duration{DefaultReadTimeout},
+			WriteTimeout: Duration{DefaultWriteTimeout}, MaxBodyBytes: DefaultMaxBodyBytes},
+		Orchestrator: Orchestrator{Enabled: true, BatchSize: DefaultBatchSize,
+			VisibilityTimeout: Duration{DefaultVisibilityTimeout}, PollInterval: Duration{DefaultPollInterval},
+			TimerInterval: Duration{DefaultTimerInterval}, ReapInterval: Duration{DefaultReapInterval},
+			MaxReadCount: DefaultMaxReadCount, TemplatesDir: DefaultTemplatesDir,
+			ShutdownTimeout: Duration{DefaultShutdownTimeout}},
+		Telemetry: Telemetry{ServiceName: DefaultServiceName, OTLPProtocol: "grpc", MetricsEnabled: true},
+		Log:       Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Auth:      Auth{PublicHealth: true, PublicMetrics: true},
+	}
+}
+
+// Load reads the defaults, then the TOML file at path (if path is not
+// empty), then the environment, and validates the result.
+func Load(path string, environ []string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		md, err := toml.DecodeFile(path, &cfg)
+		if err != nil {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+		if undec := md.Undecoded(); len(undec) > 0 {
+			return cfg, fmt.Errorf("config file %s: unknown key %q", path, undec[0].String())
+		}
+	}
+	if err := applyEnv(&cfg, environ); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// EnvName is the environment variable that overrides a key ("server.listen"
+// -> TASKER_SERVER_LISTEN).
+func EnvName(key string) string {
+	return "TASKER_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// applyEnv overrides scalar keys from TASKER_<SECTION>_<KEY> variables, and
+// the database URL from DATABASE_URL (TASKER_DATABASE_URL wins).
+func applyEnv(cfg *Config, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	if v, ok := env["DATABASE_URL"]; ok && v != "" {
+		cfg.Database.URL = v
+	}
+	var err error
+	walk(reflect.ValueOf(cfg).Elem(), "", func(key string, f reflect.Value, _ reflect.StructField) {
+		if err != nil {
+			return
+		}
+		v, ok := env[EnvName(key)]
+		if !ok {
+			return
+		}
+		if e := setFromString(f, v); e != nil {
+			err = fmt.Errorf("%s (%s): %w", EnvName(key), key, e)
+		}
+	})
+	return err
+}
+
+// walk visits every scalar field with its dotted TOML key.
+func walk(v reflect.Value, prefix string, fn func(key string, f reflect.Value, sf reflect.StructField)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		key := sf.Tag.Get("toml")
+		if key == "" {
+			continue
+		}
+		if prefix != "" {
+			key = prefix + "." + key
+		}
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(Duration{}) {
+			walk(f, key, fn)
+			continue
+		}
+		fn(key, f, sf)
+	}
+}
+
+func setFromString(f reflect.Value, s string) error {
+	switch {
+	case f.Type() == reflect.TypeOf(Duration{}):
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("not a duration (like 30s or 250ms): %q", s)
+		}
+		f.Set(reflect.ValueOf(Duration{d}))
+	case f.Kind() == reflect.String:
+		f.SetString(s)
+	case f.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", s)
+		}
+		f.SetBool(b)
+	case f.Kind() == reflect.Int, f.Kind() == reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", s)
+		}
+		f.SetInt(n)
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+		parts := strings.Split(s, ",")
+		f.Set(reflect.ValueOf(parts))
+	default:
+		return errors.New("cannot be set from the environment; use the config file")
+	}
+	return nil
+}
+
+// Validate checks every key and names the first bad one.
+func (c Config) Validate() error {
+	var problems []string
+	bad := func(key, format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Database.URL == "" {
+		bad("database.url", "is required (or set DATABASE_URL)")
+	} else if u, err := url.Parse(c.Database.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		bad("database.url", "must be a postgres:// URL")
+	}
+	if c.Database.MaxConns < 2 || c.Database.MaxConns > 1000 {
+		bad("database.max_conns", "must be between 2 and 1000, got %d", c.Database.MaxConns)
+	}
+	if c.Database.StatementTimeout.Duration < 0 {
+		bad("database.statement_timeout", "must not be negative")
+	}
+	if c.Server.Listen == "" {
+		bad("server.listen", "is required")
+	}
+	if c.Server.ReadTimeout.Duration <= 0 {
+		bad("server.read_timeout", "must be positive")
+	}
+	if c.Server.WriteTimeout.Duration <= 0 {
+		bad("server.write_timeout", "must be positive")
+	}
+	if c.Server.MaxBodyBytes < 1024 {
+		bad("server.max_body_bytes", "must be at least 1024")
+	}
+	o := c.Orchestrator
+	if o.BatchSize < 1 || o.BatchSize > 1000 {
+		bad("orchestrator.batch_size", "must be between 1 and 1000, got %d", o.BatchSize)
+	}
+	if o.VisibilityTimeout.Duration < time.Second {
+		bad("orchestrator.visibility_timeout", "must be at least 1s")
+	}
+	for key, d := range map[string]Duration{"orchestrator.poll_interval": o.PollInterval,
+		"orchestrator.timer_interval": o.TimerInterval, "orchestrator.reap_interval": o.ReapInterval,
+		"orchestrator.shutdown_timeout": o.ShutdownTimeout} {
+		if d.Duration <= 0 {
+			bad(key, "must be positive")
+		}
+	}
+	if o.MaxReadCount < 1 {
+		bad("orchestrator.max_read_count", "must be at least 1")
+	}
+	switch c.Telemetry.OTLPProtocol {
+	case "grpc", "http/protobuf", "http":
+	default:
+		bad("telemetry.otlp_protocol", "must be grpc or http/protobuf, got %q", c.Telemetry.OTLPProtocol)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	if c.Auth.Enabled && len(c.Auth.Keys) == 0 {
+		bad("auth.keys", "auth is enabled but no keys are configured")
+	}
+	seen := map[string]bool{}
+	for i, k := range c.Auth.Keys {
+		key := fmt.Sprintf("auth.keys[%d]", i)
+		if k.Name == "" {
+			bad(key+".name", "is required")
+		}
+		if len(k.Key) < 16 {
+			bad(key+".key", "must be at least 16 characters")
+		}
+		if seen[k.Key] {
+			bad(key+".key", "duplicates another key")
+		}
+		seen[k.Key] = true
+		if len(k.Permissions) == 0 {
+			bad(key+".permissions", "is empty; use read, write and/or admin")
+		}
+		for _, p := range k.Permissions {
+			if p != "read" && p != "write" && p != "admin" {
+				bad(key+".permissions", "unknown permission %q (read, write, admin)", p)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// Masked returns a copy with secrets replaced, for printing.
+func (c Config) Masked() Config {
+	out := c
+	if u, err := url.Parse(c.Database.URL); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		out.Database.URL = u.String()
+	}
+	out.Auth.Keys = make([]APIKey, len(c.Auth.Keys))
+	for i, k := range c.Auth.Keys {
+		k.Key = "xxxxx"
+		out.Auth.Keys[i] = k
+	}
+	return out
+}
+
+// TOML renders the configuration as TOML.
+func (c Config) TOML() (string, error) {
+	var b strings.Builder
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// Keys lists every scalar key with its environment variable, for docs and
+// the config test.
+func Keys() []string {
+	var out []string
+	c := Default()
+	walk(reflect.ValueOf(&c).Elem(), "", func(key string, _ reflect.Value, _ reflect.StructField) {
+		out = append(out, key)
+	})
+	return out
+}
+
+// Environ is os.Environ, named for the callers in cmd/.
+func Environ() []string { return os.Environ() }

@@ -1,0 +1,321 @@
+// Package daemon is the composition root: it builds the pool, store,
+// telemetry, services and HTTP server from a Config, starts them in order and
+// stops them in the reverse order (STYLE: not ready -> stop API -> stop
+// claiming -> wait for in-flight work -> flush telemetry -> close pools).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/tasker/tasker/internal/api"
+	"github.com/tasker/tasker/internal/config"
+	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/internal/template"
+	"github.com/tasker/tasker/migrations"
+)
+
+// Daemon is a running orchestrator process.
+type Daemon struct {
+	cfg    config.Config
+	logger *slog.Logger
+
+	pool         *pgxpool.Pool
+	store        *store.Store
+	engine       *orchestration.Engine
+	orchestrator *orchestration.Orchestrator
+	listener     *queue.Listener
+	telemetry    *telemetry.Provider
+	api          *api.Server
+	http         *http.Server
+	ln           net.Listener
+	serveErr     chan error
+
+	ready     readiness
+	stopOnce  sync.Once
+	stopErr   error
+	startedAt time.Time
+}
+
+// Run starts the daemon and blocks until ctx is cancelled, then shuts down
+// gracefully within the configured bound.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	d, err := Start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-d.serveErr:
+		logger.Error("HTTP server failed", "error", err)
+	}
+	return d.Stop()
+}
+
+// Start builds and starts everything; startup errors are returned
+// synchronously. Stop the daemon with Stop.
+func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, logger: logger, serveErr: make(chan error, 1), startedAt: time.Now()}
+	ok := false
+	defer func() {
+		if !ok {
+			d.closeAll()
+		}
+	}()
+
+	pool, err := openPool(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	d.pool = pool
+	d.store = store.New(pool)
+	if cfg.Database.MigrateOnStart {
+		if err := migrate(ctx, pool, logger); err != nil {
+			return nil, err
+		}
+	}
+	d.ready = readiness{pool: pool, store: d.store}
+
+	d.telemetry, err = telemetry.NewProvider(ctx, telemetry.Options{
+		ServiceName: cfg.Telemetry.ServiceName, TracingEnabled: cfg.Telemetry.TracingEnabled,
+		OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPProtocol: cfg.Telemetry.OTLPProtocol,
+		MetricsEnabled: cfg.Telemetry.MetricsEnabled, Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if err := d.telemetry.ObserveStore(d.store); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	d.engine = orchestration.NewEngine(d.store, d.telemetry.Publisher(), logger)
+
+	if cfg.Orchestrator.TemplatesDir != "" {
+		if err := registerTemplates(ctx, d.store, cfg.Orchestrator.TemplatesDir, logger); err != nil {
+			return nil, err
+		}
+	}
+
+	if cfg.Orchestrator.Enabled {
+		d.listener = queue.NewListener(pool, logger)
+		d.orchestrator = orchestration.NewOrchestrator(d.engine, orchestration.ServiceConfig{
+			BatchSize: cfg.Orchestrator.BatchSize, VisibilityTimeout: cfg.Orchestrator.VisibilityTimeout.Duration,
+			PollInterval: cfg.Orchestrator.PollInterval.Duration, TimerInterval: cfg.Orchestrator.TimerInterval.Duration,
+			ReapInterval: cfg.Orchestrator.ReapInterval.Duration, MaxReadCount: cfg.Orchestrator.MaxReadCount,
+		}, d.listener, d.telemetry, logger)
+		if err := d.listener.Start(ctx); err != nil {
+			return nil, err
+		}
+		if err := d.orchestrator.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	creds := make([]api.Credential, 0, len(cfg.Auth.Keys))
+	for _, k := range cfg.Auth.Keys {
+		creds = append(creds, api.Credential{Name: k.Name, Key: k.Key, Level: api.LevelOf(k.Permissions)})
+	}
+	extra := map[string]http.Handler{}
+	if h := d.telemetry.MetricsHandler(); h != nil {
+		extra["GET /metrics"] = h
+	}
+	d.api = api.New(d.engine, d.store, logger, api.Options{
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, Ready: &d.ready,
+		Auth:  api.NewAuthenticator(cfg.Auth.Enabled, cfg.Auth.PublicHealth, cfg.Auth.PublicMetrics, creds, logger),
+		Extra: extra,
+	})
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server.listen %s: %w", cfg.Server.Listen, err)
+	}
+	d.ln = ln
+	d.http = &http.Server{
+		Handler:           d.telemetry.HTTPMiddleware(d.api.Handler()),
+		ReadTimeout:       cfg.Server.ReadTimeout.Duration,
+		ReadHeaderTimeout: cfg.Server.ReadTimeout.Duration,
+		WriteTimeout:      cfg.Server.WriteTimeout.Duration,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	// Ends when Stop shuts the server down.
+	go func() {
+		if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.serveErr <- err
+		}
+	}()
+	logger.Info("orchestrator started", "listen", ln.Addr().String(), "orchestration", cfg.Orchestrator.Enabled,
+		"tracing", cfg.Telemetry.TracingEnabled, "auth", cfg.Auth.Enabled)
+	ok = true
+	return d, nil
+}
+
+// Addr is the address the API listens on.
+func (d *Daemon) Addr() string { return d.ln.Addr().String() }
+
+// Engine exposes the orchestration engine (tests, bench).
+func (d *Daemon) Engine() *orchestration.Engine { return d.engine }
+
+// Stop shuts down in order, each step bounded by what is left of the
+// configured shutdown timeout. Safe to call twice.
+func (d *Daemon) Stop() error {
+	d.stopOnce.Do(func() {
+		start := time.Now()
+		deadline := start.Add(d.cfg.Orchestrator.ShutdownTimeout.Duration)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		d.logger.Info("shutting down")
+		// 1. Not ready: load balancers stop sending work.
+		d.api.SetShuttingDown()
+		// 2. Stop the API: finish in-flight requests, refuse new ones.
+		if err := d.http.Shutdown(ctx); err != nil {
+			d.logger.Warn("HTTP shutdown did not finish in time", "error", err)
+			_ = d.http.Close()
+		}
+		// 3+4. Stop the loops: each finishes (or rolls back) the transaction
+		// it is in; nothing is half-applied, unprocessed messages reappear
+		// after their visibility timeout for another replica.
+		if d.orchestrator != nil {
+			done := make(chan struct{})
+			// Ends when the loops have stopped.
+			go func() { d.orchestrator.Stop(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				d.logger.Warn("orchestration loops did not stop in time")
+			}
+		}
+		if d.listener != nil {
+			d.listener.Stop()
+		}
+		// 5. Flush telemetry, then 6. close the pool last.
+		if err := d.telemetry.Shutdown(ctx); err != nil {
+			d.logger.Warn("telemetry flush failed", "error", err)
+		}
+		d.pool.Close()
+		d.logger.Info("stopped", "shutdown_seconds", time.Since(start).Seconds())
+	})
+	return d.stopErr
+}
+
+// closeAll releases what a failed Start built.
+func (d *Daemon) closeAll() {
+	if d.orchestrator != nil {
+		d.orchestrator.Stop()
+	}
+	if d.listener != nil {
+		d.listener.Stop()
+	}
+	if d.telemetry != nil {
+		_ = d.telemetry.Shutdown(context.Background())
+	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
+}
+
+func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
+	}
+	pc.MaxConns = int32(db.MaxConns)
+	if db.StatementTimeout.Duration > 0 {
+		pc.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(db.StatementTimeout.Milliseconds())
+	}
+	pc.ConnConfig.RuntimeParams["application_name"] = "tasker-orchestrator"
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(cctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	if err := pool.Ping(cctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return pool, nil
+}
+
+// Migrate applies pending migrations with the pool's connection settings.
+func Migrate(ctx context.Context, dbURL string, logger *slog.Logger) error {
+	pool, err := openPool(ctx, config.Database{URL: dbURL, MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return migrate(ctx, pool, logger)
+}
+
+func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	res, err := migrations.Up(ctx, db, nil)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		logger.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "seconds", r.Duration.Seconds())
+	}
+	return nil
+}
+
+func registerTemplates(ctx context.Context, st *store.Store, dir string, logger *slog.Logger) error {
+	tpls, err := template.LoadDir(dir)
+	if err != nil {
+		return fmt.Errorf("orchestrator.templates_dir: %w", err)
+	}
+	for _, t := range tpls {
+		_, created, err := st.TemplateRegister(ctx, t)
+		if err != nil {
+			return fmt.Errorf("register template %s: %w", t.Key(), err)
+		}
+		if created {
+			logger.Info("template registered", "template", t.Key(), "steps", len(t.Steps))
+		}
+	}
+	return nil
+}
+
+// readiness answers /readyz: the database answers and its schema is current.
+type readiness struct {
+	pool  *pgxpool.Pool
+	store *store.Store
+
+	mu        sync.Mutex
+	checkedAt time.Time
+	current   bool
+}
+
+func (r *readiness) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := r.store.Ping(ctx); err != nil {
+		return errors.New("database unreachable")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checkedAt) > 10*time.Second || !r.current {
+		db := stdlib.OpenDBFromPool(r.pool)
+		pending, err := migrations.Pending(ctx, db)
+		_ = db.Close()
+		if err != nil {
+			return errors.New("cannot read the migration version")
+		}
+		r.current, r.checkedAt = !pending, time.Now()
+	}
+	if !r.current {
+		return errors.New("database migrations are not current; run `orchestrator migrate`")
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package lifecycle
+
+import (
+	"fmt"
+	"strings"
+)
+
+// CatalogMarkdown renders docs/events.md: the event catalog, then the events
+// each allowed transition publishes. It is generated rather than written so
+// the document cannot drift from the code; TestEventsDoc enforces that.
+func CatalogMarkdown() string {
+	var b strings.Builder
+	b.WriteString("# System events\n\n")
+	b.WriteString("<!-- Generated from internal/lifecycle (CatalogMarkdown); do not edit.\n")
+	b.WriteString("     Regenerate: go test ./internal/lifecycle -run TestEventsDoc -update -->\n\n")
+	b.WriteString("Every event below is published as a span event on the span named here and\n")
+	b.WriteString("counted in `tasker_events_total{event,namespace}`, with the attributes\n")
+	b.WriteString("`correlation_id`, `task_uuid`, `namespace` and, where relevant, `step_uuid`,\n")
+	b.WriteString("`step_name`, `from_state`, `to_state`, `attempt` (DESIGN §4, §5).\n\n")
+
+	fmt.Fprintf(&b, "## Catalog (%d events)\n\n", len(catalog))
+	b.WriteString("| name | category | emitter | span | when | published at |\n")
+	b.WriteString("|---|---|---|---|---|---|\n")
+	for _, e := range catalog {
+		fmt.Fprintf(&b, "| `%s` | %s | %s | `%s` | %s | %s |\n",
+			e.Name, e.Category, cell(string(e.Emitter)), e.Span, cell(e.Description), cell(e.PublishedAt))
+	}
+
+	b.WriteString("\n## Events per transition\n\n")
+	b.WriteString("Every transition the state machines allow, with the events it publishes\n")
+	b.WriteString("(`TaskTransitionEvent` then `AdditionalTaskEvents`, or `StepTransitionEvent`).\n")
+	b.WriteString("`task.before_transition` and `step.before_transition` precede every\n")
+	b.WriteString("transition and are not repeated here.\n\n")
+
+	b.WriteString("### Task\n\n")
+	b.WriteString("| from | trigger | to | events |\n|---|---|---|---|\n")
+	for _, from := range TaskStates {
+		for _, trig := range TaskTriggers {
+			to, err := NextTaskState(from, trig)
+			if err != nil {
+				continue
+			}
+			var names []EventName
+			if ev, ok := TaskTransitionEvent(from, to); ok {
+				names = append(names, ev)
+			}
+			names = append(names, AdditionalTaskEvents(from, to)...)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", from, trig, to, eventList(names))
+		}
+	}
+
+	b.WriteString("\n### Step\n\n")
+	b.WriteString("| from | trigger | to | events |\n|---|---|---|---|\n")
+	if ev, ok := StepTransitionEvent(StepCreatedState, StepPending); ok {
+		fmt.Fprintf(&b, "| (created) | — | %s | %s |\n", StepPending, eventList([]EventName{ev}))
+	}
+	for _, from := range StepStates {
+		for _, trig := range StepTriggers {
+			to, err := NextStepState(from, trig)
+			if err != nil {
+				continue
+			}
+			var names []EventName
+			if ev, ok := StepTransitionEvent(from, to); ok {
+				names = append(names, ev)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", from, trig, to, eventList(names))
+		}
+	}
+	return b.String()
+}
+
+// cell keeps free text from breaking the table.
+func cell(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+func eventList(names []EventName) string {
+	if len(names) == 0 {
+		return "—"
+	}
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = "`" + string(n) + "`"
+	}
+	return strings.Join(parts, ", ")
+}

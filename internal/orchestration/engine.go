@@ -1,0 +1,441 @@
+// Package orchestration drives tasks and steps through their state machines:
+// intake of task requests, discovery of ready steps, dispatch, processing of
+// step results, retries with backoff, finalization, lease reaping, and the
+// operator actions (cancel, retry, resolve).
+//
+// Every action runs in one database transaction that holds the task's row
+// lock, so orchestrator replicas serialise per task and any of them may die
+// at any moment: an action either commits whole (state changes, transition
+// rows, queue messages and the deletion of the command message that caused
+// it) or leaves nothing behind, and its command message is read again.
+// Telemetry for an action is collected in a journal and published only after
+// the commit.
+package orchestration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/internal/template"
+)
+
+// Sentinel errors callers (the API) branch on.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrInvalid       = errors.New("invalid request")
+	ErrWrongState    = errors.New("not allowed in the current state")
+	ErrConflict      = errors.New("conflict")
+	ErrUnknownTarget = errors.New("unknown template or namespace")
+)
+
+// Publisher publishes a committed transaction's journal (spans, span events,
+// metrics, domain events are written in the transaction itself).
+type Publisher interface {
+	Publish(ctx context.Context, j *telemetry.Journal)
+}
+
+// Engine holds the orchestration logic shared by the background services and
+// the API.
+type Engine struct {
+	store     *store.Store
+	publisher Publisher
+	logger    *slog.Logger
+	clock     func() time.Time
+	jitter    func() float64
+
+	mu        sync.RWMutex
+	templates map[int64]*template.Template // immutable once registered
+}
+
+// EngineOption configures an Engine.
+type EngineOption func(*Engine)
+
+// WithClock injects the clock used for backoff and telemetry timestamps.
+func WithClock(clock func() time.Time) EngineOption { return func(e *Engine) { e.clock = clock } }
+
+// WithJitter injects the random source for backoff jitter ([0,1)).
+func WithJitter(f func() float64) EngineOption { return func(e *Engine) { e.jitter = f } }
+
+// NewEngine returns an engine.
+func NewEngine(st *store.Store, pub Publisher, logger *slog.Logger, opts ...EngineOption) *Engine {
+	e := &Engine{
+		store: st, publisher: pub, logger: logger,
+		clock: time.Now, jitter: rand.Float64,
+		templates: map[int64]*template.Template{},
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	if e.publisher == nil {
+		e.publisher = nopPublisher{}
+	}
+	return e
+}
+
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(context.Context, *telemetry.Journal) {}
+
+// Store exposes the engine's store to the services of this package.
+func (e *Engine) Store() *store.Store { return e.store }
+
+// template returns a task's template, from cache or the database.
+func (e *Engine) template(ctx context.Context, id int64) (*template.Template, error) {
+	e.mu.RLock()
+	t, ok := e.templates[id]
+	e.mu.RUnlock()
+	if ok {
+		return t, nil
+	}
+	rec, err := e.store.TemplateByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.templates[id] = rec.Template
+	e.mu.Unlock()
+	return rec.Template, nil
+}
+
+// run executes fn in a transaction with a fresh journal and publishes the
+// journal after a successful commit. fn may run more than once (the store
+// retries deadlocks), so the journal is reset before each run.
+func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Journal) error) error {
+	j := telemetry.NewJournal(e.clock)
+	err := e.store.InTx(ctx, func(tx store.Tx) error {
+		j.Reset()
+		return fn(tx, j)
+	})
+	if err != nil {
+		return err
+	}
+	e.publisher.Publish(ctx, j)
+	return nil
+}
+
+// taskRef is the telemetry identity of a task.
+func taskRef(t *store.Task) telemetry.TaskRef {
+	return telemetry.TaskRef{UUID: t.UUID, Namespace: t.Namespace, Name: t.Name,
+		CorrelationID: t.CorrelationID, TraceParent: t.TraceParent, CreatedAt: t.CreatedAt}
+}
+
+func stepRef(s *store.Step) telemetry.StepRef {
+	return telemetry.StepRef{UUID: s.UUID, Name: s.Name, Handler: s.Handler, Attempt: s.Attempts}
+}
+
+// moveTask applies one task trigger: it asks the state machine for the next
+// state, writes it with a compare-and-swap, records it in the journal and
+// updates t. Losing the swap means another actor moved the task under our
+// lock, which cannot happen; it is reported as an error so the transaction
+// rolls back.
+func (e *Engine) moveTask(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, trig lifecycle.TaskTrigger, wakeAt *time.Time, meta map[string]any) error {
+	to, err := lifecycle.NextTaskState(t.State, trig)
+	if err != nil {
+		return fmt.Errorf("task %s: %w", t.UUID, err)
+	}
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta["trigger"] = string(trig)
+	ok, err := e.store.TaskTransitionTx(ctx, tx, store.TaskMove{UUID: t.UUID, From: t.State, To: to, WakeAt: wakeAt, Meta: meta})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("task %s left state %s while locked", t.UUID, t.State)
+	}
+	j.TaskTransition(taskRef(t), t.State, to, t.StateEnteredAt)
+	t.State, t.StateEnteredAt, t.WakeAt = to, j.Now(), wakeAt
+	if to.Terminal() {
+		switch to {
+		case lifecycle.TaskComplete:
+			j.Event(lifecycle.EventWorkflowTaskCompleted, taskRef(t), nil)
+		case lifecycle.TaskError:
+			j.Event(lifecycle.EventWorkflowTaskFailed, taskRef(t), nil)
+		}
+		j.TaskFinished(taskRef(t), to)
+	}
+	return nil
+}
+
+// stepChange is a planned step trigger.
+type stepChange struct {
+	step *store.Step
+	trig lifecycle.StepTrigger
+	// optional fields passed to the store
+	nextAttemptAt *time.Time
+	results       []byte
+	extraAttempts int
+	leaseGuard    bool
+	meta          map[string]any
+}
+
+// moveSteps applies step triggers in one statement and updates the in-memory
+// steps that moved. It returns the changes that happened: a step a worker
+// moved meanwhile (claimed, submitted) is left alone.
+func (e *Engine) moveSteps(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, changes []stepChange) ([]stepChange, error) {
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	moves := make([]store.StepMove, 0, len(changes))
+	byID := make(map[uuid.UUID]stepChange, len(changes))
+	for _, c := range changes {
+		to, err := lifecycle.NextStepState(c.step.State, c.trig)
+		if err != nil {
+			return nil, fmt.Errorf("step %s (%s): %w", c.step.Name, c.step.UUID, err)
+		}
+		meta := c.meta
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta["trigger"] = string(c.trig)
+		moves = append(moves, store.StepMove{UUID: c.step.UUID, From: c.step.State, To: to,
+			NextAttemptAt: c.nextAttemptAt, Results: c.results, ExtraAttempts: c.extraAttempts,
+			LeaseGuard: c.leaseGuard, Meta: meta})
+		byID[c.step.UUID] = c
+	}
+	moved, err := e.store.StepsTransitionTx(ctx, tx, moves)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]stepChange, 0, len(moved))
+	now := j.Now()
+	for _, m := range moved {
+		c := byID[m.UUID]
+		j.StepTransition(taskRef(t), stepRef(c.step), m.From, m.To, c.step.StateEnteredAt)
+		c.step.State, c.step.StateEnteredAt, c.step.NextAttemptAt = m.To, now, c.nextAttemptAt
+		c.step.MaxAttempts += c.extraAttempts
+		if c.results != nil {
+			c.step.Results = c.results
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// evaluation is what the task's steps say about it.
+type evaluation struct {
+	ready        []*store.Step
+	dueRetries   []*store.Step // waiting_for_retry whose backoff has elapsed
+	inFlight     int
+	backoff      int // waiting_for_retry, not yet due
+	failed       int // in error
+	satisfied    int
+	total        int
+	earliestWake *time.Time
+}
+
+// evaluate classifies a task's steps at time now. Pure.
+func evaluate(steps []store.Step, now time.Time) evaluation {
+	ev := evaluation{total: len(steps)}
+	state := make(map[uuid.UUID]lifecycle.StepState, len(steps))
+	for i := range steps {
+		state[steps[i].UUID] = steps[i].State
+	}
+	for i := range steps {
+		s := &steps[i]
+		switch {
+		case s.State.Satisfied():
+			ev.satisfied++
+		case s.State.InFlight():
+			ev.inFlight++
+		case s.State == lifecycle.StepError:
+			ev.failed++
+		case s.State == lifecycle.StepWaitingForRetry:
+			if s.NextAttemptAt == nil || !s.NextAttemptAt.After(now) {
+				ev.dueRetries = append(ev.dueRetries, s)
+			} else {
+				ev.backoff++
+				if ev.earliestWake == nil || s.NextAttemptAt.Before(*ev.earliestWake) {
+					at := *s.NextAttemptAt
+					ev.earliestWake = &at
+				}
+			}
+		case s.State == lifecycle.StepPending:
+			ready := true
+			for _, p := range s.Parents {
+				if !state[p].Satisfied() {
+					ready = false
+					break
+				}
+			}
+			if ready {
+				ev.ready = append(ev.ready, s)
+			}
+		}
+	}
+	return ev
+}
+
+// drive advances a locked task through its transient states until it rests:
+// in steps_in_process, waiting, blocked (hold policy) or a terminal state.
+// steps must be the task's steps, read after the task was locked.
+func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step) error {
+	tpl, err := e.template(ctx, t.TemplateID)
+	if err != nil {
+		return err
+	}
+	ref := taskRef(t)
+	for guard := 0; guard < 32; guard++ {
+		switch t.State {
+		case lifecycle.TaskPending:
+			if err := e.moveTask(ctx, tx, j, t, lifecycle.TaskStart, nil, nil); err != nil {
+				return err
+			}
+			j.Event(lifecycle.EventWorkflowTaskStarted, ref, nil)
+
+		case lifecycle.TaskInitializing:
+			start := j.Now()
+			ev := evaluate(steps, start)
+			j.Phase(telemetry.PhaseStepDiscovery, ref, start)
+			switch {
+			case len(steps) == 0:
+				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskNoSteps, nil, nil)
+			case len(ev.ready) > 0:
+				j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
+				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskReadyStepsFound, nil, map[string]any{"ready": len(ev.ready)})
+			default:
+				j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
+				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskNothingReady, nil, nil)
+			}
+			if err != nil {
+				return err
+			}
+
+		case lifecycle.TaskEvaluatingResults:
+			if err := e.evaluateResults(ctx, tx, j, t, steps); err != nil {
+				return err
+			}
+
+		case lifecycle.TaskEnqueuingSteps:
+			if err := e.enqueue(ctx, tx, j, t, steps); err != nil {
+				return err
+			}
+
+		case lifecycle.TaskBlockedByFailures:
+			if tpl.FailurePolicy == template.Hold {
+				return e.store.TaskWakeSetTx(ctx, tx, t.UUID, nil)
+			}
+			if err := e.moveTask(ctx, tx, j, t, lifecycle.TaskGiveUp, nil, nil); err != nil {
+				return err
+			}
+
+		default:
+			// A resting state. Keep a timer for the earliest retry backoff,
+			// whatever the task is waiting for, so that a retry is not held
+			// up by a long-running sibling step.
+			if t.State.Terminal() {
+				return e.store.TaskWakeSetTx(ctx, tx, t.UUID, nil)
+			}
+			ev := evaluate(steps, j.Now())
+			return e.store.TaskWakeSetTx(ctx, tx, t.UUID, ev.earliestWake)
+		}
+	}
+	return fmt.Errorf("task %s: state machine did not settle (last state %s)", t.UUID, t.State)
+}
+
+// evaluateResults decides where a task in evaluating_results goes, by the
+// precedence of DESIGN §3: blocked by failures > ready steps > steps in
+// flight > all complete > waiting for a retry backoff.
+func (e *Engine) evaluateResults(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step) error {
+	ref := taskRef(t)
+	start := j.Now()
+	ev := evaluate(steps, start)
+	if len(ev.dueRetries) > 0 {
+		changes := make([]stepChange, 0, len(ev.dueRetries))
+		for _, s := range ev.dueRetries {
+			changes = append(changes, stepChange{step: s, trig: lifecycle.StepRetry})
+		}
+		if _, err := e.moveSteps(ctx, tx, j, t, changes); err != nil {
+			return err
+		}
+		ev = evaluate(steps, start)
+	}
+	j.Phase(telemetry.PhaseResultEvaluation, ref, start)
+	counts := map[string]any{"ready": len(ev.ready), "in_flight": ev.inFlight, "failed": ev.failed,
+		"backoff": ev.backoff, "satisfied": ev.satisfied, "total": ev.total}
+	switch {
+	case ev.failed > 0:
+		return e.moveTask(ctx, tx, j, t, lifecycle.TaskStepFailedPermanently, nil, counts)
+	case len(ev.ready) > 0:
+		j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
+		return e.moveTask(ctx, tx, j, t, lifecycle.TaskReadyStepsFound, nil, counts)
+	case ev.inFlight > 0:
+		j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
+		return e.moveTask(ctx, tx, j, t, lifecycle.TaskNothingReady, ev.earliestWake, counts)
+	case ev.satisfied == ev.total:
+		return e.moveTask(ctx, tx, j, t, lifecycle.TaskAllStepsComplete, nil, counts)
+	case ev.backoff > 0:
+		j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
+		return e.moveTask(ctx, tx, j, t, lifecycle.TaskOnlyBackoffRemains, ev.earliestWake, counts)
+	default:
+		// Pending steps whose parents can never be satisfied (a parent was
+		// cancelled): wait; stale-task detection reports it.
+		j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
+		return e.moveTask(ctx, tx, j, t, lifecycle.TaskNothingReady, nil, counts)
+	}
+}
+
+// enqueue dispatches the ready steps of a task in enqueuing_steps: each moves
+// pending -> enqueued and its message is sent, in this transaction.
+func (e *Engine) enqueue(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step) error {
+	ref := taskRef(t)
+	start := j.Now()
+	ev := evaluate(steps, start)
+	ids := make([]uuid.UUID, 0, len(ev.ready))
+	headers := make([]map[string]string, 0, len(ev.ready))
+	byID := make(map[uuid.UUID]*store.Step, len(ev.ready))
+	for _, s := range ev.ready {
+		ids = append(ids, s.UUID)
+		headers = append(headers, map[string]string{"traceparent": t.TraceParent})
+		byID[s.UUID] = s
+	}
+	sent, err := e.store.StepsDispatchTx(ctx, tx, ids, headers)
+	if err != nil {
+		return err
+	}
+	now := j.Now()
+	for _, d := range sent {
+		s := byID[d.StepUUID]
+		j.StepTransition(ref, stepRef(s), lifecycle.StepPending, lifecycle.StepEnqueued, s.StateEnteredAt)
+		s.State, s.StateEnteredAt = lifecycle.StepEnqueued, now
+	}
+	j.Phase(telemetry.PhaseStepEnqueuing, ref, start)
+	return e.moveTask(ctx, tx, j, t, lifecycle.TaskStepsEnqueued, nil, map[string]any{"enqueued": len(sent)})
+}
+
+// wakeTrigger is the trigger that takes a resting task back to
+// evaluating_results when something happened to its steps: a result arrived,
+// a lease was reaped, or a step's retry backoff elapsed. A task
+// that rests in steps_in_process or waiting_for_dependencies while a sibling
+// step waits out its backoff is woken by the timer with the trigger of its
+// state (the transition's metadata says "retry backoff elapsed"), so that a
+// retry is never held up by a long-running sibling; DESIGN §3 keeps one
+// trigger per state pair.
+func wakeTrigger(s lifecycle.TaskState) (lifecycle.TaskTrigger, bool) {
+	switch s {
+	case lifecycle.TaskStepsInProcess:
+		return lifecycle.TaskStepResultReceived, true
+	case lifecycle.TaskWaitingForDependencies:
+		return lifecycle.TaskDependenciesSatisfied, true
+	case lifecycle.TaskWaitingForRetry:
+		return lifecycle.TaskBackoffExpired, true
+	}
+	return "", false
+}
+
+// backoffFor is the delay before the attempt after `attempt` of step s.
+func (e *Engine) backoffFor(s *store.Step, attempt int) time.Duration {
+	r := template.Retry{MaxAttempts: s.MaxAttempts, Retryable: s.Retryable, BackoffBaseMs: s.BackoffBaseMs, BackoffCapMs: s.BackoffCapMs}
+	return r.Backoff(attempt, e.jitter)
+}

@@ -1,0 +1,239 @@
+package orchestration
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
+)
+
+// Request limits. Bigger inputs are refused with an error naming the field.
+const (
+	MaxTags           = 32
+	MaxTagLen         = 64
+	MaxTextFieldLen   = 256 // initiator, source_system, idempotency_key
+	MaxReasonLen      = 2000
+	MaxPriority       = 1000
+	MaxContextBytes   = 1 << 20
+	defaultInitiator  = "unknown"
+	defaultSourceName = "unknown"
+)
+
+// TaskRequest asks for a new task: an instance of a registered template.
+type TaskRequest struct {
+	Namespace           string          `json:"namespace"`
+	Name                string          `json:"name"`
+	Version             string          `json:"version,omitempty"`
+	Context             json.RawMessage `json:"context,omitempty"`
+	Initiator           string          `json:"initiator,omitempty"`
+	SourceSystem        string          `json:"source_system,omitempty"`
+	Reason              string          `json:"reason,omitempty"`
+	Tags                []string        `json:"tags,omitempty"`
+	Priority            int             `json:"priority,omitempty"`
+	CorrelationID       *uuid.UUID      `json:"correlation_id,omitempty"`
+	ParentCorrelationID *uuid.UUID      `json:"parent_correlation_id,omitempty"`
+	// IdempotencyKey makes submission idempotent: a second request with the
+	// same namespace, name and key returns the first task instead of
+	// creating another.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// FieldError names the request field that is wrong.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Unwrap makes every FieldError an ErrInvalid.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks the request's shape (not whether its template exists).
+func (r *TaskRequest) Validate() error {
+	if r.Namespace == "" {
+		return fieldErr("namespace", "is required")
+	}
+	if err := queue.ValidateNamespace(r.Namespace); err != nil {
+		return fieldErr("namespace", "%q is not a valid namespace name (a lowercase letter, then up to 32 lowercase letters, digits or underscores)", r.Namespace)
+	}
+	if r.Name == "" {
+		return fieldErr("name", "is required")
+	}
+	if len(r.Name) > 64 {
+		return fieldErr("name", "is longer than 64 characters")
+	}
+	if len(r.Version) > 32 {
+		return fieldErr("version", "is longer than 32 characters")
+	}
+	if len(r.Context) > MaxContextBytes {
+		return fieldErr("context", "is %d bytes; the limit is %d", len(r.Context), MaxContextBytes)
+	}
+	if len(r.Context) > 0 {
+		trimmed := strings.TrimSpace(string(r.Context))
+		if trimmed != "null" && !strings.HasPrefix(trimmed, "{") {
+			return fieldErr("context", "must be a JSON object")
+		}
+		if !json.Valid(r.Context) {
+			return fieldErr("context", "is not valid JSON")
+		}
+	}
+	for name, v := range map[string]string{"initiator": r.Initiator, "source_system": r.SourceSystem, "idempotency_key": r.IdempotencyKey} {
+		if len(v) > MaxTextFieldLen {
+			return fieldErr(name, "is longer than %d characters", MaxTextFieldLen)
+		}
+		if !utf8.ValidString(v) {
+			return fieldErr(name, "is not valid UTF-8")
+		}
+	}
+	if len(r.Reason) > MaxReasonLen {
+		return fieldErr("reason", "is longer than %d characters", MaxReasonLen)
+	}
+	if len(r.Tags) > MaxTags {
+		return fieldErr("tags", "has %d tags; the limit is %d", len(r.Tags), MaxTags)
+	}
+	for i, tag := range r.Tags {
+		if tag == "" || len(tag) > MaxTagLen {
+			return fieldErr(fmt.Sprintf("tags[%d]", i), "must be 1 to %d characters", MaxTagLen)
+		}
+	}
+	if r.Priority < -MaxPriority || r.Priority > MaxPriority {
+		return fieldErr("priority", "must be between %d and %d", -MaxPriority, MaxPriority)
+	}
+	return nil
+}
+
+// identityHash is what makes a submission unique. With an idempotency key,
+// the key (scoped to the template) is the identity; without one every
+// submission is a new task.
+func (r *TaskRequest) identityHash() string {
+	if r.IdempotencyKey == "" {
+		return "uuid:" + uuid.NewString()
+	}
+	h := sha256.Sum256([]byte("key\x00" + r.Namespace + "\x00" + r.Name + "\x00" + r.IdempotencyKey))
+	return hex.EncodeToString(h[:])
+}
+
+// CreateTask validates and persists a task request, then initializes the task
+// and dispatches its first steps, all in one transaction. A request whose
+// idempotency key was seen before returns the existing task and created=false.
+func (e *Engine) CreateTask(ctx context.Context, req TaskRequest) (store.Task, bool, error) {
+	return e.createTask(ctx, req, nil)
+}
+
+// createTask is CreateTask; when msgID is set, the request came from the
+// task request queue and its message is deleted in the same transaction.
+func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) (store.Task, bool, error) {
+	if err := req.Validate(); err != nil {
+		return store.Task{}, false, err
+	}
+	rec, err := e.store.TemplateGet(ctx, req.Namespace, req.Name, req.Version)
+	if errors.Is(err, store.ErrNotFound) {
+		ok, nerr := e.store.NamespaceExists(ctx, req.Namespace)
+		if nerr == nil && !ok {
+			return store.Task{}, false, fmt.Errorf("%w: namespace %q has no registered templates", ErrUnknownTarget, req.Namespace)
+		}
+		key := req.Namespace + "/" + req.Name
+		if req.Version != "" {
+			key += "@" + req.Version
+		}
+		return store.Task{}, false, fmt.Errorf("%w: no template %s is registered", ErrUnknownTarget, key)
+	}
+	if err != nil {
+		return store.Task{}, false, err
+	}
+	tpl := rec.Template
+	ctxJSON := req.Context
+	if len(ctxJSON) == 0 || strings.TrimSpace(string(ctxJSON)) == "null" {
+		ctxJSON = json.RawMessage(`{}`)
+	}
+	if err := tpl.ValidateContext(ctxJSON); err != nil {
+		return store.Task{}, false, &FieldError{Field: "context", Message: err.Error()}
+	}
+	e.mu.Lock()
+	e.templates[rec.ID] = tpl
+	e.mu.Unlock()
+
+	nt := store.NewTask{
+		UUID: uuid.Must(uuid.NewV7()), TemplateID: rec.ID,
+		Namespace: tpl.Namespace, Name: tpl.Name, Version: tpl.Version,
+		Context: ctxJSON, Tags: req.Tags, Priority: req.Priority,
+		Initiator: orDefault(req.Initiator, defaultInitiator), SourceSystem: orDefault(req.SourceSystem, defaultSourceName),
+		Reason: req.Reason, ParentCorrelationID: req.ParentCorrelationID,
+		IdentityHash: req.identityHash(), TraceParent: telemetry.NewTraceParent(),
+		StaleAfterSeconds: tpl.StaleAfterSeconds,
+	}
+	if req.CorrelationID != nil {
+		nt.CorrelationID = *req.CorrelationID
+	} else {
+		nt.CorrelationID = uuid.Must(uuid.NewV7())
+	}
+	ids := map[string]uuid.UUID{}
+	for i, name := range tpl.TopologicalOrder() {
+		st, _ := tpl.StepByName(name)
+		id := uuid.Must(uuid.NewV7())
+		ids[name] = id
+		parents := make([]uuid.UUID, 0, len(st.DependsOn))
+		for _, p := range st.DependsOn {
+			parents = append(parents, ids[p])
+		}
+		nt.Steps = append(nt.Steps, store.NewStep{
+			UUID: id, Name: st.Name, Handler: st.Handler, Position: i,
+			MaxAttempts: st.Retry.MaxAttempts, Retryable: st.Retry.Retryable,
+			BackoffBaseMs: st.Retry.BackoffBaseMs, BackoffCapMs: st.Retry.BackoffCapMs,
+			TimeoutSeconds: st.TimeoutSeconds, Parents: parents,
+		})
+	}
+
+	var task store.Task
+	var created bool
+	err = e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		var err error
+		if msgID != nil {
+			if _, err := e.store.MessageDeleteTx(ctx, tx, queue.TaskRequestsQueue, *msgID); err != nil {
+				return err
+			}
+		}
+		task, created, err = e.store.TaskCreateTx(ctx, tx, nt)
+		if err != nil || !created {
+			return err
+		}
+		ref := taskRef(&task)
+		j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
+		j.Event(lifecycle.EventTaskStartRequested, ref, nil)
+		steps, err := e.store.TaskStepsTx(ctx, tx, task.UUID)
+		if err != nil {
+			return err
+		}
+		for i := range steps {
+			j.StepTransition(ref, stepRef(&steps[i]), lifecycle.StepCreatedState, lifecycle.StepPending, steps[i].CreatedAt)
+		}
+		return e.drive(ctx, tx, j, &task, steps)
+	})
+	if err != nil {
+		return store.Task{}, false, fmt.Errorf("create task %s: %w", tpl.Key(), err)
+	}
+	return task, created, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

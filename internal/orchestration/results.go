@@ -1,0 +1,326 @@
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
+)
+
+// ResultNotice is the message tasker.step_submit_result sends to
+// orchestration_step_results. It names a step and an attempt; the result
+// itself is on the step row.
+type ResultNotice struct {
+	TaskUUID uuid.UUID `json:"task_uuid"`
+	StepUUID uuid.UUID `json:"step_uuid"`
+	Attempt  int       `json:"attempt"`
+	Success  bool      `json:"success"`
+}
+
+// StepError is the error object a worker submits with a failure.
+type StepError struct {
+	Message   string `json:"message"`
+	Retryable *bool  `json:"retryable,omitempty"`
+	Kind      string `json:"kind,omitempty"`
+}
+
+// DecodeResultNotice parses and checks a result notice.
+func DecodeResultNotice(body []byte) (ResultNotice, error) {
+	var n ResultNotice
+	if err := json.Unmarshal(body, &n); err != nil {
+		return n, fmt.Errorf("result notice is not a JSON object with task_uuid, step_uuid, attempt, success: %w", err)
+	}
+	if n.TaskUUID == uuid.Nil || n.StepUUID == uuid.Nil {
+		return n, fmt.Errorf("result notice lacks task_uuid or step_uuid")
+	}
+	if n.Attempt < 1 {
+		return n, fmt.Errorf("result notice has attempt %d; attempts start at 1", n.Attempt)
+	}
+	return n, nil
+}
+
+// Poison is a message that can never be processed; the caller archives it.
+type Poison struct {
+	MsgID  int64
+	Reason string
+}
+
+// ProcessResults applies a batch of result notices. Notices are grouped by
+// task; each task is handled in its own transaction that also deletes its
+// notices, so a crash re-delivers exactly the notices whose effects were not
+// committed, and a duplicate notice finds its step already moved and changes
+// nothing. It returns the messages that can never be processed.
+func (e *Engine) ProcessResults(ctx context.Context, msgs []queue.Message) ([]Poison, error) {
+	var poison []Poison
+	byTask := map[uuid.UUID][]noticeMsg{}
+	for _, m := range msgs {
+		n, err := DecodeResultNotice(m.Body)
+		if err != nil {
+			poison = append(poison, Poison{MsgID: m.ID, Reason: err.Error()})
+			continue
+		}
+		byTask[n.TaskUUID] = append(byTask[n.TaskUUID], noticeMsg{n: n, msgID: m.ID, headers: m.Headers})
+	}
+	tasks := make([]uuid.UUID, 0, len(byTask))
+	for id := range byTask {
+		tasks = append(tasks, id)
+	}
+	sort.Slice(tasks, func(i, k int) bool { return tasks[i].String() < tasks[k].String() })
+	var firstErr error
+	for _, id := range tasks {
+		p, err := e.processTaskResults(ctx, id, byTask[id])
+		poison = append(poison, p...)
+		if err != nil {
+			e.logger.Error("process step results", "task_uuid", id, "error", err)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	return poison, firstErr
+}
+
+type noticeMsg struct {
+	n       ResultNotice
+	msgID   int64
+	headers map[string]string
+}
+
+func (e *Engine) processTaskResults(ctx context.Context, taskID uuid.UUID, notices []noticeMsg) ([]Poison, error) {
+	var poison []Poison
+	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		poison = poison[:0]
+		ids := make([]int64, 0, len(notices))
+		for _, nm := range notices {
+			ids = append(ids, nm.msgID)
+		}
+		t, err := e.store.TaskLockTx(ctx, tx, taskID)
+		if err != nil {
+			for _, nm := range notices {
+				poison = append(poison, Poison{MsgID: nm.msgID, Reason: "result notice for unknown task " + taskID.String()})
+			}
+			return nil
+		}
+		// The notices are consumed whatever happens below: their effects
+		// commit with their deletion.
+		if err := e.store.MessagesDeleteTx(ctx, tx, queue.StepResultsQueue, ids); err != nil {
+			return err
+		}
+		steps, err := e.store.TaskStepsTx(ctx, tx, taskID)
+		if err != nil {
+			return err
+		}
+		ref := taskRef(&t)
+		applied := 0
+		for _, nm := range notices {
+			j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
+			ok, err := e.applyResult(ctx, tx, j, &t, steps, nm.n)
+			if err != nil {
+				return err
+			}
+			if ok {
+				applied++
+			}
+		}
+		if applied == 0 || t.State.Terminal() {
+			return nil
+		}
+		trig, ok := wakeTrigger(t.State)
+		if !ok {
+			// blocked_by_failures (hold): the result is recorded; the task
+			// stays held for an operator.
+			return nil
+		}
+		if err := e.moveTask(ctx, tx, j, &t, trig, nil, nil); err != nil {
+			return err
+		}
+		return e.drive(ctx, tx, j, &t, steps)
+	})
+	return poison, err
+}
+
+// applyResult moves one step out of enqueued_(as_error_)for_orchestration if
+// the notice matches its current attempt; otherwise (a duplicate, or a result
+// overtaken by a cancellation or a lease reap) it changes nothing.
+func (e *Engine) applyResult(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step, n ResultNotice) (bool, error) {
+	var s *store.Step
+	for i := range steps {
+		if steps[i].UUID == n.StepUUID {
+			s = &steps[i]
+			break
+		}
+	}
+	if s == nil || s.Attempts != n.Attempt {
+		e.logger.Debug("stale step result ignored", "task_uuid", t.UUID, "step_uuid", n.StepUUID, "attempt", n.Attempt)
+		return false, nil
+	}
+	ref := taskRef(t)
+	var change stepChange
+	switch s.State {
+	case lifecycle.StepEnqueuedForOrchestration:
+		change = stepChange{step: s, trig: lifecycle.StepResultProcessed}
+	case lifecycle.StepEnqueuedAsErrorForOrchestration:
+		change = e.failureChange(s, "handler failed")
+	default:
+		e.logger.Debug("duplicate step result ignored", "task_uuid", t.UUID, "step_uuid", s.UUID, "state", s.State)
+		return false, nil
+	}
+	moved, err := e.moveSteps(ctx, tx, j, t, []stepChange{change})
+	if err != nil || len(moved) == 0 {
+		return false, err
+	}
+	sr := stepRef(s)
+	if change.trig == lifecycle.StepResultProcessed {
+		j.Event(lifecycle.EventWorkflowStepCompleted, ref, &sr)
+	} else {
+		j.Event(lifecycle.EventWorkflowStepFailed, ref, &sr)
+	}
+	return true, nil
+}
+
+// failureChange decides what a failed attempt leads to: another attempt
+// after a backoff, or a permanent error.
+func (e *Engine) failureChange(s *store.Step, why string) stepChange {
+	var se StepError
+	if len(s.LastError) > 0 {
+		_ = json.Unmarshal(s.LastError, &se) // a malformed error object is treated as retryable
+	}
+	retryable := s.Retryable && (se.Retryable == nil || *se.Retryable)
+	meta := map[string]any{"reason": why, "attempt": s.Attempts}
+	if se.Message != "" {
+		meta["error"] = se.Message
+	}
+	if retryable && s.Attempts < s.MaxAttempts {
+		at := e.clock().Add(e.backoffFor(s, s.Attempts))
+		trig := lifecycle.StepRetryScheduled
+		if s.State == lifecycle.StepInProgress {
+			trig = lifecycle.StepLeaseExpiredRetry
+		}
+		return stepChange{step: s, trig: trig, nextAttemptAt: &at, meta: meta, leaseGuard: s.State == lifecycle.StepInProgress}
+	}
+	switch {
+	case !retryable:
+		meta["why_final"] = "error is not retryable"
+	default:
+		meta["why_final"] = fmt.Sprintf("attempts exhausted (%d of %d)", s.Attempts, s.MaxAttempts)
+	}
+	trig := lifecycle.StepFailedPermanently
+	if s.State == lifecycle.StepInProgress {
+		trig = lifecycle.StepLeaseExpiredFail
+	}
+	return stepChange{step: s, trig: trig, meta: meta, leaseGuard: s.State == lifecycle.StepInProgress}
+}
+
+// ReapExpiredLeases finds steps whose worker stopped renewing its lease (it
+// died or lost its connection) and ends that attempt: the step is retried
+// after its backoff, or fails when attempts are exhausted. It returns the
+// number of steps reaped.
+func (e *Engine) ReapExpiredLeases(ctx context.Context, limit int) (int, error) {
+	tasks, err := e.store.TasksWithExpiredLeases(ctx, limit)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, id := range tasks {
+		n, err := e.reapTask(ctx, id)
+		if err != nil {
+			return total, fmt.Errorf("reap leases of task %s: %w", id, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (e *Engine) reapTask(ctx context.Context, id uuid.UUID) (int, error) {
+	reaped := 0
+	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		reaped = 0
+		t, err := e.store.TaskLockTx(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		steps, err := e.store.TaskStepsTx(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		now := e.clock()
+		var changes []stepChange
+		for i := range steps {
+			s := &steps[i]
+			if s.State == lifecycle.StepInProgress && s.LeaseExpiresAt != nil && s.LeaseExpiresAt.Before(now) {
+				c := e.failureChange(s, "lease expired: the worker stopped heartbeating")
+				changes = append(changes, c)
+			}
+		}
+		moved, err := e.moveSteps(ctx, tx, j, &t, changes)
+		if err != nil {
+			return err
+		}
+		reaped = len(moved)
+		if reaped == 0 || t.State.Terminal() {
+			return nil
+		}
+		j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(&t), nil)
+		trig, ok := wakeTrigger(t.State)
+		if !ok {
+			return nil
+		}
+		if err := e.moveTask(ctx, tx, j, &t, trig, nil, map[string]any{"reason": "lease expired"}); err != nil {
+			return err
+		}
+		return e.drive(ctx, tx, j, &t, steps)
+	})
+	return reaped, err
+}
+
+// WakeDueTasks re-evaluates tasks whose retry backoff has elapsed. Replicas
+// share the work: each locks the due tasks no other replica holds.
+func (e *Engine) WakeDueTasks(ctx context.Context, limit int) (int, error) {
+	woken := 0
+	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		woken = 0
+		due, err := e.store.TasksDueTx(ctx, tx, limit)
+		if err != nil {
+			return err
+		}
+		for i := range due {
+			t := &due[i]
+			trig, ok := wakeTrigger(t.State)
+			if !ok || t.State.Terminal() {
+				if err := e.store.TaskWakeSetTx(ctx, tx, t.UUID, nil); err != nil {
+					return err
+				}
+				continue
+			}
+			steps, err := e.store.TaskStepsTx(ctx, tx, t.UUID)
+			if err != nil {
+				return err
+			}
+			ev := evaluate(steps, e.clock())
+			if len(ev.dueRetries) == 0 {
+				// Woken early (clock skew between replicas): keep waiting.
+				if err := e.store.TaskWakeSetTx(ctx, tx, t.UUID, ev.earliestWake); err != nil {
+					return err
+				}
+				continue
+			}
+			j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(t), nil)
+			if err := e.moveTask(ctx, tx, j, t, trig, nil, map[string]any{"reason": "retry backoff elapsed"}); err != nil {
+				return err
+			}
+			if err := e.drive(ctx, tx, j, t, steps); err != nil {
+				return err
+			}
+			woken++
+		}
+		return nil
+	})
+	return woken, err
+}

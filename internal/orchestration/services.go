@@ -1,0 +1,351 @@
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tasker/tasker/internal/queue"
+)
+
+// Defaults for ServiceConfig.
+const (
+	DefaultBatchSize         = 50
+	DefaultVisibilityTimeout = 30 * time.Second
+	DefaultPollInterval      = 1 * time.Second
+	DefaultTimerInterval     = 1 * time.Second
+	DefaultReapInterval      = 2 * time.Second
+	DefaultMaxReadCount      = 10
+)
+
+// ServiceConfig tunes the background loops.
+type ServiceConfig struct {
+	// BatchSize is how many queue messages one read takes.
+	BatchSize int
+	// VisibilityTimeout hides a read message from other replicas while it
+	// is processed; a replica that dies mid-batch releases its messages
+	// after this long.
+	VisibilityTimeout time.Duration
+	// PollInterval is the fallback polling interval when no notification
+	// arrives (notifications wake the loops at once).
+	PollInterval time.Duration
+	// TimerInterval is how often tasks due for a retry are looked for.
+	TimerInterval time.Duration
+	// ReapInterval is how often expired step leases are looked for.
+	ReapInterval time.Duration
+	// MaxReadCount is how many times a command message may be read before
+	// it is treated as poison and archived.
+	MaxReadCount int
+}
+
+func (c *ServiceConfig) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.VisibilityTimeout <= 0 {
+		c.VisibilityTimeout = DefaultVisibilityTimeout
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.TimerInterval <= 0 {
+		c.TimerInterval = DefaultTimerInterval
+	}
+	if c.ReapInterval <= 0 {
+		c.ReapInterval = DefaultReapInterval
+	}
+	if c.MaxReadCount <= 0 {
+		c.MaxReadCount = DefaultMaxReadCount
+	}
+}
+
+// PoisonCounter counts messages archived as poison, by queue.
+type PoisonCounter interface {
+	PoisonMessage(queueName, reason string)
+}
+
+// Orchestrator runs the background loops of one replica: the step result
+// processor, the task request consumer, and the timers (retry wake-ups and
+// lease reaping).
+type Orchestrator struct {
+	engine   *Engine
+	cfg      ServiceConfig
+	logger   *slog.Logger
+	listener *queue.Listener
+	poison   PoisonCounter
+
+	resultsWake  <-chan struct{}
+	requestsWake <-chan struct{}
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// NewOrchestrator returns the loops; listener may be nil (polling only).
+// Subscriptions are made here, so the listener must be started after.
+func NewOrchestrator(engine *Engine, cfg ServiceConfig, listener *queue.Listener, poison PoisonCounter, logger *slog.Logger) *Orchestrator {
+	cfg.defaults()
+	o := &Orchestrator{engine: engine, cfg: cfg, logger: logger, listener: listener, poison: poison}
+	if listener != nil {
+		o.resultsWake = listener.Subscribe(queue.StepResultsQueue)
+		o.requestsWake = listener.Subscribe(queue.TaskRequestsQueue)
+	}
+	return o
+}
+
+// Start launches the loops; they run until Stop.
+func (o *Orchestrator) Start(ctx context.Context) error {
+	ctx, o.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	loops := []struct {
+		name string
+		fn   func(context.Context)
+	}{
+		{"step_results", o.resultsLoop},
+		{"task_requests", o.requestsLoop},
+		{"timers", o.timersLoop},
+	}
+	for _, l := range loops {
+		o.wg.Add(1)
+		// Ends when Stop cancels ctx.
+		go func() {
+			defer o.wg.Done()
+			o.logger.Debug("orchestrator loop started", "loop", l.name)
+			l.fn(ctx)
+		}()
+	}
+	return nil
+}
+
+// Stop cancels the loops and waits for them; a loop finishes the
+// transaction it is in (or rolls it back) before it returns. Safe to call
+// twice.
+func (o *Orchestrator) Stop() {
+	o.stopOnce.Do(func() {
+		if o.cancel != nil {
+			o.cancel()
+		}
+		o.wg.Wait()
+	})
+}
+
+// wait sleeps until a wake-up, the fallback poll interval (jittered so that
+// replicas do not poll in step), or cancellation.
+func (o *Orchestrator) wait(ctx context.Context, wake <-chan struct{}, d time.Duration) {
+	d = d/2 + time.Duration(rand.Int64N(int64(d)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-wake:
+	case <-t.C:
+	}
+}
+
+// errorPause backs off after a failed database call (the database may be
+// restarting), logging once per failure streak.
+type errorPause struct {
+	streak int
+}
+
+func (p *errorPause) failed(ctx context.Context, logger *slog.Logger, loop string, err error) {
+	p.streak++
+	if p.streak == 1 || p.streak%30 == 0 {
+		logger.Error("orchestrator loop failed; retrying with backoff", "loop", loop, "error", err, "failures", p.streak)
+	}
+	d := min(time.Duration(p.streak)*200*time.Millisecond, 5*time.Second)
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (p *errorPause) ok(logger *slog.Logger, loop string) {
+	if p.streak > 0 {
+		logger.Info("orchestrator loop recovered", "loop", loop, "after_failures", p.streak)
+	}
+	p.streak = 0
+}
+
+func (o *Orchestrator) resultsLoop(ctx context.Context) {
+	var pause errorPause
+	for ctx.Err() == nil {
+		n, err := o.ResultsOnce(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			pause.failed(ctx, o.logger, "step_results", err)
+			continue
+		}
+		pause.ok(o.logger, "step_results")
+		if n < o.cfg.BatchSize {
+			o.wait(ctx, o.resultsWake, o.cfg.PollInterval)
+		}
+	}
+}
+
+// ResultsOnce reads and processes one batch of step result notices and
+// returns how many messages it read.
+func (o *Orchestrator) ResultsOnce(ctx context.Context) (int, error) {
+	st := o.engine.Store()
+	msgs, err := st.MessagesRead(ctx, queue.StepResultsQueue, o.cfg.VisibilityTimeout, o.cfg.BatchSize)
+	if err != nil {
+		return 0, err
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	fresh := msgs[:0:0]
+	for _, m := range msgs {
+		if m.ReadCount > o.cfg.MaxReadCount {
+			o.archivePoison(ctx, queue.StepResultsQueue, m.ID, fmt.Sprintf("read %d times without being processed", m.ReadCount))
+			continue
+		}
+		fresh = append(fresh, m)
+	}
+	poison, err := o.engine.ProcessResults(ctx, fresh)
+	for _, p := range poison {
+		o.archivePoison(ctx, queue.StepResultsQueue, p.MsgID, p.Reason)
+	}
+	return len(msgs), err
+}
+
+func (o *Orchestrator) archivePoison(ctx context.Context, queueName string, id int64, reason string) {
+	if _, err := o.engine.Store().MessageArchive(ctx, queueName, id); err != nil {
+		o.logger.Error("archive poison message", "queue", queueName, "msg_id", id, "error", err)
+		return
+	}
+	o.logger.Warn("poison message archived", "queue", queueName, "msg_id", id, "reason", reason)
+	if o.poison != nil {
+		o.poison.PoisonMessage(queueName, poisonReasonLabel(reason))
+	}
+}
+
+// poisonReasonLabel maps a free-text reason to a bounded metric label.
+func poisonReasonLabel(reason string) string {
+	switch {
+	case strings.Contains(reason, "read ") && strings.Contains(reason, "times"):
+		return "redelivered_too_often"
+	case strings.Contains(reason, "unknown task"):
+		return "unknown_task"
+	case strings.Contains(reason, "not a JSON"), strings.Contains(reason, "lacks"), strings.Contains(reason, "attempt"):
+		return "malformed"
+	default:
+		return "rejected"
+	}
+}
+
+func (o *Orchestrator) requestsLoop(ctx context.Context) {
+	var pause errorPause
+	for ctx.Err() == nil {
+		n, err := o.RequestsOnce(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			pause.failed(ctx, o.logger, "task_requests", err)
+			continue
+		}
+		pause.ok(o.logger, "task_requests")
+		if n < o.cfg.BatchSize {
+			o.wait(ctx, o.requestsWake, o.cfg.PollInterval)
+		}
+	}
+}
+
+// DecodeTaskRequest parses a task request strictly: unknown fields are
+// refused, so a typo is an error rather than a silently ignored option.
+func DecodeTaskRequest(body []byte) (TaskRequest, error) {
+	var r TaskRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("%w: task request is not valid: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return r, fmt.Errorf("%w: task request has trailing data after the JSON object", ErrInvalid)
+	}
+	return r, nil
+}
+
+// RequestsOnce reads and handles one batch of queued task requests. A
+// request that can never succeed (malformed, unknown template, invalid
+// context) is archived with a log line; the others create their task in the
+// same transaction that deletes their message.
+func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
+	st := o.engine.Store()
+	msgs, err := st.MessagesRead(ctx, queue.TaskRequestsQueue, o.cfg.VisibilityTimeout, o.cfg.BatchSize)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		if m.ReadCount > o.cfg.MaxReadCount {
+			o.archivePoison(ctx, queue.TaskRequestsQueue, m.ID, fmt.Sprintf("read %d times without being processed", m.ReadCount))
+			continue
+		}
+		req, err := DecodeTaskRequest(m.Body)
+		if err == nil {
+			_, _, err = o.engine.createTask(ctx, req, &m.ID)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrInvalid), errors.Is(err, ErrUnknownTarget):
+			o.archivePoison(ctx, queue.TaskRequestsQueue, m.ID, err.Error())
+		default:
+			return len(msgs), err
+		}
+	}
+	return len(msgs), nil
+}
+
+func (o *Orchestrator) timersLoop(ctx context.Context) {
+	var pause errorPause
+	lastReap := time.Time{}
+	for ctx.Err() == nil {
+		err := o.TimersOnce(ctx, time.Since(lastReap) >= o.cfg.ReapInterval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			pause.failed(ctx, o.logger, "timers", err)
+			continue
+		}
+		if time.Since(lastReap) >= o.cfg.ReapInterval {
+			lastReap = time.Now()
+		}
+		pause.ok(o.logger, "timers")
+		o.wait(ctx, nil, o.cfg.TimerInterval)
+	}
+}
+
+// TimersOnce wakes tasks whose retry backoff has elapsed and, when reap is
+// set, ends attempts whose lease expired.
+func (o *Orchestrator) TimersOnce(ctx context.Context, reap bool) error {
+	for {
+		n, err := o.engine.WakeDueTasks(ctx, o.cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("wake due tasks: %w", err)
+		}
+		if n < o.cfg.BatchSize {
+			break
+		}
+	}
+	if !reap {
+		return nil
+	}
+	n, err := o.engine.ReapExpiredLeases(ctx, o.cfg.BatchSize)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		o.logger.Info("expired step leases reaped", "steps", n)
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/tasker/tasker/internal/queue"
+)
+
+// MessagesRead reads up to n messages from a queue, hiding them for vt.
+func (s *Store) MessagesRead(ctx context.Context, queueName string, vt time.Duration, n int) ([]queue.Message, error) {
+	return queue.Read(ctx, s.pool, queueName, vt, n)
+}
+
+// MessageDeleteTx deletes a message in the caller's transaction, so that a
+// command and its effects commit together.
+func (s *Store) MessageDeleteTx(ctx context.Context, tx Tx, queueName string, id int64) (bool, error) {
+	return queue.Delete(ctx, tx.tx, queueName, id)
+}
+
+// MessagesDeleteTx deletes messages in the caller's transaction.
+func (s *Store) MessagesDeleteTx(ctx context.Context, tx Tx, queueName string, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := queue.DeleteBatch(ctx, tx.tx, queueName, ids)
+	return err
+}
+
+// MessageArchive moves a message to the queue's archive (poison messages).
+func (s *Store) MessageArchive(ctx context.Context, queueName string, id int64) (bool, error) {
+	return queue.Archive(ctx, s.pool, queueName, id)
+}
+
+// MessageSend sends a message outside any transaction.
+func (s *Store) MessageSend(ctx context.Context, queueName string, body json.RawMessage, headers map[string]string) (int64, error) {
+	return queue.Send(ctx, s.pool, queueName, body, headers, 0)
+}
+
+// MessageSendTx sends a message in the caller's transaction.
+func (s *Store) MessageSendTx(ctx context.Context, tx Tx, queueName string, body json.RawMessage, headers map[string]string) (int64, error) {
+	return queue.Send(ctx, tx.tx, queueName, body, headers, 0)
+}
+
+// QueueMetrics reports depth and age of every queue.
+func (s *Store) QueueMetrics(ctx context.Context) ([]queue.Metrics, error) {
+	return queue.AllMetrics(ctx, s.pool)
+}

@@ -1,0 +1,164 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+)
+
+// StepMove is one step compare-and-swap.
+type StepMove struct {
+	UUID uuid.UUID
+	From lifecycle.StepState
+	To   lifecycle.StepState
+	// NextAttemptAt is stored on the step (nil clears it): when a step
+	// waiting for retry may run again.
+	NextAttemptAt *time.Time
+	// Results, when not nil, replaces the step's results (manual resolution
+	// with a supplied result).
+	Results json.RawMessage
+	// ExtraAttempts is added to max_attempts (operator retry of a step that
+	// used up its attempts).
+	ExtraAttempts int
+	// LeaseGuard makes the swap succeed only if the step's lease has expired,
+	// so that a heartbeat that lands first wins over the reaper.
+	LeaseGuard bool
+	Meta       map[string]any
+}
+
+// StepMoved is a step transition that happened.
+type StepMoved struct {
+	UUID     uuid.UUID
+	TaskUUID uuid.UUID
+	From     lifecycle.StepState
+	To       lifecycle.StepState
+}
+
+// StepsTransitionTx applies step compare-and-swaps in one statement and
+// returns those that happened (a step no longer in its From state is left
+// alone).
+func (s *Store) StepsTransitionTx(ctx context.Context, tx Tx, moves []StepMove) ([]StepMoved, error) {
+	if len(moves) == 0 {
+		return nil, nil
+	}
+	n := len(moves)
+	ids := make([]uuid.UUID, n)
+	from := make([]string, n)
+	to := make([]string, n)
+	next := make([]*time.Time, n)
+	results := make([][]byte, n)
+	extra := make([]int32, n)
+	guard := make([]bool, n)
+	meta := make([][]byte, n)
+	for i, m := range moves {
+		ids[i], from[i], to[i], next[i] = m.UUID, string(m.From), string(m.To), m.NextAttemptAt
+		if m.Results != nil {
+			results[i] = m.Results
+		}
+		extra[i], guard[i] = int32(m.ExtraAttempts), m.LeaseGuard
+		b, err := json.Marshal(m.Meta)
+		if err != nil {
+			return nil, fmt.Errorf("encode step transition metadata: %w", err)
+		}
+		meta[i] = b
+	}
+	rows, err := tx.tx.Query(ctx, `SELECT step_uuid, task_uuid, from_state, to_state
+		FROM tasker.transition_steps($1, $2, $3, $4, $5::jsonb[], $6, $7, $8::jsonb[])`,
+		ids, from, to, next, results, extra, guard, meta)
+	if err != nil {
+		return nil, fmt.Errorf("transition steps: %w", err)
+	}
+	defer rows.Close()
+	var out []StepMoved
+	for rows.Next() {
+		var m StepMoved
+		var f, t string
+		if err := rows.Scan(&m.UUID, &m.TaskUUID, &f, &t); err != nil {
+			return nil, fmt.Errorf("transition steps: %w", err)
+		}
+		m.From, m.To = lifecycle.StepState(f), lifecycle.StepState(t)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("transition steps: %w", err)
+	}
+	return out, nil
+}
+
+// Dispatched is a step whose message was sent.
+type Dispatched struct {
+	StepUUID uuid.UUID
+	TaskUUID uuid.UUID
+	Attempt  int
+	MsgID    int64
+}
+
+// StepsDispatchTx moves pending steps to enqueued and sends their messages
+// to their namespace's worker queue, in the caller's transaction. headers[i]
+// are the message headers for steps[i].
+func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, steps []uuid.UUID, headers []map[string]string) ([]Dispatched, error) {
+	if len(steps) == 0 {
+		return nil, nil
+	}
+	hdrs := make([][]byte, len(steps))
+	for i := range steps {
+		var h map[string]string
+		if i < len(headers) {
+			h = headers[i]
+		}
+		if h == nil {
+			h = map[string]string{}
+		}
+		b, err := json.Marshal(h)
+		if err != nil {
+			return nil, fmt.Errorf("encode headers: %w", err)
+		}
+		hdrs[i] = b
+	}
+	rows, err := tx.tx.Query(ctx, `SELECT step_uuid, task_uuid, attempt, msg_id FROM tasker.dispatch_steps($1, $2::jsonb[])`, steps, hdrs)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch steps: %w", err)
+	}
+	defer rows.Close()
+	var out []Dispatched
+	for rows.Next() {
+		var d Dispatched
+		if err := rows.Scan(&d.StepUUID, &d.TaskUUID, &d.Attempt, &d.MsgID); err != nil {
+			return nil, fmt.Errorf("dispatch steps: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("dispatch steps: %w", err)
+	}
+	return out, nil
+}
+
+// TasksWithExpiredLeases returns up to limit tasks that have a step in
+// progress whose lease has expired (its worker is presumed dead).
+func (s *Store) TasksWithExpiredLeases(ctx context.Context, limit int) ([]uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT DISTINCT task_uuid FROM (
+			SELECT task_uuid FROM tasker.workflow_steps
+			 WHERE state = 'in_progress' AND lease_expires_at < clock_timestamp()
+			 ORDER BY lease_expires_at
+			 LIMIT $1) expired`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("expired leases: %w", err)
+	}
+	defer rows.Close()
+	var out []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("expired leases: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,115 @@
+// Package store is the only package that speaks SQL. It returns domain values
+// and maps pgx errors to the sentinel errors below; pgx types do not leave it.
+//
+// Every state change is a compare-and-swap on the parent row's state column
+// (`WHERE state = $expected`), logged as a transition row in the same
+// transaction. A lost race affects no row and is reported as such, never as a
+// corruption.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// Store wraps the connection pool.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a store over pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Tx is an open transaction; obtain one with InTx.
+type Tx struct {
+	tx pgx.Tx
+}
+
+// InTx runs fn in a transaction, committing when fn returns nil and rolling
+// back otherwise. It retries fn (at most 3 times in all) when Postgres aborts
+// the transaction for a deadlock or a serialization failure; fn must
+// therefore be safe to run again (reset what it collects).
+func (s *Store) InTx(ctx context.Context, fn func(Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = s.inTxOnce(ctx, fn)
+		if err == nil || !retryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *Store) inTxOnce(ctx context.Context, fn func(Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	// Rollback after a successful commit is a no-op; it releases the
+	// connection on every error path.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(Tx{tx: tx}); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "40P01" || pgErr.Code == "40001"
+	}
+	return false
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.pool.Ping(ctx)
+}
+
+// PoolStats are connection pool figures for metrics.
+type PoolStats struct {
+	Total, Idle, Acquired, Max int32
+	AcquireCount               int64
+	AcquireWait                time.Duration
+	EmptyAcquireCount          int64
+}
+
+// PoolStats reports the pool's current figures.
+func (s *Store) PoolStats() PoolStats {
+	st := s.pool.Stat()
+	return PoolStats{
+		Total: st.TotalConns(), Idle: st.IdleConns(), Acquired: st.AcquiredConns(), Max: st.MaxConns(),
+		AcquireCount: st.AcquireCount(), AcquireWait: st.AcquireDuration(), EmptyAcquireCount: st.EmptyAcquireCount(),
+	}
+}
+
+// Now returns the database clock, so that timing decisions agree with
+// timestamps written by SQL functions.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := s.pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&t)
+	return t, err
+}
+
+func notFound(err error, what string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

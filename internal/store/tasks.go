@@ -1,0 +1,471 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+)
+
+// Task is a task row.
+type Task struct {
+	UUID                uuid.UUID
+	TemplateID          int64
+	Namespace           string
+	Name                string
+	Version             string
+	State               lifecycle.TaskState
+	Context             json.RawMessage
+	Tags                []string
+	Priority            int
+	Initiator           string
+	SourceSystem        string
+	Reason              string
+	CorrelationID       uuid.UUID
+	ParentCorrelationID *uuid.UUID
+	TraceParent         string
+	WakeAt              *time.Time
+	StaleAfterSeconds   int
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	StateEnteredAt      time.Time
+	CompletedAt         *time.Time
+}
+
+// Step is a workflow step row, with the uuids of the steps it depends on.
+type Step struct {
+	UUID           uuid.UUID
+	TaskUUID       uuid.UUID
+	Name           string
+	Handler        string
+	Position       int
+	State          lifecycle.StepState
+	Attempts       int
+	MaxAttempts    int
+	Retryable      bool
+	BackoffBaseMs  int
+	BackoffCapMs   int
+	TimeoutSeconds int
+	NextAttemptAt  *time.Time
+	ClaimedBy      string
+	LeaseExpiresAt *time.Time
+	Inputs         json.RawMessage
+	Results        json.RawMessage
+	LastError      json.RawMessage
+	Parents        []uuid.UUID
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	StateEnteredAt time.Time
+	CompletedAt    *time.Time
+}
+
+// NewTask is what TaskCreateTx inserts.
+type NewTask struct {
+	UUID                uuid.UUID
+	TemplateID          int64
+	Namespace           string
+	Name                string
+	Version             string
+	Context             json.RawMessage
+	Tags                []string
+	Priority            int
+	Initiator           string
+	SourceSystem        string
+	Reason              string
+	CorrelationID       uuid.UUID
+	ParentCorrelationID *uuid.UUID
+	IdentityHash        string
+	TraceParent         string
+	StaleAfterSeconds   int
+	Steps               []NewStep
+}
+
+// NewStep is a step of a NewTask.
+type NewStep struct {
+	UUID           uuid.UUID
+	Name           string
+	Handler        string
+	Position       int
+	MaxAttempts    int
+	Retryable      bool
+	BackoffBaseMs  int
+	BackoffCapMs   int
+	TimeoutSeconds int
+	Parents        []uuid.UUID
+}
+
+const taskColumns = `t.task_uuid, t.template_id, t.namespace, t.name, t.version, t.state, t.context, t.tags,
+	t.priority, t.initiator, t.source_system, t.reason, t.correlation_id, t.parent_correlation_id,
+	t.traceparent, t.wake_at, t.stale_after_seconds, t.created_at, t.updated_at, t.state_entered_at, t.completed_at`
+
+func scanTask(row pgx.Row) (Task, error) {
+	var t Task
+	var state string
+	err := row.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
+		&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
+		&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt)
+	t.State = lifecycle.TaskState(state)
+	return t, err
+}
+
+const stepColumns = `s.step_uuid, s.task_uuid, s.name, s.handler, s.position, s.state, s.attempts, s.max_attempts,
+	s.retryable, s.backoff_base_ms, s.backoff_cap_ms, s.timeout_seconds, s.next_attempt_at,
+	coalesce(s.claimed_by, ''), s.lease_expires_at, s.inputs, s.results, s.last_error,
+	coalesce((SELECT array_agg(e.from_step ORDER BY e.from_step) FROM tasker.workflow_step_edges e WHERE e.to_step = s.step_uuid), '{}'),
+	s.created_at, s.updated_at, s.state_entered_at, s.completed_at`
+
+func scanStep(row pgx.Row) (Step, error) {
+	var s Step
+	var state string
+	err := row.Scan(&s.UUID, &s.TaskUUID, &s.Name, &s.Handler, &s.Position, &state, &s.Attempts, &s.MaxAttempts,
+		&s.Retryable, &s.BackoffBaseMs, &s.BackoffCapMs, &s.TimeoutSeconds, &s.NextAttemptAt,
+		&s.ClaimedBy, &s.LeaseExpiresAt, &s.Inputs, &s.Results, &s.LastError, &s.Parents,
+		&s.CreatedAt, &s.UpdatedAt, &s.StateEnteredAt, &s.CompletedAt)
+	s.State = lifecycle.StepState(state)
+	return s, err
+}
+
+// TaskCreateTx inserts a pending task with its pending steps and their
+// dependency edges. When a task with the same identity hash exists, nothing
+// is inserted and the existing task is returned with created=false.
+func (s *Store) TaskCreateTx(ctx context.Context, tx Tx, nt NewTask) (Task, bool, error) {
+	tags := nt.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	ctxJSON := nt.Context
+	if len(ctxJSON) == 0 {
+		ctxJSON = json.RawMessage(`{}`)
+	}
+	var inserted uuid.UUID
+	err := tx.tx.QueryRow(ctx, `
+		INSERT INTO tasker.tasks (task_uuid, template_id, namespace, name, version, state, transition_count,
+			context, tags, priority, initiator, source_system, reason, correlation_id, parent_correlation_id,
+			identity_hash, traceparent, stale_after_seconds)
+		VALUES ($1, $2, $3, $4, $5, 'pending', 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		ON CONFLICT (identity_hash) DO NOTHING
+		RETURNING task_uuid`,
+		nt.UUID, nt.TemplateID, nt.Namespace, nt.Name, nt.Version, ctxJSON, tags, nt.Priority,
+		nt.Initiator, nt.SourceSystem, nt.Reason, nt.CorrelationID, nt.ParentCorrelationID,
+		nt.IdentityHash, nt.TraceParent, nt.StaleAfterSeconds).Scan(&inserted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		t, err := scanTask(tx.tx.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.identity_hash = $1`, nt.IdentityHash))
+		if err != nil {
+			return t, false, notFound(err, "existing task by identity")
+		}
+		return t, false, nil
+	}
+	if err != nil {
+		return Task{}, false, fmt.Errorf("insert task: %w", err)
+	}
+	if _, err := tx.tx.Exec(ctx, `
+		INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, metadata)
+		VALUES ($1, NULL, 'pending', 1, true, '{"trigger":"created"}')`, nt.UUID); err != nil {
+		return Task{}, false, fmt.Errorf("insert task transition: %w", err)
+	}
+	if err := stepsInsert(ctx, tx.tx, nt); err != nil {
+		return Task{}, false, err
+	}
+	t, err := scanTask(tx.tx.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = $1`, nt.UUID))
+	if err != nil {
+		return t, false, fmt.Errorf("read new task: %w", err)
+	}
+	return t, true, nil
+}
+
+func stepsInsert(ctx context.Context, tx pgx.Tx, nt NewTask) error {
+	n := len(nt.Steps)
+	if n == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, n)
+	names := make([]string, n)
+	handlers := make([]string, n)
+	positions := make([]int32, n)
+	maxAttempts := make([]int32, n)
+	retryables := make([]bool, n)
+	bases := make([]int32, n)
+	caps := make([]int32, n)
+	timeouts := make([]int32, n)
+	var edgeFrom, edgeTo []uuid.UUID
+	for i, st := range nt.Steps {
+		ids[i], names[i], handlers[i] = st.UUID, st.Name, st.Handler
+		positions[i], maxAttempts[i], retryables[i] = int32(st.Position), int32(st.MaxAttempts), st.Retryable
+		bases[i], caps[i], timeouts[i] = int32(st.BackoffBaseMs), int32(st.BackoffCapMs), int32(st.TimeoutSeconds)
+		for _, p := range st.Parents {
+			edgeFrom = append(edgeFrom, p)
+			edgeTo = append(edgeTo, st.UUID)
+		}
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, handler, position, state, transition_count,
+			max_attempts, retryable, backoff_base_ms, backoff_cap_ms, timeout_seconds)
+		SELECT u.id, $1, u.name, u.handler, u.pos, 'pending', 1, u.ma, u.rt, u.base, u.cap, u.tmo
+		  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::int[], $7::bool[], $8::int[], $9::int[], $10::int[])
+		       AS u(id, name, handler, pos, ma, rt, base, cap, tmo)`,
+		nt.UUID, ids, names, handlers, positions, maxAttempts, retryables, bases, caps, timeouts)
+	if err != nil {
+		return fmt.Errorf("insert steps: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, metadata)
+		SELECT u.id, $1, NULL, 'pending', 1, true, '{"trigger":"created"}' FROM unnest($2::uuid[]) AS u(id)`,
+		nt.UUID, ids); err != nil {
+		return fmt.Errorf("insert step transitions: %w", err)
+	}
+	if len(edgeFrom) > 0 {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO tasker.workflow_step_edges (task_uuid, from_step, to_step)
+			SELECT $1, u.f, u.t FROM unnest($2::uuid[], $3::uuid[]) AS u(f, t)`,
+			nt.UUID, edgeFrom, edgeTo); err != nil {
+			return fmt.Errorf("insert step edges: %w", err)
+		}
+	}
+	return nil
+}
+
+// TaskLockTx reads a task and locks its row until the transaction ends. Every
+// orchestrator action on a task holds this lock, so replicas serialise per
+// task; workers never take it.
+func (s *Store) TaskLockTx(ctx context.Context, tx Tx, id uuid.UUID) (Task, error) {
+	t, err := scanTask(tx.tx.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = $1 FOR UPDATE`, id))
+	if err != nil {
+		return t, notFound(err, "task "+id.String())
+	}
+	return t, nil
+}
+
+// TaskGet reads a task without locking it.
+func (s *Store) TaskGet(ctx context.Context, id uuid.UUID) (Task, error) {
+	t, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = $1`, id))
+	if err != nil {
+		return t, notFound(err, "task "+id.String())
+	}
+	return t, nil
+}
+
+// TaskStepsTx returns a task's steps in template (topological) order.
+func (s *Store) TaskStepsTx(ctx context.Context, tx Tx, id uuid.UUID) ([]Step, error) {
+	return stepsQuery(ctx, tx.tx, `SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position`, id)
+}
+
+// TaskSteps returns a task's steps without a transaction.
+func (s *Store) TaskSteps(ctx context.Context, id uuid.UUID) ([]Step, error) {
+	return stepsQuery(ctx, s.pool, `SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position`, id)
+}
+
+// StepGet reads one step.
+func (s *Store) StepGet(ctx context.Context, id uuid.UUID) (Step, error) {
+	st, err := scanStep(s.pool.QueryRow(ctx, `SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.step_uuid = $1`, id))
+	if err != nil {
+		return st, notFound(err, "step "+id.String())
+	}
+	return st, nil
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func stepsQuery(ctx context.Context, q querier, sql string, args ...any) ([]Step, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read steps: %w", err)
+	}
+	defer rows.Close()
+	var out []Step
+	for rows.Next() {
+		st, err := scanStep(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read steps: %w", err)
+		}
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// TaskMove is one task compare-and-swap.
+type TaskMove struct {
+	UUID uuid.UUID
+	From lifecycle.TaskState
+	To   lifecycle.TaskState
+	// WakeAt is stored on the task (nil clears it): when a timer should look
+	// at the task again.
+	WakeAt *time.Time
+	Meta   map[string]any
+}
+
+// TaskTransitionTx moves a task from m.From to m.To if it is still in m.From,
+// logging the transition. It reports whether the swap happened.
+func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (bool, error) {
+	meta, err := json.Marshal(m.Meta)
+	if err != nil {
+		return false, fmt.Errorf("encode transition metadata: %w", err)
+	}
+	var sortKey int32
+	err = tx.tx.QueryRow(ctx, `
+		UPDATE tasker.tasks
+		   SET state = $3, transition_count = transition_count + 1, wake_at = $4,
+		       updated_at = now(), state_entered_at = now(),
+		       completed_at = CASE WHEN $3 IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN now() END
+		 WHERE task_uuid = $1 AND state = $2
+		RETURNING transition_count`, m.UUID, string(m.From), string(m.To), m.WakeAt).Scan(&sortKey)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("transition task %s %s->%s: %w", m.UUID, m.From, m.To, err)
+	}
+	if _, err := tx.tx.Exec(ctx, `SELECT tasker.log_task_transitions($1, $2, $3, $4, $5)`,
+		[]uuid.UUID{m.UUID}, []string{string(m.From)}, []string{string(m.To)}, []int32{sortKey}, [][]byte{meta}); err != nil {
+		return false, fmt.Errorf("log task transition %s: %w", m.UUID, err)
+	}
+	return true, nil
+}
+
+// TaskWakeSetTx sets or clears a task's wake-up time without a transition.
+func (s *Store) TaskWakeSetTx(ctx context.Context, tx Tx, id uuid.UUID, at *time.Time) error {
+	_, err := tx.tx.Exec(ctx, `UPDATE tasker.tasks SET wake_at = $2 WHERE task_uuid = $1 AND wake_at IS DISTINCT FROM $2`, id, at)
+	if err != nil {
+		return fmt.Errorf("set wake time of task %s: %w", id, err)
+	}
+	return nil
+}
+
+// TasksDueTx locks up to limit non-terminal tasks whose wake-up time has
+// passed, skipping tasks another replica holds.
+func (s *Store) TasksDueTx(ctx context.Context, tx Tx, limit int) ([]Task, error) {
+	rows, err := tx.tx.Query(ctx, `
+		SELECT `+taskColumns+` FROM tasker.tasks t
+		 WHERE t.wake_at <= clock_timestamp()
+		 ORDER BY t.wake_at
+		 LIMIT $1
+		   FOR UPDATE SKIP LOCKED`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("due tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("due tasks: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// TasksLockTx locks the given tasks in uuid order (the order every
+// multi-task transaction uses, so they cannot deadlock) and returns them.
+func (s *Store) TasksLockTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task, error) {
+	rows, err := tx.tx.Query(ctx, `
+		SELECT `+taskColumns+` FROM tasker.tasks t
+		 WHERE t.task_uuid = ANY ($1)
+		 ORDER BY t.task_uuid
+		   FOR UPDATE`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("lock tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("lock tasks: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// TaskFilter selects tasks for TaskList. Zero values do not filter.
+type TaskFilter struct {
+	Namespace     string
+	Name          string
+	State         string
+	Initiator     string
+	CreatedAfter  *time.Time
+	CreatedBefore *time.Time
+	// After is the paging cursor: the (created_at, task_uuid) of the last
+	// task of the previous page; tasks are listed newest first.
+	AfterCreatedAt *time.Time
+	AfterUUID      uuid.UUID
+	Limit          int
+}
+
+// TaskList lists tasks newest first, with keyset paging.
+func (s *Store) TaskList(ctx context.Context, f TaskFilter) ([]Task, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+taskColumns+` FROM tasker.tasks t
+		 WHERE ($1 = '' OR t.namespace = $1)
+		   AND ($2 = '' OR t.name = $2)
+		   AND ($3 = '' OR t.state = $3)
+		   AND ($4 = '' OR t.initiator = $4)
+		   AND ($5::timestamptz IS NULL OR t.created_at >= $5)
+		   AND ($6::timestamptz IS NULL OR t.created_at < $6)
+		   AND ($7::timestamptz IS NULL OR (t.created_at, t.task_uuid) < ($7, $8))
+		 ORDER BY t.created_at DESC, t.task_uuid DESC
+		 LIMIT $9`,
+		f.Namespace, f.Name, f.State, f.Initiator, f.CreatedAfter, f.CreatedBefore, f.AfterCreatedAt, f.AfterUUID, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tasks: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// Transition is a row of a transition table.
+type Transition struct {
+	StepUUID  *uuid.UUID
+	From      string
+	To        string
+	SortKey   int
+	Metadata  json.RawMessage
+	CreatedAt time.Time
+}
+
+// TaskTransitions returns a task's transitions and its steps' transitions,
+// oldest first.
+func (s *Store) TaskTransitions(ctx context.Context, id uuid.UUID) (task []Transition, steps []Transition, err error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT NULL::uuid, coalesce(from_state, ''), to_state, sort_key, metadata, created_at
+		  FROM tasker.task_transitions WHERE task_uuid = $1
+		UNION ALL
+		SELECT step_uuid, coalesce(from_state, ''), to_state, sort_key, metadata, created_at
+		  FROM tasker.workflow_step_transitions WHERE task_uuid = $1
+		 ORDER BY 6, 4`, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read transitions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tr Transition
+		if err := rows.Scan(&tr.StepUUID, &tr.From, &tr.To, &tr.SortKey, &tr.Metadata, &tr.CreatedAt); err != nil {
+			return nil, nil, fmt.Errorf("read transitions: %w", err)
+		}
+		if tr.StepUUID == nil {
+			task = append(task, tr)
+		} else {
+			steps = append(steps, tr)
+		}
+	}
+	return task, steps, rows.Err()
+}

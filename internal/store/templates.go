@@ -1,0 +1,178 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/template"
+)
+
+// TemplateRecord is a registered template version.
+type TemplateRecord struct {
+	ID        int64
+	Template  *template.Template
+	Hash      string
+	CreatedAt time.Time
+}
+
+// TemplateRegister stores a template version, creating its namespace and the
+// namespace's queues when they are new. Registering the same content again is
+// a no-op (created=false); different content under an existing
+// namespace/name/version is ErrConflict: versions are immutable, because
+// running tasks refer to them.
+func (s *Store) TemplateRegister(ctx context.Context, t *template.Template) (rec TemplateRecord, created bool, err error) {
+	def, err := t.JSON()
+	if err != nil {
+		return rec, false, fmt.Errorf("encode template %s: %w", t.Key(), err)
+	}
+	hash := t.Hash()
+	err = s.InTx(ctx, func(tx Tx) error {
+		if err := namespaceEnsure(ctx, tx.tx, t.Namespace); err != nil {
+			return err
+		}
+		var id int64
+		var existingHash string
+		var at time.Time
+		err := tx.tx.QueryRow(ctx, `
+			INSERT INTO tasker.task_templates (namespace, name, version, description, definition, content_hash)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (namespace, name, version) DO NOTHING
+			RETURNING template_id, created_at`,
+			t.Namespace, t.Name, t.Version, t.Description, def, hash).Scan(&id, &at)
+		if err == nil {
+			created = true
+			rec = TemplateRecord{ID: id, Template: t, Hash: hash, CreatedAt: at}
+			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("insert template %s: %w", t.Key(), err)
+		}
+		err = tx.tx.QueryRow(ctx, `
+			SELECT template_id, content_hash, created_at FROM tasker.task_templates
+			 WHERE namespace = $1 AND name = $2 AND version = $3`,
+			t.Namespace, t.Name, t.Version).Scan(&id, &existingHash, &at)
+		if err != nil {
+			return fmt.Errorf("read template %s: %w", t.Key(), err)
+		}
+		if existingHash != hash {
+			return fmt.Errorf("template %s is already registered with different content; register a new version: %w", t.Key(), ErrConflict)
+		}
+		rec = TemplateRecord{ID: id, Template: t, Hash: hash, CreatedAt: at}
+		return nil
+	})
+	return rec, created, err
+}
+
+// namespaceEnsure creates a namespace and its worker and domain event queues
+// if they do not exist yet.
+func namespaceEnsure(ctx context.Context, tx pgx.Tx, ns string) error {
+	wq, err := queue.WorkerQueue(ns)
+	if err != nil {
+		return err
+	}
+	dq, err := queue.DomainEventsQueue(ns)
+	if err != nil {
+		return err
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO tasker.namespaces (name) VALUES ($1) ON CONFLICT DO NOTHING`, ns)
+	if err != nil {
+		return fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil
+	}
+	for _, q := range []string{wq, dq} {
+		if err := queue.Create(ctx, tx, q); err != nil {
+			return err
+		}
+		if err := queue.EnableNotify(ctx, tx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TemplateGet returns a registered template; an empty version means the most
+// recently registered one.
+func (s *Store) TemplateGet(ctx context.Context, ns, name, version string) (TemplateRecord, error) {
+	row := s.pool.QueryRow(ctx, `
+		SELECT template_id, definition, content_hash, created_at FROM tasker.task_templates
+		 WHERE namespace = $1 AND name = $2 AND ($3 = '' OR version = $3)
+		 ORDER BY template_id DESC LIMIT 1`, ns, name, version)
+	rec, err := scanTemplate(row)
+	if err != nil {
+		key := ns + "/" + name
+		if version != "" {
+			key += "@" + version
+		}
+		return rec, notFound(err, "template "+key)
+	}
+	return rec, nil
+}
+
+// TemplateByID returns a template version by its id.
+func (s *Store) TemplateByID(ctx context.Context, id int64) (TemplateRecord, error) {
+	rec, err := scanTemplate(s.pool.QueryRow(ctx, `
+		SELECT template_id, definition, content_hash, created_at FROM tasker.task_templates WHERE template_id = $1`, id))
+	if err != nil {
+		return rec, notFound(err, fmt.Sprintf("template id %d", id))
+	}
+	return rec, nil
+}
+
+// TemplateList lists registered templates, optionally of one namespace,
+// ordered by namespace, name and registration.
+func (s *Store) TemplateList(ctx context.Context, ns string) ([]TemplateRecord, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT template_id, definition, content_hash, created_at FROM tasker.task_templates
+		 WHERE $1 = '' OR namespace = $1
+		 ORDER BY namespace, name, template_id`, ns)
+	if err != nil {
+		return nil, fmt.Errorf("list templates: %w", err)
+	}
+	defer rows.Close()
+	var out []TemplateRecord
+	for rows.Next() {
+		rec, err := scanTemplate(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list templates: %w", err)
+		}
+		out = append(out, rec)
+	}
+	return out, rows.Err()
+}
+
+// NamespaceExists reports whether a namespace has been registered.
+func (s *Store) NamespaceExists(ctx context.Context, ns string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tasker.namespaces WHERE name = $1)`, ns).Scan(&ok)
+	return ok, err
+}
+
+// NamespaceList lists registered namespaces.
+func (s *Store) NamespaceList(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT name FROM tasker.namespaces ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list namespaces: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func scanTemplate(row pgx.Row) (TemplateRecord, error) {
+	var rec TemplateRecord
+	var def []byte
+	if err := row.Scan(&rec.ID, &def, &rec.Hash, &rec.CreatedAt); err != nil {
+		return rec, err
+	}
+	t, err := template.ParseJSON(def)
+	if err != nil {
+		return rec, fmt.Errorf("stored template %d no longer parses: %w", rec.ID, err)
+	}
+	rec.Template = t
+	return rec, nil
+}

@@ -1,0 +1,126 @@
+package telemetry
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+)
+
+// TaskRef identifies a task in telemetry: what every event and span carries.
+type TaskRef struct {
+	UUID          uuid.UUID
+	Namespace     string
+	Name          string
+	CorrelationID uuid.UUID
+	// TraceParent is the W3C traceparent of the task's root span, stored on
+	// the task row when it was accepted.
+	TraceParent string
+	CreatedAt   time.Time
+}
+
+// StepRef identifies a step in telemetry.
+type StepRef struct {
+	UUID    uuid.UUID
+	Name    string
+	Handler string
+	Attempt int
+}
+
+// Phase names the orchestration phases recorded as child spans of a task
+// transition (DESIGN §5).
+type Phase string
+
+// The phases.
+const (
+	PhaseStepDiscovery    Phase = "step_discovery"
+	PhaseStepEnqueuing    Phase = "step_enqueuing"
+	PhaseResultEvaluation Phase = "result_evaluation"
+)
+
+// RecordKind says what a journal record describes.
+type RecordKind uint8
+
+// The record kinds.
+const (
+	KindEvent RecordKind = iota + 1
+	KindTaskTransition
+	KindStepTransition
+	KindPhase
+	KindTaskFinished
+)
+
+// Record is one fact observed inside a database transaction.
+type Record struct {
+	Kind  RecordKind
+	At    time.Time
+	Event lifecycle.EventName // KindEvent
+	Task  TaskRef
+	Step  *StepRef
+	// From and To are states, for transitions.
+	From, To string
+	// PrevEnteredAt is when the task or step entered From, for state
+	// duration metrics; zero when unknown.
+	PrevEnteredAt time.Time
+	// Phase, with At as its start and End as its end, for KindPhase.
+	Phase Phase
+	End   time.Time
+	// Outcome for KindTaskFinished (the terminal state).
+	Outcome string
+}
+
+// Journal collects what happened inside one database transaction so that it
+// is published only after the transaction commits: a rolled-back change must
+// not appear in traces or metrics. A Journal is not safe for concurrent use.
+type Journal struct {
+	Records []Record
+	now     func() time.Time
+}
+
+// NewJournal returns an empty journal using clock for timestamps (time.Now
+// when nil).
+func NewJournal(clock func() time.Time) *Journal {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Journal{now: clock}
+}
+
+// Reset empties the journal for reuse (after a rolled-back transaction that
+// is retried).
+func (j *Journal) Reset() { j.Records = j.Records[:0] }
+
+// Event records a non-transition event (workflow.*, task.start_requested,
+// step.initialize_requested, worker hooks).
+func (j *Journal) Event(name lifecycle.EventName, task TaskRef, step *StepRef) {
+	j.Records = append(j.Records, Record{Kind: KindEvent, At: j.now(), Event: name, Task: task, Step: step})
+}
+
+// TaskTransition records a committed-with-the-journal task transition; the
+// publisher derives task.before_transition and the mapped event from it.
+func (j *Journal) TaskTransition(task TaskRef, from, to lifecycle.TaskState, prevEnteredAt time.Time) {
+	j.Records = append(j.Records, Record{Kind: KindTaskTransition, At: j.now(), Task: task,
+		From: string(from), To: string(to), PrevEnteredAt: prevEnteredAt})
+}
+
+// StepTransition records a step transition.
+func (j *Journal) StepTransition(task TaskRef, step StepRef, from, to lifecycle.StepState, prevEnteredAt time.Time) {
+	s := step
+	j.Records = append(j.Records, Record{Kind: KindStepTransition, At: j.now(), Task: task, Step: &s,
+		From: string(from), To: string(to), PrevEnteredAt: prevEnteredAt})
+}
+
+// Phase records an orchestration phase that ran from start until now.
+func (j *Journal) Phase(p Phase, task TaskRef, start time.Time) {
+	j.Records = append(j.Records, Record{Kind: KindPhase, At: start, End: j.now(), Phase: p, Task: task})
+}
+
+// TaskFinished records that a task reached a terminal state: the publisher
+// then emits the task's root span and completion metrics.
+func (j *Journal) TaskFinished(task TaskRef, outcome lifecycle.TaskState) {
+	j.Records = append(j.Records, Record{Kind: KindTaskFinished, At: j.now(), Task: task, Outcome: string(outcome)})
+}
+
+// Now is the journal's clock.
+func (j *Journal) Now() time.Time { return j.now() }

@@ -1,0 +1,255 @@
+// Package telemetry sets up tracing and metrics and publishes the system
+// events: every task and step transition and every workflow event becomes a
+// span event (with correlation_id) in the task's single trace, and an
+// increment of tasker_events_total, plus the transition and duration metrics
+// of DESIGN §5. Publication happens only after the database transaction that
+// caused it commits (see Journal).
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/otlptranslator"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+// Options configures the Provider.
+type Options struct {
+	ServiceName    string
+	TracingEnabled bool
+	// OTLPEndpoint and OTLPProtocol ("grpc" or "http/protobuf") override the
+	// OTEL_EXPORTER_OTLP_* environment, which is honoured otherwise.
+	OTLPEndpoint string
+	OTLPProtocol string
+	// SpanExporter, when set, replaces OTLP (tests record spans in memory).
+	SpanExporter sdktrace.SpanExporter
+	// SyncExport exports each span as it ends (tests); default batches.
+	SyncExport     bool
+	MetricsEnabled bool
+	// Registry receives the metrics; default a new one.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+// Provider owns the tracer and meter providers and the metric instruments.
+type Provider struct {
+	opts      Options
+	tp        *sdktrace.TracerProvider
+	tracer    trace.Tracer
+	mp        *sdkmetric.MeterProvider
+	meter     metric.Meter
+	registry  *prometheus.Registry
+	m         *Metrics
+	publisher *Publisher
+	logger    *slog.Logger
+	regs      []metric.Registration
+}
+
+// NewProvider builds tracing (when enabled) and metrics (when enabled).
+func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
+	if opts.ServiceName == "" {
+		opts.ServiceName = "tasker-orchestrator"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	p := &Provider{opts: opts, logger: opts.Logger}
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(opts.ServiceName)))
+	if err != nil {
+		res = resource.NewSchemaless(semconv.ServiceName(opts.ServiceName))
+	}
+	if opts.TracingEnabled || opts.SpanExporter != nil {
+		exp := opts.SpanExporter
+		if exp == nil {
+			exp, err = newOTLPExporter(ctx, opts)
+			if err != nil {
+				return nil, err
+			}
+		}
+		var proc sdktrace.SpanProcessor
+		if opts.SyncExport {
+			proc = sdktrace.NewSimpleSpanProcessor(exp)
+		} else {
+			proc = sdktrace.NewBatchSpanProcessor(exp)
+		}
+		p.tp = sdktrace.NewTracerProvider(
+			sdktrace.WithResource(res),
+			sdktrace.WithSpanProcessor(proc),
+			sdktrace.WithIDGenerator(newIDGenerator()),
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
+		)
+		p.tracer = p.tp.Tracer("github.com/tasker/tasker")
+	} else {
+		p.tracer = tracenoop.NewTracerProvider().Tracer("")
+	}
+	if opts.MetricsEnabled {
+		p.registry = opts.Registry
+		if p.registry == nil {
+			p.registry = prometheus.NewRegistry()
+			p.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		}
+		exp, err := otelprom.New(otelprom.WithRegisterer(p.registry), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo(),
+			otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes))
+		if err != nil {
+			return nil, fmt.Errorf("prometheus exporter: %w", err)
+		}
+		p.mp = sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp),
+			sdkmetric.WithView(durationBuckets()))
+		p.meter = p.mp.Meter("github.com/tasker/tasker")
+	} else {
+		p.meter = metricnoop.NewMeterProvider().Meter("")
+	}
+	p.m, err = NewMetrics(p.meter)
+	if err != nil {
+		return nil, err
+	}
+	p.publisher = &Publisher{tracer: p.tracer, tracing: p.tp != nil, m: p.m}
+	return p, nil
+}
+
+// durationBuckets gives every *_seconds histogram buckets from 1 ms to
+// about 30 min, which covers step handlers and whole tasks.
+func durationBuckets() sdkmetric.View {
+	return sdkmetric.NewView(
+		sdkmetric.Instrument{Kind: sdkmetric.InstrumentKindHistogram, Unit: "s"},
+		sdkmetric.Stream{Aggregation: sdkmetric.AggregationExplicitBucketHistogram{
+			Boundaries: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
+		}},
+	)
+}
+
+func newOTLPExporter(ctx context.Context, opts Options) (sdktrace.SpanExporter, error) {
+	proto := opts.OTLPProtocol
+	if proto == "" {
+		proto = "grpc"
+	}
+	switch proto {
+	case "grpc":
+		var o []otlptracegrpc.Option
+		if opts.OTLPEndpoint != "" {
+			ep := opts.OTLPEndpoint
+			if strings.HasPrefix(ep, "http://") {
+				o = append(o, otlptracegrpc.WithInsecure())
+				ep = strings.TrimPrefix(ep, "http://")
+			}
+			o = append(o, otlptracegrpc.WithEndpoint(ep))
+			if strings.HasPrefix(ep, "localhost") || strings.HasPrefix(ep, "127.") {
+				o = append(o, otlptracegrpc.WithInsecure())
+			}
+		}
+		return otlptracegrpc.New(ctx, o...)
+	case "http/protobuf", "http":
+		var o []otlptracehttp.Option
+		if opts.OTLPEndpoint != "" {
+			o = append(o, otlptracehttp.WithEndpointURL(strings.TrimSuffix(opts.OTLPEndpoint, "/")+"/v1/traces"))
+		}
+		return otlptracehttp.New(ctx, o...)
+	}
+	return nil, fmt.Errorf("unknown OTLP protocol %q", proto)
+}
+
+// Publisher returns the journal publisher.
+func (p *Provider) Publisher() *Publisher { return p.publisher }
+
+// Metrics returns the instruments.
+func (p *Provider) Metrics() *Metrics { return p.m }
+
+// TracerProvider is the SDK tracer provider, nil when tracing is off.
+func (p *Provider) TracerProvider() trace.TracerProvider {
+	if p.tp == nil {
+		return tracenoop.NewTracerProvider()
+	}
+	return p.tp
+}
+
+// MeterProvider is the meter provider (a no-op one when metrics are off).
+func (p *Provider) MeterProvider() metric.MeterProvider {
+	if p.mp == nil {
+		return metricnoop.NewMeterProvider()
+	}
+	return p.mp
+}
+
+// Registry is the Prometheus registry, nil when metrics are off.
+func (p *Provider) Registry() *prometheus.Registry { return p.registry }
+
+// MetricsHandler serves /metrics, nil when metrics are off.
+func (p *Provider) MetricsHandler() http.Handler {
+	if p.registry == nil {
+		return nil
+	}
+	return promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn)})
+}
+
+// PoisonMessage counts a message archived as poison.
+func (p *Provider) PoisonMessage(queueName, reason string) {
+	p.m.PoisonMessages.Add(context.Background(), 1, metric.WithAttributes(
+		attribute.String("queue", queueName), attribute.String("reason", reason)))
+}
+
+// Shutdown flushes spans and stops the providers.
+func (p *Provider) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, r := range p.regs {
+		errs = append(errs, r.Unregister())
+	}
+	if p.tp != nil {
+		errs = append(errs, p.tp.Shutdown(ctx))
+	}
+	if p.mp != nil {
+		errs = append(errs, p.mp.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// HTTPMiddleware records tasker_http_requests_total and
+// tasker_http_request_duration_seconds by method, route pattern and status.
+func (p *Provider) HTTPMiddleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		} else if _, path, ok := strings.Cut(route, " "); ok {
+			route = path
+		}
+		attrs := metric.WithAttributes(attribute.String("method", r.Method), attribute.String("route", route),
+			attribute.String("status", fmt.Sprint(rec.status)))
+		p.m.HTTPRequests.Add(r.Context(), 1, attrs)
+		p.m.HTTPDuration.Record(r.Context(), time.Since(start).Seconds(), attrs)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,165 @@
+package template
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Parse reads a template written in YAML, applies the defaults and validates
+// it. Content errors (syntax, unknown keys, wrong types, invalid settings)
+// come back as a *ValidationError listing all of them.
+func Parse(data []byte) (*Template, error) {
+	root, err := parseYAML(data)
+	if err != nil {
+		return nil, err
+	}
+	return fromNode(root, false)
+}
+
+// ParseJSON reads the same document written as JSON (as the REST API takes
+// it, and as JSON writes it), with the same strictness: duplicate and
+// unknown keys are refused.
+func ParseJSON(data []byte) (*Template, error) {
+	root, err := parseJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	return fromNode(root, true)
+}
+
+// LoadDir parses every *.yaml and *.yml file in dir (not its subdirectories;
+// names starting with a dot, such as editor lock files, are skipped), in
+// file name order. Every broken file is reported, each error naming its
+// file; two files defining the same namespace/name@version is an error too.
+func LoadDir(dir string) ([]*Template, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load templates: %w", err)
+	}
+	var (
+		out  []*Template
+		errs []error
+		seen = map[string]string{} // key -> file defining it
+	)
+	for _, e := range entries {
+		if !isTemplateFile(e) {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		t, err := loadFile(path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if prev, dup := seen[t.Key()]; dup {
+			errs = append(errs, fmt.Errorf("template file %s: %s is already defined in %s", path, t.Key(), prev))
+			continue
+		}
+		seen[t.Key()] = path
+		out = append(out, t)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func isTemplateFile(e os.DirEntry) bool {
+	name := e.Name()
+	ext := strings.ToLower(filepath.Ext(name))
+	return !e.IsDir() && !strings.HasPrefix(name, ".") && (ext == ".yaml" || ext == ".yml")
+}
+
+func loadFile(path string) (*Template, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("template file %s: %w", path, err)
+	}
+	t, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("template file %s: %w", path, err)
+	}
+	return t, nil
+}
+
+// parseYAML reads exactly one YAML document into a node tree.
+func parseYAML(data []byte) (*yaml.Node, error) {
+	if err := checkSize(data); err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, documentError("the document is empty")
+		}
+		return nil, documentError(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	// A second document would be ignored by a plain decode; a template file
+	// holding two templates is a mistake worth saying so.
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, documentError(strings.TrimPrefix(err.Error(), "yaml: "))
+	default:
+		return nil, documentError(fmt.Sprintf("line %d: a file holds one template; found a second YAML document", extra.Line))
+	}
+	return &root, nil
+}
+
+func checkSize(data []byte) error {
+	if len(data) > MaxDocumentBytes {
+		return documentError(fmt.Sprintf("the document is %d bytes; at most %d are accepted", len(data), MaxDocumentBytes))
+	}
+	return nil
+}
+
+func documentError(msg string) error {
+	return &ValidationError{Problems: []Problem{{Message: msg}}}
+}
+
+// fromNode checks, decodes, defaults and validates a document tree.
+func fromNode(root *yaml.Node, jsonInput bool) (*Template, error) {
+	// Decode first: besides filling doc, the decoder refuses documents whose
+	// aliases expand to excessive size, which bounds the checker's walk
+	// (it follows aliases too).
+	var doc docTemplate
+	decodeErr := root.Decode(&doc)
+	var typeErr *yaml.TypeError
+	if decodeErr != nil && !errors.As(decodeErr, &typeErr) {
+		return nil, documentError(strings.TrimPrefix(decodeErr.Error(), "yaml: "))
+	}
+	c := checker{jsonInput: jsonInput}
+	c.checkDocument(root)
+	if err := c.probs.err(); err != nil {
+		return nil, err
+	}
+	if typeErr != nil {
+		// The checker should have caught whatever the decoder refused; if
+		// it did not, the decoder's own words are better than nothing.
+		var p problems
+		for _, msg := range typeErr.Errors {
+			p.add("", "%s", msg)
+		}
+		return nil, p.err()
+	}
+	schema, err := schemaFromNode(c.schema)
+	if err != nil {
+		return nil, err
+	}
+	doc.ContextSchema = schema
+	t := doc.template()
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	t.cache = &schemaCache{}
+	return t, nil
+}

@@ -1,0 +1,55 @@
+package worker
+
+import (
+	"context"
+	"time"
+)
+
+// Outcome is how a claimed step ended in this worker.
+type Outcome string
+
+// The outcomes.
+const (
+	outcomeSucceeded Outcome = "success"
+	outcomeFailed    Outcome = "failure"
+	outcomeRefused   Outcome = "refused"  // result submitted but the step was no longer ours
+	outcomeLost      Outcome = "lost"     // taken away while running, or the result could not be stored
+	outcomeReleased  Outcome = "released" // given back at shutdown
+)
+
+// Observer receives the worker-side lifecycle of each step (the telemetry
+// package's implementation records spans, span events and metrics).
+type Observer interface {
+	// StepClaimed is called once a step is claimed (step.execution_requested);
+	// the returned context carries the step_execution span.
+	StepClaimed(ctx context.Context, step *Step) (context.Context, StepSpan)
+}
+
+// StepSpan follows one claimed step.
+type StepSpan interface {
+	// BeforeHandle is called just before the handler runs
+	// (step.before_handle, step.handle); the returned context is the
+	// handler's.
+	BeforeHandle(ctx context.Context) context.Context
+	// BeforeSubmit is called before the result is submitted; the returned
+	// context carries the result_submission span.
+	BeforeSubmit(ctx context.Context) context.Context
+	// TraceParent is the traceparent to put on the result notice.
+	TraceParent() string
+	// End closes the step's spans with its outcome (step.result_submitted
+	// when the result was stored).
+	End(outcome Outcome, handlerDuration time.Duration, err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) StepClaimed(ctx context.Context, s *Step) (context.Context, StepSpan) {
+	return ctx, nopSpan{tp: s.TraceParent}
+}
+
+type nopSpan struct{ tp string }
+
+func (nopSpan) BeforeHandle(ctx context.Context) context.Context { return ctx }
+func (nopSpan) BeforeSubmit(ctx context.Context) context.Context { return ctx }
+func (s nopSpan) TraceParent() string                            { return s.tp }
+func (nopSpan) End(Outcome, time.Duration, error)                {}

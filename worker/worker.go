@@ -1,0 +1,702 @@
+// Package worker is the Go SDK for Tasker workers: register handlers by name,
+// and the worker polls its namespaces' queues, claims steps, runs handlers
+// with a concurrency limit, a per-step timeout and lease heartbeats, recovers
+// panics, and submits results — all through the plain-SQL worker protocol
+// that workers in other languages use too (README, "Worker protocol").
+//
+//	w, err := worker.New(pool, worker.Config{Namespaces: []string{"ecommerce"}})
+//	w.Handle("ecommerce.validate_cart", func(ctx context.Context, s *worker.Step) (any, error) {
+//		var c Cart
+//		if err := s.DecodeContext(&c); err != nil {
+//			return nil, worker.Permanent(err)
+//		}
+//		return map[string]any{"total": c.Total()}, nil
+//	})
+//	err = w.Run(ctx) // until ctx is cancelled; then stops gracefully
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker/tasker/internal/queue"
+)
+
+// Defaults for Config.
+const (
+	DefaultConcurrency     = 10
+	DefaultLeaseDuration   = 30 * time.Second
+	DefaultPollInterval    = 1 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Config configures a Worker.
+type Config struct {
+	// Namespaces whose worker queues this worker reads. Required.
+	Namespaces []string
+	// WorkerID identifies this process in step claims; default
+	// "<hostname>-<pid>-<random>".
+	WorkerID string
+	// Concurrency is the most steps run at once (default 10).
+	Concurrency int
+	// BatchSize is the most messages claimed per round trip; default
+	// Concurrency. Few busy workers reading big batches beat many idle ones.
+	BatchSize int
+	// LeaseDuration is how long a claim lasts without a heartbeat; the
+	// worker renews it every third of this. A worker that dies loses its
+	// steps to the orchestrator's reaper after at most this long.
+	LeaseDuration time.Duration
+	// PollInterval is the fallback polling interval (a notification from the
+	// queue wakes the worker at once).
+	PollInterval time.Duration
+	// ShutdownTimeout bounds how long Stop waits for running handlers before
+	// cancelling them and releasing their steps.
+	ShutdownTimeout time.Duration
+	// Logger receives the worker's logs; default slog.Default().
+	Logger *slog.Logger
+	// DisableNotify turns off LISTEN/NOTIFY wake-ups (polling only).
+	DisableNotify bool
+	// Observer receives the worker-side lifecycle events; default none.
+	Observer Observer
+}
+
+// Handler runs one step. The returned value (JSON-encoded) is the step's
+// result, visible to its dependents. Return Permanent(err) for a failure
+// that retrying cannot fix; any other error is retried while the step has
+// attempts left. ctx is cancelled at the step's timeout, when the step is
+// cancelled or taken away, and when the worker stops.
+type Handler func(ctx context.Context, step *Step) (any, error)
+
+// Step is what a handler receives.
+type Step struct {
+	TaskUUID      uuid.UUID
+	StepUUID      uuid.UUID
+	Name          string
+	Handler       string
+	Namespace     string
+	Attempt       int
+	MaxAttempts   int
+	Timeout       time.Duration
+	CorrelationID uuid.UUID
+	// TraceParent is the W3C traceparent of the task's trace.
+	TraceParent string
+	// Context is the task's context (the JSON object it was submitted with).
+	Context json.RawMessage
+	// DependencyResults maps each parent step's name to its result.
+	DependencyResults map[string]json.RawMessage
+}
+
+// DecodeContext unmarshals the task context into v.
+func (s *Step) DecodeContext(v any) error {
+	if err := json.Unmarshal(s.Context, v); err != nil {
+		return fmt.Errorf("decode task context: %w", err)
+	}
+	return nil
+}
+
+// DependencyResult unmarshals the result of parent step name into v.
+func (s *Step) DependencyResult(name string, v any) error {
+	raw, ok := s.DependencyResults[name]
+	if !ok {
+		return fmt.Errorf("step %s has no dependency named %q", s.Name, name)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode result of %s: %w", name, err)
+	}
+	return nil
+}
+
+// Error is a handler failure with its retry classification.
+type Error struct {
+	Err       error
+	Retryable bool
+	Kind      string
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Permanent marks err as not worth retrying: the step fails at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err, Retryable: false, Kind: "permanent"}
+}
+
+// Retryable marks err explicitly as retryable (the default for any error).
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err, Retryable: true, Kind: "retryable"}
+}
+
+// Worker runs handlers for steps of its namespaces.
+type Worker struct {
+	pool     *pgxpool.Pool
+	cfg      Config
+	logger   *slog.Logger
+	obs      Observer
+	mu       sync.RWMutex
+	handlers map[string]Handler
+
+	listener *queue.Listener
+	wakes    map[string]<-chan struct{}
+
+	slots     chan struct{}
+	readCtx   context.Context
+	stopRead  context.CancelFunc
+	hardCtx   context.Context
+	hardStop  context.CancelFunc
+	readers   sync.WaitGroup
+	inflight  sync.WaitGroup
+	started   bool
+	stopOnce  sync.Once
+	unknownMu sync.Mutex
+	unknown   map[string]time.Time
+}
+
+// New returns a worker using pool; register handlers, then Start or Run.
+func New(pool *pgxpool.Pool, cfg Config) (*Worker, error) {
+	if len(cfg.Namespaces) == 0 {
+		return nil, errors.New("worker: Config.Namespaces is empty")
+	}
+	for _, ns := range cfg.Namespaces {
+		if err := queue.ValidateNamespace(ns); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
+	if cfg.WorkerID == "" {
+		host, _ := os.Hostname()
+		cfg.WorkerID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.BatchSize <= 0 || cfg.BatchSize > cfg.Concurrency {
+		cfg.BatchSize = cfg.Concurrency
+	}
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
+	if cfg.LeaseDuration < 3*time.Second {
+		return nil, fmt.Errorf("worker: LeaseDuration %s is below the 3s minimum (leases are renewed every third of it)", cfg.LeaseDuration)
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	return &Worker{pool: pool, cfg: cfg, logger: cfg.Logger.With("worker_id", cfg.WorkerID), obs: obs,
+		handlers: map[string]Handler{}, unknown: map[string]time.Time{}}, nil
+}
+
+// ID is the worker id used in claims.
+func (w *Worker) ID() string { return w.cfg.WorkerID }
+
+// Handle registers h for steps whose template names handler `name`.
+func (w *Worker) Handle(name string, h Handler) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.handlers[name] = h
+}
+
+func (w *Worker) handler(name string) (Handler, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	h, ok := w.handlers[name]
+	return h, ok
+}
+
+// Run starts the worker and blocks until ctx is cancelled, then stops it
+// gracefully.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	w.Stop()
+	return nil
+}
+
+// Start begins polling in the background. It fails at once when the
+// database is unreachable or a namespace has no queue.
+func (w *Worker) Start(ctx context.Context) error {
+	for _, ns := range w.cfg.Namespaces {
+		q, _ := queue.WorkerQueue(ns)
+		if _, err := queue.QueueMetrics(ctx, w.pool, q); err != nil {
+			return fmt.Errorf("worker: queue %s for namespace %s is not usable (is a template of that namespace registered?): %w", q, ns, err)
+		}
+	}
+	w.slots = make(chan struct{}, w.cfg.Concurrency)
+	base := context.WithoutCancel(ctx)
+	w.readCtx, w.stopRead = context.WithCancel(base)
+	w.hardCtx, w.hardStop = context.WithCancel(base)
+	w.wakes = map[string]<-chan struct{}{}
+	if !w.cfg.DisableNotify {
+		w.listener = queue.NewListener(w.pool, w.logger)
+		for _, ns := range w.cfg.Namespaces {
+			q, _ := queue.WorkerQueue(ns)
+			w.wakes[ns] = w.listener.Subscribe(q)
+		}
+		if err := w.listener.Start(base); err != nil {
+			return err
+		}
+	}
+	for _, ns := range w.cfg.Namespaces {
+		w.readers.Add(1)
+		// Ends when Stop cancels readCtx.
+		go func() {
+			defer w.readers.Done()
+			w.readLoop(w.readCtx, ns)
+		}()
+	}
+	w.started = true
+	w.logger.Info("worker started", "namespaces", w.cfg.Namespaces, "concurrency", w.cfg.Concurrency,
+		"handlers", w.handlerNames())
+	return nil
+}
+
+func (w *Worker) handlerNames() []string {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	out := make([]string, 0, len(w.handlers))
+	for n := range w.handlers {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Stop stops claiming new steps, waits up to ShutdownTimeout for running
+// handlers to finish and submit, then cancels the rest and releases their
+// steps so the orchestrator retries them promptly. Safe to call twice.
+func (w *Worker) Stop() {
+	w.stopOnce.Do(func() {
+		if !w.started {
+			return
+		}
+		w.stopRead()
+		w.readers.Wait()
+		done := make(chan struct{})
+		// Ends when every in-flight step has finished.
+		go func() { w.inflight.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(w.cfg.ShutdownTimeout):
+			w.logger.Warn("shutdown timeout: cancelling running handlers and releasing their steps")
+			w.hardStop()
+			<-done
+		}
+		w.hardStop()
+		if w.listener != nil {
+			w.listener.Stop()
+		}
+		w.logger.Info("worker stopped")
+	})
+}
+
+// readLoop reads step messages for one namespace while there are free slots.
+func (w *Worker) readLoop(ctx context.Context, ns string) {
+	q, _ := queue.WorkerQueue(ns)
+	failures := 0
+	for ctx.Err() == nil {
+		// Take at least one slot before reading, so we never claim a step we
+		// cannot start at once.
+		select {
+		case <-ctx.Done():
+			return
+		case w.slots <- struct{}{}:
+		}
+		free := 1
+	more:
+		for free < w.cfg.BatchSize {
+			select {
+			case w.slots <- struct{}{}:
+				free++
+			default:
+				break more
+			}
+		}
+		n, err := w.readOnce(ctx, ns, q, free)
+		if n < free {
+			for i := n; i < free; i++ {
+				<-w.slots
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			if failures == 1 || failures%30 == 0 {
+				w.logger.Error("worker read failed; retrying with backoff", "namespace", ns, "error", err, "failures", failures)
+			}
+			sleepCtx(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second))
+			continue
+		}
+		if failures > 0 {
+			w.logger.Info("worker reads recovered", "namespace", ns, "after_failures", failures)
+			failures = 0
+		}
+		if n == 0 {
+			t := time.NewTimer(w.cfg.PollInterval)
+			select {
+			case <-ctx.Done():
+			case <-w.wakes[ns]:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// stepMessage is the body of a step message (DESIGN §6).
+type stepMessage struct {
+	TaskUUID      uuid.UUID `json:"task_uuid"`
+	StepUUID      uuid.UUID `json:"step_uuid"`
+	StepName      string    `json:"step_name"`
+	Handler       string    `json:"handler"`
+	Namespace     string    `json:"namespace"`
+	CorrelationID uuid.UUID `json:"correlation_id"`
+	Attempt       int       `json:"attempt"`
+}
+
+// readOnce reads up to n messages, claims the steps they name in one round
+// trip, and starts the claimed ones. It returns how many slots it used.
+func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error) {
+	msgs, err := queue.Read(ctx, w.pool, q, w.cfg.LeaseDuration, n)
+	if err != nil {
+		return 0, err
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	var ids []uuid.UUID
+	var attempts []int32
+	byStep := map[uuid.UUID]queue.Message{}
+	for _, m := range msgs {
+		var sm stepMessage
+		if err := json.Unmarshal(m.Body, &sm); err != nil || sm.StepUUID == uuid.Nil || sm.Attempt < 1 {
+			w.logger.Warn("poison step message archived", "queue", q, "msg_id", m.ID, "error", fmt.Sprint(err))
+			if _, aerr := queue.Archive(ctx, w.pool, q, m.ID); aerr != nil {
+				w.logger.Error("archive poison step message", "queue", q, "msg_id", m.ID, "error", aerr)
+			}
+			continue
+		}
+		if _, ok := w.handler(sm.Handler); !ok {
+			w.deferUnknown(ctx, q, m.ID, sm.Handler)
+			continue
+		}
+		if _, dup := byStep[sm.StepUUID]; dup {
+			// The same step twice in one read: the claim below decides which
+			// message wins; the other is deleted when its claim fails later.
+			continue
+		}
+		ids = append(ids, sm.StepUUID)
+		attempts = append(attempts, int32(sm.Attempt))
+		byStep[sm.StepUUID] = m
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	claims, err := w.claim(ctx, ids, attempts)
+	if err != nil {
+		// The messages become visible again after the lease; nothing ran.
+		return 0, fmt.Errorf("claim steps: %w", err)
+	}
+	used := 0
+	for _, c := range claims {
+		m := byStep[c.StepUUID]
+		if !c.Claimed {
+			w.logger.Debug("step not claimable; message dropped", "step_uuid", c.StepUUID, "reason", c.Reason)
+			if _, err := queue.Delete(ctx, w.pool, q, m.ID); err != nil {
+				w.logger.Warn("delete unclaimable step message", "msg_id", m.ID, "error", err)
+			}
+			continue
+		}
+		if used >= n {
+			// Cannot happen (one claim per message), but never overrun slots.
+			break
+		}
+		used++
+		w.inflight.Add(1)
+		// Ends when the handler has returned and its result is submitted
+		// (or the worker hard-stops and releases the step).
+		go func() {
+			defer w.inflight.Done()
+			defer func() { <-w.slots }()
+			w.execute(c, m.ID, m.Headers)
+		}()
+	}
+	return used, nil
+}
+
+// deferUnknown pushes back a message for a handler this worker lacks, so a
+// worker that has it can take it, and logs it at most once a minute.
+func (w *Worker) deferUnknown(ctx context.Context, q string, msgID int64, handler string) {
+	if _, err := queue.SetVT(ctx, w.pool, q, msgID, 5*time.Second); err != nil {
+		w.logger.Warn("defer message for unknown handler", "msg_id", msgID, "error", err)
+	}
+	w.unknownMu.Lock()
+	defer w.unknownMu.Unlock()
+	if time.Since(w.unknown[handler]) > time.Minute {
+		w.unknown[handler] = time.Now()
+		w.logger.Warn("no handler registered for step messages in this namespace; left for other workers", "queue", q, "handler", handler)
+	}
+}
+
+// claim is a decoded row of tasker.step_claim_batch.
+type claim struct {
+	Claimed       bool
+	Reason        string
+	StepUUID      uuid.UUID
+	TaskUUID      uuid.UUID
+	Namespace     string
+	StepName      string
+	Handler       string
+	Attempt       int
+	MaxAttempts   int
+	Timeout       int
+	CorrelationID uuid.UUID
+	TraceParent   string
+	Context       json.RawMessage
+	Deps          map[string]json.RawMessage
+}
+
+func (w *Worker) claim(ctx context.Context, ids []uuid.UUID, attempts []int32) ([]claim, error) {
+	rows, err := w.pool.Query(ctx, `
+		SELECT claimed, reason, step_uuid, task_uuid, coalesce(namespace, ''), coalesce(step_name, ''),
+		       coalesce(handler, ''), coalesce(attempt, 0), coalesce(max_attempts, 0), coalesce(timeout_seconds, 0),
+		       correlation_id, coalesce(traceparent, ''), task_context, dependency_results
+		  FROM tasker.step_claim_batch($1::uuid[], $2::int[], $3::text, $4::int)`,
+		ids, attempts, w.cfg.WorkerID, int32(w.cfg.LeaseDuration/time.Second))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []claim
+	for rows.Next() {
+		var c claim
+		var taskUUID, corr *uuid.UUID
+		var deps []byte
+		if err := rows.Scan(&c.Claimed, &c.Reason, &c.StepUUID, &taskUUID, &c.Namespace, &c.StepName, &c.Handler,
+			&c.Attempt, &c.MaxAttempts, &c.Timeout, &corr, &c.TraceParent, &c.Context, &deps); err != nil {
+			return nil, err
+		}
+		if taskUUID != nil {
+			c.TaskUUID = *taskUUID
+		}
+		if corr != nil {
+			c.CorrelationID = *corr
+		}
+		if len(deps) > 0 {
+			if err := json.Unmarshal(deps, &c.Deps); err != nil {
+				return nil, fmt.Errorf("decode dependency results of step %s: %w", c.StepUUID, err)
+			}
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// execute runs one claimed step: heartbeats while the handler runs, then
+// submits the outcome.
+func (w *Worker) execute(c claim, msgID int64, headers map[string]string) {
+	step := &Step{
+		TaskUUID: c.TaskUUID, StepUUID: c.StepUUID, Name: c.StepName, Handler: c.Handler,
+		Namespace: c.Namespace, Attempt: c.Attempt, MaxAttempts: c.MaxAttempts,
+		Timeout: time.Duration(c.Timeout) * time.Second, CorrelationID: c.CorrelationID,
+		TraceParent: c.TraceParent, Context: c.Context, DependencyResults: c.Deps,
+	}
+	if tp := headers["traceparent"]; tp != "" {
+		step.TraceParent = tp
+	}
+	log := w.logger.With("task_uuid", step.TaskUUID, "step_uuid", step.StepUUID, "step_name", step.Name,
+		"namespace", step.Namespace, "correlation_id", step.CorrelationID, "attempt", step.Attempt)
+	ctx, span := w.obs.StepClaimed(w.hardCtx, step)
+	timeout := step.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	// Heartbeat until the handler returns. A false heartbeat means the step
+	// is no longer ours (cancelled, resolved, reaped): stop the handler.
+	lost := make(chan struct{})
+	hbDone := make(chan struct{})
+	// Ends when the handler returns (hbStop) or the step is lost.
+	hbStop := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		w.heartbeat(step, msgID, hbStop, lost, cancel, log)
+	}()
+
+	h, _ := w.handler(step.Handler)
+	start := time.Now()
+	result, herr := w.invoke(hctx, h, step, span)
+	elapsed := time.Since(start)
+	close(hbStop)
+	<-hbDone
+
+	select {
+	case <-lost:
+		log.Warn("step was taken away while running (cancelled, resolved, or lease lost); result discarded")
+		span.End(outcomeLost, elapsed, nil)
+		return
+	default:
+	}
+	if w.hardCtx.Err() != nil && herr != nil {
+		// Hard stop: give the step back rather than report a failure we caused.
+		w.release(step, log)
+		span.End(outcomeReleased, elapsed, herr)
+		return
+	}
+	if herr == nil && hctx.Err() == context.DeadlineExceeded {
+		herr = &Error{Err: fmt.Errorf("step timed out after %s", timeout), Retryable: true, Kind: "timeout"}
+	}
+	w.submit(step, msgID, result, herr, elapsed, span, log)
+}
+
+// invoke runs the handler, converting a panic into a retryable error.
+func (w *Worker) invoke(ctx context.Context, h Handler, step *Step, span StepSpan) (result any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &Error{Err: fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack()), Retryable: true, Kind: "panic"}
+		}
+	}()
+	hctx := span.BeforeHandle(ctx)
+	result, err = h(hctx, step)
+	if err == nil && ctx.Err() == context.DeadlineExceeded {
+		err = &Error{Err: fmt.Errorf("step timed out after %s", step.Timeout), Retryable: true, Kind: "timeout"}
+	}
+	return result, err
+}
+
+func (w *Worker) heartbeat(step *Step, msgID int64, stop <-chan struct{}, lost chan<- struct{}, cancel context.CancelFunc, log *slog.Logger) {
+	every := w.cfg.LeaseDuration / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, c := context.WithTimeout(context.Background(), every)
+		var ok bool
+		err := w.pool.QueryRow(ctx, `SELECT tasker.step_heartbeat($1, $2, $3, $4, $5)`,
+			step.StepUUID, step.Attempt, w.cfg.WorkerID, int32(w.cfg.LeaseDuration/time.Second), msgID).Scan(&ok)
+		c()
+		if err != nil {
+			// Keep running: the lease covers a short outage; if it expires
+			// the step is retried and our late result is refused.
+			log.Warn("heartbeat failed", "error", err)
+			continue
+		}
+		if !ok {
+			close(lost)
+			cancel()
+			return
+		}
+	}
+}
+
+func (w *Worker) release(step *Step, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var ok bool
+	if err := w.pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, $3)`, step.StepUUID, step.Attempt, w.cfg.WorkerID).Scan(&ok); err != nil {
+		log.Warn("release step at shutdown failed; its lease will expire", "error", err)
+		return
+	}
+	log.Info("step released at shutdown; it will be retried")
+}
+
+// submit posts the outcome with tasker.step_submit_result, retrying
+// transient database errors for a while: the lease (renewed no more) bounds
+// how long a result can wait before the attempt is retried elsewhere.
+func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed time.Duration, span StepSpan, log *slog.Logger) {
+	success := herr == nil
+	var resJSON, errJSON []byte
+	var err error
+	if success {
+		resJSON, err = json.Marshal(result)
+		if err != nil {
+			success = false
+			herr = Permanent(fmt.Errorf("handler result is not JSON-encodable: %w", err))
+		}
+	}
+	if !success {
+		e := &Error{Err: herr, Retryable: true, Kind: "error"}
+		errors.As(herr, &e)
+		errJSON, _ = json.Marshal(map[string]any{"message": herr.Error(), "retryable": e.Retryable, "kind": e.Kind})
+	}
+	headers, _ := json.Marshal(map[string]string{"traceparent": span.TraceParent()})
+	ctx := span.BeforeSubmit(context.Background())
+	deadline := time.Now().Add(w.cfg.LeaseDuration)
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var accepted bool
+		err = w.pool.QueryRow(cctx, `SELECT tasker.step_submit_result($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb)`,
+			step.StepUUID, step.Attempt, w.cfg.WorkerID, success, nullJSON(resJSON), nullJSON(errJSON), msgID, headers).Scan(&accepted)
+		cancel()
+		if err == nil {
+			outcome := outcomeSucceeded
+			if !success {
+				outcome = outcomeFailed
+			}
+			if !accepted {
+				outcome = outcomeRefused
+				log.Warn("result refused: the step is no longer this worker's (cancelled or retried elsewhere)")
+			} else if success {
+				log.Debug("step completed", "duration", elapsed)
+			} else {
+				log.Info("step failed", "error", herr.Error(), "duration", elapsed)
+			}
+			span.End(outcome, elapsed, herr)
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Error("could not submit the step result; the step will be retried after its lease expires", "error", err)
+			span.End(outcomeLost, elapsed, err)
+			return
+		}
+		sleepCtx(context.Background(), min(time.Duration(attempt)*250*time.Millisecond, 3*time.Second))
+	}
+}
+
+func nullJSON(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
