@@ -319,3 +319,42 @@ func (r *readiness) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// MigrationState is one migration's status.
+type MigrationState struct {
+	Version   int64  `json:"version"`
+	Name      string `json:"name"`
+	Applied   bool   `json:"applied"`
+	AppliedAt string `json:"applied_at,omitempty"`
+}
+
+// MigrationStatus lists the embedded migrations and whether each is applied.
+func MigrationStatus(ctx context.Context, dbURL string) ([]MigrationState, error) {
+	pool, err := openPool(ctx, config.Database{URL: dbURL, MaxConns: 2})
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := migrations.NewProvider(db, nil)
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migration status: %w", err)
+	}
+	out := make([]MigrationState, 0, len(st))
+	for _, s := range st {
+		ms := MigrationState{Version: s.Source.Version, Name: s.Source.Path, Applied: s.State == "applied"}
+		if ms.Name == "" {
+			ms.Name = fmt.Sprintf("go migration %d", s.Source.Version)
+		}
+		if !s.AppliedAt.IsZero() {
+			ms.AppliedAt = s.AppliedAt.Format(time.RFC3339)
+		}
+		out = append(out, ms)
+	}
+	return out, nil
+}

@@ -53,8 +53,22 @@ type Engine struct {
 	clock     func() time.Time
 	jitter    func() float64
 
+	// beforeCommit runs at the end of every engine transaction, with the
+	// transaction's journal, before the commit (domain events are written
+	// there, so they commit with the changes that cause them).
+	beforeCommit []BeforeCommit
+
 	mu        sync.RWMutex
 	templates map[int64]*template.Template // immutable once registered
+}
+
+// BeforeCommit is a hook run inside an engine transaction after its work and
+// before its commit; an error rolls the whole transaction back.
+type BeforeCommit func(ctx context.Context, tx store.Tx, j *telemetry.Journal) error
+
+// WithBeforeCommit adds a hook run before each engine transaction commits.
+func WithBeforeCommit(h BeforeCommit) EngineOption {
+	return func(e *Engine) { e.beforeCommit = append(e.beforeCommit, h) }
 }
 
 // EngineOption configures an Engine.
@@ -86,6 +100,12 @@ type nopPublisher struct{}
 
 func (nopPublisher) Publish(context.Context, *telemetry.Journal) {}
 
+// Template returns a registered template by id (cached; versions are
+// immutable).
+func (e *Engine) Template(ctx context.Context, id int64) (*template.Template, error) {
+	return e.template(ctx, id)
+}
+
 // Store exposes the engine's store to the services of this package.
 func (e *Engine) Store() *store.Store { return e.store }
 
@@ -114,7 +134,15 @@ func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Jour
 	j := telemetry.NewJournal(e.clock)
 	err := e.store.InTx(ctx, func(tx store.Tx) error {
 		j.Reset()
-		return fn(tx, j)
+		if err := fn(tx, j); err != nil {
+			return err
+		}
+		for _, h := range e.beforeCommit {
+			if err := h(ctx, tx, j); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -125,7 +153,7 @@ func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Jour
 
 // taskRef is the telemetry identity of a task.
 func taskRef(t *store.Task) telemetry.TaskRef {
-	return telemetry.TaskRef{UUID: t.UUID, Namespace: t.Namespace, Name: t.Name,
+	return telemetry.TaskRef{UUID: t.UUID, TemplateID: t.TemplateID, Namespace: t.Namespace, Name: t.Name,
 		CorrelationID: t.CorrelationID, TraceParent: t.TraceParent, CreatedAt: t.CreatedAt}
 }
 

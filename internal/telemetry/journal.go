@@ -11,6 +11,7 @@ import (
 // TaskRef identifies a task in telemetry: what every event and span carries.
 type TaskRef struct {
 	UUID          uuid.UUID
+	TemplateID    int64
 	Namespace     string
 	Name          string
 	CorrelationID uuid.UUID

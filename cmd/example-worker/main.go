@@ -1,0 +1,137 @@
+// Command example-worker runs the handlers of the demo workflow
+// (config/templates/order_fulfillment.yaml) with the Go worker SDK.
+//
+// Environment: DATABASE_URL (required); TASKER_WORKER_NAMESPACES (default
+// ecommerce); TASKER_WORKER_CONCURRENCY (default 10);
+// TASKER_WORKER_METRICS_LISTEN (default 127.0.0.1:9091, empty disables
+// /metrics); TASKER_DEMO_DELAY (simulated work per step, default 50ms);
+// TASKER_TELEMETRY_TRACING_ENABLED=true with the standard
+// OTEL_EXPORTER_OTLP_* variables to export traces.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/worker"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "example-worker:", err)
+		os.Exit(1)
+	}
+}
+
+func env(k, def string) string {
+	if v, ok := os.LookupEnv(k); ok {
+		return v
+	}
+	return def
+}
+
+func run() error {
+	if len(os.Args) > 1 && (os.Args[1] == "-h" || os.Args[1] == "--help") {
+		fmt.Println("usage: example-worker  (configured by environment; see the package comment or README)")
+		return nil
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dbURL := os.Getenv("DATABASE_URL")
+	if dbURL == "" {
+		return errors.New("DATABASE_URL is not set")
+	}
+	concurrency, err := strconv.Atoi(env("TASKER_WORKER_CONCURRENCY", "10"))
+	if err != nil {
+		return fmt.Errorf("TASKER_WORKER_CONCURRENCY: %w", err)
+	}
+	delay, err := time.ParseDuration(env("TASKER_DEMO_DELAY", "50ms"))
+	if err != nil {
+		return fmt.Errorf("TASKER_DEMO_DELAY: %w", err)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+
+	tracing, _ := strconv.ParseBool(env("TASKER_TELEMETRY_TRACING_ENABLED", "false"))
+	tel, err := telemetry.NewProvider(ctx, telemetry.Options{
+		ServiceName: env("OTEL_SERVICE_NAME", "tasker-example-worker"), TracingEnabled: tracing,
+		OTLPEndpoint: os.Getenv("TASKER_TELEMETRY_OTLP_ENDPOINT"), OTLPProtocol: env("TASKER_TELEMETRY_OTLP_PROTOCOL", "grpc"),
+		MetricsEnabled: true, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = tel.Shutdown(sctx)
+	}()
+	obs, err := worker.NewOTelObserver(tel.TracerProvider(), tel.MeterProvider())
+	if err != nil {
+		return err
+	}
+	if addr := env("TASKER_WORKER_METRICS_LISTEN", "127.0.0.1:9091"); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("TASKER_WORKER_METRICS_LISTEN %s: %w", addr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", tel.MetricsHandler())
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// Ends when the server is closed at exit.
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		logger.Info("worker metrics served", "listen", ln.Addr().String())
+	}
+
+	pcfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	pcfg.MaxConns = int32(concurrency + 4)
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "tasker-example-worker"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	w, err := worker.New(pool, worker.Config{
+		Namespaces:  strings.Split(env("TASKER_WORKER_NAMESPACES", demo.Namespace), ","),
+		Concurrency: concurrency, Logger: logger, Observer: obs,
+	})
+	if err != nil {
+		return err
+	}
+	for name, h := range demo.Handlers(delay) {
+		w.Handle(name, h)
+	}
+	// The worker retries its start until the orchestrator has migrated the
+	// database and registered the namespace's templates.
+	for {
+		err = w.Run(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		logger.Warn("worker cannot start yet; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

@@ -1,0 +1,243 @@
+// Package cli is the `orchestrator` command line: the daemon (serve), the
+// schema (migrate), and an operator client for the REST API (task, step,
+// template, dlq), plus config printing. cmd/orchestrator/main.go only
+// calls Execute.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tasker/tasker/internal/config"
+	"github.com/tasker/tasker/internal/daemon"
+)
+
+// globals are the flags shared by every subcommand.
+type globals struct {
+	configPath string
+	server     string
+	apiKey     string
+	jsonOut    bool
+	logLevel   string
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+// Execute runs the command line and returns the process exit code.
+func Execute(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "orchestrator",
+		Short: "Tasker: workflow orchestration on PostgreSQL and PGMQ",
+		Long: `Tasker runs workflows (DAGs of named steps declared in YAML templates) as
+tasks: the orchestrator drives every task and step through explicit state
+machines in Postgres, dispatches ready steps to per-namespace PGMQ queues,
+and workers in any language run the handlers and post results back.
+
+Start the daemon with "orchestrator serve"; the other commands operate it.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.configPath, "config", "c", envOr("TASKER_CONFIG", ""), "config file (TOML); env TASKER_CONFIG")
+	pf.StringVar(&g.server, "server", envOr("TASKER_SERVER", "http://127.0.0.1:8080"), "orchestrator API base URL for client commands; env TASKER_SERVER")
+	pf.StringVar(&g.apiKey, "api-key", os.Getenv("TASKER_API_KEY"), "API key for client commands; env TASKER_API_KEY")
+	pf.BoolVar(&g.jsonOut, "json", false, "print JSON instead of human-readable output")
+	root.AddCommand(serveCmd(g), migrateCmd(g), configCmd(g), taskCmd(g), stepCmd(g), templateCmd(g))
+	return root
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// loadConfig reads the config file and environment.
+func (g *globals) loadConfig() (config.Config, error) {
+	return config.Load(g.configPath, config.Environ())
+}
+
+// NewLogger builds the process logger from the log config.
+func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// signalContext is cancelled by the first SIGINT/SIGTERM; a second one exits
+// the process at once (hard stop).
+func signalContext(stderr io.Writer) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	// Ends with the process.
+	go func() {
+		sig := <-ch
+		fmt.Fprintf(stderr, "received %s: shutting down gracefully (send again to stop at once)\n", sig)
+		cancel()
+		<-ch
+		fmt.Fprintln(stderr, "second signal: stopping now")
+		os.Exit(130)
+	}()
+	return ctx, cancel
+}
+
+func serveCmd(g *globals) *cobra.Command {
+	var listen string
+	var noMigrate bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the orchestrator daemon (API, orchestration loops, /metrics)",
+		Long: `Run the orchestrator daemon: the REST API on server.listen, /healthz,
+/readyz and /metrics, and the orchestration loops (task intake, step result
+processing, retry timers, lease reaping). Any number of replicas may run
+against one database.
+
+Configuration: --config FILE (see config/orchestrator.toml), overridden by
+TASKER_* environment variables and DATABASE_URL. On SIGTERM the daemon stops
+in order (not ready, API, loops, telemetry flush, pool) within
+orchestrator.shutdown_timeout; a second SIGTERM stops at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				cfg.Server.Listen = listen
+			}
+			if noMigrate {
+				cfg.Database.MigrateOnStart = false
+			}
+			logger := NewLogger(cfg.Log, g.stderr)
+			ctx, cancel := signalContext(g.stderr)
+			defer cancel()
+			return daemon.Run(ctx, cfg, logger)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "override server.listen (host:port)")
+	cmd.Flags().BoolVar(&noMigrate, "no-migrate", false, "do not apply migrations at start (database.migrate_on_start=false)")
+	return cmd
+}
+
+func migrateCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "migrate [up|status]",
+		Short: "Apply the database migrations (default: up) or show their status",
+		Long: `Apply the embedded goose migrations (schema tasker, PGMQ, worker protocol
+functions) to the database in DATABASE_URL / database.url. Safe to run from
+several replicas at once: they take turns on an advisory lock.`,
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"up", "status"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			action := "up"
+			if len(args) == 1 {
+				action = args[0]
+			}
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			logger := NewLogger(cfg.Log, g.stderr)
+			switch action {
+			case "up":
+				if err := daemon.Migrate(cmd.Context(), cfg.Database.URL, logger); err != nil {
+					return err
+				}
+				fmt.Fprintln(g.stdout, "migrations: up to date")
+				return nil
+			case "status":
+				st, err := daemon.MigrationStatus(cmd.Context(), cfg.Database.URL)
+				if err != nil {
+					return err
+				}
+				if g.jsonOut {
+					return printJSON(g.stdout, st)
+				}
+				for _, s := range st {
+					applied := "pending"
+					if s.Applied {
+						applied = "applied " + s.AppliedAt
+					}
+					fmt.Fprintf(g.stdout, "%5d  %-40s %s\n", s.Version, s.Name, applied)
+				}
+				return nil
+			}
+			return &usageError{"migrate: unknown action " + action + " (up, status)"}
+		},
+	}
+	return cmd
+}
+
+func configCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration (file + environment + defaults), secrets masked",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(g.configPath, config.Environ())
+			if err != nil && cfg.Database.URL != "" {
+				return err
+			}
+			masked := cfg.Masked()
+			if g.jsonOut {
+				return printJSON(g.stdout, masked)
+			}
+			out, err := masked.TOML()
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(g.stdout, out)
+			if cfg.Database.URL == "" {
+				fmt.Fprintln(g.stderr, "note: database.url is not set (set DATABASE_URL); serve would refuse to start")
+			}
+			return nil
+		},
+	})
+	return cmd
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+

@@ -1,0 +1,556 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tasker/tasker/internal/template"
+)
+
+// client talks to the orchestrator's REST API.
+type client struct {
+	base   string
+	apiKey string
+	http   *http.Client
+}
+
+func (g *globals) client() *client {
+	return &client{base: strings.TrimSuffix(g.server, "/"), apiKey: g.apiKey, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// apiError is the API's error body.
+type apiError struct {
+	Status int
+	Error  struct {
+		Code     string `json:"code"`
+		Message  string `json:"message"`
+		Field    string `json:"field"`
+		Problems []struct {
+			Path    string `json:"path"`
+			Message string `json:"message"`
+		} `json:"problems"`
+	} `json:"error"`
+}
+
+func (e *apiError) err() error {
+	msg := fmt.Sprintf("%s (HTTP %d %s)", e.Error.Message, e.Status, e.Error.Code)
+	for _, p := range e.Error.Problems {
+		msg += fmt.Sprintf("\n  %s: %s", p.Path, p.Message)
+	}
+	return fmt.Errorf("%s", msg)
+}
+
+func (c *client) do(ctx context.Context, method, path string, body any, contentType string, out any) error {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		buf, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if rd != nil {
+		if contentType == "" {
+			contentType = "application/json"
+		}
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.apiKey != "" {
+		req.Header.Set("X-API-Key", c.apiKey)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the orchestrator at %s (is `orchestrator serve` running? set --server or TASKER_SERVER): %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 400 {
+		ae := &apiError{Status: resp.StatusCode}
+		if json.Unmarshal(data, ae) != nil || ae.Error.Message == "" {
+			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+		return ae.err()
+	}
+	if out != nil {
+		if raw, ok := out.(*json.RawMessage); ok {
+			*raw = data
+			return nil
+		}
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// taskOut is the subset of the API's task the CLI prints.
+type taskOut struct {
+	TaskUUID      string          `json:"task_uuid"`
+	Namespace     string          `json:"namespace"`
+	Name          string          `json:"name"`
+	Version       string          `json:"version"`
+	State         string          `json:"state"`
+	CorrelationID string          `json:"correlation_id"`
+	TraceID       string          `json:"trace_id"`
+	CreatedAt     time.Time       `json:"created_at"`
+	CompletedAt   *time.Time      `json:"completed_at"`
+	Context       json.RawMessage `json:"context"`
+	StepCounts    map[string]int  `json:"step_counts"`
+	Steps         []struct {
+		StepUUID    string          `json:"step_uuid"`
+		Name        string          `json:"name"`
+		Handler     string          `json:"handler"`
+		State       string          `json:"state"`
+		Attempts    int             `json:"attempts"`
+		MaxAttempts int             `json:"max_attempts"`
+		DependsOn   []string        `json:"depends_on"`
+		Results     json.RawMessage `json:"results"`
+		LastError   json.RawMessage `json:"last_error"`
+	} `json:"steps"`
+	Transitions []struct {
+		StepName  string    `json:"step_name"`
+		From      string    `json:"from_state"`
+		To        string    `json:"to_state"`
+		CreatedAt time.Time `json:"created_at"`
+	} `json:"transitions"`
+}
+
+func terminalTask(state string) bool {
+	switch state {
+	case "complete", "error", "cancelled", "resolved_manually":
+		return true
+	}
+	return false
+}
+
+func printTask(w io.Writer, t taskOut) {
+	fmt.Fprintf(w, "task %s  %s/%s@%s  %s\n", t.TaskUUID, t.Namespace, t.Name, t.Version, strings.ToUpper(t.State))
+	fmt.Fprintf(w, "  correlation_id %s  trace_id %s\n", t.CorrelationID, t.TraceID)
+	fmt.Fprintf(w, "  created %s", t.CreatedAt.Format(time.RFC3339))
+	if t.CompletedAt != nil {
+		fmt.Fprintf(w, "  finished %s (%s)", t.CompletedAt.Format(time.RFC3339), t.CompletedAt.Sub(t.CreatedAt).Round(time.Millisecond))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STEP\tSTATE\tATTEMPTS\tDEPENDS ON\tRESULT / ERROR")
+	for _, s := range t.Steps {
+		detail := string(s.Results)
+		if len(s.LastError) > 0 && s.State != "complete" {
+			var e struct {
+				Message string `json:"message"`
+			}
+			_ = json.Unmarshal(s.LastError, &e)
+			detail = "error: " + e.Message
+		}
+		if len(detail) > 70 {
+			detail = detail[:67] + "..."
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d/%d\t%s\t%s\n", s.Name, s.State, s.Attempts, s.MaxAttempts, strings.Join(s.DependsOn, ","), detail)
+	}
+	tw.Flush()
+	if len(t.Transitions) > 0 {
+		fmt.Fprintln(w, "  transitions:")
+		for _, tr := range t.Transitions {
+			who := "task"
+			if tr.StepName != "" {
+				who = "step " + tr.StepName
+			}
+			from := tr.From
+			if from == "" {
+				from = "(new)"
+			}
+			fmt.Fprintf(w, "    %s  %-24s %s -> %s\n", tr.CreatedAt.Format("15:04:05.000"), who, from, tr.To)
+		}
+	}
+}
+
+func taskCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "Submit, inspect, cancel and retry tasks"}
+	cmd.AddCommand(taskSubmitCmd(g), taskGetCmd(g), taskListCmd(g), taskActionCmd(g, "cancel", "Cancel a task that has not finished"),
+		taskActionCmd(g, "retry", "Retry a task in error (failed steps get their attempts back)"),
+		taskActionCmd(g, "resolve", "Mark a task in error or blocked_by_failures as resolved manually"))
+	return cmd
+}
+
+func taskSubmitCmd(g *globals) *cobra.Command {
+	var req struct {
+		Namespace      string          `json:"namespace"`
+		Name           string          `json:"name"`
+		Version        string          `json:"version,omitempty"`
+		Context        json.RawMessage `json:"context,omitempty"`
+		Initiator      string          `json:"initiator,omitempty"`
+		SourceSystem   string          `json:"source_system,omitempty"`
+		Reason         string          `json:"reason,omitempty"`
+		Tags           []string        `json:"tags,omitempty"`
+		Priority       int             `json:"priority,omitempty"`
+		IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	}
+	var ctxArg string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "submit",
+		Short: "Submit a task; with --wait, follow it to its end with a progress display",
+		Example: `  orchestrator task submit --namespace ecommerce --name order_fulfillment \
+    --context '{"customer_id":"c-1","items":[{"sku":"BOOK-1","quantity":1,"unit_price_cents":1500}]}' --wait
+  orchestrator task submit -n ecommerce --name order_fulfillment --context @order.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if req.Namespace == "" || req.Name == "" {
+				return &usageError{"task submit: --namespace and --name are required"}
+			}
+			if ctxArg != "" {
+				raw := []byte(ctxArg)
+				if strings.HasPrefix(ctxArg, "@") {
+					b, err := os.ReadFile(strings.TrimPrefix(ctxArg, "@"))
+					if err != nil {
+						return fmt.Errorf("--context: %w", err)
+					}
+					raw = b
+				}
+				if !json.Valid(raw) {
+					return &usageError{"--context is not valid JSON"}
+				}
+				req.Context = raw
+			}
+			if req.SourceSystem == "" {
+				req.SourceSystem = "cli"
+			}
+			c := g.client()
+			var t taskOut
+			if err := c.do(cmd.Context(), "POST", "/v1/tasks", req, "", &t); err != nil {
+				return err
+			}
+			if !wait {
+				if g.jsonOut {
+					return printJSON(g.stdout, t)
+				}
+				printTask(g.stdout, t)
+				return nil
+			}
+			final, err := follow(cmd.Context(), c, t.TaskUUID, timeout, g)
+			if err != nil {
+				return err
+			}
+			if g.jsonOut {
+				if err := printJSON(g.stdout, final); err != nil {
+					return err
+				}
+			} else {
+				printTask(g.stdout, final)
+			}
+			if final.State != "complete" {
+				return fmt.Errorf("task %s ended %s", final.TaskUUID, final.State)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&req.Namespace, "namespace", "n", "", "template namespace (required)")
+	f.StringVar(&req.Name, "name", "", "template name (required)")
+	f.StringVar(&req.Version, "version", "", "template version (default: latest registered)")
+	f.StringVar(&ctxArg, "context", "", "task context: a JSON object, or @file.json")
+	f.StringVar(&req.Initiator, "initiator", os.Getenv("USER"), "who asked for the task")
+	f.StringVar(&req.SourceSystem, "source-system", "cli", "system the request comes from")
+	f.StringVar(&req.Reason, "reason", "", "why the task runs")
+	f.StringSliceVar(&req.Tags, "tag", nil, "tag (repeatable)")
+	f.IntVar(&req.Priority, "priority", 0, "priority (-1000..1000)")
+	f.StringVar(&req.IdempotencyKey, "idempotency-key", "", "a repeated key returns the existing task instead of a new one")
+	f.BoolVar(&wait, "wait", false, "follow the task until it finishes, showing progress")
+	f.DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait, give up after this long")
+	return cmd
+}
+
+// follow polls a task until it finishes, drawing a progress line: on a
+// terminal it redraws one line; otherwise it prints a line per change.
+func follow(ctx context.Context, c *client, id string, timeout time.Duration, g *globals) (taskOut, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tty := isTerminal(g.stderr) && !g.jsonOut
+	last := ""
+	start := time.Now()
+	for {
+		var t taskOut
+		if err := c.do(ctx, "GET", "/v1/tasks/"+id, nil, "", &t); err != nil {
+			return t, err
+		}
+		line := progressLine(t, time.Since(start))
+		if tty {
+			fmt.Fprintf(g.stderr, "\r\033[K%s", line)
+		} else if line != last && !g.jsonOut {
+			fmt.Fprintln(g.stderr, line)
+		}
+		last = line
+		if terminalTask(t.State) {
+			if tty {
+				fmt.Fprintln(g.stderr)
+			}
+			return t, nil
+		}
+		select {
+		case <-ctx.Done():
+			if tty {
+				fmt.Fprintln(g.stderr)
+			}
+			return t, fmt.Errorf("task %s still %s after %s", id, t.State, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func progressLine(t taskOut, elapsed time.Duration) string {
+	total := len(t.Steps)
+	done := t.StepCounts["complete"] + t.StepCounts["resolved_manually"]
+	const width = 20
+	filled := 0
+	if total > 0 {
+		filled = done * width / total
+	}
+	bar := strings.Repeat("#", filled) + strings.Repeat("-", width-filled)
+	var parts []string
+	keys := make([]string, 0, len(t.StepCounts))
+	for k := range t.StepCounts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k != "complete" {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, t.StepCounts[k]))
+		}
+	}
+	return fmt.Sprintf("[%s] %d/%d steps complete  task %-24s %s %s", bar, done, total, t.State, strings.Join(parts, " "), elapsed.Round(100*time.Millisecond))
+}
+
+func taskGetCmd(g *globals) *cobra.Command {
+	var transitions bool
+	cmd := &cobra.Command{
+		Use:   "get TASK_UUID",
+		Short: "Show a task with its steps (states, attempts, results, errors)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/tasks/" + url.PathEscape(args[0])
+			if transitions {
+				path += "?include=transitions"
+			}
+			var t taskOut
+			if g.jsonOut {
+				var raw json.RawMessage
+				if err := g.client().do(cmd.Context(), "GET", path, nil, "", &raw); err != nil {
+					return err
+				}
+				_, err := g.stdout.Write(append(raw, '\n'))
+				return err
+			}
+			if err := g.client().do(cmd.Context(), "GET", path, nil, "", &t); err != nil {
+				return err
+			}
+			printTask(g.stdout, t)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&transitions, "transitions", false, "include the transition history")
+	return cmd
+}
+
+func taskListCmd(g *globals) *cobra.Command {
+	var ns, name, state, cursor string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List tasks, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for k, v := range map[string]string{"namespace": ns, "name": name, "state": state, "cursor": cursor} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			q.Set("limit", fmt.Sprint(limit))
+			var out struct {
+				Tasks      []taskOut `json:"tasks"`
+				NextCursor string    `json:"next_cursor"`
+			}
+			if err := g.client().do(cmd.Context(), "GET", "/v1/tasks?"+q.Encode(), nil, "", &out); err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return printJSON(g.stdout, out)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TASK\tTEMPLATE\tSTATE\tCREATED")
+			for _, t := range out.Tasks {
+				fmt.Fprintf(tw, "%s\t%s/%s@%s\t%s\t%s\n", t.TaskUUID, t.Namespace, t.Name, t.Version, t.State, t.CreatedAt.Format(time.RFC3339))
+			}
+			tw.Flush()
+			if out.NextCursor != "" {
+				fmt.Fprintf(g.stdout, "more: --cursor %s\n", out.NextCursor)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&ns, "namespace", "n", "", "only this namespace")
+	f.StringVar(&name, "name", "", "only this template name")
+	f.StringVar(&state, "state", "", "only tasks in this state")
+	f.StringVar(&cursor, "cursor", "", "continue after a previous page")
+	f.IntVar(&limit, "limit", 20, "tasks per page (1-500)")
+	return cmd
+}
+
+func taskActionCmd(g *globals, action, short string) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   action + " TASK_UUID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var t taskOut
+			if err := g.client().do(cmd.Context(), "POST", "/v1/tasks/"+url.PathEscape(args[0])+"/"+action,
+				map[string]string{"reason": reason}, "", &t); err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return printJSON(g.stdout, t)
+			}
+			printTask(g.stdout, t)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the transition)")
+	return cmd
+}
+
+func stepCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "step", Short: "Operate on steps: manual resolution, retry"}
+	for _, a := range []struct{ name, short string }{
+		{"resolve", "Resolve a step manually (optionally with --result JSON its dependents receive)"},
+		{"retry", "Retry a failed step with fresh attempts"},
+	} {
+		var reason, result string
+		c := &cobra.Command{
+			Use:   a.name + " STEP_UUID",
+			Short: a.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				body := map[string]any{"reason": reason}
+				if result != "" {
+					if !json.Valid([]byte(result)) {
+						return &usageError{"--result is not valid JSON"}
+					}
+					body["result"] = json.RawMessage(result)
+				}
+				var out json.RawMessage
+				if err := g.client().do(cmd.Context(), "POST", "/v1/steps/"+url.PathEscape(args[0])+"/"+a.name, body, "", &out); err != nil {
+					return err
+				}
+				_, err := g.stdout.Write(append(out, '\n'))
+				return err
+			},
+		}
+		c.Flags().StringVar(&reason, "reason", "", "why (recorded in the transition)")
+		if a.name == "resolve" {
+			c.Flags().StringVar(&result, "result", "", "JSON result to record for the step")
+		}
+		cmd.AddCommand(c)
+	}
+	return cmd
+}
+
+func templateCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "template", Short: "Validate, register and list task templates"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Validate template files locally (no server needed); every problem is listed with its path",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bad := 0
+			for _, path := range args {
+				b, err := os.ReadFile(path)
+				if err == nil {
+					var t *template.Template
+					t, err = template.Parse(b)
+					if err == nil {
+						fmt.Fprintf(g.stdout, "%s: ok (%s, %d steps: %s)\n", path, t.Key(), len(t.Steps), strings.Join(t.TopologicalOrder(), " -> "))
+						continue
+					}
+				}
+				bad++
+				fmt.Fprintf(g.stdout, "%s: invalid\n  %s\n", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d of %d templates are invalid", bad, len(args))
+			}
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "register FILE",
+		Short: "Register a template version with the server",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			var out json.RawMessage
+			if err := g.client().do(cmd.Context(), "POST", "/v1/templates", b, "application/yaml", &out); err != nil {
+				return err
+			}
+			_, err = g.stdout.Write(append(out, '\n'))
+			return err
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List registered templates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct {
+				Templates []struct {
+					Namespace, Name, Version, Description string
+				} `json:"templates"`
+			}
+			if err := g.client().do(cmd.Context(), "GET", "/v1/templates", nil, "", &out); err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return printJSON(g.stdout, out)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tVERSION\tDESCRIPTION")
+			for _, t := range out.Templates {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Namespace, t.Name, t.Version, t.Description)
+			}
+			return tw.Flush()
+		},
+	})
+	return cmd
+}

@@ -1,0 +1,181 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+)
+
+// OTelObserver publishes the worker-side system events (step.execution_requested,
+// step.before_handle, step.handle, step.result_submitted and the
+// step.before_transition of the claim and the submission) as span events in
+// the task's trace and as metrics, with the same names the orchestrator uses:
+// tasker_events_total, tasker_step_state_transitions_total,
+// tasker_step_execution_duration_seconds and tasker_step_attempts_total.
+type OTelObserver struct {
+	tracer      trace.Tracer
+	events      metric.Int64Counter
+	transitions metric.Int64Counter
+	duration    metric.Float64Histogram
+	attempts    metric.Int64Counter
+}
+
+// NewOTelObserver builds an observer on the given providers (use the
+// otel/…/noop providers to turn either off).
+func NewOTelObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*OTelObserver, error) {
+	meter := mp.Meter("github.com/tasker/tasker/worker")
+	o := &OTelObserver{tracer: tp.Tracer("github.com/tasker/tasker/worker")}
+	var err error
+	if o.events, err = meter.Int64Counter("tasker_events", metric.WithDescription("System events published (the 35 names of the event catalog).")); err != nil {
+		return nil, err
+	}
+	if o.transitions, err = meter.Int64Counter("tasker_step_state_transitions", metric.WithDescription("Step state transitions.")); err != nil {
+		return nil, err
+	}
+	if o.duration, err = meter.Float64Histogram("tasker_step_execution_duration", metric.WithUnit("s"),
+		metric.WithDescription("Step handler run time in the worker, by outcome.")); err != nil {
+		return nil, err
+	}
+	if o.attempts, err = meter.Int64Counter("tasker_step_attempts", metric.WithDescription("Step attempts finished by workers, by outcome.")); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// remoteParent rebuilds the task root's span context from a traceparent.
+func remoteParent(ctx context.Context, tp string) context.Context {
+	parts := strings.Split(tp, "-")
+	if len(parts) != 4 {
+		return ctx
+	}
+	tid, err1 := trace.TraceIDFromHex(parts[1])
+	sid, err2 := trace.SpanIDFromHex(parts[2])
+	if err1 != nil || err2 != nil {
+		return ctx
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true}))
+}
+
+// StepClaimed implements Observer.
+func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Context, StepSpan) {
+	now := time.Now()
+	base := []attribute.KeyValue{
+		attribute.String("correlation_id", s.CorrelationID.String()),
+		attribute.String("task_uuid", s.TaskUUID.String()),
+		attribute.String("namespace", s.Namespace),
+		attribute.String("step_uuid", s.StepUUID.String()),
+		attribute.String("step_name", s.Name),
+		attribute.Int("attempt", s.Attempt),
+	}
+	sctx, span := o.tracer.Start(remoteParent(ctx, s.TraceParent), "step_execution",
+		trace.WithTimestamp(now), trace.WithAttributes(append(base, attribute.String("handler_name", s.Handler))...))
+	ss := &otelStepSpan{o: o, step: s, ctx: sctx, span: span, base: base}
+	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now)
+	return sctx, ss
+}
+
+type otelStepSpan struct {
+	o       *OTelObserver
+	step    *Step
+	ctx     context.Context
+	span    trace.Span
+	base    []attribute.KeyValue
+	mu      sync.Mutex
+	handler trace.Span
+	submit  trace.Span
+}
+
+func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.Time, extra ...attribute.KeyValue) {
+	span.AddEvent(string(name), trace.WithTimestamp(at), trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), extra...)...))
+	s.o.events.Add(context.Background(), 1, metric.WithAttributes(attribute.String("event", string(name)), attribute.String("namespace", s.step.Namespace)))
+}
+
+// transition records a step transition made by this worker as a
+// step_state_transition span with step.before_transition and the mapped event.
+func (s *otelStepSpan) transition(from, to lifecycle.StepState, at time.Time) {
+	_, ts := s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at),
+		trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...),
+			attribute.String("from_state", string(from)), attribute.String("to_state", string(to)))...))
+	states := []attribute.KeyValue{attribute.String("from_state", string(from)), attribute.String("to_state", string(to))}
+	s.event(ts, lifecycle.EventStepBeforeTransition, at, states...)
+	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok {
+		s.event(ts, ev, at, states...)
+	}
+	ts.End(trace.WithTimestamp(time.Now()))
+	s.o.transitions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("from_state", string(from)),
+		attribute.String("to_state", string(to)), attribute.String("namespace", s.step.Namespace)))
+}
+
+func (s *otelStepSpan) BeforeHandle(ctx context.Context) context.Context {
+	now := time.Now()
+	s.event(s.span, lifecycle.EventStepBeforeHandle, now)
+	hctx, hs := s.o.tracer.Start(ctx, "handler_execution", trace.WithTimestamp(now),
+		trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), attribute.String("handler_name", s.step.Handler))...))
+	s.event(hs, lifecycle.EventStepHandle, now)
+	s.mu.Lock()
+	s.handler = hs
+	s.mu.Unlock()
+	return hctx
+}
+
+func (s *otelStepSpan) BeforeSubmit(ctx context.Context) context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handler != nil {
+		s.handler.End()
+		s.handler = nil
+	}
+	sctx, sub := s.o.tracer.Start(trace.ContextWithSpan(ctx, s.span), "result_submission",
+		trace.WithAttributes(s.base...))
+	s.submit = sub
+	return sctx
+}
+
+func (s *otelStepSpan) TraceParent() string {
+	sc := s.span.SpanContext()
+	if !sc.IsValid() {
+		return s.step.TraceParent
+	}
+	return fmt.Sprintf("00-%s-%s-%s", sc.TraceID(), sc.SpanID(), sc.TraceFlags())
+}
+
+func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.handler != nil {
+		s.handler.End()
+	}
+	label := string(outcome)
+	attrs := metric.WithAttributes(attribute.String("handler_name", s.step.Handler),
+		attribute.String("namespace", s.step.Namespace), attribute.String("outcome", label))
+	s.o.duration.Record(context.Background(), d.Seconds(), attrs)
+	s.o.attempts.Add(context.Background(), 1, attrs)
+	if s.submit != nil {
+		if outcome == outcomeSucceeded || outcome == outcomeFailed {
+			to := lifecycle.StepEnqueuedForOrchestration
+			if outcome == outcomeFailed {
+				to = lifecycle.StepEnqueuedAsErrorForOrchestration
+			}
+			// The mapped event of this transition is step.result_submitted.
+			s.transition(lifecycle.StepInProgress, to, now)
+		}
+		s.submit.End()
+	}
+	if err != nil {
+		s.span.RecordError(err)
+		s.span.SetStatus(codes.Error, err.Error())
+	}
+	s.span.SetAttributes(attribute.String("outcome", label))
+	s.span.End()
+}
