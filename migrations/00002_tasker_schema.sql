@@ -46,6 +46,10 @@ CREATE TABLE tasker.tasks (
     -- W3C traceparent of the task's root span (task_orchestration), created
     -- when the task is accepted; every later span joins this trace
     traceparent           text NOT NULL DEFAULT '',
+    -- set (in the transaction of its first terminal transition) once the
+    -- root span has been emitted, so a task revived by an operator and
+    -- finished again never emits a second root
+    root_span_emitted     boolean NOT NULL DEFAULT false,
     -- when a task waiting for a step's backoff is to be looked at again
     wake_at               timestamptz,
     stale_after_seconds   integer NOT NULL DEFAULT 0,

@@ -32,7 +32,9 @@ type OTelObserver struct {
 // NewOTelObserver builds an observer on the given providers (use the
 // otel/…/noop providers to turn either off).
 func NewOTelObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*OTelObserver, error) {
-	meter := mp.Meter("github.com/tasker/tasker/worker")
+	// The same scope as the orchestrator's instruments, so that a process
+	// running both (tests, an embedded worker) aggregates into one series.
+	meter := mp.Meter("github.com/tasker/tasker")
 	o := &OTelObserver{tracer: tp.Tracer("github.com/tasker/tasker/worker")}
 	var err error
 	if o.events, err = meter.Int64Counter("tasker_events", metric.WithDescription("System events published (the 35 names of the event catalog).")); err != nil {
@@ -80,7 +82,7 @@ func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Contex
 	sctx, span := o.tracer.Start(remoteParent(ctx, s.TraceParent), "step_execution",
 		trace.WithTimestamp(now), trace.WithAttributes(append(base, attribute.String("handler_name", s.Handler))...))
 	ss := &otelStepSpan{o: o, step: s, ctx: sctx, span: span, base: base}
-	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now)
+	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now, true)
 	return sctx, ss
 }
 
@@ -101,14 +103,17 @@ func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.
 }
 
 // transition records a step transition made by this worker as a
-// step_state_transition span with step.before_transition and the mapped event.
-func (s *otelStepSpan) transition(from, to lifecycle.StepState, at time.Time) {
+// step_state_transition span with step.before_transition and, when mapped,
+// the transition's event (step.execution_requested for the claim; the
+// submission's step.result_submitted goes on the result_submission span, as
+// the event catalog says).
+func (s *otelStepSpan) transition(from, to lifecycle.StepState, at time.Time, mapped bool) {
 	_, ts := s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at),
 		trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...),
 			attribute.String("from_state", string(from)), attribute.String("to_state", string(to)))...))
 	states := []attribute.KeyValue{attribute.String("from_state", string(from)), attribute.String("to_state", string(to))}
 	s.event(ts, lifecycle.EventStepBeforeTransition, at, states...)
-	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok {
+	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok && mapped {
 		s.event(ts, ev, at, states...)
 	}
 	ts.End(trace.WithTimestamp(time.Now()))
@@ -167,13 +172,14 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 			if outcome == outcomeFailed {
 				to = lifecycle.StepEnqueuedAsErrorForOrchestration
 			}
-			// The mapped event of this transition is step.result_submitted.
-			s.transition(lifecycle.StepInProgress, to, now)
+			s.transition(lifecycle.StepInProgress, to, now, false)
+			s.event(s.submit, lifecycle.EventStepResultSubmitted, now, attribute.String("from_state", string(lifecycle.StepInProgress)),
+				attribute.String("to_state", string(to)), attribute.String("outcome", label))
 		}
 		s.submit.End()
 	}
 	if err != nil {
-		s.span.RecordError(err)
+		s.span.RecordError(err, trace.WithAttributes(s.base...))
 		s.span.SetStatus(codes.Error, err.Error())
 	}
 	s.span.SetAttributes(attribute.String("outcome", label))

@@ -175,7 +175,7 @@ func (e *Engine) moveTask(ctx context.Context, tx store.Tx, j *telemetry.Journal
 		meta = map[string]any{}
 	}
 	meta["trigger"] = string(trig)
-	ok, err := e.store.TaskTransitionTx(ctx, tx, store.TaskMove{UUID: t.UUID, From: t.State, To: to, WakeAt: wakeAt, Meta: meta})
+	ok, firstFinish, err := e.store.TaskTransitionTx(ctx, tx, store.TaskMove{UUID: t.UUID, From: t.State, To: to, WakeAt: wakeAt, Meta: meta})
 	if err != nil {
 		return err
 	}
@@ -191,7 +191,10 @@ func (e *Engine) moveTask(ctx context.Context, tx store.Tx, j *telemetry.Journal
 		case lifecycle.TaskError:
 			j.Event(lifecycle.EventWorkflowTaskFailed, taskRef(t), nil)
 		}
-		j.TaskFinished(taskRef(t), to)
+		// The root span is emitted once per task, at its first end; a task
+		// an operator revives keeps that root as the parent of its later
+		// spans (the workflow.task_* event then goes on the transition).
+		j.TaskFinished(taskRef(t), to, firstFinish)
 	}
 	return nil
 }
@@ -325,15 +328,18 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 		case lifecycle.TaskInitializing:
 			start := j.Now()
 			ev := evaluate(steps, start)
+			if len(ev.ready) > 0 {
+				j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
+			} else {
+				j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
+			}
 			j.Phase(telemetry.PhaseStepDiscovery, ref, start)
 			switch {
 			case len(steps) == 0:
 				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskNoSteps, nil, nil)
 			case len(ev.ready) > 0:
-				j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
 				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskReadyStepsFound, nil, map[string]any{"ready": len(ev.ready)})
 			default:
-				j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
 				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskNothingReady, nil, nil)
 			}
 			if err != nil {
@@ -387,29 +393,32 @@ func (e *Engine) evaluateResults(ctx context.Context, tx store.Tx, j *telemetry.
 		if _, err := e.moveSteps(ctx, tx, j, t, changes); err != nil {
 			return err
 		}
-		ev = evaluate(steps, start)
 	}
 	j.Phase(telemetry.PhaseResultEvaluation, ref, start)
+	dstart := j.Now()
+	ev = evaluate(steps, dstart)
+	if len(ev.ready) > 0 {
+		j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
+	} else {
+		j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
+	}
+	j.Phase(telemetry.PhaseStepDiscovery, ref, dstart)
 	counts := map[string]any{"ready": len(ev.ready), "in_flight": ev.inFlight, "failed": ev.failed,
 		"backoff": ev.backoff, "satisfied": ev.satisfied, "total": ev.total}
 	switch {
 	case ev.failed > 0:
 		return e.moveTask(ctx, tx, j, t, lifecycle.TaskStepFailedPermanently, nil, counts)
 	case len(ev.ready) > 0:
-		j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
 		return e.moveTask(ctx, tx, j, t, lifecycle.TaskReadyStepsFound, nil, counts)
 	case ev.inFlight > 0:
-		j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
 		return e.moveTask(ctx, tx, j, t, lifecycle.TaskNothingReady, ev.earliestWake, counts)
 	case ev.satisfied == ev.total:
 		return e.moveTask(ctx, tx, j, t, lifecycle.TaskAllStepsComplete, nil, counts)
 	case ev.backoff > 0:
-		j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
 		return e.moveTask(ctx, tx, j, t, lifecycle.TaskOnlyBackoffRemains, ev.earliestWake, counts)
 	default:
 		// Pending steps whose parents can never be satisfied (a parent was
 		// cancelled): wait; stale-task detection reports it.
-		j.Event(lifecycle.EventWorkflowNoViableSteps, ref, nil)
 		return e.moveTask(ctx, tx, j, t, lifecycle.TaskNothingReady, nil, counts)
 	}
 }

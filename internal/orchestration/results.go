@@ -119,6 +119,7 @@ func (e *Engine) processTaskResults(ctx context.Context, taskID uuid.UUID, notic
 		}
 		ref := taskRef(&t)
 		applied := 0
+		start := j.Now()
 		for _, nm := range notices {
 			j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
 			ok, err := e.applyResult(ctx, tx, j, &t, steps, nm.n)
@@ -129,6 +130,7 @@ func (e *Engine) processTaskResults(ctx context.Context, taskID uuid.UUID, notic
 				applied++
 			}
 		}
+		j.Phase(telemetry.PhaseResultEvaluation, ref, start)
 		if applied == 0 || t.State.Terminal() {
 			return nil
 		}
@@ -251,6 +253,7 @@ func (e *Engine) reapTask(ctx context.Context, id uuid.UUID) (int, error) {
 			return err
 		}
 		now := e.clock()
+		start := j.Now()
 		var changes []stepChange
 		for i := range steps {
 			s := &steps[i]
@@ -267,6 +270,7 @@ func (e *Engine) reapTask(ctx context.Context, id uuid.UUID) (int, error) {
 		if reaped == 0 || t.State.Terminal() {
 			return nil
 		}
+		j.Phase(telemetry.PhaseResultEvaluation, taskRef(&t), start)
 		j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(&t), nil)
 		trig, ok := wakeTrigger(t.State)
 		if !ok {

@@ -69,6 +69,9 @@ type Record struct {
 	End   time.Time
 	// Outcome for KindTaskFinished (the terminal state).
 	Outcome string
+	// EmitRoot for KindTaskFinished: this is the task's first end, so its
+	// root span is due.
+	EmitRoot bool
 }
 
 // Journal collects what happened inside one database transaction so that it
@@ -119,8 +122,8 @@ func (j *Journal) Phase(p Phase, task TaskRef, start time.Time) {
 
 // TaskFinished records that a task reached a terminal state: the publisher
 // then emits the task's root span and completion metrics.
-func (j *Journal) TaskFinished(task TaskRef, outcome lifecycle.TaskState) {
-	j.Records = append(j.Records, Record{Kind: KindTaskFinished, At: j.now(), Task: task, Outcome: string(outcome)})
+func (j *Journal) TaskFinished(task TaskRef, outcome lifecycle.TaskState, emitRoot bool) {
+	j.Records = append(j.Records, Record{Kind: KindTaskFinished, At: j.now(), Task: task, Outcome: string(outcome), EmitRoot: emitRoot})
 }
 
 // Now is the journal's clock.

@@ -14,32 +14,27 @@ import (
 
 // Publisher turns a committed journal into spans, span events and metrics.
 //
-// Spans follow DESIGN §5. For each task transition it emits a
-// task_state_transition span (child of the task's root) whose children are
-// the orchestration phases that led to it (step_discovery, step_enqueuing,
-// result_evaluation); events observed since the previous transition are
-// attached to the phase they happened in, or to the transition span. When a
-// task finishes, the root span task_orchestration is emitted with the ids
-// stored on the task and the task's creation time as its start.
+// Spans follow DESIGN §5 and every event goes on the span the event catalog
+// names for it (lifecycle.EventInfo.Span, listed in docs/events.md). A
+// journal is cut into batches at each task transition: the batch's phases
+// (step_discovery, step_enqueuing, result_evaluation) become children of the
+// task_state_transition span of the transition that ends the batch, and the
+// batch's step transitions become step_state_transition spans under the
+// phase they happened in. When a task finishes, the root task_orchestration
+// span is emitted with the ids stored on the task and the task's creation
+// time as its start; a span must end in the process that started it, so the
+// root cannot stay open for the task's life.
 type Publisher struct {
 	tracer  trace.Tracer
 	tracing bool
 	m       *Metrics
 }
 
-// pendingEvent is an event waiting for the span it belongs to.
-type pendingEvent struct {
-	name  lifecycle.EventName
-	at    time.Time
-	attrs []attribute.KeyValue
-}
-
-// taskBatch collects one task's records between two task transitions.
-type taskBatch struct {
-	ref    TaskRef
-	start  time.Time
-	phases []Record
-	events []pendingEvent
+// batch is one task's records since its previous task transition.
+type batch struct {
+	ref     TaskRef
+	start   time.Time
+	records []Record
 }
 
 // Publish emits everything the journal recorded. It never fails: telemetry
@@ -48,64 +43,95 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 	if j == nil || len(j.Records) == 0 {
 		return
 	}
-	batches := map[string]*taskBatch{}
-	var order []string
-	batchOf := func(r Record) *taskBatch {
-		k := r.Task.UUID.String()
+	batches := map[[16]byte]*batch{}
+	var order [][16]byte
+	for _, r := range j.Records {
+		k := [16]byte(r.Task.UUID)
 		b := batches[k]
 		if b == nil {
-			b = &taskBatch{ref: r.Task, start: r.At}
+			b = &batch{ref: r.Task, start: r.At}
 			batches[k] = b
 			order = append(order, k)
 		}
-		return b
-	}
-	for _, r := range j.Records {
-		b := batchOf(r)
+		p.record(ctx, r)
 		switch r.Kind {
-		case KindEvent:
-			p.count(ctx, r.Event, r.Task.Namespace)
-			b.events = append(b.events, pendingEvent{name: r.Event, at: r.At, attrs: eventAttrs(r, r.Step)})
-
-		case KindStepTransition:
-			from, to := lifecycle.StepState(r.From), lifecycle.StepState(r.To)
-			p.m.StepTransitions.Add(ctx, 1, metric.WithAttributes(
-				attribute.String("from_state", stateLabel(r.From)), attribute.String("to_state", r.To),
-				attribute.String("namespace", r.Task.Namespace)))
-			if from != lifecycle.StepCreatedState {
-				p.count(ctx, lifecycle.EventStepBeforeTransition, r.Task.Namespace)
-				b.events = append(b.events, pendingEvent{name: lifecycle.EventStepBeforeTransition, at: r.At, attrs: eventAttrs(r, r.Step)})
-			}
-			if ev, ok := lifecycle.StepTransitionEvent(from, to); ok {
-				p.count(ctx, ev, r.Task.Namespace)
-				b.events = append(b.events, pendingEvent{name: ev, at: r.At, attrs: eventAttrs(r, r.Step)})
-			}
-
-		case KindPhase:
-			b.phases = append(b.phases, r)
-
 		case KindTaskTransition:
-			p.taskTransition(ctx, b, r)
-			batches[r.Task.UUID.String()] = &taskBatch{ref: r.Task, start: r.At}
-
+			p.emitTransition(ctx, b, r)
+			batches[k] = &batch{ref: r.Task, start: r.At}
 		case KindTaskFinished:
-			p.taskFinished(ctx, b, r)
-			batches[r.Task.UUID.String()] = &taskBatch{ref: r.Task, start: r.At}
+			if r.EmitRoot {
+				p.emitRoot(ctx, b, r)
+				batches[k] = &batch{ref: r.Task, start: r.At}
+			}
+		default:
+			b.records = append(b.records, r)
 		}
 	}
-	// Events not followed by a transition (a duplicate result, a reap that
-	// found nothing to move) go on a result_evaluation span of their own.
+	// Records not followed by a task transition (a duplicate result, a
+	// result for a held task) still appear, under the task's root.
 	for _, k := range order {
-		b := batches[k]
-		if len(b.events) == 0 && len(b.phases) == 0 {
-			continue
+		if b := batches[k]; len(b.records) > 0 {
+			p.emitLeftover(ctx, b)
 		}
-		p.leftover(ctx, b)
+	}
+}
+
+// record updates the metrics for one record.
+func (p *Publisher) record(ctx context.Context, r Record) {
+	ns := r.Task.Namespace
+	switch r.Kind {
+	case KindEvent:
+		p.count(ctx, r.Event, ns)
+	case KindStepTransition:
+		p.m.StepTransitions.Add(ctx, 1, metric.WithAttributes(attribute.String("from_state", stateLabel(r.From)),
+			attribute.String("to_state", r.To), attribute.String("namespace", ns)))
+		for _, ev := range stepEvents(r) {
+			p.count(ctx, ev, ns)
+		}
+	case KindTaskTransition:
+		p.m.TaskTransitions.Add(ctx, 1, metric.WithAttributes(attribute.String("from_state", stateLabel(r.From)),
+			attribute.String("to_state", r.To), attribute.String("namespace", ns)))
+		if !r.PrevEnteredAt.IsZero() && r.From != "" {
+			p.m.TaskStateSeconds.Record(ctx, r.At.Sub(r.PrevEnteredAt).Seconds(), metric.WithAttributes(
+				attribute.String("state", r.From), attribute.String("namespace", ns)))
+		}
+		for _, ev := range taskEvents(r) {
+			p.count(ctx, ev, ns)
+		}
+	case KindTaskFinished:
+		p.m.TaskCompletion.Record(ctx, r.At.Sub(r.Task.CreatedAt).Seconds(), metric.WithAttributes(
+			attribute.String("namespace", ns), attribute.String("outcome", r.Outcome)))
 	}
 }
 
 func (p *Publisher) count(ctx context.Context, ev lifecycle.EventName, ns string) {
 	p.m.Events.Add(ctx, 1, metric.WithAttributes(attribute.String("event", string(ev)), attribute.String("namespace", ns)))
+}
+
+// taskEvents are the events of a task transition: task.before_transition,
+// then the mapped event and any additional ones.
+func taskEvents(r Record) []lifecycle.EventName {
+	from, to := lifecycle.TaskState(r.From), lifecycle.TaskState(r.To)
+	out := []lifecycle.EventName{lifecycle.EventTaskBeforeTransition}
+	if ev, ok := lifecycle.TaskTransitionEvent(from, to); ok {
+		out = append(out, ev)
+	}
+	return append(out, lifecycle.AdditionalTaskEvents(from, to)...)
+}
+
+// stepEvents are the events of a step transition: step.before_transition
+// (not for a step's creation, which is no transition of an existing step),
+// then the mapped event.
+func stepEvents(r Record) []lifecycle.EventName {
+	from, to := lifecycle.StepState(r.From), lifecycle.StepState(r.To)
+	var out []lifecycle.EventName
+	if from != lifecycle.StepCreatedState {
+		out = append(out, lifecycle.EventStepBeforeTransition)
+	}
+	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok {
+		out = append(out, ev)
+	}
+	return out
 }
 
 func stateLabel(s string) string {
@@ -116,15 +142,10 @@ func stateLabel(s string) string {
 }
 
 // eventAttrs are the attributes every span event carries (DESIGN §4).
-func eventAttrs(r Record, step *StepRef) []attribute.KeyValue {
-	a := []attribute.KeyValue{
-		attribute.String("correlation_id", r.Task.CorrelationID.String()),
-		attribute.String("task_uuid", r.Task.UUID.String()),
-		attribute.String("namespace", r.Task.Namespace),
-	}
-	if step != nil {
-		a = append(a, attribute.String("step_uuid", step.UUID.String()), attribute.String("step_name", step.Name),
-			attribute.Int("attempt", step.Attempt))
+func eventAttrs(r Record) []attribute.KeyValue {
+	a := taskAttrs(r.Task)
+	if r.Step != nil {
+		a = append(a, stepAttrs(r.Step)...)
 	}
 	if r.From != "" || r.To != "" {
 		a = append(a, attribute.String("from_state", r.From), attribute.String("to_state", r.To))
@@ -141,6 +162,11 @@ func taskAttrs(ref TaskRef) []attribute.KeyValue {
 	}
 }
 
+func stepAttrs(s *StepRef) []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("step_uuid", s.UUID.String()), attribute.String("step_name", s.Name),
+		attribute.String("handler_name", s.Handler), attribute.Int("attempt", s.Attempt)}
+}
+
 // parentContext returns a context whose remote parent is the task's root
 // span, rebuilt from the stored traceparent.
 func parentContext(ctx context.Context, ref TaskRef) context.Context {
@@ -151,81 +177,106 @@ func parentContext(ctx context.Context, ref TaskRef) context.Context {
 	return trace.ContextWithRemoteSpanContext(ctx, sc)
 }
 
-func (p *Publisher) taskTransition(ctx context.Context, b *taskBatch, r Record) {
-	from, to := lifecycle.TaskState(r.From), lifecycle.TaskState(r.To)
-	ns := r.Task.Namespace
-	p.m.TaskTransitions.Add(ctx, 1, metric.WithAttributes(attribute.String("from_state", stateLabel(r.From)),
-		attribute.String("to_state", r.To), attribute.String("namespace", ns)))
-	if !r.PrevEnteredAt.IsZero() && r.From != "" {
-		p.m.TaskStateSeconds.Record(ctx, r.At.Sub(r.PrevEnteredAt).Seconds(), metric.WithAttributes(
-			attribute.String("state", r.From), attribute.String("namespace", ns)))
+// phaseSpan is an open phase span of a batch.
+type phaseSpan struct {
+	phase      Phase
+	start, end time.Time
+	ctx        context.Context
+	span       trace.Span
+}
+
+// emitBatch emits a batch's phases, step transitions and events under
+// parent, returning the events that belong on the parent itself (catalog
+// span task_state_transition) or on the root (task_orchestration).
+func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Record) {
+	var phases []*phaseSpan
+	for _, r := range b.records {
+		if r.Kind == KindPhase {
+			ctx, s := p.tracer.Start(parent, string(r.Phase), trace.WithTimestamp(r.At), trace.WithAttributes(taskAttrs(r.Task)...))
+			phases = append(phases, &phaseSpan{phase: r.Phase, start: r.At, end: r.End, ctx: ctx, span: s})
+		}
 	}
-	names := []lifecycle.EventName{lifecycle.EventTaskBeforeTransition}
-	if ev, ok := lifecycle.TaskTransitionEvent(from, to); ok {
-		names = append(names, ev)
+	// phaseAt finds the phase span running at t (of the given phase, if
+	// not empty), creating a point-in-time one when a catalog span names a
+	// phase that did not run in this batch.
+	phaseAt := func(t time.Time, want Phase) *phaseSpan {
+		for _, ph := range phases {
+			if (want == "" || ph.phase == want) && !t.Before(ph.start) && !t.After(ph.end) {
+				return ph
+			}
+		}
+		if want == "" {
+			return nil
+		}
+		for _, ph := range phases {
+			if ph.phase == want {
+				return ph
+			}
+		}
+		ctx, s := p.tracer.Start(parent, string(want), trace.WithTimestamp(t), trace.WithAttributes(taskAttrs(b.ref)...))
+		ph := &phaseSpan{phase: want, start: t, end: t, ctx: ctx, span: s}
+		phases = append(phases, ph)
+		return ph
 	}
-	names = append(names, lifecycle.AdditionalTaskEvents(from, to)...)
-	for _, n := range names {
-		p.count(ctx, n, ns)
+	for _, r := range b.records {
+		switch r.Kind {
+		case KindStepTransition:
+			pctx := parent
+			if ph := phaseAt(r.At, ""); ph != nil {
+				pctx = ph.ctx
+			}
+			_, s := p.tracer.Start(pctx, "step_state_transition", trace.WithTimestamp(r.At),
+				trace.WithAttributes(eventAttrs(r)...))
+			for _, ev := range stepEvents(r) {
+				s.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
+			}
+			s.End(trace.WithTimestamp(r.At))
+		case KindEvent:
+			info, _ := lifecycle.LookupEvent(r.Event)
+			switch info.Span {
+			case string(PhaseStepDiscovery), string(PhaseStepEnqueuing), string(PhaseResultEvaluation):
+				ph := phaseAt(r.At, Phase(info.Span))
+				ph.span.AddEvent(string(r.Event), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
+			case "task_orchestration":
+				root = append(root, r)
+			default:
+				own = append(own, r)
+			}
+		}
 	}
+	for _, ph := range phases {
+		ph.span.End(trace.WithTimestamp(ph.end))
+	}
+	return own, root
+}
+
+func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 	if !p.tracing {
 		return
 	}
 	start := b.start
-	for _, ph := range b.phases {
-		if ph.At.Before(start) {
-			start = ph.At
+	for _, x := range b.records {
+		if x.At.Before(start) {
+			start = x.At
 		}
 	}
-	pctx := parentContext(ctx, r.Task)
-	tctx, span := p.tracer.Start(pctx, "task_state_transition", trace.WithTimestamp(start),
+	tctx, span := p.tracer.Start(parentContext(ctx, r.Task), "task_state_transition", trace.WithTimestamp(start),
 		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("from_state", r.From), attribute.String("to_state", r.To))...))
-	// Events go on the phase span that was running when they happened.
-	remaining := b.events
-	for _, ph := range b.phases {
-		_, ps := p.tracer.Start(tctx, string(ph.Phase), trace.WithTimestamp(ph.At), trace.WithAttributes(taskAttrs(r.Task)...))
-		var keep []pendingEvent
-		for _, ev := range remaining {
-			if !ev.at.Before(ph.At) && !ev.at.After(ph.End) && phaseOwns(ph.Phase, ev.name) {
-				ps.AddEvent(string(ev.name), trace.WithTimestamp(ev.at), trace.WithAttributes(ev.attrs...))
-			} else {
-				keep = append(keep, ev)
-			}
-		}
-		remaining = keep
-		ps.End(trace.WithTimestamp(ph.End))
+	own, root := p.emitBatch(tctx, b)
+	for _, e := range own {
+		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
 	}
-	for _, ev := range remaining {
-		span.AddEvent(string(ev.name), trace.WithTimestamp(ev.at), trace.WithAttributes(ev.attrs...))
-	}
-	attrs := eventAttrs(r, nil)
-	span.AddEvent(string(lifecycle.EventTaskBeforeTransition), trace.WithTimestamp(r.At), trace.WithAttributes(attrs...))
-	for _, n := range names[1:] {
-		span.AddEvent(string(n), trace.WithTimestamp(r.At), trace.WithAttributes(attrs...))
+	for _, ev := range taskEvents(r) {
+		span.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
 	}
 	span.End(trace.WithTimestamp(r.At))
+	// Root events (workflow.task_completed/failed) are recorded after the
+	// final transition, so they reach emitRoot through the next batch; any
+	// seen here are kept for it the same way.
+	_ = root
 }
 
-// phaseOwns says which events belong on a phase span rather than on the
-// transition span: discovery outcomes on discovery and evaluation, step
-// dispatch on enqueuing, step result processing on evaluation.
-func phaseOwns(ph Phase, ev lifecycle.EventName) bool {
-	switch ph {
-	case PhaseStepDiscovery:
-		return ev == lifecycle.EventWorkflowViableStepsDiscovered || ev == lifecycle.EventWorkflowNoViableSteps
-	case PhaseStepEnqueuing:
-		return ev == lifecycle.EventStepEnqueueRequested || ev == lifecycle.EventStepBeforeTransition
-	case PhaseResultEvaluation:
-		return ev == lifecycle.EventWorkflowViableStepsDiscovered || ev == lifecycle.EventWorkflowNoViableSteps ||
-			ev == lifecycle.EventStepRetryRequested || ev == lifecycle.EventStepBeforeTransition
-	}
-	return false
-}
-
-func (p *Publisher) taskFinished(ctx context.Context, b *taskBatch, r Record) {
-	ns := r.Task.Namespace
-	p.m.TaskCompletion.Record(ctx, r.At.Sub(r.Task.CreatedAt).Seconds(), metric.WithAttributes(
-		attribute.String("namespace", ns), attribute.String("outcome", r.Outcome)))
+func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
 	if !p.tracing {
 		return
 	}
@@ -237,32 +288,36 @@ func (p *Publisher) taskFinished(ctx context.Context, b *taskBatch, r Record) {
 	// task was accepted (the IDGenerator honours ids put in the context).
 	rctx := withForcedIDs(ctx, sc.TraceID(), sc.SpanID())
 	_, root := p.tracer.Start(rctx, "task_orchestration", trace.WithNewRoot(), trace.WithTimestamp(r.Task.CreatedAt),
-		trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("outcome", r.Outcome))...))
-	for _, ev := range b.events {
-		root.AddEvent(string(ev.name), trace.WithTimestamp(ev.at), trace.WithAttributes(ev.attrs...))
+	own, rootEvents := p.emitBatch(parentContext(ctx, r.Task), b)
+	for _, e := range append(rootEvents, own...) {
+		root.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
 	}
-	b.events = nil
 	if r.Outcome == string(lifecycle.TaskError) {
 		root.SetStatus(codes.Error, "task failed")
 	}
 	root.End(trace.WithTimestamp(r.At))
 }
 
-func (p *Publisher) leftover(ctx context.Context, b *taskBatch) {
+func (p *Publisher) emitLeftover(ctx context.Context, b *batch) {
 	if !p.tracing {
 		return
 	}
-	end := b.start
-	for _, ev := range b.events {
-		if ev.at.After(end) {
-			end = ev.at
-		}
+	// A command that moved no task state (a duplicate or late result, a
+	// result for a task held in blocked_by_failures, the end of a task an
+	// operator revived) still shows: its phases and step transitions go
+	// under the task's root, and its task-level events on a
+	// result_evaluation span.
+	own, root := p.emitBatch(parentContext(ctx, b.ref), b)
+	rest := append(own, root...)
+	if len(rest) == 0 {
+		return
 	}
-	_, span := p.tracer.Start(parentContext(ctx, b.ref), string(PhaseResultEvaluation), trace.WithTimestamp(b.start),
+	start, end := rest[0].At, rest[len(rest)-1].At
+	_, span := p.tracer.Start(parentContext(ctx, b.ref), string(PhaseResultEvaluation), trace.WithTimestamp(start),
 		trace.WithAttributes(taskAttrs(b.ref)...))
-	for _, ev := range b.events {
-		span.AddEvent(string(ev.name), trace.WithTimestamp(ev.at), trace.WithAttributes(ev.attrs...))
+	for _, e := range rest {
+		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
 	}
 	span.End(trace.WithTimestamp(end))
 }

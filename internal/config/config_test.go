@@ -1,0 +1,121 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tasker/tasker/internal/config"
+)
+
+// TestExampleFileDocumentsEveryKeyWithItsDefault keeps config/orchestrator.toml
+// true: it parses to exactly the defaults, and names every key.
+func TestExampleFileDocumentsEveryKeyWithItsDefault(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("..", "..", "config", "orchestrator.toml")
+	cfg, err := config.Load(path, []string{"DATABASE_URL=postgres://u@localhost/db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.Default()
+	want.Database.URL = "postgres://u@localhost/db"
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("the example file does not parse to the defaults:\n got %+v\nwant %+v", cfg, want)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	for _, key := range config.Keys() {
+		parts := strings.Split(key, ".")
+		leaf := parts[len(parts)-1]
+		scalar := regexp.MustCompile(`(?m)^#?\s*` + regexp.QuoteMeta(leaf) + `\s*=`)
+		table := regexp.MustCompile(`(?m)^#?\s*\[\[` + regexp.QuoteMeta(key) + `\]\]`)
+		if !scalar.MatchString(text) && !table.MatchString(text) {
+			t.Errorf("config/orchestrator.toml does not document %s", key)
+		}
+	}
+}
+
+func TestEnvironmentOverridesEveryScalarKey(t *testing.T) {
+	t.Parallel()
+	env := []string{
+		"DATABASE_URL=postgres://a@h/db",
+		"TASKER_SERVER_LISTEN=0.0.0.0:9000",
+		"TASKER_ORCHESTRATOR_BATCH_SIZE=7",
+		"TASKER_ORCHESTRATOR_POLL_INTERVAL=250ms",
+		"TASKER_TELEMETRY_TRACING_ENABLED=true",
+		"TASKER_LOG_FORMAT=text",
+	}
+	cfg, err := config.Load("", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "0.0.0.0:9000" || cfg.Orchestrator.BatchSize != 7 ||
+		cfg.Orchestrator.PollInterval.Duration != 250*time.Millisecond || !cfg.Telemetry.TracingEnabled || cfg.Log.Format != "text" {
+		t.Errorf("overrides not applied: %+v", cfg)
+	}
+	cfg, err = config.Load("", []string{"DATABASE_URL=postgres://a@h/db", "TASKER_DATABASE_URL=postgres://b@h/db"})
+	if err != nil || cfg.Database.URL != "postgres://b@h/db" {
+		t.Errorf("TASKER_DATABASE_URL must win over DATABASE_URL: %v %s", err, cfg.Database.URL)
+	}
+	for _, k := range config.Keys() {
+		if !strings.HasPrefix(config.EnvName(k), "TASKER_") {
+			t.Errorf("key %s has env name %s", k, config.EnvName(k))
+		}
+	}
+}
+
+func TestValidationNamesTheBadKey(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"TASKER_ORCHESTRATOR_BATCH_SIZE=0":         "orchestrator.batch_size",
+		"TASKER_LOG_LEVEL=loud":                    "log.level",
+		"TASKER_TELEMETRY_OTLP_PROTOCOL=carrier":   "telemetry.otlp_protocol",
+		"TASKER_AUTH_ENABLED=true":                 "auth.keys",
+		"TASKER_ORCHESTRATOR_POLL_INTERVAL=soon":   "TASKER_ORCHESTRATOR_POLL_INTERVAL",
+		"TASKER_DATABASE_MAX_CONNS=many":           "TASKER_DATABASE_MAX_CONNS",
+		"TASKER_ORCHESTRATOR_VISIBILITY_TIMEOUT=0s": "orchestrator.visibility_timeout",
+	}
+	for kv, want := range cases {
+		_, err := config.Load("", []string{"DATABASE_URL=postgres://a@h/db", kv})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want one naming %s", kv, err, want)
+		}
+	}
+	if _, err := config.Load("", nil); err == nil || !strings.Contains(err.Error(), "database.url") {
+		t.Errorf("missing URL: %v", err)
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("[server]\nlisten_addr = \"x\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(bad, []string{"DATABASE_URL=postgres://a@h/db"}); err == nil || !strings.Contains(err.Error(), "server.listen_addr") {
+		t.Errorf("unknown key: %v", err)
+	}
+}
+
+func TestMaskedHidesSecrets(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.Database.URL = "postgres://user:hunter2@db:5432/tasker"
+	cfg.Auth.Keys = []config.APIKey{{Name: "ci", Key: "0123456789abcdef-secret", Permissions: []string{"read"}}}
+	out, err := cfg.Masked().TOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"hunter2", "0123456789abcdef-secret"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("masked config still contains %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "user") || !strings.Contains(out, `name = "ci"`) {
+		t.Errorf("masked config lost non-secret fields:\n%s", out)
+	}
+}

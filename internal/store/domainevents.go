@@ -1,0 +1,177 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/queue"
+)
+
+// DomainEventsSendTx sends domain events to a namespace's domain event queue
+// in the caller's transaction, in one statement: the messages get
+// increasing msg_ids in the order of bodies, so a consumer reads them in the
+// order they happened. headers is nil or has one entry per body. It returns
+// the msg_ids.
+func (s *Store) DomainEventsSendTx(ctx context.Context, tx Tx, ns string, bodies []json.RawMessage, headers []map[string]string) ([]int64, error) {
+	q, err := queue.DomainEventsQueue(ns)
+	if err != nil {
+		return nil, fmt.Errorf("send domain events: %w", err)
+	}
+	if len(bodies) == 0 {
+		return nil, nil
+	}
+	return queue.SendBatch(ctx, tx.tx, q, bodies, headers, 0)
+}
+
+// DomainEventTask is what domain event payloads say about a task.
+type DomainEventTask struct {
+	Task
+	// StepCount is the number of steps of the task.
+	StepCount int
+	// TransitionReason is the "reason" recorded with the task's most recent
+	// transition (an operator's cancel reason), or "".
+	TransitionReason string
+}
+
+// DomainEventTasksTx reads tasks (without locking them: the engine already
+// holds their locks) in the caller's transaction, so that it sees the
+// transaction's own changes.
+func (s *Store) DomainEventTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]DomainEventTask, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.tx.Query(ctx, `
+		SELECT `+taskColumns+`,
+		       (SELECT count(*) FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid),
+		       coalesce((SELECT tt.metadata->>'reason' FROM tasker.task_transitions tt
+		                  WHERE tt.task_uuid = t.task_uuid AND tt.most_recent), '')
+		  FROM tasker.tasks t
+		 WHERE t.task_uuid = ANY ($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read tasks for domain events: %w", err)
+	}
+	defer rows.Close()
+	var out []DomainEventTask
+	for rows.Next() {
+		var d DomainEventTask
+		var state string
+		t := &d.Task
+		if err := rows.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
+			&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
+			&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt,
+			&d.StepCount, &d.TransitionReason); err != nil {
+			return nil, fmt.Errorf("read tasks for domain events: %w", err)
+		}
+		t.State = lifecycle.TaskState(state)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read tasks for domain events: %w", err)
+	}
+	return out, nil
+}
+
+// DomainEventStepCountsTx counts the steps of each task by state, in the
+// caller's transaction: task uuid -> state -> count (states with no step are
+// absent).
+func (s *Store) DomainEventStepCountsTx(ctx context.Context, tx Tx, tasks []uuid.UUID) (map[uuid.UUID]map[string]int, error) {
+	out := make(map[uuid.UUID]map[string]int, len(tasks))
+	if len(tasks) == 0 {
+		return out, nil
+	}
+	rows, err := tx.tx.Query(ctx, `
+		SELECT task_uuid, state, count(*) FROM tasker.workflow_steps
+		 WHERE task_uuid = ANY ($1)
+		 GROUP BY task_uuid, state`, tasks)
+	if err != nil {
+		return nil, fmt.Errorf("count steps for domain events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uuid.UUID
+		var state string
+		var n int
+		if err := rows.Scan(&id, &state, &n); err != nil {
+			return nil, fmt.Errorf("count steps for domain events: %w", err)
+		}
+		if out[id] == nil {
+			out[id] = map[string]int{}
+		}
+		out[id][state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count steps for domain events: %w", err)
+	}
+	return out, nil
+}
+
+// DomainEventStep is what domain event payloads say about a step.
+type DomainEventStep struct {
+	UUID          uuid.UUID
+	TaskUUID      uuid.UUID
+	Name          string
+	Handler       string
+	State         string
+	Position      int
+	Attempts      int
+	MaxAttempts   int
+	NextAttemptAt *time.Time
+	// Results and LastError are the step's JSON columns; nil when SQL NULL.
+	Results   json.RawMessage
+	LastError json.RawMessage
+}
+
+// DomainEventStepsTx reads, in the caller's transaction, the steps named by
+// ids and the failed (state error) steps of the tasks failedOf, with their
+// results and last errors. Steps are ordered by task and position.
+func (s *Store) DomainEventStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, failedOf []uuid.UUID) ([]DomainEventStep, error) {
+	if len(ids) == 0 && len(failedOf) == 0 {
+		return nil, nil
+	}
+	if ids == nil {
+		ids = []uuid.UUID{}
+	}
+	if failedOf == nil {
+		failedOf = []uuid.UUID{}
+	}
+	// Two index lookups (primary key; task) rather than one OR, which
+	// the planner cannot serve with either index.
+	rows, err := tx.tx.Query(ctx, `
+		SELECT s.step_uuid, s.task_uuid, s.name, s.handler, s.state, s.position, s.attempts, s.max_attempts,
+		       s.next_attempt_at, s.results, s.last_error
+		  FROM tasker.workflow_steps s WHERE s.step_uuid = ANY ($1)
+		UNION
+		SELECT s.step_uuid, s.task_uuid, s.name, s.handler, s.state, s.position, s.attempts, s.max_attempts,
+		       s.next_attempt_at, s.results, s.last_error
+		  FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($2) AND s.state = 'error'
+		 ORDER BY 2, 6`, ids, failedOf)
+	if err != nil {
+		return nil, fmt.Errorf("read steps for domain events: %w", err)
+	}
+	defer rows.Close()
+	var out []DomainEventStep
+	for rows.Next() {
+		var d DomainEventStep
+		var results, lastErr []byte
+		if err := rows.Scan(&d.UUID, &d.TaskUUID, &d.Name, &d.Handler, &d.State, &d.Position, &d.Attempts, &d.MaxAttempts,
+			&d.NextAttemptAt, &results, &lastErr); err != nil {
+			return nil, fmt.Errorf("read steps for domain events: %w", err)
+		}
+		if results != nil {
+			d.Results = results
+		}
+		if lastErr != nil {
+			d.LastError = lastErr
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read steps for domain events: %w", err)
+	}
+	return out, nil
+}

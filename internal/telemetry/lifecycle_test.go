@@ -1,0 +1,365 @@
+package telemetry_test
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/worker"
+)
+
+// scenario runs one lifecycle and returns the task uuids it involved.
+type scenario struct {
+	name string
+	run  func(t *testing.T, h *enginetest.Harness) []uuid.UUID
+}
+
+func submitDemo(t *testing.T, h *enginetest.Harness, ctxJSON string) uuid.UUID {
+	t.Helper()
+	return h.Submit(orchestration.TaskRequest{Namespace: demo.Namespace, Name: "order_fulfillment", Context: json.RawMessage(ctxJSON)}).UUID
+}
+
+const flakyTemplate = `
+namespace: ecommerce
+name: single_flaky
+version: 1.0.0
+steps:
+  - name: charge
+    handler: ecommerce.process_payment_flaky
+    retry: {max_attempts: 3, backoff: {base_ms: 100, cap_ms: 200}}
+`
+
+func stepUUID(t *testing.T, h *enginetest.Harness, task uuid.UUID, name string) uuid.UUID {
+	t.Helper()
+	steps, err := h.Store.TaskSteps(context.Background(), task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range steps {
+		if s.Name == name {
+			return s.UUID
+		}
+	}
+	t.Fatalf("no step %s", name)
+	return uuid.Nil
+}
+
+var scenarios = []scenario{
+	{"happy path", func(t *testing.T, h *enginetest.Harness) []uuid.UUID {
+		id := submitDemo(t, h, demo.SampleContext(1))
+		h.WaitTask(id, 30*time.Second, lifecycle.TaskComplete)
+		return []uuid.UUID{id}
+	}},
+	{"retry then success", func(t *testing.T, h *enginetest.Harness) []uuid.UUID {
+		id := h.Submit(orchestration.TaskRequest{Namespace: demo.Namespace, Name: "single_flaky"}).UUID
+		h.WaitTask(id, 30*time.Second, lifecycle.TaskComplete)
+		return []uuid.UUID{id}
+	}},
+	{"permanent failure", func(t *testing.T, h *enginetest.Harness) []uuid.UUID {
+		id := submitDemo(t, h, `{"customer_id":"blocked-7","items":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`)
+		h.WaitTask(id, 30*time.Second, lifecycle.TaskError)
+		return []uuid.UUID{id}
+	}},
+	{"cancellation", func(t *testing.T, h *enginetest.Harness) []uuid.UUID {
+		// Payment keeps failing with a long backoff, so the task is still
+		// running when it is cancelled.
+		id := submitDemo(t, h, `{"customer_id":"c-9","items":[{"sku":"A","quantity":1,"unit_price_cents":5}],"simulate":{"payment_failures":5}}`)
+		enginetest.Eventually(t, 30*time.Second, "payment failed once", func() bool {
+			steps, _ := h.Store.TaskSteps(context.Background(), id)
+			for _, s := range steps {
+				if s.Name == "process_payment" && s.State == lifecycle.StepWaitingForRetry {
+					return true
+				}
+			}
+			return false
+		})
+		if _, err := h.Engine.CancelTask(context.Background(), id, "test"); err != nil {
+			t.Fatal(err)
+		}
+		return []uuid.UUID{id}
+	}},
+	{"manual resolution of a step", func(t *testing.T, h *enginetest.Harness) []uuid.UUID {
+		id := submitDemo(t, h, `{"customer_id":"blocked-8","items":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`)
+		h.WaitTask(id, 30*time.Second, lifecycle.TaskError)
+		_, _, err := h.Engine.StepOperate(context.Background(), stepUUID(t, h, id, "process_payment"),
+			orchestration.StepActionResolve, json.RawMessage(`{"payment_id":"manual-1","amount_cents":5}`), "paid by phone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.WaitTask(id, 30*time.Second, lifecycle.TaskComplete)
+		return []uuid.UUID{id}
+	}},
+	{"operator retry of a failed task, and resolution of a task", func(t *testing.T, h *enginetest.Harness) []uuid.UUID {
+		id := submitDemo(t, h, `{"customer_id":"blocked-9","items":[{"sku":"A","quantity":1,"unit_price_cents":5}]}`)
+		h.WaitTask(id, 30*time.Second, lifecycle.TaskError)
+		if _, err := h.Engine.RetryTask(context.Background(), id, "try again"); err != nil {
+			t.Fatal(err)
+		}
+		h.WaitTask(id, 30*time.Second, lifecycle.TaskError) // still blocked: fails again
+		if _, err := h.Engine.ResolveTask(context.Background(), id, "refunded by hand"); err != nil {
+			t.Fatal(err)
+		}
+		return []uuid.UUID{id}
+	}},
+}
+
+func flakyHandler() worker.Handler {
+	return func(ctx context.Context, s *worker.Step) (any, error) {
+		if s.Attempt < 2 {
+			return nil, worker.Retryable(context.DeadlineExceeded)
+		}
+		return map[string]int{"attempt": s.Attempt}, nil
+	}
+}
+
+// TestEveryCatalogEventIsPublishedAtItsSpan runs the lifecycle scenarios
+// against a real orchestrator and worker with an in-memory span recorder and
+// checks that between them every one of the 35 catalog events appears, on
+// the span the catalog names, with correlation_id; that every task has
+// exactly one trace with one root; and that the Prometheus registry shows
+// the transition counters, durations and tasker_events_total.
+func TestEveryCatalogEventIsPublishedAtItsSpan(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{})
+	h.RegisterFile(filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml"))
+	h.Register(flakyTemplate)
+	obs, err := worker.NewOTelObserver(h.Provider.TracerProvider(), h.Provider.MeterProvider())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handlers := demo.Handlers(0)
+	handlers["ecommerce.process_payment_flaky"] = flakyHandler()
+	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, Observer: obs, Concurrency: 4}, handlers)
+
+	var tasks []uuid.UUID
+	for _, sc := range scenarios {
+		tasks = append(tasks, sc.run(t, h)...)
+	}
+	// Spans of a step are exported when its worker finishes the attempt;
+	// wait until the cancelled task's abandoned attempts are done too.
+	enginetest.Eventually(t, 20*time.Second, "all root spans exported", func() bool {
+		roots := 0
+		for _, s := range h.Spans.GetSpans() {
+			if s.Name == "task_orchestration" {
+				roots++
+			}
+		}
+		return roots >= len(tasks)
+	})
+	spans := h.Spans.GetSpans()
+
+	seen := map[lifecycle.EventName]map[string]bool{} // event -> span names it appeared on
+	for _, s := range spans {
+		attrs := attrMap(s.Attributes)
+		if attrs["correlation_id"] == "" {
+			t.Errorf("span %s has no correlation_id", s.Name)
+		}
+		for _, ev := range s.Events {
+			ea := attrMap(ev.Attributes)
+			if ea["correlation_id"] == "" || ea["correlation_id"] != attrs["correlation_id"] {
+				t.Errorf("event %s on span %s has correlation_id %q, span has %q", ev.Name, s.Name, ea["correlation_id"], attrs["correlation_id"])
+			}
+			if ea["task_uuid"] == "" || ea["namespace"] == "" {
+				t.Errorf("event %s lacks task_uuid or namespace", ev.Name)
+			}
+			name := lifecycle.EventName(ev.Name)
+			if seen[name] == nil {
+				seen[name] = map[string]bool{}
+			}
+			seen[name][s.Name] = true
+		}
+	}
+	for _, info := range lifecycle.Catalog() {
+		where := seen[info.Name]
+		if len(where) == 0 {
+			t.Errorf("catalog event %s was never published", info.Name)
+			continue
+		}
+		extra := len(where) - 1
+		if (info.Span == "task_orchestration" || info.Span == "task_state_transition") && where["result_evaluation"] {
+			// A command that moved no task state (a late result for a task
+			// that already ended; the second end of a task an operator
+			// revived, whose root was emitted at its first end) has no
+			// transition or root span to carry its task-level events: they
+			// go on a result_evaluation span.
+			extra--
+		}
+		if !where[info.Span] || extra != 0 {
+			t.Errorf("event %s appeared on spans %v, the catalog says %s", info.Name, keys(where), info.Span)
+		}
+	}
+
+	// One trace per task, with exactly one root carrying the stored ids.
+	for _, id := range tasks {
+		task, err := h.Store.TaskGet(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, ok := telemetry.SpanContextFromTraceParent(task.TraceParent)
+		if !ok {
+			t.Fatalf("task %s has no traceparent", id)
+		}
+		roots := 0
+		n := 0
+		for _, s := range spans {
+			if attrMap(s.Attributes)["task_uuid"] != id.String() {
+				continue
+			}
+			n++
+			if s.SpanContext.TraceID() != sc.TraceID() {
+				t.Errorf("task %s: span %s is in trace %s, the task's trace is %s", id, s.Name, s.SpanContext.TraceID(), sc.TraceID())
+			}
+			if s.Name == "task_orchestration" {
+				roots++
+				if s.SpanContext.SpanID() != sc.SpanID() || s.Parent.IsValid() {
+					t.Errorf("task %s: root span has id %s parent %v; want the stored id %s and no parent", id, s.SpanContext.SpanID(), s.Parent.SpanID(), sc.SpanID())
+				}
+			} else if !s.Parent.IsValid() {
+				t.Errorf("task %s: span %s has no parent", id, s.Name)
+			}
+		}
+		if n == 0 {
+			t.Errorf("task %s has no spans", id)
+		}
+		if task.State.Terminal() && roots != 1 {
+			t.Errorf("task %s (%s): %d root spans, want 1", id, task.State, roots)
+		}
+	}
+	checkHierarchy(t, spans)
+	checkMetrics(t, h)
+}
+
+// checkHierarchy checks the parent of each span kind (DESIGN §5).
+func checkHierarchy(t *testing.T, spans tracetest.SpanStubs) {
+	t.Helper()
+	byID := map[string]string{}
+	for _, s := range spans {
+		byID[s.SpanContext.SpanID().String()] = s.Name
+	}
+	allowed := map[string][]string{
+		"task_state_transition": {"task_orchestration"},
+		"step_execution":        {"task_orchestration"},
+		"step_discovery":        {"task_state_transition", "task_orchestration"},
+		"step_enqueuing":        {"task_state_transition", "task_orchestration"},
+		"result_evaluation":     {"task_state_transition", "task_orchestration"},
+		"step_state_transition": {"step_execution", "step_enqueuing", "result_evaluation", "step_discovery", "task_state_transition", "task_orchestration"},
+		"handler_execution":     {"step_execution"},
+		"result_submission":     {"step_execution"},
+	}
+	for _, s := range spans {
+		if s.Name == "task_orchestration" {
+			continue
+		}
+		parent := byID[s.Parent.SpanID().String()]
+		if parent == "" {
+			// The parent is the task root, emitted with the stored ids.
+			parent = "task_orchestration"
+		}
+		ok := false
+		for _, p := range allowed[s.Name] {
+			ok = ok || p == parent
+		}
+		if !ok {
+			t.Errorf("span %s has parent %s; allowed: %v", s.Name, parent, allowed[s.Name])
+		}
+	}
+}
+
+func checkMetrics(t *testing.T, h *enginetest.Harness) {
+	t.Helper()
+	mfs, err := h.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	get := func(name string) *dto.MetricFamily {
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				return mf
+			}
+		}
+		t.Errorf("metric %s not exposed", name)
+		return &dto.MetricFamily{}
+	}
+	has := func(mf *dto.MetricFamily, want map[string]string) bool {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			match := true
+			for k, v := range want {
+				match = match && labels[k] == v
+			}
+			if match {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		metric string
+		labels map[string]string
+	}{
+		{"tasker_task_state_transitions_total", map[string]string{"from_state": "evaluating_results", "to_state": "complete", "namespace": "ecommerce"}},
+		{"tasker_task_state_transitions_total", map[string]string{"from_state": "blocked_by_failures", "to_state": "error", "namespace": "ecommerce"}},
+		{"tasker_task_state_duration_seconds", map[string]string{"state": "steps_in_process", "namespace": "ecommerce"}},
+		{"tasker_task_completion_duration_seconds", map[string]string{"namespace": "ecommerce", "outcome": "complete"}},
+		{"tasker_task_completion_duration_seconds", map[string]string{"namespace": "ecommerce", "outcome": "error"}},
+		{"tasker_step_state_transitions_total", map[string]string{"from_state": "enqueued", "to_state": "in_progress", "namespace": "ecommerce"}},
+		{"tasker_step_state_transitions_total", map[string]string{"from_state": "enqueued_for_orchestration", "to_state": "complete", "namespace": "ecommerce"}},
+		{"tasker_step_execution_duration_seconds", map[string]string{"handler_name": "ecommerce.validate_cart", "namespace": "ecommerce", "outcome": "success"}},
+		{"tasker_step_attempts_total", map[string]string{"handler_name": "ecommerce.process_payment", "namespace": "ecommerce", "outcome": "failure"}},
+		{"tasker_events_total", map[string]string{"event": "workflow.task_completed", "namespace": "ecommerce"}},
+		{"tasker_events_total", map[string]string{"event": "step.handle", "namespace": "ecommerce"}},
+	} {
+		if !has(get(c.metric), c.labels) {
+			t.Errorf("%s has no series with %v", c.metric, c.labels)
+		}
+	}
+	events := get("tasker_events_total")
+	for _, info := range lifecycle.Catalog() {
+		if !has(events, map[string]string{"event": string(info.Name)}) {
+			t.Errorf("tasker_events_total has no series for %s", info.Name)
+		}
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if _, err := uuid.Parse(l.GetValue()); err == nil {
+					t.Errorf("metric %s has a uuid label value %s=%s: labels must be bounded", mf.GetName(), l.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+}
+
+func attrMap(kvs []attribute.KeyValue) map[string]string {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		m[string(kv.Key)] = kv.Value.Emit()
+	}
+	return m
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
