@@ -1,0 +1,140 @@
+package telemetry_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/worker"
+)
+
+// docMetric is a row of docs/metrics.md.
+type docMetric struct {
+	typ    string
+	labels []string
+}
+
+func readMetricsDoc(t *testing.T) map[string]docMetric {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| `(tasker_[a-z_]+)` \\| ([a-z]+) \\|[^|]*\\|([^|]*)\\|")
+	out := map[string]docMetric{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		var labels []string
+		for _, l := range strings.Split(m[3], ",") {
+			if l = strings.Trim(strings.TrimSpace(l), "`"); l != "" {
+				labels = append(labels, l)
+			}
+		}
+		sort.Strings(labels)
+		out[m[1]] = docMetric{typ: m[2], labels: labels}
+	}
+	if len(out) < 10 {
+		t.Fatalf("docs/metrics.md lists only %d metrics; the table format changed?", len(out))
+	}
+	return out
+}
+
+// TestMetricsDocMatchesExposition runs a task (with a worker in the same
+// process), a poison message and an HTTP request, then compares every
+// tasker_* metric family the registry exposes with docs/metrics.md — names,
+// types and label sets — and lints the exposition with Prometheus's linter.
+func TestMetricsDocMatchesExposition(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{})
+	h.RegisterFile(filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml"))
+	obs, err := worker.NewOTelObserver(h.Provider.TracerProvider(), h.Provider.MeterProvider())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, Observer: obs}, demo.Handlers(0))
+	task := h.Submit(orchestration.TaskRequest{Namespace: demo.Namespace, Name: "order_fulfillment", Context: json.RawMessage(demo.SampleContext(3))})
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+	if _, err := queue.Send(context.Background(), h.Pool, queue.StepResultsQueue, json.RawMessage(`{"not":"a notice"}`), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	enginetest.Eventually(t, 10*time.Second, "poison message archived", func() bool {
+		var n int
+		_ = h.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pgmq.a_orchestration_step_results`).Scan(&n)
+		return n == 1
+	})
+	srv := httptest.NewServer(h.Provider.HTTPMiddleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})))
+	defer srv.Close()
+	if resp, err := http.Get(srv.URL + "/x"); err == nil {
+		resp.Body.Close()
+	}
+
+	mfs, err := h.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	doc := readMetricsDoc(t)
+	exposed := map[string]bool{}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !strings.HasPrefix(name, "tasker_") {
+			continue
+		}
+		exposed[name] = true
+		d, ok := doc[name]
+		if !ok {
+			t.Errorf("metric %s is exposed but not in docs/metrics.md", name)
+			continue
+		}
+		if got := strings.ToLower(mf.GetType().String()); got != d.typ {
+			t.Errorf("metric %s is a %s; docs/metrics.md says %s", name, got, d.typ)
+		}
+		for _, m := range mf.GetMetric() {
+			if got := labelNames(m); strings.Join(got, ",") != strings.Join(d.labels, ",") {
+				t.Errorf("metric %s has labels %v; docs/metrics.md says %v", name, got, d.labels)
+				break
+			}
+		}
+	}
+	for name := range doc {
+		if !exposed[name] {
+			t.Errorf("docs/metrics.md lists %s, which is not exposed", name)
+		}
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "tasker_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+}
+
+func labelNames(m *dto.Metric) []string {
+	var out []string
+	for _, l := range m.GetLabel() {
+		out = append(out, l.GetName())
+	}
+	sort.Strings(out)
+	return out
+}
