@@ -150,3 +150,14 @@ func schemas() map[string]any {
 func (s *Server) openAPI(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.OpenAPI())
 }
+
+// Routes lists "METHOD /path" for every API route (the OpenAPI test
+// compares the document with it).
+func Routes() []string {
+	var s Server
+	var out []string
+	for _, r := range s.routes() {
+		out = append(out, r.Method+" "+r.Path)
+	}
+	return out
+}

@@ -1,0 +1,369 @@
+package api_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tasker/tasker/internal/api"
+	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/worker"
+)
+
+type env struct {
+	t   *testing.T
+	h   *enginetest.Harness
+	srv *httptest.Server
+}
+
+func newEnv(t *testing.T, auth *api.Authenticator, withWorker bool) *env {
+	t.Helper()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: !withWorker})
+	h.RegisterFile(filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml"))
+	if withWorker {
+		h.Worker(worker.Config{Namespaces: []string{demo.Namespace}}, demo.Handlers(0))
+	}
+	s := api.New(h.Engine, h.Store, h.Logger, api.Options{MaxBodyBytes: 64 << 10, Auth: auth})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return &env{t: t, h: h, srv: srv}
+}
+
+type resp struct {
+	status int
+	body   map[string]any
+	raw    string
+	header http.Header
+}
+
+func (e *env) do(method, path, body string, headers ...string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := resp{status: res.StatusCode, raw: string(raw), header: res.Header}
+	_ = json.Unmarshal(raw, &r.body)
+	return r
+}
+
+func errMessage(r resp) string {
+	e, _ := r.body["error"].(map[string]any)
+	m, _ := e["message"].(string)
+	return m
+}
+
+func errField(r resp) string {
+	e, _ := r.body["error"].(map[string]any)
+	f, _ := e["field"].(string)
+	return f
+}
+
+func orderBody(extra string) string {
+	return `{"namespace":"ecommerce","name":"order_fulfillment","context":` + demo.SampleContext(1) + extra + `}`
+}
+
+func TestTaskEndpoints(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, true)
+
+	created := e.do("POST", "/v1/tasks", orderBody(`,"initiator":"api-test","tags":["vip"],"idempotency_key":"k-1"`))
+	if created.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", created.status, created.raw)
+	}
+	id := created.body["task_uuid"].(string)
+	if loc := created.header.Get("Location"); loc != "/v1/tasks/"+id {
+		t.Errorf("Location = %q", loc)
+	}
+	if steps, _ := created.body["steps"].([]any); len(steps) != 5 {
+		t.Errorf("created task shows %d steps, want 5", len(steps))
+	}
+	dup := e.do("POST", "/v1/tasks", orderBody(`,"idempotency_key":"k-1"`))
+	if dup.status != http.StatusOK || dup.body["task_uuid"] != id {
+		t.Errorf("duplicate key: %d %v, want 200 and the same task", dup.status, dup.body["task_uuid"])
+	}
+
+	enginetest.Eventually(t, 30*time.Second, "task completes", func() bool {
+		return e.do("GET", "/v1/tasks/"+id, "").body["state"] == "complete"
+	})
+	got := e.do("GET", "/v1/tasks/"+id+"?include=transitions", "")
+	if got.status != 200 || got.body["correlation_id"] == "" || got.body["trace_id"] == "" {
+		t.Fatalf("get: %d %s", got.status, got.raw)
+	}
+	if tr, _ := got.body["transitions"].([]any); len(tr) < 10 {
+		t.Errorf("transitions: %d, want the full history", len(tr))
+	}
+	for _, s := range got.body["steps"].([]any) {
+		st := s.(map[string]any)
+		if st["state"] != "complete" || st["results"] == nil || st["attempts"] != float64(1) {
+			t.Errorf("step %v: state %v attempts %v results %v", st["name"], st["state"], st["attempts"], st["results"])
+		}
+	}
+
+	list := e.do("GET", "/v1/tasks?namespace=ecommerce&state=complete&limit=1", "")
+	if list.status != 200 || len(list.body["tasks"].([]any)) != 1 {
+		t.Errorf("list: %d %s", list.status, list.raw)
+	}
+	// Paging: a second task, then two pages of one.
+	second := e.do("POST", "/v1/tasks", orderBody(""))
+	if second.status != 201 {
+		t.Fatalf("second create: %d", second.status)
+	}
+	page1 := e.do("GET", "/v1/tasks?limit=1", "")
+	cursor, _ := page1.body["next_cursor"].(string)
+	page2 := e.do("GET", "/v1/tasks?limit=1&cursor="+cursor, "")
+	t1 := page1.body["tasks"].([]any)[0].(map[string]any)["task_uuid"]
+	t2 := page2.body["tasks"].([]any)[0].(map[string]any)["task_uuid"]
+	if cursor == "" || t1 == t2 || t2 != id {
+		t.Errorf("paging: cursor %q, pages %v then %v (want the newest then %s)", cursor, t1, t2, id)
+	}
+
+	// Wrong state: a complete task cannot be cancelled or retried.
+	for _, action := range []string{"cancel", "retry", "resolve"} {
+		r := e.do("POST", "/v1/tasks/"+id+"/"+action, "")
+		if r.status != http.StatusConflict || !strings.Contains(errMessage(r), "complete") {
+			t.Errorf("%s of a complete task: %d %s, want 409 naming the state", action, r.status, r.raw)
+		}
+	}
+	// Steps.
+	stepID := got.body["steps"].([]any)[0].(map[string]any)["step_uuid"].(string)
+	if r := e.do("GET", "/v1/steps/"+stepID, ""); r.status != 200 || r.body["name"] != "validate_cart" {
+		t.Errorf("get step: %d %s", r.status, r.raw)
+	}
+	if r := e.do("POST", "/v1/steps/"+stepID+"/retry", ""); r.status != http.StatusConflict {
+		t.Errorf("retry of a complete step: %d %s, want 409", r.status, r.raw)
+	}
+}
+
+func TestCancelResolveAndRetryOverHTTP(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false) // no orchestrator loops: the task stays where intake left it
+	r := e.do("POST", "/v1/tasks", orderBody(""))
+	id := r.body["task_uuid"].(string)
+	if r.body["state"] != "steps_in_process" {
+		t.Fatalf("new task is %v", r.body["state"])
+	}
+	c := e.do("POST", "/v1/tasks/"+id+"/cancel", `{"reason":"customer withdrew"}`)
+	if c.status != 200 || c.body["state"] != "cancelled" {
+		t.Fatalf("cancel: %d %s", c.status, c.raw)
+	}
+	for _, s := range c.body["steps"].([]any) {
+		if st := s.(map[string]any); st["state"] != "cancelled" {
+			t.Errorf("step %v is %v after cancel", st["name"], st["state"])
+		}
+	}
+
+	// A blocked customer's task fails; resolve its failed step with a result.
+	e2 := newEnv(t, nil, true)
+	r = e2.do("POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"customer_id":"blocked-1","items":[{"sku":"A","quantity":1,"unit_price_cents":100}]}}`)
+	id = r.body["task_uuid"].(string)
+	enginetest.Eventually(t, 30*time.Second, "task fails", func() bool {
+		return e2.do("GET", "/v1/tasks/"+id, "").body["state"] == "error"
+	})
+	task := e2.do("GET", "/v1/tasks/"+id, "")
+	var payment string
+	for _, s := range task.body["steps"].([]any) {
+		st := s.(map[string]any)
+		if st["name"] == "process_payment" {
+			payment = st["step_uuid"].(string)
+			if !strings.Contains(st["last_error"].(map[string]any)["message"].(string), "card declined") {
+				t.Errorf("last_error of the failed step: %v", st["last_error"])
+			}
+		}
+	}
+	bad := e2.do("POST", "/v1/steps/"+payment+"/resolve", `{"result": {nope}}`)
+	if bad.status != 400 {
+		t.Errorf("resolve with invalid JSON: %d %s", bad.status, bad.raw)
+	}
+	res := e2.do("POST", "/v1/steps/"+payment+"/resolve", `{"result":{"payment_id":"manual","amount_cents":100},"reason":"paid by phone"}`)
+	if res.status != 200 || res.body["state"] != "resolved_manually" {
+		t.Fatalf("resolve step: %d %s", res.status, res.raw)
+	}
+	enginetest.Eventually(t, 30*time.Second, "task completes after the manual resolution", func() bool {
+		return e2.do("GET", "/v1/tasks/"+id, "").body["state"] == "complete"
+	})
+}
+
+func TestBadInputGetsClearErrors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	big := `{"namespace":"ecommerce","name":"order_fulfillment","context":{"pad":"` + strings.Repeat("x", 70<<10) + `"}}`
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		field, text              string
+		headers                  []string
+	}{
+		{"invalid JSON", "POST", "/v1/tasks", `{"namespace":`, 400, "", "JSON", nil},
+		{"not an object", "POST", "/v1/tasks", `[1]`, 400, "", "JSON", nil},
+		{"empty body", "POST", "/v1/tasks", ``, 400, "", "empty", nil},
+		{"unknown field", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","contxt":{}}`, 400, "contxt", "unknown field", nil},
+		{"wrong type", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","priority":"high"}`, 400, "priority", "priority", nil},
+		{"missing namespace", "POST", "/v1/tasks", `{"name":"order_fulfillment"}`, 400, "namespace", "required", nil},
+		{"bad namespace", "POST", "/v1/tasks", `{"namespace":"Robert'); DROP TABLE","name":"x"}`, 400, "namespace", "not a valid namespace", nil},
+		{"unknown namespace", "POST", "/v1/tasks", `{"namespace":"nowhere","name":"x"}`, 404, "", "nowhere", nil},
+		{"unknown template", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"nothing"}`, 404, "", "ecommerce/nothing", nil},
+		{"context violates schema", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"items":[]}}`, 400, "context", "customer_id", nil},
+		{"context not an object", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":"hello"}`, 400, "context", "object", nil},
+		{"oversized body", "POST", "/v1/tasks", big, 413, "", "exceeds", nil},
+		{"wrong content type", "POST", "/v1/tasks", `{}`, 415, "", "application/json", []string{"Content-Type", "text/plain"}},
+		{"bad task uuid", "GET", "/v1/tasks/not-a-uuid", "", 400, "task_uuid", "not a UUID", nil},
+		{"unknown task", "GET", "/v1/tasks/01a21a1a-6905-7d33-8b68-ec8ffcfb9368", "", 404, "", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368", nil},
+		{"cancel unknown task", "POST", "/v1/tasks/01a21a1a-6905-7d33-8b68-ec8ffcfb9368/cancel", "", 404, "", "01a21a1a", nil},
+		{"unknown step", "GET", "/v1/steps/01a21a1a-6905-7d33-8b68-ec8ffcfb9368", "", 404, "", "step", nil},
+		{"bad list state", "GET", "/v1/tasks?state=done", "", 400, "state", "done", nil},
+		{"bad list limit", "GET", "/v1/tasks?limit=0", "", 400, "limit", "limit", nil},
+		{"bad cursor", "GET", "/v1/tasks?cursor=zzz", "", 400, "cursor", "cursor", nil},
+		{"bad time", "GET", "/v1/tasks?created_after=yesterday", "", 400, "created_after", "RFC 3339", nil},
+		{"unknown route", "GET", "/v2/tasks", "", 404, "", "/v2/tasks", nil},
+		{"invalid template", "POST", "/v1/templates/validate", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","depends_on":["ghost"]}]}`, 400, "", "ghost", nil},
+		{"cyclic template", "POST", "/v1/templates", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","depends_on":["b"]},{"name":"b","handler":"h","depends_on":["a"]}]}`, 400, "", "cycle", nil},
+		{"unknown template get", "GET", "/v1/templates/ecommerce/nothing", "", 404, "", "ecommerce/nothing", nil},
+	}
+	for _, tc := range cases {
+		r := e.do(tc.method, tc.path, tc.body, tc.headers...)
+		if r.status != tc.status {
+			t.Errorf("%s: status %d, want %d (%s)", tc.name, r.status, tc.status, r.raw)
+			continue
+		}
+		if !strings.Contains(errMessage(r), tc.text) {
+			t.Errorf("%s: message %q does not mention %q", tc.name, errMessage(r), tc.text)
+		}
+		if tc.field != "" && errField(r) != tc.field {
+			t.Errorf("%s: field %q, want %q", tc.name, errField(r), tc.field)
+		}
+		if strings.Contains(strings.ToLower(r.raw), "sqlstate") || strings.Contains(r.raw, "pgx") {
+			t.Errorf("%s: response leaks database details: %s", tc.name, r.raw)
+		}
+	}
+	var n int
+	if err := e.h.Pool.QueryRow(t.Context(), `SELECT count(*) FROM tasker.tasks`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("bad requests created %d tasks (%v)", n, err)
+	}
+}
+
+func TestTemplateEndpoints(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	yamlDoc := "namespace: billing\nname: invoice\nversion: 1.0.0\nsteps:\n  - {name: render, handler: billing.render}\n  - {name: send, handler: billing.send, depends_on: [render]}\n"
+	v := e.do("POST", "/v1/templates/validate", yamlDoc, "Content-Type", "application/yaml")
+	if v.status != 200 || v.body["valid"] != true {
+		t.Fatalf("validate: %d %s", v.status, v.raw)
+	}
+	if r := e.do("GET", "/v1/templates/billing/invoice", ""); r.status != 404 {
+		t.Errorf("validate registered the template: %d", r.status)
+	}
+	reg := e.do("POST", "/v1/templates", yamlDoc, "Content-Type", "application/yaml")
+	if reg.status != 201 {
+		t.Fatalf("register: %d %s", reg.status, reg.raw)
+	}
+	if again := e.do("POST", "/v1/templates", yamlDoc, "Content-Type", "application/yaml"); again.status != 200 {
+		t.Errorf("registering the same content again: %d, want 200", again.status)
+	}
+	changed := strings.Replace(yamlDoc, "billing.send", "billing.mail", 1)
+	if c := e.do("POST", "/v1/templates", changed, "Content-Type", "application/yaml"); c.status != 409 || !strings.Contains(errMessage(c), "new version") {
+		t.Errorf("changing a registered version: %d %s, want 409", c.status, c.raw)
+	}
+	if g := e.do("GET", "/v1/templates/billing/invoice/1.0.0", ""); g.status != 200 || g.body["content_hash"] == "" {
+		t.Errorf("get: %d %s", g.status, g.raw)
+	}
+	l := e.do("GET", "/v1/templates?namespace=billing", "")
+	if l.status != 200 || len(l.body["templates"].([]any)) != 1 {
+		t.Errorf("list: %d %s", l.status, l.raw)
+	}
+	// The namespace now exists: tasks can be submitted to it.
+	if r := e.do("POST", "/v1/tasks", `{"namespace":"billing","name":"invoice"}`); r.status != 201 {
+		t.Errorf("submit to the new template: %d %s", r.status, r.raw)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	t.Parallel()
+	auth := api.NewAuthenticator(true, true, true, []api.Credential{
+		{Name: "reader", Key: "read-key-0123456789", Level: api.PermRead},
+		{Name: "writer", Key: "write-key-0123456789", Level: api.PermWrite},
+	}, enginetest.Logger(t))
+	e := newEnv(t, auth, false)
+	if r := e.do("GET", "/v1/tasks", ""); r.status != 401 {
+		t.Errorf("no key: %d", r.status)
+	}
+	if r := e.do("GET", "/v1/tasks", "", "X-API-Key", "wrong-key-0123456789"); r.status != 401 {
+		t.Errorf("wrong key: %d", r.status)
+	}
+	if r := e.do("GET", "/v1/tasks", "", "X-API-Key", "read-key-0123456789"); r.status != 200 {
+		t.Errorf("reader can list: %d", r.status)
+	}
+	if r := e.do("POST", "/v1/tasks", orderBody(""), "X-API-Key", "read-key-0123456789"); r.status != 403 || !strings.Contains(errMessage(r), "write") {
+		t.Errorf("reader cannot submit: %d %s", r.status, r.raw)
+	}
+	created := e.do("POST", "/v1/tasks", orderBody(""), "Authorization", "Bearer write-key-0123456789")
+	if created.status != 201 {
+		t.Fatalf("writer submits: %d %s", created.status, created.raw)
+	}
+	id := created.body["task_uuid"].(string)
+	if r := e.do("POST", "/v1/tasks/"+id+"/cancel", "", "X-API-Key", "read-key-0123456789"); r.status != 403 {
+		t.Errorf("a read-only key cancelled a task: %d", r.status)
+	}
+	if r := e.do("POST", "/v1/templates", "{}", "X-API-Key", "write-key-0123456789"); r.status != 403 {
+		t.Errorf("writer registers templates (admin only): %d", r.status)
+	}
+	if r := e.do("GET", "/healthz", ""); r.status != 200 {
+		t.Errorf("public health: %d", r.status)
+	}
+}
+
+// TestOpenAPIMatchesRouter keeps /v1/openapi.json equal to the routes.
+func TestOpenAPIMatchesRouter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	r := e.do("GET", "/v1/openapi.json", "")
+	if r.status != 200 || r.body["openapi"] != "3.0.3" {
+		t.Fatalf("openapi: %d", r.status)
+	}
+	var documented []string
+	for path, item := range r.body["paths"].(map[string]any) {
+		for method := range item.(map[string]any) {
+			documented = append(documented, strings.ToUpper(method)+" "+path)
+		}
+	}
+	sort.Strings(documented)
+	routed := api.Routes()
+	sort.Strings(routed)
+	if strings.Join(documented, "\n") != strings.Join(routed, "\n") {
+		t.Errorf("OpenAPI paths:\n%s\nrouter:\n%s", strings.Join(documented, "\n"), strings.Join(routed, "\n"))
+	}
+	// Every documented route answers something other than the catch-all 404.
+	for _, rt := range routed {
+		method, path, _ := strings.Cut(rt, " ")
+		path = strings.NewReplacer("{task_uuid}", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368", "{step_uuid}", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368",
+			"{namespace}", "ecommerce", "{name}", "order_fulfillment", "{version}", "1.0.0").Replace(path)
+		res := e.do(method, path, "")
+		if res.status == 404 && strings.Contains(errMessage(res), "no route") {
+			t.Errorf("%s is documented but not routed", rt)
+		}
+	}
+}
+
