@@ -366,4 +366,3 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 		}
 	}
 }
-

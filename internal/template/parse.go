@@ -112,7 +112,55 @@ func parseYAML(data []byte) (*yaml.Node, error) {
 	default:
 		return nil, documentError(fmt.Sprintf("line %d: a file holds one template; found a second YAML document", extra.Line))
 	}
+	if err := checkExpansion(&root); err != nil {
+		return nil, err
+	}
 	return &root, nil
+}
+
+// maxExpandedNodes bounds the nodes a YAML document stands for once its
+// aliases are expanded. The decoder's own guard only catches documents that
+// are mostly aliases; a long list used by alias from many places (a
+// quadratic, not exponential, blow-up) passes it. A legitimate template at
+// MaxDocumentBytes is well under this.
+const maxExpandedNodes = 1 << 21
+
+// checkExpansion refuses a document whose aliases expand past
+// maxExpandedNodes, or that contains itself through an alias. It costs one
+// visit per distinct node.
+func checkExpansion(root *yaml.Node) error {
+	sizes := map[*yaml.Node]int{}
+	var size func(n *yaml.Node) (int, error)
+	size = func(n *yaml.Node) (int, error) {
+		if n == nil {
+			return 0, nil
+		}
+		switch s, seen := sizes[n]; {
+		case seen && s < 0:
+			return 0, documentError(fmt.Sprintf("line %d: an alias refers to the value that contains it", n.Line))
+		case seen:
+			return s, nil
+		}
+		sizes[n] = -1 // in progress
+		total := 1
+		children := n.Content
+		if n.Alias != nil {
+			children = []*yaml.Node{n.Alias}
+		}
+		for _, c := range children {
+			s, err := size(c)
+			if err != nil {
+				return 0, err
+			}
+			if total += s; total > maxExpandedNodes {
+				return 0, documentError(fmt.Sprintf("the document's aliases expand to more than %d values", maxExpandedNodes))
+			}
+		}
+		sizes[n] = total
+		return total, nil
+	}
+	_, err := size(root)
+	return err
 }
 
 func checkSize(data []byte) error {
@@ -123,14 +171,14 @@ func checkSize(data []byte) error {
 }
 
 func documentError(msg string) error {
-	return &ValidationError{Problems: []Problem{{Message: msg}}}
+	return &ValidationError{Problems: []Problem{newProblem("", msg)}}
 }
 
 // fromNode checks, decodes, defaults and validates a document tree.
 func fromNode(root *yaml.Node, jsonInput bool) (*Template, error) {
-	// Decode first: besides filling doc, the decoder refuses documents whose
-	// aliases expand to excessive size, which bounds the checker's walk
-	// (it follows aliases too).
+	// The checker follows aliases; checkExpansion has bounded what that
+	// costs (JSON has no aliases). The decoder's type errors are only a
+	// fallback for anything the checker lets through.
 	var doc docTemplate
 	decodeErr := root.Decode(&doc)
 	var typeErr *yaml.TypeError

@@ -3,6 +3,7 @@ package template
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -71,6 +72,18 @@ func TestParseDemo(t *testing.T) {
 	}
 	if !tmpl.PublishesDomainEvent("TaskCompleted") || tmpl.PublishesDomainEvent("PaymentCaptured") {
 		t.Error("PublishesDomainEvent is wrong")
+	}
+}
+
+// TestShippedTemplates keeps every template in config/templates loadable.
+func TestShippedTemplates(t *testing.T) {
+	t.Parallel()
+	tmpls, err := LoadDir(filepath.Dir(demoPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tmpls) == 0 || !slices.ContainsFunc(tmpls, func(t *Template) bool { return t.Key() == "ecommerce/order_fulfillment@1.0.0" }) {
+		t.Errorf("the demo is not among %d templates", len(tmpls))
 	}
 }
 
@@ -307,4 +320,55 @@ func TestShapeMatchesDocument(t *testing.T) {
 	check(retry, reflect.TypeFor[docRetry](), "retry")
 	check(backoff, reflect.TypeFor[docBackoff](), "backoff")
 	check(events.elem, reflect.TypeFor[docEvent](), "event")
+}
+
+// quadratic writes a template in which n steps each use, by alias, one list
+// of n events: n*n values from a document of about 2n lines, with too few
+// aliases for the YAML decoder's own guard to notice.
+func quadratic(n int) string {
+	var sb strings.Builder
+	sb.WriteString("namespace: shop\nname: x\nversion: v\nsteps:\n  - name: s0\n    handler: h\n    events: &e\n")
+	for i := range n {
+		fmt.Fprintf(&sb, "      - {name: E%d}\n", i)
+	}
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&sb, "  - {name: s%d, handler: h, events: *e}\n", i)
+	}
+	return sb.String()
+}
+
+// TestParseAliasBombs feeds "billion laughs" documents: each must be refused
+// (rather than expanded) wherever the aliases sit.
+func TestParseAliasBombs(t *testing.T) {
+	t.Parallel()
+	laughs := func(key string) string {
+		var sb strings.Builder
+		sb.WriteString("namespace: shop\nname: x\nversion: v\n" + key + ":\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+		for i := 1; i <= 8; i++ {
+			sb.WriteString("  a" + string(rune('0'+i)) + ": &a" + string(rune('0'+i)) + " [")
+			for j := range 10 {
+				if j > 0 {
+					sb.WriteString(", ")
+				}
+				sb.WriteString("*a" + string(rune('0'+i-1)))
+			}
+			sb.WriteString("]\n")
+		}
+		return sb.String()
+	}
+	cases := []struct{ doc, want string }{
+		{laughs("context_schema"), "expand to more than"},
+		{strings.Replace(laughs("context_schema"), "context_schema:\n", "context_schema:\n  type: object\n  default:\n", 1), "expand to more than"},
+		{quadratic(3000), "expand to more than"},
+		{"namespace: shop\nname: x\nversion: v\nsteps: &s [{name: a, handler: h, events: *s}]\n", "refers to the value that contains it"},
+		{"namespace: shop\nname: x\nversion: v\nsteps: [&m {<<: *m, name: a, handler: h}]\n", "refers to the value that contains it"},
+	}
+	for _, tc := range cases {
+		_, err := Parse([]byte(tc.doc))
+		wantProblem(t, err, "", tc.want)
+	}
+	// Aliases within the limit are fine.
+	if _, err := Parse([]byte(quadratic(20))); err != nil {
+		t.Error(err)
+	}
 }

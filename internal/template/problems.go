@@ -53,7 +53,16 @@ func (p *problems) add(path, format string, args ...any) {
 		p.dropped++
 		return
 	}
-	p.list = append(p.list, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	p.list = append(p.list, newProblem(path, fmt.Sprintf(format, args...)))
+}
+
+// lineBreaks folds line breaks into spaces: Error lists one problem per
+// line, and messages quote input (YAML tags, library errors) that may hold
+// line breaks.
+var lineBreaks = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ")
+
+func newProblem(path, msg string) Problem {
+	return Problem{Path: lineBreaks.Replace(path), Message: lineBreaks.Replace(msg)}
 }
 
 func (p *problems) empty() bool { return len(p.list) == 0 }

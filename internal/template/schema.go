@@ -109,12 +109,16 @@ func canonicalValue(v any, depth int, count *int) (any, error) {
 		}
 		return out, nil
 	case map[any]any:
-		for k := range x {
-			if _, ok := k.(string); !ok {
+		// YAML gives this type when some key is not a string (`200:`).
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			ks, ok := k.(string)
+			if !ok {
 				return nil, fmt.Errorf("key %v is not a string (quote it)", k)
 			}
+			m[ks] = e
 		}
-		return nil, errors.New("unexpected mapping") // unreachable: YAML decodes string-keyed maps as map[string]any
+		return canonicalValue(m, depth, count)
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
@@ -196,7 +200,7 @@ func canonicalSchema(raw json.RawMessage) (json.RawMessage, error) {
 }
 
 func problemError(path, msg string) error {
-	return &ValidationError{Problems: []Problem{{Path: path, Message: msg}}}
+	return &ValidationError{Problems: []Problem{newProblem(path, msg)}}
 }
 
 // refuseLoader keeps $ref from reaching files or the network: a template
@@ -310,7 +314,7 @@ func schemaProblems(raw json.RawMessage, err error) []Problem {
 		}
 	}
 	msg := strings.ReplaceAll(err.Error(), schemaURL, "context_schema")
-	return []Problem{{Path: "context_schema", Message: "does not compile: " + oneLine(msg)}}
+	return []Problem{newProblem("context_schema", "does not compile: "+oneLine(msg))}
 }
 
 // oneLine folds a multi-line message onto one line: a problem is one line.
@@ -358,11 +362,11 @@ func leafProblems(path string, e *jsonschema.ValidationError) []Problem {
 	if req, ok := e.ErrorKind.(*kind.Required); ok {
 		out := make([]Problem, len(req.Missing))
 		for i, name := range req.Missing {
-			out[i] = Problem{Path: path + pathKey(name), Message: "missing property"}
+			out[i] = newProblem(path+pathKey(name), "missing property")
 		}
 		return out
 	}
-	return []Problem{{Path: path, Message: kindMessage(e.ErrorKind)}}
+	return []Problem{newProblem(path, kindMessage(e.ErrorKind))}
 }
 
 // kindMessage words a failure the way the library does, without importing

@@ -290,7 +290,7 @@ func describe(n *yaml.Node) string {
 		case "!!null":
 			return "null"
 		default:
-			return n.ShortTag() + " " + quoteShort(n.Value)
+			return "a value tagged " + quoteShort(n.ShortTag())
 		}
 	}
 	return "an unexpected node"
