@@ -81,6 +81,9 @@ func (s *Server) routes() []route {
 		{"POST", "/v1/templates/validate", PermRead, s.validateTemplate},
 		{"GET", "/v1/templates/{namespace}/{name}", PermRead, s.getTemplate},
 		{"GET", "/v1/templates/{namespace}/{name}/{version}", PermRead, s.getTemplate},
+		{"GET", "/v1/dlq", PermRead, s.listDLQ},
+		{"GET", "/v1/dlq/{dlq_id}", PermRead, s.getDLQ},
+		{"PATCH", "/v1/dlq/{dlq_id}", PermWrite, s.updateDLQ},
 		{"GET", "/v1/openapi.json", PermNone, s.openAPI},
 	}
 }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -183,6 +184,18 @@ func TestCancelResolveAndRetryOverHTTP(t *testing.T) {
 	enginetest.Eventually(t, 30*time.Second, "task fails", func() bool {
 		return e2.do("GET", "/v1/tasks/"+id, "").body["state"] == "error"
 	})
+	dl := e2.do("GET", "/v1/dlq?status=pending", "")
+	entries, _ := dl.body["entries"].([]any)
+	if dl.status != 200 || len(entries) != 1 || entries[0].(map[string]any)["task_uuid"] != id {
+		t.Fatalf("DLQ after a permanent failure: %d %s", dl.status, dl.raw)
+	}
+	dlqID := fmt.Sprint(entries[0].(map[string]any)["dlq_id"])
+	if g := e2.do("GET", "/v1/dlq/"+dlqID, ""); g.status != 200 || !strings.Contains(g.raw, "card declined") {
+		t.Errorf("DLQ entry: %d %s", g.status, g.raw)
+	}
+	if u := e2.do("PATCH", "/v1/dlq/"+dlqID, `{"resolution_status":"investigating","resolved_by":"ops"}`); u.status != 200 || u.body["resolution_status"] != "investigating" {
+		t.Errorf("DLQ update: %d %s", u.status, u.raw)
+	}
 	task := e2.do("GET", "/v1/tasks/"+id, "")
 	var payment string
 	for _, s := range task.body["steps"].([]any) {
@@ -242,6 +255,10 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"invalid template", "POST", "/v1/templates/validate", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","depends_on":["ghost"]}]}`, 400, "", "ghost", nil},
 		{"cyclic template", "POST", "/v1/templates", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","depends_on":["b"]},{"name":"b","handler":"h","depends_on":["a"]}]}`, 400, "", "cycle", nil},
 		{"unknown template get", "GET", "/v1/templates/ecommerce/nothing", "", 404, "", "ecommerce/nothing", nil},
+		{"bad dlq id", "GET", "/v1/dlq/abc", "", 400, "dlq_id", "positive integer", nil},
+		{"unknown dlq entry", "GET", "/v1/dlq/99", "", 404, "", "99", nil},
+		{"bad dlq status filter", "GET", "/v1/dlq?status=closed", "", 400, "status", "closed", nil},
+		{"bad dlq update", "PATCH", "/v1/dlq/1", `{"resolution_status":"done"}`, 400, "resolution_status", "done", nil},
 	}
 	for _, tc := range cases {
 		r := e.do(tc.method, tc.path, tc.body, tc.headers...)
@@ -330,6 +347,9 @@ func TestAuth(t *testing.T) {
 	if r := e.do("POST", "/v1/templates", "{}", "X-API-Key", "write-key-0123456789"); r.status != 403 {
 		t.Errorf("writer registers templates (admin only): %d", r.status)
 	}
+	if r := e.do("PATCH", "/v1/dlq/1", `{"resolution_status":"resolved"}`, "X-API-Key", "read-key-0123456789"); r.status != 403 {
+		t.Errorf("a read-only key updated a DLQ entry: %d", r.status)
+	}
 	if r := e.do("GET", "/healthz", ""); r.status != 200 {
 		t.Errorf("public health: %d", r.status)
 	}
@@ -359,7 +379,7 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 	for _, rt := range routed {
 		method, path, _ := strings.Cut(rt, " ")
 		path = strings.NewReplacer("{task_uuid}", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368", "{step_uuid}", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368",
-			"{namespace}", "ecommerce", "{name}", "order_fulfillment", "{version}", "1.0.0").Replace(path)
+			"{namespace}", "ecommerce", "{name}", "order_fulfillment", "{version}", "1.0.0", "{dlq_id}", "1").Replace(path)
 		res := e.do(method, path, "")
 		if res.status == 404 && strings.Contains(errMessage(res), "no route") {
 			t.Errorf("%s is documented but not routed", rt)

@@ -29,6 +29,9 @@ var routeDocs = map[string]struct {
 	"POST /v1/templates/validate":                    {"Validate a template without registering it; every problem is reported with its path.", "Template", "TemplateValidation", "200", nil},
 	"GET /v1/templates/{namespace}/{name}":           {"Get the latest version of a template.", "", "TemplateRecord", "200", nil},
 	"GET /v1/templates/{namespace}/{name}/{version}": {"Get one version of a template.", "", "TemplateRecord", "200", nil},
+	"GET /v1/dlq":                                    {"List DLQ entries (tasks that could not finish), newest first.", "", "DLQList", "200", []string{"status", "namespace", "limit"}},
+	"GET /v1/dlq/{dlq_id}":                           {"Get a DLQ entry with its snapshot.", "", "DLQEntry", "200", nil},
+	"PATCH /v1/dlq/{dlq_id}":                         {"Update a DLQ entry's investigation status (pending, investigating, resolved, ignored).", "DLQUpdate", "DLQEntry", "200", nil},
 	"GET /v1/openapi.json":                           {"This document.", "", "", "200", nil},
 }
 
@@ -138,11 +141,15 @@ func schemas() map[string]any {
 			"updated_at": timeStr, "completed_at": timeStr, "steps": map[string]any{"type": "array", "items": ref("Step")},
 			"step_counts": map[string]any{"type": "object", "additionalProperties": integer},
 			"transitions": map[string]any{"type": "array", "items": anyObj}}),
-		"TaskList":           obj(map[string]any{"tasks": map[string]any{"type": "array", "items": ref("Task")}, "next_cursor": str}),
-		"Action":             obj(map[string]any{"reason": str, "result": map[string]any{}}),
-		"Template":           anyObj,
-		"TemplateRecord":     obj(map[string]any{"namespace": str, "name": str, "version": str, "description": str, "content_hash": str, "registered_at": timeStr, "definition": anyObj}),
-		"TemplateList":       obj(map[string]any{"templates": map[string]any{"type": "array", "items": ref("TemplateRecord")}}),
+		"TaskList":       obj(map[string]any{"tasks": map[string]any{"type": "array", "items": ref("Task")}, "next_cursor": str}),
+		"Action":         obj(map[string]any{"reason": str, "result": map[string]any{}}),
+		"Template":       anyObj,
+		"TemplateRecord": obj(map[string]any{"namespace": str, "name": str, "version": str, "description": str, "content_hash": str, "registered_at": timeStr, "definition": anyObj}),
+		"TemplateList":   obj(map[string]any{"templates": map[string]any{"type": "array", "items": ref("TemplateRecord")}}),
+		"DLQEntry": obj(map[string]any{"dlq_id": integer, "task_uuid": uuidStr, "namespace": str, "reason": str, "detail": str,
+			"snapshot": anyObj, "resolution_status": str, "resolution_notes": str, "resolved_by": str, "created_at": timeStr, "updated_at": timeStr}),
+		"DLQList":            obj(map[string]any{"entries": map[string]any{"type": "array", "items": ref("DLQEntry")}}),
+		"DLQUpdate":          obj(map[string]any{"resolution_status": str, "resolution_notes": str, "resolved_by": str}, "resolution_status"),
 		"TemplateValidation": obj(map[string]any{"valid": boolean, "template": ref("TemplateRecord"), "topological_order": strList}),
 	}
 }

@@ -52,6 +52,8 @@ const (
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "json"
 	DefaultStatementTimeout  = 30 * time.Second
+	DefaultStaleTaskTimeout  = time.Hour
+	DefaultStaleCheck        = 15 * time.Second
 )
 
 // Config is the whole configuration.
@@ -109,6 +111,13 @@ type Orchestrator struct {
 	// MaxReadCount is how often a command message may be read before it is
 	// archived as poison. Default 10.
 	MaxReadCount int `toml:"max_read_count"`
+	// StaleTaskTimeout is how long a task may make no progress (no
+	// transition, no step change, no heartbeat) before it is moved to error
+	// with a DLQ entry, unless its template sets stale_after_seconds.
+	// Default 1h.
+	StaleTaskTimeout Duration `toml:"stale_task_timeout"`
+	// StaleCheckInterval is how often stale tasks are looked for. Default 15s.
+	StaleCheckInterval Duration `toml:"stale_check_interval"`
 	// TemplatesDir holds the task templates registered at start. Default
 	// config/templates; empty registers none.
 	TemplatesDir string `toml:"templates_dir"`
@@ -175,6 +184,7 @@ func Default() Config {
 			VisibilityTimeout: Duration{DefaultVisibilityTimeout}, PollInterval: Duration{DefaultPollInterval},
 			TimerInterval: Duration{DefaultTimerInterval}, ReapInterval: Duration{DefaultReapInterval},
 			MaxReadCount: DefaultMaxReadCount, TemplatesDir: DefaultTemplatesDir,
+			StaleTaskTimeout: Duration{DefaultStaleTaskTimeout}, StaleCheckInterval: Duration{DefaultStaleCheck},
 			ShutdownTimeout: Duration{DefaultShutdownTimeout}},
 		Telemetry: Telemetry{ServiceName: DefaultServiceName, OTLPProtocol: "grpc", MetricsEnabled: true},
 		Log:       Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
@@ -325,7 +335,8 @@ func (c Config) Validate() error {
 	}
 	for key, d := range map[string]Duration{"orchestrator.poll_interval": o.PollInterval,
 		"orchestrator.timer_interval": o.TimerInterval, "orchestrator.reap_interval": o.ReapInterval,
-		"orchestrator.shutdown_timeout": o.ShutdownTimeout} {
+		"orchestrator.shutdown_timeout": o.ShutdownTimeout, "orchestrator.stale_task_timeout": o.StaleTaskTimeout,
+		"orchestrator.stale_check_interval": o.StaleCheckInterval} {
 		if d.Duration <= 0 {
 			bad(key, "must be positive")
 		}

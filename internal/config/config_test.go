@@ -74,12 +74,12 @@ func TestEnvironmentOverridesEveryScalarKey(t *testing.T) {
 func TestValidationNamesTheBadKey(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
-		"TASKER_ORCHESTRATOR_BATCH_SIZE=0":         "orchestrator.batch_size",
-		"TASKER_LOG_LEVEL=loud":                    "log.level",
-		"TASKER_TELEMETRY_OTLP_PROTOCOL=carrier":   "telemetry.otlp_protocol",
-		"TASKER_AUTH_ENABLED=true":                 "auth.keys",
-		"TASKER_ORCHESTRATOR_POLL_INTERVAL=soon":   "TASKER_ORCHESTRATOR_POLL_INTERVAL",
-		"TASKER_DATABASE_MAX_CONNS=many":           "TASKER_DATABASE_MAX_CONNS",
+		"TASKER_ORCHESTRATOR_BATCH_SIZE=0":          "orchestrator.batch_size",
+		"TASKER_LOG_LEVEL=loud":                     "log.level",
+		"TASKER_TELEMETRY_OTLP_PROTOCOL=carrier":    "telemetry.otlp_protocol",
+		"TASKER_AUTH_ENABLED=true":                  "auth.keys",
+		"TASKER_ORCHESTRATOR_POLL_INTERVAL=soon":    "TASKER_ORCHESTRATOR_POLL_INTERVAL",
+		"TASKER_DATABASE_MAX_CONNS=many":            "TASKER_DATABASE_MAX_CONNS",
 		"TASKER_ORCHESTRATOR_VISIBILITY_TIMEOUT=0s": "orchestrator.visibility_timeout",
 	}
 	for kv, want := range cases {

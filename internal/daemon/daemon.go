@@ -113,6 +113,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 			BatchSize: cfg.Orchestrator.BatchSize, VisibilityTimeout: cfg.Orchestrator.VisibilityTimeout.Duration,
 			PollInterval: cfg.Orchestrator.PollInterval.Duration, TimerInterval: cfg.Orchestrator.TimerInterval.Duration,
 			ReapInterval: cfg.Orchestrator.ReapInterval.Duration, MaxReadCount: cfg.Orchestrator.MaxReadCount,
+			StaleAfter: cfg.Orchestrator.StaleTaskTimeout.Duration, StaleInterval: cfg.Orchestrator.StaleCheckInterval.Duration,
 		}, d.listener, d.telemetry, logger)
 		if err := d.listener.Start(ctx); err != nil {
 			return nil, err

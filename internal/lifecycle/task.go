@@ -106,6 +106,13 @@ const (
 	// resolved_manually, and a retried step could never be picked up.
 	TaskUnblocked TaskTrigger = "unblocked" // blocked_by_failures → evaluating_results
 
+	// TaskStale gives up on a task whose progress stopped (no step moved or
+	// heartbeated for its template's stale_after_seconds, or the daemon's
+	// default): for example every worker of its namespace is gone. The
+	// orchestrator files a DLQ entry saying why. An extension of DESIGN §3,
+	// which otherwise has no exit from a waiting state but cancel.
+	TaskStale TaskTrigger = "stale" // steps_in_process | waiting_for_dependencies | waiting_for_retry → error
+
 	TaskGiveUp  TaskTrigger = "give_up" // blocked_by_failures → error
 	TaskResolve TaskTrigger = "resolve" // blocked_by_failures | error → resolved_manually
 	TaskRetry   TaskTrigger = "retry"   // error → pending
@@ -126,6 +133,7 @@ var TaskTriggers = []TaskTrigger{
 	TaskDependenciesSatisfied,
 	TaskBackoffExpired,
 	TaskUnblocked,
+	TaskStale,
 	TaskGiveUp,
 	TaskResolve,
 	TaskRetry,
@@ -148,6 +156,7 @@ var taskMoves = map[TaskState]map[TaskTrigger]TaskState{
 	},
 	TaskStepsInProcess: {
 		TaskStepResultReceived: TaskEvaluatingResults,
+		TaskStale:              TaskError,
 	},
 	TaskEvaluatingResults: {
 		TaskReadyStepsFound:       TaskEnqueuingSteps,
@@ -158,9 +167,11 @@ var taskMoves = map[TaskState]map[TaskTrigger]TaskState{
 	},
 	TaskWaitingForDependencies: {
 		TaskDependenciesSatisfied: TaskEvaluatingResults,
+		TaskStale:                 TaskError,
 	},
 	TaskWaitingForRetry: {
 		TaskBackoffExpired: TaskEvaluatingResults,
+		TaskStale:          TaskError,
 	},
 	TaskBlockedByFailures: {
 		TaskUnblocked: TaskEvaluatingResults,

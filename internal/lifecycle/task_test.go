@@ -20,7 +20,7 @@ var wantTaskTriggers = []TaskTrigger{
 	"start", "ready_steps_found", "no_steps", "nothing_ready", "steps_enqueued",
 	"step_result_received", "all_steps_complete", "only_backoff_remains",
 	"step_failed_permanently", "dependencies_satisfied", "backoff_expired",
-	"unblocked", "give_up", "resolve", "retry", "cancel",
+	"unblocked", "stale", "give_up", "resolve", "retry", "cancel",
 }
 
 type taskMove struct {
@@ -29,7 +29,8 @@ type taskMove struct {
 	to      TaskState
 }
 
-// wantTaskMoves is DESIGN §3's task table plus the `unblocked` extension.
+// wantTaskMoves is DESIGN §3's task table plus the `unblocked` and `stale`
+// extensions.
 // Anything not listed must be refused.
 var wantTaskMoves = []taskMove{
 	{"pending", "start", "initializing"},
@@ -44,6 +45,7 @@ var wantTaskMoves = []taskMove{
 	{"enqueuing_steps", "cancel", "cancelled"},
 
 	{"steps_in_process", "step_result_received", "evaluating_results"},
+	{"steps_in_process", "stale", "error"},
 	{"steps_in_process", "cancel", "cancelled"},
 
 	{"evaluating_results", "ready_steps_found", "enqueuing_steps"},
@@ -54,9 +56,11 @@ var wantTaskMoves = []taskMove{
 	{"evaluating_results", "cancel", "cancelled"},
 
 	{"waiting_for_dependencies", "dependencies_satisfied", "evaluating_results"},
+	{"waiting_for_dependencies", "stale", "error"},
 	{"waiting_for_dependencies", "cancel", "cancelled"},
 
 	{"waiting_for_retry", "backoff_expired", "evaluating_results"},
+	{"waiting_for_retry", "stale", "error"},
 	{"waiting_for_retry", "cancel", "cancelled"},
 
 	{"blocked_by_failures", "unblocked", "evaluating_results"},

@@ -360,7 +360,11 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 			if tpl.FailurePolicy == template.Hold {
 				return e.store.TaskWakeSetTx(ctx, tx, t.UUID, nil)
 			}
-			if err := e.moveTask(ctx, tx, j, t, lifecycle.TaskGiveUp, nil, nil); err != nil {
+			detail := failureDetail(steps)
+			if err := e.moveTask(ctx, tx, j, t, lifecycle.TaskGiveUp, nil, map[string]any{"reason": detail}); err != nil {
+				return err
+			}
+			if err := e.store.DLQCreateTx(ctx, tx, t.UUID, "step_failed", detail); err != nil {
 				return err
 			}
 

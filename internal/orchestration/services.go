@@ -22,6 +22,8 @@ const (
 	DefaultTimerInterval     = 1 * time.Second
 	DefaultReapInterval      = 2 * time.Second
 	DefaultMaxReadCount      = 10
+	DefaultStaleAfter        = time.Hour
+	DefaultStaleInterval     = 15 * time.Second
 )
 
 // ServiceConfig tunes the background loops.
@@ -42,6 +44,12 @@ type ServiceConfig struct {
 	// MaxReadCount is how many times a command message may be read before
 	// it is treated as poison and archived.
 	MaxReadCount int
+	// StaleAfter is how long a task may go without progress before it is
+	// moved to error with a DLQ entry, unless its template sets
+	// stale_after_seconds.
+	StaleAfter time.Duration
+	// StaleInterval is how often stale tasks are looked for.
+	StaleInterval time.Duration
 }
 
 func (c *ServiceConfig) defaults() {
@@ -62,6 +70,12 @@ func (c *ServiceConfig) defaults() {
 	}
 	if c.MaxReadCount <= 0 {
 		c.MaxReadCount = DefaultMaxReadCount
+	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = DefaultStaleAfter
+	}
+	if c.StaleInterval <= 0 {
+		c.StaleInterval = DefaultStaleInterval
 	}
 }
 
@@ -307,9 +321,14 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 
 func (o *Orchestrator) timersLoop(ctx context.Context) {
 	var pause errorPause
-	lastReap := time.Time{}
+	var lastReap, lastStale time.Time
 	for ctx.Err() == nil {
-		err := o.TimersOnce(ctx, time.Since(lastReap) >= o.cfg.ReapInterval)
+		reap := time.Since(lastReap) >= o.cfg.ReapInterval
+		stale := time.Since(lastStale) >= o.cfg.StaleInterval
+		err := o.TimersOnce(ctx, reap)
+		if err == nil && stale {
+			_, err = o.engine.MarkStaleTasks(ctx, o.cfg.StaleAfter, o.cfg.BatchSize)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -317,8 +336,11 @@ func (o *Orchestrator) timersLoop(ctx context.Context) {
 			pause.failed(ctx, o.logger, "timers", err)
 			continue
 		}
-		if time.Since(lastReap) >= o.cfg.ReapInterval {
+		if reap {
 			lastReap = time.Now()
+		}
+		if stale {
+			lastStale = time.Now()
 		}
 		pause.ok(o.logger, "timers")
 		o.wait(ctx, nil, o.cfg.TimerInterval)

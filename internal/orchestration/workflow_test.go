@@ -240,15 +240,7 @@ func TestPermanentErrorFailsTaskWithMessage(t *testing.T) {
 	h := enginetest.New(t, enginetest.Options{})
 	h.Register(linearTemplate("permanent"))
 	l := newLedger()
-	h.Worker(worker.Config{Namespaces: []string{"permanent"}}, map[string]worker.Handler{
-		"t.echo": func(ctx context.Context, s *worker.Step) (any, error) {
-			if s.Name == "second" {
-				l.record(s)
-				return nil, worker.Permanent(errors.New("card declined: insufficient funds"))
-			}
-			return echo(l)(ctx, s)
-		},
-	})
+	h.Worker(workerConfig("permanent"), failingSecond(l))
 	task := h.Submit(orchestration.TaskRequest{Namespace: "permanent", Name: "linear"})
 	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskError)
 	steps, err := h.Store.TaskSteps(context.Background(), task.UUID)
@@ -275,6 +267,21 @@ func TestPermanentErrorFailsTaskWithMessage(t *testing.T) {
 	}
 	if l.count(task.UUID, "third") != 0 {
 		t.Error("a step after a permanent failure ran")
+	}
+}
+
+func workerConfig(ns string) worker.Config { return worker.Config{Namespaces: []string{ns}} }
+
+// failingSecond fails the step named "second" permanently.
+func failingSecond(l *ledger) map[string]worker.Handler {
+	return map[string]worker.Handler{
+		"t.echo": func(ctx context.Context, s *worker.Step) (any, error) {
+			if s.Name == "second" {
+				l.record(s)
+				return nil, worker.Permanent(errors.New("card declined: insufficient funds"))
+			}
+			return echo(l)(ctx, s)
+		},
 	}
 }
 

@@ -1,0 +1,314 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// freshDatabase is a database created for one benchmark run on the server
+// the configured URL names.
+type freshDatabase struct {
+	serverURL string // the URL the user gave (its database is left alone)
+	name      string
+	url       string
+}
+
+// createDatabase creates an empty database with a unique name on the server
+// of serverURL.
+func createDatabase(ctx context.Context, serverURL string) (*freshDatabase, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	name := fmt.Sprintf("tasker_bench_%s_%s", time.Now().UTC().Format("20060102_150405"), hex.EncodeToString(rnd[:]))
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", redact(serverURL), err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("create database %s (the benchmark needs CREATEDB on the server): %w", name, err)
+	}
+	u.Path = "/" + name
+	return &freshDatabase{serverURL: serverURL, name: name, url: u.String()}, nil
+}
+
+// drop removes the database, terminating any connection left on it.
+func (d *freshDatabase) drop(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, d.serverURL)
+	if err != nil {
+		return fmt.Errorf("connect to drop %s: %w", d.name, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{d.name}.Sanitize()+` WITH (FORCE)`); err != nil {
+		return fmt.Errorf("drop database %s: %w", d.name, err)
+	}
+	return nil
+}
+
+// redact hides a URL's password.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// isLocalServer reports whether the URL names a server on this machine, so
+// that its processes can be found in /proc.
+func isLocalServer(raw string) bool {
+	cfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return false
+	}
+	host := cfg.Host
+	if strings.HasPrefix(host, "/") {
+		return true // unix socket
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// openPool opens a small pool for the benchmark driver.
+func openPool(ctx context.Context, dbURL, app string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	cfg.MaxConns = maxConns
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// ServerInfo describes the Postgres server a run used.
+type ServerInfo struct {
+	Version           string `json:"version"`
+	Fsync             string `json:"fsync"`
+	SynchronousCommit string `json:"synchronous_commit"`
+	FullPageWrites    string `json:"full_page_writes"`
+	SharedBuffers     string `json:"shared_buffers"`
+	// Local is true when the server runs on this machine (its CPU time is
+	// then read from /proc).
+	Local bool `json:"local"`
+}
+
+func readServerInfo(ctx context.Context, conn *pgx.Conn, dbURL string) (ServerInfo, error) {
+	var si ServerInfo
+	err := conn.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
+		current_setting('synchronous_commit'), current_setting('full_page_writes'), current_setting('shared_buffers')`).
+		Scan(&si.Version, &si.Fsync, &si.SynchronousCommit, &si.FullPageWrites, &si.SharedBuffers)
+	si.Local = isLocalServer(dbURL)
+	return si, err
+}
+
+// dbStats are cumulative counters of the benchmark database.
+type dbStats struct {
+	commits, rollbacks         int64
+	inserted, updated, deleted int64
+	deadlocks                  int64
+}
+
+// waitIdle waits until no client connection but conn is open on the
+// database, so that every backend has flushed its statistics (a backend
+// sends its pending counters when it exits; while it lives they can lag by
+// seconds).
+func waitIdle(ctx context.Context, conn *pgx.Conn, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			// A backend leaves pg_stat_activity just before it flushes its
+			// counters on exit: give the last ones a moment.
+			time.Sleep(300 * time.Millisecond)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d connections still open on the benchmark database after %s", n, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func readStats(ctx context.Context, conn *pgx.Conn) (dbStats, error) {
+	var s dbStats
+	if _, err := conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
+		return s, err
+	}
+	err := conn.QueryRow(ctx, `SELECT xact_commit, xact_rollback, deadlocks
+		FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commits, &s.rollbacks, &s.deadlocks)
+	if err != nil {
+		return s, fmt.Errorf("read pg_stat_database: %w", err)
+	}
+	err = conn.QueryRow(ctx, `SELECT coalesce(sum(n_tup_ins), 0)::bigint, coalesce(sum(n_tup_upd), 0)::bigint,
+		coalesce(sum(n_tup_del), 0)::bigint FROM pg_stat_user_tables`).Scan(&s.inserted, &s.updated, &s.deleted)
+	if err != nil {
+		return s, fmt.Errorf("read pg_stat_user_tables: %w", err)
+	}
+	return s, nil
+}
+
+func walPosition(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (int64, error) {
+	var lsn int64
+	err := q.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&lsn)
+	if err != nil {
+		return 0, fmt.Errorf("read WAL position: %w", err)
+	}
+	return lsn, nil
+}
+
+// DBCounters are what the database did during a measured window.
+type DBCounters struct {
+	Commits   int64 `json:"commits"`
+	Rollbacks int64 `json:"rollbacks"`
+	// Rows are tuples inserted, updated and deleted in the benchmark
+	// database's tables (tasker and pgmq schemas).
+	RowsInserted int64 `json:"rows_inserted"`
+	RowsUpdated  int64 `json:"rows_updated"`
+	RowsDeleted  int64 `json:"rows_deleted"`
+	// WALBytes is server-wide: other databases' writes count too.
+	WALBytes  int64 `json:"wal_bytes"`
+	Deadlocks int64 `json:"deadlocks"`
+	// Per step (or per message, for the floor).
+	CommitsPerStep  float64 `json:"commits_per_step"`
+	RowsPerStep     float64 `json:"rows_per_step"`
+	WALBytesPerStep float64 `json:"wal_bytes_per_step"`
+}
+
+func counters(before, after dbStats, walBefore, walAfter int64, units int) DBCounters {
+	c := DBCounters{
+		Commits: after.commits - before.commits, Rollbacks: after.rollbacks - before.rollbacks,
+		RowsInserted: after.inserted - before.inserted, RowsUpdated: after.updated - before.updated,
+		RowsDeleted: after.deleted - before.deleted, WALBytes: walAfter - walBefore,
+		Deadlocks: after.deadlocks - before.deadlocks,
+	}
+	if units > 0 {
+		c.CommitsPerStep = float64(c.Commits) / float64(units)
+		c.RowsPerStep = float64(c.RowsInserted+c.RowsUpdated+c.RowsDeleted) / float64(units)
+		c.WALBytesPerStep = float64(c.WALBytes) / float64(units)
+	}
+	return c
+}
+
+// Latency is a distribution summary in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50_ms"`
+	P95 float64 `json:"p95_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+	N   int64   `json:"n"`
+}
+
+// outcome is what the tables say about the run.
+type outcome struct {
+	tasks, complete, failed int64
+	stepsComplete           int64
+	first, last             time.Time
+	latency                 Latency
+	dispatch                Latency
+	notTerminal             int64
+}
+
+// readOutcome reads completion, throughput bounds and latencies from the
+// tables. Timestamps are the database's transaction start times (now()):
+// created_at is the start of the transaction that created the task,
+// completed_at the start of the one that completed it.
+func readOutcome(ctx context.Context, conn *pgx.Conn) (outcome, error) {
+	var o outcome
+	var first, last *time.Time
+	var p50, p95, p99, mx *float64
+	err := conn.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE state = 'complete'),
+		       count(*) FILTER (WHERE state IN ('error', 'cancelled', 'resolved_manually')),
+		       count(*) FILTER (WHERE completed_at IS NULL),
+		       min(created_at), max(completed_at),
+		       percentile_cont(0.50) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+		       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+		  FROM (SELECT state, created_at, completed_at,
+		               extract(epoch FROM completed_at - created_at) * 1000 AS ms
+		          FROM tasker.tasks) t`).
+		Scan(&o.tasks, &o.complete, &o.failed, &o.notTerminal, &first, &last, &p50, &p95, &p99, &mx)
+	if err != nil {
+		return o, fmt.Errorf("read task outcome: %w", err)
+	}
+	if first != nil {
+		o.first = *first
+	}
+	if last != nil {
+		o.last = *last
+	}
+	o.latency = Latency{P50: deref(p50), P95: deref(p95), P99: deref(p99), Max: deref(mx), N: o.complete + o.failed}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM tasker.workflow_steps WHERE state = 'complete'`).Scan(&o.stepsComplete); err != nil {
+		return o, fmt.Errorf("count steps: %w", err)
+	}
+	// Dispatch latency: from the transaction that found the step ready and
+	// enqueued it (pending -> enqueued) to the one that claimed it
+	// (enqueued -> in_progress, the next transition of the same step).
+	var d50, d95, d99, dmax *float64
+	err = conn.QueryRow(ctx, `
+		SELECT count(*), percentile_cont(0.50) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+		       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+		  FROM (SELECT extract(epoch FROM c.created_at - e.created_at) * 1000 AS ms
+		          FROM tasker.workflow_step_transitions e
+		          JOIN tasker.workflow_step_transitions c
+		            ON c.step_uuid = e.step_uuid AND c.sort_key = e.sort_key + 1
+		         WHERE e.from_state = 'pending' AND e.to_state = 'enqueued'
+		           AND c.from_state = 'enqueued' AND c.to_state = 'in_progress') d`).
+		Scan(&o.dispatch.N, &d50, &d95, &d99, &dmax)
+	if err != nil {
+		return o, fmt.Errorf("read dispatch latency: %w", err)
+	}
+	o.dispatch.P50, o.dispatch.P95, o.dispatch.P99, o.dispatch.Max = deref(d50), deref(d95), deref(d99), deref(dmax)
+	return o, nil
+}
+
+func deref(p *float64) float64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// activeTasks counts tasks not yet in a terminal state. The predicate is
+// the one of the partial index tasks_active_idx, so this stays cheap while
+// the benchmark polls it.
+func activeTasks(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM tasker.tasks
+		WHERE state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')`).Scan(&n)
+	return n, err
+}
+
+var errTimeout = errors.New("timed out")

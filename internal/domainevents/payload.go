@@ -1,0 +1,301 @@
+package domainevents
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/domainevents"
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
+)
+
+// leaseExpiredError is the error of an attempt whose worker stopped
+// heartbeating: the worker reported nothing, and the step's last_error may
+// be an earlier attempt's.
+var leaseExpiredError = domainevents.StepError{Message: "lease expired: the worker stopped heartbeating", Kind: "lease_expired"}
+
+// loaded is what the payloads of a transaction's events need, read in the
+// transaction.
+type loaded struct {
+	tasks  map[uuid.UUID]store.DomainEventTask
+	counts map[uuid.UUID]map[string]int
+	steps  map[uuid.UUID]store.DomainEventStep
+	// failed are the failed steps of the tasks that failed, by task.
+	failed map[uuid.UUID][]store.DomainEventStep
+	// leaseExpired are the steps whose attempt ended in this transaction
+	// because their lease expired.
+	leaseExpired map[uuid.UUID]bool
+}
+
+func (p *producer) load(ctx context.Context, tx store.Tx, j *telemetry.Journal, plan []planned) (*loaded, error) {
+	d := &loaded{leaseExpired: map[uuid.UUID]bool{}}
+	for _, r := range j.Records {
+		if r.Kind == telemetry.KindStepTransition && r.Step != nil && lifecycle.StepState(r.From) == lifecycle.StepInProgress &&
+			(lifecycle.StepState(r.To) == lifecycle.StepError || lifecycle.StepState(r.To) == lifecycle.StepWaitingForRetry) {
+			d.leaseExpired[r.Step.UUID] = true
+		}
+	}
+	var taskIDs, countIDs, stepIDs, failedOf []uuid.UUID
+	seen := map[string]bool{}
+	add := func(list *[]uuid.UUID, kind string, id uuid.UUID) {
+		if k := kind + id.String(); !seen[k] {
+			seen[k] = true
+			*list = append(*list, id)
+		}
+	}
+	for _, ev := range plan {
+		if ev.step != nil {
+			add(&stepIDs, "s", ev.step.UUID)
+		}
+		switch ev.typ {
+		case domainevents.TaskInitiated:
+			add(&taskIDs, "t", ev.task.UUID)
+		case domainevents.WorkflowProgressed, domainevents.TaskCompleted, domainevents.TaskCancelled:
+			add(&taskIDs, "t", ev.task.UUID)
+			add(&countIDs, "c", ev.task.UUID)
+		case domainevents.TaskFailed:
+			add(&taskIDs, "t", ev.task.UUID)
+			add(&countIDs, "c", ev.task.UUID)
+			add(&failedOf, "f", ev.task.UUID)
+		}
+	}
+	tasks, err := p.st.DomainEventTasksTx(ctx, tx, taskIDs)
+	if err != nil {
+		return nil, err
+	}
+	d.tasks = make(map[uuid.UUID]store.DomainEventTask, len(tasks))
+	for _, t := range tasks {
+		d.tasks[t.UUID] = t
+	}
+	if d.counts, err = p.st.DomainEventStepCountsTx(ctx, tx, countIDs); err != nil {
+		return nil, err
+	}
+	steps, err := p.st.DomainEventStepsTx(ctx, tx, stepIDs, failedOf)
+	if err != nil {
+		return nil, err
+	}
+	d.steps = make(map[uuid.UUID]store.DomainEventStep, len(steps))
+	d.failed = map[uuid.UUID][]store.DomainEventStep{}
+	for _, s := range steps {
+		d.steps[s.UUID] = s
+		if s.State == string(lifecycle.StepError) {
+			d.failed[s.TaskUUID] = append(d.failed[s.TaskUUID], s)
+		}
+	}
+	return d, nil
+}
+
+// encode builds the event's message body; ok is false for an event that
+// turns out not to apply (a manual resolution without a result).
+func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) {
+	ref := domainevents.TaskRef{TaskName: ev.tpl.Name, TaskVersion: ev.tpl.Version}
+	var payload any
+	var stepUUID *uuid.UUID
+	if ev.step != nil {
+		id := ev.step.UUID
+		stepUUID = &id
+	}
+	task := func() (store.DomainEventTask, error) {
+		t, ok := d.tasks[ev.task.UUID]
+		if !ok {
+			return t, fmt.Errorf("task %s not found", ev.task.UUID)
+		}
+		return t, nil
+	}
+	step := func() (store.DomainEventStep, error) {
+		s, ok := d.steps[ev.step.UUID]
+		if !ok {
+			return s, fmt.Errorf("step %s not found", ev.step.UUID)
+		}
+		return s, nil
+	}
+
+	switch {
+	case ev.business != "":
+		s, err := step()
+		if err != nil {
+			return nil, false, err
+		}
+		if ev.ifResult && s.Results == nil {
+			return nil, false, nil
+		}
+		p := domainevents.StepEventPayload{TaskRef: ref, StepName: s.Name, Handler: s.Handler, Attempt: s.Attempts,
+			Outcome: ev.business, ResolvedManually: s.State == string(lifecycle.StepResolvedManually)}
+		if ev.business == domainevents.OutcomeSuccess {
+			p.Result = result(s.Results)
+		} else {
+			e := d.stepError(s)
+			p.Error = &e
+		}
+		payload = p
+
+	case ev.typ == domainevents.TaskInitiated:
+		t, err := task()
+		if err != nil {
+			return nil, false, err
+		}
+		tags := t.Tags
+		if tags == nil {
+			tags = []string{}
+		}
+		ctxJSON := t.Context
+		if len(ctxJSON) == 0 {
+			ctxJSON = json.RawMessage(`{}`)
+		}
+		payload = domainevents.TaskInitiatedPayload{TaskRef: ref, Initiator: t.Initiator, SourceSystem: t.SourceSystem,
+			Reason: t.Reason, Tags: tags, Priority: t.Priority, ParentCorrelationID: t.ParentCorrelationID,
+			StepCount: t.StepCount, Context: ctxJSON}
+
+	case ev.typ == domainevents.StepCompleted:
+		s, err := step()
+		if err != nil {
+			return nil, false, err
+		}
+		if ev.ifResult && s.Results == nil {
+			return nil, false, nil
+		}
+		payload = domainevents.StepCompletedPayload{TaskRef: ref, StepName: s.Name, Handler: s.Handler,
+			Attempt: s.Attempts, MaxAttempts: s.MaxAttempts,
+			ResolvedManually: s.State == string(lifecycle.StepResolvedManually), Result: result(s.Results)}
+
+	case ev.typ == domainevents.StepFailed:
+		s, err := step()
+		if err != nil {
+			return nil, false, err
+		}
+		p := domainevents.StepFailedPayload{TaskRef: ref, StepName: s.Name, Handler: s.Handler,
+			Attempt: s.Attempts, MaxAttempts: s.MaxAttempts, Error: d.stepError(s), WillRetry: ev.willRetry}
+		if ev.willRetry {
+			// A retry whose backoff had already elapsed was dispatched in
+			// the same transaction (the step row no longer has a time):
+			// it was due at once.
+			at := ev.at.UTC()
+			if s.NextAttemptAt != nil {
+				at = s.NextAttemptAt.UTC()
+			}
+			p.NextAttemptAt = &at
+		}
+		payload = p
+
+	case ev.typ == domainevents.WorkflowProgressed:
+		t, err := task()
+		if err != nil {
+			return nil, false, err
+		}
+		counts, total := d.stepCounts(ev.task.UUID)
+		payload = domainevents.WorkflowProgressedPayload{TaskRef: ref, TaskState: string(t.State), StepCounts: counts,
+			TotalSteps: total, CompletedSteps: counts[string(lifecycle.StepComplete)] + counts[string(lifecycle.StepResolvedManually)]}
+
+	case ev.typ == domainevents.TaskCompleted:
+		t, err := task()
+		if err != nil {
+			return nil, false, err
+		}
+		counts, total := d.stepCounts(ev.task.UUID)
+		end := finishedAt(t, ev.at)
+		payload = domainevents.TaskCompletedPayload{TaskRef: ref, StartedAt: t.CreatedAt.UTC(), CompletedAt: end,
+			DurationMs: durationMs(t.CreatedAt, end), StepCounts: counts, TotalSteps: total}
+
+	case ev.typ == domainevents.TaskFailed:
+		t, err := task()
+		if err != nil {
+			return nil, false, err
+		}
+		counts, total := d.stepCounts(ev.task.UUID)
+		end := finishedAt(t, ev.at)
+		failed := make([]domainevents.FailedStep, 0, len(d.failed[t.UUID]))
+		for _, s := range d.failed[t.UUID] {
+			failed = append(failed, domainevents.FailedStep{StepUUID: s.UUID, StepName: s.Name, Handler: s.Handler,
+				Attempt: s.Attempts, Error: d.stepError(s)})
+		}
+		payload = domainevents.TaskFailedPayload{TaskRef: ref, StartedAt: t.CreatedAt.UTC(), FailedAt: end,
+			DurationMs: durationMs(t.CreatedAt, end), StepCounts: counts, TotalSteps: total, FailedSteps: failed}
+
+	case ev.typ == domainevents.TaskCancelled:
+		t, err := task()
+		if err != nil {
+			return nil, false, err
+		}
+		counts, total := d.stepCounts(ev.task.UUID)
+		end := finishedAt(t, ev.at)
+		payload = domainevents.TaskCancelledPayload{TaskRef: ref, Reason: t.TransitionReason, StartedAt: t.CreatedAt.UTC(),
+			CancelledAt: end, DurationMs: durationMs(t.CreatedAt, end), StepCounts: counts, TotalSteps: total}
+
+	default:
+		return nil, false, fmt.Errorf("no payload for event type %q", ev.typ)
+	}
+
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode payload: %w", err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, false, err
+	}
+	body, err = json.Marshal(domainevents.Event{
+		EventID: id, EventType: ev.typ, SchemaVersion: domainevents.SchemaVersion,
+		Namespace: ev.task.Namespace, TaskUUID: ev.task.UUID, StepUUID: stepUUID,
+		CorrelationID: ev.task.CorrelationID, OccurredAt: ev.at.UTC(), Payload: raw,
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("encode envelope: %w", err)
+	}
+	return body, true, nil
+}
+
+// stepCounts returns the task's steps by state, with every state present,
+// and their total.
+func (d *loaded) stepCounts(task uuid.UUID) (domainevents.StepCounts, int) {
+	out := make(domainevents.StepCounts, len(lifecycle.StepStates))
+	total := 0
+	for _, s := range lifecycle.StepStates {
+		n := d.counts[task][string(s)]
+		out[string(s)] = n
+		total += n
+	}
+	return out, total
+}
+
+// stepError is a failed step's error as the payloads show it.
+func (d *loaded) stepError(s store.DomainEventStep) domainevents.StepError {
+	if d.leaseExpired[s.UUID] {
+		return leaseExpiredError
+	}
+	if s.LastError == nil {
+		return domainevents.StepError{Message: "no error was recorded"}
+	}
+	var e domainevents.StepError
+	if err := json.Unmarshal(s.LastError, &e); err != nil || e.Message == "" {
+		// Not the worker protocol's {message, kind, retryable}: keep the
+		// text, so that nothing the worker said is lost.
+		return domainevents.StepError{Message: string(s.LastError)}
+	}
+	return e
+}
+
+// result is a step's result for a payload: JSON null when there is none.
+func result(r json.RawMessage) json.RawMessage {
+	if r == nil {
+		return json.RawMessage("null")
+	}
+	return r
+}
+
+// finishedAt is when a task reached its terminal state: completed_at,
+// written by the transition in this transaction.
+func finishedAt(t store.DomainEventTask, fallback time.Time) time.Time {
+	if t.CompletedAt != nil {
+		return t.CompletedAt.UTC()
+	}
+	return fallback.UTC()
+}
+
+func durationMs(from, to time.Time) int64 {
+	return max(to.Sub(from).Milliseconds(), 0)
+}

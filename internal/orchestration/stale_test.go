@@ -1,0 +1,88 @@
+package orchestration_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/orchestration"
+)
+
+// TestStaleTaskMovesToErrorWithDLQEntry: no worker serves the namespace, so
+// the task's first step waits in the queue; after the template's threshold
+// the task is moved to error with a DLQ entry that says why.
+func TestStaleTaskMovesToErrorWithDLQEntry(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{
+		StaleInterval: 100 * time.Millisecond, StaleAfter: time.Hour}})
+	h.Register(`
+namespace: orphaned
+name: nobody_home
+version: 1.0.0
+stale_after_seconds: 1
+steps:
+  - {name: lonely, handler: nobody.home}
+`)
+	// A second template without its own threshold uses the daemon default
+	// (an hour here), so its task must not be touched.
+	h.Register(linearTemplate("patient"))
+	stale := h.Submit(orchestration.TaskRequest{Namespace: "orphaned", Name: "nobody_home"})
+	patient := h.Submit(orchestration.TaskRequest{Namespace: "patient", Name: "linear"})
+
+	got := h.WaitTask(stale.UUID, 20*time.Second, lifecycle.TaskError)
+	if got.State != lifecycle.TaskError {
+		t.Fatalf("stale task is %s", got.State)
+	}
+	entries, err := h.Store.DLQList(context.Background(), "", "orphaned", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Reason != "stale" || entries[0].TaskUUID != stale.UUID {
+		t.Fatalf("DLQ entries: %+v", entries)
+	}
+	d := entries[0].Detail
+	for _, want := range []string{"no progress", "stale_after_seconds", "lonely=enqueued", "worker for namespace orphaned"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("DLQ detail %q does not mention %q", d, want)
+		}
+	}
+	if !strings.Contains(string(entries[0].Snapshot), `"lonely"`) {
+		t.Errorf("DLQ snapshot lacks the steps: %s", entries[0].Snapshot)
+	}
+	p, err := h.Store.TaskGet(context.Background(), patient.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.State.Terminal() {
+		t.Errorf("a task within its threshold was moved to %s", p.State)
+	}
+	// The operator can revive it once a worker exists: retry puts the task
+	// back to work (its enqueued step keeps its message).
+	if _, err := h.Engine.RetryTask(context.Background(), stale.UUID, "worker deployed"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPermanentFailureFilesDLQEntry(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(linearTemplate("dlqfail"))
+	l := newLedger()
+	h.Worker(workerConfig("dlqfail"), failingSecond(l))
+	task := h.Submit(orchestration.TaskRequest{Namespace: "dlqfail", Name: "linear"})
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskError)
+	entries, err := h.Store.DLQList(context.Background(), "pending", "dlqfail", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Reason != "step_failed" || !strings.Contains(entries[0].Detail, "second") || !strings.Contains(entries[0].Detail, "card declined") {
+		t.Fatalf("DLQ entries: %+v", entries)
+	}
+	upd, err := h.Store.DLQUpdate(context.Background(), entries[0].ID, "resolved", "refunded", "ops@example.com")
+	if err != nil || upd.ResolutionStatus != "resolved" {
+		t.Fatalf("update: %v %+v", err, upd)
+	}
+}

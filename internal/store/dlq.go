@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// DLQEntry is an investigation record for a task that could not finish.
+type DLQEntry struct {
+	ID               int64
+	TaskUUID         uuid.UUID
+	Namespace        string
+	Reason           string
+	Detail           string
+	Snapshot         json.RawMessage
+	ResolutionStatus string
+	ResolutionNotes  string
+	ResolvedBy       string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// DLQ resolution statuses.
+var DLQStatuses = []string{"pending", "investigating", "resolved", "ignored"}
+
+const dlqColumns = `dlq_id, task_uuid, namespace, reason, detail, snapshot, resolution_status, resolution_notes, resolved_by, created_at, updated_at`
+
+func scanDLQ(row pgx.Row) (DLQEntry, error) {
+	var d DLQEntry
+	err := row.Scan(&d.ID, &d.TaskUUID, &d.Namespace, &d.Reason, &d.Detail, &d.Snapshot, &d.ResolutionStatus,
+		&d.ResolutionNotes, &d.ResolvedBy, &d.CreatedAt, &d.UpdatedAt)
+	return d, err
+}
+
+// DLQCreateTx files an entry for a task, with a snapshot of the task and its
+// steps. A task has at most one open entry; a second one is not created.
+func (s *Store) DLQCreateTx(ctx context.Context, tx Tx, task uuid.UUID, reason, detail string) error {
+	_, err := tx.tx.Exec(ctx, `
+		INSERT INTO tasker.dlq_entries (task_uuid, namespace, reason, detail, snapshot)
+		SELECT t.task_uuid, t.namespace, $2, $3,
+		       jsonb_build_object('task_state', t.state, 'updated_at', t.updated_at,
+		           'steps', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', s.name, 'state', s.state,
+		                            'attempts', s.attempts, 'max_attempts', s.max_attempts,
+		                            'updated_at', s.updated_at, 'last_error', s.last_error) ORDER BY s.position), '[]')
+		                       FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid))
+		  FROM tasker.tasks t WHERE t.task_uuid = $1
+		ON CONFLICT (task_uuid) WHERE resolution_status IN ('pending', 'investigating') DO NOTHING`, task, reason, detail)
+	if err != nil {
+		return fmt.Errorf("file DLQ entry for task %s: %w", task, err)
+	}
+	return nil
+}
+
+// DLQList lists entries, newest first, optionally by status and namespace.
+func (s *Store) DLQList(ctx context.Context, status, ns string, limit int) ([]DLQEntry, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+dlqColumns+` FROM tasker.dlq_entries
+		 WHERE ($1 = '' OR resolution_status = $1) AND ($2 = '' OR namespace = $2)
+		 ORDER BY created_at DESC, dlq_id DESC LIMIT $3`, status, ns, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list DLQ: %w", err)
+	}
+	defer rows.Close()
+	var out []DLQEntry
+	for rows.Next() {
+		d, err := scanDLQ(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list DLQ: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DLQGet reads one entry.
+func (s *Store) DLQGet(ctx context.Context, id int64) (DLQEntry, error) {
+	d, err := scanDLQ(s.pool.QueryRow(ctx, `SELECT `+dlqColumns+` FROM tasker.dlq_entries WHERE dlq_id = $1`, id))
+	if err != nil {
+		return d, notFound(err, fmt.Sprintf("DLQ entry %d", id))
+	}
+	return d, nil
+}
+
+// DLQUpdate sets an entry's investigation status.
+func (s *Store) DLQUpdate(ctx context.Context, id int64, status, notes, by string) (DLQEntry, error) {
+	d, err := scanDLQ(s.pool.QueryRow(ctx, `
+		UPDATE tasker.dlq_entries
+		   SET resolution_status = $2, resolution_notes = $3, resolved_by = $4, updated_at = now()
+		 WHERE dlq_id = $1
+		RETURNING `+dlqColumns, id, status, notes, by))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, fmt.Errorf("DLQ entry %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return d, fmt.Errorf("update DLQ entry %d: %w", id, err)
+	}
+	return d, nil
+}
+
+// StaleTasksTx locks up to limit tasks whose progress stopped: no transition
+// and no step change or heartbeat for longer than their threshold (the
+// template's stale_after_seconds, else defaultAfter). Tasks held in
+// blocked_by_failures wait for an operator on purpose and are not stale.
+func (s *Store) StaleTasksTx(ctx context.Context, tx Tx, defaultAfter time.Duration, limit int) ([]Task, error) {
+	rows, err := tx.tx.Query(ctx, `
+		SELECT `+taskColumns+` FROM tasker.tasks t
+		 WHERE t.state IN ('steps_in_process', 'waiting_for_dependencies', 'waiting_for_retry')
+		   AND t.updated_at < clock_timestamp() - make_interval(secs => coalesce(nullif(t.stale_after_seconds, 0), $1))
+		   AND NOT EXISTS (
+		       SELECT 1 FROM tasker.workflow_steps s
+		        WHERE s.task_uuid = t.task_uuid
+		          AND s.updated_at >= clock_timestamp() - make_interval(secs => coalesce(nullif(t.stale_after_seconds, 0), $1)))
+		 ORDER BY t.updated_at
+		 LIMIT $2
+		   FOR UPDATE OF t SKIP LOCKED`, defaultAfter.Seconds(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("stale tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("stale tasks: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
