@@ -402,6 +402,11 @@ func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error)
 	var ids []uuid.UUID
 	var attempts []int32
 	byStep := map[uuid.UUID]queue.Message{}
+	attemptOf := map[uuid.UUID]int{}
+	// Messages naming a step already in this batch (a duplicate delivery, or
+	// a stale message of an older attempt): only the newest attempt is
+	// claimed; the others are deleted once the claim has been decided.
+	var superseded []int64
 	for _, m := range msgs {
 		var sm stepMessage
 		if err := json.Unmarshal(m.Body, &sm); err != nil || sm.StepUUID == uuid.Nil || sm.Attempt < 1 {
@@ -415,14 +420,20 @@ func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error)
 			w.deferUnknown(ctx, q, m.ID, sm.Handler)
 			continue
 		}
-		if _, dup := byStep[sm.StepUUID]; dup {
-			// The same step twice in one read: the claim below decides which
-			// message wins; the other is deleted when its claim fails later.
+		if prev, dup := byStep[sm.StepUUID]; dup {
+			if sm.Attempt > attemptOf[sm.StepUUID] {
+				superseded = append(superseded, prev.ID)
+				byStep[sm.StepUUID], attemptOf[sm.StepUUID] = m, sm.Attempt
+			} else {
+				superseded = append(superseded, m.ID)
+			}
 			continue
 		}
 		ids = append(ids, sm.StepUUID)
-		attempts = append(attempts, int32(sm.Attempt))
-		byStep[sm.StepUUID] = m
+		byStep[sm.StepUUID], attemptOf[sm.StepUUID] = m, sm.Attempt
+	}
+	for _, id := range ids {
+		attempts = append(attempts, int32(attemptOf[id]))
 	}
 	if len(ids) == 0 {
 		return 0, nil
@@ -431,6 +442,11 @@ func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error)
 	if err != nil {
 		// The messages become visible again after the lease; nothing ran.
 		return 0, fmt.Errorf("claim steps: %w", err)
+	}
+	if len(superseded) > 0 {
+		if _, err := queue.DeleteBatch(ctx, w.pool, q, superseded); err != nil {
+			w.logger.Warn("delete duplicate step messages", "error", err)
+		}
 	}
 	used := 0
 	for _, c := range claims {
@@ -595,7 +611,8 @@ func (w *Worker) invoke(ctx context.Context, h Handler, step *Step, span StepSpa
 	}()
 	hctx := span.BeforeHandle(ctx)
 	result, err = h(hctx, step)
-	if err == nil && ctx.Err() == context.DeadlineExceeded {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Whatever the handler returned, it ran out of time.
 		err = &Error{Err: fmt.Errorf("step timed out after %s", step.Timeout), Retryable: true, Kind: "timeout"}
 	}
 	return result, err
