@@ -1,0 +1,286 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tasker/tasker/internal/config"
+	"github.com/tasker/tasker/internal/daemon"
+	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/testdb"
+	"github.com/tasker/tasker/worker"
+)
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func testConfig(t testing.TB, dbURL string) config.Config {
+	cfg := config.Default()
+	cfg.Database.URL = dbURL
+	cfg.Server.Listen = "127.0.0.1:0"
+	cfg.Orchestrator.TemplatesDir = filepath.Join(repoRoot(t), "config", "templates")
+	cfg.Orchestrator.PollInterval = config.Duration{Duration: 200 * time.Millisecond}
+	cfg.Orchestrator.ShutdownTimeout = config.Duration{Duration: 5 * time.Second}
+	return cfg
+}
+
+func postTask(t testing.TB, base string, i int) string {
+	t.Helper()
+	body := `{"namespace":"ecommerce","name":"order_fulfillment","context":` + demo.SampleContext(i) + `}`
+	res, err := http.Post(base+"/v1/tasks", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		TaskUUID string `json:"task_uuid"`
+	}
+	raw, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 201 || json.Unmarshal(raw, &out) != nil {
+		t.Fatalf("submit: %d %s", res.StatusCode, raw)
+	}
+	return out.TaskUUID
+}
+
+// TestDaemonServesAndStopsInOrder starts the whole daemon in-process:
+// migrations, templates from config/templates, health, readiness, metrics,
+// a task to completion, then a bounded Stop.
+func TestDaemonServesAndStopsInOrder(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	d, err := daemon.Start(context.Background(), testConfig(t, dbURL), enginetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + d.Addr()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		res, err := http.Get(base + path)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", path, err, res)
+		}
+		res.Body.Close()
+	}
+	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
+	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}}, demo.Handlers(0))
+	id := postTask(t, base, 1)
+	enginetest.Eventually(t, 30*time.Second, "task completes", func() bool {
+		res, err := http.Get(base + "/v1/tasks/" + id)
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		var v struct{ State string }
+		_ = json.NewDecoder(res.Body).Decode(&v)
+		return v.State == "complete"
+	})
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{`tasker_task_completion_duration_seconds_count{namespace="ecommerce",outcome="complete"} 1`,
+		`tasker_queue_depth{queue="worker_ecommerce_queue"}`, "tasker_http_requests_total", "go_goroutines", "tasker_db_pool_connections"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	start := time.Now()
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 6*time.Second {
+		t.Errorf("Stop took %s; the bound is 5s", el)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("the API still answers after Stop")
+	}
+	if err := d.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+func TestStartFailsClearly(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	_, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
+	if err == nil || !strings.Contains(err.Error(), "connect to database") {
+		t.Errorf("unreachable database: %v", err)
+	}
+	cfg = testConfig(t, testdb.URL(t))
+	cfg.Orchestrator.TemplatesDir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfg.Orchestrator.TemplatesDir, "bad.yaml"), []byte("namespace: x\nname: y\nversion: 1\nsteps:\n  - {name: a, handler: h, depends_on: [ghost]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = daemon.Start(context.Background(), cfg, enginetest.Logger(t))
+	if err == nil || !strings.Contains(err.Error(), "ghost") || !strings.Contains(err.Error(), "bad.yaml") {
+		t.Errorf("invalid template: %v", err)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func orchestratorBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tasker-bin-*")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "orchestrator")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/orchestrator")
+		cmd.Dir = repoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan error
+}
+
+func startServe(t *testing.T, dbURL, addr string, shutdown time.Duration) *proc {
+	t.Helper()
+	cmd := exec.Command(orchestratorBinary(t), "serve", "--listen", addr)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "TASKER_LOG_FORMAT=text",
+		"TASKER_ORCHESTRATOR_TEMPLATES_DIR="+filepath.Join(repoRoot(t), "config", "templates"),
+		"TASKER_ORCHESTRATOR_SHUTDOWN_TIMEOUT="+shutdown.String(), "TASKER_ORCHESTRATOR_POLL_INTERVAL=200ms")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, out: &out, done: make(chan error, 1)}
+	// Ends when the process exits.
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("orchestrator output:\n%s", out.String())
+		}
+	})
+	enginetest.Eventually(t, 30*time.Second, "orchestrator ready", func() bool {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	return p
+}
+
+// TestSIGTERMDuringLoad: the daemon, under load, exits 0 within its bound
+// on SIGTERM, having finished or released its work; a restarted daemon
+// finishes every task, each step completed exactly once. A second SIGTERM
+// stops it at once.
+func TestSIGTERMDuringLoad(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	addr := freeAddr(t)
+	p := startServe(t, dbURL, addr, 5*time.Second)
+	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
+	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, Concurrency: 8}, demo.Handlers(20*time.Millisecond))
+	var ids []string
+	for i := 0; i < 40; i++ {
+		ids = append(ids, postTask(t, "http://"+addr, i))
+	}
+	enginetest.Eventually(t, 30*time.Second, "some tasks complete", func() bool {
+		var n int
+		_ = h.Pool.QueryRow(context.Background(), `SELECT count(*) FROM tasker.tasks WHERE state = 'complete'`).Scan(&n)
+		return n >= 3
+	})
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.out)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatalf("still running 8s after SIGTERM (bound 5s)")
+	}
+	t.Logf("stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(p.out.String(), "shutting down") {
+		t.Errorf("no shutdown log line:\n%s", p.out)
+	}
+
+	startServe(t, dbURL, freeAddr(t), 5*time.Second)
+	st := store.New(h.Pool)
+	for _, id := range ids {
+		enginetest.Eventually(t, 60*time.Second, "task "+id+" completes after restart", func() bool {
+			var state string
+			_ = h.Pool.QueryRow(context.Background(), `SELECT state FROM tasker.tasks WHERE task_uuid = $1`, id).Scan(&state)
+			return state == string(lifecycle.TaskComplete)
+		})
+	}
+	_ = st
+	var twice int
+	if err := h.Pool.QueryRow(context.Background(), `
+		SELECT count(*) FROM (SELECT step_uuid FROM tasker.workflow_step_transitions
+		 WHERE to_state = 'complete' GROUP BY step_uuid HAVING count(*) > 1) x`).Scan(&twice); err != nil {
+		t.Fatal(err)
+	}
+	if twice != 0 {
+		t.Errorf("%d steps completed twice", twice)
+	}
+
+	// Second signal: hard stop.
+	p3 := startServe(t, dbURL, freeAddr(t), 30*time.Second)
+	_ = p3.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p3.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p3.done:
+		p3.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second SIGTERM did not stop the daemon at once")
+	}
+}
