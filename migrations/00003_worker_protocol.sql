@@ -262,19 +262,36 @@ $$;
 
 -- step_release gives up a claimed step without a result (a worker shutting
 -- down that cannot finish it in time): its lease is expired at once, so the
--- orchestrator's reaper ends the attempt and retries the step after its
--- backoff. Returns false when the step is no longer the caller's.
+-- orchestrator's reaper ends the attempt and retries the step promptly. A
+-- release is not the step's fault, so it does not use up an attempt
+-- (max_attempts grows by one). With p_msg_id, the attempt's queue message is
+-- deleted too. Returns false when the step is no longer the caller's.
 -- +goose StatementBegin
-CREATE FUNCTION tasker.step_release(p_step_uuid uuid, p_attempt integer, p_worker_id text)
+CREATE FUNCTION tasker.step_release(p_step_uuid uuid, p_attempt integer, p_worker_id text, p_msg_id bigint DEFAULT NULL)
 RETURNS boolean
-LANGUAGE sql VOLATILE AS $$
-    WITH released AS (
-        UPDATE tasker.workflow_steps
-           SET lease_expires_at = clock_timestamp() - interval '1 millisecond', updated_at = now()
-         WHERE step_uuid = p_step_uuid AND state = 'in_progress'
-           AND claimed_by = p_worker_id AND attempts = p_attempt
-        RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM released);
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    v_ns text;
+BEGIN
+    UPDATE tasker.workflow_steps ws
+       SET lease_expires_at = clock_timestamp() - interval '1 millisecond',
+           max_attempts = ws.max_attempts + 1,
+           last_error = jsonb_build_object('message', 'released by worker ' || p_worker_id || ' at shutdown',
+                                           'retryable', true, 'kind', 'released'),
+           updated_at = now()
+      FROM tasker.tasks t
+     WHERE ws.step_uuid = p_step_uuid AND t.task_uuid = ws.task_uuid
+       AND ws.state = 'in_progress' AND ws.claimed_by = p_worker_id AND ws.attempts = p_attempt
+    RETURNING t.namespace INTO v_ns;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF p_msg_id IS NOT NULL THEN
+        PERFORM pgmq.delete('worker_' || v_ns || '_queue', p_msg_id);
+    END IF;
+    RETURN true;
+END;
 $$;
 -- +goose StatementEnd
 
@@ -404,7 +421,7 @@ SELECT pgmq.create('orchestration_step_results');
 SELECT pgmq.drop_queue('orchestration_step_results');
 SELECT pgmq.drop_queue('orchestration_task_requests');
 DROP FUNCTION IF EXISTS tasker.dispatch_steps(uuid[], jsonb[]);
-DROP FUNCTION IF EXISTS tasker.step_release(uuid, integer, text);
+DROP FUNCTION IF EXISTS tasker.step_release(uuid, integer, text, bigint);
 DROP FUNCTION IF EXISTS tasker.transition_steps(uuid[], text[], text[], timestamptz[], jsonb[], integer[], boolean[], jsonb[]);
 DROP FUNCTION IF EXISTS tasker.step_submit_result(uuid, integer, text, boolean, jsonb, jsonb, bigint, jsonb);
 DROP FUNCTION IF EXISTS tasker.step_heartbeat(uuid, integer, text, integer, bigint);

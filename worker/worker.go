@@ -592,7 +592,7 @@ func (w *Worker) execute(c claim, msgID int64, headers map[string]string) {
 	}
 	if w.hardCtx.Err() != nil && herr != nil {
 		// Hard stop: give the step back rather than report a failure we caused.
-		w.release(step, log)
+		w.release(step, msgID, log)
 		span.End(outcomeReleased, elapsed, herr)
 		return
 	}
@@ -647,11 +647,11 @@ func (w *Worker) heartbeat(step *Step, msgID int64, stop <-chan struct{}, lost c
 	}
 }
 
-func (w *Worker) release(step *Step, log *slog.Logger) {
+func (w *Worker) release(step *Step, msgID int64, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var ok bool
-	if err := w.pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, $3)`, step.StepUUID, step.Attempt, w.cfg.WorkerID).Scan(&ok); err != nil {
+	if err := w.pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, $3, $4)`, step.StepUUID, step.Attempt, w.cfg.WorkerID, msgID).Scan(&ok); err != nil {
 		log.Warn("release step at shutdown failed; its lease will expire", "error", err)
 		return
 	}

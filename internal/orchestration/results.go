@@ -191,7 +191,10 @@ func (e *Engine) applyResult(ctx context.Context, tx store.Tx, j *telemetry.Jour
 // after a backoff, or a permanent error.
 func (e *Engine) failureChange(s *store.Step, why string) stepChange {
 	var se StepError
-	if len(s.LastError) > 0 {
+	// A failed result carries this attempt's error; for an expired lease the
+	// stored error is an earlier attempt's (or a release's) and says nothing
+	// about this one, so only the step's own setting counts.
+	if len(s.LastError) > 0 && s.State != lifecycle.StepInProgress {
 		_ = json.Unmarshal(s.LastError, &se) // a malformed error object is treated as retryable
 	}
 	retryable := s.Retryable && (se.Retryable == nil || *se.Retryable)
