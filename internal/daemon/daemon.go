@@ -19,6 +19,7 @@ import (
 
 	"github.com/tasker/tasker/internal/api"
 	"github.com/tasker/tasker/internal/config"
+	internaldomainevents "github.com/tasker/tasker/internal/domainevents"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
@@ -99,7 +100,14 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 	if err := d.telemetry.ObserveStore(d.store); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	d.engine = orchestration.NewEngine(d.store, d.telemetry.Publisher(), logger)
+	// Domain events are written by a hook inside every orchestration
+	// transaction, so they commit (or roll back) with the change.
+	var eng *orchestration.Engine
+	hook := internaldomainevents.Hook(d.store, func(ctx context.Context, id int64) (*template.Template, error) {
+		return eng.Template(ctx, id)
+	})
+	eng = orchestration.NewEngine(d.store, d.telemetry.Publisher(), logger, orchestration.WithBeforeCommit(hook))
+	d.engine = eng
 
 	if cfg.Orchestrator.TemplatesDir != "" {
 		if err := registerTemplates(ctx, d.store, cfg.Orchestrator.TemplatesDir, logger); err != nil {

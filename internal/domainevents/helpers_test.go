@@ -145,7 +145,7 @@ func assertSeq(t *testing.T, got []queued, want ...string) {
 	}
 }
 
-// failOnce returns a BeforeCommit hook that fails the first n transactions
+// failWhen returns a BeforeCommit hook that fails the first `times` transactions
 // whose journal matches.
 func failWhen(match func(r telemetry.Record) bool, times int) (orchestration.BeforeCommit, func() int) {
 	failed := make(chan struct{}, times)

@@ -73,7 +73,6 @@ type planned struct {
 	task telemetry.TaskRef
 	tpl  *template.Template
 	step *telemetry.StepRef
-	from string
 	// business is set for a step's declared business event: the outcome
 	// ("success" or "failure").
 	business string
@@ -140,7 +139,7 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 	for i := range j.Records {
 		r := &j.Records[i]
 		var evs []planned
-		base := planned{pos: 2 * i, at: r.At, task: r.Task, step: r.Step, from: r.From}
+		base := planned{pos: 2 * i, at: r.At, task: r.Task, step: r.Step}
 		switch r.Kind {
 		case telemetry.KindEvent:
 			if r.Event == lifecycle.EventTaskStartRequested {
@@ -161,16 +160,11 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 			}
 			switch lifecycle.StepState(r.To) {
 			case lifecycle.StepComplete:
-				evs = append(evs, with(base, domainevents.StepCompleted))
-				evs = append(evs, business(base, domainevents.OutcomeSuccess)...)
+				evs = append(evs, with(base, domainevents.StepCompleted), business(base, domainevents.OutcomeSuccess))
 			case lifecycle.StepResolvedManually:
-				ev := with(base, domainevents.StepCompleted)
-				ev.ifResult = true
-				evs = append(evs, ev)
-				for _, b := range business(base, domainevents.OutcomeSuccess) {
-					b.ifResult = true
-					evs = append(evs, b)
-				}
+				// A success only if the operator gave a result.
+				base.ifResult = true
+				evs = append(evs, with(base, domainevents.StepCompleted), business(base, domainevents.OutcomeSuccess))
 			case lifecycle.StepWaitingForRetry:
 				switch lifecycle.StepState(r.From) {
 				case lifecycle.StepEnqueuedAsErrorForOrchestration, lifecycle.StepInProgress:
@@ -179,8 +173,7 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 					evs = append(evs, ev)
 				}
 			case lifecycle.StepError:
-				evs = append(evs, with(base, domainevents.StepFailed))
-				evs = append(evs, business(base, domainevents.OutcomeFailure)...)
+				evs = append(evs, with(base, domainevents.StepFailed), business(base, domainevents.OutcomeFailure))
 			}
 			if len(evs) > 0 {
 				lastProgress[r.Task.UUID] = i
@@ -227,9 +220,9 @@ func with(base planned, typ string) planned {
 
 // business returns the placeholder of a step's business events for an
 // outcome; plan expands it with declared once the template is known.
-func business(base planned, outcome string) []planned {
+func business(base planned, outcome string) planned {
 	base.business = outcome
-	return []planned{base}
+	return base
 }
 
 // declared expands a business event placeholder into the events the step

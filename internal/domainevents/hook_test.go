@@ -418,3 +418,52 @@ steps:
 		t.Fatalf("TaskCancelled payload %+v", tc)
 	}
 }
+
+// A worker that dies mid-step (its lease expires) fails the attempt: the
+// reaper's transaction publishes StepFailed with a lease_expired error, and
+// TaskFailed names it when no attempt is left.
+func TestLeaseExpiryPublishesStepFailed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, enginetest.Options{})
+	h.Register(`
+namespace: lease
+name: lease
+version: 1.0.0
+steps:
+  - name: work
+    handler: lease.work
+    retry:
+      max_attempts: 2
+      backoff: {base_ms: 0, cap_ms: 0}
+`)
+	task := h.Submit(orchestration.TaskRequest{Namespace: "lease", Name: "lease"})
+	ctx := context.Background()
+	claimAndDie := func(attempt int) {
+		t.Helper()
+		enginetest.Eventually(t, 10*time.Second, "step enqueued for the attempt", func() bool {
+			steps, err := h.Store.TaskSteps(ctx, task.UUID)
+			return err == nil && steps[0].State == lifecycle.StepEnqueued && steps[0].Attempts == attempt-1
+		})
+		steps, _ := h.Store.TaskSteps(ctx, task.UUID)
+		var claimed bool
+		if err := h.Pool.QueryRow(ctx, `SELECT claimed FROM tasker.step_claim($1, $2, 'doomed-worker', 1)`,
+			steps[0].UUID, attempt).Scan(&claimed); err != nil || !claimed {
+			t.Fatalf("claim attempt %d: %v %v", attempt, claimed, err)
+		}
+	}
+	claimAndDie(1)
+	claimAndDie(2)
+	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskError)
+	evs := queueEvents(t, h, "lease")
+	assertSeq(t, evs, "TaskInitiated", "StepFailed:work", "WorkflowProgressed", "StepFailed:work", "WorkflowProgressed", "TaskFailed")
+	first := payload[domainevents.StepFailedPayload](t, evs[1])
+	second := payload[domainevents.StepFailedPayload](t, evs[3])
+	if !first.WillRetry || first.Attempt != 1 || first.Error.Kind != "lease_expired" ||
+		second.WillRetry || second.Attempt != 2 || second.Error.Kind != "lease_expired" {
+		t.Fatalf("StepFailed payloads %+v then %+v", first, second)
+	}
+	tf := payload[domainevents.TaskFailedPayload](t, evs[5])
+	if len(tf.FailedSteps) != 1 || tf.FailedSteps[0].Error.Kind != "lease_expired" || tf.FailedSteps[0].Attempt != 2 {
+		t.Fatalf("TaskFailed payload %+v", tf)
+	}
+}

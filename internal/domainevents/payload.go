@@ -22,9 +22,8 @@ var leaseExpiredError = domainevents.StepError{Message: "lease expired: the work
 // loaded is what the payloads of a transaction's events need, read in the
 // transaction.
 type loaded struct {
-	tasks  map[uuid.UUID]store.DomainEventTask
-	counts map[uuid.UUID]map[string]int
-	steps  map[uuid.UUID]store.DomainEventStep
+	tasks map[uuid.UUID]store.DomainEventTask
+	steps map[uuid.UUID]store.DomainEventStep
 	// failed are the failed steps of the tasks that failed, by task.
 	failed map[uuid.UUID][]store.DomainEventStep
 	// leaseExpired are the steps whose attempt ended in this transaction
@@ -40,7 +39,7 @@ func (p *producer) load(ctx context.Context, tx store.Tx, j *telemetry.Journal, 
 			d.leaseExpired[r.Step.UUID] = true
 		}
 	}
-	var taskIDs, countIDs, stepIDs, failedOf []uuid.UUID
+	var taskIDs, stepIDs, failedOf []uuid.UUID
 	seen := map[string]bool{}
 	add := func(list *[]uuid.UUID, kind string, id uuid.UUID) {
 		if k := kind + id.String(); !seen[k] {
@@ -53,14 +52,10 @@ func (p *producer) load(ctx context.Context, tx store.Tx, j *telemetry.Journal, 
 			add(&stepIDs, "s", ev.step.UUID)
 		}
 		switch ev.typ {
-		case domainevents.TaskInitiated:
+		case domainevents.TaskInitiated, domainevents.WorkflowProgressed, domainevents.TaskCompleted, domainevents.TaskCancelled:
 			add(&taskIDs, "t", ev.task.UUID)
-		case domainevents.WorkflowProgressed, domainevents.TaskCompleted, domainevents.TaskCancelled:
-			add(&taskIDs, "t", ev.task.UUID)
-			add(&countIDs, "c", ev.task.UUID)
 		case domainevents.TaskFailed:
 			add(&taskIDs, "t", ev.task.UUID)
-			add(&countIDs, "c", ev.task.UUID)
 			add(&failedOf, "f", ev.task.UUID)
 		}
 	}
@@ -71,9 +66,6 @@ func (p *producer) load(ctx context.Context, tx store.Tx, j *telemetry.Journal, 
 	d.tasks = make(map[uuid.UUID]store.DomainEventTask, len(tasks))
 	for _, t := range tasks {
 		d.tasks[t.UUID] = t
-	}
-	if d.counts, err = p.st.DomainEventStepCountsTx(ctx, tx, countIDs); err != nil {
-		return nil, err
 	}
 	steps, err := p.st.DomainEventStepsTx(ctx, tx, stepIDs, failedOf)
 	if err != nil {
@@ -187,7 +179,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		if err != nil {
 			return nil, false, err
 		}
-		counts, total := d.stepCounts(ev.task.UUID)
+		counts, total := stepCounts(t)
 		payload = domainevents.WorkflowProgressedPayload{TaskRef: ref, TaskState: string(t.State), StepCounts: counts,
 			TotalSteps: total, CompletedSteps: counts[string(lifecycle.StepComplete)] + counts[string(lifecycle.StepResolvedManually)]}
 
@@ -196,7 +188,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		if err != nil {
 			return nil, false, err
 		}
-		counts, total := d.stepCounts(ev.task.UUID)
+		counts, total := stepCounts(t)
 		end := finishedAt(t, ev.at)
 		payload = domainevents.TaskCompletedPayload{TaskRef: ref, StartedAt: t.CreatedAt.UTC(), CompletedAt: end,
 			DurationMs: durationMs(t.CreatedAt, end), StepCounts: counts, TotalSteps: total}
@@ -206,7 +198,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		if err != nil {
 			return nil, false, err
 		}
-		counts, total := d.stepCounts(ev.task.UUID)
+		counts, total := stepCounts(t)
 		end := finishedAt(t, ev.at)
 		failed := make([]domainevents.FailedStep, 0, len(d.failed[t.UUID]))
 		for _, s := range d.failed[t.UUID] {
@@ -221,7 +213,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		if err != nil {
 			return nil, false, err
 		}
-		counts, total := d.stepCounts(ev.task.UUID)
+		counts, total := stepCounts(t)
 		end := finishedAt(t, ev.at)
 		payload = domainevents.TaskCancelledPayload{TaskRef: ref, Reason: t.TransitionReason, StartedAt: t.CreatedAt.UTC(),
 			CancelledAt: end, DurationMs: durationMs(t.CreatedAt, end), StepCounts: counts, TotalSteps: total}
@@ -251,11 +243,11 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 
 // stepCounts returns the task's steps by state, with every state present,
 // and their total.
-func (d *loaded) stepCounts(task uuid.UUID) (domainevents.StepCounts, int) {
+func stepCounts(t store.DomainEventTask) (domainevents.StepCounts, int) {
 	out := make(domainevents.StepCounts, len(lifecycle.StepStates))
 	total := 0
 	for _, s := range lifecycle.StepStates {
-		n := d.counts[task][string(s)]
+		n := t.StepCounts[string(s)]
 		out[string(s)] = n
 		total += n
 	}

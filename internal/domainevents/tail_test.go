@@ -3,6 +3,7 @@ package domainevents_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -161,5 +162,23 @@ func TestTailReportsLateCommits(t *testing.T) {
 	got := log.snapshot()
 	if len(got) != 3 || got[1].Event.MsgID != late || got[2].Event.MsgID != early || got[2].Event.TaskUUID != task.UUID {
 		t.Fatalf("reported %+v; want the late commit %d after %d", got, early, late)
+	}
+}
+
+// Browsing refuses a queue name that is not a plain identifier before any
+// SQL is built from it.
+func TestBrowseValidatesQueueName(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, name := range []string{`x"; DROP TABLE tasker.tasks; --`, "Upper", ""} {
+		if _, err := queue.Browse(ctx, nil, name, 0, 1); !errors.Is(err, queue.ErrInvalidName) {
+			t.Errorf("Browse(%q): %v", name, err)
+		}
+		if _, err := queue.BrowseIDs(ctx, nil, name, []int64{1}); !errors.Is(err, queue.ErrInvalidName) {
+			t.Errorf("BrowseIDs(%q): %v", name, err)
+		}
+		if _, err := queue.BrowseHead(ctx, nil, name); !errors.Is(err, queue.ErrInvalidName) {
+			t.Errorf("BrowseHead(%q): %v", name, err)
+		}
 	}
 }

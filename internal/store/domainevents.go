@@ -31,6 +31,9 @@ func (s *Store) DomainEventsSendTx(ctx context.Context, tx Tx, ns string, bodies
 // DomainEventTask is what domain event payloads say about a task.
 type DomainEventTask struct {
 	Task
+	// StepCounts counts the task's steps by state (states with no step are
+	// absent).
+	StepCounts map[string]int
 	// StepCount is the number of steps of the task.
 	StepCount int
 	// TransitionReason is the "reason" recorded with the task's most recent
@@ -38,16 +41,18 @@ type DomainEventTask struct {
 	TransitionReason string
 }
 
-// DomainEventTasksTx reads tasks (without locking them: the engine already
-// holds their locks) in the caller's transaction, so that it sees the
-// transaction's own changes.
+// DomainEventTasksTx reads tasks with their step counts by state, in the
+// caller's transaction so that it sees the transaction's own changes, and
+// without locking them (the engine already holds their locks).
 func (s *Store) DomainEventTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]DomainEventTask, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	rows, err := tx.tx.Query(ctx, `
 		SELECT `+taskColumns+`,
-		       (SELECT count(*) FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid),
+		       coalesce((SELECT jsonb_object_agg(c.state, c.n)
+		                   FROM (SELECT s.state, count(*) AS n FROM tasker.workflow_steps s
+		                          WHERE s.task_uuid = t.task_uuid GROUP BY s.state) c), '{}'::jsonb),
 		       coalesce((SELECT tt.metadata->>'reason' FROM tasker.task_transitions tt
 		                  WHERE tt.task_uuid = t.task_uuid AND tt.most_recent), '')
 		  FROM tasker.tasks t
@@ -60,52 +65,25 @@ func (s *Store) DomainEventTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) 
 	for rows.Next() {
 		var d DomainEventTask
 		var state string
+		var counts []byte
 		t := &d.Task
 		if err := rows.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
 			&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
 			&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt,
-			&d.StepCount, &d.TransitionReason); err != nil {
+			&counts, &d.TransitionReason); err != nil {
 			return nil, fmt.Errorf("read tasks for domain events: %w", err)
 		}
 		t.State = lifecycle.TaskState(state)
+		if err := json.Unmarshal(counts, &d.StepCounts); err != nil {
+			return nil, fmt.Errorf("read tasks for domain events: step counts: %w", err)
+		}
+		for _, n := range d.StepCounts {
+			d.StepCount += n
+		}
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read tasks for domain events: %w", err)
-	}
-	return out, nil
-}
-
-// DomainEventStepCountsTx counts the steps of each task by state, in the
-// caller's transaction: task uuid -> state -> count (states with no step are
-// absent).
-func (s *Store) DomainEventStepCountsTx(ctx context.Context, tx Tx, tasks []uuid.UUID) (map[uuid.UUID]map[string]int, error) {
-	out := make(map[uuid.UUID]map[string]int, len(tasks))
-	if len(tasks) == 0 {
-		return out, nil
-	}
-	rows, err := tx.tx.Query(ctx, `
-		SELECT task_uuid, state, count(*) FROM tasker.workflow_steps
-		 WHERE task_uuid = ANY ($1)
-		 GROUP BY task_uuid, state`, tasks)
-	if err != nil {
-		return nil, fmt.Errorf("count steps for domain events: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id uuid.UUID
-		var state string
-		var n int
-		if err := rows.Scan(&id, &state, &n); err != nil {
-			return nil, fmt.Errorf("count steps for domain events: %w", err)
-		}
-		if out[id] == nil {
-			out[id] = map[string]int{}
-		}
-		out[id][state] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("count steps for domain events: %w", err)
 	}
 	return out, nil
 }

@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tasker/tasker/internal/bench"
+	"github.com/tasker/tasker/internal/config"
+)
+
+// benchCmd is `orchestrator bench`: the engine benchmark (internal/bench),
+// plus `bench summarize` (medians of saved reports) and the hidden
+// `bench worker` (the worker process of --processes).
+func benchCmd(g *globals) *cobra.Command {
+	var o bench.Options
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark the engine on a fresh database: throughput, latency, database and CPU cost per step",
+		Long: `Benchmark the whole engine (orchestrator, Go workers, Postgres) on a
+workflow scenario, against a fresh database created for the run on the server
+in DATABASE_URL / database.url (dropped at the end unless --keep):
+
+  single    1 step
+  linear4   4 steps in a chain
+  diamond   1 step, 2 in parallel, 1 joining them
+  fanout    1 step, 50 in parallel, 1 joining them
+
+Closed loop (default): --tasks tasks are submitted at once by --submitters
+goroutines. Open loop: --rate tasks/s for --duration, each submitted on
+schedule whatever happens to the others.
+
+The orchestrator and --workers Go workers (no-op handlers) run in this
+process, or, with --processes, as "orchestrator serve" and worker processes
+of this binary (tasks are then submitted through the REST API).
+
+Reported: tasks/s and steps/s; submit-to-complete latency (tasks.created_at
+to completed_at); step dispatch latency (enqueued to claimed); commits, rows
+written and WAL bytes per step; CPU time of Postgres, the orchestrator and
+the workers; and the raw PGMQ floor: as many messages as steps through
+send_batch/read/delete on the same database, with the engine's steps/s as a
+share of it. A status line is drawn on stderr while the run goes.
+
+Numbers worth quoting come from a server with its default durability
+("make bench" starts one); a server with fsync off flatters every commit.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			if _, err := bench.ScenarioByName(o.Scenario); err != nil {
+				return &usageError{err.Error()}
+			}
+			o.DatabaseURL, o.Config, o.ConfigPath = cfg.Database.URL, cfg, g.configPath
+			o.Logger = NewLogger(config.Log{Level: logLevel, Format: "text"}, g.stderr)
+			o.Progress, o.ProgressTTY = g.stderr, isTerminal(g.stderr)
+			ctx, cancel := signalContext(g.stderr)
+			defer cancel()
+			rep, err := bench.Run(ctx, o)
+			if err != nil {
+				return fmt.Errorf("bench %s: %w", o.Scenario, err)
+			}
+			if g.jsonOut {
+				return rep.JSON(g.stdout)
+			}
+			rep.Print(g.stdout)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Scenario, "scenario", "single", "workflow shape: "+strings.Join(bench.ScenarioNames(), ", "))
+	f.IntVar(&o.Tasks, "tasks", bench.DefaultTasks, "tasks to run (closed loop)")
+	f.IntVar(&o.Submitters, "submitters", bench.DefaultSubmitters, "concurrent submitters (closed loop)")
+	f.Float64Var(&o.Rate, "rate", 0, "open loop: tasks submitted per second (with --duration)")
+	f.DurationVar(&o.Duration, "duration", 0, "open loop: how long to submit at --rate")
+	f.IntVar(&o.Workers, "workers", bench.DefaultWorkers, "worker count (each with its own connection pool)")
+	f.IntVar(&o.Concurrency, "concurrency", bench.DefaultConcurrency, "steps each worker runs at once")
+	f.IntVar(&o.Batch, "batch", 0, "steps a worker claims per read (default: --concurrency)")
+	f.BoolVar(&o.Tracing, "tracing", false, "export every span (to --otlp-endpoint, or to an in-process receiver that discards them)")
+	f.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "OTLP endpoint for --tracing (implies --tracing)")
+	f.StringVar(&o.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol for --otlp-endpoint: grpc or http/protobuf")
+	f.BoolVar(&o.Processes, "processes", false, "run the orchestrator and workers as separate processes")
+	f.BoolVar(&o.Keep, "keep", false, "keep the benchmark database")
+	f.BoolVar(&o.SkipFloor, "no-floor", false, "skip the raw PGMQ floor measurement")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured window to this file (in-process only)")
+	f.DurationVar(&o.Timeout, "timeout", bench.DefaultTimeout, "give up when the tasks have not finished after this long")
+	f.StringVar(&logLevel, "log-level", "warn", "log level of the orchestrator and workers")
+	cmd.AddCommand(benchSummarizeCmd(g), benchWorkerCmd(g))
+	return cmd
+}
+
+func benchSummarizeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "summarize REPORT.json...",
+		Short: "Print the median of repeated runs from saved `bench --json` reports",
+		Long: `Read reports written by "orchestrator bench --json", group them by
+configuration (scenario, load, mode, tracing) and print, per group, the median
+of each number across its runs.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var reports []*bench.Report
+			for _, path := range args {
+				rs, err := readReports(path)
+				if err != nil {
+					return err
+				}
+				reports = append(reports, rs...)
+			}
+			ss := bench.Summarize(reports)
+			if g.jsonOut {
+				return printJSON(g.stdout, ss)
+			}
+			bench.PrintSummaries(g.stdout, ss)
+			return nil
+		},
+	}
+}
+
+// readReports reads one or more concatenated JSON reports from a file.
+func readReports(path string) ([]*bench.Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	var out []*bench.Report
+	for {
+		var r bench.Report
+		err := dec.Decode(&r)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: not a bench --json report: %w", path, err)
+		}
+		out = append(out, &r)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no report", path)
+	}
+	return out, nil
+}
+
+// benchWorkerCmd is the worker process of `bench --processes`. Its database
+// comes from TASKER_BENCH_DATABASE_URL, set by the parent, so that no URL
+// (with a password) appears in the process list.
+func benchWorkerCmd(g *globals) *cobra.Command {
+	var o bench.WorkerOptions
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:    "worker",
+		Short:  "Run a benchmark worker (no-op handlers); started by bench --processes",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.DatabaseURL = envOr("TASKER_BENCH_DATABASE_URL", os.Getenv("DATABASE_URL"))
+			if o.DatabaseURL == "" {
+				return errors.New("bench worker: TASKER_BENCH_DATABASE_URL is not set")
+			}
+			o.Logger = NewLogger(config.Log{Level: logLevel, Format: "text"}, g.stderr)
+			ctx, cancel := signalContext(g.stderr)
+			defer cancel()
+			return bench.RunWorker(ctx, o, g.stdout)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Concurrency, "concurrency", bench.DefaultConcurrency, "steps run at once")
+	f.IntVar(&o.Batch, "batch", 0, "steps claimed per read (default: --concurrency)")
+	f.BoolVar(&o.Tracing, "tracing", false, "export spans by OTLP")
+	f.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "OTLP endpoint")
+	f.StringVar(&o.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http/protobuf")
+	f.StringVar(&logLevel, "log-level", "warn", "log level")
+	return cmd
+}
