@@ -5,8 +5,11 @@
 // ecommerce); TASKER_WORKER_CONCURRENCY (default 10);
 // TASKER_WORKER_METRICS_LISTEN (default 127.0.0.1:9091, empty disables
 // /metrics); TASKER_DEMO_DELAY (simulated work per step, default 50ms);
-// TASKER_TELEMETRY_TRACING_ENABLED=true with the standard
-// OTEL_EXPORTER_OTLP_* variables to export traces.
+// TASKER_TELEMETRY_TRACING_ENABLED=true to export traces, to
+// TASKER_TELEMETRY_OTLP_ENDPOINT (host:port for grpc, http://host:port for
+// plaintext) with TASKER_TELEMETRY_OTLP_PROTOCOL (grpc or http/protobuf), or
+// to the standard OTEL_EXPORTER_OTLP_* variables; OTEL_SERVICE_NAME (default
+// tasker-example-worker).
 package main
 
 import (
