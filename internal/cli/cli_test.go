@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tasker/tasker/internal/config"
+	"github.com/tasker/tasker/internal/daemon"
+	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/testdb"
+	"github.com/tasker/tasker/worker"
+)
+
+func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = Execute(args, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// TestOperatorCommandsAgainstARealDaemon drives the CLI as an operator
+// would: submit with --wait, get, list, a failing task, the DLQ.
+func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	cfg := config.Default()
+	cfg.Database.URL = dbURL
+	cfg.Server.Listen = "127.0.0.1:0"
+	cfg.Orchestrator.TemplatesDir = filepath.Join("..", "..", "config", "templates")
+	cfg.Orchestrator.PollInterval = config.Duration{Duration: 200 * time.Millisecond}
+	d, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Stop() })
+	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
+	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}}, demo.Handlers(0))
+	server := "--server=http://" + d.Addr()
+
+	out, errOut, code := run(t, server, "--json", "task", "submit", "-n", "ecommerce", "--name", "order_fulfillment",
+		"--context", demo.SampleContext(2), "--wait", "--timeout", "60s")
+	if code != 0 {
+		t.Fatalf("submit --wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var task struct {
+		TaskUUID string `json:"task_uuid"`
+		State    string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(out), &task); err != nil || task.State != "complete" {
+		t.Fatalf("submit --wait printed %q (%v)", out, err)
+	}
+
+	out, _, code = run(t, server, "task", "get", task.TaskUUID, "--transitions")
+	if code != 0 || !strings.Contains(out, "COMPLETE") || !strings.Contains(out, "send_confirmation") || !strings.Contains(out, "transitions:") {
+		t.Errorf("task get: exit %d\n%s", code, out)
+	}
+	out, _, code = run(t, server, "task", "list", "--state", "complete")
+	if code != 0 || !strings.Contains(out, task.TaskUUID) {
+		t.Errorf("task list: exit %d\n%s", code, out)
+	}
+
+	// A failing order: --wait exits non-zero and says how it ended.
+	out, errOut, code = run(t, server, "task", "submit", "-n", "ecommerce", "--name", "order_fulfillment", "--wait",
+		"--context", `{"customer_id":"blocked-3","items":[{"sku":"A","quantity":1,"unit_price_cents":1}]}`)
+	if code == 0 || !strings.Contains(errOut, "ended error") || !strings.Contains(out, "card declined") {
+		t.Errorf("failing submit: exit %d\n%s\n%s", code, out, errOut)
+	}
+	out, _, code = run(t, server, "dlq", "list")
+	if code != 0 || !strings.Contains(out, "step_failed") {
+		t.Errorf("dlq list: exit %d\n%s", code, out)
+	}
+
+	// Bad input: a clear error and a non-zero exit.
+	_, errOut, code = run(t, server, "task", "submit", "-n", "ecommerce", "--name", "order_fulfillment", "--context", `{"items":[]}`)
+	if code == 0 || !strings.Contains(errOut, "customer_id") {
+		t.Errorf("invalid context: exit %d: %s", code, errOut)
+	}
+	_, errOut, code = run(t, server, "task", "get", "not-a-uuid")
+	if code == 0 || !strings.Contains(errOut, "not a UUID") {
+		t.Errorf("bad uuid: exit %d: %s", code, errOut)
+	}
+	_, errOut, code = run(t, "--server=http://127.0.0.1:1", "task", "list")
+	if code == 0 || !strings.Contains(errOut, "cannot reach the orchestrator") {
+		t.Errorf("unreachable server: exit %d: %s", code, errOut)
+	}
+}
+
+func TestTemplateValidateCommand(t *testing.T) {
+	t.Parallel()
+	good := filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml")
+	out, _, code := run(t, "template", "validate", good)
+	if code != 0 || !strings.Contains(out, "validate_cart -> ") {
+		t.Errorf("valid template: exit %d\n%s", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "cyclic.yaml")
+	doc := "namespace: x\nname: y\nversion: '1'\nsteps:\n  - {name: a, handler: h, depends_on: [b]}\n  - {name: b, handler: h, depends_on: [a]}\n"
+	if err := os.WriteFile(bad, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := run(t, "template", "validate", good, bad)
+	if code == 0 || !strings.Contains(out, "cycle") || !strings.Contains(errOut, "1 of 2 templates are invalid") {
+		t.Errorf("cyclic template: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+func TestConfigPrintMasksSecrets(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(path, []byte("[[auth.keys]]\nname = \"ci\"\nkey = \"super-secret-key-123456\"\npermissions = [\"read\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DATABASE_URL", "postgres://app:hunter2@db:5432/tasker")
+	out, errOut, code := run(t, "--config", path, "config", "print")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, secret := range []string{"hunter2", "super-secret-key-123456"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("config print shows the secret %q", secret)
+		}
+	}
+	if !strings.Contains(out, "listen = ") || !strings.Contains(out, `name = "ci"`) {
+		t.Errorf("config print lacks the configuration:\n%s", out)
+	}
+}
+
+// TestEveryCommandHasHelp: every subcommand answers --help with a usage.
+func TestEveryCommandHasHelp(t *testing.T) {
+	t.Parallel()
+	root := newRoot(&globals{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}})
+	var paths [][]string
+	for _, c := range root.Commands() {
+		paths = append(paths, []string{c.Name()})
+		for _, sub := range c.Commands() {
+			paths = append(paths, []string{c.Name(), sub.Name()})
+		}
+	}
+	for _, p := range paths {
+		out, _, code := run(t, append(p, "--help")...)
+		if code != 0 || !strings.Contains(out, "Usage:") {
+			t.Errorf("%v --help: exit %d\n%s", p, code, out)
+		}
+	}
+	if _, errOut, code := run(t, "no-such-command"); code == 0 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("unknown command: exit %d %s", code, errOut)
+	}
+}
