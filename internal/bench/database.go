@@ -133,6 +133,8 @@ type dbStats struct {
 	commits, rollbacks         int64
 	inserted, updated, deleted int64
 	deadlocks                  int64
+	seqScans, seqTupRead       int64
+	idxScans                   int64
 }
 
 // waitIdle waits until no client connection but conn is open on the
@@ -171,7 +173,9 @@ func readStats(ctx context.Context, conn *pgx.Conn) (dbStats, error) {
 		return s, fmt.Errorf("read pg_stat_database: %w", err)
 	}
 	err = conn.QueryRow(ctx, `SELECT coalesce(sum(n_tup_ins), 0)::bigint, coalesce(sum(n_tup_upd), 0)::bigint,
-		coalesce(sum(n_tup_del), 0)::bigint FROM pg_stat_user_tables`).Scan(&s.inserted, &s.updated, &s.deleted)
+		coalesce(sum(n_tup_del), 0)::bigint, coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(seq_tup_read), 0)::bigint,
+		coalesce(sum(idx_scan), 0)::bigint
+		FROM pg_stat_user_tables`).Scan(&s.inserted, &s.updated, &s.deleted, &s.seqScans, &s.seqTupRead, &s.idxScans)
 	if err != nil {
 		return s, fmt.Errorf("read pg_stat_user_tables: %w", err)
 	}
@@ -201,10 +205,19 @@ type DBCounters struct {
 	// WALBytes is server-wide: other databases' writes count too.
 	WALBytes  int64 `json:"wal_bytes"`
 	Deadlocks int64 `json:"deadlocks"`
+	// SeqScans and SeqTuplesRead count sequential scans of the benchmark
+	// database's tables and the rows they read; IndexScans the index scans
+	// (each loop of a nested loop counts). Rows read by sequential scans
+	// growing with the tables is the sign of a plan gone wrong.
+	SeqScans      int64 `json:"seq_scans"`
+	SeqTuplesRead int64 `json:"seq_tuples_read"`
+	IndexScans    int64 `json:"index_scans"`
 	// Per step (or per message, for the floor).
-	CommitsPerStep  float64 `json:"commits_per_step"`
-	RowsPerStep     float64 `json:"rows_per_step"`
-	WALBytesPerStep float64 `json:"wal_bytes_per_step"`
+	CommitsPerStep       float64 `json:"commits_per_step"`
+	RowsPerStep          float64 `json:"rows_per_step"`
+	WALBytesPerStep      float64 `json:"wal_bytes_per_step"`
+	SeqTuplesReadPerStep float64 `json:"seq_tuples_read_per_step"`
+	IndexScansPerStep    float64 `json:"index_scans_per_step"`
 }
 
 func counters(before, after dbStats, walBefore, walAfter int64, units int) DBCounters {
@@ -212,12 +225,15 @@ func counters(before, after dbStats, walBefore, walAfter int64, units int) DBCou
 		Commits: after.commits - before.commits, Rollbacks: after.rollbacks - before.rollbacks,
 		RowsInserted: after.inserted - before.inserted, RowsUpdated: after.updated - before.updated,
 		RowsDeleted: after.deleted - before.deleted, WALBytes: walAfter - walBefore,
-		Deadlocks: after.deadlocks - before.deadlocks,
+		Deadlocks: after.deadlocks - before.deadlocks, SeqScans: after.seqScans - before.seqScans,
+		SeqTuplesRead: after.seqTupRead - before.seqTupRead, IndexScans: after.idxScans - before.idxScans,
 	}
 	if units > 0 {
 		c.CommitsPerStep = float64(c.Commits) / float64(units)
 		c.RowsPerStep = float64(c.RowsInserted+c.RowsUpdated+c.RowsDeleted) / float64(units)
 		c.WALBytesPerStep = float64(c.WALBytes) / float64(units)
+		c.SeqTuplesReadPerStep = float64(c.SeqTuplesRead) / float64(units)
+		c.IndexScansPerStep = float64(c.IndexScans) / float64(units)
 	}
 	return c
 }

@@ -897,3 +897,50 @@ func TestNodeWorkerRetriesWhileTheDatabaseIsUnreachable(t *testing.T) {
 		t.Errorf("the Node.js worker exited during the outage: %v", node.err)
 	}
 }
+
+func TestNodeWorkerDropsDuplicateAndPoisonMessages(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	requireNode(t, root)
+	h := enginetest.New(t, enginetest.Options{})
+	tpl := h.RegisterFile(templatePath(root))
+	ctx := context.Background()
+	task := h.Submit(orchestration.TaskRequest{Namespace: tpl.Namespace, Name: tpl.Name, Context: json.RawMessage(demo.SampleContext(6))})
+	enginetest.Eventually(t, 15*time.Second, "validate_cart's message is queued", func() bool {
+		var n int
+		_ = h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_worker_ecommerce_queue`).Scan(&n)
+		return n == 1
+	})
+	// Before the worker starts: a second delivery of the same message, and
+	// a message that names no step.
+	if _, err := h.Pool.Exec(ctx, `
+		SELECT pgmq.send('worker_ecommerce_queue', message, headers, 0)
+		  FROM pgmq.q_worker_ecommerce_queue`); err != nil {
+		t.Fatal(err)
+	}
+	var poisonID int64
+	if err := h.Pool.QueryRow(ctx, `SELECT pgmq.send('worker_ecommerce_queue', '{"hello":"world"}'::jsonb, '{}'::jsonb, 0)`).Scan(&poisonID); err != nil {
+		t.Fatal(err)
+	}
+
+	node := startNode(t, h, root, map[string]string{"TASKER_DEMO_DELAY": "0"})
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+	claims := 0
+	for _, tr := range transitions(t, h, task.UUID) {
+		if tr.name == "validate_cart" && tr.to == string(lifecycle.StepInProgress) {
+			claims++
+		}
+	}
+	if claims != 1 {
+		t.Errorf("validate_cart was claimed %d times, want 1 (the duplicate message must not start a second run)", claims)
+	}
+	enginetest.Eventually(t, 10*time.Second, "the worker queue is empty and the poison message archived", func() bool {
+		var queued, archived int
+		_ = h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_worker_ecommerce_queue`).Scan(&queued)
+		_ = h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.a_worker_ecommerce_queue WHERE msg_id = $1`, poisonID).Scan(&archived)
+		return queued == 0 && archived == 1
+	})
+	if !hasLog(node.logLines(), "poison step message archived", nil) {
+		t.Error("the Node.js worker did not log the poison message")
+	}
+}
