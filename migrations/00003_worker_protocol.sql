@@ -295,6 +295,40 @@ END;
 $$;
 -- +goose StatementEnd
 
+-- transition_task is one task compare-and-swap with its transition row, in
+-- one round trip: the task moves from p_from to p_to only if it is still in
+-- p_from. first_finish says this is the task's first terminal state (its
+-- root span is then due).
+-- +goose StatementBegin
+CREATE FUNCTION tasker.transition_task(p_task uuid, p_from text, p_to text, p_wake_at timestamptz, p_meta jsonb)
+RETURNS TABLE (moved boolean, first_finish boolean)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    v_sort     integer;
+    v_emitted  boolean;
+    v_terminal boolean := p_to IN ('complete', 'error', 'cancelled', 'resolved_manually');
+BEGIN
+    SELECT t.root_span_emitted INTO v_emitted FROM tasker.tasks t WHERE t.task_uuid = p_task;
+    UPDATE tasker.tasks t
+       SET state = p_to, transition_count = t.transition_count + 1, wake_at = p_wake_at,
+           updated_at = now(), state_entered_at = now(),
+           completed_at = CASE WHEN v_terminal THEN now() END,
+           root_span_emitted = t.root_span_emitted OR v_terminal
+     WHERE t.task_uuid = p_task AND t.state = p_from
+    RETURNING t.transition_count INTO v_sort;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, false;
+        RETURN;
+    END IF;
+    UPDATE tasker.task_transitions SET most_recent = false WHERE task_uuid = p_task AND most_recent;
+    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, metadata)
+    VALUES (p_task, p_from, p_to, v_sort, true, coalesce(p_meta, '{}'::jsonb));
+    RETURN QUERY SELECT true, v_terminal AND NOT coalesce(v_emitted, false);
+END;
+$$;
+-- +goose StatementEnd
+
 -- transition_steps applies step compare-and-swaps in one statement: each
 -- step moves from p_from[i] to p_to[i] only if it is still in p_from[i] (and,
 -- when p_lease_guard[i], only if its lease has expired). It returns the steps
@@ -421,6 +455,7 @@ SELECT pgmq.create('orchestration_step_results');
 SELECT pgmq.drop_queue('orchestration_step_results');
 SELECT pgmq.drop_queue('orchestration_task_requests');
 DROP FUNCTION IF EXISTS tasker.dispatch_steps(uuid[], jsonb[]);
+DROP FUNCTION IF EXISTS tasker.transition_task(uuid, text, text, timestamptz, jsonb);
 DROP FUNCTION IF EXISTS tasker.step_release(uuid, integer, text, bigint);
 DROP FUNCTION IF EXISTS tasker.transition_steps(uuid[], text[], text[], timestamptz[], jsonb[], integer[], boolean[], jsonb[]);
 DROP FUNCTION IF EXISTS tasker.step_submit_result(uuid, integer, text, boolean, jsonb, jsonb, bigint, jsonb);

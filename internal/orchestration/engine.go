@@ -372,14 +372,25 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 			// A resting state. Keep a timer for the earliest retry backoff,
 			// whatever the task is waiting for, so that a retry is not held
 			// up by a long-running sibling step.
-			if t.State.Terminal() {
-				return e.store.TaskWakeSetTx(ctx, tx, t.UUID, nil)
+			var wake *time.Time
+			if !t.State.Terminal() {
+				wake = evaluate(steps, j.Now()).earliestWake
 			}
-			ev := evaluate(steps, j.Now())
-			return e.store.TaskWakeSetTx(ctx, tx, t.UUID, ev.earliestWake)
+			if sameTime(wake, t.WakeAt) {
+				return nil // the last transition already stored it
+			}
+			t.WakeAt = wake
+			return e.store.TaskWakeSetTx(ctx, tx, t.UUID, wake)
 		}
 	}
 	return fmt.Errorf("task %s: state machine did not settle (last state %s)", t.UUID, t.State)
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
 }
 
 // evaluateResults decides where a task in evaluating_results goes, by the

@@ -310,28 +310,12 @@ func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (ok boo
 	if err != nil {
 		return false, false, fmt.Errorf("encode transition metadata: %w", err)
 	}
-	var sortKey int32
-	var wasEmitted bool
-	err = tx.tx.QueryRow(ctx, `
-		UPDATE tasker.tasks t
-		   SET state = $3, transition_count = t.transition_count + 1, wake_at = $4,
-		       updated_at = now(), state_entered_at = now(),
-		       completed_at = CASE WHEN $3 IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN now() END,
-		       root_span_emitted = t.root_span_emitted OR $3 IN ('complete', 'error', 'cancelled', 'resolved_manually')
-		  FROM (SELECT root_span_emitted FROM tasker.tasks WHERE task_uuid = $1) old
-		 WHERE t.task_uuid = $1 AND t.state = $2
-		RETURNING t.transition_count, old.root_span_emitted`, m.UUID, string(m.From), string(m.To), m.WakeAt).Scan(&sortKey, &wasEmitted)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, false, nil
-	}
+	err = tx.tx.QueryRow(ctx, `SELECT moved, first_finish FROM tasker.transition_task($1, $2, $3, $4, $5::jsonb)`,
+		m.UUID, string(m.From), string(m.To), m.WakeAt, meta).Scan(&ok, &firstFinish)
 	if err != nil {
 		return false, false, fmt.Errorf("transition task %s %s->%s: %w", m.UUID, m.From, m.To, err)
 	}
-	if _, err := tx.tx.Exec(ctx, `SELECT tasker.log_task_transitions($1, $2, $3, $4, $5)`,
-		[]uuid.UUID{m.UUID}, []string{string(m.From)}, []string{string(m.To)}, []int32{sortKey}, [][]byte{meta}); err != nil {
-		return false, false, fmt.Errorf("log task transition %s: %w", m.UUID, err)
-	}
-	return true, m.To.Terminal() && !wasEmitted, nil
+	return ok, firstFinish, nil
 }
 
 // TaskWakeSetTx sets or clears a task's wake-up time without a transition.
