@@ -22,6 +22,8 @@
 // The test binary builds both programs once (go build) into a temporary
 // directory; child output goes to log files whose tails are printed when a
 // test fails. TestChaos runs a short variant by default; TASKER_CHAOS=long
-// (`make chaos`) runs the long one. There is no non-test code here: the
-// package exists for its tests and for ./testworker.
+// (`make chaos`) runs the long one. regressions_test.go pins down, in
+// process and deterministically, defects these runs found by chance. There
+// is no non-test code here: the package exists for its tests and for
+// ./testworker.
 package chaos

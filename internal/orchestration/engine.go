@@ -374,7 +374,14 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 			// up by a long-running sibling step.
 			var wake *time.Time
 			if !t.State.Terminal() {
-				wake = evaluate(steps, j.Now()).earliestWake
+				ev := evaluate(steps, j.Now())
+				wake = ev.earliestWake
+				if len(ev.dueRetries) > 0 {
+					// A backoff elapsed while this transaction ran: wake at
+					// once, or nothing would ever look at the task again.
+					now := j.Now()
+					wake = &now
+				}
 			}
 			if sameTime(wake, t.WakeAt) {
 				return nil // the last transition already stored it

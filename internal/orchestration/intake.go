@@ -201,12 +201,21 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 	}
 
 	var task store.Task
-	var created bool
+	var created, skipped bool
 	err = e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		var err error
+		skipped = false
 		if msgID != nil {
-			if _, err := e.store.MessageDeleteTx(ctx, tx, queue.TaskRequestsQueue, *msgID); err != nil {
+			deleted, err := e.store.MessageDeleteTx(ctx, tx, queue.TaskRequestsQueue, *msgID)
+			if err != nil {
 				return err
+			}
+			if !deleted {
+				// Another replica read the request after our visibility
+				// timeout ran out and has handled it: creating the task
+				// here too would run it twice.
+				skipped = true
+				return nil
 			}
 		}
 		task, created, err = e.store.TaskCreateTx(ctx, tx, nt)
@@ -227,6 +236,9 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 	})
 	if err != nil {
 		return store.Task{}, false, fmt.Errorf("create task %s: %w", tpl.Key(), err)
+	}
+	if skipped {
+		return store.Task{}, false, nil
 	}
 	return task, created, nil
 }
