@@ -73,6 +73,18 @@ func (e *Engine) ProcessResults(ctx context.Context, msgs []queue.Message) ([]Po
 		tasks = append(tasks, id)
 	}
 	sort.Slice(tasks, func(i, k int) bool { return tasks[i].String() < tasks[k].String() })
+	if len(tasks) == 0 {
+		return poison, nil
+	}
+	p, err := e.processResultsBatch(ctx, tasks, byTask)
+	if err == nil {
+		return append(poison, p...), nil
+	}
+	if ctx.Err() != nil {
+		return poison, err
+	}
+	// One task's failure must not hold up the others: retry them one by one.
+	e.logger.Warn("batch of step results failed; processing its tasks one by one", "tasks", len(tasks), "error", err)
 	var firstErr error
 	for _, id := range tasks {
 		p, err := e.processTaskResults(ctx, id, byTask[id])
@@ -94,58 +106,85 @@ type noticeMsg struct {
 }
 
 func (e *Engine) processTaskResults(ctx context.Context, taskID uuid.UUID, notices []noticeMsg) ([]Poison, error) {
+	return e.processResultsBatch(ctx, []uuid.UUID{taskID}, map[uuid.UUID][]noticeMsg{taskID: notices})
+}
+
+// processResultsBatch applies the notices of several tasks in one
+// transaction: one commit for the batch instead of one per task. Tasks are
+// locked in uuid order, like every multi-task transaction, so replicas
+// cannot deadlock. Notices naming unknown tasks are returned as poison and
+// left in the queue for the caller to archive.
+func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, byTask map[uuid.UUID][]noticeMsg) ([]Poison, error) {
 	var poison []Poison
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		poison = poison[:0]
-		ids := make([]int64, 0, len(notices))
-		for _, nm := range notices {
-			ids = append(ids, nm.msgID)
-		}
-		t, err := e.store.TaskLockTx(ctx, tx, taskID)
+		tasks, err := e.store.TasksLockTx(ctx, tx, taskIDs)
 		if err != nil {
-			for _, nm := range notices {
-				poison = append(poison, Poison{MsgID: nm.msgID, Reason: "result notice for unknown task " + taskID.String()})
+			return err
+		}
+		found := make(map[uuid.UUID]bool, len(tasks))
+		var ids []int64
+		for _, t := range tasks {
+			found[t.UUID] = true
+			for _, nm := range byTask[t.UUID] {
+				ids = append(ids, nm.msgID)
 			}
-			return nil
+		}
+		for _, id := range taskIDs {
+			if !found[id] {
+				for _, nm := range byTask[id] {
+					poison = append(poison, Poison{MsgID: nm.msgID, Reason: "result notice for unknown task " + id.String()})
+				}
+			}
 		}
 		// The notices are consumed whatever happens below: their effects
 		// commit with their deletion.
 		if err := e.store.MessagesDeleteTx(ctx, tx, queue.StepResultsQueue, ids); err != nil {
 			return err
 		}
-		steps, err := e.store.TaskStepsTx(ctx, tx, taskID)
+		stepsByTask, err := e.store.StepsOfTasksTx(ctx, tx, taskIDs)
 		if err != nil {
 			return err
 		}
-		ref := taskRef(&t)
-		applied := 0
-		start := j.Now()
-		for _, nm := range notices {
-			j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
-			ok, err := e.applyResult(ctx, tx, j, &t, steps, nm.n)
-			if err != nil {
+		for i := range tasks {
+			if err := e.applyTaskNotices(ctx, tx, j, &tasks[i], stepsByTask[tasks[i].UUID], byTask[tasks[i].UUID]); err != nil {
 				return err
 			}
-			if ok {
-				applied++
-			}
 		}
-		j.Phase(telemetry.PhaseResultEvaluation, ref, start)
-		if applied == 0 || t.State.Terminal() {
-			return nil
-		}
-		trig, ok := wakeTrigger(t.State)
-		if !ok {
-			// blocked_by_failures (hold): the result is recorded; the task
-			// stays held for an operator.
-			return nil
-		}
-		if err := e.moveTask(ctx, tx, j, &t, trig, nil, nil); err != nil {
-			return err
-		}
-		return e.drive(ctx, tx, j, &t, steps)
+		return nil
 	})
 	return poison, err
+}
+
+// applyTaskNotices applies one locked task's result notices and drives it.
+func (e *Engine) applyTaskNotices(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step, notices []noticeMsg) error {
+	ref := taskRef(t)
+	applied := 0
+	start := j.Now()
+	for _, nm := range notices {
+		j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
+		ok, err := e.applyResult(ctx, tx, j, t, steps, nm.n)
+		if err != nil {
+			return err
+		}
+		if ok {
+			applied++
+		}
+	}
+	j.Phase(telemetry.PhaseResultEvaluation, ref, start)
+	if applied == 0 || t.State.Terminal() {
+		return nil
+	}
+	trig, ok := wakeTrigger(t.State)
+	if !ok {
+		// blocked_by_failures (hold): the result is recorded; the task
+		// stays held for an operator.
+		return nil
+	}
+	if err := e.moveTask(ctx, tx, j, t, trig, nil, nil); err != nil {
+		return err
+	}
+	return e.drive(ctx, tx, j, t, steps)
 }
 
 // applyResult moves one step out of enqueued_(as_error_)for_orchestration if

@@ -255,6 +255,21 @@ func (s *Store) TaskStepsTx(ctx context.Context, tx Tx, id uuid.UUID) ([]Step, e
 	return stepsQuery(ctx, tx.tx, `SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position`, id)
 }
 
+// StepsOfTasksTx returns the steps of several tasks, each task's in
+// template order.
+func (s *Store) StepsOfTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) (map[uuid.UUID][]Step, error) {
+	steps, err := stepsQuery(ctx, tx.tx, `SELECT `+stepColumns+` FROM tasker.workflow_steps s
+		WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uuid.UUID][]Step, len(ids))
+	for _, st := range steps {
+		out[st.TaskUUID] = append(out[st.TaskUUID], st)
+	}
+	return out, nil
+}
+
 // TaskSteps returns a task's steps without a transaction.
 func (s *Store) TaskSteps(ctx context.Context, id uuid.UUID) ([]Step, error) {
 	return stepsQuery(ctx, s.pool, `SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position`, id)

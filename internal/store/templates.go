@@ -68,15 +68,13 @@ func (s *Store) TemplateRegister(ctx context.Context, t *template.Template) (rec
 	return rec, created, err
 }
 
-// namespaceEnsure creates a namespace and its worker and domain event queues
-// if they do not exist yet.
+// namespaceEnsure creates a namespace with its worker and domain event
+// queues (with insert notifications), the per-namespace worker role and its
+// grants, if they do not exist yet. Provisioning goes through a SECURITY
+// DEFINER function: a daemon running as tasker_api may not create tables or
+// roles itself.
 func namespaceEnsure(ctx context.Context, tx pgx.Tx, ns string) error {
-	wq, err := queue.WorkerQueue(ns)
-	if err != nil {
-		return err
-	}
-	dq, err := queue.DomainEventsQueue(ns)
-	if err != nil {
+	if err := queue.ValidateNamespace(ns); err != nil {
 		return err
 	}
 	tag, err := tx.Exec(ctx, `INSERT INTO tasker.namespaces (name) VALUES ($1) ON CONFLICT DO NOTHING`, ns)
@@ -86,13 +84,8 @@ func namespaceEnsure(ctx context.Context, tx pgx.Tx, ns string) error {
 	if tag.RowsAffected() == 0 {
 		return nil
 	}
-	for _, q := range []string{wq, dq} {
-		if err := queue.Create(ctx, tx, q); err != nil {
-			return err
-		}
-		if err := queue.EnableNotify(ctx, tx, q); err != nil {
-			return err
-		}
+	if _, err := tx.Exec(ctx, `SELECT tasker.namespace_provision($1)`, ns); err != nil {
+		return fmt.Errorf("provision namespace %s: %w", ns, err)
 	}
 	return nil
 }
