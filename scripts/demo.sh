@@ -89,7 +89,7 @@ echo "                curl -s http://127.0.0.1:$metrics_port/metrics | grep ^tas
 if [ -n "${JAEGER_QUERY:-}" ]; then
   for id in "${ids[@]}"; do
     trace=$(curl -fsS "$TASKER_SERVER/v1/tasks/$id" | sed -n 's/.*"trace_id":"\([0-9a-f]*\)".*/\1/p')
-    echo "  trace:        $JAEGER_QUERY/trace/$trace   (task $id)"
+    echo "  trace:        $JAEGER_QUERY/api/traces/$trace   (task $id; Jaeger's JSON API — this Jaeger is built without its UI assets)"
   done
 fi
 echo

@@ -177,6 +177,17 @@ func parentContext(ctx context.Context, ref TaskRef) context.Context {
 	return trace.ContextWithRemoteSpanContext(ctx, sc)
 }
 
+// minSpan is the shortest duration a span is given: a span that ends when
+// it starts reads as a negative duration to trace backends (Jaeger warns).
+const minSpan = time.Microsecond
+
+func spanEnd(start, end time.Time) time.Time {
+	if end.Sub(start) < minSpan {
+		return start.Add(minSpan)
+	}
+	return end
+}
+
 // phaseSpan is an open phase span of a batch.
 type phaseSpan struct {
 	phase      Phase
@@ -230,7 +241,7 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 			for _, ev := range stepEvents(r) {
 				s.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
 			}
-			s.End(trace.WithTimestamp(r.At))
+			s.End(trace.WithTimestamp(r.At.Add(minSpan)))
 		case KindEvent:
 			info, _ := lifecycle.LookupEvent(r.Event)
 			switch info.Span {
@@ -245,7 +256,7 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 		}
 	}
 	for _, ph := range phases {
-		ph.span.End(trace.WithTimestamp(ph.end))
+		ph.span.End(trace.WithTimestamp(spanEnd(ph.start, ph.end)))
 	}
 	return own, root
 }
@@ -269,7 +280,7 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 	for _, ev := range taskEvents(r) {
 		span.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
 	}
-	span.End(trace.WithTimestamp(r.At))
+	span.End(trace.WithTimestamp(spanEnd(start, r.At)))
 	// Root events (workflow.task_completed/failed) are recorded after the
 	// final transition, so they reach emitRoot through the next batch; any
 	// seen here are kept for it the same way.
@@ -296,7 +307,7 @@ func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
 	if r.Outcome == string(lifecycle.TaskError) {
 		root.SetStatus(codes.Error, "task failed")
 	}
-	root.End(trace.WithTimestamp(r.At))
+	root.End(trace.WithTimestamp(spanEnd(r.Task.CreatedAt, r.At)))
 }
 
 func (p *Publisher) emitLeftover(ctx context.Context, b *batch) {
@@ -319,5 +330,5 @@ func (p *Publisher) emitLeftover(ctx context.Context, b *batch) {
 	for _, e := range rest {
 		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
 	}
-	span.End(trace.WithTimestamp(end))
+	span.End(trace.WithTimestamp(spanEnd(start, end)))
 }
