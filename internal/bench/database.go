@@ -4,10 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 
@@ -21,6 +21,8 @@ type freshDatabase struct {
 	serverURL string // the URL the user gave (its database is left alone)
 	name      string
 	url       string
+	// trackFunctions is set when the database times function calls.
+	trackFunctions bool
 }
 
 // createDatabase creates an empty database with a unique name on the server
@@ -41,8 +43,13 @@ func createDatabase(ctx context.Context, serverURL string) (*freshDatabase, erro
 	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
 		return nil, fmt.Errorf("create database %s (the benchmark needs CREATEDB on the server): %w", name, err)
 	}
+	// Time every function call: the engine's hot paths are SQL functions
+	// (dispatch, claim, submit, transitions, PGMQ), so per-function times
+	// say where the server's time goes. It needs a superuser; without one
+	// the report simply has no function times.
+	_, ferr := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` SET track_functions = 'all'`)
 	u.Path = "/" + name
-	return &freshDatabase{serverURL: serverURL, name: name, url: u.String()}, nil
+	return &freshDatabase{serverURL: serverURL, name: name, url: u.String(), trackFunctions: ferr == nil}, nil
 }
 
 // drop removes the database, terminating any connection left on it.
@@ -135,6 +142,12 @@ type dbStats struct {
 	deadlocks                  int64
 	seqScans, seqTupRead       int64
 	idxScans                   int64
+	functions                  map[string]funcStat
+}
+
+type funcStat struct {
+	calls       int64
+	total, self float64 // milliseconds
 }
 
 // waitIdle waits until no client connection but conn is open on the
@@ -179,7 +192,51 @@ func readStats(ctx context.Context, conn *pgx.Conn) (dbStats, error) {
 	if err != nil {
 		return s, fmt.Errorf("read pg_stat_user_tables: %w", err)
 	}
-	return s, nil
+	rows, err := conn.Query(ctx, `SELECT funcid::regprocedure::text, calls, total_time, self_time FROM pg_stat_user_functions`)
+	if err != nil {
+		return s, fmt.Errorf("read pg_stat_user_functions: %w", err)
+	}
+	defer rows.Close()
+	s.functions = map[string]funcStat{}
+	for rows.Next() {
+		var name string
+		var f funcStat
+		if err := rows.Scan(&name, &f.calls, &f.total, &f.self); err != nil {
+			return s, fmt.Errorf("read pg_stat_user_functions: %w", err)
+		}
+		s.functions[name] = f
+	}
+	return s, rows.Err()
+}
+
+// FuncTime is the time Postgres spent in one SQL function during the
+// measured window (track_functions): Self excludes the functions it called.
+type FuncTime struct {
+	Name              string  `json:"name"`
+	Calls             int64   `json:"calls"`
+	TotalMs           float64 `json:"total_ms"`
+	SelfMs            float64 `json:"self_ms"`
+	SelfPerCallMs     float64 `json:"self_per_call_ms"`
+	SelfPerStepMicros float64 `json:"self_per_step_us"`
+}
+
+// functionTimes returns the functions by self time, largest first.
+func functionTimes(before, after dbStats, steps int64) []FuncTime {
+	var out []FuncTime
+	for name, a := range after.functions {
+		b := before.functions[name]
+		ft := FuncTime{Name: name, Calls: a.calls - b.calls, TotalMs: a.total - b.total, SelfMs: a.self - b.self}
+		if ft.Calls <= 0 {
+			continue
+		}
+		ft.SelfPerCallMs = ft.SelfMs / float64(ft.Calls)
+		if steps > 0 {
+			ft.SelfPerStepMicros = ft.SelfMs * 1000 / float64(steps)
+		}
+		out = append(out, ft)
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].SelfMs > out[k].SelfMs })
+	return out
 }
 
 func walPosition(ctx context.Context, q interface {
@@ -326,5 +383,3 @@ func activeTasks(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 		WHERE state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')`).Scan(&n)
 	return n, err
 }
-
-var errTimeout = errors.New("timed out")

@@ -1,0 +1,751 @@
+// A Tasker worker over the plain-SQL worker protocol (DESIGN §6), in plain
+// JavaScript with the `pg` driver only. It does what the Go SDK (worker/
+// worker.go) does:
+//
+//   1. read step messages:  pgmq.read('worker_<ns>_queue', lease_seconds, n),
+//      woken by NOTIFY on "pgmq.q_worker_<ns>_queue.INSERT", polling as a
+//      fallback;
+//   2. claim the steps:     tasker.step_claim_batch(uuid[], int[], worker_id,
+//      lease_seconds); a message whose step is not claimable is deleted
+//      (pgmq.delete) and nothing runs; a message for a handler this worker
+//      lacks is pushed back (pgmq.set_vt(queue, msg_id, 5)) for another
+//      worker;
+//   3. run the handler with an AbortSignal (per-step timeout, lease lost,
+//      hard shutdown) while tasker.step_heartbeat renews the lease and the
+//      message's visibility every lease/3;
+//   4. submit:              tasker.step_submit_result(step, attempt,
+//      worker_id, success, result, error, msg_id, headers), which also
+//      deletes the message and notifies the orchestrator;
+//   5. on shutdown: stop reading, wait (bounded) for running handlers, then
+//      abort the rest and give their steps back with tasker.step_release.
+
+import os from 'node:os';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+
+import { Logger } from './log.js';
+
+export const DEFAULTS = Object.freeze({
+  concurrency: 10,
+  leaseSeconds: 30,
+  pollIntervalMs: 1000,
+  shutdownTimeoutMs: 30_000,
+  // Used when a claim carries no timeout_seconds (the Go SDK's default).
+  defaultStepTimeoutSeconds: 300,
+  // How long a message for a handler this worker lacks stays hidden.
+  unknownHandlerDeferSeconds: 5,
+});
+
+const NAMESPACE_RE = /^[a-z][a-z0-9_]{0,32}$/;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** validateNamespace applies the engine's rule (DESIGN §6) before any SQL or channel name is built. */
+export function validateNamespace(ns) {
+  if (!NAMESPACE_RE.test(ns)) {
+    throw new Error(`namespace ${JSON.stringify(ns)} must match ${NAMESPACE_RE} (a lowercase letter, then up to 32 lowercase letters, digits or underscores)`);
+  }
+  return ns;
+}
+
+/** workerQueue is the PGMQ queue carrying a namespace's step messages. */
+export function workerQueue(ns) {
+  return `worker_${validateNamespace(ns)}_queue`;
+}
+
+/** notifyChannel is the channel PGMQ signals on every insert into queue. */
+export function notifyChannel(queue) {
+  return `pgmq.q_${queue}.INSERT`;
+}
+
+/** quoteIdent quotes a name for LISTEN (the channel has dots and capitals). */
+export function quoteIdent(name) {
+  return '"' + String(name).replace(/"/g, '""') + '"';
+}
+
+/**
+ * StepError is a handler failure with its retry classification; it becomes
+ * the `error` argument of step_submit_result: {message, retryable, kind}.
+ * Any other thrown value is a retryable failure of kind "error".
+ */
+export class StepError extends Error {
+  constructor(message, { retryable = true, kind, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'StepError';
+    this.retryable = retryable;
+    this.kind = kind || (retryable ? 'retryable' : 'permanent');
+  }
+}
+
+/** permanent marks a failure retrying cannot fix: the step fails at once. */
+export function permanent(message, opts = {}) {
+  return new StepError(message, { ...opts, retryable: false, kind: 'permanent' });
+}
+
+/** retryable marks a failure explicitly as retryable (the default for any thrown error). */
+export function retryable(message, opts = {}) {
+  return new StepError(message, { ...opts, retryable: true, kind: 'retryable' });
+}
+
+/** errorPayload is the protocol's error object for a thrown value. */
+export function errorPayload(err) {
+  if (err instanceof StepError) {
+    return { message: err.message, retryable: err.retryable, kind: err.kind };
+  }
+  if (err && typeof err === 'object' && typeof err.retryable === 'boolean') {
+    return {
+      message: String(err.message ?? err),
+      retryable: err.retryable,
+      kind: typeof err.kind === 'string' && err.kind ? err.kind : (err.retryable ? 'retryable' : 'permanent'),
+    };
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return { message: message || 'handler failed', retryable: true, kind: 'error' };
+}
+
+/** sleep resolves after ms, or at once when signal aborts (it never rejects). */
+export function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve();
+      return;
+    }
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** raceAbort settles with p, or rejects with signal.reason as soon as signal aborts. */
+function raceAbort(p, signal) {
+  if (signal.aborted) {
+    // Keep a late rejection of p from being reported as unhandled.
+    p.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e) => { signal.removeEventListener('abort', onAbort); reject(e); },
+    );
+  });
+}
+
+// Slots is a counting semaphore shared by every namespace's read loop: a
+// worker never claims a step it cannot start at once.
+class Slots {
+  constructor(n) {
+    this.free = n;
+    this.waiters = [];
+  }
+
+  tryTake() {
+    if (this.free > 0) {
+      this.free--;
+      return true;
+    }
+    return false;
+  }
+
+  /** take waits for a slot; false when signal aborted first. */
+  take(signal) {
+    if (this.tryTake()) return Promise.resolve(true);
+    if (signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const waiter = (ok) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(ok);
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        resolve(false);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  give() {
+    const waiter = this.waiters.shift();
+    if (waiter) waiter(true);
+    else this.free++;
+  }
+}
+
+// Wake is a coalescing wake-up flag for one read loop.
+class Wake {
+  constructor() {
+    this.pending = false;
+    this.resolver = null;
+  }
+
+  notify() {
+    if (this.resolver) this.resolver();
+    else this.pending = true;
+  }
+
+  /** wait resolves on notify(), after ms, or when signal aborts. */
+  wait(ms, signal) {
+    if (this.pending || signal.aborted) {
+      this.pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        if (this.resolver === done) this.resolver = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+      this.resolver = done;
+    });
+  }
+}
+
+// Listener holds one dedicated connection LISTENing on the queues' insert
+// channels and turns notifications into wake-ups. Notifications are hints:
+// the read loops poll anyway, and a lost connection is re-established with
+// backoff (waking every loop, since messages may have arrived meanwhile).
+class Listener {
+  constructor(clientConfig, wakes, log) {
+    this.clientConfig = clientConfig;
+    this.wakes = wakes; // channel -> Wake
+    this.log = log;
+    this.abort = new AbortController();
+    this.client = null;
+    this.drop = null;
+    this.done = null;
+  }
+
+  start() {
+    this.done = this.loop();
+  }
+
+  wakeAll() {
+    for (const w of this.wakes.values()) w.notify();
+  }
+
+  async loop() {
+    let backoff = 100;
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      let err = null;
+      const client = new pg.Client(this.clientConfig);
+      this.client = client;
+      let dropped;
+      const gone = new Promise((resolve) => { dropped = resolve; });
+      this.drop = dropped;
+      client.on('error', (e) => { err = e; dropped(); });
+      client.on('end', () => dropped());
+      client.on('notification', (n) => this.wakes.get(n.channel)?.notify());
+      try {
+        await client.connect();
+        for (const channel of this.wakes.keys()) {
+          await client.query(`LISTEN ${quoteIdent(channel)}`);
+        }
+        backoff = 100;
+        this.log.debug('listening for queue notifications', { channels: [...this.wakes.keys()] });
+        this.wakeAll();
+        await gone;
+      } catch (e) {
+        err = e;
+      } finally {
+        this.client = null;
+        client.end().catch(() => {});
+      }
+      if (signal.aborted) break;
+      this.log.warn('queue listener lost its connection; reconnecting', { error: err ?? 'connection ended', retry_in_ms: backoff });
+      this.wakeAll();
+      await sleep(backoff, signal);
+      backoff = Math.min(backoff * 2, 5000);
+    }
+  }
+
+  async stop() {
+    this.abort.abort();
+    if (this.drop) this.drop();
+    if (this.client) this.client.end().catch(() => {});
+    await this.done;
+  }
+}
+
+/**
+ * Worker runs registered handlers for the steps of its namespaces.
+ *
+ *   const w = new Worker({ connectionString, namespaces: ['ecommerce'] });
+ *   w.handle('ecommerce.validate_cart', async (step, { signal, log }) => ({ ok: true }));
+ *   await w.start();          // resolves once reading; retries while the database is unreachable
+ *   ...
+ *   await w.stop();           // graceful: finish or release in-flight steps
+ *
+ * A handler receives the step ({taskUuid, stepUuid, name, handler,
+ * namespace, attempt, maxAttempts, timeoutSeconds, correlationId,
+ * traceparent, context, inputs, dependencyResults}) and {signal, log}; it
+ * returns the step's result (any JSON value) or throws. Throw permanent(msg)
+ * for a failure that retrying cannot fix. signal aborts at the step's
+ * timeout, when the step is taken away (cancelled, resolved, lease lost) and
+ * at a hard shutdown; the worker stops waiting for the handler then.
+ */
+export class Worker {
+  constructor({
+    connectionString,
+    pool,
+    namespaces,
+    workerId,
+    concurrency = DEFAULTS.concurrency,
+    batchSize,
+    leaseSeconds = DEFAULTS.leaseSeconds,
+    pollIntervalMs = DEFAULTS.pollIntervalMs,
+    shutdownTimeoutMs = DEFAULTS.shutdownTimeoutMs,
+    notify = true,
+    logger,
+    applicationName = 'tasker-node-worker',
+  } = {}) {
+    if (!Array.isArray(namespaces) || namespaces.length === 0) {
+      throw new Error('namespaces is empty');
+    }
+    namespaces.forEach(validateNamespace);
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new Error(`concurrency must be a positive integer, got ${concurrency}`);
+    }
+    if (!Number.isInteger(leaseSeconds) || leaseSeconds < 3) {
+      throw new Error(`lease must be at least 3 seconds (it is renewed every third of it), got ${leaseSeconds}`);
+    }
+    if (!Number.isFinite(pollIntervalMs) || pollIntervalMs < 10) {
+      throw new Error(`poll interval must be at least 10ms, got ${pollIntervalMs}`);
+    }
+    if (!Number.isFinite(shutdownTimeoutMs) || shutdownTimeoutMs < 0) {
+      throw new Error(`shutdown timeout must be >= 0, got ${shutdownTimeoutMs}`);
+    }
+    if (!pool && !connectionString) {
+      throw new Error('connectionString (DATABASE_URL) is required');
+    }
+    this.namespaces = [...new Set(namespaces)];
+    this.workerId = workerId || `node-${os.hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    this.concurrency = concurrency;
+    this.batchSize = Math.min(Math.max(1, batchSize || concurrency), concurrency);
+    this.leaseSeconds = leaseSeconds;
+    this.pollIntervalMs = pollIntervalMs;
+    this.shutdownTimeoutMs = shutdownTimeoutMs;
+    this.notify = notify;
+    this.log = (logger || new Logger()).with({ worker_id: this.workerId });
+
+    this.clientConfig = {
+      connectionString,
+      application_name: applicationName,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      connectionTimeoutMillis: 10_000,
+      // Server-side bound on every statement, so a stuck query cannot hang
+      // the worker (pgmq.read and the protocol functions are short).
+      statement_timeout: 30_000,
+    };
+    this.ownPool = !pool;
+    this.pool = pool || new pg.Pool({ ...this.clientConfig, max: concurrency + this.namespaces.length + 2 });
+    // An idle client's error (server restart, network) must not crash us:
+    // the pool drops the client and the next query reconnects.
+    this.pool.on('error', (err) => this.log.warn('idle database connection failed', { error: err }));
+
+    this.handlers = new Map();
+    this.slots = new Slots(concurrency);
+    this.readAbort = new AbortController(); // stop reading (graceful)
+    this.hardAbort = new AbortController(); // abort running handlers
+    this.wakes = new Map(); // namespace -> Wake
+    this.readLoops = [];
+    this.inflight = new Set();
+    this.unknownLogged = new Map();
+    this.listener = null;
+    this.started = false;
+    this.stopping = null;
+  }
+
+  /** handle registers fn for steps whose template names handler `name`. */
+  handle(name, fn) {
+    if (typeof fn !== 'function') throw new Error(`handler ${name} is not a function`);
+    this.handlers.set(name, fn);
+    return this;
+  }
+
+  /** inFlight is how many steps are running. */
+  get inFlight() {
+    return this.inflight.size;
+  }
+
+  /**
+   * start waits (retrying with backoff) until the database is reachable and
+   * every namespace's queue exists, then starts reading. It resolves false
+   * if stop() was called first.
+   */
+  async start() {
+    if (this.started) return true;
+    const queues = this.namespaces.map(workerQueue);
+    const signal = this.readAbort.signal;
+    for (let failures = 0; !signal.aborted; failures++) {
+      try {
+        for (const q of queues) {
+          await this.pool.query('SELECT queue_length FROM pgmq.metrics($1::text)', [q]);
+        }
+        if (failures > 0) this.log.info('database reachable and queues ready', { after_failures: failures });
+        break;
+      } catch (err) {
+        const retryMs = Math.min(250 * 2 ** Math.min(failures, 5), 5000);
+        if (failures === 0 || failures % 10 === 0) {
+          this.log.warn('cannot start yet: database unreachable or a queue is missing (is a template of the namespace registered?); retrying', {
+            error: err, queues, failures: failures + 1, retry_in_ms: retryMs,
+          });
+        }
+        await sleep(retryMs, signal);
+      }
+    }
+    if (signal.aborted) return false;
+
+    const channels = new Map();
+    for (const ns of this.namespaces) {
+      const wake = new Wake();
+      this.wakes.set(ns, wake);
+      channels.set(notifyChannel(workerQueue(ns)), wake);
+    }
+    if (this.notify) {
+      this.listener = new Listener(this.clientConfig, channels, this.log);
+      this.listener.start();
+    }
+    for (const ns of this.namespaces) {
+      this.readLoops.push(this.readLoop(ns));
+    }
+    this.started = true;
+    this.log.info('worker started', {
+      namespaces: this.namespaces, concurrency: this.concurrency, batch_size: this.batchSize,
+      lease_seconds: this.leaseSeconds, handlers: [...this.handlers.keys()].sort(),
+    });
+    return true;
+  }
+
+  /**
+   * stop stops reading new messages, waits up to shutdownTimeoutMs for the
+   * running handlers to finish and submit, then aborts the rest and releases
+   * their steps (tasker.step_release) so they are retried at once. With
+   * {hard: true} it does not wait. Safe to call more than once.
+   */
+  stop({ hard = false } = {}) {
+    if (hard) this.hardAbort.abort();
+    if (!this.stopping) this.stopping = this.shutdown();
+    return this.stopping;
+  }
+
+  async shutdown() {
+    this.log.info('worker stopping: no new steps will be claimed', { in_flight: this.inflight.size, shutdown_timeout_ms: this.shutdownTimeoutMs });
+    this.readAbort.abort();
+    await Promise.allSettled(this.readLoops);
+    if (this.inflight.size > 0 && !this.hardAbort.signal.aborted) {
+      const bound = new AbortController();
+      const all = Promise.allSettled([...this.inflight]).then(() => true);
+      const timedOut = sleep(this.shutdownTimeoutMs, bound.signal).then(() => false);
+      const hardStop = sleep(2 ** 31 - 1, this.hardAbort.signal).then(() => false);
+      const finished = await Promise.race([all, timedOut, hardStop]);
+      bound.abort();
+      if (!finished) {
+        const why = this.hardAbort.signal.aborted ? 'forced stop' : 'shutdown bound reached';
+        this.log.warn(`${why}: aborting running handlers and releasing their steps`, { in_flight: this.inflight.size });
+      }
+    }
+    this.hardAbort.abort();
+    await Promise.allSettled([...this.inflight]);
+    if (this.listener) await this.listener.stop();
+    if (this.ownPool) await this.pool.end().catch((err) => this.log.warn('closing the connection pool', { error: err }));
+    this.log.info('worker stopped');
+  }
+
+  // readLoop reads step messages for one namespace while there are free slots.
+  async readLoop(ns) {
+    const queue = workerQueue(ns);
+    const signal = this.readAbort.signal;
+    const wake = this.wakes.get(ns);
+    let failures = 0;
+    while (!signal.aborted) {
+      // Take a slot before reading, then as many more as are free, up to a batch.
+      if (!(await this.slots.take(signal))) break;
+      let free = 1;
+      while (free < this.batchSize && this.slots.tryTake()) free++;
+      let read = 0;
+      let used = 0;
+      let error = null;
+      try {
+        ({ read, used } = await this.readOnce(queue, free));
+      } catch (err) {
+        error = err;
+      }
+      for (let i = used; i < free; i++) this.slots.give();
+      if (error) {
+        if (signal.aborted) break;
+        failures++;
+        const retryMs = Math.min(failures * 200, 5000);
+        if (failures === 1 || failures % 30 === 0) {
+          this.log.error('reading step messages failed; retrying with backoff', { queue, error, failures, retry_in_ms: retryMs });
+        }
+        await sleep(retryMs, signal);
+        continue;
+      }
+      if (failures > 0) {
+        this.log.info('reading step messages recovered', { queue, after_failures: failures });
+        failures = 0;
+      }
+      if (read === 0) {
+        await wake.wait(this.pollIntervalMs, signal);
+      }
+    }
+  }
+
+  // readOnce reads up to n messages, claims their steps in one round trip and
+  // starts the claimed ones. It returns how many messages it read and how
+  // many slots it used.
+  async readOnce(queue, n) {
+    const { rows: msgs } = await this.pool.query(
+      'SELECT msg_id, read_ct, message, headers FROM pgmq.read($1::text, $2::integer, $3::integer)',
+      [queue, this.leaseSeconds, n],
+    );
+    if (msgs.length === 0) return { read: 0, used: 0 };
+    if (this.readAbort.signal.aborted) {
+      // Stopping: hand the messages back at once instead of claiming them.
+      await Promise.allSettled(msgs.map((m) => this.pool.query('SELECT 1 FROM pgmq.set_vt($1::text, $2::bigint, 0)', [queue, m.msg_id])));
+      return { read: msgs.length, used: 0 };
+    }
+
+    const byStep = new Map(); // step uuid -> the message to claim it with
+    // Messages naming a step already in this read (a duplicate delivery, or a
+    // stale message of an older attempt): only the newest attempt is claimed;
+    // the others are deleted once the claim has been decided.
+    const superseded = [];
+    for (const m of msgs) {
+      const body = m.message;
+      const stepUuid = typeof body?.step_uuid === 'string' ? body.step_uuid.toLowerCase() : '';
+      if (!UUID_RE.test(stepUuid) || !Number.isInteger(body.attempt) || body.attempt < 1) {
+        this.log.warn('poison step message archived', { queue, msg_id: m.msg_id, message: body });
+        await this.pool.query('SELECT pgmq.archive($1::text, $2::bigint)', [queue, m.msg_id])
+          .catch((err) => this.log.error('archiving a poison step message failed', { queue, msg_id: m.msg_id, error: err }));
+        continue;
+      }
+      if (!this.handlers.has(body.handler)) {
+        await this.deferUnknown(queue, m.msg_id, body.handler);
+        continue;
+      }
+      const prev = byStep.get(stepUuid);
+      if (prev) {
+        if (body.attempt > prev.message.attempt) {
+          superseded.push(prev.msg_id);
+          byStep.set(stepUuid, m);
+        } else {
+          superseded.push(m.msg_id);
+        }
+        continue;
+      }
+      byStep.set(stepUuid, m);
+    }
+    if (byStep.size === 0) return { read: msgs.length, used: 0 };
+    const ids = [...byStep.keys()];
+    const attempts = ids.map((id) => byStep.get(id).message.attempt);
+
+    // If this fails, nothing ran: the messages reappear after the lease.
+    const { rows: claims } = await this.pool.query(
+      `SELECT claimed, reason, step_uuid, task_uuid, namespace, step_name, handler, attempt,
+              max_attempts, timeout_seconds, correlation_id, traceparent,
+              task_context, step_inputs, dependency_results
+         FROM tasker.step_claim_batch($1::uuid[], $2::integer[], $3::text, $4::integer)`,
+      [ids, attempts, this.workerId, this.leaseSeconds],
+    );
+    if (superseded.length > 0) {
+      await this.pool.query('SELECT pgmq.delete($1::text, $2::bigint[])', [queue, superseded])
+        .catch((err) => this.log.warn('deleting duplicate step messages failed', { queue, error: err }));
+    }
+    let used = 0;
+    for (const c of claims) {
+      const m = byStep.get(String(c.step_uuid).toLowerCase());
+      if (!m) continue;
+      if (!c.claimed) {
+        this.log.debug('step not claimable; message deleted', { step_uuid: c.step_uuid, task_uuid: c.task_uuid, reason: c.reason, msg_id: m.msg_id });
+        await this.pool.query('SELECT pgmq.delete($1::text, $2::bigint)', [queue, m.msg_id])
+          .catch((err) => this.log.warn('deleting an unclaimable step message failed', { queue, msg_id: m.msg_id, error: err }));
+        continue;
+      }
+      if (used >= n) break; // cannot happen: one claim per message
+      used++;
+      const run = this.execute(c, m).catch((err) => {
+        this.log.error('internal error running a step', { step_uuid: c.step_uuid, task_uuid: c.task_uuid, error: err });
+      });
+      const tracked = run.finally(() => {
+        this.inflight.delete(tracked);
+        this.slots.give();
+      });
+      this.inflight.add(tracked);
+    }
+    return { read: msgs.length, used };
+  }
+
+  // deferUnknown pushes back a message for a handler this worker lacks, so
+  // that a worker that has it can take it; logged at most once a minute.
+  async deferUnknown(queue, msgId, handler) {
+    await this.pool.query('SELECT 1 FROM pgmq.set_vt($1::text, $2::bigint, $3::integer)', [queue, msgId, DEFAULTS.unknownHandlerDeferSeconds])
+      .catch((err) => this.log.warn('deferring a message for an unknown handler failed', { queue, msg_id: msgId, error: err }));
+    const last = this.unknownLogged.get(handler) || 0;
+    if (Date.now() - last > 60_000) {
+      this.unknownLogged.set(handler, Date.now());
+      this.log.info('no handler registered for step messages of this handler; left for other workers', { queue, handler });
+    }
+  }
+
+  // execute runs one claimed step: heartbeats while the handler runs, then
+  // submits the outcome (or releases the step at a hard shutdown).
+  async execute(c, msg) {
+    const headers = msg.headers && typeof msg.headers === 'object' && !Array.isArray(msg.headers) ? { ...msg.headers } : {};
+    const step = Object.freeze({
+      taskUuid: c.task_uuid,
+      stepUuid: c.step_uuid,
+      name: c.step_name,
+      handler: c.handler,
+      namespace: c.namespace,
+      attempt: c.attempt,
+      maxAttempts: c.max_attempts,
+      timeoutSeconds: c.timeout_seconds > 0 ? c.timeout_seconds : DEFAULTS.defaultStepTimeoutSeconds,
+      correlationId: c.correlation_id,
+      traceparent: typeof headers.traceparent === 'string' && headers.traceparent ? headers.traceparent : (c.traceparent || ''),
+      context: c.task_context,
+      inputs: c.step_inputs,
+      dependencyResults: c.dependency_results || {},
+    });
+    if (!headers.traceparent && step.traceparent) headers.traceparent = step.traceparent;
+    const log = this.log.with({
+      task_uuid: step.taskUuid, step_uuid: step.stepUuid, step_name: step.name, handler: step.handler,
+      namespace: step.namespace, correlation_id: step.correlationId, attempt: step.attempt, msg_id: msg.msg_id,
+    });
+    log.debug('step claimed');
+
+    const ac = new AbortController();
+    const abort = (reason) => { if (!ac.signal.aborted) ac.abort(reason); };
+    const timer = setTimeout(
+      () => abort(new StepError(`step timed out after ${step.timeoutSeconds}s`, { retryable: true, kind: 'timeout' })),
+      Math.min(step.timeoutSeconds * 1000, 2 ** 31 - 1),
+    );
+    const onHardStop = () => abort(new StepError('worker shutting down', { retryable: true, kind: 'shutdown' }));
+    this.hardAbort.signal.addEventListener('abort', onHardStop, { once: true });
+    if (this.hardAbort.signal.aborted) onHardStop();
+
+    // Heartbeat every lease/3. False means the step is no longer ours
+    // (cancelled, resolved, reaped): abort the handler.
+    let beat = Promise.resolve();
+    let beating = false;
+    const heartbeat = setInterval(() => {
+      if (beating) return;
+      beating = true;
+      beat = this.pool.query(
+        'SELECT tasker.step_heartbeat($1::uuid, $2::integer, $3::text, $4::integer, $5::bigint) AS ok',
+        [step.stepUuid, step.attempt, this.workerId, this.leaseSeconds, msg.msg_id],
+      ).then(({ rows }) => {
+        if (rows[0]?.ok === false) {
+          abort(new StepError('step is no longer this worker\'s (cancelled, resolved, or lease lost)', { retryable: true, kind: 'lost' }));
+        }
+      }, (err) => {
+        // Keep running: the lease covers a short outage; if it expires the
+        // step is retried and our late result is refused.
+        log.warn('heartbeat failed', { error: err });
+      }).finally(() => { beating = false; });
+    }, Math.max(1000, Math.floor((this.leaseSeconds * 1000) / 3)));
+
+    const fn = this.handlers.get(step.handler);
+    const started = performance.now();
+    let result;
+    let failure = null;
+    try {
+      const p = Promise.resolve().then(() => fn(step, { signal: ac.signal, log }));
+      result = await raceAbort(p, ac.signal);
+    } catch (err) {
+      failure = err ?? new Error('handler threw a nullish value');
+    }
+    const durationMs = Math.round(performance.now() - started);
+    clearTimeout(timer);
+    clearInterval(heartbeat);
+    this.hardAbort.signal.removeEventListener('abort', onHardStop);
+    await beat;
+
+    const reason = ac.signal.aborted ? ac.signal.reason : null;
+    if (reason?.kind === 'lost') {
+      log.warn('step was taken away while running (cancelled, resolved, or lease lost); result discarded', { duration_ms: durationMs });
+      return;
+    }
+    if (failure && this.hardAbort.signal.aborted) {
+      // Hard stop: give the step back rather than report a failure we caused.
+      await this.release(step, log);
+      return;
+    }
+    if (failure instanceof Error && !(failure instanceof StepError)) {
+      log.debug('handler threw', { error: failure, stack: failure.stack });
+    }
+    await this.submit(step, msg.msg_id, headers, result, failure, durationMs, log);
+  }
+
+  async release(step, log) {
+    try {
+      const { rows } = await raceAbort(
+        this.pool.query('SELECT tasker.step_release($1::uuid, $2::integer, $3::text) AS released', [step.stepUuid, step.attempt, this.workerId]),
+        AbortSignal.timeout(5000),
+      );
+      if (rows[0]?.released) log.info('step released at shutdown; it will be retried');
+      else log.info('step not released: it was no longer this worker\'s');
+    } catch (err) {
+      log.warn('releasing the step at shutdown failed; its lease will expire', { error: err });
+    }
+  }
+
+  // submit posts the outcome with tasker.step_submit_result, retrying
+  // database errors until the lease would have expired (after which the
+  // attempt is retried elsewhere and a late result would be refused anyway).
+  async submit(step, msgId, headers, result, failure, durationMs, log) {
+    let success = failure === null;
+    let resultJSON = null;
+    let errorJSON = null;
+    if (success) {
+      try {
+        resultJSON = JSON.stringify(result === undefined ? null : result);
+      } catch (err) {
+        success = false;
+        failure = permanent(`handler result is not JSON-encodable: ${err.message}`);
+      }
+    }
+    let payload = null;
+    if (!success) {
+      payload = errorPayload(failure);
+      errorJSON = JSON.stringify(payload);
+    }
+    const deadline = Date.now() + this.leaseSeconds * 1000;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { rows } = await this.pool.query(
+          `SELECT tasker.step_submit_result($1::uuid, $2::integer, $3::text, $4::boolean,
+                  $5::jsonb, $6::jsonb, $7::bigint, $8::jsonb) AS accepted`,
+          [step.stepUuid, step.attempt, this.workerId, success, resultJSON, errorJSON, msgId, JSON.stringify(headers)],
+        );
+        if (!rows[0]?.accepted) {
+          log.warn('result refused: the step is no longer this worker\'s (cancelled or retried elsewhere)', { success, duration_ms: durationMs });
+        } else if (success) {
+          log.info('step completed', { duration_ms: durationMs });
+        } else {
+          log.info('step failed', { error: payload.message, retryable: payload.retryable, kind: payload.kind, duration_ms: durationMs });
+        }
+        return;
+      } catch (err) {
+        if (Date.now() > deadline) {
+          log.error('could not submit the step result; the step will be retried after its lease expires', { error: err });
+          return;
+        }
+        if (attempt === 1) log.warn('submitting the step result failed; retrying', { error: err });
+        await sleep(Math.min(attempt * 250, 3000));
+      }
+    }
+  }
+}

@@ -1,0 +1,611 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker/tasker/internal/config"
+	"github.com/tasker/tasker/internal/daemon"
+	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/template"
+)
+
+// Defaults for Options.
+const (
+	DefaultTasks       = 1000
+	DefaultWorkers     = 2
+	DefaultConcurrency = 32
+	DefaultSubmitters  = 8
+	DefaultTimeout     = 10 * time.Minute
+	// maxOpenLoopInFlight bounds the submissions an open-loop run keeps in
+	// flight; when it is reached the driver falls behind its schedule and
+	// says so (Report.SubmitLagMaxMs).
+	maxOpenLoopInFlight = 512
+)
+
+// Options configures a run.
+type Options struct {
+	// DatabaseURL names the server; the run creates its own database there
+	// (the URL's own database is left alone) and drops it at the end unless
+	// Keep.
+	DatabaseURL string
+	// Config is the base configuration of the in-process orchestrator (its
+	// database URL, listen address, templates and migration settings are
+	// replaced). ConfigPath is passed to `serve` in Processes mode.
+	Config     config.Config
+	ConfigPath string
+
+	Scenario string
+	// Tasks is the number of tasks of a closed-loop run (all submitted at
+	// once by Submitters goroutines).
+	Tasks      int
+	Submitters int
+	// Rate and Duration make an open-loop run: Rate tasks per second, each
+	// submitted on schedule whatever happens to the others, for Duration.
+	Rate     float64
+	Duration time.Duration
+
+	// Workers, each with Concurrency handler slots, claiming up to Batch
+	// steps per read (0: Concurrency).
+	Workers     int
+	Concurrency int
+	Batch       int
+
+	// Tracing exports every span: to OTLPEndpoint when set, otherwise to an
+	// in-process receiver that discards them.
+	Tracing      bool
+	OTLPEndpoint string
+	OTLPProtocol string
+
+	// Processes runs the orchestrator (`serve`) and the workers as separate
+	// processes of Executable (default: this binary); tasks are then
+	// submitted through the REST API.
+	Processes  bool
+	Executable string
+
+	// SkipFloor skips the raw PGMQ measurement.
+	SkipFloor bool
+	// Keep leaves the benchmark database in place.
+	Keep bool
+	// CPUProfile writes a CPU profile of the measured window (in-process).
+	CPUProfile string
+	// Timeout bounds the wait for every task to finish.
+	Timeout time.Duration
+
+	// Progress receives the status line; ProgressTTY redraws it in place.
+	Progress    io.Writer
+	ProgressTTY bool
+	// Logger receives the orchestrator's and workers' logs.
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() error {
+	if o.DatabaseURL == "" {
+		return errors.New("no database URL: set DATABASE_URL or database.url")
+	}
+	if o.Scenario == "" {
+		o.Scenario = "single"
+	}
+	if o.Tasks <= 0 {
+		o.Tasks = DefaultTasks
+	}
+	if o.Submitters <= 0 {
+		o.Submitters = DefaultSubmitters
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultWorkers
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Batch <= 0 || o.Batch > o.Concurrency {
+		o.Batch = o.Concurrency
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if (o.Rate > 0) != (o.Duration > 0) {
+		return errors.New("an open-loop run needs both --rate and --duration")
+	}
+	if o.Rate > 0 && int(o.Rate*o.Duration.Seconds()) < 1 {
+		return errors.New("--rate x --duration is less than one task")
+	}
+	if o.OTLPEndpoint != "" {
+		o.Tracing = true
+	}
+	if o.OTLPProtocol == "" {
+		o.OTLPProtocol = "grpc"
+	}
+	if o.CPUProfile != "" && o.Processes {
+		return errors.New("--cpuprofile profiles this process: it needs the in-process mode (drop --processes)")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return nil
+}
+
+// errTimeout is returned when the tasks did not finish within Options.Timeout.
+var errTimeout = errors.New("timed out")
+
+// submitFunc creates one task.
+type submitFunc func(ctx context.Context, req orchestration.TaskRequest) error
+
+// Run runs one benchmark and returns its report. Everything it creates (a
+// database, processes, goroutines) is gone when it returns, except the
+// database with Keep.
+func Run(ctx context.Context, o Options) (rep *Report, err error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	sc, err := ScenarioByName(o.Scenario)
+	if err != nil {
+		return nil, err
+	}
+	tpl, err := sc.Template()
+	if err != nil {
+		return nil, err
+	}
+	total := o.Tasks
+	if o.Rate > 0 {
+		total = int(o.Rate * o.Duration.Seconds())
+	}
+	rep = &Report{
+		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
+		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing,
+		Started: time.Now().UTC(), Tasks: int64(total),
+		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
+	}
+	if o.Processes {
+		rep.Mode = "processes"
+	}
+	if o.Rate > 0 {
+		rep.Load, rep.RatePerSec, rep.DurationSec = "open", o.Rate, o.Duration.Seconds()
+	} else {
+		rep.Submitters = o.Submitters
+	}
+
+	// A fresh database: the run measures an engine on empty tables, and
+	// its statistics are the run's alone.
+	db, err := createDatabase(ctx, o.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	rep.Database = db.name
+	defer func() {
+		if o.Keep {
+			fmt.Fprintf(progressOut(o), "benchmark database kept: %s\n", redact(db.url))
+			return
+		}
+		if derr := db.drop(context.WithoutCancel(ctx)); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+	if err := daemon.Migrate(ctx, db.url, o.Logger); err != nil {
+		return nil, fmt.Errorf("migrate the benchmark database: %w", err)
+	}
+	if err := registerTemplate(ctx, db.url, tpl); err != nil {
+		return nil, err
+	}
+
+	conn, err := pgx.Connect(ctx, db.url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if rep.Server, err = readServerInfo(ctx, conn, db.url); err != nil {
+		return nil, err
+	}
+	probe := &cpuProbe{}
+	probe.pg, probe.pgErr = findPostgres(ctx, conn, db.url)
+
+	if err := waitIdle(ctx, conn, 30*time.Second); err != nil {
+		return nil, err
+	}
+	statsBefore, err := readStats(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+
+	// Telemetry sink for --tracing without an endpoint.
+	otlpEndpoint, otlpProtocol := o.OTLPEndpoint, o.OTLPProtocol
+	var sink *otlpSink
+	if o.Tracing && otlpEndpoint == "" {
+		sink, err = startOTLPSink()
+		if err != nil {
+			return nil, err
+		}
+		defer sink.stop()
+		otlpEndpoint, otlpProtocol = sink.endpoint(), "http/protobuf"
+	}
+
+	// The system under test.
+	sut, err := startSystem(ctx, o, db.url, otlpEndpoint, otlpProtocol)
+	if err != nil {
+		return nil, err
+	}
+	probe.children = sut.children
+	submit, stopSUT := sut.submit, sut.stop
+	sutRunning := true
+	defer func() {
+		if sutRunning {
+			_ = stopSUT()
+		}
+	}()
+
+	// The driver's own pool: progress polling only.
+	pool, err := openPool(ctx, db.url, "tasker-bench-driver", 2)
+	if err != nil {
+		return nil, err
+	}
+	poolOpen := true
+	defer func() {
+		if poolOpen {
+			pool.Close()
+		}
+	}()
+
+	// The measured window.
+	var profile *os.File
+	if o.CPUProfile != "" {
+		if profile, err = os.Create(o.CPUProfile); err != nil {
+			return nil, err
+		}
+		defer profile.Close()
+		if err := pprof.StartCPUProfile(profile); err != nil {
+			return nil, err
+		}
+		rep.CPUProfile = o.CPUProfile
+	}
+	walBefore, err := walPosition(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	cpuStart := probe.read()
+	prog := newProgress(o.Progress, o.ProgressTTY, rep.Label(), int64(total), sc.StepsPerTask())
+	lag, loadErr := drive(ctx, o, sc, total, submit, pool, prog)
+	cpuEnd := probe.read()
+	walAfter, werr := walPosition(ctx, conn)
+	if profile != nil {
+		pprof.StopCPUProfile()
+	}
+	rep.SubmitLagMaxMs = float64(lag) / float64(time.Millisecond)
+	if loadErr != nil {
+		return rep, loadErr
+	}
+	if werr != nil {
+		return rep, werr
+	}
+
+	// Stop everything, so that every backend flushes its statistics.
+	sutRunning = false
+	if err := stopSUT(); err != nil {
+		rep.Warnings = append(rep.Warnings, "stopping the orchestrator or workers: "+err.Error())
+	}
+	pool.Close()
+	poolOpen = false
+	if sink != nil {
+		// Read after the stop: the exporters flush their last batches then.
+		rep.TraceExport = &TraceExport{Requests: sink.requests.Load(), Bytes: sink.bytes.Load()}
+	}
+	if err := waitIdle(ctx, conn, 30*time.Second); err != nil {
+		return rep, err
+	}
+	statsAfter, err := readStats(ctx, conn)
+	if err != nil {
+		return rep, err
+	}
+	out, err := readOutcome(ctx, conn)
+	if err != nil {
+		return rep, err
+	}
+	rep.TasksCompleted, rep.TasksFailed, rep.StepsCompleted = out.complete, out.failed, out.stepsComplete
+	rep.Latency, rep.Dispatch = out.latency, out.dispatch
+	if !out.first.IsZero() && out.last.After(out.first) {
+		rep.WallSeconds = out.last.Sub(out.first).Seconds()
+		rep.TasksPerSec = float64(out.complete) / rep.WallSeconds
+		rep.StepsPerSec = float64(out.stepsComplete) / rep.WallSeconds
+	}
+	rep.DB = counters(statsBefore, statsAfter, walBefore, walAfter, int(out.stepsComplete))
+	if db.trackFunctions {
+		rep.Functions = functionTimes(statsBefore, statsAfter, out.stepsComplete)
+	}
+	rep.CPU = probe.between(cpuStart, cpuEnd)
+	rep.CPUPerStepMicros = map[string]float64{}
+	for name, v := range map[string]*float64{"postgres": rep.CPU.Postgres, "in_process": rep.CPU.InProcess,
+		"orchestrator": rep.CPU.Orchestrator, "workers": rep.CPU.Workers, "driver": rep.CPU.Driver} {
+		if v != nil && out.stepsComplete > 0 {
+			rep.CPUPerStepMicros[name] = *v / float64(out.stepsComplete) * 1e6
+		}
+	}
+	if out.complete != int64(total) {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d of %d tasks did not complete (%d failed, %d not finished, %d never created)",
+			int64(total)-out.complete, total, out.failed, out.notTerminal, int64(total)-out.tasks))
+	}
+	if rep.Load == "open" && rep.SubmitLagMaxMs > 50 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the driver fell %.0f ms behind its submission schedule (task creation did not keep up with the rate)", rep.SubmitLagMaxMs))
+	}
+	if rep.Load == "open" && rep.WallSeconds > rep.DurationSec*1.2+1 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("saturated: %.0f tasks/s offered for %.0fs took %.1fs to complete (%.0f tasks/s); the latencies measure the backlog",
+			rep.RatePerSec, rep.DurationSec, rep.WallSeconds, rep.TasksPerSec))
+	}
+	if rep.DB.Deadlocks > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d deadlocks", rep.DB.Deadlocks))
+	}
+
+	if !o.SkipFloor && out.stepsComplete > 0 {
+		f, err := measureFloor(ctx, o, db.url, conn, probe, int(out.stepsComplete), statsAfter)
+		if err != nil {
+			return rep, err
+		}
+		if f.MsgsPerSec > 0 {
+			f.Ratio = rep.StepsPerSec / f.MsgsPerSec
+		}
+		rep.Floor = f
+	}
+	rep.Machine.LoadAvgAfter = loadAvg()
+	if rep.Machine.LoadAvgBefore > float64(rep.Machine.CPUs)/2 || rep.Machine.LoadAvgAfter > float64(rep.Machine.CPUs) {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the machine was busy (load average %.1f before, %.1f after, %d CPUs): other work skews these numbers",
+			rep.Machine.LoadAvgBefore, rep.Machine.LoadAvgAfter, rep.Machine.CPUs))
+	}
+	return rep, nil
+}
+
+func progressOut(o Options) io.Writer {
+	if o.Progress == nil {
+		return io.Discard
+	}
+	return o.Progress
+}
+
+// system is the orchestrator and the workers under test.
+type system struct {
+	submit   submitFunc
+	stop     func() error
+	children map[string][]int // --processes: role -> pids
+}
+
+// startSystem starts the orchestrator and the workers: in this process
+// (the daemon as `serve` builds it, and Go SDK workers; tasks are created
+// with Engine.CreateTask, what the API's handler calls), or as processes
+// (tasks are then created through the REST API).
+func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtocol string) (*system, error) {
+	if o.Processes {
+		ps, err := startProcesses(ctx, o, dbURL, otlpEndpoint, otlpProtocol)
+		if err != nil {
+			return nil, err
+		}
+		return &system{submit: ps.submit, stop: func() error { return ps.stop(30 * time.Second) }, children: ps.pids()}, nil
+	}
+	cfg := o.Config
+	cfg.Database.URL = dbURL
+	cfg.Database.MigrateOnStart = false
+	cfg.Server.Listen = "127.0.0.1:0"
+	cfg.Orchestrator.Enabled = true
+	cfg.Orchestrator.TemplatesDir = ""
+	cfg.Auth.Enabled = false
+	cfg.Telemetry.TracingEnabled = o.Tracing
+	cfg.Telemetry.OTLPEndpoint, cfg.Telemetry.OTLPProtocol = otlpEndpoint, otlpProtocol
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d, err := daemon.Start(ctx, cfg, o.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("start the orchestrator: %w", err)
+	}
+	ws, err := startWorkers(ctx, WorkerOptions{DatabaseURL: dbURL, Concurrency: o.Concurrency, Batch: o.Batch,
+		Tracing: o.Tracing, OTLPEndpoint: otlpEndpoint, OTLPProtocol: otlpProtocol, Logger: o.Logger}, o.Workers)
+	if err != nil {
+		_ = d.Stop()
+		return nil, fmt.Errorf("start the workers: %w", err)
+	}
+	engine := d.Engine()
+	return &system{
+		submit: func(ctx context.Context, req orchestration.TaskRequest) error {
+			_, _, err := engine.CreateTask(ctx, req)
+			return err
+		},
+		// Workers first: they finish their steps while the orchestrator
+		// still processes results.
+		stop: func() error {
+			ws.stop()
+			return d.Stop()
+		},
+	}, nil
+}
+
+// registerTemplate registers the scenario's template, as an operator would
+// before submitting tasks (it also creates the namespace's queues).
+func registerTemplate(ctx context.Context, dbURL string, tpl *template.Template) error {
+	pool, err := openPool(ctx, dbURL, "tasker-bench-setup", 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, _, err := store.New(pool).TemplateRegister(ctx, tpl); err != nil {
+		return fmt.Errorf("register template %s: %w", tpl.Key(), err)
+	}
+	return nil
+}
+
+// drive submits the tasks and waits until every one is finished. It returns
+// the largest delay behind schedule of an open-loop submission.
+func drive(ctx context.Context, o Options, sc Scenario, total int, submit submitFunc, pool *pgxpool.Pool, prog *progress) (time.Duration, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	var submitted atomic.Int64
+	var lastDone int64
+	var firstErr error
+	var errOnce sync.Once
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+	request := func(i int) orchestration.TaskRequest {
+		return orchestration.TaskRequest{Namespace: Namespace, Name: sc.Name,
+			Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), Initiator: "bench"}
+	}
+	var wg sync.WaitGroup
+	var maxLag atomic.Int64
+	if o.Rate <= 0 {
+		var next atomic.Int64
+		for s := 0; s < o.Submitters; s++ {
+			wg.Add(1)
+			// Ends when every task is submitted or the run fails.
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					i := int(next.Add(1)) - 1
+					if i >= total {
+						return
+					}
+					if err := submit(ctx, request(i)); err != nil {
+						if ctx.Err() == nil {
+							fail(fmt.Errorf("submit task %d: %w", i, err))
+						}
+						return
+					}
+					submitted.Add(1)
+				}
+			}()
+		}
+	} else {
+		wg.Add(1)
+		// Ends when every task is submitted or the run fails.
+		go func() {
+			defer wg.Done()
+			interval := time.Duration(float64(time.Second) / o.Rate)
+			sem := make(chan struct{}, maxOpenLoopInFlight)
+			start := time.Now()
+			var inflight sync.WaitGroup
+			defer inflight.Wait()
+			for i := 0; i < total && ctx.Err() == nil; i++ {
+				at := start.Add(time.Duration(i) * interval)
+				if d := time.Until(at); d > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(d):
+					}
+				}
+				sem <- struct{}{}
+				if lag := time.Since(at); int64(lag) > maxLag.Load() {
+					maxLag.Store(int64(lag))
+				}
+				inflight.Add(1)
+				// Ends when the submission returns.
+				go func() {
+					defer inflight.Done()
+					defer func() { <-sem }()
+					if err := submit(ctx, request(i)); err != nil {
+						if ctx.Err() == nil {
+							fail(fmt.Errorf("submit task %d: %w", i, err))
+						}
+						return
+					}
+					submitted.Add(1)
+				}()
+			}
+		}()
+	}
+	submitDone := make(chan struct{})
+	// Ends when the submitters are done.
+	go func() { wg.Wait(); close(submitDone) }()
+
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+		if ctx.Err() != nil {
+			<-submitDone
+			prog.update(lastDone, submitted.Load(), true)
+			switch {
+			case firstErr != nil:
+				return time.Duration(maxLag.Load()), firstErr
+			case parent.Err() != nil:
+				return time.Duration(maxLag.Load()), parent.Err()
+			}
+			return time.Duration(maxLag.Load()), fmt.Errorf("%w: %d of %d tasks submitted, %d finished within %s",
+				errTimeout, submitted.Load(), total, lastDone, o.Timeout)
+		}
+		active, err := activeTasks(ctx, pool)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			cancel()
+			<-submitDone
+			return time.Duration(maxLag.Load()), fmt.Errorf("poll progress: %w", err)
+		}
+		sub := submitted.Load()
+		done := max(sub-active, 0)
+		finished := false
+		select {
+		case <-submitDone:
+			finished = firstErr == nil && submitted.Load() == int64(total) && active == 0
+		default:
+		}
+		lastDone = done
+		prog.update(done, sub, finished)
+		if finished {
+			return time.Duration(maxLag.Load()), nil
+		}
+	}
+}
+
+// measureFloor runs the raw PGMQ floor and measures it like the engine run.
+func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe, n int, before dbStats) (*Floor, error) {
+	consumers := o.Workers
+	pool, err := openPool(ctx, dbURL, "tasker-bench-floor", int32(consumers+2))
+	if err != nil {
+		return nil, err
+	}
+	f := &Floor{Messages: n, Batch: o.Batch, Consumers: consumers}
+	walBefore, err := walPosition(ctx, conn)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	floorProbe := &cpuProbe{pg: probe.pg, pgErr: probe.pgErr}
+	start := floorProbe.read()
+	elapsed, err := runFloor(ctx, pool, n, o.Batch, consumers)
+	end := floorProbe.read()
+	walAfter, werr := walPosition(ctx, conn)
+	pool.Close()
+	if err != nil {
+		return nil, err
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	f.Seconds = elapsed.Seconds()
+	f.MsgsPerSec = float64(n) / f.Seconds
+	f.CPU = floorProbe.between(start, end)
+	f.CPU.InProcess = nil // the driver's own CPU is not the floor's subject
+	if err := waitIdle(ctx, conn, 30*time.Second); err != nil {
+		return nil, err
+	}
+	after, err := readStats(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	f.DB = counters(before, after, walBefore, walAfter, n)
+	return f, nil
+}

@@ -1,0 +1,191 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker/tasker/internal/config"
+	"github.com/tasker/tasker/internal/enginetest"
+)
+
+func serverURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("DATABASE_URL")
+	if u == "" {
+		t.Fatalf("DATABASE_URL is not set: run the tests with `make test`, which starts a throwaway Postgres")
+	}
+	return u
+}
+
+// TestRunReportsACompleteRun runs tiny benchmarks in-process and checks that
+// every number a user reads in the report is there and consistent with
+// what ran.
+func TestRunReportsACompleteRun(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		scenario string
+		tasks    int
+	}{{"single", 20}, {"linear4", 5}} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var progress bytes.Buffer
+			rep, err := Run(ctx, Options{
+				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: tc.scenario, Tasks: tc.tasks,
+				Workers: 2, Concurrency: 4, Submitters: 4, Timeout: time.Minute,
+				Progress: &progress, Logger: enginetest.Logger(t),
+			})
+			if err != nil {
+				t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
+			}
+			sc, _ := ScenarioByName(tc.scenario)
+			steps := int64(tc.tasks * sc.StepsPerTask())
+
+			if rep.Tasks != int64(tc.tasks) || rep.TasksCompleted != int64(tc.tasks) || rep.TasksFailed != 0 {
+				t.Errorf("tasks: %d submitted, %d complete, %d failed; want %d complete", rep.Tasks, rep.TasksCompleted, rep.TasksFailed, tc.tasks)
+			}
+			if rep.StepsCompleted != steps {
+				t.Errorf("steps completed = %d, want %d", rep.StepsCompleted, steps)
+			}
+			if rep.WallSeconds <= 0 || rep.TasksPerSec <= 0 {
+				t.Errorf("wall %.3fs, %.1f tasks/s: want both > 0", rep.WallSeconds, rep.TasksPerSec)
+			}
+			if got, want := rep.StepsPerSec, rep.TasksPerSec*float64(sc.StepsPerTask()); got < want*0.999 || got > want*1.001 {
+				t.Errorf("steps/s = %.2f, want tasks/s x steps per task = %.2f", got, want)
+			}
+			l := rep.Latency
+			if l.N != int64(tc.tasks) || l.P50 <= 0 || l.P50 > l.P95 || l.P95 > l.P99 || l.P99 > l.Max {
+				t.Errorf("latency %+v: want %d samples, 0 < p50 <= p95 <= p99 <= max", l, tc.tasks)
+			}
+			if rep.Dispatch.N != steps || rep.Dispatch.P50 < 0 || rep.Dispatch.P99 < rep.Dispatch.P50 {
+				t.Errorf("dispatch latency %+v: want %d samples, 0 <= p50 <= p99", rep.Dispatch, steps)
+			}
+			// Every step writes at least its five transition rows (pending,
+			// enqueued, in_progress, enqueued_for_orchestration, complete)
+			// in at least three transactions (claim, submit, result).
+			if rep.DB.RowsPerStep < 5 || rep.DB.CommitsPerStep < 3 {
+				t.Errorf("database per step: %.2f commits, %.1f rows; want >= 3 and >= 5", rep.DB.CommitsPerStep, rep.DB.RowsPerStep)
+			}
+			if rep.CPU.InProcess == nil || *rep.CPU.InProcess <= 0 {
+				t.Errorf("in-process CPU = %v, want > 0", deref(rep.CPU.InProcess))
+			}
+			if rep.Server.Local && (rep.CPU.Postgres == nil || *rep.CPU.Postgres <= 0) {
+				t.Errorf("local server, postgres CPU = %v (%s), want > 0", deref(rep.CPU.Postgres), rep.CPU.Note)
+			}
+			claimTimed := false
+			for _, fn := range rep.Functions {
+				claimTimed = claimTimed || strings.Contains(fn.Name, "step_claim_batch") && fn.Calls > 0 && fn.SelfMs > 0
+			}
+			if !claimTimed {
+				t.Errorf("functions = %+v, want tasker.step_claim_batch timed (the test server is a superuser's)", rep.Functions)
+			}
+			if f := rep.Floor; f == nil || f.Messages != int(steps) || f.MsgsPerSec <= 0 || f.Ratio <= 0 || f.DB.Commits <= 0 {
+				t.Errorf("floor = %+v, want %d messages, rate, ratio and commits > 0", f, steps)
+			}
+			if !strings.Contains(progress.String(), "tasks done") {
+				t.Errorf("no progress line on the progress writer: %q", progress.String())
+			}
+
+			// The database is gone.
+			conn, err := pgx.Connect(ctx, serverURL(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var left bool
+			if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, rep.Database).Scan(&left); err != nil || left {
+				t.Errorf("benchmark database %s still exists (%v)", rep.Database, err)
+			}
+
+			// Both outputs render, and saved reports summarize to themselves.
+			var table, js bytes.Buffer
+			rep.Print(&table)
+			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor"} {
+				if !strings.Contains(table.String(), want) {
+					t.Errorf("table lacks %q:\n%s", want, table.String())
+				}
+			}
+			if err := rep.JSON(&js); err != nil {
+				t.Fatal(err)
+			}
+			var back Report
+			if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+				t.Fatal(err)
+			}
+			sum := Summarize([]*Report{&back, rep, &back})
+			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 {
+				t.Errorf("summary of three copies = %+v, want the report's own numbers", sum)
+			}
+		})
+	}
+}
+
+func TestScenarioTemplates(t *testing.T) {
+	t.Parallel()
+	want := map[string]int{"single": 1, "linear4": 4, "diamond": 4, "fanout": FanoutWidth + 2}
+	if len(Scenarios()) != len(want) {
+		t.Fatalf("scenarios = %v, want %d", ScenarioNames(), len(want))
+	}
+	for name, n := range want {
+		sc, err := ScenarioByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tpl, err := sc.Template()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(tpl.Steps) != n || sc.StepsPerTask() != n {
+			t.Errorf("%s: %d steps, want %d", name, len(tpl.Steps), n)
+		}
+		roots := 0
+		for _, st := range tpl.Steps {
+			if st.Handler != Handler {
+				t.Errorf("%s: step %s has handler %s, want %s", name, st.Name, st.Handler, Handler)
+			}
+			if len(st.DependsOn) == 0 {
+				roots++
+			}
+		}
+		if roots != 1 {
+			t.Errorf("%s: %d root steps, want 1", name, roots)
+		}
+	}
+	if _, err := ScenarioByName("nope"); err == nil || !strings.Contains(err.Error(), "linear4") {
+		t.Errorf("unknown scenario error = %v, want one listing the scenarios", err)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(tc.in); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestReadProcStatOfSelf(t *testing.T) {
+	t.Parallel()
+	st, err := readProcStat(os.Getpid())
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	if st.ppid != os.Getppid() {
+		t.Errorf("ppid = %d, want %d", st.ppid, os.Getppid())
+	}
+	if st.comm == "" {
+		t.Error("empty comm")
+	}
+}

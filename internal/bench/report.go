@@ -1,0 +1,341 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of one benchmark run.
+type Report struct {
+	Scenario     string `json:"scenario"`
+	StepsPerTask int    `json:"steps_per_task"`
+	// Mode is "in-process" (orchestrator and workers in this process) or
+	// "processes" (orchestrator serve and worker processes).
+	Mode string `json:"mode"`
+	// Load is "closed" (every task submitted at once) or "open" (RatePerSec
+	// for DurationSec).
+	Load        string  `json:"load"`
+	RatePerSec  float64 `json:"rate_per_sec,omitempty"`
+	DurationSec float64 `json:"duration_sec,omitempty"`
+	Workers     int     `json:"workers"`
+	Concurrency int     `json:"concurrency"`
+	Batch       int     `json:"batch"`
+	Submitters  int     `json:"submitters,omitempty"`
+	Tracing     bool    `json:"tracing"`
+
+	Database string     `json:"database"`
+	Server   ServerInfo `json:"server"`
+	Machine  Machine    `json:"machine"`
+	Started  time.Time  `json:"started"`
+
+	Tasks          int64 `json:"tasks"`
+	TasksCompleted int64 `json:"tasks_completed"`
+	TasksFailed    int64 `json:"tasks_failed"`
+	StepsCompleted int64 `json:"steps_completed"`
+	// WallSeconds runs from the first task's creation to the last task's
+	// completion (database timestamps).
+	WallSeconds float64 `json:"wall_s"`
+	TasksPerSec float64 `json:"tasks_per_sec"`
+	StepsPerSec float64 `json:"steps_per_sec"`
+	// Latency is submit-to-complete per task (tasks.created_at to
+	// completed_at).
+	Latency Latency `json:"latency"`
+	// Dispatch is per step, from the transaction that enqueued it (it was
+	// found ready) to the one that claimed it.
+	Dispatch Latency    `json:"dispatch"`
+	DB       DBCounters `json:"db"`
+	CPU      CPU        `json:"cpu"`
+	// Functions is where Postgres spent its time, by SQL function, largest
+	// self time first (empty when the server would not time functions).
+	Functions []FuncTime `json:"functions,omitempty"`
+	// CPUPerStepMicros is CPU time per completed step, by component.
+	CPUPerStepMicros map[string]float64 `json:"cpu_per_step_us,omitempty"`
+	Floor            *Floor             `json:"floor,omitempty"`
+	// TraceExport is what the in-process OTLP receiver got (--tracing
+	// without an endpoint).
+	TraceExport *TraceExport `json:"trace_export,omitempty"`
+	// SubmitLagMaxMs is, in open loop, how far behind its schedule the
+	// latest submission started (a large value means the driver could not
+	// keep the rate).
+	SubmitLagMaxMs float64  `json:"submit_lag_max_ms,omitempty"`
+	CPUProfile     string   `json:"cpu_profile,omitempty"`
+	Warnings       []string `json:"warnings,omitempty"`
+}
+
+// TraceExport counts OTLP export requests received and discarded.
+type TraceExport struct {
+	Requests int64 `json:"requests"`
+	Bytes    int64 `json:"bytes"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs int `json:"cpus"`
+	// LoadAvg is /proc/loadavg's 1-minute figure before and after the run:
+	// other work on the machine skews every number.
+	LoadAvgBefore float64 `json:"loadavg_before"`
+	LoadAvgAfter  float64 `json:"loadavg_after"`
+	GoVersion     string  `json:"go_version"`
+}
+
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var v float64
+	_, _ = fmt.Sscan(string(b), &v)
+	return v
+}
+
+// Label identifies a configuration, for grouping repeated runs.
+func (r *Report) Label() string {
+	s := r.Scenario
+	if r.Load == "open" {
+		s += fmt.Sprintf(" open %.0f/s %.0fs", r.RatePerSec, r.DurationSec)
+	}
+	if r.Mode == "processes" {
+		s += " processes"
+	}
+	if r.Tracing {
+		s += " tracing"
+	}
+	return s
+}
+
+// Print writes the report as a table.
+func (r *Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	load := "closed loop (all submitted at once)"
+	if r.Load == "open" {
+		load = fmt.Sprintf("open loop, %.0f tasks/s for %.0fs", r.RatePerSec, r.DurationSec)
+	}
+	row("scenario", "%s (%d steps/task), %s", r.Scenario, r.StepsPerTask, load)
+	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %v", r.Mode, r.Workers, r.Concurrency, r.Batch, r.Tracing)
+	row("server", "PostgreSQL %s, fsync=%s synchronous_commit=%s, database %s", r.Server.Version, r.Server.Fsync, r.Server.SynchronousCommit, r.Database)
+	row("machine", "%d CPUs, load average %.2f before / %.2f after", r.Machine.CPUs, r.Machine.LoadAvgBefore, r.Machine.LoadAvgAfter)
+	row("tasks", "%d submitted, %d complete, %d failed", r.Tasks, r.TasksCompleted, r.TasksFailed)
+	row("steps", "%d complete in %.2fs", r.StepsCompleted, r.WallSeconds)
+	row("throughput", "%.0f tasks/s, %.0f steps/s", r.TasksPerSec, r.StepsPerSec)
+	row("latency submit->complete", "p50 %s  p95 %s  p99 %s  max %s", ms(r.Latency.P50), ms(r.Latency.P95), ms(r.Latency.P99), ms(r.Latency.Max))
+	row("dispatch ready->claimed", "p50 %s  p99 %s  max %s", ms(r.Dispatch.P50), ms(r.Dispatch.P99), ms(r.Dispatch.Max))
+	row("database per step", "%.2f commits, %.1f rows written (ins %d, upd %d, del %d), %.0f B WAL",
+		r.DB.CommitsPerStep, r.DB.RowsPerStep, r.DB.RowsInserted, r.DB.RowsUpdated, r.DB.RowsDeleted, r.DB.WALBytesPerStep)
+	row("table reads per step", "%.0f rows by sequential scans (%d scans), %.0f index scans",
+		r.DB.SeqTuplesReadPerStep, r.DB.SeqScans, r.DB.IndexScansPerStep)
+	if r.DB.Rollbacks > 0 || r.DB.Deadlocks > 0 {
+		row("database", "%d rollbacks, %d deadlocks", r.DB.Rollbacks, r.DB.Deadlocks)
+	}
+	row("cpu", "%s", r.cpuLine())
+	for i, f := range r.Functions {
+		if i == 6 {
+			break
+		}
+		k := ""
+		if i == 0 {
+			k = "postgres functions (self)"
+		}
+		row(k, "%.0f µs/step  %.2f ms/call x %d  %s", f.SelfPerStepMicros, f.SelfPerCallMs, f.Calls, f.Name)
+	}
+	if r.Floor != nil {
+		f := r.Floor
+		row("pgmq floor", "%d msgs in %.2fs = %.0f msgs/s (batch %d, %d consumers); engine = %.1f%% of floor",
+			f.Messages, f.Seconds, f.MsgsPerSec, f.Batch, f.Consumers, 100*f.Ratio)
+		row("pgmq floor per msg", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s",
+			f.DB.CommitsPerStep, f.DB.RowsPerStep, f.DB.WALBytesPerStep, perUnit(f.CPU.Postgres, f.Messages))
+	}
+	if t := r.TraceExport; t != nil {
+		row("traces exported", "%d OTLP requests, %.1f KB per step (received and discarded)", t.Requests, float64(t.Bytes)/1024/float64(max(r.StepsCompleted, 1)))
+	}
+	if r.SubmitLagMaxMs > 0 {
+		row("submit lag max", "%s", ms(r.SubmitLagMaxMs))
+	}
+	if r.CPUProfile != "" {
+		row("cpu profile", "%s", r.CPUProfile)
+	}
+	_ = tw.Flush()
+	for _, wmsg := range r.Warnings {
+		fmt.Fprintln(w, "warning:", wmsg)
+	}
+}
+
+func (r *Report) cpuLine() string {
+	var parts []string
+	add := func(name string, v *float64) {
+		if v != nil {
+			parts = append(parts, fmt.Sprintf("%s %.2fs (%.2f cores, %s/step)", name, *v, *v/r.CPU.Wall, perUnit(v, int(r.StepsCompleted))))
+		}
+	}
+	add("postgres", r.CPU.Postgres)
+	add("orchestrator+workers (in-process, combined)", r.CPU.InProcess)
+	add("orchestrator", r.CPU.Orchestrator)
+	add("workers", r.CPU.Workers)
+	add("driver", r.CPU.Driver)
+	if r.CPU.Note != "" {
+		parts = append(parts, r.CPU.Note)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func perUnit(v *float64, n int) string {
+	if v == nil || n == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0fµs", *v/float64(n)*1e6)
+}
+
+func ms(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.2fms", v)
+	}
+	return fmt.Sprintf("%.0fms", v)
+}
+
+// JSON writes the report as indented JSON.
+func (r *Report) JSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// Summary is the median, over repeated runs of one configuration, of the
+// headline numbers.
+type Summary struct {
+	Label         string  `json:"label"`
+	Runs          int     `json:"runs"`
+	Tasks         int64   `json:"tasks"`
+	TasksPerSec   float64 `json:"tasks_per_sec"`
+	StepsPerSec   float64 `json:"steps_per_sec"`
+	LatencyP50    float64 `json:"latency_p50_ms"`
+	LatencyP95    float64 `json:"latency_p95_ms"`
+	LatencyP99    float64 `json:"latency_p99_ms"`
+	LatencyMax    float64 `json:"latency_max_ms"`
+	DispatchP50   float64 `json:"dispatch_p50_ms"`
+	DispatchP99   float64 `json:"dispatch_p99_ms"`
+	CommitsPerSt  float64 `json:"commits_per_step"`
+	RowsPerStep   float64 `json:"rows_per_step"`
+	WALPerStep    float64 `json:"wal_bytes_per_step"`
+	SeqReadPerSt  float64 `json:"seq_tuples_read_per_step"`
+	PgCPUPerStep  float64 `json:"postgres_cpu_per_step_us"`
+	AppCPUPerStep float64 `json:"app_cpu_per_step_us"`
+	PgCores       float64 `json:"postgres_cores"`
+	AppCores      float64 `json:"app_cores"`
+	FloorMsgsPS   float64 `json:"floor_msgs_per_sec"`
+	FloorRatio    float64 `json:"floor_ratio"`
+	LoadAvgMax    float64 `json:"loadavg_max"`
+	Incomplete    int     `json:"incomplete_runs"`
+}
+
+// Summarize groups reports by configuration and takes the median of each
+// number across the runs of a group (each number independently).
+func Summarize(reports []*Report) []Summary {
+	groups := map[string][]*Report{}
+	var order []string
+	for _, r := range reports {
+		l := r.Label()
+		if _, ok := groups[l]; !ok {
+			order = append(order, l)
+		}
+		groups[l] = append(groups[l], r)
+	}
+	var out []Summary
+	for _, l := range order {
+		rs := groups[l]
+		med := func(f func(*Report) float64) float64 {
+			v := make([]float64, 0, len(rs))
+			for _, r := range rs {
+				v = append(v, f(r))
+			}
+			return median(v)
+		}
+		s := Summary{Label: l, Runs: len(rs), Tasks: rs[0].Tasks,
+			TasksPerSec:  med(func(r *Report) float64 { return r.TasksPerSec }),
+			StepsPerSec:  med(func(r *Report) float64 { return r.StepsPerSec }),
+			LatencyP50:   med(func(r *Report) float64 { return r.Latency.P50 }),
+			LatencyP95:   med(func(r *Report) float64 { return r.Latency.P95 }),
+			LatencyP99:   med(func(r *Report) float64 { return r.Latency.P99 }),
+			LatencyMax:   med(func(r *Report) float64 { return r.Latency.Max }),
+			DispatchP50:  med(func(r *Report) float64 { return r.Dispatch.P50 }),
+			DispatchP99:  med(func(r *Report) float64 { return r.Dispatch.P99 }),
+			CommitsPerSt: med(func(r *Report) float64 { return r.DB.CommitsPerStep }),
+			RowsPerStep:  med(func(r *Report) float64 { return r.DB.RowsPerStep }),
+			WALPerStep:   med(func(r *Report) float64 { return r.DB.WALBytesPerStep }),
+			SeqReadPerSt: med(func(r *Report) float64 { return r.DB.SeqTuplesReadPerStep }),
+			PgCPUPerStep: med(func(r *Report) float64 { return r.CPUPerStepMicros["postgres"] }),
+			AppCPUPerStep: med(func(r *Report) float64 {
+				return r.CPUPerStepMicros["in_process"] + r.CPUPerStepMicros["orchestrator"] + r.CPUPerStepMicros["workers"]
+			}),
+			PgCores: med(func(r *Report) float64 { return cores(r.CPU.Postgres, r.CPU.Wall) }),
+			AppCores: med(func(r *Report) float64 {
+				return cores(r.CPU.InProcess, r.CPU.Wall) + cores(r.CPU.Orchestrator, r.CPU.Wall) + cores(r.CPU.Workers, r.CPU.Wall)
+			}),
+		}
+		s.FloorMsgsPS = med(func(r *Report) float64 {
+			if r.Floor == nil {
+				return 0
+			}
+			return r.Floor.MsgsPerSec
+		})
+		s.FloorRatio = med(func(r *Report) float64 {
+			if r.Floor == nil {
+				return 0
+			}
+			return r.Floor.Ratio
+		})
+		for _, r := range rs {
+			s.LoadAvgMax = max(s.LoadAvgMax, r.Machine.LoadAvgBefore, r.Machine.LoadAvgAfter)
+			if r.TasksCompleted != r.Tasks {
+				s.Incomplete++
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func cores(v *float64, wall float64) float64 {
+	if v == nil || wall <= 0 {
+		return 0
+	}
+	return *v / wall
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// PrintSummaries writes medians as two tables: speed, then cost per step.
+func PrintSummaries(w io.Writer, ss []Summary) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "configuration\truns\ttasks\ttasks/s\tsteps/s\tp50\tp95\tp99\tmax\tdispatch p50\tdispatch p99\tfloor msgs/s\tof floor\tload avg\t")
+	for _, s := range ss {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.1f%%\t%.1f\t\n",
+			s.Label, s.Runs, s.Tasks, s.TasksPerSec, s.StepsPerSec, ms(s.LatencyP50), ms(s.LatencyP95), ms(s.LatencyP99),
+			ms(s.LatencyMax), ms(s.DispatchP50), ms(s.DispatchP99), s.FloorMsgsPS, 100*s.FloorRatio, s.LoadAvgMax)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "configuration\tcommits/step\trows/step\tWAL B/step\tseq-scan rows/step\tpostgres µs/step\tapp µs/step\tpostgres cores\tapp cores\t")
+	for _, s := range ss {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t\n",
+			s.Label, s.CommitsPerSt, s.RowsPerStep, s.WALPerStep, s.SeqReadPerSt, s.PgCPUPerStep, s.AppCPUPerStep, s.PgCores, s.AppCores)
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The benchmarks (`make bench` runs this inside scripts/with-postgres.sh
+# --durable, so DATABASE_URL names a throwaway Postgres with its default
+# durability). Method and results: docs/performance.md.
+#
+#   1. `orchestrator bench` on each scenario, BENCH_RUNS times (default 3),
+#      each run on a fresh database; then the median of each number.
+#   2. one in-process linear4 run with a CPU profile, summarised by
+#      `go tool pprof -top`.
+#   3. the Go benchmarks of the hot SQL paths (internal/bench/sqlbench_test.go).
+#
+# Reports (JSON), logs and the profile are kept in .cache/bench/<time>/.
+#
+# Sizes: the engine currently runs a few dozen steps per second on a 2-core
+# machine (docs/performance.md), so the default task counts keep the whole
+# run near ten minutes; they are far below the issue's sizes (3000 single,
+# 5000 linear4, 200 fanout), which BENCH_SCALE reaches once the engine is
+# faster. Every run is also bounded by BENCH_TIMEOUT.
+#
+# Environment: BENCH_RUNS (3), BENCH_SCALE (1: multiplies every task count
+# and open-loop duration), BENCH_ONLY (a space-separated subset of: single
+# linear4 diamond fanout open open10 profile sql), BENCH_SQL_COUNT (the
+# -benchtime count, 8), BENCH_TIMEOUT (per run, 5m).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${DATABASE_URL:?DATABASE_URL must name a Postgres server (make bench starts one)}"
+bin=${BENCH_BIN:-bin/orchestrator}
+runs=${BENCH_RUNS:-3}
+scale=${BENCH_SCALE:-1}
+only=${BENCH_ONLY:-single linear4 diamond fanout open open10 profile sql}
+sql_count=${BENCH_SQL_COUNT:-8}
+timeout=${BENCH_TIMEOUT:-5m}
+
+if ! "$bin" bench --help >/dev/null 2>&1; then
+  echo "$bin has no 'bench' command: run 'make build' (and check that internal/cli wires benchCmd into the root command)" >&2
+  exit 1
+fi
+
+out=.cache/bench/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+start=$(date +%s)
+stage() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+wants() { [[ " $only " == *" $1 "* ]]; }
+tasks() { echo $(( $1 * scale )); }
+
+stage "machine"
+echo "$(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+psql "$DATABASE_URL" -Atc "SELECT 'PostgreSQL ' || current_setting('server_version') || ', fsync=' || current_setting('fsync')
+  || ', synchronous_commit=' || current_setting('synchronous_commit') || ', full_page_writes=' || current_setting('full_page_writes')
+  || ', shared_buffers=' || current_setting('shared_buffers')" 2>/dev/null || true
+
+# run LABEL ARGS...: BENCH_RUNS runs of one configuration. A failed run is
+# reported and left out of the medians; the other runs go on.
+failed=0
+run() {
+  local label=$1; shift
+  local i
+  for i in $(seq 1 "$runs"); do
+    echo "-- $label, run $i of $runs: $bin bench $*"
+    if ! "$bin" bench --json --timeout "$timeout" "$@" >"$out/$label-$i.json" 2> >(tee "$out/$label-$i.log" >&2); then
+      echo "!! $label run $i failed (log: $out/$label-$i.log)" >&2
+      mv "$out/$label-$i.json" "$out/$label-$i.failed"
+      failed=$((failed + 1))
+    fi
+  done
+}
+
+if wants single; then
+  stage "single: $(tasks 400) one-step tasks, closed loop"
+  run single --scenario single --tasks "$(tasks 400)"
+fi
+if wants linear4; then
+  stage "linear4: $(tasks 100) tasks of 4 chained steps, closed loop"
+  run linear4 --scenario linear4 --tasks "$(tasks 100)"
+fi
+if wants diamond; then
+  stage "diamond: $(tasks 100) tasks of 1->2->1 steps, closed loop"
+  run diamond --scenario diamond --tasks "$(tasks 100)"
+fi
+if wants fanout; then
+  stage "fanout: $(tasks 8) tasks of 1->50->1 steps, closed loop"
+  run fanout --scenario fanout --tasks "$(tasks 8)"
+fi
+if wants open; then
+  stage "open loop: single at 100 tasks/s for $(tasks 5)s"
+  run open --scenario single --rate 100 --duration "$(tasks 5)s"
+fi
+if wants open10; then
+  stage "open loop: single at 10 tasks/s for $(tasks 10)s"
+  run open10 --scenario single --rate 10 --duration "$(tasks 10)s"
+fi
+
+if ls "$out"/*.json >/dev/null 2>&1; then
+  stage "medians of $runs runs"
+  "$bin" bench summarize "$out"/*.json | tee "$out/summary.txt"
+fi
+
+if wants profile; then
+  stage "CPU profile: linear4, $(tasks 100) tasks, in-process"
+  "$bin" bench --scenario linear4 --tasks "$(tasks 100)" --timeout "$timeout" --cpuprofile "$out/linear4.pprof" --no-floor \
+    2> >(tee "$out/profile.log" >&2) | tee "$out/profile.txt"
+  go tool pprof -top -nodecount=25 "$bin" "$out/linear4.pprof" 2>/dev/null | tee "$out/profile-top.txt"
+  echo "-- cumulative (who calls the time):"
+  go tool pprof -top -cum -nodecount=25 "$bin" "$out/linear4.pprof" 2>/dev/null | tail -n +6 | tee "$out/profile-cum.txt"
+fi
+
+if wants sql; then
+  stage "Go benchmarks of the hot SQL paths (-benchtime=${sql_count}x)"
+  # pgtestdb logs each test database's URL through b.Log; keep the numbers.
+  go test -run='^$' -bench=. -benchtime="${sql_count}x" -count=1 ./internal/bench/ 2>&1 |
+    grep -v -e 'testdbconf:' -e '^--- BENCH' | tee "$out/sqlbench.txt"
+fi
+
+stage "done; reports in $out"
+if [ "$failed" -gt 0 ]; then
+  echo "$failed run(s) failed" >&2
+  exit 1
+fi
