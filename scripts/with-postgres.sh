@@ -62,7 +62,8 @@ fi
 # Postgres refuses to run as root: run it as the 'postgres' user when we are root.
 run_pg() {
   if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$@"
+    # From /, which the postgres user can read, whatever our directory is.
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
