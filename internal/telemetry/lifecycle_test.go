@@ -362,4 +362,3 @@ func keys(m map[string]bool) []string {
 	sort.Strings(out)
 	return out
 }
-
