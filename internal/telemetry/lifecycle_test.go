@@ -239,6 +239,7 @@ func TestEveryCatalogEventIsPublishedAtItsSpan(t *testing.T) {
 		}
 	}
 	checkHierarchy(t, spans)
+	checkNesting(t, spans)
 	checkMetrics(t, h)
 }
 

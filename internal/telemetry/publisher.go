@@ -196,10 +196,19 @@ type phaseSpan struct {
 	span       trace.Span
 }
 
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // emitBatch emits a batch's phases, step transitions and events under
 // parent, returning the events that belong on the parent itself (catalog
-// span task_state_transition) or on the root (task_orchestration).
-func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Record) {
+// span task_state_transition) or on the root (task_orchestration), and the
+// latest end of the spans it emitted (a parent must not end before its
+// children).
+func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Record, lastEnd time.Time) {
 	var phases []*phaseSpan
 	for _, r := range b.records {
 		if r.Kind == KindPhase {
@@ -233,15 +242,18 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 		switch r.Kind {
 		case KindStepTransition:
 			pctx := parent
+			end := r.At.Add(minSpan)
 			if ph := phaseAt(r.At, ""); ph != nil {
 				pctx = ph.ctx
+				ph.end = later(ph.end, end)
 			}
+			lastEnd = later(lastEnd, end)
 			_, s := p.tracer.Start(pctx, "step_state_transition", trace.WithTimestamp(r.At),
 				trace.WithAttributes(eventAttrs(r)...))
 			for _, ev := range stepEvents(r) {
 				s.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
 			}
-			s.End(trace.WithTimestamp(r.At.Add(minSpan)))
+			s.End(trace.WithTimestamp(end))
 		case KindEvent:
 			info, _ := lifecycle.LookupEvent(r.Event)
 			switch info.Span {
@@ -256,9 +268,11 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 		}
 	}
 	for _, ph := range phases {
-		ph.span.End(trace.WithTimestamp(spanEnd(ph.start, ph.end)))
+		end := spanEnd(ph.start, ph.end)
+		lastEnd = later(lastEnd, end)
+		ph.span.End(trace.WithTimestamp(end))
 	}
-	return own, root
+	return own, root, lastEnd
 }
 
 func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
@@ -273,14 +287,14 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 	}
 	tctx, span := p.tracer.Start(parentContext(ctx, r.Task), "task_state_transition", trace.WithTimestamp(start),
 		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("from_state", r.From), attribute.String("to_state", r.To))...))
-	own, root := p.emitBatch(tctx, b)
+	own, root, childEnd := p.emitBatch(tctx, b)
 	for _, e := range own {
 		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
 	}
 	for _, ev := range taskEvents(r) {
 		span.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
 	}
-	span.End(trace.WithTimestamp(spanEnd(start, r.At)))
+	span.End(trace.WithTimestamp(later(spanEnd(start, r.At), childEnd)))
 	// Root events (workflow.task_completed/failed) are recorded after the
 	// final transition, so they reach emitRoot through the next batch; any
 	// seen here are kept for it the same way.
@@ -300,7 +314,7 @@ func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
 	rctx := withForcedIDs(ctx, sc.TraceID(), sc.SpanID())
 	_, root := p.tracer.Start(rctx, "task_orchestration", trace.WithNewRoot(), trace.WithTimestamp(r.Task.CreatedAt),
 		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("outcome", r.Outcome))...))
-	own, rootEvents := p.emitBatch(parentContext(ctx, r.Task), b)
+	own, rootEvents, _ := p.emitBatch(parentContext(ctx, r.Task), b)
 	for _, e := range append(rootEvents, own...) {
 		root.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
 	}
@@ -319,7 +333,7 @@ func (p *Publisher) emitLeftover(ctx context.Context, b *batch) {
 	// operator revived) still shows: its phases and step transitions go
 	// under the task's root, and its task-level events on a
 	// result_evaluation span.
-	own, root := p.emitBatch(parentContext(ctx, b.ref), b)
+	own, root, _ := p.emitBatch(parentContext(ctx, b.ref), b)
 	rest := append(own, root...)
 	if len(rest) == 0 {
 		return
