@@ -247,8 +247,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}()
 
-	// The driver's own pool: progress polling only.
-	pool, err := openPool(ctx, db.url, "tasker-bench-driver", 2)
+	// The driver's own pool: progress polling and wait sampling.
+	driverQueries := &queryCounter{}
+	pool, err := openPool(ctx, db.url, "tasker-bench-driver", 3, driverQueries)
 	if err != nil {
 		return nil, err
 	}
@@ -276,9 +277,17 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, err
 	}
 	cpuStart := probe.read()
+	waits := newWaitSampler(50 * time.Millisecond)
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	// Ends when the measured window does.
+	go func() { waits.run(sampleCtx, pool); close(sampled) }()
 	prog := newProgress(o.Progress, o.ProgressTTY, rep.Label(), int64(total), sc.StepsPerTask())
 	lag, loadErr := drive(ctx, o, sc, total, submit, pool, prog)
+	stopSampling()
+	<-sampled
 	cpuEnd := probe.read()
+	rep.Waits = waits.shares()
 	walAfter, werr := walPosition(ctx, conn)
 	if profile != nil {
 		pprof.StopCPUProfile()
@@ -320,7 +329,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		rep.TasksPerSec = float64(out.complete) / rep.WallSeconds
 		rep.StepsPerSec = float64(out.stepsComplete) / rep.WallSeconds
 	}
-	rep.DB = counters(statsBefore, statsAfter, walBefore, walAfter, int(out.stepsComplete))
+	rep.DB = counters(statsBefore, statsAfter, walBefore, walAfter, int(out.stepsComplete), driverQueries.n.Load())
 	if db.trackFunctions {
 		rep.Functions = functionTimes(statsBefore, statsAfter, out.stepsComplete)
 	}
@@ -431,7 +440,7 @@ func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtoc
 // registerTemplate registers the scenario's template, as an operator would
 // before submitting tasks (it also creates the namespace's queues).
 func registerTemplate(ctx context.Context, dbURL string, tpl *template.Template) error {
-	pool, err := openPool(ctx, dbURL, "tasker-bench-setup", 2)
+	pool, err := openPool(ctx, dbURL, "tasker-bench-setup", 2, nil)
 	if err != nil {
 		return err
 	}
@@ -573,7 +582,7 @@ func drive(ctx context.Context, o Options, sc Scenario, total int, submit submit
 // measureFloor runs the raw PGMQ floor and measures it like the engine run.
 func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe, n int, before dbStats) (*Floor, error) {
 	consumers := o.Workers
-	pool, err := openPool(ctx, dbURL, "tasker-bench-floor", int32(consumers+2))
+	pool, err := openPool(ctx, dbURL, "tasker-bench-floor", int32(consumers+2), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -606,6 +615,6 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	if err != nil {
 		return nil, err
 	}
-	f.DB = counters(before, after, walBefore, walAfter, n)
+	f.DB = counters(before, after, walBefore, walAfter, n, 0)
 	return f, nil
 }

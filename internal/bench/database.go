@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -95,11 +96,26 @@ func isLocalServer(raw string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// openPool opens a small pool for the benchmark driver.
-func openPool(ctx context.Context, dbURL, app string, maxConns int32) (*pgxpool.Pool, error) {
+// queryCounter counts the statements a pool runs (each of the driver's is
+// a transaction of its own, to be taken out of the engine's commits).
+type queryCounter struct{ n atomic.Int64 }
+
+func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	q.n.Add(1)
+	return ctx
+}
+
+func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// openPool opens a pool named app (application_name); counter, when not
+// nil, counts its statements.
+func openPool(ctx context.Context, dbURL, app string, maxConns int32, counter *queryCounter) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
+	}
+	if counter != nil {
+		cfg.ConnConfig.Tracer = counter
 	}
 	cfg.MaxConns = maxConns
 	cfg.ConnConfig.RuntimeParams["application_name"] = app
@@ -269,6 +285,9 @@ type DBCounters struct {
 	SeqScans      int64 `json:"seq_scans"`
 	SeqTuplesRead int64 `json:"seq_tuples_read"`
 	IndexScans    int64 `json:"index_scans"`
+	// DriverCommits are the benchmark driver's own transactions (progress
+	// polls, session sampling), left out of Commits.
+	DriverCommits int64 `json:"driver_commits"`
 	// Per step (or per message, for the floor).
 	CommitsPerStep       float64 `json:"commits_per_step"`
 	RowsPerStep          float64 `json:"rows_per_step"`
@@ -277,9 +296,10 @@ type DBCounters struct {
 	IndexScansPerStep    float64 `json:"index_scans_per_step"`
 }
 
-func counters(before, after dbStats, walBefore, walAfter int64, units int) DBCounters {
+func counters(before, after dbStats, walBefore, walAfter int64, units int, driverCommits int64) DBCounters {
 	c := DBCounters{
-		Commits: after.commits - before.commits, Rollbacks: after.rollbacks - before.rollbacks,
+		Commits: after.commits - before.commits - driverCommits, DriverCommits: driverCommits,
+		Rollbacks:    after.rollbacks - before.rollbacks,
 		RowsInserted: after.inserted - before.inserted, RowsUpdated: after.updated - before.updated,
 		RowsDeleted: after.deleted - before.deleted, WALBytes: walAfter - walBefore,
 		Deadlocks: after.deadlocks - before.deadlocks, SeqScans: after.seqScans - before.seqScans,

@@ -54,6 +54,9 @@ type Report struct {
 	// Functions is where Postgres spent its time, by SQL function, largest
 	// self time first (empty when the server would not time functions).
 	Functions []FuncTime `json:"functions,omitempty"`
+	// Waits is what the database's sessions were doing, on average, while
+	// the tasks ran (pg_stat_activity sampled every 50 ms).
+	Waits []WaitShare `json:"waits,omitempty"`
 	// CPUPerStepMicros is CPU time per completed step, by component.
 	CPUPerStepMicros map[string]float64 `json:"cpu_per_step_us,omitempty"`
 	Floor            *Floor             `json:"floor,omitempty"`
@@ -134,6 +137,9 @@ func (r *Report) Print(w io.Writer) {
 		row("database", "%d rollbacks, %d deadlocks", r.DB.Rollbacks, r.DB.Deadlocks)
 	}
 	row("cpu", "%s", r.cpuLine())
+	if len(r.Waits) > 0 {
+		row("db sessions (avg)", "%s", waitLine(r.Waits))
+	}
 	for i, f := range r.Functions {
 		if i == 6 {
 			break
@@ -184,6 +190,14 @@ func (r *Report) cpuLine() string {
 	return strings.Join(parts, "; ")
 }
 
+func waitLine(ws []WaitShare) string {
+	parts := make([]string, 0, len(ws))
+	for _, w := range ws {
+		parts = append(parts, fmt.Sprintf("%s %.2f", w.Event, w.Sessions))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func perUnit(v *float64, n int) string {
 	if v == nil || n == 0 {
 		return "n/a"
@@ -231,6 +245,11 @@ type Summary struct {
 	FloorRatio    float64 `json:"floor_ratio"`
 	LoadAvgMax    float64 `json:"loadavg_max"`
 	Incomplete    int     `json:"incomplete_runs"`
+	// Functions are the SQL functions with the most self time per step
+	// (median across runs; calls and per-call times likewise).
+	Functions []FuncTime `json:"functions,omitempty"`
+	// Waits are the median average sessions per state.
+	Waits []WaitShare `json:"waits,omitempty"`
 }
 
 // Summarize groups reports by configuration and takes the median of each
@@ -289,6 +308,8 @@ func Summarize(reports []*Report) []Summary {
 			}
 			return r.Floor.Ratio
 		})
+		s.Functions = medianFunctions(rs, 6)
+		s.Waits = medianWaits(rs)
 		for _, r := range rs {
 			s.LoadAvgMax = max(s.LoadAvgMax, r.Machine.LoadAvgBefore, r.Machine.LoadAvgAfter)
 			if r.TasksCompleted != r.Tasks {
@@ -296,6 +317,61 @@ func Summarize(reports []*Report) []Summary {
 			}
 		}
 		out = append(out, s)
+	}
+	return out
+}
+
+// medianWaits takes the median, across runs, of the sessions in each state.
+func medianWaits(rs []*Report) []WaitShare {
+	byEvent := map[string][]float64{}
+	for _, r := range rs {
+		for _, w := range r.Waits {
+			byEvent[w.Event] = append(byEvent[w.Event], w.Sessions)
+		}
+	}
+	var out []WaitShare
+	for ev, v := range byEvent {
+		for len(v) < len(rs) {
+			v = append(v, 0)
+		}
+		if m := median(v); m >= 0.02 {
+			out = append(out, WaitShare{Event: ev, Sessions: m})
+		}
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].Sessions > out[k].Sessions })
+	return out
+}
+
+// medianFunctions takes, per SQL function, the median of its numbers across
+// runs (a run where it was not called counts as zero) and returns the top n
+// by self time per step.
+func medianFunctions(rs []*Report, n int) []FuncTime {
+	byName := map[string][]FuncTime{}
+	for _, r := range rs {
+		for _, f := range r.Functions {
+			byName[f.Name] = append(byName[f.Name], f)
+		}
+	}
+	var out []FuncTime
+	for name, fs := range byName {
+		col := func(get func(FuncTime) float64) float64 {
+			v := make([]float64, len(rs))
+			for i, f := range fs {
+				v[i] = get(f)
+			}
+			return median(v)
+		}
+		out = append(out, FuncTime{Name: name,
+			Calls:             int64(col(func(f FuncTime) float64 { return float64(f.Calls) })),
+			TotalMs:           col(func(f FuncTime) float64 { return f.TotalMs }),
+			SelfMs:            col(func(f FuncTime) float64 { return f.SelfMs }),
+			SelfPerCallMs:     col(func(f FuncTime) float64 { return f.SelfPerCallMs }),
+			SelfPerStepMicros: col(func(f FuncTime) float64 { return f.SelfPerStepMicros }),
+		})
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].SelfPerStepMicros > out[k].SelfPerStepMicros })
+	if len(out) > n {
+		out = out[:n]
 	}
 	return out
 }
@@ -336,6 +412,27 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 	for _, s := range ss {
 		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t\n",
 			s.Label, s.CommitsPerSt, s.RowsPerStep, s.WALPerStep, s.SeqReadPerSt, s.PgCPUPerStep, s.AppCPUPerStep, s.PgCores, s.AppCores)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "\nwhat the database sessions were doing (average sessions, sampled; median)")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range ss {
+		fmt.Fprintf(tw, "%s\t%s\n", s.Label, waitLine(s.Waits))
+	}
+	_ = tw.Flush()
+	if len(ss) == 0 || len(ss[0].Functions) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nwhere Postgres spends its time: SQL functions by self time per step (median)")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range ss {
+		for i, f := range s.Functions {
+			label := ""
+			if i == 0 {
+				label = s.Label
+			}
+			fmt.Fprintf(tw, "%s\t%6.0f µs/step\t%6.2f ms/call\t%s\n", label, f.SelfPerStepMicros, f.SelfPerCallMs, f.Name)
+		}
 	}
 	_ = tw.Flush()
 }
