@@ -392,7 +392,7 @@ type stepMessage struct {
 // readOnce reads up to n messages, claims the steps they name in one round
 // trip, and starts the claimed ones. It returns how many slots it used.
 func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error) {
-	msgs, err := queue.Read(ctx, w.pool, q, w.cfg.LeaseDuration, n)
+	msgs, err := w.read(ctx, q, n)
 	if err != nil {
 		return 0, err
 	}
@@ -473,6 +473,45 @@ func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error)
 		}()
 	}
 	return used, nil
+}
+
+// read takes up to n messages for the handlers this worker has
+// (tasker.worker_read: pgmq.read filtered by handler), so that messages for
+// other workers' handlers stay visible to them.
+func (w *Worker) read(ctx context.Context, q string, n int) ([]queue.Message, error) {
+	handlers := w.handlerNames()
+	rows, err := w.pool.Query(ctx, `SELECT msg_id, read_ct, enqueued_at, vt, message, headers
+		FROM tasker.worker_read($1::text, $2::integer, $3::integer, $4::text[])`,
+		q, int32(w.cfg.LeaseDuration/time.Second), int32(n), handlers)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", q, err)
+	}
+	defer rows.Close()
+	var out []queue.Message
+	for rows.Next() {
+		var m queue.Message
+		var headers []byte
+		if err := rows.Scan(&m.ID, &m.ReadCount, &m.EnqueuedAt, &m.VisibleAt, &m.Body, &headers); err != nil {
+			return nil, fmt.Errorf("read %s: %w", q, err)
+		}
+		if len(headers) > 0 && string(headers) != "null" {
+			// Non-string header values are kept as their JSON text.
+			var raw map[string]json.RawMessage
+			if json.Unmarshal(headers, &raw) == nil {
+				m.Headers = make(map[string]string, len(raw))
+				for k, v := range raw {
+					var str string
+					if json.Unmarshal(v, &str) == nil {
+						m.Headers[k] = str
+					} else {
+						m.Headers[k] = string(v)
+					}
+				}
+			}
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
 
 // deferUnknown pushes back a message for a handler this worker lacks, so a
