@@ -110,7 +110,7 @@ func (s *Store) DLQUpdate(ctx context.Context, id int64, status, notes, by strin
 // template's stale_after_seconds, else defaultAfter). Tasks held in
 // blocked_by_failures wait for an operator on purpose and are not stale.
 func (s *Store) StaleTasksTx(ctx context.Context, tx Tx, defaultAfter time.Duration, limit int) ([]Task, error) {
-	rows, err := tx.tx.Query(ctx, `
+	return tasksQuery(ctx, tx.tx, "stale tasks", `
 		SELECT `+taskColumns+` FROM tasker.tasks t
 		 WHERE t.state IN ('steps_in_process', 'waiting_for_dependencies', 'waiting_for_retry')
 		   AND t.updated_at < clock_timestamp() - make_interval(secs => coalesce(nullif(t.stale_after_seconds, 0), $1))
@@ -121,17 +121,4 @@ func (s *Store) StaleTasksTx(ctx context.Context, tx Tx, defaultAfter time.Durat
 		 ORDER BY t.updated_at
 		 LIMIT $2
 		   FOR UPDATE OF t SKIP LOCKED`, defaultAfter.Seconds(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("stale tasks: %w", err)
-	}
-	defer rows.Close()
-	var out []Task
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("stale tasks: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
 }

@@ -241,6 +241,27 @@ func (s *Store) TaskLockTx(ctx context.Context, tx Tx, id uuid.UUID) (Task, erro
 	return t, nil
 }
 
+// tasksQuery runs a query selecting taskColumns and scans every row.
+func tasksQuery(ctx context.Context, q querier, what, sql string, args ...any) ([]Task, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
+
 // TaskGet reads a task without locking it.
 func (s *Store) TaskGet(ctx context.Context, id uuid.UUID) (Task, error) {
 	t, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = $1`, id))
@@ -345,48 +366,22 @@ func (s *Store) TaskWakeSetTx(ctx context.Context, tx Tx, id uuid.UUID, at *time
 // TasksDueTx locks up to limit non-terminal tasks whose wake-up time has
 // passed, skipping tasks another replica holds.
 func (s *Store) TasksDueTx(ctx context.Context, tx Tx, limit int) ([]Task, error) {
-	rows, err := tx.tx.Query(ctx, `
+	return tasksQuery(ctx, tx.tx, "due tasks", `
 		SELECT `+taskColumns+` FROM tasker.tasks t
 		 WHERE t.wake_at <= clock_timestamp()
 		 ORDER BY t.wake_at
 		 LIMIT $1
 		   FOR UPDATE SKIP LOCKED`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("due tasks: %w", err)
-	}
-	defer rows.Close()
-	var out []Task
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("due tasks: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
 }
 
 // TasksLockTx locks the given tasks in uuid order (the order every
 // multi-task transaction uses, so they cannot deadlock) and returns them.
 func (s *Store) TasksLockTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task, error) {
-	rows, err := tx.tx.Query(ctx, `
+	return tasksQuery(ctx, tx.tx, "lock tasks", `
 		SELECT `+taskColumns+` FROM tasker.tasks t
 		 WHERE t.task_uuid = ANY ($1)
 		 ORDER BY t.task_uuid
 		   FOR UPDATE`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("lock tasks: %w", err)
-	}
-	defer rows.Close()
-	var out []Task
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("lock tasks: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
 }
 
 // TaskFilter selects tasks for TaskList. Zero values do not filter.
@@ -409,7 +404,7 @@ func (s *Store) TaskList(ctx context.Context, f TaskFilter) ([]Task, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	rows, err := s.pool.Query(ctx, `
+	return tasksQuery(ctx, s.pool, "list tasks", `
 		SELECT `+taskColumns+` FROM tasker.tasks t
 		 WHERE ($1 = '' OR t.namespace = $1)
 		   AND ($2 = '' OR t.name = $2)
@@ -421,19 +416,6 @@ func (s *Store) TaskList(ctx context.Context, f TaskFilter) ([]Task, error) {
 		 ORDER BY t.created_at DESC, t.task_uuid DESC
 		 LIMIT $9`,
 		f.Namespace, f.Name, f.State, f.Initiator, f.CreatedAfter, f.CreatedBefore, f.AfterCreatedAt, f.AfterUUID, f.Limit)
-	if err != nil {
-		return nil, fmt.Errorf("list tasks: %w", err)
-	}
-	defer rows.Close()
-	var out []Task
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tasks: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
 }
 
 // Transition is a row of a transition table.
