@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tasker/tasker/internal/wait"
 )
 
 // repoRoot is the main module's root (the test runs in e2e/).
@@ -166,23 +168,25 @@ var httpClient = &http.Client{Timeout: 10 * time.Second}
 // exits.
 func eventually(t *testing.T, timeout, interval time.Duration, what string, fn func() (bool, error), watch ...*process) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last error
-	for {
+	err := wait.Poll(time.Now().Add(timeout), interval, func() (bool, error) {
 		ok, err := fn()
-		if ok {
-			return
-		}
 		last = err
+		if ok {
+			return true, nil
+		}
 		for _, p := range watch {
 			if p.exited() {
-				t.Fatalf("%s: %s exited: %v", what, p.name, p.waitErr)
+				return false, fmt.Errorf("%s exited: %v", p.name, p.waitErr)
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not done within %s (last error: %v)", what, timeout, last)
-		}
-		time.Sleep(interval)
+		return false, nil
+	})
+	if errors.Is(err, wait.ErrTimeout) {
+		t.Fatalf("%s: not done within %s (last error: %v)", what, timeout, last)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

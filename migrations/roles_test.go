@@ -27,6 +27,7 @@ import (
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/testdb"
+	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/migrations"
 	"github.com/tasker/tasker/worker"
 )
@@ -330,19 +331,17 @@ func TestAPIRoleRunsTheDaemonWithoutDDL(t *testing.T) {
 		t.Fatalf("submit task as tasker_api: status %d", st)
 	}
 	id, _ := created["task_uuid"].(string)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var state any
+	err := wait.Poll(time.Now().Add(30*time.Second), 50*time.Millisecond, func() (bool, error) {
 		st, got := call("GET", "/v1/tasks/"+id, "", "")
 		if st != http.StatusOK {
-			t.Fatalf("read task as tasker_api: status %d", st)
+			return false, fmt.Errorf("read task as tasker_api: status %d", st)
 		}
-		if got["state"] == string(lifecycle.TaskComplete) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s is %v after 30s", id, got["state"])
-		}
-		time.Sleep(50 * time.Millisecond)
+		state = got["state"]
+		return state == string(lifecycle.TaskComplete), nil
+	})
+	if err != nil {
+		t.Fatalf("task %s is %v: %v", id, state, err)
 	}
 	if st, _ := call("GET", "/v1/tasks?namespace="+nsA, "", ""); st != http.StatusOK {
 		t.Errorf("list tasks as tasker_api: status %d", st)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -25,6 +26,7 @@ import (
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/testdb"
+	"github.com/tasker/tasker/internal/wait"
 )
 
 // The programs under test, built once per test binary.
@@ -228,23 +230,23 @@ func (c *cluster) startOrchestrator(name string, extraEnv ...string) *proc {
 	}
 	p.ready = func(p *proc, deadline time.Time) error {
 		url := "http://" + p.addr + "/readyz"
-		for {
+		var last error
+		err := wait.Poll(deadline, 50*time.Millisecond, func() (bool, error) {
 			resp, err := httpClient.Get(url)
+			last = err
 			if err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
-					return nil
+					return true, nil
 				}
 			}
-			if err := p.checkAlive(); err != nil {
-				return err
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: %s not ready (last error %v)", p.name, url, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+			return false, p.checkAlive()
+		})
+		if errors.Is(err, wait.ErrTimeout) {
+			return fmt.Errorf("%s: %s not ready (last error %v)", p.name, url, last)
 		}
+		return err
 	}
 	c.add(p)
 	p.start()
@@ -404,22 +406,20 @@ func (p *proc) unexpectedExits() []string {
 
 // waitLog waits until the current incarnation's log contains s.
 func (p *proc) waitLog(s string, deadline time.Time) error {
-	for {
+	err := wait.Poll(deadline, 50*time.Millisecond, func() (bool, error) {
 		p.mu.Lock()
 		off := p.logOffset
 		p.mu.Unlock()
 		if b, err := os.ReadFile(p.logPath); err == nil && int64(len(b)) >= off &&
 			bytes.Contains(b[off:], []byte(s)) {
-			return nil
+			return true, nil
 		}
-		if err := p.checkAlive(); err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no %q in its log", p.name, s)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false, p.checkAlive()
+	})
+	if errors.Is(err, wait.ErrTimeout) {
+		return fmt.Errorf("%s: no %q in its log", p.name, s)
 	}
+	return err
 }
 
 // logProblems returns the log lines of a process that show a defect no
@@ -733,13 +733,13 @@ func (c *cluster) stuckReport() string {
 func (c *cluster) waitQueuesDrained(timeout time.Duration) {
 	c.t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(timeout)
-	for {
+	var left []string
+	err := wait.Poll(time.Now().Add(timeout), 250*time.Millisecond, func() (bool, error) {
 		ms, err := queue.AllMetrics(ctx, c.pool)
 		if err != nil {
-			c.t.Fatalf("queue metrics: %v", err)
+			return false, fmt.Errorf("queue metrics: %w", err)
 		}
-		var left []string
+		left = left[:0]
 		for _, m := range ms {
 			if strings.HasPrefix(m.Queue, "domain_events_") {
 				continue // nobody consumes domain events in these tests
@@ -748,13 +748,13 @@ func (c *cluster) waitQueuesDrained(timeout time.Duration) {
 				left = append(left, fmt.Sprintf("%s: %d", m.Queue, m.Length))
 			}
 		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("queues not drained after %s: %v", timeout, left)
-		}
-		time.Sleep(250 * time.Millisecond)
+		return len(left) == 0, nil
+	})
+	if errors.Is(err, wait.ErrTimeout) {
+		c.t.Fatalf("queues not drained after %s: %v", timeout, left)
+	}
+	if err != nil {
+		c.t.Fatal(err)
 	}
 }
 

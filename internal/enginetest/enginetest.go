@@ -5,8 +5,11 @@ package enginetest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +27,7 @@ import (
 	"github.com/tasker/tasker/internal/telemetry"
 	"github.com/tasker/tasker/internal/template"
 	"github.com/tasker/tasker/internal/testdb"
+	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -183,23 +187,19 @@ func (h *Harness) Submit(req orchestration.TaskRequest) store.Task {
 // the test with the task's step states if it is not within timeout.
 func (h *Harness) WaitTask(id uuid.UUID, timeout time.Duration, states ...lifecycle.TaskState) store.Task {
 	h.T.Helper()
-	deadline := time.Now().Add(timeout)
 	var t store.Task
-	var err error
-	for {
-		t, err = h.Store.TaskGet(context.Background(), id)
-		if err != nil {
-			h.T.Fatalf("get task: %v", err)
+	err := wait.Poll(time.Now().Add(timeout), 20*time.Millisecond, func() (bool, error) {
+		var err error
+		if t, err = h.Store.TaskGet(context.Background(), id); err != nil {
+			return false, fmt.Errorf("get task: %w", err)
 		}
-		for _, s := range states {
-			if t.State == s {
-				return t
-			}
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+		return slices.Contains(states, t.State), nil
+	})
+	if err == nil {
+		return t
+	}
+	if !errors.Is(err, wait.ErrTimeout) {
+		h.T.Fatal(err)
 	}
 	steps, _ := h.Store.TaskSteps(context.Background(), id)
 	var b strings.Builder
@@ -213,12 +213,8 @@ func (h *Harness) WaitTask(id uuid.UUID, timeout time.Duration, states ...lifecy
 // Eventually polls cond (bounded) and fails with msg if it never holds.
 func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %s", timeout, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := wait.Poll(time.Now().Add(timeout), 20*time.Millisecond, func() (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("condition not met within %s: %s", timeout, msg)
 	}
 }
 
