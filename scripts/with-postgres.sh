@@ -99,6 +99,9 @@ opts="$opts -c shared_buffers=256MB -c max_wal_size=2GB -c log_min_messages=warn
 if [ "$durable" = 0 ]; then
   opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 fi
+# Extra server options for diagnostics, e.g.
+# TASKER_PG_OPTS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+opts="$opts ${TASKER_PG_OPTS:-}"
 
 started=0
 for _ in $(seq 1 20); do

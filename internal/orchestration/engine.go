@@ -132,7 +132,7 @@ func (e *Engine) template(ctx context.Context, id int64) (*template.Template, er
 // retries deadlocks), so the journal is reset before each run.
 func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Journal) error) error {
 	j := telemetry.NewJournal(e.clock)
-	err := e.store.InTx(ctx, func(tx store.Tx) error {
+	err := e.store.InTxDeferred(ctx, func(tx store.Tx) error {
 		j.Reset()
 		if err := fn(tx, j); err != nil {
 			return err
@@ -147,6 +147,10 @@ func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Jour
 	if err != nil {
 		return err
 	}
+	// A task ends when its final state is committed: the root span ends
+	// then, after the commit of the workers' last submission that led here
+	// (which the worker's own spans end at).
+	j.Committed(e.clock())
 	e.publisher.Publish(ctx, j)
 	return nil
 }
@@ -175,7 +179,8 @@ func (e *Engine) moveTask(ctx context.Context, tx store.Tx, j *telemetry.Journal
 		meta = map[string]any{}
 	}
 	meta["trigger"] = string(trig)
-	ok, firstFinish, err := e.store.TaskTransitionTx(ctx, tx, store.TaskMove{UUID: t.UUID, From: t.State, To: to, WakeAt: wakeAt, Meta: meta})
+	ok, firstFinish, err := e.store.TaskTransitionTx(ctx, tx, store.TaskMove{UUID: t.UUID, From: t.State, To: to, WakeAt: wakeAt, Meta: meta,
+		RootSpanEmitted: t.RootSpanEmitted})
 	if err != nil {
 		return err
 	}
@@ -185,6 +190,7 @@ func (e *Engine) moveTask(ctx context.Context, tx store.Tx, j *telemetry.Journal
 	j.TaskTransition(taskRef(t), t.State, to, t.StateEnteredAt)
 	t.State, t.StateEnteredAt, t.WakeAt = to, j.Now(), wakeAt
 	if to.Terminal() {
+		t.RootSpanEmitted = true
 		switch to {
 		case lifecycle.TaskComplete:
 			j.Event(lifecycle.EventWorkflowTaskCompleted, taskRef(t), nil)

@@ -70,7 +70,7 @@ func (s *Store) DomainEventTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) 
 		if err := rows.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
 			&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
 			&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt,
-			&counts, &d.TransitionReason); err != nil {
+			&t.RootSpanEmitted, &counts, &d.TransitionReason); err != nil {
 			return nil, fmt.Errorf("read tasks for domain events: %w", err)
 		}
 		t.State = lifecycle.TaskState(state)

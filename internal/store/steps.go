@@ -46,6 +46,17 @@ func (s *Store) StepsTransitionTx(ctx context.Context, tx Tx, moves []StepMove) 
 	if len(moves) == 0 {
 		return nil, nil
 	}
+	if tx.tx.buf != nil && deferrable(moves) {
+		out := make([]StepMoved, 0, len(moves))
+		for _, m := range moves {
+			if _, err := json.Marshal(m.Meta); err != nil {
+				return nil, fmt.Errorf("encode step transition metadata: %w", err)
+			}
+			tx.tx.buf.steps = append(tx.tx.buf.steps, m)
+			out = append(out, StepMoved{UUID: m.UUID, From: m.From, To: m.To})
+		}
+		return out, nil
+	}
 	n := len(moves)
 	ids := make([]uuid.UUID, n)
 	from := make([]string, n)
@@ -90,6 +101,17 @@ func (s *Store) StepsTransitionTx(ctx context.Context, tx Tx, moves []StepMove) 
 	return out, nil
 }
 
+// deferrable says whether moves may wait in a deferred transaction's buffer:
+// all of them leave orchestrator-owned states, without a lease guard.
+func deferrable(moves []StepMove) bool {
+	for _, m := range moves {
+		if m.LeaseGuard || !orchestratorOwned(m.From) {
+			return false
+		}
+	}
+	return true
+}
+
 // Dispatched is a step whose message was sent.
 type Dispatched struct {
 	StepUUID uuid.UUID
@@ -119,6 +141,17 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, steps []uuid.UUID, h
 			return nil, fmt.Errorf("encode headers: %w", err)
 		}
 		hdrs[i] = b
+	}
+	if tx.tx.buf != nil {
+		// Buffered: the attempt and message id are not known until the
+		// flush; callers of a deferred transaction use only the step.
+		out := make([]Dispatched, len(steps))
+		for i, id := range steps {
+			out[i] = Dispatched{StepUUID: id}
+		}
+		tx.tx.buf.dispatch = append(tx.tx.buf.dispatch, steps...)
+		tx.tx.buf.headers = append(tx.tx.buf.headers, hdrs...)
+		return out, nil
 	}
 	rows, err := tx.tx.Query(ctx, `SELECT step_uuid, task_uuid, attempt, msg_id FROM tasker.dispatch_steps($1, $2::jsonb[])`, steps, hdrs)
 	if err != nil {

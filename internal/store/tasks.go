@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/queue"
 )
 
 // Task is a task row.
@@ -36,6 +37,9 @@ type Task struct {
 	UpdatedAt           time.Time
 	StateEnteredAt      time.Time
 	CompletedAt         *time.Time
+	// RootSpanEmitted is set once the task's root span has been emitted (at
+	// its first terminal state).
+	RootSpanEmitted bool
 }
 
 // Step is a workflow step row, with the uuids of the steps it depends on.
@@ -102,14 +106,16 @@ type NewStep struct {
 
 const taskColumns = `t.task_uuid, t.template_id, t.namespace, t.name, t.version, t.state, t.context, t.tags,
 	t.priority, t.initiator, t.source_system, t.reason, t.correlation_id, t.parent_correlation_id,
-	t.traceparent, t.wake_at, t.stale_after_seconds, t.created_at, t.updated_at, t.state_entered_at, t.completed_at`
+	t.traceparent, t.wake_at, t.stale_after_seconds, t.created_at, t.updated_at, t.state_entered_at, t.completed_at,
+	t.root_span_emitted`
 
 func scanTask(row pgx.Row) (Task, error) {
 	var t Task
 	var state string
 	err := row.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
 		&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
-		&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt)
+		&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt,
+		&t.RootSpanEmitted)
 	t.State = lifecycle.TaskState(state)
 	return t, err
 }
@@ -179,7 +185,7 @@ func (s *Store) TaskCreateTx(ctx context.Context, tx Tx, nt NewTask) (Task, bool
 	return t, true, nil
 }
 
-func stepsInsert(ctx context.Context, tx pgx.Tx, nt NewTask) error {
+func stepsInsert(ctx context.Context, tx queue.DB, nt NewTask) error {
 	n := len(nt.Steps)
 	if n == 0 {
 		return nil
@@ -335,6 +341,10 @@ type TaskMove struct {
 	// at the task again.
 	WakeAt *time.Time
 	Meta   map[string]any
+	// RootSpanEmitted is the task's root_span_emitted before the move; a
+	// deferred transaction (which does not read the row) decides from it
+	// whether a terminal move is the task's first.
+	RootSpanEmitted bool
 }
 
 // TaskTransitionTx moves a task from m.From to m.To if it is still in m.From,
@@ -346,6 +356,10 @@ func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (ok boo
 	if err != nil {
 		return false, false, fmt.Errorf("encode transition metadata: %w", err)
 	}
+	if tx.tx.buf != nil {
+		tx.tx.buf.taskOps = append(tx.tx.buf.taskOps, taskOp{move: m, meta: meta})
+		return true, m.To.Terminal() && !m.RootSpanEmitted, nil
+	}
 	err = tx.tx.QueryRow(ctx, `SELECT moved, first_finish FROM tasker.transition_task($1, $2, $3, $4, $5::jsonb)`,
 		m.UUID, string(m.From), string(m.To), m.WakeAt, meta).Scan(&ok, &firstFinish)
 	if err != nil {
@@ -356,6 +370,10 @@ func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (ok boo
 
 // TaskWakeSetTx sets or clears a task's wake-up time without a transition.
 func (s *Store) TaskWakeSetTx(ctx context.Context, tx Tx, id uuid.UUID, at *time.Time) error {
+	if tx.tx.buf != nil {
+		tx.tx.buf.taskOps = append(tx.tx.buf.taskOps, taskOp{move: TaskMove{UUID: id, WakeAt: at}, wakeOnly: true})
+		return nil
+	}
 	_, err := tx.tx.Exec(ctx, `UPDATE tasker.tasks SET wake_at = $2 WHERE task_uuid = $1 AND wake_at IS DISTINCT FROM $2`, id, at)
 	if err != nil {
 		return fmt.Errorf("set wake time of task %s: %w", id, err)

@@ -73,7 +73,7 @@ func (s *Store) TemplateRegister(ctx context.Context, t *template.Template) (rec
 // grants, if they do not exist yet. Provisioning goes through a SECURITY
 // DEFINER function: a daemon running as tasker_api may not create tables or
 // roles itself.
-func namespaceEnsure(ctx context.Context, tx pgx.Tx, ns string) error {
+func namespaceEnsure(ctx context.Context, tx queue.DB, ns string) error {
 	if err := queue.ValidateNamespace(ns); err != nil {
 		return err
 	}

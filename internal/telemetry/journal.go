@@ -126,5 +126,15 @@ func (j *Journal) TaskFinished(task TaskRef, outcome lifecycle.TaskState, emitRo
 	j.Records = append(j.Records, Record{Kind: KindTaskFinished, At: j.now(), Task: task, Outcome: string(outcome), EmitRoot: emitRoot})
 }
 
+// Committed moves the end of the tasks finished in this journal to at, the
+// time their transaction committed, when that is later.
+func (j *Journal) Committed(at time.Time) {
+	for i := range j.Records {
+		if r := &j.Records[i]; r.Kind == KindTaskFinished && at.After(r.At) {
+			r.At = at
+		}
+	}
+}
+
 // Now is the journal's clock.
 func (j *Journal) Now() time.Time { return j.now() }

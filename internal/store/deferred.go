@@ -1,0 +1,282 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+)
+
+// txConn is the connection of a Tx. In a deferred transaction it carries the
+// buffer of writes not applied yet; every statement issued through it
+// applies the buffer first, so the transaction always reads its own writes.
+type txConn struct {
+	raw pgx.Tx
+	buf *writeBuffer
+}
+
+func (c *txConn) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := c.flush(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return c.raw.Exec(ctx, sql, args...)
+}
+
+func (c *txConn) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := c.flush(ctx); err != nil {
+		return nil, err
+	}
+	return c.raw.Query(ctx, sql, args...)
+}
+
+func (c *txConn) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := c.flush(ctx); err != nil {
+		return errRow{err}
+	}
+	return c.raw.QueryRow(ctx, sql, args...)
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// writeBuffer is what a deferred transaction has not applied yet, in the
+// order it was asked for. Step moves are applied before dispatches (a step
+// retried and dispatched in one transaction moves to pending first); task
+// moves touch another table and go last.
+type writeBuffer struct {
+	taskOps  []taskOp
+	steps    []StepMove
+	dispatch []uuid.UUID
+	headers  [][]byte
+}
+
+func (b *writeBuffer) empty() bool {
+	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0
+}
+
+// taskOp is a buffered task transition, or (wakeOnly) a change of wake_at
+// alone.
+type taskOp struct {
+	move     TaskMove
+	meta     []byte
+	wakeOnly bool
+}
+
+// orchestratorOwned are the step states only an orchestrator holding the
+// task's lock moves a step out of. Workers claim enqueued steps and submit
+// in_progress ones, so moves out of those are never buffered.
+func orchestratorOwned(s lifecycle.StepState) bool {
+	switch s {
+	case lifecycle.StepPending, lifecycle.StepWaitingForRetry,
+		lifecycle.StepEnqueuedForOrchestration, lifecycle.StepEnqueuedAsErrorForOrchestration:
+		return true
+	}
+	return false
+}
+
+// flush applies the buffer in one round trip: the step moves, the dispatches
+// and the task moves, each as one statement. A compare-and-swap that does
+// not find its row in the expected state fails the flush (and with it the
+// transaction).
+func (c *txConn) flush(ctx context.Context) error {
+	b := c.buf
+	if b == nil || b.empty() {
+		return nil
+	}
+	c.buf = &writeBuffer{}
+
+	batch := &pgx.Batch{}
+	var steps *stepApply
+	var tasks *taskApply
+	if len(b.steps) > 0 {
+		steps = collapseSteps(b.steps)
+		batch.Queue(`SELECT tasker.apply_step_moves($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12::jsonb[])`,
+			steps.ids, steps.first, steps.final, steps.n, steps.next, steps.extra, steps.results,
+			steps.trStep, steps.trFrom, steps.trTo, steps.trSeq, steps.trMeta)
+	}
+	if len(b.dispatch) > 0 {
+		batch.Queue(`SELECT count(*) FROM tasker.dispatch_steps($1, $2::jsonb[])`, b.dispatch, b.headers)
+	}
+	if len(b.taskOps) > 0 {
+		tasks = collapseTasks(b.taskOps)
+		batch.Queue(`SELECT tasker.apply_task_moves($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb[])`,
+			tasks.ids, tasks.first, tasks.final, tasks.n, tasks.wake, tasks.terminal,
+			tasks.trTask, tasks.trFrom, tasks.trTo, tasks.trSeq, tasks.trMeta)
+	}
+	res := c.raw.SendBatch(ctx, batch)
+	err := func() error {
+		if steps != nil {
+			var n int
+			if err := res.QueryRow().Scan(&n); err != nil {
+				return fmt.Errorf("apply %d step transitions: %w", len(b.steps), err)
+			}
+			if n != len(steps.ids) {
+				return fmt.Errorf("apply step transitions: %d of %d steps were in the expected state; another actor moved a step under the task lock", n, len(steps.ids))
+			}
+		}
+		if len(b.dispatch) > 0 {
+			var n int
+			if err := res.QueryRow().Scan(&n); err != nil {
+				return fmt.Errorf("dispatch %d steps: %w", len(b.dispatch), err)
+			}
+			if n != len(b.dispatch) {
+				return fmt.Errorf("dispatch steps: %d of %d steps were pending; another actor moved a step under the task lock", n, len(b.dispatch))
+			}
+		}
+		if tasks != nil {
+			var n int
+			if err := res.QueryRow().Scan(&n); err != nil {
+				return fmt.Errorf("apply %d task transitions: %w", len(tasks.trTask), err)
+			}
+			if n != len(tasks.ids) {
+				return fmt.Errorf("apply task transitions: %d of %d tasks were in the expected state; a task moved under its lock", n, len(tasks.ids))
+			}
+		}
+		return nil
+	}()
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("apply buffered writes: %w", cerr)
+	}
+	return err
+}
+
+// stepApply is the buffered step moves, one entry per step (its first
+// from-state and final state) plus every transition row.
+type stepApply struct {
+	ids     []uuid.UUID
+	first   []string
+	final   []string
+	n       []int32 // transitions
+	next    []*time.Time
+	extra   []int32
+	results [][]byte
+	trStep  []uuid.UUID
+	trFrom  []string
+	trTo    []string
+	trSeq   []int32
+	trMeta  [][]byte
+}
+
+// collapseSteps folds each step's moves into one row update with the effect
+// of applying them in order (the last move's next_attempt_at, the last
+// results given, the sum of extra attempts), and numbers its transitions.
+// Steps are ordered by uuid, the order in which every writer locks them.
+func collapseSteps(moves []StepMove) *stepApply {
+	type agg struct{ moves []StepMove }
+	by := map[uuid.UUID]*agg{}
+	var order []uuid.UUID
+	for _, m := range moves {
+		a, ok := by[m.UUID]
+		if !ok {
+			a = &agg{}
+			by[m.UUID] = a
+			order = append(order, m.UUID)
+		}
+		a.moves = append(a.moves, m)
+	}
+	sort.Slice(order, func(i, k int) bool { return lessUUID(order[i], order[k]) })
+	out := &stepApply{}
+	for _, id := range order {
+		ms := by[id].moves
+		var results []byte
+		var extra int32
+		for _, m := range ms {
+			if m.Results != nil {
+				results = m.Results
+			}
+			extra += int32(m.ExtraAttempts)
+		}
+		last := ms[len(ms)-1]
+		out.ids = append(out.ids, id)
+		out.first = append(out.first, string(ms[0].From))
+		out.final = append(out.final, string(last.To))
+		out.n = append(out.n, int32(len(ms)))
+		out.next = append(out.next, last.NextAttemptAt)
+		out.extra = append(out.extra, extra)
+		out.results = append(out.results, results)
+		for i, m := range ms {
+			meta, _ := json.Marshal(m.Meta) // checked when the move was buffered
+			out.trStep = append(out.trStep, id)
+			out.trFrom = append(out.trFrom, string(m.From))
+			out.trTo = append(out.trTo, string(m.To))
+			out.trSeq = append(out.trSeq, int32(i+1))
+			out.trMeta = append(out.trMeta, meta)
+		}
+	}
+	return out
+}
+
+// taskApply is the buffered task operations, one entry per task.
+type taskApply struct {
+	ids      []uuid.UUID
+	first    []string // the state the first transition starts from ('' for wake-only)
+	final    []string
+	n        []int32 // transitions
+	wake     []*time.Time
+	terminal []bool // a transition entered a terminal state
+	trTask   []uuid.UUID
+	trFrom   []string
+	trTo     []string
+	trSeq    []int32
+	trMeta   [][]byte
+}
+
+func collapseTasks(ops []taskOp) *taskApply {
+	by := map[uuid.UUID][]taskOp{}
+	var order []uuid.UUID
+	for _, op := range ops {
+		if _, ok := by[op.move.UUID]; !ok {
+			order = append(order, op.move.UUID)
+		}
+		by[op.move.UUID] = append(by[op.move.UUID], op)
+	}
+	sort.Slice(order, func(i, k int) bool { return lessUUID(order[i], order[k]) })
+	out := &taskApply{}
+	for _, id := range order {
+		var first, final string
+		var n int32
+		var wake *time.Time
+		terminal := false
+		for _, op := range by[id] {
+			wake = op.move.WakeAt // every operation stores its wake time
+			if op.wakeOnly {
+				continue
+			}
+			n++
+			if first == "" {
+				first = string(op.move.From)
+			}
+			final = string(op.move.To)
+			terminal = terminal || op.move.To.Terminal()
+			out.trTask = append(out.trTask, id)
+			out.trFrom = append(out.trFrom, string(op.move.From))
+			out.trTo = append(out.trTo, string(op.move.To))
+			out.trSeq = append(out.trSeq, n)
+			out.trMeta = append(out.trMeta, op.meta)
+		}
+		out.ids = append(out.ids, id)
+		out.first = append(out.first, first)
+		out.final = append(out.final, final)
+		out.n = append(out.n, n)
+		out.wake = append(out.wake, wake)
+		out.terminal = append(out.terminal, terminal)
+	}
+	return out
+}
+
+func lessUUID(a, b uuid.UUID) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
