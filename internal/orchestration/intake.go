@@ -218,17 +218,14 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 				return nil
 			}
 		}
-		task, created, err = e.store.TaskCreateTx(ctx, tx, nt)
+		var steps []store.Step
+		task, steps, created, err = e.store.TaskCreateTx(ctx, tx, nt)
 		if err != nil || !created {
 			return err
 		}
 		ref := taskRef(&task)
 		j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
 		j.Event(lifecycle.EventTaskStartRequested, ref, nil)
-		steps, err := e.store.TaskStepsTx(ctx, tx, task.UUID)
-		if err != nil {
-			return err
-		}
 		for i := range steps {
 			j.StepTransition(ref, stepRef(&steps[i]), lifecycle.StepCreatedState, lifecycle.StepPending, steps[i].CreatedAt)
 		}

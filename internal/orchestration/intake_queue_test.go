@@ -59,24 +59,26 @@ func TestTaskRequestsFromTheQueue(t *testing.T) {
 	if src != "billing" {
 		t.Errorf("source_system = %q", src)
 	}
-	mfs, err := h.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, mf := range mfs {
-		if mf.GetName() == "tasker_poison_messages_total" {
+	// The counter moves just after the archive commits: wait for it too.
+	poisonCounted := func() bool {
+		mfs, err := h.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "tasker_poison_messages_total" {
+				continue
+			}
 			for _, m := range mf.GetMetric() {
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "queue" && l.GetValue() == queue.TaskRequestsQueue {
-						found = found || m.GetCounter().GetValue() == 4
+					if l.GetName() == "queue" && l.GetValue() == queue.TaskRequestsQueue && m.GetCounter().GetValue() == 4 {
+						return true
 					}
 				}
 			}
 		}
+		return false
 	}
-	if !found {
-		t.Error("tasker_poison_messages_total{queue=orchestration_task_requests} is not 4")
-	}
+	enginetest.Eventually(t, 5*time.Second, "tasker_poison_messages_total{queue=orchestration_task_requests} = 4", poisonCounted)
 	_ = json.Valid
 }

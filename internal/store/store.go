@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,11 @@ var (
 // Store wraps the connection pool.
 type Store struct {
 	pool *pgxpool.Pool
+	// parsed caches parsed template versions by id: a version's
+	// definition never changes once registered, and parsing and
+	// validating it again for every task creation cost more than the
+	// insertion of the task.
+	parsed sync.Map // int64 -> *template.Template
 }
 
 // New returns a store over pool.

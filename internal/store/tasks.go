@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasker/tasker/internal/lifecycle"
-	"github.com/tasker/tasker/internal/queue"
 )
 
 // Task is a task row.
@@ -137,10 +137,12 @@ func scanStep(row pgx.Row) (Step, error) {
 	return s, err
 }
 
-// TaskCreateTx inserts a pending task with its pending steps and their
-// dependency edges. When a task with the same identity hash exists, nothing
-// is inserted and the existing task is returned with created=false.
-func (s *Store) TaskCreateTx(ctx context.Context, tx Tx, nt NewTask) (Task, bool, error) {
+// TaskCreateTx inserts a pending task with its pending steps, their
+// dependency edges and the first transition rows, in one statement, and
+// returns the task and its steps (in template order) as inserted. When a task
+// with the same identity hash exists, nothing is inserted and the existing
+// task is returned with created=false (and no steps).
+func (s *Store) TaskCreateTx(ctx context.Context, tx Tx, nt NewTask) (Task, []Step, bool, error) {
 	tags := nt.Tags
 	if tags == nil {
 		tags = []string{}
@@ -149,47 +151,7 @@ func (s *Store) TaskCreateTx(ctx context.Context, tx Tx, nt NewTask) (Task, bool
 	if len(ctxJSON) == 0 {
 		ctxJSON = json.RawMessage(`{}`)
 	}
-	var inserted uuid.UUID
-	err := tx.tx.QueryRow(ctx, `
-		INSERT INTO tasker.tasks (task_uuid, template_id, namespace, name, version, state, transition_count,
-			context, tags, priority, initiator, source_system, reason, correlation_id, parent_correlation_id,
-			identity_hash, traceparent, stale_after_seconds)
-		VALUES ($1, $2, $3, $4, $5, 'pending', 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-		ON CONFLICT (identity_hash) DO NOTHING
-		RETURNING task_uuid`,
-		nt.UUID, nt.TemplateID, nt.Namespace, nt.Name, nt.Version, ctxJSON, tags, nt.Priority,
-		nt.Initiator, nt.SourceSystem, nt.Reason, nt.CorrelationID, nt.ParentCorrelationID,
-		nt.IdentityHash, nt.TraceParent, nt.StaleAfterSeconds).Scan(&inserted)
-	if errors.Is(err, pgx.ErrNoRows) {
-		t, err := scanTask(tx.tx.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.identity_hash = $1`, nt.IdentityHash))
-		if err != nil {
-			return t, false, notFound(err, "existing task by identity")
-		}
-		return t, false, nil
-	}
-	if err != nil {
-		return Task{}, false, fmt.Errorf("insert task: %w", err)
-	}
-	if _, err := tx.tx.Exec(ctx, `
-		INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, metadata)
-		VALUES ($1, NULL, 'pending', 1, true, '{"trigger":"created"}')`, nt.UUID); err != nil {
-		return Task{}, false, fmt.Errorf("insert task transition: %w", err)
-	}
-	if err := stepsInsert(ctx, tx.tx, nt); err != nil {
-		return Task{}, false, err
-	}
-	t, err := scanTask(tx.tx.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = $1`, nt.UUID))
-	if err != nil {
-		return t, false, fmt.Errorf("read new task: %w", err)
-	}
-	return t, true, nil
-}
-
-func stepsInsert(ctx context.Context, tx queue.DB, nt NewTask) error {
 	n := len(nt.Steps)
-	if n == 0 {
-		return nil
-	}
 	ids := make([]uuid.UUID, n)
 	names := make([]string, n)
 	handlers := make([]string, n)
@@ -199,7 +161,7 @@ func stepsInsert(ctx context.Context, tx queue.DB, nt NewTask) error {
 	bases := make([]int32, n)
 	caps := make([]int32, n)
 	timeouts := make([]int32, n)
-	var edgeFrom, edgeTo []uuid.UUID
+	edgeFrom, edgeTo := []uuid.UUID{}, []uuid.UUID{}
 	for i, st := range nt.Steps {
 		ids[i], names[i], handlers[i] = st.UUID, st.Name, st.Handler
 		positions[i], maxAttempts[i], retryables[i] = int32(st.Position), int32(st.MaxAttempts), st.Retryable
@@ -209,31 +171,71 @@ func stepsInsert(ctx context.Context, tx queue.DB, nt NewTask) error {
 			edgeTo = append(edgeTo, st.UUID)
 		}
 	}
-	_, err := tx.Exec(ctx, `
-		INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, handler, position, state, transition_count,
-			max_attempts, retryable, backoff_base_ms, backoff_cap_ms, timeout_seconds)
-		SELECT u.id, $1, u.name, u.handler, u.pos, 'pending', 1, u.ma, u.rt, u.base, u.cap, u.tmo
-		  FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::int[], $7::bool[], $8::int[], $9::int[], $10::int[])
-		       AS u(id, name, handler, pos, ma, rt, base, cap, tmo)`,
-		nt.UUID, ids, names, handlers, positions, maxAttempts, retryables, bases, caps, timeouts)
-	if err != nil {
-		return fmt.Errorf("insert steps: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `
-		INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, metadata)
-		SELECT u.id, $1, NULL, 'pending', 1, true, '{"trigger":"created"}' FROM unnest($2::uuid[]) AS u(id)`,
-		nt.UUID, ids); err != nil {
-		return fmt.Errorf("insert step transitions: %w", err)
-	}
-	if len(edgeFrom) > 0 {
-		if _, err := tx.Exec(ctx, `
+	// Foreign keys are checked at the end of the statement, so the task,
+	// its steps, edges and transitions go in together; with ON CONFLICT
+	// nothing depends on a task that was not inserted.
+	var created time.Time
+	err := tx.tx.QueryRow(ctx, `
+		WITH t AS (
+			INSERT INTO tasker.tasks (task_uuid, template_id, namespace, name, version, state, transition_count,
+				context, tags, priority, initiator, source_system, reason, correlation_id, parent_correlation_id,
+				identity_hash, traceparent, stale_after_seconds)
+			VALUES ($1, $2, $3, $4, $5, 'pending', 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+			ON CONFLICT (identity_hash) DO NOTHING
+			RETURNING task_uuid, created_at
+		), tt AS (
+			INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, metadata)
+			SELECT t.task_uuid, NULL, 'pending', 1, true, '{"trigger":"created"}' FROM t
+		), st AS (
+			INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, handler, position, state, transition_count,
+				max_attempts, retryable, backoff_base_ms, backoff_cap_ms, timeout_seconds)
+			SELECT u.id, t.task_uuid, u.name, u.handler, u.pos, 'pending', 1, u.ma, u.rt, u.base, u.cap, u.tmo
+			  FROM t, unnest($17::uuid[], $18::text[], $19::text[], $20::int[], $21::int[], $22::bool[], $23::int[], $24::int[], $25::int[])
+			       AS u(id, name, handler, pos, ma, rt, base, cap, tmo)
+		), stt AS (
+			INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, metadata)
+			SELECT u.id, t.task_uuid, NULL, 'pending', 1, true, '{"trigger":"created"}' FROM t, unnest($17::uuid[]) AS u(id)
+		), e AS (
 			INSERT INTO tasker.workflow_step_edges (task_uuid, from_step, to_step)
-			SELECT $1, u.f, u.t FROM unnest($2::uuid[], $3::uuid[]) AS u(f, t)`,
-			nt.UUID, edgeFrom, edgeTo); err != nil {
-			return fmt.Errorf("insert step edges: %w", err)
+			SELECT t.task_uuid, u.f, u.t FROM t, unnest($26::uuid[], $27::uuid[]) AS u(f, t)
+		)
+		SELECT created_at FROM t`,
+		nt.UUID, nt.TemplateID, nt.Namespace, nt.Name, nt.Version, ctxJSON, tags, nt.Priority,
+		nt.Initiator, nt.SourceSystem, nt.Reason, nt.CorrelationID, nt.ParentCorrelationID,
+		nt.IdentityHash, nt.TraceParent, nt.StaleAfterSeconds,
+		ids, names, handlers, positions, maxAttempts, retryables, bases, caps, timeouts,
+		edgeFrom, edgeTo).Scan(&created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		t, err := scanTask(tx.tx.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.identity_hash = $1`, nt.IdentityHash))
+		if err != nil {
+			return t, nil, false, notFound(err, "existing task by identity")
+		}
+		return t, nil, false, nil
+	}
+	if err != nil {
+		return Task{}, nil, false, fmt.Errorf("insert task: %w", err)
+	}
+	t := Task{
+		UUID: nt.UUID, TemplateID: nt.TemplateID, Namespace: nt.Namespace, Name: nt.Name, Version: nt.Version,
+		State: lifecycle.TaskPending, Context: ctxJSON, Tags: tags, Priority: nt.Priority,
+		Initiator: nt.Initiator, SourceSystem: nt.SourceSystem, Reason: nt.Reason,
+		CorrelationID: nt.CorrelationID, ParentCorrelationID: nt.ParentCorrelationID,
+		TraceParent: nt.TraceParent, StaleAfterSeconds: nt.StaleAfterSeconds,
+		CreatedAt: created, UpdatedAt: created, StateEnteredAt: created,
+	}
+	steps := make([]Step, n)
+	for i, st := range nt.Steps {
+		parents := append([]uuid.UUID{}, st.Parents...)
+		sort.Slice(parents, func(a, b int) bool { return lessUUID(parents[a], parents[b]) })
+		steps[i] = Step{
+			UUID: st.UUID, TaskUUID: nt.UUID, Name: st.Name, Handler: st.Handler, Position: st.Position,
+			State: lifecycle.StepPending, MaxAttempts: st.MaxAttempts, Retryable: st.Retryable,
+			BackoffBaseMs: st.BackoffBaseMs, BackoffCapMs: st.BackoffCapMs, TimeoutSeconds: st.TimeoutSeconds,
+			Parents: parents, CreatedAt: created, UpdatedAt: created, StateEnteredAt: created,
 		}
 	}
-	return nil
+	sort.SliceStable(steps, func(a, b int) bool { return steps[a].Position < steps[b].Position })
+	return t, steps, true, nil
 }
 
 // TaskLockTx reads a task and locks its row until the transaction ends. Every

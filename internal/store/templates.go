@@ -93,11 +93,13 @@ func namespaceEnsure(ctx context.Context, tx queue.DB, ns string) error {
 // TemplateGet returns a registered template; an empty version means the most
 // recently registered one.
 func (s *Store) TemplateGet(ctx context.Context, ns, name, version string) (TemplateRecord, error) {
-	row := s.pool.QueryRow(ctx, `
-		SELECT template_id, definition, content_hash, created_at FROM tasker.task_templates
+	// The definition is read (and parsed) only when this process has not
+	// parsed that version yet.
+	var rec TemplateRecord
+	err := s.pool.QueryRow(ctx, `
+		SELECT template_id, content_hash, created_at FROM tasker.task_templates
 		 WHERE namespace = $1 AND name = $2 AND ($3 = '' OR version = $3)
-		 ORDER BY template_id DESC LIMIT 1`, ns, name, version)
-	rec, err := scanTemplate(row)
+		 ORDER BY template_id DESC LIMIT 1`, ns, name, version).Scan(&rec.ID, &rec.Hash, &rec.CreatedAt)
 	if err != nil {
 		key := ns + "/" + name
 		if version != "" {
@@ -105,7 +107,11 @@ func (s *Store) TemplateGet(ctx context.Context, ns, name, version string) (Temp
 		}
 		return rec, notFound(err, "template "+key)
 	}
-	return rec, nil
+	if t, ok := s.parsed.Load(rec.ID); ok {
+		rec.Template = t.(*template.Template)
+		return rec, nil
+	}
+	return s.TemplateByID(ctx, rec.ID)
 }
 
 // TemplateByID returns a template version by its id.
@@ -115,6 +121,7 @@ func (s *Store) TemplateByID(ctx context.Context, id int64) (TemplateRecord, err
 	if err != nil {
 		return rec, notFound(err, fmt.Sprintf("template id %d", id))
 	}
+	s.parsed.Store(rec.ID, rec.Template)
 	return rec, nil
 }
 
