@@ -243,6 +243,7 @@ func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 		pc.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(db.StatementTimeout.Milliseconds())
 	}
 	pc.ConnConfig.RuntimeParams["application_name"] = "tasker-orchestrator"
+	store.WithNotifyAfterCommit(pc)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(cctx, pc)

@@ -83,7 +83,9 @@ func New(t testing.TB, opts Options) *Harness {
 		h.URL = testdb.URL(t)
 	}
 	h.Pool = testdb.Pool(t, h.URL)
-	h.Store = store.New(h.Pool)
+	// The engine's own pool is configured as the daemon's is: queue
+	// wake-ups after commit.
+	h.Store = store.New(testdb.Pool(t, h.URL, store.WithNotifyAfterCommit))
 	h.Spans = tracetest.NewInMemoryExporter()
 	h.Registry = prometheus.NewRegistry()
 	ctx := context.Background()

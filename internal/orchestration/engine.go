@@ -465,7 +465,7 @@ func (e *Engine) enqueue(ctx context.Context, tx store.Tx, j *telemetry.Journal,
 		headers = append(headers, map[string]string{"traceparent": t.TraceParent})
 		byID[s.UUID] = s
 	}
-	sent, err := e.store.StepsDispatchTx(ctx, tx, ids, headers)
+	sent, err := e.store.StepsDispatchTx(ctx, tx, t.Namespace, ids, headers)
 	if err != nil {
 		return err
 	}

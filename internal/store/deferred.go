@@ -20,6 +20,17 @@ import (
 type txConn struct {
 	raw pgx.Tx
 	buf *writeBuffer
+	// sent names the queues inserted into, whose listeners are woken after
+	// the commit (Store.notify).
+	sent map[string]struct{}
+}
+
+// inserted records an insert into a queue.
+func (c *txConn) inserted(queueName string) {
+	if c.sent == nil {
+		c.sent = map[string]struct{}{}
+	}
+	c.sent[queueName] = struct{}{}
 }
 
 func (c *txConn) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {

@@ -25,6 +25,7 @@ func (s *Store) DomainEventsSendTx(ctx context.Context, tx Tx, ns string, bodies
 	if len(bodies) == 0 {
 		return nil, nil
 	}
+	tx.tx.inserted(q)
 	return queue.SendBatch(ctx, tx.tx, q, bodies, headers, 0)
 }
 

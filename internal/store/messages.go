@@ -35,11 +35,16 @@ func (s *Store) MessageArchive(ctx context.Context, queueName string, id int64) 
 
 // MessageSend sends a message outside any transaction.
 func (s *Store) MessageSend(ctx context.Context, queueName string, body json.RawMessage, headers map[string]string) (int64, error) {
-	return queue.Send(ctx, s.pool, queueName, body, headers, 0)
+	id, err := queue.Send(ctx, s.pool, queueName, body, headers, 0)
+	if err == nil {
+		s.notify(ctx, map[string]struct{}{queueName: {}})
+	}
+	return id, err
 }
 
 // MessageSendTx sends a message in the caller's transaction.
 func (s *Store) MessageSendTx(ctx context.Context, tx Tx, queueName string, body json.RawMessage, headers map[string]string) (int64, error) {
+	tx.tx.inserted(queueName)
 	return queue.Send(ctx, tx.tx, queueName, body, headers, 0)
 }
 

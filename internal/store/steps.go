@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/queue"
 )
 
 // StepMove is one step compare-and-swap.
@@ -120,13 +121,18 @@ type Dispatched struct {
 	MsgID    int64
 }
 
-// StepsDispatchTx moves pending steps to enqueued and sends their messages
-// to their namespace's worker queue, in the caller's transaction. headers[i]
-// are the message headers for steps[i].
-func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, steps []uuid.UUID, headers []map[string]string) ([]Dispatched, error) {
+// StepsDispatchTx moves pending steps of namespace ns to enqueued and sends
+// their messages to the namespace's worker queue, in the caller's
+// transaction. headers[i] are the message headers for steps[i].
+func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, ns string, steps []uuid.UUID, headers []map[string]string) ([]Dispatched, error) {
 	if len(steps) == 0 {
 		return nil, nil
 	}
+	q, err := queue.WorkerQueue(ns)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch steps: %w", err)
+	}
+	tx.tx.inserted(q)
 	hdrs := make([][]byte, len(steps))
 	for i := range steps {
 		var h map[string]string

@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker/tasker/internal/queue"
 )
 
 // Sentinel errors callers branch on.
@@ -33,10 +35,43 @@ type Store struct {
 	// validating it again for every task creation cost more than the
 	// insertion of the task.
 	parsed sync.Map // int64 -> *template.Template
+	// afterCommit: the pool's sessions set tasker.notify = after_commit, so
+	// the queue triggers do not notify and the store sends the wake-ups of
+	// its transactions after they commit (migration 00009).
+	afterCommit bool
+}
+
+// NotifySetting is the session setting (a startup parameter of the pool's
+// connections, see WithNotifyAfterCommit) that moves the wake-ups of queue
+// inserts out of the inserting transaction.
+const NotifySetting = "tasker.notify"
+
+// WithNotifyAfterCommit configures a pool so that its transactions send
+// their queue wake-ups after committing rather than from the queues'
+// insert triggers: a NOTIFY inside a transaction serialises its commit with
+// every other notifying commit (docs/performance.md).
+func WithNotifyAfterCommit(cfg *pgxpool.Config) {
+	cfg.ConnConfig.RuntimeParams[NotifySetting] = "after_commit"
 }
 
 // New returns a store over pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, afterCommit: pool.Config().ConnConfig.RuntimeParams[NotifySetting] == "after_commit"}
+}
+
+// notify wakes the listeners of queues this process inserted into, after
+// the insert committed. A wake-up lost to a crash right after the commit
+// costs latency only: consumers poll as a fallback.
+func (s *Store) notify(ctx context.Context, queues map[string]struct{}) {
+	if !s.afterCommit || len(queues) == 0 {
+		return
+	}
+	chans := make([]string, 0, len(queues))
+	for q := range queues {
+		chans = append(chans, queue.NotifyChannel(q))
+	}
+	_, _ = s.pool.Exec(context.WithoutCancel(ctx), `SELECT pg_notify(c, '') FROM unnest($1::text[]) AS c`, chans)
+}
 
 // Tx is an open transaction; obtain one with InTx or InTxDeferred.
 type Tx struct {
@@ -102,6 +137,7 @@ func (s *Store) inTxOnce(ctx context.Context, deferred bool, fn func(Tx) error) 
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.notify(ctx, c.sent)
 	return nil
 }
 

@@ -82,14 +82,18 @@ func New(t testing.TB) *pgxpool.Pool {
 	return Pool(t, URL(t))
 }
 
-// Pool opens a pool on dbURL that is closed when the test ends.
-func Pool(t testing.TB, dbURL string) *pgxpool.Pool {
+// Pool opens a pool on dbURL that is closed when the test ends; opts adjust
+// its configuration.
+func Pool(t testing.TB, dbURL string, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		t.Fatalf("parse database url: %v", err)
 	}
 	cfg.MaxConns = 20
+	for _, o := range opts {
+		o(cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
