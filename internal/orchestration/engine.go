@@ -60,6 +60,8 @@ type Engine struct {
 
 	mu        sync.RWMutex
 	templates map[int64]*template.Template // immutable once registered
+
+	intake *intakeBatcher
 }
 
 // BeforeCommit is a hook run inside an engine transaction after its work and
@@ -86,6 +88,7 @@ func NewEngine(st *store.Store, pub Publisher, logger *slog.Logger, opts ...Engi
 		store: st, publisher: pub, logger: logger,
 		clock: time.Now, jitter: rand.Float64,
 		templates: map[int64]*template.Template{},
+		intake:    newIntakeBatcher(),
 	}
 	for _, o := range opts {
 		o(e)

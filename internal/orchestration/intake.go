@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -92,13 +94,20 @@ func (r *TaskRequest) Validate() error {
 		if !json.Valid(r.Context) {
 			return fieldErr("context", "is not valid JSON")
 		}
+		if hasNULEscape(r.Context) {
+			return fieldErr("context", `contains the character \u0000, which Postgres cannot store in jsonb`)
+		}
 	}
-	for name, v := range map[string]string{"initiator": r.Initiator, "source_system": r.SourceSystem, "idempotency_key": r.IdempotencyKey} {
-		if len(v) > MaxTextFieldLen {
+	for name, v := range map[string]string{"initiator": r.Initiator, "source_system": r.SourceSystem,
+		"idempotency_key": r.IdempotencyKey, "reason": r.Reason, "version": r.Version} {
+		if name != "reason" && len(v) > MaxTextFieldLen {
 			return fieldErr(name, "is longer than %d characters", MaxTextFieldLen)
 		}
 		if !utf8.ValidString(v) {
 			return fieldErr(name, "is not valid UTF-8")
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fieldErr(name, "contains a NUL character, which Postgres cannot store")
 		}
 	}
 	if len(r.Reason) > MaxReasonLen {
@@ -111,11 +120,30 @@ func (r *TaskRequest) Validate() error {
 		if tag == "" || len(tag) > MaxTagLen {
 			return fieldErr(fmt.Sprintf("tags[%d]", i), "must be 1 to %d characters", MaxTagLen)
 		}
+		if !utf8.ValidString(tag) || strings.IndexByte(tag, 0) >= 0 {
+			return fieldErr(fmt.Sprintf("tags[%d]", i), "must be UTF-8 text without NUL characters")
+		}
 	}
 	if r.Priority < -MaxPriority || r.Priority > MaxPriority {
 		return fieldErr("priority", "must be between %d and %d", -MaxPriority, MaxPriority)
 	}
 	return nil
+}
+
+// hasNULEscape reports whether JSON text contains the escape \u0000 (a NUL
+// character in a string), which jsonb rejects. An escaped backslash
+// followed by "u0000" is ordinary text.
+func hasNULEscape(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			continue
+		}
+		if b[i+1] == 'u' && i+5 < len(b) && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped character
+	}
+	return false
 }
 
 // identityHash is what makes a submission unique. With an idempotency key,
@@ -139,23 +167,63 @@ func (e *Engine) CreateTask(ctx context.Context, req TaskRequest) (store.Task, b
 // createTask is CreateTask; when msgID is set, the request came from the
 // task request queue and its message is deleted in the same transaction.
 func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) (store.Task, bool, error) {
-	if err := req.Validate(); err != nil {
+	nt, key, err := e.prepare(ctx, req)
+	if err != nil {
 		return store.Task{}, false, err
+	}
+	if msgID == nil {
+		// API submissions that arrive together share a transaction.
+		res := e.intake.do(ctx, e, &createReq{nt: nt, key: key})
+		return res.task, res.created, res.err
+	}
+	var task store.Task
+	var created, skipped bool
+	err = e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		var err error
+		skipped = false
+		deleted, err := e.store.MessageDeleteTx(ctx, tx, queue.TaskRequestsQueue, *msgID)
+		if err != nil {
+			return err
+		}
+		if !deleted {
+			// Another replica read the request after our visibility
+			// timeout ran out and has handled it: creating the task
+			// here too would run it twice.
+			skipped = true
+			return nil
+		}
+		task, created, err = e.insertAndStart(ctx, tx, j, nt)
+		return err
+	})
+	if err != nil {
+		return store.Task{}, false, fmt.Errorf("create task %s: %w", key, err)
+	}
+	if skipped {
+		return store.Task{}, false, nil
+	}
+	return task, created, nil
+}
+
+// prepare validates a request against its template and builds the rows of
+// the task; key names the template version.
+func (e *Engine) prepare(ctx context.Context, req TaskRequest) (store.NewTask, string, error) {
+	if err := req.Validate(); err != nil {
+		return store.NewTask{}, "", err
 	}
 	rec, err := e.store.TemplateGet(ctx, req.Namespace, req.Name, req.Version)
 	if errors.Is(err, store.ErrNotFound) {
 		ok, nerr := e.store.NamespaceExists(ctx, req.Namespace)
 		if nerr == nil && !ok {
-			return store.Task{}, false, fmt.Errorf("%w: namespace %q has no registered templates", ErrUnknownTarget, req.Namespace)
+			return store.NewTask{}, "", fmt.Errorf("%w: namespace %q has no registered templates", ErrUnknownTarget, req.Namespace)
 		}
 		key := req.Namespace + "/" + req.Name
 		if req.Version != "" {
 			key += "@" + req.Version
 		}
-		return store.Task{}, false, fmt.Errorf("%w: no template %s is registered", ErrUnknownTarget, key)
+		return store.NewTask{}, "", fmt.Errorf("%w: no template %s is registered", ErrUnknownTarget, key)
 	}
 	if err != nil {
-		return store.Task{}, false, err
+		return store.NewTask{}, "", err
 	}
 	tpl := rec.Template
 	ctxJSON := req.Context
@@ -163,7 +231,7 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 		ctxJSON = json.RawMessage(`{}`)
 	}
 	if err := tpl.ValidateContext(ctxJSON); err != nil {
-		return store.Task{}, false, &FieldError{Field: "context", Message: err.Error()}
+		return store.NewTask{}, "", &FieldError{Field: "context", Message: err.Error()}
 	}
 	e.mu.Lock()
 	e.templates[rec.ID] = tpl
@@ -200,44 +268,130 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 		})
 	}
 
-	var task store.Task
-	var created, skipped bool
-	err = e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
-		var err error
-		skipped = false
-		if msgID != nil {
-			deleted, err := e.store.MessageDeleteTx(ctx, tx, queue.TaskRequestsQueue, *msgID)
+	return nt, tpl.Key(), nil
+}
+
+// insertAndStart inserts a task in tx and drives it: initialization and the
+// dispatch of its first steps. An existing task with the same identity is
+// returned with created=false.
+func (e *Engine) insertAndStart(ctx context.Context, tx store.Tx, j *telemetry.Journal, nt store.NewTask) (store.Task, bool, error) {
+	task, steps, created, err := e.store.TaskCreateTx(ctx, tx, nt)
+	if err != nil || !created {
+		return task, created, err
+	}
+	ref := taskRef(&task)
+	j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
+	j.Event(lifecycle.EventTaskStartRequested, ref, nil)
+	for i := range steps {
+		j.StepTransition(ref, stepRef(&steps[i]), lifecycle.StepCreatedState, lifecycle.StepPending, steps[i].CreatedAt)
+	}
+	return task, true, e.drive(ctx, tx, j, &task, steps)
+}
+
+// createReq is a task creation waiting for a transaction.
+type createReq struct {
+	nt   store.NewTask
+	key  string // template key, for errors
+	done chan struct{}
+	res  createRes
+}
+
+type createRes struct {
+	task    store.Task
+	created bool
+	err     error
+}
+
+// intakeBatcher groups concurrent task creations into shared transactions
+// (group commit): a caller queues its request and either finds it done by
+// another caller's transaction or, when fewer than maxBatches transactions
+// are in flight, runs everything queued so far in one. There is no wait for
+// a batch to fill: a lone request runs at once, and requests that arrive
+// while transactions are in flight go together in the next. A batch that
+// fails is retried one request per transaction, so one bad request fails
+// alone.
+type intakeBatcher struct {
+	mu      sync.Mutex
+	pending []*createReq
+	slots   chan struct{}
+}
+
+const (
+	maxIntakeBatches = 4   // creation transactions in flight
+	maxIntakeBatch   = 100 // tasks per transaction
+	intakeTimeout    = 30 * time.Second
+)
+
+func newIntakeBatcher() *intakeBatcher {
+	return &intakeBatcher{slots: make(chan struct{}, maxIntakeBatches)}
+}
+
+func (b *intakeBatcher) do(ctx context.Context, e *Engine, r *createReq) createRes {
+	r.done = make(chan struct{})
+	b.mu.Lock()
+	b.pending = append(b.pending, r)
+	b.mu.Unlock()
+	for {
+		select {
+		case <-r.done:
+			return r.res
+		case <-ctx.Done():
+			// The request may still be carried out by a batch in flight, as
+			// a request cut off by a timeout may have committed.
+			return createRes{err: ctx.Err()}
+		case b.slots <- struct{}{}:
+			b.mu.Lock()
+			n := min(len(b.pending), maxIntakeBatch)
+			batch := append([]*createReq(nil), b.pending[:n]...)
+			b.pending = b.pending[n:]
+			b.mu.Unlock()
+			if len(batch) == 0 {
+				// Another caller's transaction took this request.
+				<-b.slots
+				select {
+				case <-r.done:
+					return r.res
+				case <-ctx.Done():
+					return createRes{err: ctx.Err()}
+				}
+			}
+			// The batch serves other callers too: the first caller's
+			// cancellation must not abort it.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), intakeTimeout)
+			e.createBatch(bctx, batch)
+			cancel()
+			<-b.slots
+		}
+	}
+}
+
+// createBatch creates the tasks of batch in one transaction, or, if that
+// fails, each in its own; every request's done channel is closed.
+func (e *Engine) createBatch(ctx context.Context, batch []*createReq) {
+	results := make([]createRes, len(batch))
+	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		for i, r := range batch {
+			task, created, err := e.insertAndStart(ctx, tx, j, r.nt)
 			if err != nil {
 				return err
 			}
-			if !deleted {
-				// Another replica read the request after our visibility
-				// timeout ran out and has handled it: creating the task
-				// here too would run it twice.
-				skipped = true
-				return nil
-			}
+			results[i] = createRes{task: task, created: created}
 		}
-		var steps []store.Step
-		task, steps, created, err = e.store.TaskCreateTx(ctx, tx, nt)
-		if err != nil || !created {
-			return err
-		}
-		ref := taskRef(&task)
-		j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
-		j.Event(lifecycle.EventTaskStartRequested, ref, nil)
-		for i := range steps {
-			j.StepTransition(ref, stepRef(&steps[i]), lifecycle.StepCreatedState, lifecycle.StepPending, steps[i].CreatedAt)
-		}
-		return e.drive(ctx, tx, j, &task, steps)
+		return nil
 	})
-	if err != nil {
-		return store.Task{}, false, fmt.Errorf("create task %s: %w", tpl.Key(), err)
+	if err != nil && len(batch) > 1 {
+		for _, r := range batch {
+			e.createBatch(ctx, []*createReq{r})
+		}
+		return
 	}
-	if skipped {
-		return store.Task{}, false, nil
+	for i, r := range batch {
+		r.res = results[i]
+		if err != nil {
+			r.res = createRes{err: fmt.Errorf("create task %s: %w", r.key, err)}
+		}
+		close(r.done)
 	}
-	return task, created, nil
 }
 
 func orDefault(s, def string) string {

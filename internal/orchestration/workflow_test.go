@@ -368,6 +368,11 @@ steps:
 		{orchestration.TaskRequest{Namespace: "invalids", Name: "typed", Context: json.RawMessage(`{"order_id":"x"}`)}, "context", orchestration.ErrInvalid, "order_id"},
 		{orchestration.TaskRequest{Namespace: "invalids", Name: "typed", Tags: make([]string, 40)}, "tags", orchestration.ErrInvalid, "limit"},
 		{orchestration.TaskRequest{Namespace: "invalids", Name: "typed", Priority: 5000}, "priority", orchestration.ErrInvalid, "between"},
+		// Postgres stores no NUL character: refused up front, not as a
+		// database error (and never failing the other tasks of a batch).
+		{orchestration.TaskRequest{Namespace: "invalids", Name: "typed", Context: json.RawMessage(`{"order_id":1,"note":"a\u0000b"}`)}, "context", orchestration.ErrInvalid, `\u0000`},
+		{orchestration.TaskRequest{Namespace: "invalids", Name: "typed", Tags: []string{"ok", "a\x00b"}}, "tags[1]", orchestration.ErrInvalid, "NUL"},
+		{orchestration.TaskRequest{Namespace: "invalids", Name: "typed", Reason: "why\x00"}, "reason", orchestration.ErrInvalid, "NUL"},
 	}
 	for _, tc := range cases {
 		_, _, err := h.Engine.CreateTask(context.Background(), tc.req)

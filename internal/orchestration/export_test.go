@@ -1,0 +1,32 @@
+package orchestration
+
+import (
+	"context"
+
+	"github.com/tasker/tasker/internal/store"
+)
+
+// CreateTogether runs reqs through one intake batch, as concurrent
+// submissions would; the request at index bad gets a template id that does
+// not exist, so that its insert fails inside the shared transaction.
+func (e *Engine) CreateTogether(ctx context.Context, reqs []TaskRequest, bad int) ([]store.Task, []error) {
+	batch := make([]*createReq, len(reqs))
+	for i, r := range reqs {
+		nt, key, err := e.prepare(ctx, r)
+		if err != nil {
+			panic(err)
+		}
+		if i == bad {
+			nt.TemplateID = -1
+		}
+		batch[i] = &createReq{nt: nt, key: key, done: make(chan struct{})}
+	}
+	e.createBatch(ctx, batch)
+	tasks := make([]store.Task, len(reqs))
+	errs := make([]error, len(reqs))
+	for i, r := range batch {
+		<-r.done
+		tasks[i], errs[i] = r.res.task, r.res.err
+	}
+	return tasks, errs
+}

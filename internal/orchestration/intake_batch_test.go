@@ -1,0 +1,118 @@
+package orchestration_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/orchestration"
+)
+
+// Concurrent submissions share creation transactions (a task's created_at is
+// its transaction's start), every one of them gets its own task, and
+// concurrent submissions with one idempotency key get one task between them.
+func TestConcurrentSubmissionsShareTransactions(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(linearTemplate("together"))
+	ctx := context.Background()
+
+	const n = 60
+	ids := make([]uuid.UUID, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			req := orchestration.TaskRequest{Namespace: "together", Name: "linear",
+				Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+			if i%10 == 0 {
+				req.IdempotencyKey = "same-key"
+			}
+			task, _, err := h.Engine.CreateTask(ctx, req)
+			ids[i], errs[i] = task.UUID, err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	var keyed uuid.UUID
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("submission %d: %v", i, errs[i])
+		}
+		if i%10 == 0 {
+			if keyed == uuid.Nil {
+				keyed = ids[i]
+			} else if ids[i] != keyed {
+				t.Errorf("submission %d with the shared key got task %s, another got %s", i, ids[i], keyed)
+			}
+		}
+	}
+	var tasks, txs, steps, enqueued int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT created_at) FROM tasker.tasks WHERE namespace = 'together'`).Scan(&tasks, &txs); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE s.state = 'enqueued')
+		FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid) WHERE t.namespace = 'together'`).Scan(&steps, &enqueued); err != nil {
+		t.Fatal(err)
+	}
+	want := n - n/10 + 1
+	if tasks != want {
+		t.Fatalf("%d tasks, want %d (one for the shared key)", tasks, want)
+	}
+	if steps != 3*want || enqueued != want {
+		t.Errorf("%d steps with %d enqueued; want %d with %d (each task's first step)", steps, enqueued, 3*want, want)
+	}
+	if txs >= tasks {
+		t.Errorf("%d tasks were created in %d transactions: concurrent submissions did not share one", tasks, txs)
+	}
+	t.Logf("%d tasks created in %d transactions", tasks, txs)
+	var msgs int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_worker_together_queue`).Scan(&msgs); err != nil {
+		t.Fatal(err)
+	}
+	if msgs != want {
+		t.Errorf("%d step messages, want %d", msgs, want)
+	}
+}
+
+// A request that fails inside a shared creation transaction fails alone: the
+// others are created in transactions of their own.
+func TestFailedRequestInABatchFailsAlone(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(linearTemplate("alone"))
+	ctx := context.Background()
+	reqs := make([]orchestration.TaskRequest, 5)
+	for i := range reqs {
+		reqs[i] = orchestration.TaskRequest{Namespace: "alone", Name: "linear"}
+	}
+	tasks, errs := h.Engine.CreateTogether(ctx, reqs, 2)
+	for i := range reqs {
+		if i == 2 {
+			if errs[i] == nil || !strings.Contains(errs[i].Error(), "alone/linear") {
+				t.Errorf("the bad request: error %v, want one naming the template", errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil || tasks[i].UUID == uuid.Nil {
+			t.Errorf("request %d: task %s, error %v", i, tasks[i].UUID, errs[i])
+		}
+	}
+	var n int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM tasker.tasks WHERE namespace = 'alone' AND state = 'steps_in_process'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("%d tasks started, want the 4 good ones", n)
+	}
+}
