@@ -174,8 +174,12 @@ func (s *Store) TaskCreateTx(ctx context.Context, tx Tx, nt NewTask) (Task, []St
 	// Foreign keys are checked at the end of the statement, so the task,
 	// its steps, edges and transitions go in together; with ON CONFLICT
 	// nothing depends on a task that was not inserted.
+	// The insert touches only new rows, so it does not apply the buffered
+	// writes of a deferred transaction first: creations batched in one
+	// transaction then share one application of their dispatches and
+	// transitions.
 	var created time.Time
-	err := tx.tx.QueryRow(ctx, `
+	err := tx.tx.raw.QueryRow(ctx, `
 		WITH t AS (
 			INSERT INTO tasker.tasks (task_uuid, template_id, namespace, name, version, state, transition_count,
 				context, tags, priority, initiator, source_system, reason, correlation_id, parent_correlation_id,
