@@ -118,7 +118,7 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 	var poison []Poison
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		poison = poison[:0]
-		tasks, err := e.store.TasksLockTx(ctx, tx, taskIDs)
+		tasks, stepsByTask, err := e.store.TasksLockWithStepsTx(ctx, tx, taskIDs)
 		if err != nil {
 			return err
 		}
@@ -140,10 +140,6 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 		// The notices are consumed whatever happens below: their effects
 		// commit with their deletion.
 		if err := e.store.MessagesDeleteTx(ctx, tx, queue.StepResultsQueue, ids); err != nil {
-			return err
-		}
-		stepsByTask, err := e.store.StepsOfTasksTx(ctx, tx, taskIDs)
-		if err != nil {
 			return err
 		}
 		for i := range tasks {

@@ -67,10 +67,11 @@ type writeBuffer struct {
 	steps    []StepMove
 	dispatch []uuid.UUID
 	headers  [][]byte
+	deletes  map[string][]int64 // queue -> message ids
 }
 
 func (b *writeBuffer) empty() bool {
-	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0
+	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0 && len(b.deletes) == 0
 }
 
 // taskOp is a buffered task transition, or (wakeOnly) a change of wake_at
@@ -107,6 +108,14 @@ func (c *txConn) flush(ctx context.Context) error {
 	batch := &pgx.Batch{}
 	var steps *stepApply
 	var tasks *taskApply
+	queues := make([]string, 0, len(b.deletes))
+	for q := range b.deletes {
+		queues = append(queues, q)
+	}
+	sort.Strings(queues)
+	for _, q := range queues {
+		batch.Queue(`SELECT count(*) FROM pgmq.delete($1::text, $2::bigint[])`, q, b.deletes[q])
+	}
 	if len(b.steps) > 0 {
 		steps = collapseSteps(b.steps)
 		batch.Queue(`SELECT tasker.apply_step_moves($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12::jsonb[])`,
@@ -124,6 +133,11 @@ func (c *txConn) flush(ctx context.Context) error {
 	}
 	res := c.raw.SendBatch(ctx, batch)
 	err := func() error {
+		for _, q := range queues {
+			if _, err := res.Exec(); err != nil {
+				return fmt.Errorf("delete %d messages from %s: %w", len(b.deletes[q]), q, err)
+			}
+		}
 		if steps != nil {
 			var n int
 			if err := res.QueryRow().Scan(&n); err != nil {

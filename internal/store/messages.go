@@ -19,9 +19,19 @@ func (s *Store) MessageDeleteTx(ctx context.Context, tx Tx, queueName string, id
 	return queue.Delete(ctx, tx.tx, queueName, id)
 }
 
-// MessagesDeleteTx deletes messages in the caller's transaction.
+// MessagesDeleteTx deletes messages in the caller's transaction (in a
+// deferred transaction, with its buffered writes).
 func (s *Store) MessagesDeleteTx(ctx context.Context, tx Tx, queueName string, ids []int64) error {
 	if len(ids) == 0 {
+		return nil
+	}
+	if b := tx.tx.buf; b != nil {
+		// Applied with the transaction's other buffered writes; the
+		// caller does not need the result.
+		if b.deletes == nil {
+			b.deletes = map[string][]int64{}
+		}
+		b.deletes[queueName] = append(b.deletes[queueName], ids...)
 		return nil
 	}
 	_, err := queue.DeleteBatch(ctx, tx.tx, queueName, ids)

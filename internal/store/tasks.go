@@ -408,6 +408,72 @@ func (s *Store) TasksLockTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task
 		   FOR UPDATE`, ids)
 }
 
+// TasksLockWithStepsTx is TasksLockTx followed by StepsOfTasksTx, sent
+// together in one round trip (the steps are read after the locks are held:
+// the statements of a pipeline run in order).
+func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task, map[uuid.UUID][]Step, error) {
+	if err := tx.tx.flush(ctx); err != nil {
+		return nil, nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = ANY ($1) ORDER BY t.task_uuid FOR UPDATE`, ids)
+	b.Queue(`SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`, ids)
+	res := tx.tx.raw.SendBatch(ctx, b)
+	tasks, err := tasksFromBatch(res, ids)
+	if err != nil {
+		_ = res.Close()
+		return nil, nil, err
+	}
+	steps, err := stepsFromBatch(res, len(ids))
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("lock tasks: %w", cerr)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return tasks, steps, nil
+}
+
+func tasksFromBatch(res pgx.BatchResults, ids []uuid.UUID) ([]Task, error) {
+	rows, err := res.Query()
+	if err != nil {
+		return nil, fmt.Errorf("lock tasks: %w", err)
+	}
+	defer rows.Close()
+	out := make([]Task, 0, len(ids))
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("lock tasks: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock tasks: %w", err)
+	}
+	return out, nil
+}
+
+func stepsFromBatch(res pgx.BatchResults, n int) (map[uuid.UUID][]Step, error) {
+	rows, err := res.Query()
+	if err != nil {
+		return nil, fmt.Errorf("read steps: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[uuid.UUID][]Step, n)
+	for rows.Next() {
+		st, err := scanStep(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read steps: %w", err)
+		}
+		out[st.TaskUUID] = append(out[st.TaskUUID], st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read steps: %w", err)
+	}
+	return out, nil
+}
+
 // TaskFilter selects tasks for TaskList. Zero values do not filter.
 type TaskFilter struct {
 	Namespace     string
