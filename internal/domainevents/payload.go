@@ -59,17 +59,13 @@ func (p *producer) load(ctx context.Context, tx store.Tx, j *telemetry.Journal, 
 			add(&failedOf, "f", ev.task.UUID)
 		}
 	}
-	tasks, err := p.st.DomainEventTasksTx(ctx, tx, taskIDs)
+	tasks, steps, err := p.st.DomainEventDataTx(ctx, tx, taskIDs, stepIDs, failedOf)
 	if err != nil {
 		return nil, err
 	}
 	d.tasks = make(map[uuid.UUID]store.DomainEventTask, len(tasks))
 	for _, t := range tasks {
 		d.tasks[t.UUID] = t
-	}
-	steps, err := p.st.DomainEventStepsTx(ctx, tx, stepIDs, failedOf)
-	if err != nil {
-		return nil, err
 	}
 	d.steps = make(map[uuid.UUID]store.DomainEventStep, len(steps))
 	d.failed = map[uuid.UUID][]store.DomainEventStep{}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/queue"
@@ -49,18 +50,24 @@ func (s *Store) DomainEventTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) 
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.tx.Query(ctx, `
-		SELECT `+taskColumns+`,
+	rows, err := tx.tx.Query(ctx, domainEventTasksSQL, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read tasks for domain events: %w", err)
+	}
+	return scanDomainEventTasks(rows)
+}
+
+const domainEventTasksSQL = `
+		SELECT ` + taskColumns + `,
 		       coalesce((SELECT jsonb_object_agg(c.state, c.n)
 		                   FROM (SELECT s.state, count(*) AS n FROM tasker.workflow_steps s
 		                          WHERE s.task_uuid = t.task_uuid GROUP BY s.state) c), '{}'::jsonb),
 		       coalesce((SELECT tt.metadata->>'reason' FROM tasker.task_transitions tt
 		                  WHERE tt.task_uuid = t.task_uuid AND tt.most_recent), '')
 		  FROM tasker.tasks t
-		 WHERE t.task_uuid = ANY ($1)`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("read tasks for domain events: %w", err)
-	}
+		 WHERE t.task_uuid = ANY ($1)`
+
+func scanDomainEventTasks(rows pgx.Rows) ([]DomainEventTask, error) {
 	defer rows.Close()
 	var out []DomainEventTask
 	for rows.Next() {
@@ -112,15 +119,55 @@ func (s *Store) DomainEventStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, 
 	if len(ids) == 0 && len(failedOf) == 0 {
 		return nil, nil
 	}
+	rows, err := tx.tx.Query(ctx, domainEventStepsSQL, nonNil(ids), nonNil(failedOf))
+	if err != nil {
+		return nil, fmt.Errorf("read steps for domain events: %w", err)
+	}
+	return scanDomainEventSteps(rows)
+}
+
+// DomainEventDataTx is DomainEventTasksTx and DomainEventStepsTx in one
+// round trip.
+func (s *Store) DomainEventDataTx(ctx context.Context, tx Tx, taskIDs, stepIDs, failedOf []uuid.UUID) ([]DomainEventTask, []DomainEventStep, error) {
+	if err := tx.tx.flush(ctx); err != nil {
+		return nil, nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue(domainEventTasksSQL, nonNil(taskIDs))
+	b.Queue(domainEventStepsSQL, nonNil(stepIDs), nonNil(failedOf))
+	res := tx.tx.raw.SendBatch(ctx, b)
+	tasks, err := func() ([]DomainEventTask, error) {
+		rows, err := res.Query()
+		if err != nil {
+			return nil, fmt.Errorf("read tasks for domain events: %w", err)
+		}
+		return scanDomainEventTasks(rows)
+	}()
+	var steps []DomainEventStep
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = res.Query(); err != nil {
+			err = fmt.Errorf("read steps for domain events: %w", err)
+		} else {
+			steps, err = scanDomainEventSteps(rows)
+		}
+	}
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("read domain event data: %w", cerr)
+	}
+	return tasks, steps, err
+}
+
+func nonNil(ids []uuid.UUID) []uuid.UUID {
 	if ids == nil {
-		ids = []uuid.UUID{}
+		return []uuid.UUID{}
 	}
-	if failedOf == nil {
-		failedOf = []uuid.UUID{}
-	}
-	// Two index lookups (primary key; task) rather than one OR, which
-	// the planner cannot serve with either index.
-	rows, err := tx.tx.Query(ctx, `
+	return ids
+}
+
+// Two index lookups (primary key; task) rather than one OR, which the
+// planner cannot serve with either index.
+const domainEventStepsSQL = `
 		SELECT s.step_uuid, s.task_uuid, s.name, s.handler, s.state, s.position, s.attempts, s.max_attempts,
 		       s.next_attempt_at, s.results, s.last_error
 		  FROM tasker.workflow_steps s WHERE s.step_uuid = ANY ($1)
@@ -128,10 +175,9 @@ func (s *Store) DomainEventStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, 
 		SELECT s.step_uuid, s.task_uuid, s.name, s.handler, s.state, s.position, s.attempts, s.max_attempts,
 		       s.next_attempt_at, s.results, s.last_error
 		  FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($2) AND s.state = 'error'
-		 ORDER BY 2, 6`, ids, failedOf)
-	if err != nil {
-		return nil, fmt.Errorf("read steps for domain events: %w", err)
-	}
+		 ORDER BY 2, 6`
+
+func scanDomainEventSteps(rows pgx.Rows) ([]DomainEventStep, error) {
 	defer rows.Close()
 	var out []DomainEventStep
 	for rows.Next() {
