@@ -248,6 +248,69 @@ func TestWorkerRoleWorksOnlyItsNamespaceThroughTheProtocol(t *testing.T) {
 	}
 }
 
+// TestWorkerRoleSubmitsResultsInABatch: tasker.step_submit_results (00008)
+// is part of the worker protocol: a worker login calls it and it does, as
+// the owner, what the worker itself may not.
+func TestWorkerRoleSubmitsResultsInABatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testdb.URL(t)
+	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
+	h.Register(rolesTemplate(nsA, "roles", "1.0.0"))
+	provision(t, h.Pool, nsA)
+	h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "roles"})
+	h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "roles"})
+
+	wp := testdb.Pool(t, loginRole(t, h.Pool, dbURL, "tasker_worker", "tasker_worker_"+nsA))
+	qA, _ := queue.WorkerQueue(nsA)
+	msgs, err := queue.Read(ctx, wp, qA, 30*time.Second, 10)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("worker reads its queue: %d messages, %v", len(msgs), err)
+	}
+	const wid = "restricted-batch-worker"
+	var steps []uuid.UUID
+	var msgIDs []int64
+	for _, m := range msgs {
+		var body struct {
+			StepUUID uuid.UUID `json:"step_uuid"`
+			Attempt  int       `json:"attempt"`
+		}
+		if err := json.Unmarshal(m.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		var claimed bool
+		if err := wp.QueryRow(ctx, `SELECT claimed FROM tasker.step_claim_batch(ARRAY[$1::uuid], ARRAY[$2::integer], $3, 30)`,
+			body.StepUUID, body.Attempt, wid).Scan(&claimed); err != nil || !claimed {
+			t.Fatalf("step_claim_batch: %v, %v", claimed, err)
+		}
+		steps, msgIDs = append(steps, body.StepUUID), append(msgIDs, m.ID)
+	}
+
+	rows, err := wp.Query(ctx, `SELECT accepted FROM tasker.step_submit_results($1::uuid[], '{1,1}', $2, '{true,false}',
+		ARRAY['{"ok":true}'::jsonb, NULL], ARRAY[NULL, '{"message":"no","retryable":false}'::jsonb], $3::bigint[], '{NULL,NULL}')`,
+		steps, wid, msgIDs)
+	if err != nil {
+		t.Fatalf("step_submit_results as the worker role: %v", err)
+	}
+	accepted, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+	if err != nil || len(accepted) != 2 || !accepted[0] || !accepted[1] {
+		t.Fatalf("step_submit_results as the worker role: accepted %v, %v", accepted, err)
+	}
+	for i, want := range []lifecycle.StepState{lifecycle.StepEnqueuedForOrchestration, lifecycle.StepEnqueuedAsErrorForOrchestration} {
+		if s := scalar[string](t, h.Pool, `SELECT state FROM tasker.workflow_steps WHERE step_uuid = $1`, steps[i]); s != string(want) {
+			t.Errorf("step %d is %s after the batch, want %s", i+1, s, want)
+		}
+	}
+	if n := scalar[int](t, h.Pool, `SELECT count(*) FROM pgmq.q_worker_sec_alpha_queue WHERE msg_id = ANY ($1)`, msgIDs); n != 0 {
+		t.Errorf("%d step messages left after step_submit_results, want 0", n)
+	}
+	if n := scalar[int](t, h.Pool, `SELECT count(*) FROM pgmq.q_orchestration_step_results WHERE (message->>'step_uuid')::uuid = ANY ($1)`, steps); n != 2 {
+		t.Errorf("%d result notices, want 2", n)
+	}
+	// The worker still cannot send notices of its own.
+	denied(t, wp, `SELECT * FROM pgmq.send_batch('orchestration_step_results', ARRAY['{}'::jsonb])`)
+}
+
 func TestWorkerSDKRunsAWorkflowAsTheWorkerRole(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.URL(t)
@@ -473,7 +536,7 @@ func TestPublicHasNoAccessAndDefinersPinSearchPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, fn := range []string{"tasker.step_claim", "tasker.step_claim_batch", "tasker.step_heartbeat",
-		"tasker.step_release", "tasker.step_submit_result", "tasker.namespace_grant_worker_role", "tasker.namespace_provision"} {
+		"tasker.step_release", "tasker.step_submit_result", "tasker.step_submit_results", "tasker.namespace_grant_worker_role", "tasker.namespace_provision"} {
 		if !definers[fn] {
 			t.Errorf("%s is not SECURITY DEFINER", fn)
 		}

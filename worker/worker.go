@@ -2,7 +2,10 @@
 // and the worker polls its namespaces' queues, claims steps, runs handlers
 // with a concurrency limit, a per-step timeout and lease heartbeats, recovers
 // panics, and submits results — all through the plain-SQL worker protocol
-// that workers in other languages use too (README, "Worker protocol").
+// that workers in other languages use too (README, "Worker protocol"). Steps
+// that finish while a submission is under way are submitted together, in one
+// transaction (tasker.step_submit_results, the batch form of
+// tasker.step_submit_result).
 //
 //	w, err := worker.New(pool, worker.Config{Namespaces: []string{"ecommerce"}})
 //	w.Handle("ecommerce.validate_cart", func(ctx context.Context, s *worker.Step) (any, error) {
@@ -24,9 +27,12 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker/tasker/internal/queue"
@@ -165,6 +171,14 @@ type Worker struct {
 	stopOnce  sync.Once
 	unknownMu sync.Mutex
 	unknown   map[string]time.Time
+
+	// Finished steps wait here for the submitter (see submitLoop).
+	submits       chan *submission
+	submitterDone chan struct{}
+	// batchUnsupported is set when the database lacks
+	// tasker.step_submit_results (a schema older than this SDK) or denies
+	// it: results then go one by one through tasker.step_submit_result.
+	batchUnsupported atomic.Bool
 }
 
 // New returns a worker using pool; register handlers, then Start or Run.
@@ -262,6 +276,10 @@ func (w *Worker) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	w.submits = make(chan *submission, w.cfg.Concurrency)
+	w.submitterDone = make(chan struct{})
+	// Ends when Stop closes w.submits, after every step has finished.
+	go w.submitLoop()
 	for _, ns := range w.cfg.Namespaces {
 		w.readers.Add(1)
 		// Ends when Stop cancels readCtx.
@@ -288,7 +306,9 @@ func (w *Worker) handlerNames() []string {
 
 // Stop stops claiming new steps, waits up to ShutdownTimeout for running
 // handlers to finish and submit, then cancels the rest and releases their
-// steps so the orchestrator retries them promptly. Safe to call twice.
+// steps so the orchestrator retries them promptly. When it returns, every
+// finished step's result has been stored, refused, or given up. Safe to call
+// twice.
 func (w *Worker) Stop() {
 	w.stopOnce.Do(func() {
 		if !w.started {
@@ -307,6 +327,10 @@ func (w *Worker) Stop() {
 			<-done
 		}
 		w.hardStop()
+		// Every step waits for its submission before it counts as finished,
+		// so nothing is pending now and nobody sends any more.
+		close(w.submits)
+		<-w.submitterDone
 		if w.listener != nil {
 			w.listener.Stop()
 		}
@@ -697,9 +721,36 @@ func (w *Worker) release(step *Step, msgID int64, log *slog.Logger) {
 	log.Info("step released at shutdown; it will be retried")
 }
 
-// submit posts the outcome with tasker.step_submit_result, retrying
-// transient database errors for a while: the lease (renewed no more) bounds
-// how long a result can wait before the attempt is retried elsewhere.
+// maxSubmitBatch caps the results stored by one tasker.step_submit_results
+// call.
+const maxSubmitBatch = 100
+
+// submission is one finished step's outcome on its way to the database.
+type submission struct {
+	step     *Step
+	msgID    int64
+	success  bool
+	result   []byte // JSON; nil on failure
+	errJSON  []byte // JSON; nil on success
+	headers  []byte // JSON headers of the result notice
+	deadline time.Time
+	done     chan submitReply // buffered: the submitter never waits on it
+}
+
+// submitReply is what became of a submission.
+type submitReply struct {
+	accepted bool
+	err      error // the result could not be stored
+	alone    bool  // the batch was refused as a whole: submit this one by itself
+}
+
+// submit posts the outcome of a step and reports it to the step's span and
+// the log. The result goes to the submitter, which stores it together with
+// the results of every other step that finished meanwhile, in one
+// transaction; the step keeps its slot until then, so a worker never holds
+// more finished-but-unsubmitted steps than its concurrency. Transient
+// database errors are retried for a while: the lease (renewed no more)
+// bounds how long a result can wait before the attempt is retried elsewhere.
 func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed time.Duration, span StepSpan, log *slog.Logger) {
 	success := herr == nil
 	var resJSON, errJSON []byte
@@ -718,36 +769,225 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 	}
 	headers, _ := json.Marshal(map[string]string{"traceparent": span.TraceParent()})
 	ctx := span.BeforeSubmit(context.Background())
-	deadline := time.Now().Add(w.cfg.LeaseDuration)
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		var accepted bool
-		err = w.pool.QueryRow(cctx, `SELECT tasker.step_submit_result($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb)`,
-			step.StepUUID, step.Attempt, w.cfg.WorkerID, success, nullJSON(resJSON), nullJSON(errJSON), msgID, headers).Scan(&accepted)
-		cancel()
-		if err == nil {
-			outcome := outcomeSucceeded
-			if !success {
-				outcome = outcomeFailed
-			}
-			if !accepted {
-				outcome = outcomeRefused
-				log.Warn("result refused: the step is no longer this worker's (cancelled or retried elsewhere)")
-			} else if success {
-				log.Debug("step completed", "duration", elapsed)
-			} else {
-				log.Info("step failed", "error", herr.Error(), "duration", elapsed)
-			}
-			span.End(outcome, elapsed, herr)
-			return
-		}
-		if time.Now().After(deadline) {
-			log.Error("could not submit the step result; the step will be retried after its lease expires", "error", err)
-			span.End(outcomeLost, elapsed, err)
-			return
-		}
-		sleepCtx(context.Background(), min(time.Duration(attempt)*250*time.Millisecond, 3*time.Second))
+	s := &submission{step: step, msgID: msgID, success: success, result: resJSON, errJSON: errJSON, headers: headers,
+		deadline: time.Now().Add(w.cfg.LeaseDuration), done: make(chan submitReply, 1)}
+	reply := submitReply{alone: true}
+	if !w.batchUnsupported.Load() {
+		w.submits <- s
+		reply = <-s.done
 	}
+	if reply.alone {
+		reply.accepted, reply.err = w.submitOne(ctx, s)
+	}
+	if reply.err != nil {
+		log.Error("could not submit the step result; the step will be retried after its lease expires", "error", reply.err)
+		span.End(outcomeLost, elapsed, reply.err)
+		return
+	}
+	outcome := outcomeSucceeded
+	if !success {
+		outcome = outcomeFailed
+	}
+	if !reply.accepted {
+		outcome = outcomeRefused
+		log.Warn("result refused: the step is no longer this worker's (cancelled or retried elsewhere)")
+	} else if success {
+		log.Debug("step completed", "duration", elapsed)
+	} else {
+		log.Info("step failed", "error", herr.Error(), "duration", elapsed)
+	}
+	span.End(outcome, elapsed, herr)
+}
+
+// submitLoop is the submitter: it takes every submission waiting at the
+// moment and stores them with one call. There is no lingering for more: a
+// step that finishes alone is submitted at once, and steps that finish while
+// a call is in flight go together in the next one. The loop makes the calls
+// itself, one at a time: that is what lets results gather while a call is
+// under way.
+func (w *Worker) submitLoop() {
+	defer close(w.submitterDone)
+	batch := make([]*submission, 0, maxSubmitBatch)
+	for first := range w.submits {
+		batch = append(batch[:0], first)
+	more:
+		for len(batch) < maxSubmitBatch {
+			select {
+			case s, ok := <-w.submits:
+				if !ok {
+					break more
+				}
+				batch = append(batch, s)
+			default:
+				break more
+			}
+		}
+		w.submitBatch(batch)
+	}
+}
+
+// submitBatch stores a batch in one transaction and answers each
+// submission. Transient errors are retried (a submission whose lease is over
+// by then is given up); any other error sends every submission of a batch
+// of several back to be stored by itself, so that one bad result cannot keep
+// the others from being stored.
+func (w *Worker) submitBatch(batch []*submission) {
+	if w.batchUnsupported.Load() {
+		for _, s := range batch {
+			s.done <- submitReply{alone: true}
+		}
+		return
+	}
+	for attempt := 1; ; attempt++ {
+		accepted, err := w.store(batch)
+		if err == nil {
+			for i, s := range batch {
+				s.done <- submitReply{accepted: accepted[i]}
+			}
+			return
+		}
+		if permanent(err) && len(batch) == 1 {
+			// Stored by itself already: it would fail the same way again.
+			batch[0].done <- submitReply{err: err}
+			return
+		}
+		if permanent(err) {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "42501") {
+				// undefined_function or insufficient_privilege: this
+				// database will not take batches from us.
+				if w.batchUnsupported.CompareAndSwap(false, true) {
+					w.logger.Warn("tasker.step_submit_results is not available (database schema older than this SDK, or not granted); submitting results one at a time", "error", err)
+				}
+			} else {
+				w.logger.Warn("a batch of step results was refused; submitting them one at a time", "steps", len(batch), "error", err)
+			}
+			for _, s := range batch {
+				s.done <- submitReply{alone: true}
+			}
+			return
+		}
+		now := time.Now()
+		keep := batch[:0]
+		for _, s := range batch {
+			if now.After(s.deadline) {
+				s.done <- submitReply{err: err}
+			} else {
+				keep = append(keep, s)
+			}
+		}
+		if batch = keep; len(batch) == 0 {
+			return
+		}
+		w.logger.Debug("submitting step results failed; retrying", "steps", len(batch), "attempt", attempt, "error", err)
+		sleepCtx(context.Background(), submitBackoff(attempt))
+	}
+}
+
+// store makes one submission call, one transaction, for the batch and
+// returns, for each submission, whether it was accepted. A batch of one goes
+// through tasker.step_submit_result: the same for one step, with less to
+// plan and run than the batch function (a step that finishes alone is
+// submitted as fast as ever).
+func (w *Worker) store(batch []*submission) ([]bool, error) {
+	if len(batch) == 1 {
+		accepted, err := w.storeOne(context.Background(), batch[0])
+		return []bool{accepted}, err
+	}
+	return w.storeBatch(batch)
+}
+
+// errSubmitReply is a reply of tasker.step_submit_results that does not
+// match the request; retrying would not change it.
+var errSubmitReply = errors.New("unexpected reply from tasker.step_submit_results")
+
+// storeBatch makes one tasker.step_submit_results call.
+func (w *Worker) storeBatch(batch []*submission) ([]bool, error) {
+	n := len(batch)
+	ids := make([]uuid.UUID, n)
+	attempts := make([]int32, n)
+	success := make([]bool, n)
+	results := make([][]byte, n)
+	errs := make([][]byte, n)
+	msgIDs := make([]int64, n)
+	headers := make([][]byte, n)
+	for i, s := range batch {
+		ids[i], attempts[i], success[i] = s.step.StepUUID, int32(s.step.Attempt), s.success
+		results[i], errs[i], msgIDs[i], headers[i] = s.result, s.errJSON, s.msgID, s.headers
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := w.pool.Query(ctx, `SELECT step_uuid, accepted FROM tasker.step_submit_results(
+		$1::uuid[], $2::integer[], $3::text, $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::jsonb[])`,
+		ids, attempts, w.cfg.WorkerID, success, results, errs, msgIDs, headers)
+	if err != nil {
+		return nil, fmt.Errorf("submit %d step results: %w", n, err)
+	}
+	type row struct {
+		StepUUID uuid.UUID
+		Accepted bool
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		return nil, fmt.Errorf("submit %d step results: %w", n, err)
+	}
+	if len(got) != n {
+		return nil, fmt.Errorf("%w: %d rows for %d steps", errSubmitReply, len(got), n)
+	}
+	accepted := make([]bool, n)
+	for i, r := range got {
+		if r.StepUUID != ids[i] {
+			return nil, fmt.Errorf("%w: row %d is for step %s, not %s", errSubmitReply, i+1, r.StepUUID, ids[i])
+		}
+		accepted[i] = r.Accepted
+	}
+	return accepted, nil
+}
+
+// submitOne stores one result by itself, retrying transient errors until
+// the submission's deadline.
+func (w *Worker) submitOne(ctx context.Context, s *submission) (bool, error) {
+	for attempt := 1; ; attempt++ {
+		accepted, err := w.storeOne(ctx, s)
+		if err == nil {
+			return accepted, nil
+		}
+		if permanent(err) || time.Now().After(s.deadline) {
+			return false, err
+		}
+		sleepCtx(context.Background(), submitBackoff(attempt))
+	}
+}
+
+// storeOne makes one tasker.step_submit_result call.
+func (w *Worker) storeOne(ctx context.Context, s *submission) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var accepted bool
+	err := w.pool.QueryRow(ctx, `SELECT tasker.step_submit_result($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb)`,
+		s.step.StepUUID, s.step.Attempt, w.cfg.WorkerID, s.success, nullJSON(s.result), nullJSON(s.errJSON), s.msgID, s.headers).Scan(&accepted)
+	return accepted, err
+}
+
+func submitBackoff(attempt int) time.Duration {
+	return min(time.Duration(attempt)*250*time.Millisecond, 3*time.Second)
+}
+
+// permanent reports whether a submission failed in a way that the same call
+// would fail again: a database error about the data, the statement or the
+// caller's rights (SQLSTATE classes 0A, 22, 23, 42, P0), or a reply that does
+// not match the request. Anything else (connection loss, timeouts,
+// serialization failures, a server shutting down) is worth retrying.
+func permanent(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		switch pgErr.Code[:2] {
+		case "0A", "22", "23", "42", "P0":
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, errSubmitReply)
 }
 
 func nullJSON(b []byte) any {

@@ -1,0 +1,5 @@
+package worker
+
+// QueuedSubmissions is how many finished steps are waiting for the
+// submitter (tests use it to know when a batch is complete).
+func QueuedSubmissions(w *Worker) int { return len(w.submits) }
