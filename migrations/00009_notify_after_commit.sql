@@ -5,12 +5,13 @@
 -- notify commit one at a time: on the reference machine 8 clients managed
 -- 620 such commits/s, against 5,500/s for the same inserts without NOTIFY and
 -- 10,000/s for transactions that only notify (they write no WAL, so they do
--- not wait for a flush). The orchestrator and the Go SDK therefore send their
--- wake-ups after their commits, in a transaction of their own. They say so by
--- setting tasker.notify = 'after_commit' (the orchestrator's connections, as
--- a startup parameter) or, for one transaction, with set_config(...,
--- is_local => true) (the SDK's batch submission); every other writer (other
--- languages' workers, psql) keeps the in-transaction notification.
+-- not wait for a flush). The orchestrator therefore sends its wake-ups after
+-- its commits, in a transaction of its own: its sessions set
+-- tasker.notify = 'after_commit' (a startup parameter, store.
+-- WithNotifyAfterCommit) and the trigger below then stays silent. Every other
+-- writer keeps the in-transaction notification: workers in other languages,
+-- psql, and the Go SDK, whose batched submissions (00008) notify once per
+-- batch, few enough not to queue on the lock.
 --
 -- The channel is unchanged: pgmq.q_<queue>.INSERT, once per statement.
 
