@@ -20,6 +20,7 @@ import (
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/worker"
 )
@@ -392,7 +393,9 @@ steps:
 		var c struct{ Bad bool }
 		_ = s.DecodeContext(&c)
 		if c.Bad {
-			return "a\x00b", nil
+			// Valid JSON that jsonb cannot hold (the exponent overflows
+			// numeric): the database rejects the whole batch.
+			return json.RawMessage(`{"n":1e1000000}`), nil
 		}
 		return "ok", nil
 	})
@@ -431,7 +434,7 @@ steps:
 	singles := 0
 	for _, c := range tr.snapshot() {
 		switch {
-		case c.batch && c.steps == n && c.code == "22P05":
+		case c.batch && c.steps == n && c.code == "22003":
 			failedBatch = true
 		case !c.batch:
 			singles++
@@ -439,7 +442,7 @@ steps:
 	}
 	// The warm-up step alone, the batch, then its results one by one.
 	if !failedBatch || singles != n+1 {
-		t.Errorf("submission calls %+v; want a batch of %d failing with 22P05 (untranslatable character), then %d single calls", tr.snapshot(), n, n)
+		t.Errorf("submission calls %+v; want a batch of %d failing with 22003 (numeric overflow), then %d single calls", tr.snapshot(), n, n)
 	}
 }
 
@@ -501,5 +504,46 @@ func TestSubmitsOneByOneWithoutTheBatchFunction(t *testing.T) {
 	}
 	if batches != 1 || singles != 2*n {
 		t.Errorf("%d batch calls and %d successful single calls, want 1 and %d", batches, singles, 2*n)
+	}
+}
+
+// A result Postgres cannot store (a NUL character) fails the step for good,
+// with an error that says why, instead of a submission rejected on every
+// attempt until the lease runs out; a NUL in an error message is replaced.
+func TestUnstorableResultFailsTheStepPermanently(t *testing.T) {
+	t.Parallel()
+	const ns = "nulresult"
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(fmt.Sprintf(oneStep, ns, 30, 3))
+	w := h.Worker(worker.Config{Namespaces: []string{ns}, Concurrency: 2},
+		map[string]worker.Handler{
+			"t.only": func(ctx context.Context, s *worker.Step) (any, error) {
+				var c struct{ Err bool }
+				_ = s.DecodeContext(&c)
+				if c.Err {
+					return nil, worker.Permanent(errors.New("bad\x00byte"))
+				}
+				return map[string]string{"v": "a\x00b"}, nil
+			},
+		})
+	defer w.Stop()
+	res := submitN(h, ns, "one", 1, `{}`)[0]
+	errTask := submitN(h, ns, "one", 1, `{"err":true}`)[0]
+	for id, want := range map[uuid.UUID]string{res: `\u0000`, errTask: "bad\uFFFDbyte"} {
+		var steps []store.Step
+		enginetest.Eventually(t, 20*time.Second, "the step's failure stored", func() bool {
+			steps, _ = h.Store.TaskSteps(context.Background(), id)
+			return len(steps) == 1 && steps[0].State == lifecycle.StepEnqueuedAsErrorForOrchestration
+		})
+		var e struct {
+			Message   string `json:"message"`
+			Retryable bool   `json:"retryable"`
+		}
+		if err := json.Unmarshal(steps[0].LastError, &e); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(e.Message, want) || e.Retryable || steps[0].Attempts != 1 {
+			t.Errorf("task %s: error %+v after %d attempts; want a permanent error containing %q on attempt 1", id, e, steps[0].Attempts, want)
+		}
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasker/tasker/internal/pgtext"
 	"github.com/tasker/tasker/internal/queue"
 )
 
@@ -757,15 +758,21 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 	var err error
 	if success {
 		resJSON, err = json.Marshal(result)
-		if err != nil {
+		switch {
+		case err != nil:
 			success = false
 			herr = Permanent(fmt.Errorf("handler result is not JSON-encodable: %w", err))
+		case pgtext.HasNULEscape(resJSON):
+			// It could never be stored: every attempt would end in a
+			// rejected submission and an expired lease.
+			success, resJSON = false, nil
+			herr = Permanent(errors.New(`handler result contains the character \u0000, which Postgres cannot store`))
 		}
 	}
 	if !success {
 		e := &Error{Err: herr, Retryable: true, Kind: "error"}
 		errors.As(herr, &e)
-		errJSON, _ = json.Marshal(map[string]any{"message": herr.Error(), "retryable": e.Retryable, "kind": e.Kind})
+		errJSON, _ = json.Marshal(map[string]any{"message": pgtext.ReplaceNUL(herr.Error()), "retryable": e.Retryable, "kind": pgtext.ReplaceNUL(e.Kind)})
 	}
 	headers, _ := json.Marshal(map[string]string{"traceparent": span.TraceParent()})
 	ctx := span.BeforeSubmit(context.Background())

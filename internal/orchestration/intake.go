@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/pgtext"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/telemetry"
@@ -94,7 +95,7 @@ func (r *TaskRequest) Validate() error {
 		if !json.Valid(r.Context) {
 			return fieldErr("context", "is not valid JSON")
 		}
-		if hasNULEscape(r.Context) {
+		if pgtext.HasNULEscape(r.Context) {
 			return fieldErr("context", `contains the character \u0000, which Postgres cannot store in jsonb`)
 		}
 	}
@@ -128,22 +129,6 @@ func (r *TaskRequest) Validate() error {
 		return fieldErr("priority", "must be between %d and %d", -MaxPriority, MaxPriority)
 	}
 	return nil
-}
-
-// hasNULEscape reports whether JSON text contains the escape \u0000 (a NUL
-// character in a string), which jsonb rejects. An escaped backslash
-// followed by "u0000" is ordinary text.
-func hasNULEscape(b []byte) bool {
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' || i+1 >= len(b) {
-			continue
-		}
-		if b[i+1] == 'u' && i+5 < len(b) && string(b[i+2:i+6]) == "0000" {
-			return true
-		}
-		i++ // skip the escaped character
-	}
-	return false
 }
 
 // identityHash is what makes a submission unique. With an idempotency key,
