@@ -302,7 +302,7 @@ type intakeBatcher struct {
 }
 
 const (
-	maxIntakeBatches = 2   // creation transactions in flight
+	maxIntakeBatches = 4   // creation transactions in flight
 	maxIntakeBatch   = 100 // tasks per transaction
 	intakeTimeout    = 30 * time.Second
 )
