@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -90,7 +91,7 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 		if opts.SyncExport {
 			proc = sdktrace.NewSimpleSpanProcessor(exp)
 		} else {
-			proc = sdktrace.NewBatchSpanProcessor(exp)
+			proc = sdktrace.NewBatchSpanProcessor(exp, batchOptions()...)
 		}
 		p.tp = sdktrace.NewTracerProvider(
 			sdktrace.WithResource(res),
@@ -253,3 +254,19 @@ func (s *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// batchOptions sizes the span batcher for the engine's volume (about ten
+// spans per step): the SDK's defaults (a queue of 2,048 spans, exports of
+// 512) drop spans beyond a few hundred steps per second and send many small
+// requests. OTEL_BSP_MAX_QUEUE_SIZE and OTEL_BSP_MAX_EXPORT_BATCH_SIZE still
+// win when set.
+func batchOptions() []sdktrace.BatchSpanProcessorOption {
+	var o []sdktrace.BatchSpanProcessorOption
+	if os.Getenv("OTEL_BSP_MAX_QUEUE_SIZE") == "" {
+		o = append(o, sdktrace.WithMaxQueueSize(64*1024))
+	}
+	if os.Getenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") == "" {
+		o = append(o, sdktrace.WithMaxExportBatchSize(4096))
+	}
+	return o
+}

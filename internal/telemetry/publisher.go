@@ -142,10 +142,16 @@ func stateLabel(s string) string {
 }
 
 // eventAttrs are the attributes every span event carries (DESIGN §4).
+// eventAttrs are the attributes DESIGN §4 gives every event; the span an
+// event is on carries the rest (task_name, handler_name), so events do not
+// repeat them: span data is most of tracing's cost.
 func eventAttrs(r Record) []attribute.KeyValue {
-	a := taskAttrs(r.Task)
+	a := make([]attribute.KeyValue, 0, 8)
+	a = append(a, attribute.String("correlation_id", r.Task.CorrelationID.String()),
+		attribute.String("task_uuid", r.Task.UUID.String()), attribute.String("namespace", r.Task.Namespace))
 	if r.Step != nil {
-		a = append(a, stepAttrs(r.Step)...)
+		a = append(a, attribute.String("step_uuid", r.Step.UUID.String()), attribute.String("step_name", r.Step.Name),
+			attribute.Int("attempt", r.Step.Attempt))
 	}
 	if r.From != "" || r.To != "" {
 		a = append(a, attribute.String("from_state", r.From), attribute.String("to_state", r.To))
