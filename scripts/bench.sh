@@ -11,16 +11,15 @@
 #
 # Reports (JSON), logs and the profile are kept in .cache/bench/<time>/.
 #
-# Sizes: the engine currently runs about a hundred steps per second on a
-# 2-core machine (docs/performance.md), so the default task counts keep the
-# whole run within ten minutes (about five on an idle machine); they are far
-# below the issue's sizes (3000 single, 5000 linear4, 200 fanout), which
-# BENCH_SCALE reaches once the engine is faster. The open loop is the
-# issue's: 100 tasks/s for 20s. Every run is bounded by BENCH_TIMEOUT.
+# Sizes: the issue's (3000 single, 5000 linear4 = 20,000 steps, 200 fanout),
+# 1000 diamond, and linear4 again with tracing on; the open loop is the
+# issue's, 100 tasks/s for 20s. About 15 minutes on the reference 2-core
+# machine. BENCH_SCALE scales them (0 is not allowed; use BENCH_ONLY to
+# skip). Every run is bounded by BENCH_TIMEOUT.
 #
 # Environment: BENCH_RUNS (3), BENCH_SCALE (1: multiplies every task count
 # and open-loop duration), BENCH_ONLY (a space-separated subset of: single
-# linear4 diamond fanout open open10 profile sql), BENCH_SQL_COUNT (the
+# linear4 diamond fanout tracing open open10 profile sql), BENCH_SQL_COUNT (the
 # -benchtime count, 8), BENCH_TIMEOUT (per run, 5m).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +28,7 @@ cd "$(dirname "$0")/.."
 bin=${BENCH_BIN:-bin/orchestrator}
 runs=${BENCH_RUNS:-3}
 scale=${BENCH_SCALE:-1}
-only=${BENCH_ONLY:-single linear4 diamond fanout open open10 profile sql}
+only=${BENCH_ONLY:-single linear4 diamond fanout tracing open open10 profile sql}
 sql_count=${BENCH_SQL_COUNT:-8}
 timeout=${BENCH_TIMEOUT:-5m}
 
@@ -69,20 +68,24 @@ run() {
 }
 
 if wants single; then
-  stage "single: $(tasks 800) one-step tasks, closed loop"
-  run single --scenario single --tasks "$(tasks 800)"
+  stage "single: $(tasks 3000) one-step tasks, closed loop"
+  run single --scenario single --tasks "$(tasks 3000)"
 fi
 if wants linear4; then
-  stage "linear4: $(tasks 200) tasks of 4 chained steps, closed loop"
-  run linear4 --scenario linear4 --tasks "$(tasks 200)"
+  stage "linear4: $(tasks 5000) tasks of 4 chained steps, closed loop"
+  run linear4 --scenario linear4 --tasks "$(tasks 5000)"
 fi
 if wants diamond; then
-  stage "diamond: $(tasks 200) tasks of 1->2->1 steps, closed loop"
-  run diamond --scenario diamond --tasks "$(tasks 200)"
+  stage "diamond: $(tasks 1000) tasks of 1->2->1 steps, closed loop"
+  run diamond --scenario diamond --tasks "$(tasks 1000)"
 fi
 if wants fanout; then
-  stage "fanout: $(tasks 16) tasks of 1->50->1 steps, closed loop"
-  run fanout --scenario fanout --tasks "$(tasks 16)"
+  stage "fanout: $(tasks 200) tasks of 1->50->1 steps, closed loop"
+  run fanout --scenario fanout --tasks "$(tasks 200)"
+fi
+if wants tracing; then
+  stage "linear4 with tracing: $(tasks 5000) tasks, spans exported over OTLP/HTTP to an in-process receiver"
+  run tracing --scenario linear4 --tasks "$(tasks 5000)" --tracing
 fi
 if wants open; then
   stage "open loop: single at 100 tasks/s for $(tasks 20)s"
@@ -99,8 +102,8 @@ if ls "$out"/*.json >/dev/null 2>&1; then
 fi
 
 if wants profile; then
-  stage "CPU profile: linear4, $(tasks 200) tasks, in-process"
-  "$bin" bench --scenario linear4 --tasks "$(tasks 200)" --timeout "$timeout" --cpuprofile "$out/linear4.pprof" --no-floor \
+  stage "CPU profile: linear4, $(tasks 1000) tasks, in-process"
+  "$bin" bench --scenario linear4 --tasks "$(tasks 1000)" --timeout "$timeout" --cpuprofile "$out/linear4.pprof" --no-floor \
     2> >(tee "$out/profile.log" >&2) | tee "$out/profile.txt"
   go tool pprof -top -nodecount=25 "$bin" "$out/linear4.pprof" 2>/dev/null | tee "$out/profile-top.txt"
   echo "-- cumulative (who calls the time):"
