@@ -77,6 +77,13 @@ type Options struct {
 	Processes  bool
 	Executable string
 
+	// History is the number of completed tasks (of a four-step chain, in
+	// namespace HistoryNamespace) seeded into the fresh database before the
+	// run, so that the run measures an engine whose tables already hold a
+	// deployment's past; 0 runs on empty tables. The run's figures count
+	// only its own tasks (namespace Namespace).
+	History int
+
 	// SkipFloor skips the raw PGMQ measurement.
 	SkipFloor bool
 	// Keep leaves the benchmark database in place.
@@ -117,6 +124,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.History < 0 {
+		return errors.New("--history must not be negative")
 	}
 	if (o.Rate > 0) != (o.Duration > 0) {
 		return errors.New("an open-loop run needs both --rate and --duration")
@@ -167,7 +177,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
 		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing,
-		Started: time.Now().UTC(), Tasks: int64(total),
+		Started: time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
 	}
 	if o.Processes {
@@ -179,8 +189,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		rep.Submitters = o.Submitters
 	}
 
-	// A fresh database: the run measures an engine on empty tables, and
-	// its statistics are the run's alone.
+	// A fresh database: the run measures an engine on empty tables (or on
+	// the seeded history alone), and its statistics are the run's alone.
 	db, err := createDatabase(ctx, o.DatabaseURL)
 	if err != nil {
 		return nil, err
@@ -198,8 +208,18 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err := daemon.Migrate(ctx, db.url, o.Logger); err != nil {
 		return nil, fmt.Errorf("migrate the benchmark database: %w", err)
 	}
-	if err := registerTemplate(ctx, db.url, tpl); err != nil {
+	if _, err := registerTemplate(ctx, db.url, tpl); err != nil {
 		return nil, err
+	}
+	if o.History > 0 {
+		h, err := seedHistory(ctx, db.url, o.History, progressOut(o))
+		if err != nil {
+			return nil, err
+		}
+		rep.HistorySeedSeconds, rep.HistoryVacuumSeconds, rep.HistoryDatabaseBytes = h.seconds, h.vacuumSeconds, h.databaseBytes
+		if h.checkpointErr != nil {
+			rep.Warnings = append(rep.Warnings, "no CHECKPOINT after seeding the history (the run shared the disk with its write-out): "+h.checkpointErr.Error())
+		}
 	}
 
 	conn, err := pgx.Connect(ctx, db.url)
@@ -213,6 +233,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	probe := &cpuProbe{}
 	probe.pg, probe.pgErr = findPostgres(ctx, conn, db.url)
 
+	// The baseline: taken once the setup's connections (the seeding's
+	// included) are gone and have flushed their counters, so none of the
+	// setup's rows count as the run's.
 	if err := waitIdle(ctx, conn, 30*time.Second); err != nil {
 		return nil, err
 	}
@@ -437,18 +460,20 @@ func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtoc
 	}, nil
 }
 
-// registerTemplate registers the scenario's template, as an operator would
-// before submitting tasks (it also creates the namespace's queues).
-func registerTemplate(ctx context.Context, dbURL string, tpl *template.Template) error {
+// registerTemplate registers a template, as an operator would before
+// submitting tasks (it also creates the namespace's queues), and returns
+// its template_id.
+func registerTemplate(ctx context.Context, dbURL string, tpl *template.Template) (int64, error) {
 	pool, err := openPool(ctx, dbURL, "tasker-bench-setup", 2, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer pool.Close()
-	if _, _, err := store.New(pool).TemplateRegister(ctx, tpl); err != nil {
-		return fmt.Errorf("register template %s: %w", tpl.Key(), err)
+	rec, _, err := store.New(pool).TemplateRegister(ctx, tpl)
+	if err != nil {
+		return 0, fmt.Errorf("register template %s: %w", tpl.Key(), err)
 	}
-	return nil
+	return rec.ID, nil
 }
 
 // drive submits the tasks and waits until every one is finished. It returns

@@ -338,6 +338,12 @@ type outcome struct {
 // tables. Timestamps are the database's transaction start times (now()):
 // created_at is the start of the transaction that created the task,
 // completed_at the start of the one that completed it.
+//
+// Only the run's tasks count: those of the benchmark namespace, not the
+// seeded history (Options.History). Every query starts from the run's
+// tasks (tasks_namespace_created_idx) and reaches their steps and
+// transitions through the task_uuid indexes, so reading the outcome does
+// not grow with the history.
 func readOutcome(ctx context.Context, conn *pgx.Conn) (outcome, error) {
 	var o outcome
 	var first, last *time.Time
@@ -351,7 +357,7 @@ func readOutcome(ctx context.Context, conn *pgx.Conn) (outcome, error) {
 		       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
 		  FROM (SELECT state, created_at, completed_at,
 		               extract(epoch FROM completed_at - created_at) * 1000 AS ms
-		          FROM tasker.tasks) t`).
+		          FROM tasker.tasks WHERE namespace = $1) t`, Namespace).
 		Scan(&o.tasks, &o.complete, &o.failed, &o.notTerminal, &first, &last, &p50, &p95, &p99, &mx)
 	if err != nil {
 		return o, fmt.Errorf("read task outcome: %w", err)
@@ -363,7 +369,9 @@ func readOutcome(ctx context.Context, conn *pgx.Conn) (outcome, error) {
 		o.last = *last
 	}
 	o.latency = Latency{P50: deref(p50), P95: deref(p95), P99: deref(p99), Max: deref(mx), N: o.complete + o.failed}
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM tasker.workflow_steps WHERE state = 'complete'`).Scan(&o.stepsComplete); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM tasker.tasks t
+		JOIN tasker.workflow_steps ws ON ws.task_uuid = t.task_uuid
+		WHERE t.namespace = $1 AND ws.state = 'complete'`, Namespace).Scan(&o.stepsComplete); err != nil {
 		return o, fmt.Errorf("count steps: %w", err)
 	}
 	// Dispatch latency: from the transaction that found the step ready and
@@ -374,11 +382,13 @@ func readOutcome(ctx context.Context, conn *pgx.Conn) (outcome, error) {
 		SELECT count(*), percentile_cont(0.50) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
 		       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
 		  FROM (SELECT extract(epoch FROM c.created_at - e.created_at) * 1000 AS ms
-		          FROM tasker.workflow_step_transitions e
+		          FROM tasker.tasks t
+		          JOIN tasker.workflow_step_transitions e ON e.task_uuid = t.task_uuid
 		          JOIN tasker.workflow_step_transitions c
 		            ON c.step_uuid = e.step_uuid AND c.sort_key = e.sort_key + 1
-		         WHERE e.from_state = 'pending' AND e.to_state = 'enqueued'
-		           AND c.from_state = 'enqueued' AND c.to_state = 'in_progress') d`).
+		         WHERE t.namespace = $1
+		           AND e.from_state = 'pending' AND e.to_state = 'enqueued'
+		           AND c.from_state = 'enqueued' AND c.to_state = 'in_progress') d`, Namespace).
 		Scan(&o.dispatch.N, &d50, &d95, &d99, &dmax)
 	if err != nil {
 		return o, fmt.Errorf("read dispatch latency: %w", err)
@@ -394,12 +404,13 @@ func deref(p *float64) float64 {
 	return *p
 }
 
-// activeTasks counts tasks not yet in a terminal state. The predicate is
-// the one of the partial index tasks_active_idx, so this stays cheap while
-// the benchmark polls it.
+// activeTasks counts the run's tasks not yet in a terminal state. The state
+// predicate is the one of the partial index tasks_active_idx, so this stays
+// cheap while the benchmark polls it, however much finished history the
+// tables hold; the namespace is checked on the few rows the index returns.
 func activeTasks(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 	var n int64
 	err := pool.QueryRow(ctx, `SELECT count(*) FROM tasker.tasks
-		WHERE state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')`).Scan(&n)
+		WHERE state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually') AND namespace = $1`, Namespace).Scan(&n)
 	return n, err
 }

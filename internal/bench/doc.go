@@ -6,7 +6,9 @@
 //
 //  1. creates a fresh database on the configured server, migrates it and
 //     registers the scenario's template (namespace "bench", every step the
-//     no-op handler "bench.noop");
+//     no-op handler "bench.noop"); with History, seeds that many completed
+//     tasks of a four-step chain (namespace "history", history.go) and
+//     runs VACUUM ANALYZE, so the run meets tables with a past;
 //  2. starts the system under test: the daemon (daemon.Start) and N Go SDK
 //     workers in this process, or, with Processes, `orchestrator serve` and
 //     N `orchestrator bench worker` processes;
@@ -26,5 +28,6 @@
 // This package holds its own SQL, against the system catalogs and read-only
 // against the engine's tables, rather than going through internal/store:
 // it observes the engine from outside and must not become part of what it
-// measures.
+// measures. The one exception, seeding the history, writes the engine's
+// tables before the run starts, in bulk, as no engine path would.
 package bench

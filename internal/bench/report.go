@@ -29,6 +29,17 @@ type Report struct {
 	Submitters  int     `json:"submitters,omitempty"`
 	Tracing     bool    `json:"tracing"`
 
+	// HistoryTasks is the number of completed tasks seeded before the run
+	// (Options.History, namespace "history"); the task, step and latency
+	// figures below are the run's own, without them. HistorySeedSeconds and
+	// HistoryVacuumSeconds are what seeding and the VACUUM ANALYZE and
+	// CHECKPOINT after it took; HistoryDatabaseBytes is pg_database_size
+	// once seeded.
+	HistoryTasks         int64   `json:"history_tasks"`
+	HistorySeedSeconds   float64 `json:"history_seed_s,omitempty"`
+	HistoryVacuumSeconds float64 `json:"history_vacuum_s,omitempty"`
+	HistoryDatabaseBytes int64   `json:"history_database_bytes,omitempty"`
+
 	Database string     `json:"database"`
 	Server   ServerInfo `json:"server"`
 	Machine  Machine    `json:"machine"`
@@ -109,6 +120,9 @@ func (r *Report) Label() string {
 	if r.Tracing {
 		s += " tracing"
 	}
+	if r.HistoryTasks > 0 {
+		s += fmt.Sprintf(" history %d", r.HistoryTasks)
+	}
 	return s
 }
 
@@ -123,6 +137,12 @@ func (r *Report) Print(w io.Writer) {
 	row("scenario", "%s (%d steps/task), %s", r.Scenario, r.StepsPerTask, load)
 	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %v", r.Mode, r.Workers, r.Concurrency, r.Batch, r.Tracing)
 	row("server", "PostgreSQL %s, fsync=%s synchronous_commit=%s, database %s", r.Server.Version, r.Server.Fsync, r.Server.SynchronousCommit, r.Database)
+	if r.HistoryTasks > 0 {
+		row("history", "%d completed tasks seeded (namespace history, not counted below) in %.1fs, VACUUM ANALYZE + CHECKPOINT %.1fs, database %s",
+			r.HistoryTasks, r.HistorySeedSeconds, r.HistoryVacuumSeconds, byteSize(r.HistoryDatabaseBytes))
+	} else {
+		row("history", "none (empty tables)")
+	}
 	row("machine", "%d CPUs, load average %.2f before / %.2f after", r.Machine.CPUs, r.Machine.LoadAvgBefore, r.Machine.LoadAvgAfter)
 	row("tasks", "%d submitted, %d complete, %d failed", r.Tasks, r.TasksCompleted, r.TasksFailed)
 	row("steps", "%d complete in %.2fs", r.StepsCompleted, r.WallSeconds)

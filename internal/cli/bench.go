@@ -36,6 +36,11 @@ Closed loop (default): --tasks tasks are submitted at once by --submitters
 goroutines. Open loop: --rate tasks/s for --duration, each submitted on
 schedule whatever happens to the others.
 
+--history N first seeds N completed tasks (a four-step chain, namespace
+"history") into the fresh database and runs VACUUM ANALYZE, so that the run
+measures an engine whose tables hold a deployment's past; the figures count
+only the run's own tasks.
+
 The orchestrator and --workers Go workers (no-op handlers) run in this
 process, or, with --processes, as "orchestrator serve" and worker processes
 of this binary (tasks are then submitted through the REST API).
@@ -86,6 +91,7 @@ Numbers worth quoting come from a server with its default durability
 	f.BoolVar(&o.Tracing, "tracing", false, "export every span (to --otlp-endpoint, or to an in-process receiver that discards them)")
 	f.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "OTLP endpoint for --tracing (implies --tracing)")
 	f.StringVar(&o.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol for --otlp-endpoint: grpc or http/protobuf")
+	f.IntVar(&o.History, "history", 0, "completed tasks to seed into the fresh database before the run (0: empty tables)")
 	f.BoolVar(&o.Processes, "processes", false, "run the orchestrator and workers as separate processes")
 	f.BoolVar(&o.Keep, "keep", false, "keep the benchmark database")
 	f.BoolVar(&o.SkipFloor, "no-floor", false, "skip the raw PGMQ floor measurement")
@@ -101,8 +107,8 @@ func benchSummarizeCmd(g *globals) *cobra.Command {
 		Use:   "summarize REPORT.json...",
 		Short: "Print the median of repeated runs from saved `bench --json` reports",
 		Long: `Read reports written by "orchestrator bench --json", group them by
-configuration (scenario, load, mode, tracing) and print, per group, the median
-of each number across its runs.`,
+configuration (scenario, load, mode, tracing, history) and print, per group,
+the median of each number across its runs.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var reports []*bench.Report
