@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker/tasker/internal/lifecycle"
@@ -227,6 +228,52 @@ func BenchmarkStepSubmitResult(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N*n; i++ {
 				f.submit(msgs[i])
+			}
+			b.StopTimer()
+			reportPerStep(b, n)
+		})
+	}
+}
+
+// BenchmarkStepSubmitResults: a worker submits the results of n steps in one
+// call of tasker.step_submit_results (what the Go SDK does with steps that
+// finish together).
+func BenchmarkStepSubmitResults(b *testing.B) {
+	for _, n := range batchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			f := newFixture(b, "single")
+			f.createTasks(b.N * n)
+			msgs := f.readSteps(b.N * n)
+			f.claimAll(msgs)
+			const tp = `{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				batch := msgs[i*n : (i+1)*n]
+				steps := make([]uuid.UUID, n)
+				attempts := make([]int32, n)
+				success := make([]bool, n)
+				results := make([]string, n)
+				errs := make([]*string, n)
+				ids := make([]int64, n)
+				headers := make([]string, n)
+				for k, m := range batch {
+					steps[k], attempts[k], success[k], results[k], ids[k], headers[k] = m.step, m.attempt, true, `{"ok":true}`, m.id, tp
+				}
+				rows, err := f.pool.Query(f.ctx, `SELECT accepted FROM tasker.step_submit_results($1, $2, $3, $4, $5::jsonb[], $6::jsonb[], $7, $8::jsonb[])`,
+					steps, attempts, benchWorkerID, success, results, errs, ids, headers)
+				if err != nil {
+					b.Fatal(err)
+				}
+				accepted, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+				if err != nil {
+					b.Fatal(err)
+				}
+				for k, ok := range accepted {
+					if !ok {
+						b.Fatalf("result for step %s refused", batch[k].step)
+					}
+				}
 			}
 			b.StopTimer()
 			reportPerStep(b, n)
