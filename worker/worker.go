@@ -36,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker/tasker/internal/pgtext"
+	"github.com/tasker/tasker/internal/pgxuuid"
 	"github.com/tasker/tasker/internal/queue"
 )
 
@@ -180,6 +181,22 @@ type Worker struct {
 	// tasker.step_submit_results (a schema older than this SDK) or denies
 	// it: results then go one by one through tasker.step_submit_result.
 	batchUnsupported atomic.Bool
+}
+
+// ConfigurePool prepares a pool configuration for a worker: its connections
+// send and receive uuids in binary form (pgx otherwise encodes
+// github.com/google/uuid values as text through their driver.Valuer, a
+// measurable share of a busy worker's CPU). Call it before
+// pgxpool.NewWithConfig; an AfterConnect hook already set still runs.
+func ConfigurePool(cfg *pgxpool.Config) {
+	prev := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		pgxuuid.Register(c.TypeMap())
+		if prev != nil {
+			return prev(ctx, c)
+		}
+		return nil
+	}
 }
 
 // New returns a worker using pool; register handlers, then Start or Run.

@@ -107,6 +107,7 @@ func run() error {
 	}
 	pcfg.MaxConns = int32(concurrency + 4)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "tasker-example-worker"
+	worker.ConfigurePool(pcfg)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return err

@@ -108,11 +108,14 @@ func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.T
 func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // openPool opens a pool named app (application_name); counter, when not
-// nil, counts its statements.
-func openPool(ctx context.Context, dbURL, app string, maxConns int32, counter *queryCounter) (*pgxpool.Pool, error) {
+// nil, counts its statements; configure adjusts its configuration.
+func openPool(ctx context.Context, dbURL, app string, maxConns int32, counter *queryCounter, configure ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
+	}
+	for _, c := range configure {
+		c(cfg)
 	}
 	if counter != nil {
 		cfg.ConnConfig.Tracer = counter

@@ -75,7 +75,7 @@ func startWorkers(ctx context.Context, o WorkerOptions, n int) (*workerSet, erro
 	for i := 0; i < n; i++ {
 		// Room for every running handler's submission, the reader and the
 		// notification listener.
-		pool, err := openPool(ctx, o.DatabaseURL, "tasker-bench-worker", int32(o.Concurrency+3), nil)
+		pool, err := openPool(ctx, o.DatabaseURL, "tasker-bench-worker", int32(o.Concurrency+3), nil, worker.ConfigurePool)
 		if err != nil {
 			return nil, fmt.Errorf("worker pool: %w", err)
 		}

@@ -244,6 +244,7 @@ func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 	}
 	pc.ConnConfig.RuntimeParams["application_name"] = "tasker-orchestrator"
 	store.WithNotifyAfterCommit(pc)
+	store.WithBinaryUUIDs(pc)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(cctx, pc)

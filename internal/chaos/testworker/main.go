@@ -118,6 +118,7 @@ func run() error {
 	}
 	pcfg.MaxConns = int32(maxConns)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "tasker-chaos-worker"
+	worker.ConfigurePool(pcfg)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return err

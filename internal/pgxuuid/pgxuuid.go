@@ -1,0 +1,99 @@
+// Package pgxuuid teaches a pgx connection to send and receive
+// github.com/google/uuid values as binary uuids. Without it pgx goes through
+// their driver.Valuer and sql.Scanner methods — text, parsed on both sides —
+// after trying and discarding several other encode plans for every
+// parameter: 15 % of the orchestrator's CPU profile in the benchmark, most of
+// it on the uuid arrays of the hot statements (docs/performance.md).
+//
+// Register it on every connection of a pool:
+//
+//	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+//		pgxuuid.Register(c.TypeMap())
+//		return nil
+//	}
+package pgxuuid
+
+import (
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// Register adds uuid.UUID (and, through pgx's slice support, []uuid.UUID)
+// to m's encode and scan plans, ahead of the generic ones.
+func Register(m *pgtype.Map) {
+	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{wrapEncode}, m.TryWrapEncodePlanFuncs...)
+	m.TryWrapScanPlanFuncs = append([]pgtype.TryWrapScanPlanFunc{wrapScan}, m.TryWrapScanPlanFuncs...)
+}
+
+// value is a uuid.UUID seen as pgx's UUIDValuer.
+type value uuid.UUID
+
+func (v value) UUIDValue() (pgtype.UUID, error) {
+	return pgtype.UUID{Bytes: v, Valid: true}, nil
+}
+
+// target is a *uuid.UUID seen as pgx's UUIDScanner.
+type target uuid.UUID
+
+func (t *target) ScanUUID(v pgtype.UUID) error {
+	if !v.Valid {
+		// As uuid.UUID's own Scan does: NULL leaves the value alone.
+		return nil
+	}
+	*t = v.Bytes
+	return nil
+}
+
+// targetPtr is a **uuid.UUID (a nullable uuid) seen as a UUIDScanner.
+type targetPtr struct{ p **uuid.UUID }
+
+func (t targetPtr) ScanUUID(v pgtype.UUID) error {
+	if !v.Valid {
+		*t.p = nil
+		return nil
+	}
+	u := uuid.UUID(v.Bytes)
+	*t.p = &u
+	return nil
+}
+
+func wrapEncode(v any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
+	if u, ok := v.(uuid.UUID); ok {
+		return &encodePlan{}, value(u), true
+	}
+	return nil, nil, false
+}
+
+type encodePlan struct{ next pgtype.EncodePlan }
+
+func (p *encodePlan) SetNext(next pgtype.EncodePlan) { p.next = next }
+
+func (p *encodePlan) Encode(v any, buf []byte) ([]byte, error) {
+	return p.next.Encode(value(v.(uuid.UUID)), buf)
+}
+
+func wrapScan(dst any) (pgtype.WrappedScanPlanNextSetter, any, bool) {
+	switch d := dst.(type) {
+	case *uuid.UUID:
+		return &scanPlan{}, (*target)(d), true
+	case **uuid.UUID:
+		return &scanPtrPlan{}, targetPtr{d}, true
+	}
+	return nil, nil, false
+}
+
+type scanPlan struct{ next pgtype.ScanPlan }
+
+func (p *scanPlan) SetNext(next pgtype.ScanPlan) { p.next = next }
+
+func (p *scanPlan) Scan(src []byte, dst any) error {
+	return p.next.Scan(src, (*target)(dst.(*uuid.UUID)))
+}
+
+type scanPtrPlan struct{ next pgtype.ScanPlan }
+
+func (p *scanPtrPlan) SetNext(next pgtype.ScanPlan) { p.next = next }
+
+func (p *scanPtrPlan) Scan(src []byte, dst any) error {
+	return p.next.Scan(src, targetPtr{dst.(**uuid.UUID)})
+}
