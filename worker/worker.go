@@ -188,16 +188,7 @@ type Worker struct {
 // github.com/google/uuid values as text through their driver.Valuer, a
 // measurable share of a busy worker's CPU). Call it before
 // pgxpool.NewWithConfig; an AfterConnect hook already set still runs.
-func ConfigurePool(cfg *pgxpool.Config) {
-	prev := cfg.AfterConnect
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		pgxuuid.Register(c.TypeMap())
-		if prev != nil {
-			return prev(ctx, c)
-		}
-		return nil
-	}
-}
+func ConfigurePool(cfg *pgxpool.Config) { pgxuuid.ConfigurePool(cfg) }
 
 // New returns a worker using pool; register handlers, then Start or Run.
 func New(pool *pgxpool.Pool, cfg Config) (*Worker, error) {

@@ -5,18 +5,32 @@
 // parameter: 15 % of the orchestrator's CPU profile in the benchmark, most of
 // it on the uuid arrays of the hot statements (docs/performance.md).
 //
-// Register it on every connection of a pool:
-//
-//	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-//		pgxuuid.Register(c.TypeMap())
-//		return nil
-//	}
+// Configure a pool with it (ConfigurePool), or Register it on a
+// connection's type map.
 package pgxuuid
 
 import (
+	"context"
+
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// ConfigurePool registers the uuid plans on every connection of a pool
+// built from cfg. Call it before pgxpool.NewWithConfig; an AfterConnect hook
+// already set still runs.
+func ConfigurePool(cfg *pgxpool.Config) {
+	prev := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		Register(c.TypeMap())
+		if prev != nil {
+			return prev(ctx, c)
+		}
+		return nil
+	}
+}
 
 // Register adds uuid.UUID (and, through pgx's slice support, []uuid.UUID)
 // to m's encode and scan plans, ahead of the generic ones.

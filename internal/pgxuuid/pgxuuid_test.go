@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -22,12 +21,7 @@ func TestRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	url := testdb.URL(t)
 	plain := testdb.Pool(t, url)
-	reg := testdb.Pool(t, url, func(c *pgxpool.Config) {
-		c.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
-			pgxuuid.Register(conn.TypeMap())
-			return nil
-		}
-	})
+	reg := testdb.Pool(t, url, pgxuuid.ConfigurePool)
 	a, b := uuid.Must(uuid.NewV7()), uuid.New()
 	for name, pool := range map[string]*pgxpool.Pool{"plain": plain, "registered": reg} {
 		var one uuid.UUID

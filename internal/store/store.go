@@ -59,16 +59,7 @@ func WithNotifyAfterCommit(cfg *pgxpool.Config) {
 // github.com/google/uuid values in binary form (internal/pgxuuid): pgx
 // otherwise encodes them as text through driver.Valuer, 15 % of the
 // orchestrator's CPU under load. An AfterConnect hook already set still runs.
-func WithBinaryUUIDs(cfg *pgxpool.Config) {
-	prev := cfg.AfterConnect
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		pgxuuid.Register(c.TypeMap())
-		if prev != nil {
-			return prev(ctx, c)
-		}
-		return nil
-	}
-}
+func WithBinaryUUIDs(cfg *pgxpool.Config) { pgxuuid.ConfigurePool(cfg) }
 
 // New returns a store over pool.
 func New(pool *pgxpool.Pool) *Store {
