@@ -259,6 +259,11 @@ func tasksQuery(ctx context.Context, q querier, what, sql string, args ...any) (
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
+	return scanTasks(rows, what)
+}
+
+// scanTasks scans and closes rows selecting taskColumns.
+func scanTasks(rows pgx.Rows, what string) ([]Task, error) {
 	defer rows.Close()
 	var out []Task
 	for rows.Next() {
@@ -291,17 +296,15 @@ func (s *Store) TaskStepsTx(ctx context.Context, tx Tx, id uuid.UUID) ([]Step, e
 // StepsOfTasksTx returns the steps of several tasks, each task's in
 // template order.
 func (s *Store) StepsOfTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) (map[uuid.UUID][]Step, error) {
-	steps, err := stepsQuery(ctx, tx.tx, `SELECT `+stepColumns+` FROM tasker.workflow_steps s
-		WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`, ids)
+	steps, err := stepsQuery(ctx, tx.tx, stepsOfTasksSQL, ids)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[uuid.UUID][]Step, len(ids))
-	for _, st := range steps {
-		out[st.TaskUUID] = append(out[st.TaskUUID], st)
-	}
-	return out, nil
+	return stepsByTask(steps, len(ids)), nil
 }
+
+const stepsOfTasksSQL = `SELECT ` + stepColumns + ` FROM tasker.workflow_steps s
+		WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`
 
 // TaskSteps returns a task's steps without a transaction.
 func (s *Store) TaskSteps(ctx context.Context, id uuid.UUID) ([]Step, error) {
@@ -326,6 +329,11 @@ func stepsQuery(ctx context.Context, q querier, sql string, args ...any) ([]Step
 	if err != nil {
 		return nil, fmt.Errorf("read steps: %w", err)
 	}
+	return scanSteps(rows)
+}
+
+// scanSteps scans and closes rows selecting stepColumns.
+func scanSteps(rows pgx.Rows) ([]Step, error) {
 	defer rows.Close()
 	var out []Step
 	for rows.Next() {
@@ -335,7 +343,19 @@ func stepsQuery(ctx context.Context, q querier, sql string, args ...any) ([]Step
 		}
 		out = append(out, st)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read steps: %w", err)
+	}
+	return out, nil
+}
+
+// stepsByTask groups steps (in task, position order) by task.
+func stepsByTask(steps []Step, n int) map[uuid.UUID][]Step {
+	out := make(map[uuid.UUID][]Step, n)
+	for _, st := range steps {
+		out[st.TaskUUID] = append(out[st.TaskUUID], st)
+	}
+	return out
 }
 
 // TaskMove is one task compare-and-swap.
@@ -401,12 +421,13 @@ func (s *Store) TasksDueTx(ctx context.Context, tx Tx, limit int) ([]Task, error
 // TasksLockTx locks the given tasks in uuid order (the order every
 // multi-task transaction uses, so they cannot deadlock) and returns them.
 func (s *Store) TasksLockTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task, error) {
-	return tasksQuery(ctx, tx.tx, "lock tasks", `
-		SELECT `+taskColumns+` FROM tasker.tasks t
+	return tasksQuery(ctx, tx.tx, "lock tasks", tasksLockSQL, ids)
+}
+
+const tasksLockSQL = `SELECT ` + taskColumns + ` FROM tasker.tasks t
 		 WHERE t.task_uuid = ANY ($1)
 		 ORDER BY t.task_uuid
-		   FOR UPDATE`, ids)
-}
+		   FOR UPDATE`
 
 // TasksLockWithStepsTx is TasksLockTx followed by StepsOfTasksTx, sent
 // together in one round trip (the steps are read after the locks are held:
@@ -416,62 +437,32 @@ func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID
 		return nil, nil, err
 	}
 	b := &pgx.Batch{}
-	b.Queue(`SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = ANY ($1) ORDER BY t.task_uuid FOR UPDATE`, ids)
-	b.Queue(`SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`, ids)
+	b.Queue(tasksLockSQL, ids)
+	b.Queue(stepsOfTasksSQL, ids)
 	res := tx.tx.raw.SendBatch(ctx, b)
-	tasks, err := tasksFromBatch(res, ids)
-	if err != nil {
-		_ = res.Close()
-		return nil, nil, err
+	tasks, err := func() ([]Task, error) {
+		rows, err := res.Query()
+		if err != nil {
+			return nil, fmt.Errorf("lock tasks: %w", err)
+		}
+		return scanTasks(rows, "lock tasks")
+	}()
+	var steps []Step
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = res.Query(); err != nil {
+			err = fmt.Errorf("read steps: %w", err)
+		} else {
+			steps, err = scanSteps(rows)
+		}
 	}
-	steps, err := stepsFromBatch(res, len(ids))
 	if cerr := res.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("lock tasks: %w", cerr)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return tasks, steps, nil
-}
-
-func tasksFromBatch(res pgx.BatchResults, ids []uuid.UUID) ([]Task, error) {
-	rows, err := res.Query()
-	if err != nil {
-		return nil, fmt.Errorf("lock tasks: %w", err)
-	}
-	defer rows.Close()
-	out := make([]Task, 0, len(ids))
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("lock tasks: %w", err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("lock tasks: %w", err)
-	}
-	return out, nil
-}
-
-func stepsFromBatch(res pgx.BatchResults, n int) (map[uuid.UUID][]Step, error) {
-	rows, err := res.Query()
-	if err != nil {
-		return nil, fmt.Errorf("read steps: %w", err)
-	}
-	defer rows.Close()
-	out := make(map[uuid.UUID][]Step, n)
-	for rows.Next() {
-		st, err := scanStep(rows)
-		if err != nil {
-			return nil, fmt.Errorf("read steps: %w", err)
-		}
-		out[st.TaskUUID] = append(out[st.TaskUUID], st)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read steps: %w", err)
-	}
-	return out, nil
+	return tasks, stepsByTask(steps, len(ids)), nil
 }
 
 // TaskFilter selects tasks for TaskList. Zero values do not filter.
