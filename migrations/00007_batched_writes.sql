@@ -11,11 +11,11 @@
 --
 -- The transition loggers become PL/pgSQL (PostgreSQL plans the statements of
 -- a LANGUAGE sql function with several statements on every call; PL/pgSQL
--- caches them), and dispatch_steps and transition_steps find their rows with
--- `step_uuid = ANY (array)`, which the planner answers with the primary key
--- whatever it believes about the table's size (a join against unnest() was
--- planned as a sequential scan while the table was small, and the plan stayed
--- cached as it grew).
+-- caches them), and transition_steps finds its rows with
+-- `step_uuid = ANY (array)` (dispatch_steps too, in 00011), which the planner
+-- answers with the primary key whatever it believes about the table's size
+-- (a join against unnest() was planned as a sequential scan while the table
+-- was small, and the plan stayed cached as it grew).
 
 -- +goose Up
 
@@ -196,65 +196,6 @@ BEGIN
     END IF;
     PERFORM tasker.log_step_transitions(v_steps, v_tasks, v_from, v_to, v_sort, v_meta);
     RETURN QUERY SELECT u.s, u.t, u.f, u.tt FROM unnest(v_steps, v_tasks, v_from, v_to) AS u(s, t, f, tt);
-END;
-$$;
--- +goose StatementEnd
-
--- dispatch_steps: as in 00003. Pending steps are moved only by an
--- orchestrator holding their task's lock, so no row lock order is needed.
--- +goose StatementBegin
-CREATE OR REPLACE FUNCTION tasker.dispatch_steps(p_steps uuid[], p_headers jsonb[])
-RETURNS TABLE (step_uuid uuid, task_uuid uuid, attempt integer, msg_id bigint)
-LANGUAGE plpgsql VOLATILE AS $$
-#variable_conflict use_column
-DECLARE
-    v_ns    text;
-    v_steps uuid[]; v_tasks uuid[]; v_sort integer[]; v_attempts integer[];
-    v_msgs  jsonb[]; v_hdrs jsonb[]; v_ids bigint[];
-    v_n     integer;
-BEGIN
-    FOR v_ns IN
-        SELECT DISTINCT t.namespace
-          FROM tasker.workflow_steps ws JOIN tasker.tasks t ON t.task_uuid = ws.task_uuid
-         WHERE ws.step_uuid = ANY (p_steps)
-         ORDER BY 1
-    LOOP
-        WITH moved AS (
-            UPDATE tasker.workflow_steps ws
-               SET state = 'enqueued',
-                   transition_count = ws.transition_count + 1,
-                   next_attempt_at = NULL,
-                   updated_at = now(),
-                   state_entered_at = now()
-              FROM tasker.tasks t
-             WHERE ws.step_uuid = ANY (p_steps) AND ws.state = 'pending'
-               AND t.task_uuid = ws.task_uuid AND t.namespace = v_ns
-            RETURNING ws.step_uuid, ws.task_uuid, ws.name, ws.handler, ws.attempts, ws.transition_count,
-                      t.correlation_id
-        )
-        SELECT array_agg(mv.step_uuid ORDER BY mv.step_uuid),
-               array_agg(mv.task_uuid ORDER BY mv.step_uuid),
-               array_agg(mv.transition_count ORDER BY mv.step_uuid),
-               array_agg(mv.attempts + 1 ORDER BY mv.step_uuid),
-               array_agg(jsonb_build_object('task_uuid', mv.task_uuid, 'step_uuid', mv.step_uuid,
-                             'step_name', mv.name, 'handler', mv.handler, 'namespace', v_ns,
-                             'correlation_id', mv.correlation_id, 'attempt', mv.attempts + 1) ORDER BY mv.step_uuid),
-               array_agg(coalesce(h.hdr, '{}'::jsonb) ORDER BY mv.step_uuid)
-          INTO v_steps, v_tasks, v_sort, v_attempts, v_msgs, v_hdrs
-          FROM moved mv
-          LEFT JOIN LATERAL (
-              SELECT r.hdr FROM unnest(p_steps, p_headers) AS r(id, hdr) WHERE r.id = mv.step_uuid LIMIT 1
-          ) h ON true;
-
-        v_n := coalesce(array_length(v_steps, 1), 0);
-        CONTINUE WHEN v_n = 0;
-        PERFORM tasker.log_step_transitions(v_steps, v_tasks,
-            array_fill('pending'::text, ARRAY[v_n]), array_fill('enqueued'::text, ARRAY[v_n]), v_sort,
-            array_fill('{"trigger":"enqueue"}'::jsonb, ARRAY[v_n]));
-        SELECT array_agg(x.id ORDER BY x.ord) INTO v_ids
-          FROM pgmq.send_batch('worker_' || v_ns || '_queue', v_msgs, v_hdrs, 0) WITH ORDINALITY AS x(id, ord);
-        RETURN QUERY SELECT u.s, u.t, u.a, u.m FROM unnest(v_steps, v_tasks, v_attempts, v_ids) AS u(s, t, a, m);
-    END LOOP;
 END;
 $$;
 -- +goose StatementEnd

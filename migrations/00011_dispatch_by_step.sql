@@ -1,4 +1,5 @@
--- dispatch_steps without a namespace filter in its update: joined to
+-- dispatch_steps (as in 00003, with rows found by primary key) without a
+-- namespace filter in its update: joined to
 -- tasker.tasks by namespace, the update was planned as a scan of every task
 -- of the namespace (tasks_namespace_created_idx) and of workflow_steps, a
 -- cost that grew with the namespace's history (docs/performance.md). The
@@ -64,4 +65,4 @@ $$;
 -- +goose StatementEnd
 
 -- +goose Down
--- The 00007 definition differs only in how rows are found; Down keeps this one.
+-- The 00003 definition differs only in how rows are found; Down keeps this one.
