@@ -82,7 +82,7 @@ func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Contex
 	sctx, span := o.tracer.Start(remoteParent(ctx, s.TraceParent), "step_execution",
 		trace.WithTimestamp(now), trace.WithAttributes(append(base, attribute.String("handler_name", s.Handler))...))
 	ss := &otelStepSpan{o: o, step: s, ctx: sctx, span: span, base: base}
-	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now, true)
+	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now, time.Now(), true)
 	return sctx, ss
 }
 
@@ -95,6 +95,17 @@ type otelStepSpan struct {
 	mu      sync.Mutex
 	handler trace.Span
 	submit  trace.Span
+	// sentAt is when the stored submission was sent to the database: the
+	// step's spans end then, before the commit that lets the orchestrator
+	// finish the task, so they always lie inside the task's root span.
+	sentAt time.Time
+}
+
+// submittedAt records when the submission that was stored was sent.
+func (s *otelStepSpan) submittedAt(at time.Time) {
+	s.mu.Lock()
+	s.sentAt = at
+	s.mu.Unlock()
 }
 
 func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.Time, extra ...attribute.KeyValue) {
@@ -107,7 +118,7 @@ func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.
 // the transition's event (step.execution_requested for the claim; the
 // submission's step.result_submitted goes on the result_submission span, as
 // the event catalog says).
-func (s *otelStepSpan) transition(from, to lifecycle.StepState, at time.Time, mapped bool) {
+func (s *otelStepSpan) transition(from, to lifecycle.StepState, at, end time.Time, mapped bool) {
 	_, ts := s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at),
 		trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...),
 			attribute.String("from_state", string(from)), attribute.String("to_state", string(to)))...))
@@ -116,7 +127,7 @@ func (s *otelStepSpan) transition(from, to lifecycle.StepState, at time.Time, ma
 	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok && mapped {
 		s.event(ts, ev, at, states...)
 	}
-	ts.End(trace.WithTimestamp(time.Now()))
+	ts.End(trace.WithTimestamp(end))
 	s.o.transitions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("from_state", string(from)),
 		attribute.String("to_state", string(to)), attribute.String("namespace", s.step.Namespace)))
 }
@@ -157,7 +168,12 @@ func (s *otelStepSpan) TraceParent() string {
 func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	now, end := time.Now(), time.Now()
+	if !s.sentAt.IsZero() {
+		// The transition span [sentAt, +1µs] and the submission span end
+		// within the step span, which ends 2µs after sentAt.
+		now, end = s.sentAt, s.sentAt.Add(2*time.Microsecond)
+	}
 	if s.handler != nil {
 		s.handler.End()
 	}
@@ -172,16 +188,16 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 			if outcome == outcomeFailed {
 				to = lifecycle.StepEnqueuedAsErrorForOrchestration
 			}
-			s.transition(lifecycle.StepInProgress, to, now, false)
+			s.transition(lifecycle.StepInProgress, to, now, now.Add(time.Microsecond), false)
 			s.event(s.submit, lifecycle.EventStepResultSubmitted, now, attribute.String("from_state", string(lifecycle.StepInProgress)),
 				attribute.String("to_state", string(to)), attribute.String("outcome", label))
 		}
-		s.submit.End()
+		s.submit.End(trace.WithTimestamp(now.Add(time.Microsecond)))
 	}
 	if err != nil {
 		s.span.RecordError(err, trace.WithAttributes(s.base...))
 		s.span.SetStatus(codes.Error, err.Error())
 	}
 	s.span.SetAttributes(attribute.String("outcome", label))
-	s.span.End()
+	s.span.End(trace.WithTimestamp(end))
 }

@@ -744,6 +744,9 @@ type submission struct {
 	headers  []byte // JSON headers of the result notice
 	deadline time.Time
 	done     chan submitReply // buffered: the submitter never waits on it
+	// sentAt is when the last call carrying this result was sent (set by
+	// whoever makes the call, read after done).
+	sentAt time.Time
 }
 
 // submitReply is what became of a submission.
@@ -798,6 +801,9 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 		log.Error("could not submit the step result; the step will be retried after its lease expires", "error", reply.err)
 		span.End(outcomeLost, elapsed, reply.err)
 		return
+	}
+	if t, ok := span.(interface{ submittedAt(time.Time) }); ok {
+		t.submittedAt(s.sentAt)
 	}
 	outcome := outcomeSucceeded
 	if !success {
@@ -932,6 +938,10 @@ func (w *Worker) storeBatch(batch []*submission) ([]bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	sent := time.Now()
+	for _, s := range batch {
+		s.sentAt = sent
+	}
 	rows, err := w.pool.Query(ctx, `SELECT step_uuid, accepted FROM tasker.step_submit_results(
 		$1::uuid[], $2::integer[], $3::text, $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::jsonb[])`,
 		ids, attempts, w.cfg.WorkerID, success, results, errs, msgIDs, headers)
@@ -979,6 +989,7 @@ func (w *Worker) storeOne(ctx context.Context, s *submission) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var accepted bool
+	s.sentAt = time.Now()
 	err := w.pool.QueryRow(ctx, `SELECT tasker.step_submit_result($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb)`,
 		s.step.StepUUID, s.step.Attempt, w.cfg.WorkerID, s.success, nullJSON(s.result), nullJSON(s.errJSON), s.msgID, s.headers).Scan(&accepted)
 	return accepted, err
