@@ -23,6 +23,8 @@ type txConn struct {
 	// sent names the queues inserted into, whose listeners are woken after
 	// the commit (Store.notify).
 	sent map[string]struct{}
+	// now is the transaction's start time, once read (new tasks' created_at).
+	now time.Time
 }
 
 // inserted records an insert into a queue.
@@ -68,10 +70,11 @@ type writeBuffer struct {
 	dispatch []uuid.UUID
 	headers  [][]byte
 	deletes  map[string][]int64 // queue -> message ids
+	creates  creates            // tasks created in this transaction, written first
 }
 
 func (b *writeBuffer) empty() bool {
-	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0 && len(b.deletes) == 0
+	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0 && len(b.deletes) == 0 && len(b.creates.list) == 0
 }
 
 // taskOp is a buffered task transition, or (wakeOnly) a change of wake_at
@@ -94,8 +97,8 @@ func orchestratorOwned(s lifecycle.StepState) bool {
 	return false
 }
 
-// flush applies the buffer in one round trip: the step moves, the dispatches
-// and the task moves, each as one statement. A compare-and-swap that does
+// flush applies the buffer in one round trip: the tasks created, the step
+// moves, the dispatches and the task moves, each as one statement. A compare-and-swap that does
 // not find its row in the expected state fails the flush (and with it the
 // transaction).
 func (c *txConn) flush(ctx context.Context) error {
@@ -108,6 +111,13 @@ func (c *txConn) flush(ctx context.Context) error {
 	batch := &pgx.Batch{}
 	var steps *stepApply
 	var tasks *taskApply
+	var readCreates func(pgx.BatchResults) error
+	if len(b.creates.list) > 0 {
+		var err error
+		if readCreates, err = c.queueCreates(batch, &b.creates); err != nil {
+			return err
+		}
+	}
 	queues := make([]string, 0, len(b.deletes))
 	for q := range b.deletes {
 		queues = append(queues, q)
@@ -133,6 +143,11 @@ func (c *txConn) flush(ctx context.Context) error {
 	}
 	res := c.raw.SendBatch(ctx, batch)
 	err := func() error {
+		if readCreates != nil {
+			if err := readCreates(res); err != nil {
+				return err
+			}
+		}
 		for _, q := range queues {
 			if _, err := res.Exec(); err != nil {
 				return fmt.Errorf("delete %d messages from %s: %w", len(b.deletes[q]), q, err)

@@ -47,6 +47,19 @@ func (s *Store) StepsTransitionTx(ctx context.Context, tx Tx, moves []StepMove) 
 	if len(moves) == 0 {
 		return nil, nil
 	}
+	if buf := tx.tx.buf; buf != nil && len(buf.creates.list) > 0 {
+		ids := make([]uuid.UUID, len(moves))
+		for i, m := range moves {
+			ids[i] = m.UUID
+		}
+		if buf.touchesCreated(ids) {
+			// A step of a task created in this transaction: write the
+			// creations first, then move it like any other.
+			if err := tx.tx.flush(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if tx.tx.buf != nil && deferrable(moves) {
 		out := make([]StepMoved, 0, len(moves))
 		for _, m := range moves {
@@ -155,8 +168,12 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, ns string, steps []u
 		for i, id := range steps {
 			out[i] = Dispatched{StepUUID: id}
 		}
-		tx.tx.buf.dispatch = append(tx.tx.buf.dispatch, steps...)
-		tx.tx.buf.headers = append(tx.tx.buf.headers, hdrs...)
+		rest, restHdrs, err := tx.tx.buf.dispatchCreated(steps, hdrs, q)
+		if err != nil {
+			return nil, err
+		}
+		tx.tx.buf.dispatch = append(tx.tx.buf.dispatch, rest...)
+		tx.tx.buf.headers = append(tx.tx.buf.headers, restHdrs...)
 		return out, nil
 	}
 	rows, err := tx.tx.Query(ctx, `SELECT step_uuid, task_uuid, attempt, msg_id FROM tasker.dispatch_steps($1, $2::jsonb[])`, steps, hdrs)

@@ -149,6 +149,9 @@ func (s *Store) inTxOnce(ctx context.Context, deferred bool, fn func(Tx) error) 
 }
 
 func retryable(err error) bool {
+	if errors.Is(err, errCreateRaced) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return pgErr.Code == "40P01" || pgErr.Code == "40001"

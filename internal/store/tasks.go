@@ -3,9 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -141,105 +139,24 @@ func scanStep(row pgx.Row) (Step, error) {
 // dependency edges and the first transition rows, in one statement, and
 // returns the task and its steps (in template order) as inserted. When a task
 // with the same identity hash exists, nothing is inserted and the existing
-// task is returned with created=false (and no steps).
+// task is returned with created=false (and no steps). In a deferred
+// transaction the insert waits for the next flush, with the moves made on
+// the new task until then folded into it (create.go).
 func (s *Store) TaskCreateTx(ctx context.Context, tx Tx, nt NewTask) (Task, []Step, bool, error) {
-	tags := nt.Tags
-	if tags == nil {
-		tags = []string{}
+	if tx.tx.buf != nil {
+		return s.taskCreateDeferred(ctx, tx, nt)
 	}
-	ctxJSON := nt.Context
-	if len(ctxJSON) == 0 {
-		ctxJSON = json.RawMessage(`{}`)
-	}
-	n := len(nt.Steps)
-	ids := make([]uuid.UUID, n)
-	names := make([]string, n)
-	handlers := make([]string, n)
-	positions := make([]int32, n)
-	maxAttempts := make([]int32, n)
-	retryables := make([]bool, n)
-	bases := make([]int32, n)
-	caps := make([]int32, n)
-	timeouts := make([]int32, n)
-	edgeFrom, edgeTo := []uuid.UUID{}, []uuid.UUID{}
-	for i, st := range nt.Steps {
-		ids[i], names[i], handlers[i] = st.UUID, st.Name, st.Handler
-		positions[i], maxAttempts[i], retryables[i] = int32(st.Position), int32(st.MaxAttempts), st.Retryable
-		bases[i], caps[i], timeouts[i] = int32(st.BackoffBaseMs), int32(st.BackoffCapMs), int32(st.TimeoutSeconds)
-		for _, p := range st.Parents {
-			edgeFrom = append(edgeFrom, p)
-			edgeTo = append(edgeTo, st.UUID)
-		}
-	}
-	// Foreign keys are checked at the end of the statement, so the task,
-	// its steps, edges and transitions go in together; with ON CONFLICT
-	// nothing depends on a task that was not inserted.
-	// The insert touches only new rows, so it does not apply the buffered
-	// writes of a deferred transaction first: creations batched in one
-	// transaction then share one application of their dispatches and
-	// transitions.
-	var created time.Time
-	err := tx.tx.raw.QueryRow(ctx, `
-		WITH t AS (
-			INSERT INTO tasker.tasks (task_uuid, template_id, namespace, name, version, state, transition_count,
-				context, tags, priority, initiator, source_system, reason, correlation_id, parent_correlation_id,
-				identity_hash, traceparent, stale_after_seconds)
-			VALUES ($1, $2, $3, $4, $5, 'pending', 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-			ON CONFLICT (identity_hash) DO NOTHING
-			RETURNING task_uuid, created_at
-		), tt AS (
-			INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, metadata)
-			SELECT t.task_uuid, NULL, 'pending', 1, true, '{"trigger":"created"}' FROM t
-		), st AS (
-			INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, handler, position, state, transition_count,
-				max_attempts, retryable, backoff_base_ms, backoff_cap_ms, timeout_seconds)
-			SELECT u.id, t.task_uuid, u.name, u.handler, u.pos, 'pending', 1, u.ma, u.rt, u.base, u.cap, u.tmo
-			  FROM t, unnest($17::uuid[], $18::text[], $19::text[], $20::int[], $21::int[], $22::bool[], $23::int[], $24::int[], $25::int[])
-			       AS u(id, name, handler, pos, ma, rt, base, cap, tmo)
-		), stt AS (
-			INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, metadata)
-			SELECT u.id, t.task_uuid, NULL, 'pending', 1, true, '{"trigger":"created"}' FROM t, unnest($17::uuid[]) AS u(id)
-		), e AS (
-			INSERT INTO tasker.workflow_step_edges (task_uuid, from_step, to_step)
-			SELECT t.task_uuid, u.f, u.t FROM t, unnest($26::uuid[], $27::uuid[]) AS u(f, t)
-		)
-		SELECT created_at FROM t`,
-		nt.UUID, nt.TemplateID, nt.Namespace, nt.Name, nt.Version, ctxJSON, tags, nt.Priority,
-		nt.Initiator, nt.SourceSystem, nt.Reason, nt.CorrelationID, nt.ParentCorrelationID,
-		nt.IdentityHash, nt.TraceParent, nt.StaleAfterSeconds,
-		ids, names, handlers, positions, maxAttempts, retryables, bases, caps, timeouts,
-		edgeFrom, edgeTo).Scan(&created)
-	if errors.Is(err, pgx.ErrNoRows) {
-		t, err := scanTask(tx.tx.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.identity_hash = $1`, nt.IdentityHash))
-		if err != nil {
-			return t, nil, false, notFound(err, "existing task by identity")
-		}
-		return t, nil, false, nil
+	// Not deferred: the same insert, at once.
+	tx.tx.buf = &writeBuffer{}
+	defer func() { tx.tx.buf = nil }()
+	t, steps, created, err := s.taskCreateDeferred(ctx, tx, nt)
+	if err == nil {
+		err = tx.tx.flush(ctx)
 	}
 	if err != nil {
-		return Task{}, nil, false, fmt.Errorf("insert task: %w", err)
+		return Task{}, nil, false, err
 	}
-	t := Task{
-		UUID: nt.UUID, TemplateID: nt.TemplateID, Namespace: nt.Namespace, Name: nt.Name, Version: nt.Version,
-		State: lifecycle.TaskPending, Context: ctxJSON, Tags: tags, Priority: nt.Priority,
-		Initiator: nt.Initiator, SourceSystem: nt.SourceSystem, Reason: nt.Reason,
-		CorrelationID: nt.CorrelationID, ParentCorrelationID: nt.ParentCorrelationID,
-		TraceParent: nt.TraceParent, StaleAfterSeconds: nt.StaleAfterSeconds,
-		CreatedAt: created, UpdatedAt: created, StateEnteredAt: created,
-	}
-	steps := make([]Step, n)
-	for i, st := range nt.Steps {
-		parents := append([]uuid.UUID{}, st.Parents...)
-		sort.Slice(parents, func(a, b int) bool { return lessUUID(parents[a], parents[b]) })
-		steps[i] = Step{
-			UUID: st.UUID, TaskUUID: nt.UUID, Name: st.Name, Handler: st.Handler, Position: st.Position,
-			State: lifecycle.StepPending, MaxAttempts: st.MaxAttempts, Retryable: st.Retryable,
-			BackoffBaseMs: st.BackoffBaseMs, BackoffCapMs: st.BackoffCapMs, TimeoutSeconds: st.TimeoutSeconds,
-			Parents: parents, CreatedAt: created, UpdatedAt: created, StateEnteredAt: created,
-		}
-	}
-	sort.SliceStable(steps, func(a, b int) bool { return steps[a].Position < steps[b].Position })
-	return t, steps, true, nil
+	return t, steps, created, nil
 }
 
 // TaskLockTx reads a task and locks its row until the transaction ends. Every
@@ -383,6 +300,9 @@ func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (ok boo
 		return false, false, fmt.Errorf("encode transition metadata: %w", err)
 	}
 	if tx.tx.buf != nil {
+		if handled, ok := tx.tx.buf.createdTaskMove(m, meta, false); handled {
+			return ok, ok && m.To.Terminal() && !m.RootSpanEmitted, nil
+		}
 		tx.tx.buf.taskOps = append(tx.tx.buf.taskOps, taskOp{move: m, meta: meta})
 		return true, m.To.Terminal() && !m.RootSpanEmitted, nil
 	}
@@ -397,6 +317,9 @@ func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (ok boo
 // TaskWakeSetTx sets or clears a task's wake-up time without a transition.
 func (s *Store) TaskWakeSetTx(ctx context.Context, tx Tx, id uuid.UUID, at *time.Time) error {
 	if tx.tx.buf != nil {
+		if handled, _ := tx.tx.buf.createdTaskMove(TaskMove{UUID: id, WakeAt: at}, nil, true); handled {
+			return nil
+		}
 		tx.tx.buf.taskOps = append(tx.tx.buf.taskOps, taskOp{move: TaskMove{UUID: id, WakeAt: at}, wakeOnly: true})
 		return nil
 	}
