@@ -122,7 +122,7 @@ func (p *producer) publish(ctx context.Context, tx store.Tx, j *telemetry.Journa
 	}
 	for _, ns := range order {
 		b := byNS[ns]
-		if _, err := p.st.DomainEventsSendTx(ctx, tx, ns, b.bodies, b.headers); err != nil {
+		if err := p.st.DomainEventsSendTx(ctx, tx, ns, b.bodies, b.headers); err != nil {
 			return fmt.Errorf("publish domain events of namespace %s: %w", ns, err)
 		}
 	}

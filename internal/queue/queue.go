@@ -531,3 +531,33 @@ func ceilDiv(d, unit time.Duration) int32 {
 	}
 	return int32(n)
 }
+
+// InsertSQL returns a statement that enqueues messages into queue name's
+// table directly, as pgmq.send_batch does with no delay: $1 (jsonb[]) are
+// the bodies and $2 (jsonb[], one per body) their headers, given ids in
+// array order, visible at once. pgmq.send_batch builds and plans its insert
+// on every call; this statement, sent from Go, is prepared once per
+// connection. Callers inserting inside a pipeline use it where a call of
+// send_batch would cost a plan per transaction.
+func InsertSQL(name string) (string, error) {
+	q, _, err := browseTables(name)
+	if err != nil {
+		return "", err
+	}
+	return `INSERT INTO ` + q + ` (vt, message, headers)
+		SELECT clock_timestamp(), u.m, u.h FROM unnest($1::jsonb[], $2::jsonb[]) WITH ORDINALITY AS u(m, h, i)
+		 ORDER BY u.i`, nil
+}
+
+// EncodeHeaders is the JSON text of a message's headers for InsertSQL's
+// $2: nil (SQL NULL) for none.
+func EncodeHeaders(h map[string]string) ([]byte, error) {
+	if h == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, fmt.Errorf("encode headers: %w", err)
+	}
+	return b, nil
+}

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasker/tasker/internal/lifecycle"
-	"github.com/tasker/tasker/internal/queue"
 )
 
 // A task created in a deferred transaction is not inserted at once: the
@@ -40,11 +39,10 @@ type pendingCreate struct {
 }
 
 type pendingStep struct {
-	s       *NewStep
-	state   lifecycle.StepState
-	trans   []pendingTransition // after the first (-> pending)
-	queue   string              // set when dispatched
-	headers []byte
+	s     *NewStep
+	task  *pendingCreate
+	state lifecycle.StepState
+	trans []pendingTransition // after the first (-> pending)
 }
 
 type pendingTransition struct {
@@ -113,7 +111,7 @@ func (s *Store) taskCreateDeferred(ctx context.Context, tx Tx, nt NewTask) (Task
 	t, steps := newTaskRows(nt, c.now)
 	pc := &pendingCreate{task: t, nt: nt}
 	for i := range pc.nt.Steps {
-		pc.steps = append(pc.steps, &pendingStep{s: &pc.nt.Steps[i], state: lifecycle.StepPending})
+		pc.steps = append(pc.steps, &pendingStep{s: &pc.nt.Steps[i], task: pc, state: lifecycle.StepPending})
 	}
 	c.buf.creates.add(pc)
 	return t, steps, true, nil
@@ -162,10 +160,16 @@ func (b *writeBuffer) dispatchCreated(ids []uuid.UUID, headers [][]byte, q strin
 		if ps.state != lifecycle.StepPending {
 			return nil, nil, fmt.Errorf("dispatch steps: step %s is %s, not pending", id, ps.state)
 		}
+		nt, st := &ps.task.nt, ps.s
+		body, err := json.Marshal(createdMessage{TaskUUID: nt.UUID, StepUUID: st.UUID, StepName: st.Name, Handler: st.Handler,
+			Namespace: nt.Namespace, CorrelationID: nt.CorrelationID, Attempt: 1})
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode step message: %w", err)
+		}
 		ps.state = lifecycle.StepEnqueued
 		ps.trans = append(ps.trans, pendingTransition{from: string(lifecycle.StepPending), to: string(lifecycle.StepEnqueued),
 			meta: []byte(`{"trigger":"enqueue"}`)})
-		ps.queue, ps.headers = q, headers[i]
+		b.send(q, body, headers[i])
 	}
 	return rest, restHeaders, nil
 }
@@ -221,9 +225,8 @@ type createdMessage struct {
 	Attempt       int       `json:"attempt"`
 }
 
-// queueCreates adds the insert of the pending creations, and of their step
-// messages (one statement per queue), to batch. It returns a function that
-// reads their results in the same order.
+// queueCreates adds the insert of the pending creations to batch (their step
+// messages are buffered sends). It returns a function that reads its result.
 func (c *txConn) queueCreates(batch *pgx.Batch, cs *creates) (func(pgx.BatchResults) error, error) {
 	var (
 		tNS, tName, tVersion, tState, tInit, tSrc, tReason, tHash, tTP []string
@@ -254,8 +257,6 @@ func (c *txConn) queueCreates(batch *pgx.Batch, cs *creates) (func(pgx.BatchResu
 		stLast            []bool
 		stMeta            [][]byte
 		eTask, eFrom, eTo []uuid.UUID
-		msgs              = map[string][][]byte{}
-		hdrs              = map[string][][]byte{}
 	)
 	created := []byte(`{"trigger":"created"}`)
 	for _, pc := range cs.list {
@@ -303,15 +304,6 @@ func (c *txConn) queueCreates(batch *pgx.Batch, cs *creates) (func(pgx.BatchResu
 			for _, p := range st.Parents {
 				eTask, eFrom, eTo = append(eTask, nt.UUID), append(eFrom, p), append(eTo, st.UUID)
 			}
-			if ps.queue != "" {
-				body, err := json.Marshal(createdMessage{TaskUUID: nt.UUID, StepUUID: st.UUID, StepName: st.Name, Handler: st.Handler,
-					Namespace: nt.Namespace, CorrelationID: nt.CorrelationID, Attempt: 1})
-				if err != nil {
-					return nil, fmt.Errorf("encode step message: %w", err)
-				}
-				msgs[ps.queue] = append(msgs[ps.queue], body)
-				hdrs[ps.queue] = append(hdrs[ps.queue], ps.headers)
-			}
 		}
 	}
 	batch.Queue(createSQL,
@@ -321,18 +313,6 @@ func (c *txConn) queueCreates(batch *pgx.Batch, cs *creates) (func(pgx.BatchResu
 		sID, sTask, sName, sHandler, sPos, sState, sN, sMA, sRT, sBase, sCap, sTmo,
 		stStep, stTask, stFrom, stTo, stSort, stLast, stMeta,
 		eTask, eFrom, eTo)
-	queues := make([]string, 0, len(msgs))
-	for q := range msgs {
-		queues = append(queues, q)
-	}
-	sort.Strings(queues)
-	for _, q := range queues {
-		sql, err := queue.InsertSQL(q)
-		if err != nil {
-			return nil, fmt.Errorf("dispatch steps: %w", err)
-		}
-		batch.Queue(sql, msgs[q], hdrs[q])
-	}
 	want := len(cs.list)
 	return func(res pgx.BatchResults) error {
 		var n int
@@ -345,11 +325,6 @@ func (c *txConn) queueCreates(batch *pgx.Batch, cs *creates) (func(pgx.BatchResu
 		}
 		if n != want {
 			return fmt.Errorf("insert tasks: %d of %d inserted", n, want)
-		}
-		for _, q := range queues {
-			if _, err := res.Exec(); err != nil {
-				return fmt.Errorf("send %d step messages to %s: %w", len(msgs[q]), q, err)
-			}
 		}
 		return nil
 	}, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/queue"
 )
 
 // txConn is the connection of a Tx. In a deferred transaction it carries the
@@ -71,10 +72,29 @@ type writeBuffer struct {
 	headers  [][]byte
 	deletes  map[string][]int64 // queue -> message ids
 	creates  creates            // tasks created in this transaction, written first
+	sends    map[string]*queueSends
+}
+
+// queueSends are messages for one queue, with their headers (JSON or nil).
+type queueSends struct {
+	bodies, headers [][]byte
+}
+
+// send buffers a message.
+func (b *writeBuffer) send(q string, body, headers []byte) {
+	if b.sends == nil {
+		b.sends = map[string]*queueSends{}
+	}
+	s := b.sends[q]
+	if s == nil {
+		s = &queueSends{}
+		b.sends[q] = s
+	}
+	s.bodies, s.headers = append(s.bodies, body), append(s.headers, headers)
 }
 
 func (b *writeBuffer) empty() bool {
-	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0 && len(b.deletes) == 0 && len(b.creates.list) == 0
+	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0 && len(b.deletes) == 0 && len(b.creates.list) == 0 && len(b.sends) == 0
 }
 
 // taskOp is a buffered task transition, or (wakeOnly) a change of wake_at
@@ -97,8 +117,9 @@ func orchestratorOwned(s lifecycle.StepState) bool {
 	return false
 }
 
-// flush applies the buffer in one round trip: the tasks created, the step
-// moves, the dispatches and the task moves, each as one statement. A compare-and-swap that does
+// flush applies the buffer in one round trip: the tasks created, the
+// messages sent (one insert per queue), the step moves, the dispatches and
+// the task moves, each as one statement. A compare-and-swap that does
 // not find its row in the expected state fails the flush (and with it the
 // transaction).
 func (c *txConn) flush(ctx context.Context) error {
@@ -117,6 +138,18 @@ func (c *txConn) flush(ctx context.Context) error {
 		if readCreates, err = c.queueCreates(batch, &b.creates); err != nil {
 			return err
 		}
+	}
+	sendTo := make([]string, 0, len(b.sends))
+	for q := range b.sends {
+		sendTo = append(sendTo, q)
+	}
+	sort.Strings(sendTo)
+	for _, q := range sendTo {
+		sql, err := queue.InsertSQL(q)
+		if err != nil {
+			return fmt.Errorf("send to %s: %w", q, err)
+		}
+		batch.Queue(sql, b.sends[q].bodies, b.sends[q].headers)
 	}
 	queues := make([]string, 0, len(b.deletes))
 	for q := range b.deletes {
@@ -146,6 +179,11 @@ func (c *txConn) flush(ctx context.Context) error {
 		if readCreates != nil {
 			if err := readCreates(res); err != nil {
 				return err
+			}
+		}
+		for _, q := range sendTo {
+			if _, err := res.Exec(); err != nil {
+				return fmt.Errorf("send %d messages to %s: %w", len(b.sends[q].bodies), q, err)
 			}
 		}
 		for _, q := range queues {

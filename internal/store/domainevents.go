@@ -16,18 +16,39 @@ import (
 // DomainEventsSendTx sends domain events to a namespace's domain event queue
 // in the caller's transaction, in one statement: the messages get
 // increasing msg_ids in the order of bodies, so a consumer reads them in the
-// order they happened. headers is nil or has one entry per body. It returns
-// the msg_ids.
-func (s *Store) DomainEventsSendTx(ctx context.Context, tx Tx, ns string, bodies []json.RawMessage, headers []map[string]string) ([]int64, error) {
+// order they happened. headers is nil or has one entry per body. In a
+// deferred transaction the insert goes with the buffered writes.
+func (s *Store) DomainEventsSendTx(ctx context.Context, tx Tx, ns string, bodies []json.RawMessage, headers []map[string]string) error {
 	q, err := queue.DomainEventsQueue(ns)
 	if err != nil {
-		return nil, fmt.Errorf("send domain events: %w", err)
+		return fmt.Errorf("send domain events: %w", err)
+	}
+	if headers != nil && len(headers) != len(bodies) {
+		return fmt.Errorf("send domain events: %d headers for %d bodies", len(headers), len(bodies))
 	}
 	if len(bodies) == 0 {
-		return nil, nil
+		return nil
 	}
 	tx.tx.inserted(q)
-	return queue.SendBatch(ctx, tx.tx, q, bodies, headers, 0)
+	if tx.tx.buf == nil {
+		_, err := queue.SendBatch(ctx, tx.tx, q, bodies, headers, 0)
+		return err
+	}
+	for i, b := range bodies {
+		if !json.Valid(b) {
+			return fmt.Errorf("send domain events: body %d is not valid JSON", i)
+		}
+		var h map[string]string
+		if headers != nil {
+			h = headers[i]
+		}
+		hb, err := queue.EncodeHeaders(h)
+		if err != nil {
+			return fmt.Errorf("send domain events: %w", err)
+		}
+		tx.tx.buf.send(q, b, hb)
+	}
+	return nil
 }
 
 // DomainEventTask is what domain event payloads say about a task.

@@ -123,8 +123,19 @@ func (s *Store) inTx(ctx context.Context, deferred bool, fn func(Tx) error) erro
 	return err
 }
 
+// deferredBegin starts an engine transaction with generic plans and without
+// sequential scans: its statements are lookups by keys with an index, and
+// their custom plans were made again on almost every execution (the
+// protocol functions do the same, migrations 00012 and 00013). Sent as one
+// simple-protocol message, it costs no extra round trip.
+const deferredBegin = `BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off`
+
 func (s *Store) inTxOnce(ctx context.Context, deferred bool, fn func(Tx) error) error {
-	tx, err := s.pool.Begin(ctx)
+	opts := pgx.TxOptions{}
+	if deferred {
+		opts.BeginQuery = deferredBegin
+	}
+	tx, err := s.pool.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
