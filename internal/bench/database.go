@@ -386,7 +386,8 @@ func readOutcome(ctx context.Context, conn *pgx.Conn) (outcome, error) {
 		       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
 		  FROM (SELECT extract(epoch FROM c.created_at - e.created_at) * 1000 AS ms
 		          FROM tasker.tasks t
-		          JOIN tasker.workflow_step_transitions e ON e.task_uuid = t.task_uuid
+		          JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
+		          JOIN tasker.workflow_step_transitions e ON e.step_uuid = s.step_uuid
 		          JOIN tasker.workflow_step_transitions c
 		            ON c.step_uuid = e.step_uuid AND c.sort_key = e.sort_key + 1
 		         WHERE t.namespace = $1

@@ -439,8 +439,9 @@ func (s *Store) TaskTransitions(ctx context.Context, id uuid.UUID) (task []Trans
 		SELECT NULL::uuid, coalesce(from_state, ''), to_state, sort_key, metadata, created_at
 		  FROM tasker.task_transitions WHERE task_uuid = $1
 		UNION ALL
-		SELECT step_uuid, coalesce(from_state, ''), to_state, sort_key, metadata, created_at
-		  FROM tasker.workflow_step_transitions WHERE task_uuid = $1
+		SELECT tr.step_uuid, coalesce(tr.from_state, ''), tr.to_state, tr.sort_key, tr.metadata, tr.created_at
+		  FROM tasker.workflow_steps s JOIN tasker.workflow_step_transitions tr ON tr.step_uuid = s.step_uuid
+		 WHERE s.task_uuid = $1
 		 ORDER BY 6, 4`, id)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read transitions: %w", err)
