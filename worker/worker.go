@@ -369,7 +369,7 @@ func (w *Worker) readLoop(ctx context.Context, ns string) {
 				break more
 			}
 		}
-		n, err := w.readOnce(ctx, ns, q, free)
+		n, read, err := w.readOnce(ctx, ns, q, free)
 		if n < free {
 			for i := n; i < free; i++ {
 				<-w.slots
@@ -390,7 +390,11 @@ func (w *Worker) readLoop(ctx context.Context, ns string) {
 			w.logger.Info("worker reads recovered", "namespace", ns, "after_failures", failures)
 			failures = 0
 		}
-		if n == 0 {
+		if read < free {
+			// The queue had no more visible messages for this worker: wait
+			// for a wake-up (one that arrived meanwhile is pending) rather
+			// than read again at once, which found nothing almost always
+			// and was two reads in three under light load.
 			t := time.NewTimer(w.cfg.PollInterval)
 			select {
 			case <-ctx.Done():
@@ -423,15 +427,23 @@ type stepMessage struct {
 }
 
 // readOnce reads up to n messages, claims the steps they name in one round
-// trip, and starts the claimed ones. It returns how many slots it used.
-func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error) {
+// trip, and starts the claimed ones. It returns how many slots it used and
+// how many messages it read.
+func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (used, read int, err error) {
 	msgs, err := w.read(ctx, q, n)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if len(msgs) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
+	used, err = w.startClaimed(ctx, q, n, msgs)
+	return used, len(msgs), err
+}
+
+// startClaimed claims the steps named by msgs and starts the claimed ones.
+// It returns how many of the n slots it used.
+func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue.Message) (int, error) {
 	var ids []uuid.UUID
 	var attempts []int32
 	byStep := map[uuid.UUID]queue.Message{}
@@ -510,41 +522,17 @@ func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (int, error)
 
 // read takes up to n messages for the handlers this worker has
 // (tasker.worker_read: pgmq.read filtered by handler), so that messages for
-// other workers' handlers stay visible to them.
+// other workers' handlers stay visible to them. The read commits without
+// waiting for its WAL flush (queue.ReadPipelineAsync): it only hides the
+// messages for the lease, and the claim that follows is durable.
 func (w *Worker) read(ctx context.Context, q string, n int) ([]queue.Message, error) {
-	handlers := w.handlerNames()
-	rows, err := w.pool.Query(ctx, `SELECT msg_id, read_ct, enqueued_at, vt, message, headers
+	msgs, err := queue.ReadPipelineAsync(ctx, w.pool, `SELECT msg_id, read_ct, enqueued_at, vt, message, headers
 		FROM tasker.worker_read($1::text, $2::integer, $3::integer, $4::text[])`,
-		q, int32(w.cfg.LeaseDuration/time.Second), int32(n), handlers)
+		q, int32(w.cfg.LeaseDuration/time.Second), int32(n), w.handlerNames())
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", q, err)
 	}
-	defer rows.Close()
-	var out []queue.Message
-	for rows.Next() {
-		var m queue.Message
-		var headers []byte
-		if err := rows.Scan(&m.ID, &m.ReadCount, &m.EnqueuedAt, &m.VisibleAt, &m.Body, &headers); err != nil {
-			return nil, fmt.Errorf("read %s: %w", q, err)
-		}
-		if len(headers) > 0 && string(headers) != "null" {
-			// Non-string header values are kept as their JSON text.
-			var raw map[string]json.RawMessage
-			if json.Unmarshal(headers, &raw) == nil {
-				m.Headers = make(map[string]string, len(raw))
-				for k, v := range raw {
-					var str string
-					if json.Unmarshal(v, &str) == nil {
-						m.Headers[k] = str
-					} else {
-						m.Headers[k] = string(v)
-					}
-				}
-			}
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return msgs, nil
 }
 
 // deferUnknown pushes back a message for a handler this worker lacks, so a

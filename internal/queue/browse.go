@@ -117,10 +117,6 @@ func scanBrowsed(row pgx.CollectableRow) (BrowsedMessage, error) {
 		return BrowsedMessage{}, err
 	}
 	m.Body = body
-	h, err := decodeHeaders(headers)
-	if err != nil {
-		return BrowsedMessage{}, fmt.Errorf("message %d: %w", m.ID, err)
-	}
-	m.Headers = h
+	m.Headers = decodeHeaders(headers)
 	return m, nil
 }

@@ -49,3 +49,61 @@ func TestInsertSQLIsSendBatch(t *testing.T) {
 		t.Fatalf("InsertSQL of a bad name: %v, want ErrInvalidName", err)
 	}
 }
+
+// A message whose headers are not a JSON object (written by another client)
+// is read with no headers, by the plain and the asynchronous read alike,
+// instead of failing every read of its queue.
+func TestOddHeadersDoNotBlockReads(t *testing.T) {
+	t.Parallel()
+	pool, ctx := newQueue(t, "odd")
+	if _, err := pool.Exec(ctx, `INSERT INTO pgmq.q_odd (vt, message, headers) VALUES (now(), '1', '[1, 2]'), (now(), '2', '"x"')`); err != nil {
+		t.Fatal(err)
+	}
+	after := mustSend(t, ctx, pool, "odd", 3)
+	got, err := queue.ReadAsync(ctx, pool, "odd", time.Minute, 10)
+	if err != nil {
+		t.Fatalf("ReadAsync: %v", err)
+	}
+	if len(got) != 3 || got[2].ID != after || got[0].Headers != nil || got[1].Headers != nil {
+		t.Fatalf("read %v (headers %v, %v), want the two odd messages with no headers and %d", ids(got), got[0].Headers, got[1].Headers, after)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE pgmq.q_odd SET vt = now()`); err != nil {
+		t.Fatal(err)
+	}
+	if again := mustRead(t, ctx, pool, "odd", time.Minute, 10); len(again) != 3 {
+		t.Fatalf("Read returned %d messages, want 3", len(again))
+	}
+}
+
+// ReadAsync reads like Read (visibility timeout, read count) and leaves the
+// session's synchronous_commit as it was.
+func TestReadAsyncCommitSettingStaysInItsTransaction(t *testing.T) {
+	t.Parallel()
+	pool, ctx := newQueue(t, "lazy")
+	id := mustSend(t, ctx, pool, "lazy", 1)
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	// The test cluster may run with synchronous_commit off: the session
+	// turns it on, so that a setting leaking out of the read would show.
+	if _, err := conn.Exec(ctx, `SET synchronous_commit = on`); err != nil {
+		t.Fatal(err)
+	}
+	before := "on"
+	got, err := queue.ReadAsync(ctx, conn.Conn(), "lazy", time.Minute, 5)
+	if err != nil || len(got) != 1 || got[0].ID != id || got[0].ReadCount != 1 {
+		t.Fatalf("ReadAsync = %+v, %v; want message %d read once", got, err, id)
+	}
+	var after string
+	if err := conn.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Fatalf("synchronous_commit is %q after ReadAsync, was %q", after, before)
+	}
+	if again := mustRead(t, ctx, pool, "lazy", time.Minute, 5); len(again) != 0 {
+		t.Fatalf("message visible again within its visibility timeout: %v", ids(again))
+	}
+}

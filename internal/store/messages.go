@@ -8,9 +8,11 @@ import (
 	"github.com/tasker/tasker/internal/queue"
 )
 
-// MessagesRead reads up to n messages from a queue, hiding them for vt.
+// MessagesRead reads up to n messages from a queue, hiding them for vt. The
+// read commits asynchronously (queue.ReadAsync): what it writes is only
+// the messages' visibility timeout and read count.
 func (s *Store) MessagesRead(ctx context.Context, queueName string, vt time.Duration, n int) ([]queue.Message, error) {
-	return queue.Read(ctx, s.pool, queueName, vt, n)
+	return queue.ReadAsync(ctx, s.pool, queueName, vt, n)
 }
 
 // MessageDeleteTx deletes a message in the caller's transaction, so that a
