@@ -123,20 +123,54 @@ func orchestratorOwned(s lifecycle.StepState) bool {
 // not find its row in the expected state fails the flush (and with it the
 // transaction).
 func (c *txConn) flush(ctx context.Context) error {
+	batch := &pgx.Batch{}
+	check, err := c.queueFlush(batch)
+	if err != nil || batch.Len() == 0 {
+		return err
+	}
+	res := c.raw.SendBatch(ctx, batch)
+	err = check(res)
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("apply buffered writes: %w", cerr)
+	}
+	return err
+}
+
+// sendWithFlush sends batch after the buffered writes, in one round trip.
+// The statements of batch run after the writes were checked; read their
+// results from the returned BatchResults and Close it.
+func (c *txConn) sendWithFlush(ctx context.Context, batch *pgx.Batch) (pgx.BatchResults, error) {
+	all := &pgx.Batch{}
+	check, err := c.queueFlush(all)
+	if err != nil {
+		return nil, err
+	}
+	all.QueuedQueries = append(all.QueuedQueries, batch.QueuedQueries...)
+	res := c.raw.SendBatch(ctx, all)
+	if err := check(res); err != nil {
+		_ = res.Close()
+		return nil, err
+	}
+	return res, nil
+}
+
+// queueFlush adds the buffered writes to batch, empties the buffer and
+// returns the function that reads and checks their results (first, in the
+// order queued).
+func (c *txConn) queueFlush(batch *pgx.Batch) (func(pgx.BatchResults) error, error) {
 	b := c.buf
 	if b == nil || b.empty() {
-		return nil
+		return func(pgx.BatchResults) error { return nil }, nil
 	}
 	c.buf = &writeBuffer{}
 
-	batch := &pgx.Batch{}
 	var steps *stepApply
 	var tasks *taskApply
 	var readCreates func(pgx.BatchResults) error
 	if len(b.creates.list) > 0 {
 		var err error
 		if readCreates, err = c.queueCreates(batch, &b.creates); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	sendTo := make([]string, 0, len(b.sends))
@@ -147,7 +181,7 @@ func (c *txConn) flush(ctx context.Context) error {
 	for _, q := range sendTo {
 		sql, err := queue.InsertSQL(q)
 		if err != nil {
-			return fmt.Errorf("send to %s: %w", q, err)
+			return nil, fmt.Errorf("send to %s: %w", q, err)
 		}
 		batch.Queue(sql, b.sends[q].bodies, b.sends[q].headers)
 	}
@@ -174,8 +208,7 @@ func (c *txConn) flush(ctx context.Context) error {
 			tasks.ids, tasks.first, tasks.final, tasks.n, tasks.wake, tasks.terminal,
 			tasks.trTask, tasks.trFrom, tasks.trTo, tasks.trSeq, tasks.trMeta)
 	}
-	res := c.raw.SendBatch(ctx, batch)
-	err := func() error {
+	return func(res pgx.BatchResults) error {
 		if readCreates != nil {
 			if err := readCreates(res); err != nil {
 				return err
@@ -219,11 +252,7 @@ func (c *txConn) flush(ctx context.Context) error {
 			}
 		}
 		return nil
-	}()
-	if cerr := res.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("apply buffered writes: %w", cerr)
-	}
-	return err
+	}, nil
 }
 
 // stepApply is the buffered step moves, one entry per step (its first

@@ -150,13 +150,14 @@ func (s *Store) DomainEventStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, 
 // DomainEventDataTx is DomainEventTasksTx and DomainEventStepsTx in one
 // round trip.
 func (s *Store) DomainEventDataTx(ctx context.Context, tx Tx, taskIDs, stepIDs, failedOf []uuid.UUID) ([]DomainEventTask, []DomainEventStep, error) {
-	if err := tx.tx.flush(ctx); err != nil {
-		return nil, nil, err
-	}
 	b := &pgx.Batch{}
 	b.Queue(domainEventTasksSQL, nonNil(taskIDs))
 	b.Queue(domainEventStepsSQL, nonNil(stepIDs), nonNil(failedOf))
-	res := tx.tx.raw.SendBatch(ctx, b)
+	// The buffered writes go first, in the same round trip.
+	res, err := tx.tx.sendWithFlush(ctx, b)
+	if err != nil {
+		return nil, nil, err
+	}
 	tasks, err := func() ([]DomainEventTask, error) {
 		rows, err := res.Query()
 		if err != nil {

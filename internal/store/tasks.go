@@ -356,13 +356,14 @@ const tasksLockSQL = `SELECT ` + taskColumns + ` FROM tasker.tasks t
 // together in one round trip (the steps are read after the locks are held:
 // the statements of a pipeline run in order).
 func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task, map[uuid.UUID][]Step, error) {
-	if err := tx.tx.flush(ctx); err != nil {
-		return nil, nil, err
-	}
 	b := &pgx.Batch{}
 	b.Queue(tasksLockSQL, ids)
 	b.Queue(stepsOfTasksSQL, ids)
-	res := tx.tx.raw.SendBatch(ctx, b)
+	// The buffered writes go first, in the same round trip.
+	res, err := tx.tx.sendWithFlush(ctx, b)
+	if err != nil {
+		return nil, nil, err
+	}
 	tasks, err := func() ([]Task, error) {
 		rows, err := res.Query()
 		if err != nil {
