@@ -521,14 +521,13 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 }
 
 // read takes up to n messages for the handlers this worker has
-// (tasker.worker_read: pgmq.read filtered by handler), so that messages for
-// other workers' handlers stay visible to them. The read commits without
-// waiting for its WAL flush (queue.ReadPipelineAsync): it only hides the
-// messages for the lease, and the claim that follows is durable.
+// (tasker.worker_read's statement: pgmq.read filtered by handler), so that
+// messages for other workers' handlers stay visible to them. The read
+// commits without waiting for its WAL flush (queue.WorkerReadAsync): it
+// only hides the messages for the lease, and the claim that follows is
+// durable.
 func (w *Worker) read(ctx context.Context, q string, n int) ([]queue.Message, error) {
-	msgs, err := queue.ReadPipelineAsync(ctx, w.pool, `SELECT msg_id, read_ct, enqueued_at, vt, message, headers
-		FROM tasker.worker_read($1::text, $2::integer, $3::integer, $4::text[])`,
-		q, int32(w.cfg.LeaseDuration/time.Second), int32(n), w.handlerNames())
+	msgs, err := queue.WorkerReadAsync(ctx, w.pool, q, w.cfg.LeaseDuration, n, w.handlerNames())
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", q, err)
 	}

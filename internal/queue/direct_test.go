@@ -3,6 +3,7 @@ package queue_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestOddHeadersDoNotBlockReads(t *testing.T) {
 }
 
 // ReadAsync reads like Read (visibility timeout, read count) and leaves the
-// session's synchronous_commit as it was.
+// session's synchronous_commit and plan_cache_mode as they were.
 func TestReadAsyncCommitSettingStaysInItsTransaction(t *testing.T) {
 	t.Parallel()
 	pool, ctx := newQueue(t, "lazy")
@@ -103,7 +104,93 @@ func TestReadAsyncCommitSettingStaysInItsTransaction(t *testing.T) {
 	if after != before {
 		t.Fatalf("synchronous_commit is %q after ReadAsync, was %q", after, before)
 	}
+	var mode string
+	if err := conn.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "auto" {
+		t.Fatalf("plan_cache_mode is %q (%v) after ReadAsync, want auto", mode, err)
+	}
 	if again := mustRead(t, ctx, pool, "lazy", time.Minute, 5); len(again) != 0 {
 		t.Fatalf("message visible again within its visibility timeout: %v", ids(again))
+	}
+}
+
+// The direct reads take what their functions take: ReadAsync what
+// pgmq.read does, WorkerReadAsync what tasker.worker_read does (messages
+// of the worker's handlers and ones with no string handler, FIFO), each
+// hiding them for the visibility timeout and counting the read.
+func TestDirectReadsMatchTheirFunctions(t *testing.T) {
+	t.Parallel()
+	pool, ctx := newQueue(t, "by_fn")
+	if err := queue.Create(ctx, pool, "direct_r"); err != nil {
+		t.Fatal(err)
+	}
+	bodies := []string{`{"handler":"a"}`, `{"handler":"b"}`, `{"x":1}`, `{"handler":"a"}`, `{"handler":7}`, `{"handler":"c"}`, `{"handler":"b"}`}
+	for _, q := range []string{"by_fn", "direct_r"} {
+		for _, b := range bodies {
+			if _, err := queue.Send(ctx, pool, q, json.RawMessage(b), nil, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	type read struct {
+		bodies []string
+		counts []int
+	}
+	summary := func(msgs []queue.Message) read {
+		var r read
+		for _, m := range msgs {
+			r.bodies = append(r.bodies, string(m.Body))
+			r.counts = append(r.counts, m.ReadCount)
+		}
+		return r
+	}
+	viaFunction := func(sql string, args ...any) read {
+		rows, err := pool.Query(ctx, sql, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var r read
+		for rows.Next() {
+			var b string
+			var n int
+			if err := rows.Scan(&b, &n); err != nil {
+				t.Fatal(err)
+			}
+			r.bodies, r.counts = append(r.bodies, b), append(r.counts, n)
+		}
+		return r
+	}
+	handlers := []string{"a", "b"}
+	want := viaFunction(`SELECT message::text, read_ct FROM tasker.worker_read('by_fn', 60, 3, $1)`, handlers)
+	got, err := queue.WorkerReadAsync(ctx, pool, "direct_r", time.Minute, 3, handlers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := summary(got); !reflect.DeepEqual(g, want) || len(g.bodies) != 3 {
+		t.Fatalf("WorkerReadAsync read %v, worker_read %v", g, want)
+	}
+	want = viaFunction(`SELECT message::text, read_ct FROM tasker.worker_read('by_fn', 60, 10, $1)`, handlers)
+	got, err = queue.WorkerReadAsync(ctx, pool, "direct_r", time.Minute, 10, handlers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := summary(got); !reflect.DeepEqual(g, want) || len(g.bodies) != 3 {
+		t.Fatalf("second read: WorkerReadAsync %v, worker_read %v (want the rest but handler c)", g, want)
+	}
+	// What is left: handler c, for pgmq.read and ReadAsync alike; then nothing.
+	want = viaFunction(`SELECT message::text, read_ct FROM pgmq.read('by_fn', 60, 10)`)
+	got, err = queue.ReadAsync(ctx, pool, "direct_r", time.Minute, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := summary(got); !reflect.DeepEqual(g, want) || len(g.bodies) != 1 {
+		t.Fatalf("ReadAsync read %v, pgmq.read %v", g, want)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE pgmq.q_direct_r SET vt = now() WHERE message->>'handler' = 'a'`); err != nil {
+		t.Fatal(err)
+	}
+	got, err = queue.ReadAsync(ctx, pool, "direct_r", time.Minute, 10)
+	if err != nil || len(got) != 2 || got[0].ReadCount != 2 || got[0].ID >= got[1].ID {
+		t.Fatalf("read of the two messages made visible again: %+v, %v; want them in order, read twice", got, err)
 	}
 }
