@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,6 +127,42 @@ func flakyHandler() worker.Handler {
 	}
 }
 
+// afterPaymentProcessed runs h, in a task whose payment will succeed (the
+// happy path), once the orchestrator has processed the result of the task's
+// process_payment step (or after 5 s), so that the task waits for this
+// step, the other branch of the diamond, in waiting_for_dependencies:
+// task.awaiting_dependencies and task.dependencies_satisfied then happen on
+// every run, not only when the two results happen to arrive in different
+// batches. (Where payment fails, the task ends without this step, whose
+// span would then outlast the task's root.)
+func afterPaymentProcessed(hs *enginetest.Harness, h worker.Handler) worker.Handler {
+	return func(ctx context.Context, s *worker.Step) (any, error) {
+		var order struct {
+			CustomerID string          `json:"customer_id"`
+			Simulate   json.RawMessage `json:"simulate"`
+		}
+		if err := s.DecodeContext(&order); err != nil || strings.HasPrefix(order.CustomerID, "blocked") || order.Simulate != nil {
+			return h(ctx, s)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			var state string
+			err := hs.Pool.QueryRow(ctx, `SELECT state FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = 'process_payment'`,
+				s.TaskUUID).Scan(&state)
+			if err != nil || !slices.Contains([]string{"pending", "enqueued", "in_progress", "enqueued_for_orchestration",
+				"enqueued_as_error_for_orchestration"}, state) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		return h(ctx, s)
+	}
+}
+
 // TestEveryCatalogEventIsPublishedAtItsSpan runs the lifecycle scenarios
 // against a real orchestrator and worker with an in-memory span recorder and
 // checks that between them every one of the 35 catalog events appears, on
@@ -142,6 +180,7 @@ func TestEveryCatalogEventIsPublishedAtItsSpan(t *testing.T) {
 	}
 	handlers := demo.Handlers(0)
 	handlers["ecommerce.process_payment_flaky"] = flakyHandler()
+	handlers["ecommerce.update_inventory"] = afterPaymentProcessed(h, handlers["ecommerce.update_inventory"])
 	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, Observer: obs, Concurrency: 4}, handlers)
 
 	var tasks []uuid.UUID
