@@ -29,8 +29,12 @@ const (
 	DefaultTasks       = 1000
 	DefaultWorkers     = 2
 	DefaultConcurrency = 32
-	DefaultSubmitters  = 8
-	DefaultTimeout     = 10 * time.Minute
+	// DefaultSubmitters is the closed loop's submission concurrency: enough
+	// that "all submitted at once" is what the intake sees (its group commit
+	// then creates tasks in batches of ~15); 8 was a throttle that kept
+	// creation batches at 1-2 tasks (docs/performance.md).
+	DefaultSubmitters = 64
+	DefaultTimeout    = 10 * time.Minute
 	// maxOpenLoopInFlight bounds the submissions an open-loop run keeps in
 	// flight; when it is reached the driver falls behind its schedule and
 	// says so (Report.SubmitLagMaxMs).
