@@ -415,17 +415,6 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// stepMessage is the body of a step message (DESIGN §6).
-type stepMessage struct {
-	TaskUUID      uuid.UUID `json:"task_uuid"`
-	StepUUID      uuid.UUID `json:"step_uuid"`
-	StepName      string    `json:"step_name"`
-	Handler       string    `json:"handler"`
-	Namespace     string    `json:"namespace"`
-	CorrelationID uuid.UUID `json:"correlation_id"`
-	Attempt       int       `json:"attempt"`
-}
-
 // readOnce reads up to n messages, claims the steps they name in one round
 // trip, and starts the claimed ones. It returns how many slots it used and
 // how many messages it read.
@@ -453,7 +442,7 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 	// claimed; the others are deleted once the claim has been decided.
 	var superseded []int64
 	for _, m := range msgs {
-		var sm stepMessage
+		var sm queue.StepMessage
 		if err := json.Unmarshal(m.Body, &sm); err != nil || sm.StepUUID == uuid.Nil || sm.Attempt < 1 {
 			w.logger.Warn("poison step message archived", "queue", q, "msg_id", m.ID, "error", fmt.Sprint(err))
 			if _, aerr := queue.Archive(ctx, w.pool, q, m.ID); aerr != nil {

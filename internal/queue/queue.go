@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/craigpastro/pgmq-go"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -206,32 +207,7 @@ const asyncCommit = `SELECT set_config('synchronous_commit', 'off', true), set_c
 // crash only makes the messages visible again sooner, which a visibility
 // timeout allows anyway; a later durable commit flushes it with its own.
 func ReadAsync(ctx context.Context, db Batcher, name string, vt time.Duration, qty int) ([]Message, error) {
-	if err := checkRead(name, qty); err != nil {
-		return nil, fmt.Errorf("read from %s: %w", name, err)
-	}
-	q, _, err := browseTables(name)
-	if err != nil {
-		return nil, fmt.Errorf("read from %s: %w", name, err)
-	}
-	msgs, err := ReadPipelineAsync(ctx, db, `
-		WITH picked AS (
-			SELECT msg_id FROM `+q+`
-			 WHERE vt <= clock_timestamp()
-			 ORDER BY msg_id
-			 LIMIT $1
-			   FOR UPDATE SKIP LOCKED
-		), updated AS (
-			UPDATE `+q+` m
-			   SET vt = clock_timestamp() + make_interval(secs => $2), read_ct = m.read_ct + 1
-			  FROM picked
-			 WHERE m.msg_id = picked.msg_id
-			RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message, m.headers
-		)
-		SELECT `+messageColumns+` FROM updated ORDER BY msg_id`, qty, seconds(vt))
-	if err != nil {
-		return nil, fmt.Errorf("read from %s: %w", name, err)
-	}
-	return msgs, nil
+	return readAsync(ctx, db, name, vt, qty, "")
 }
 
 // WorkerReadAsync is tasker.worker_read (migrations/00006) on the queue's
@@ -240,6 +216,17 @@ func ReadAsync(ctx context.Context, db Batcher, name string, vt time.Duration, q
 // the worker to archive), FIFO, SKIP LOCKED, hidden for vt, read_ct + 1,
 // returned in msg_id order.
 func WorkerReadAsync(ctx context.Context, db Batcher, name string, vt time.Duration, qty int, handlers []string) ([]Message, error) {
+	if handlers == nil {
+		handlers = []string{}
+	}
+	return readAsync(ctx, db, name, vt, qty, `
+			   AND ((message->>'handler') = ANY ($3)
+			        OR jsonb_typeof(message->'handler') IS DISTINCT FROM 'string')`, handlers)
+}
+
+// readAsync is pgmq.read's statement on name's table, with filter (SQL
+// using $3 and on) added to the choice of messages.
+func readAsync(ctx context.Context, db Batcher, name string, vt time.Duration, qty int, filter string, filterArgs ...any) ([]Message, error) {
 	if err := checkRead(name, qty); err != nil {
 		return nil, fmt.Errorf("read from %s: %w", name, err)
 	}
@@ -247,15 +234,10 @@ func WorkerReadAsync(ctx context.Context, db Batcher, name string, vt time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("read from %s: %w", name, err)
 	}
-	if handlers == nil {
-		handlers = []string{}
-	}
 	msgs, err := ReadPipelineAsync(ctx, db, `
 		WITH picked AS (
 			SELECT msg_id FROM `+q+`
-			 WHERE vt <= clock_timestamp()
-			   AND ((message->>'handler') = ANY ($3)
-			        OR jsonb_typeof(message->'handler') IS DISTINCT FROM 'string')
+			 WHERE vt <= clock_timestamp()`+filter+`
 			 ORDER BY msg_id
 			 LIMIT $1
 			   FOR UPDATE SKIP LOCKED
@@ -266,7 +248,7 @@ func WorkerReadAsync(ctx context.Context, db Batcher, name string, vt time.Durat
 			 WHERE m.msg_id = picked.msg_id
 			RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message, m.headers
 		)
-		SELECT `+messageColumns+` FROM updated ORDER BY msg_id`, qty, seconds(vt), handlers)
+		SELECT `+messageColumns+` FROM updated ORDER BY msg_id`, append([]any{qty, seconds(vt)}, filterArgs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read from %s: %w", name, err)
 	}
@@ -675,4 +657,16 @@ func EncodeHeaders(h map[string]string) ([]byte, error) {
 		return nil, fmt.Errorf("encode headers: %w", err)
 	}
 	return b, nil
+}
+
+// StepMessage is the body of a step message in a namespace's worker queue
+// (DESIGN §6): what the orchestrator sends and a worker claims by.
+type StepMessage struct {
+	TaskUUID      uuid.UUID `json:"task_uuid"`
+	StepUUID      uuid.UUID `json:"step_uuid"`
+	StepName      string    `json:"step_name"`
+	Handler       string    `json:"handler"`
+	Namespace     string    `json:"namespace"`
+	CorrelationID uuid.UUID `json:"correlation_id"`
+	Attempt       int       `json:"attempt"`
 }

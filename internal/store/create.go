@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/queue"
 )
 
 // A task created in a deferred transaction is not inserted at once: the
@@ -161,7 +162,7 @@ func (b *writeBuffer) dispatchCreated(ids []uuid.UUID, headers [][]byte, q strin
 			return nil, nil, fmt.Errorf("dispatch steps: step %s is %s, not pending", id, ps.state)
 		}
 		nt, st := &ps.task.nt, ps.s
-		body, err := json.Marshal(createdMessage{TaskUUID: nt.UUID, StepUUID: st.UUID, StepName: st.Name, Handler: st.Handler,
+		body, err := json.Marshal(queue.StepMessage{TaskUUID: nt.UUID, StepUUID: st.UUID, StepName: st.Name, Handler: st.Handler,
 			Namespace: nt.Namespace, CorrelationID: nt.CorrelationID, Attempt: 1})
 		if err != nil {
 			return nil, nil, fmt.Errorf("encode step message: %w", err)
@@ -212,18 +213,6 @@ const createSQL = `
 		SELECT u.t, u.f, u.tt FROM unnest($46::uuid[], $47::uuid[], $48::uuid[]) AS u(t, f, tt)
 	)
 	SELECT count(*) FROM t`
-
-// createdMessage is the body of a step message, as dispatch_steps builds it
-// (DESIGN §6).
-type createdMessage struct {
-	TaskUUID      uuid.UUID `json:"task_uuid"`
-	StepUUID      uuid.UUID `json:"step_uuid"`
-	StepName      string    `json:"step_name"`
-	Handler       string    `json:"handler"`
-	Namespace     string    `json:"namespace"`
-	CorrelationID uuid.UUID `json:"correlation_id"`
-	Attempt       int       `json:"attempt"`
-}
 
 // queueCreates adds the insert of the pending creations to batch (their step
 // messages are buffered sends). It returns a function that reads its result.
