@@ -29,11 +29,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/gctune"
 	"github.com/tasker/tasker/internal/telemetry"
 	"github.com/tasker/tasker/worker"
 )
 
 func main() {
+	gctune.Apply()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "example-worker:", err)
 		os.Exit(1)

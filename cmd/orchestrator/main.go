@@ -6,8 +6,10 @@ import (
 	"os"
 
 	"github.com/tasker/tasker/internal/cli"
+	"github.com/tasker/tasker/internal/gctune"
 )
 
 func main() {
+	gctune.Apply()
 	os.Exit(cli.Execute(os.Args[1:], os.Stdout, os.Stderr))
 }
