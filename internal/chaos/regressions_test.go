@@ -139,8 +139,15 @@ steps:
 	}()
 	// B reads after the visibility timeout, while A is still on its first
 	// request (whose message row A's open transaction keeps locked, so B
-	// skips it): B gets the second request and creates its task.
-	time.Sleep(1300 * time.Millisecond)
+	// skips it): B gets the second request and creates its task. A's batch
+	// was read once and its timeout has run out when a read message is
+	// visible again; A holds its first commit for 2 s, B goes at ~1 s.
+	enginetest.Eventually(t, 10*time.Second, "replica A's batch visible again", func() bool {
+		var n int
+		err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_orchestration_task_requests
+			WHERE read_ct >= 1 AND vt <= clock_timestamp()`).Scan(&n)
+		return err == nil && n > 0
+	})
 	if _, err := replicaB.RequestsOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
