@@ -234,7 +234,7 @@ func readAsync(ctx context.Context, db Batcher, name string, vt time.Duration, q
 	if err != nil {
 		return nil, fmt.Errorf("read from %s: %w", name, err)
 	}
-	msgs, err := ReadPipelineAsync(ctx, db, `
+	msgs, err := readPipelineAsync(ctx, db, `
 		WITH picked AS (
 			SELECT msg_id FROM `+q+`
 			 WHERE vt <= clock_timestamp()`+filter+`
@@ -277,9 +277,9 @@ func readPipeline(ctx context.Context, db Batcher, b *pgx.Batch) ([]Message, err
 	return msgs, err
 }
 
-// ReadPipelineAsync runs a read statement that returns messageColumns (sql
-// with args; tasker.worker_read, say) like ReadAsync runs pgmq.read.
-func ReadPipelineAsync(ctx context.Context, db Batcher, sql string, args ...any) ([]Message, error) {
+// readPipelineAsync runs a read statement that returns messageColumns (sql
+// with args) in the asynchronous-commit pipeline.
+func readPipelineAsync(ctx context.Context, db Batcher, sql string, args ...any) ([]Message, error) {
 	b := &pgx.Batch{}
 	b.Queue(asyncCommit)
 	b.Queue(sql, args...)
