@@ -5,8 +5,11 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tasker/tasker/internal/queue"
 )
@@ -77,7 +80,8 @@ func TestOddHeadersDoNotBlockReads(t *testing.T) {
 }
 
 // ReadAsync reads like Read (visibility timeout, read count) and leaves the
-// session's synchronous_commit and plan_cache_mode as they were.
+// session's synchronous_commit, plan_cache_mode and enable_seqscan as they
+// were.
 func TestReadAsyncCommitSettingStaysInItsTransaction(t *testing.T) {
 	t.Parallel()
 	pool, ctx := newQueue(t, "lazy")
@@ -107,6 +111,10 @@ func TestReadAsyncCommitSettingStaysInItsTransaction(t *testing.T) {
 	var mode string
 	if err := conn.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "auto" {
 		t.Fatalf("plan_cache_mode is %q (%v) after ReadAsync, want auto", mode, err)
+	}
+	var seqscan string
+	if err := conn.QueryRow(ctx, `SHOW enable_seqscan`).Scan(&seqscan); err != nil || seqscan != "on" {
+		t.Fatalf("enable_seqscan is %q (%v) after ReadAsync, want on", seqscan, err)
 	}
 	if again := mustRead(t, ctx, pool, "lazy", time.Minute, 5); len(again) != 0 {
 		t.Fatalf("message visible again within its visibility timeout: %v", ids(again))
@@ -192,5 +200,52 @@ func TestDirectReadsMatchTheirFunctions(t *testing.T) {
 	got, err = queue.ReadAsync(ctx, pool, "direct_r", time.Minute, 10)
 	if err != nil || len(got) != 2 || got[0].ReadCount != 2 || got[0].ID >= got[1].ID {
 		t.Fatalf("read of the two messages made visible again: %+v, %v; want them in order, read twice", got, err)
+	}
+}
+
+// The direct reads are planned on the primary key even where the queue
+// table looks small to the planner (a sequential scan, a sort and a hash
+// join would read every row of the table on every read as it grows).
+func TestDirectReadsAreKeyedPlans(t *testing.T) {
+	t.Parallel()
+	pool, ctx := newQueue(t, "planned")
+	for i := range 5 {
+		mustSend(t, ctx, pool, "planned", i)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE pgmq.q_planned`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, filter, prepare, execute string
+	}{
+		{"ReadAsync", "", "read_plain(int, int)", "read_plain(5, 30)"},
+		{"WorkerReadAsync", queue.WorkerFilterForTest, "read_worker(int, int, text[])", "read_worker(5, 30, ARRAY['h'])"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = tx.Rollback(ctx) }()
+			// The pipeline's settings, then the statement as it is prepared.
+			if _, err := tx.Exec(ctx, queue.AsyncCommitForTest); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `PREPARE `+c.prepare+` AS `+queue.ReadSQLForTest(`pgmq.q_planned`, c.filter)); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := tx.Query(ctx, `EXPLAIN EXECUTE `+c.execute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := strings.Join(lines, "\n")
+			if strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "Index Scan using q_planned_pkey") {
+				t.Errorf("plan of the read:\n%s\nwant index scans on the primary key only", plan)
+			}
+		})
 	}
 }

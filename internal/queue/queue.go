@@ -194,9 +194,12 @@ type Batcher interface {
 
 // asyncCommit makes the rest of the (implicit) transaction of a pipeline
 // commit without waiting for its WAL to reach disk, and plan its statements
-// once per connection (a read by key and visibility time has one sensible
-// plan).
-const asyncCommit = `SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`
+// once per connection, on the primary key: a read by key and visibility
+// time has one sensible plan, and a plan made while the queue table looked
+// small (a sequential scan and a sort, then a hash join for the update)
+// would read every row of the table, dead ones included, on every read as
+// the queue grows.
+const asyncCommit = `SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)`
 
 // ReadAsync is Read on the queue's table directly, committing without
 // waiting for the WAL flush: one round trip, a pipeline of two statements
@@ -219,10 +222,14 @@ func WorkerReadAsync(ctx context.Context, db Batcher, name string, vt time.Durat
 	if handlers == nil {
 		handlers = []string{}
 	}
-	return readAsync(ctx, db, name, vt, qty, `
-			   AND ((message->>'handler') = ANY ($3)
-			        OR jsonb_typeof(message->'handler') IS DISTINCT FROM 'string')`, handlers)
+	return readAsync(ctx, db, name, vt, qty, workerFilter, handlers)
 }
+
+// workerFilter keeps, of the visible messages, those for one of the handlers
+// in $3 and those naming no handler (tasker.worker_read's condition).
+const workerFilter = `
+			   AND ((message->>'handler') = ANY ($3)
+			        OR jsonb_typeof(message->'handler') IS DISTINCT FROM 'string')`
 
 // readAsync is pgmq.read's statement on name's table, with filter (SQL
 // using $3 and on) added to the choice of messages.
@@ -234,25 +241,32 @@ func readAsync(ctx context.Context, db Batcher, name string, vt time.Duration, q
 	if err != nil {
 		return nil, fmt.Errorf("read from %s: %w", name, err)
 	}
-	msgs, err := readPipelineAsync(ctx, db, `
+	msgs, err := readPipelineAsync(ctx, db, readSQL(q, filter), append([]any{qty, seconds(vt)}, filterArgs...)...)
+	if err != nil {
+		return nil, fmt.Errorf("read from %s: %w", name, err)
+	}
+	return msgs, nil
+}
+
+// readSQL is pgmq.read's statement on the queue table q (quoted), with
+// filter (SQL using $3 and on) added to the choice of messages: $1 is the
+// quantity, $2 the visibility timeout in seconds.
+func readSQL(q, filter string) string {
+	return `
 		WITH picked AS (
-			SELECT msg_id FROM `+q+`
-			 WHERE vt <= clock_timestamp()`+filter+`
+			SELECT msg_id FROM ` + q + `
+			 WHERE vt <= clock_timestamp()` + filter + `
 			 ORDER BY msg_id
 			 LIMIT $1
 			   FOR UPDATE SKIP LOCKED
 		), updated AS (
-			UPDATE `+q+` m
+			UPDATE ` + q + ` m
 			   SET vt = clock_timestamp() + make_interval(secs => $2), read_ct = m.read_ct + 1
 			  FROM picked
 			 WHERE m.msg_id = picked.msg_id
 			RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message, m.headers
 		)
-		SELECT `+messageColumns+` FROM updated ORDER BY msg_id`, append([]any{qty, seconds(vt)}, filterArgs...)...)
-	if err != nil {
-		return nil, fmt.Errorf("read from %s: %w", name, err)
-	}
-	return msgs, nil
+		SELECT ` + messageColumns + ` FROM updated ORDER BY msg_id`
 }
 
 // readPipeline sends b, whose last statement selects messageColumns, and

@@ -1,0 +1,8 @@
+package queue
+
+// Hooks for the external tests.
+var (
+	ReadSQLForTest      = readSQL
+	AsyncCommitForTest  = asyncCommit
+	WorkerFilterForTest = workerFilter
+)
