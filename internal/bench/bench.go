@@ -309,7 +309,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	sampled := make(chan struct{})
 	// Ends when the measured window does.
 	go func() { waits.run(sampleCtx, pool); close(sampled) }()
-	prog := newProgress(o.Progress, o.ProgressTTY, rep.Label(), int64(total), sc.StepsPerTask())
+	prog := newProgress(o.Progress, o.ProgressTTY, rep.Label(), int64(total), sut.stepsRun)
 	lag, loadErr := drive(ctx, o, sc, total, submit, pool, prog)
 	stopSampling()
 	<-sampled
@@ -413,6 +413,9 @@ type system struct {
 	submit   submitFunc
 	stop     func() error
 	children map[string][]int // --processes: role -> pids
+	// stepsRun counts the steps the workers have run (nil when they are
+	// other processes).
+	stepsRun func() int64
 }
 
 // startSystem starts the orchestrator and the workers: in this process
@@ -461,6 +464,7 @@ func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtoc
 			ws.stop()
 			return d.Stop()
 		},
+		stepsRun: ws.executed.Load,
 	}, nil
 }
 

@@ -9,24 +9,28 @@ import (
 // progress draws a one-line status on a terminal (rewritten in place), or a
 // line every few seconds when the output is a file or a pipe.
 type progress struct {
-	w       io.Writer
-	tty     bool
-	label   string
-	total   int64
-	perTask int
-	start   time.Time
+	w     io.Writer
+	tty   bool
+	label string
+	total int64
+	// steps counts the steps run so far, when the workers can tell (nil
+	// otherwise). Tasks finish only with their last step, so a step rate
+	// derived from finished tasks would be far off in the middle of a run.
+	steps func() int64
+	start time.Time
 
-	last     time.Time
-	lastDone int64
-	drawn    bool
+	last      time.Time
+	lastDone  int64
+	lastSteps int64
+	drawn     bool
 }
 
-func newProgress(w io.Writer, tty bool, label string, total int64, perTask int) *progress {
+func newProgress(w io.Writer, tty bool, label string, total int64, steps func() int64) *progress {
 	if w == nil {
 		w = io.Discard
 	}
 	now := time.Now()
-	return &progress{w: w, tty: tty, label: label, total: total, perTask: perTask, start: now, last: now}
+	return &progress{w: w, tty: tty, label: label, total: total, steps: steps, start: now, last: now}
 }
 
 func (p *progress) every() time.Duration {
@@ -43,9 +47,14 @@ func (p *progress) update(done, submitted int64, final bool) {
 		return
 	}
 	elapsed := now.Sub(p.start).Seconds()
-	rate := 0.0
+	var steps int64
+	if p.steps != nil {
+		steps = p.steps()
+	}
+	rate, stepRate := 0.0, 0.0
 	if d := now.Sub(p.last).Seconds(); d > 0 {
 		rate = float64(done-p.lastDone) / d
+		stepRate = float64(steps-p.lastSteps) / d
 	}
 	avg := 0.0
 	if elapsed > 0 {
@@ -55,8 +64,12 @@ func (p *progress) update(done, submitted int64, final bool) {
 	if p.total > 0 {
 		pct = 100 * float64(done) / float64(p.total)
 	}
-	line := fmt.Sprintf("[%s] %d/%d tasks done (%.0f%%), %d submitted | now %.0f tasks/s %.0f steps/s | avg %.0f tasks/s | %.1fs",
-		p.label, done, p.total, pct, submitted, rate, rate*float64(p.perTask), avg, elapsed)
+	nowRates := fmt.Sprintf("%.0f tasks/s", rate)
+	if p.steps != nil {
+		nowRates += fmt.Sprintf(" %.0f steps/s", stepRate)
+	}
+	line := fmt.Sprintf("[%s] %d/%d tasks done (%.0f%%), %d submitted | now %s | avg %.0f tasks/s | %.1fs",
+		p.label, done, p.total, pct, submitted, nowRates, avg, elapsed)
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
 		p.drawn = true
@@ -66,7 +79,7 @@ func (p *progress) update(done, submitted int64, final bool) {
 	} else {
 		fmt.Fprintln(p.w, line)
 	}
-	p.last, p.lastDone = now, done
+	p.last, p.lastDone, p.lastSteps = now, done, steps
 }
 
 // note prints a message on its own line, keeping the status line intact.
