@@ -100,6 +100,10 @@ type Orchestrator struct {
 	Enabled bool `toml:"enabled"`
 	// BatchSize is how many queue messages one read takes. Default 50.
 	BatchSize int `toml:"batch_size"`
+	// ResultLoops is how many step-result loops run side by side in this
+	// process, each reading and processing its own batches (as replicas
+	// do). Default 1.
+	ResultLoops int `toml:"result_loops"`
 	// VisibilityTimeout hides a message being processed. Default 30s.
 	VisibilityTimeout Duration `toml:"visibility_timeout"`
 	// PollInterval is the fallback poll when no notification arrives. Default 1s.
@@ -180,7 +184,7 @@ func Default() Config {
 			StatementTimeout: Duration{DefaultStatementTimeout}},
 		Server: Server{Listen: DefaultListen, ReadTimeout: Duration{DefaultReadTimeout},
 			WriteTimeout: Duration{DefaultWriteTimeout}, MaxBodyBytes: DefaultMaxBodyBytes},
-		Orchestrator: Orchestrator{Enabled: true, BatchSize: DefaultBatchSize,
+		Orchestrator: Orchestrator{Enabled: true, BatchSize: DefaultBatchSize, ResultLoops: 1,
 			VisibilityTimeout: Duration{DefaultVisibilityTimeout}, PollInterval: Duration{DefaultPollInterval},
 			TimerInterval: Duration{DefaultTimerInterval}, ReapInterval: Duration{DefaultReapInterval},
 			MaxReadCount: DefaultMaxReadCount, TemplatesDir: DefaultTemplatesDir,
@@ -329,6 +333,9 @@ func (c Config) Validate() error {
 	o := c.Orchestrator
 	if o.BatchSize < 1 || o.BatchSize > 1000 {
 		bad("orchestrator.batch_size", "must be between 1 and 1000, got %d", o.BatchSize)
+	}
+	if o.ResultLoops < 1 || o.ResultLoops > 32 {
+		bad("orchestrator.result_loops", "must be between 1 and 32, got %d", o.ResultLoops)
 	}
 	if o.VisibilityTimeout.Duration < time.Second {
 		bad("orchestrator.visibility_timeout", "must be at least 1s")

@@ -75,6 +75,8 @@ func TestValidationNamesTheBadKey(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
 		"TASKER_ORCHESTRATOR_BATCH_SIZE=0":          "orchestrator.batch_size",
+		"TASKER_ORCHESTRATOR_RESULT_LOOPS=0":        "orchestrator.result_loops",
+		"TASKER_ORCHESTRATOR_RESULT_LOOPS=33":       "orchestrator.result_loops",
 		"TASKER_LOG_LEVEL=loud":                     "log.level",
 		"TASKER_TELEMETRY_OTLP_PROTOCOL=carrier":    "telemetry.otlp_protocol",
 		"TASKER_AUTH_ENABLED=true":                  "auth.keys",

@@ -118,8 +118,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 	if cfg.Orchestrator.Enabled {
 		d.listener = queue.NewListener(pool, logger)
 		d.orchestrator = orchestration.NewOrchestrator(d.engine, orchestration.ServiceConfig{
-			BatchSize: cfg.Orchestrator.BatchSize, VisibilityTimeout: cfg.Orchestrator.VisibilityTimeout.Duration,
-			PollInterval: cfg.Orchestrator.PollInterval.Duration, TimerInterval: cfg.Orchestrator.TimerInterval.Duration,
+			BatchSize: cfg.Orchestrator.BatchSize, ResultLoops: cfg.Orchestrator.ResultLoops,
+			VisibilityTimeout: cfg.Orchestrator.VisibilityTimeout.Duration,
+			PollInterval:      cfg.Orchestrator.PollInterval.Duration, TimerInterval: cfg.Orchestrator.TimerInterval.Duration,
 			ReapInterval: cfg.Orchestrator.ReapInterval.Duration, MaxReadCount: cfg.Orchestrator.MaxReadCount,
 			StaleAfter: cfg.Orchestrator.StaleTaskTimeout.Duration, StaleInterval: cfg.Orchestrator.StaleCheckInterval.Duration,
 		}, d.listener, d.telemetry, logger)

@@ -30,6 +30,11 @@ const (
 type ServiceConfig struct {
 	// BatchSize is how many queue messages one read takes.
 	BatchSize int
+	// ResultLoops is how many step-result loops run side by side, each
+	// reading and processing its own batches as replicas' loops do (a task
+	// whose results two loops hold at once is locked by one and waits for
+	// the other). Default 1.
+	ResultLoops int
 	// VisibilityTimeout hides a read message from other replicas while it
 	// is processed; a replica that dies mid-batch releases its messages
 	// after this long.
@@ -55,6 +60,9 @@ type ServiceConfig struct {
 func (c *ServiceConfig) defaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.ResultLoops <= 0 {
+		c.ResultLoops = 1
 	}
 	if c.VisibilityTimeout <= 0 {
 		c.VisibilityTimeout = DefaultVisibilityTimeout
@@ -108,6 +116,9 @@ func NewOrchestrator(engine *Engine, cfg ServiceConfig, listener *queue.Listener
 	cfg.defaults()
 	o := &Orchestrator{engine: engine, cfg: cfg, logger: logger, listener: listener, poison: poison}
 	if listener != nil {
+		// The result loops share one wake-up channel: a notice wakes one
+		// waiting loop, not all of them to race for it with empty reads; a
+		// loop that read a full batch reads again without waiting.
 		o.resultsWake = listener.Subscribe(queue.StepResultsQueue)
 		o.requestsWake = listener.Subscribe(queue.TaskRequestsQueue)
 	}
@@ -117,14 +128,19 @@ func NewOrchestrator(engine *Engine, cfg ServiceConfig, listener *queue.Listener
 // Start launches the loops; they run until Stop.
 func (o *Orchestrator) Start(ctx context.Context) error {
 	ctx, o.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	loops := []struct {
+	type loop struct {
 		name string
 		fn   func(context.Context)
-	}{
-		{"step_results", o.resultsLoop},
-		{"task_requests", o.requestsLoop},
-		{"timers", o.timersLoop},
 	}
+	var loops []loop
+	for i := range o.cfg.ResultLoops {
+		name := "step_results"
+		if o.cfg.ResultLoops > 1 {
+			name = fmt.Sprintf("step_results_%d", i+1)
+		}
+		loops = append(loops, loop{name, func(ctx context.Context) { o.resultsLoop(ctx, name) }})
+	}
+	loops = append(loops, loop{"task_requests", o.requestsLoop}, loop{"timers", o.timersLoop})
 	for _, l := range loops {
 		o.wg.Add(1)
 		// Ends when Stop cancels ctx.
@@ -187,7 +203,7 @@ func (p *errorPause) ok(logger *slog.Logger, loop string) {
 	p.streak = 0
 }
 
-func (o *Orchestrator) resultsLoop(ctx context.Context) {
+func (o *Orchestrator) resultsLoop(ctx context.Context, name string) {
 	var pause errorPause
 	for ctx.Err() == nil {
 		n, err := o.ResultsOnce(ctx)
@@ -195,10 +211,10 @@ func (o *Orchestrator) resultsLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			pause.failed(ctx, o.logger, "step_results", err)
+			pause.failed(ctx, o.logger, name, err)
 			continue
 		}
-		pause.ok(o.logger, "step_results")
+		pause.ok(o.logger, name)
 		if n < o.cfg.BatchSize {
 			o.wait(ctx, o.resultsWake, o.cfg.PollInterval)
 		}

@@ -418,3 +418,31 @@ func TestIdempotencyKeyReturnsExistingTask(t *testing.T) {
 		t.Fatalf("a request without a key must create a new task: %v %v", err, created)
 	}
 }
+
+// Several result loops in one process: with batches of two, the loops hold
+// results of the same fan-out task at once, so one waits for the other's
+// lock on the task; every step still runs and completes once, and the
+// join sees every parent's result.
+func TestResultLoopsSideBySide(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{ResultLoops: 4, BatchSize: 2}})
+	tpl := h.Register(fanTemplate("loops_fan", 20))
+	l := newLedger()
+	h.Worker(worker.Config{Namespaces: []string{tpl.Namespace}, Concurrency: 16}, map[string]worker.Handler{"t.echo": echo(l)})
+	var ids []uuid.UUID
+	for i := 0; i < 4; i++ {
+		ids = append(ids, h.Submit(orchestration.TaskRequest{Namespace: tpl.Namespace, Name: "fan", Context: json.RawMessage(`{"i":` + fmt.Sprint(i) + `}`)}).UUID)
+	}
+	for _, id := range ids {
+		h.WaitTask(id, 60*time.Second, lifecycle.TaskComplete)
+		for _, s := range tpl.Steps {
+			if n := l.count(id, s.Name); n != 1 {
+				t.Errorf("task %s step %s ran %d times, want 1", id, s.Name, n)
+			}
+		}
+		if got := stepResult(t, h, id, "join")["n"]; got != float64(41) {
+			t.Errorf("join n = %v, want 41", got)
+		}
+		assertTransitionsOnce(t, h, id)
+	}
+}
