@@ -460,15 +460,13 @@ func (e *Engine) enqueue(ctx context.Context, tx store.Tx, j *telemetry.Journal,
 	ref := taskRef(t)
 	start := j.Now()
 	ev := evaluate(steps, start)
-	ids := make([]uuid.UUID, 0, len(ev.ready))
 	headers := make([]map[string]string, 0, len(ev.ready))
 	byID := make(map[uuid.UUID]*store.Step, len(ev.ready))
 	for _, s := range ev.ready {
-		ids = append(ids, s.UUID)
 		headers = append(headers, map[string]string{"traceparent": t.TraceParent})
 		byID[s.UUID] = s
 	}
-	sent, err := e.store.StepsDispatchTx(ctx, tx, t.Namespace, ids, headers)
+	sent, err := e.store.StepsDispatchTx(ctx, tx, t, ev.ready, headers)
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,7 @@ func (f *createFixture) start(tx store.Tx, nt store.NewTask, wake time.Time) (st
 	if err := move(lifecycle.TaskInitializing, lifecycle.TaskEnqueuingSteps, nil); err != nil {
 		return task, true, err
 	}
-	if _, err := f.st.StepsDispatchTx(f.ctx, tx, task.Namespace, []uuid.UUID{steps[0].UUID},
+	if _, err := f.st.StepsDispatchTx(f.ctx, tx, &task, []*store.Step{&steps[0]},
 		[]map[string]string{{"traceparent": nt.TraceParent}}); err != nil {
 		return task, true, err
 	}
@@ -297,5 +297,68 @@ func TestDeferredCreationIdentity(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d tasks with the raced identity, want 1", n)
+	}
+}
+
+// A dispatch in a deferred transaction (a step move and a message send
+// waiting in the buffer) writes exactly what tasker.dispatch_steps writes
+// in a plain one: the step rows, their transition rows, and the messages
+// with their attempt and headers. Step b has been attempted once before, so
+// its message is for attempt 2.
+func TestDeferredDispatchWritesWhatDispatchStepsWould(t *testing.T) {
+	t.Parallel()
+	f := newCreateFixture(t)
+	wake := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	var tasks []store.Task
+	for _, key := range []string{"plain", "deferred"} {
+		if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
+			task, _, err := f.start(tx, f.newTask(key), wake)
+			tasks = append(tasks, task)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.pool.Exec(f.ctx, `UPDATE tasker.workflow_steps SET attempts = 1 WHERE task_uuid = $1 AND name = 'b'`, tasks[len(tasks)-1].UUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dispatch := func(tx store.Tx, task *store.Task) error {
+		steps, err := f.st.TaskSteps(f.ctx, task.UUID)
+		if err != nil {
+			return err
+		}
+		var ready []*store.Step
+		var headers []map[string]string
+		for i := range steps {
+			if steps[i].Name == "b" || steps[i].Name == "c" {
+				ready = append(ready, &steps[i])
+				headers = append(headers, map[string]string{"traceparent": "tp-" + steps[i].Name})
+			}
+		}
+		sent, err := f.st.StepsDispatchTx(f.ctx, tx, task, ready, headers)
+		if err == nil && len(sent) != 2 {
+			err = fmt.Errorf("%d steps dispatched, want 2", len(sent))
+		}
+		return err
+	}
+	if err := f.st.InTx(f.ctx, func(tx store.Tx) error { return dispatch(tx, &tasks[0]) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.InTxDeferred(f.ctx, func(tx store.Tx) error { return dispatch(tx, &tasks[1]) }); err != nil {
+		t.Fatal(err)
+	}
+	want, got := f.snapshot(t, tasks[0].UUID), f.snapshot(t, tasks[1].UUID)
+	if len(want) != 23 {
+		t.Fatalf("the plain task has %d rows, want 23 (task, 4 task transitions, 4 steps, 7 step transitions, 4 edges, 3 messages):\n%q", len(want), want)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("deferred dispatch wrote\n%q\nwant (as dispatch_steps)\n%q", got, want)
+	}
+
+	// A step that is no longer pending fails the deferred dispatch at its
+	// flush, as dispatch_steps' count check fails the plain one.
+	err := f.st.InTxDeferred(f.ctx, func(tx store.Tx) error { return dispatch(tx, &tasks[1]) })
+	if err == nil {
+		t.Fatal("dispatching enqueued steps again succeeded")
 	}
 }

@@ -62,17 +62,16 @@ type errRow struct{ err error }
 func (r errRow) Scan(...any) error { return r.err }
 
 // writeBuffer is what a deferred transaction has not applied yet, in the
-// order it was asked for. Step moves are applied before dispatches (a step
-// retried and dispatched in one transaction moves to pending first); task
-// moves touch another table and go last.
+// order it was asked for. A dispatch is a step move (pending -> enqueued,
+// after any earlier move of the same step in the transaction, such as
+// waiting_for_retry -> pending) plus a message send; task moves touch
+// another table and go last.
 type writeBuffer struct {
-	taskOps  []taskOp
-	steps    []StepMove
-	dispatch []uuid.UUID
-	headers  [][]byte
-	deletes  map[string][]int64 // queue -> message ids
-	creates  creates            // tasks created in this transaction, written first
-	sends    map[string]*queueSends
+	taskOps []taskOp
+	steps   []StepMove
+	deletes map[string][]int64 // queue -> message ids
+	creates creates            // tasks created in this transaction, written first
+	sends   map[string]*queueSends
 }
 
 // queueSends are messages for one queue, with their headers (JSON or nil).
@@ -94,7 +93,7 @@ func (b *writeBuffer) send(q string, body, headers []byte) {
 }
 
 func (b *writeBuffer) empty() bool {
-	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.dispatch) == 0 && len(b.deletes) == 0 && len(b.creates.list) == 0 && len(b.sends) == 0
+	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.deletes) == 0 && len(b.creates.list) == 0 && len(b.sends) == 0
 }
 
 // taskOp is a buffered task transition, or (wakeOnly) a change of wake_at
@@ -118,8 +117,8 @@ func orchestratorOwned(s lifecycle.StepState) bool {
 }
 
 // flush applies the buffer in one round trip: the tasks created, the
-// messages sent (one insert per queue), the step moves, the dispatches and
-// the task moves, each as one statement. A compare-and-swap that does
+// messages sent (one insert per queue), the deletions, the step moves
+// (dispatches included) and the task moves, each as one statement. A compare-and-swap that does
 // not find its row in the expected state fails the flush (and with it the
 // transaction).
 func (c *txConn) flush(ctx context.Context) error {
@@ -199,9 +198,6 @@ func (c *txConn) queueFlush(batch *pgx.Batch) (func(pgx.BatchResults) error, err
 			steps.ids, steps.first, steps.final, steps.n, steps.next, steps.extra, steps.results,
 			steps.trStep, steps.trFrom, steps.trTo, steps.trSeq, steps.trMeta)
 	}
-	if len(b.dispatch) > 0 {
-		batch.Queue(`SELECT count(*) FROM tasker.dispatch_steps($1, $2::jsonb[])`, b.dispatch, b.headers)
-	}
 	if len(b.taskOps) > 0 {
 		tasks = collapseTasks(b.taskOps)
 		batch.Queue(`SELECT tasker.apply_task_moves($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb[])`,
@@ -231,15 +227,6 @@ func (c *txConn) queueFlush(batch *pgx.Batch) (func(pgx.BatchResults) error, err
 			}
 			if n != len(steps.ids) {
 				return fmt.Errorf("apply step transitions: %d of %d steps were in the expected state; another actor moved a step under the task lock", n, len(steps.ids))
-			}
-		}
-		if len(b.dispatch) > 0 {
-			var n int
-			if err := res.QueryRow().Scan(&n); err != nil {
-				return fmt.Errorf("dispatch %d steps: %w", len(b.dispatch), err)
-			}
-			if n != len(b.dispatch) {
-				return fmt.Errorf("dispatch steps: %d of %d steps were pending; another actor moved a step under the task lock", n, len(b.dispatch))
 			}
 		}
 		if tasks != nil {

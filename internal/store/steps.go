@@ -134,20 +134,29 @@ type Dispatched struct {
 	MsgID    int64
 }
 
-// StepsDispatchTx moves pending steps of namespace ns to enqueued and sends
-// their messages to the namespace's worker queue, in the caller's
-// transaction. headers[i] are the message headers for steps[i].
-func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, ns string, steps []uuid.UUID, headers []map[string]string) ([]Dispatched, error) {
+// StepsDispatchTx moves pending steps of task t to enqueued and sends their
+// messages to the namespace's worker queue, in the caller's transaction.
+// headers[i] are the message headers for steps[i]. In a deferred
+// transaction the moves and messages wait in its buffer like any other
+// write: the moves go with the other step moves (tasker.apply_step_moves,
+// which checks that each step is still pending) and the messages with the
+// other sends, built here from the steps as tasker.dispatch_steps builds
+// them (the attempt is the step's attempts plus one; attempts change only
+// when a worker claims an enqueued step, never while the step is pending
+// under the task's lock).
+func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, t *Task, steps []*Step, headers []map[string]string) ([]Dispatched, error) {
 	if len(steps) == 0 {
 		return nil, nil
 	}
-	q, err := queue.WorkerQueue(ns)
+	q, err := queue.WorkerQueue(t.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("dispatch steps: %w", err)
 	}
 	tx.tx.inserted(q)
+	ids := make([]uuid.UUID, len(steps))
 	hdrs := make([][]byte, len(steps))
-	for i := range steps {
+	for i, st := range steps {
+		ids[i] = st.UUID
 		var h map[string]string
 		if i < len(headers) {
 			h = headers[i]
@@ -161,22 +170,35 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, ns string, steps []u
 		}
 		hdrs[i] = b
 	}
-	if tx.tx.buf != nil {
-		// Buffered: the attempt and message id are not known until the
-		// flush; callers of a deferred transaction use only the step.
+	if buf := tx.tx.buf; buf != nil {
+		// Buffered: the message ids are not known until the flush; callers
+		// of a deferred transaction use only the step.
 		out := make([]Dispatched, len(steps))
-		for i, id := range steps {
-			out[i] = Dispatched{StepUUID: id}
+		for i, st := range steps {
+			out[i] = Dispatched{StepUUID: st.UUID, TaskUUID: t.UUID, Attempt: st.Attempts + 1}
 		}
-		rest, restHdrs, err := tx.tx.buf.dispatchCreated(steps, hdrs, q)
+		rest, restHdrs, err := buf.dispatchCreated(ids, hdrs, q)
 		if err != nil {
 			return nil, err
 		}
-		tx.tx.buf.dispatch = append(tx.tx.buf.dispatch, rest...)
-		tx.tx.buf.headers = append(tx.tx.buf.headers, restHdrs...)
+		byID := make(map[uuid.UUID]*Step, len(steps))
+		for _, st := range steps {
+			byID[st.UUID] = st
+		}
+		for i, id := range rest {
+			st := byID[id]
+			body, err := json.Marshal(queue.StepMessage{TaskUUID: t.UUID, StepUUID: st.UUID, StepName: st.Name,
+				Handler: st.Handler, Namespace: t.Namespace, CorrelationID: t.CorrelationID, Attempt: st.Attempts + 1})
+			if err != nil {
+				return nil, fmt.Errorf("encode step message: %w", err)
+			}
+			buf.steps = append(buf.steps, StepMove{UUID: id, From: lifecycle.StepPending, To: lifecycle.StepEnqueued,
+				Meta: map[string]any{"trigger": "enqueue"}})
+			buf.send(q, body, restHdrs[i])
+		}
 		return out, nil
 	}
-	rows, err := tx.tx.Query(ctx, `SELECT step_uuid, task_uuid, attempt, msg_id FROM tasker.dispatch_steps($1, $2::jsonb[])`, steps, hdrs)
+	rows, err := tx.tx.Query(ctx, `SELECT step_uuid, task_uuid, attempt, msg_id FROM tasker.dispatch_steps($1, $2::jsonb[])`, ids, hdrs)
 	if err != nil {
 		return nil, fmt.Errorf("dispatch steps: %w", err)
 	}
