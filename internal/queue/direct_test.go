@@ -249,3 +249,28 @@ func TestDirectReadsAreKeyedPlans(t *testing.T) {
 		})
 	}
 }
+
+// DeleteSQL deletes what pgmq.delete deletes, and only that.
+func TestDeleteSQLIsDelete(t *testing.T) {
+	t.Parallel()
+	pool, ctx := newQueue(t, "gone")
+	var sent []int64
+	for i := range 4 {
+		sent = append(sent, mustSend(t, ctx, pool, "gone", i))
+	}
+	sql, err := queue.DeleteSQL("gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, sql, []int64{sent[0], sent[2], 999999}).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("DeleteSQL deleted %d (%v), want 2", n, err)
+	}
+	left := mustRead(t, ctx, pool, "gone", time.Minute, 10)
+	if want := []int64{sent[1], sent[3]}; !slices.Equal(ids(left), want) {
+		t.Fatalf("left %v, want %v", ids(left), want)
+	}
+	if _, err := queue.DeleteSQL("no such queue!"); err == nil {
+		t.Fatal("DeleteSQL accepted an invalid queue name")
+	}
+}

@@ -643,6 +643,18 @@ func ceilDiv(d, unit time.Duration) int32 {
 	return int32(n)
 }
 
+// DeleteSQL returns a statement that deletes the messages $1 (bigint[]) from
+// queue name's table directly, as pgmq.delete does, and counts them.
+// pgmq.delete builds and plans its statement on every call; this one,
+// sent from Go, is prepared once per connection.
+func DeleteSQL(name string) (string, error) {
+	q, _, err := browseTables(name)
+	if err != nil {
+		return "", err
+	}
+	return `WITH d AS (DELETE FROM ` + q + ` WHERE msg_id = ANY ($1::bigint[]) RETURNING 1) SELECT count(*) FROM d`, nil
+}
+
 // InsertSQL returns a statement that enqueues messages into queue name's
 // table directly, as pgmq.send_batch does with no delay: $1 (jsonb[]) are
 // the bodies and $2 (jsonb[], one per body) their headers, given ids in

@@ -190,7 +190,11 @@ func (c *txConn) queueFlush(batch *pgx.Batch) (func(pgx.BatchResults) error, err
 	}
 	sort.Strings(queues)
 	for _, q := range queues {
-		batch.Queue(`SELECT count(*) FROM pgmq.delete($1::text, $2::bigint[])`, q, b.deletes[q])
+		sql, err := queue.DeleteSQL(q)
+		if err != nil {
+			return nil, fmt.Errorf("delete from %s: %w", q, err)
+		}
+		batch.Queue(sql, b.deletes[q])
 	}
 	if len(b.steps) > 0 {
 		steps = collapseSteps(b.steps)
