@@ -555,13 +555,46 @@ type claim struct {
 	Deps          map[string]json.RawMessage
 }
 
-func (w *Worker) claim(ctx context.Context, ids []uuid.UUID, attempts []int32) ([]claim, error) {
-	rows, err := w.pool.Query(ctx, `
+// claimSQL claims a batch (tasker.step_claim_batch) after making its
+// implicit transaction commit asynchronously (see claim).
+const claimSQL = `
 		SELECT claimed, reason, step_uuid, task_uuid, coalesce(namespace, ''), coalesce(step_name, ''),
 		       coalesce(handler, ''), coalesce(attempt, 0), coalesce(max_attempts, 0), coalesce(timeout_seconds, 0),
 		       correlation_id, coalesce(traceparent, ''), task_context, dependency_results
-		  FROM tasker.step_claim_batch($1::uuid[], $2::int[], $3::text, $4::int)`,
-		ids, attempts, w.cfg.WorkerID, int32(w.cfg.LeaseDuration/time.Second))
+		  FROM tasker.step_claim_batch($1::uuid[], $2::int[], $3::text, $4::int)`
+
+// claim claims the steps in one round trip: a pipeline of
+// set_config('synchronous_commit', 'off') and the claim, one implicit
+// transaction that does not wait for its WAL flush. A claim forgotten by a
+// Postgres crash (its WAL not yet on disk; Postgres writes it within a few
+// hundred milliseconds, and any later durable commit, such as this
+// worker's submission, flushes it first) leaves the step enqueued: its
+// message comes back after the lease, another claim runs it again and this
+// worker's submission is refused, as after a lease expiry. Nothing is
+// applied twice; results and the orchestrator's transactions stay durable.
+func (w *Worker) claim(ctx context.Context, ids []uuid.UUID, attempts []int32) ([]claim, error) {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	b.Queue(claimSQL, ids, attempts, w.cfg.WorkerID, int32(w.cfg.LeaseDuration/time.Second))
+	res := w.pool.SendBatch(ctx, b)
+	out, err := readClaims(res)
+	// Close reports the end of the implicit transaction: a claim whose
+	// commit failed is no claim.
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readClaims decodes the pipeline's claim rows.
+func readClaims(res pgx.BatchResults) ([]claim, error) {
+	if _, err := res.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := res.Query()
 	if err != nil {
 		return nil, err
 	}
