@@ -569,9 +569,10 @@ const claimSQL = `
 // Postgres crash (its WAL not yet on disk; Postgres writes it within a few
 // hundred milliseconds, and any later durable commit, such as this
 // worker's submission, flushes it first) leaves the step enqueued: its
-// message comes back after the lease, another claim runs it again and this
-// worker's submission is refused, as after a lease expiry. Nothing is
-// applied twice; results and the orchestrator's transactions stay durable.
+// message comes back, another claim runs it again, and the step's
+// compare-and-swap accepts one run's result only, as after a lease expiry.
+// Nothing is applied twice; results and the orchestrator's transactions
+// stay durable.
 func (w *Worker) claim(ctx context.Context, ids []uuid.UUID, attempts []int32) ([]claim, error) {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
