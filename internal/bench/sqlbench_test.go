@@ -29,6 +29,7 @@ import (
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/testdb"
+	"github.com/tasker/tasker/worker"
 )
 
 // batchSizes are the n of each benchmark: one step, and the orchestrator's
@@ -50,8 +51,13 @@ type fixture struct {
 func newFixture(b *testing.B, scenario string) *fixture {
 	b.Helper()
 	f := &fixture{b: b, ctx: context.Background()}
-	f.pool = testdb.Pool(b, testdb.URL(b))
-	f.store = store.New(f.pool)
+	// Two pools on one database, configured as deployed: the worker
+	// protocol's calls go through a worker's pool (binary uuids), the
+	// engine through the orchestrator's (binary uuids, wake-ups after
+	// commit).
+	url := testdb.URL(b)
+	f.pool = testdb.Pool(b, url, worker.ConfigurePool)
+	f.store = store.New(testdb.Pool(b, url, store.WithNotifyAfterCommit, store.WithBinaryUUIDs))
 	f.engine = orchestration.NewEngine(f.store, nil, quietLogger())
 	var err error
 	if f.sc, err = ScenarioByName(scenario); err != nil {
