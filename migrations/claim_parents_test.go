@@ -81,19 +81,13 @@ func TestClaimReadsParentsByKeyAsTablesGrow(t *testing.T) {
 	}
 
 	// In one transaction, so that the session's statistics counters are not
-	// reported (and reset) between the two readings.
+	// reported (and reset) between the two readings (sessionStat).
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	read := func() int64 {
-		var n int64
-		if err := tx.QueryRow(ctx, `SELECT pg_stat_get_xact_tuples_returned('tasker.workflow_steps_pkey'::regclass)`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	read := func() int64 { return sessionStat(t, tx, "tuples_returned", "tasker.workflow_steps_pkey") }
 	before := read()
 	var claimed bool
 	var deps []byte

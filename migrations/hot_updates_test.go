@@ -28,13 +28,7 @@ func TestMovesThatKeepTheKeysAreHOT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	hot := func(table string) int64 {
-		var n int64
-		if err := tx.QueryRow(ctx, `SELECT pg_stat_get_xact_tuples_hot_updated($1::regclass)`, table).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	hot := func(table string) int64 { return sessionStat(t, tx, "tuples_hot_updated", table) }
 	exec := func(sql string, args ...any) {
 		t.Helper()
 		tag, err := tx.Exec(ctx, sql, args...)
@@ -42,8 +36,7 @@ func TestMovesThatKeepTheKeysAreHOT(t *testing.T) {
 			t.Fatalf("%s: %v rows, %v", sql, tag.RowsAffected(), err)
 		}
 	}
-	// Differences inside one transaction: the counters are the session's
-	// unreported ones and may include earlier transactions.
+	// Differences inside one transaction (sessionStat).
 	tasks0, steps0 := hot("tasker.tasks"), hot("tasker.workflow_steps")
 
 	exec(`UPDATE tasker.tasks

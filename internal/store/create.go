@@ -162,15 +162,13 @@ func (b *writeBuffer) dispatchCreated(ids []uuid.UUID, headers [][]byte, q strin
 			return nil, nil, fmt.Errorf("dispatch steps: step %s is %s, not pending", id, ps.state)
 		}
 		nt, st := &ps.task.nt, ps.s
-		body, err := json.Marshal(queue.StepMessage{TaskUUID: nt.UUID, StepUUID: st.UUID, StepName: st.Name, Handler: st.Handler,
-			Namespace: nt.Namespace, CorrelationID: nt.CorrelationID, Attempt: 1})
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode step message: %w", err)
+		if err := b.sendStep(q, queue.StepMessage{TaskUUID: nt.UUID, StepUUID: st.UUID, StepName: st.Name, Handler: st.Handler,
+			Namespace: nt.Namespace, CorrelationID: nt.CorrelationID, Attempt: 1}, headers[i]); err != nil {
+			return nil, nil, err
 		}
 		ps.state = lifecycle.StepEnqueued
 		ps.trans = append(ps.trans, pendingTransition{from: string(lifecycle.StepPending), to: string(lifecycle.StepEnqueued),
 			meta: []byte(`{"trigger":"enqueue"}`)})
-		b.send(q, body, headers[i])
 	}
 	return rest, restHeaders, nil
 }

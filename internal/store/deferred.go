@@ -92,6 +92,17 @@ func (b *writeBuffer) send(q string, body, headers []byte) {
 	s.bodies, s.headers = append(s.bodies, body), append(s.headers, headers)
 }
 
+// sendStep buffers a step message for queue q (the body a worker reads,
+// the same fields tasker.dispatch_steps writes).
+func (b *writeBuffer) sendStep(q string, m queue.StepMessage, headers []byte) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode step message: %w", err)
+	}
+	b.send(q, body, headers)
+	return nil
+}
+
 func (b *writeBuffer) empty() bool {
 	return len(b.taskOps) == 0 && len(b.steps) == 0 && len(b.deletes) == 0 && len(b.creates.list) == 0 && len(b.sends) == 0
 }

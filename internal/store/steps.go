@@ -187,14 +187,12 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, t *Task, steps []*St
 		}
 		for i, id := range rest {
 			st := byID[id]
-			body, err := json.Marshal(queue.StepMessage{TaskUUID: t.UUID, StepUUID: st.UUID, StepName: st.Name,
-				Handler: st.Handler, Namespace: t.Namespace, CorrelationID: t.CorrelationID, Attempt: st.Attempts + 1})
-			if err != nil {
-				return nil, fmt.Errorf("encode step message: %w", err)
+			if err := buf.sendStep(q, queue.StepMessage{TaskUUID: t.UUID, StepUUID: st.UUID, StepName: st.Name,
+				Handler: st.Handler, Namespace: t.Namespace, CorrelationID: t.CorrelationID, Attempt: st.Attempts + 1}, restHdrs[i]); err != nil {
+				return nil, err
 			}
 			buf.steps = append(buf.steps, StepMove{UUID: id, From: lifecycle.StepPending, To: lifecycle.StepEnqueued,
 				Meta: map[string]any{"trigger": "enqueue"}})
-			buf.send(q, body, restHdrs[i])
 		}
 		return out, nil
 	}
