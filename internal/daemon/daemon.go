@@ -117,6 +117,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 
 	if cfg.Orchestrator.Enabled {
 		d.listener = queue.NewListener(pool, logger)
+		// Template lookups by name are cached until a registration
+		// anywhere is announced (or the listener reconnects).
+		d.store.CacheLatestTemplates(d.listener.SubscribeChannel(store.TemplatesChannel))
 		d.orchestrator = orchestration.NewOrchestrator(d.engine, orchestration.ServiceConfig{
 			BatchSize: cfg.Orchestrator.BatchSize, ResultLoops: cfg.Orchestrator.ResultLoops,
 			VisibilityTimeout: cfg.Orchestrator.VisibilityTimeout.Duration,

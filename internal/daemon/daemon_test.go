@@ -105,14 +105,20 @@ func TestDaemonServesAndStopsInOrder(t *testing.T) {
 		_ = json.NewDecoder(res.Body).Decode(&v)
 		return v.State == "complete"
 	})
-	res, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	for _, want := range []string{`tasker_task_completion_duration_seconds_count{namespace="ecommerce",outcome="complete"} 1`,
-		`tasker_queue_depth{queue="worker_ecommerce_queue"}`, "tasker_http_requests_total", "go_goroutines", "tasker_db_pool_connections"} {
+	// Metrics are recorded just after the commit that a reader of the
+	// task can already see.
+	const completed = `tasker_task_completion_duration_seconds_count{namespace="ecommerce",outcome="complete"} 1`
+	var metrics []byte
+	enginetest.Eventually(t, 10*time.Second, "the completion is counted", func() bool {
+		res, err := http.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		metrics, _ = io.ReadAll(res.Body)
+		return strings.Contains(string(metrics), completed)
+	})
+	for _, want := range []string{`tasker_queue_depth{queue="worker_ecommerce_queue"}`, "tasker_http_requests_total", "go_goroutines", "tasker_db_pool_connections"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

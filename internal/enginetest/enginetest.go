@@ -114,6 +114,9 @@ func New(t testing.TB, opts Options) *Harness {
 			svc.ReapInterval = 200 * time.Millisecond
 		}
 		lis := queue.NewListener(h.Pool, h.Logger)
+		// As the daemon does: template lookups cached until a change is
+		// announced.
+		h.Store.CacheLatestTemplates(lis.SubscribeChannel(store.TemplatesChannel))
 		h.Orch = orchestration.NewOrchestrator(h.Engine, svc, lis, h.Provider, h.Logger)
 		if err := lis.Start(ctx); err != nil {
 			t.Fatal(err)

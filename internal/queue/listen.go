@@ -34,11 +34,18 @@ func NewListener(pool *pgxpool.Pool, logger *slog.Logger) *Listener {
 // Subscribe returns a channel that receives a value (coalesced: capacity 1)
 // whenever a message is sent to the named queue. Call before Start.
 func (l *Listener) Subscribe(queueName string) <-chan struct{} {
+	return l.SubscribeChannel(NotifyChannel(queueName))
+}
+
+// SubscribeChannel returns a channel that receives a value (coalesced:
+// capacity 1) whenever a notification arrives on the named Postgres
+// channel, and also whenever the listener (re)connects, since
+// notifications sent while it was away are lost. Call before Start.
+func (l *Listener) SubscribeChannel(channel string) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	name := NotifyChannel(queueName)
-	l.subs[name] = append(l.subs[name], ch)
+	l.subs[channel] = append(l.subs[channel], ch)
 	return ch
 }
 

@@ -40,6 +40,8 @@ type Store struct {
 	// the queue triggers do not notify and the store sends the wake-ups of
 	// its transactions after they commit (migration 00009).
 	afterCommit bool
+	// templates caches template lookups by name (templates.go).
+	templates templateCache
 }
 
 // NotifySetting is the session setting (a startup parameter of the pool's

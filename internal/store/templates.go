@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,6 +67,9 @@ func (s *Store) TemplateRegister(ctx context.Context, t *template.Template) (rec
 		rec = TemplateRecord{ID: id, Template: t, Hash: hash, CreatedAt: at}
 		return nil
 	})
+	if err == nil && created {
+		s.templates.gen.Add(1)
+	}
 	return rec, created, err
 }
 
@@ -90,9 +95,78 @@ func namespaceEnsure(ctx context.Context, tx queue.DB, ns string) error {
 	return nil
 }
 
+// TemplatesChannel is the notification channel on which every change of
+// tasker.task_templates is announced (migration 00019's trigger), so that
+// processes caching template lookups forget them.
+const TemplatesChannel = "tasker_templates"
+
+// templateCache remembers which template version a lookup by name resolved
+// to. Every task submission names its template, and the lookup was a round
+// trip and a freshly planned query per task (docs/performance.md, row 29).
+//
+// A named version never changes once registered, so its lookup is cached
+// for good; "the latest version" changes when a newer one is registered, so
+// it is cached only by a store told about registrations everywhere
+// (CacheLatestTemplates). Every entry carries the generation it was read
+// in; a registration through this store, or a notification on
+// TemplatesChannel, starts a new generation and so drops every entry.
+type templateCache struct {
+	gen atomic.Int64
+	// changed receives a value when templates changed elsewhere (nil:
+	// latest-version lookups are not cached).
+	changed atomic.Pointer[<-chan struct{}]
+	byName  sync.Map // "ns/name@version" -> cachedTemplate
+}
+
+type cachedTemplate struct {
+	gen int64
+	rec TemplateRecord
+}
+
+// CacheLatestTemplates lets the store cache lookups of a template's latest
+// version: changed must receive a value whenever tasker.task_templates
+// changes, and when notifications may have been missed (a
+// queue.Listener's SubscribeChannel(TemplatesChannel) does both).
+func (s *Store) CacheLatestTemplates(changed <-chan struct{}) {
+	s.templates.changed.Store(&changed)
+}
+
+// generation returns the current cache generation, first starting a new
+// one if templates changed elsewhere.
+func (c *templateCache) generation() (gen int64, latest bool) {
+	ch := c.changed.Load()
+	if ch == nil {
+		return c.gen.Load(), false
+	}
+	select {
+	case <-*ch:
+		c.gen.Add(1)
+	default:
+	}
+	return c.gen.Load(), true
+}
+
 // TemplateGet returns a registered template; an empty version means the most
 // recently registered one.
 func (s *Store) TemplateGet(ctx context.Context, ns, name, version string) (TemplateRecord, error) {
+	gen, latest := s.templates.generation()
+	key := ns + "/" + name + "@" + version
+	cacheable := version != "" || latest
+	if cacheable {
+		if v, ok := s.templates.byName.Load(key); ok && v.(cachedTemplate).gen == gen {
+			return v.(cachedTemplate).rec, nil
+		}
+	}
+	rec, err := s.templateGet(ctx, ns, name, version)
+	if err == nil && cacheable {
+		// Read after gen was taken: a change since then has moved the
+		// generation on, and this entry is never served.
+		s.templates.byName.Store(key, cachedTemplate{gen: gen, rec: rec})
+	}
+	return rec, err
+}
+
+func (s *Store) templateGet(ctx context.Context, ns, name, version string) (TemplateRecord, error) {
 	// The definition is read (and parsed) only when this process has not
 	// parsed that version yet.
 	var rec TemplateRecord
