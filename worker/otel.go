@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,11 +62,14 @@ func remoteParent(ctx context.Context, tp string) context.Context {
 	}
 	tid, err1 := trace.TraceIDFromHex(parts[1])
 	sid, err2 := trace.SpanIDFromHex(parts[2])
-	if err1 != nil || err2 != nil {
+	flags, err3 := strconv.ParseUint(parts[3], 16, 8)
+	if err1 != nil || err2 != nil || err3 != nil || len(parts[3]) != 2 {
 		return ctx
 	}
+	// The sampled flag is the orchestrator's decision for the task's whole
+	// trace: a parent-based sampler (the SDK's default) follows it.
 	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true}))
+		TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags) & trace.FlagsSampled, Remote: true}))
 }
 
 // StepClaimed implements Observer.

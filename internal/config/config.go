@@ -141,6 +141,13 @@ type Telemetry struct {
 	OTLPEndpoint string `toml:"otlp_endpoint"`
 	// OTLPProtocol is "grpc" or "http/protobuf". Default grpc.
 	OTLPProtocol string `toml:"otlp_protocol"`
+	// TraceSampleRatio is the share of tasks whose traces are recorded, from
+	// 0 to 1, decided once per task when it is accepted (by its trace id)
+	// and carried in its traceparent, so that a task's trace is kept or
+	// dropped whole, by the orchestrator and by the workers. Default 1.
+	// OTEL_TRACES_SAMPLER, when set, takes precedence. Metrics count every
+	// task either way.
+	TraceSampleRatio float64 `toml:"trace_sample_ratio"`
 	// MetricsEnabled serves /metrics. Default true.
 	MetricsEnabled bool `toml:"metrics_enabled"`
 }
@@ -190,7 +197,7 @@ func Default() Config {
 			MaxReadCount: DefaultMaxReadCount, TemplatesDir: DefaultTemplatesDir,
 			StaleTaskTimeout: Duration{DefaultStaleTaskTimeout}, StaleCheckInterval: Duration{DefaultStaleCheck},
 			ShutdownTimeout: Duration{DefaultShutdownTimeout}},
-		Telemetry: Telemetry{ServiceName: DefaultServiceName, OTLPProtocol: "grpc", MetricsEnabled: true},
+		Telemetry: Telemetry{ServiceName: DefaultServiceName, OTLPProtocol: "grpc", TraceSampleRatio: 1, MetricsEnabled: true},
 		Log:       Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Auth:      Auth{PublicHealth: true, PublicMetrics: true},
 	}
@@ -292,6 +299,12 @@ func setFromString(f reflect.Value, s string) error {
 			return fmt.Errorf("not an integer: %q", s)
 		}
 		f.SetInt(n)
+	case f.Kind() == reflect.Float64:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("not a number: %q", s)
+		}
+		f.SetFloat(x)
 	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
 		parts := strings.Split(s, ",")
 		f.Set(reflect.ValueOf(parts))
@@ -355,6 +368,9 @@ func (c Config) Validate() error {
 	case "grpc", "http/protobuf", "http":
 	default:
 		bad("telemetry.otlp_protocol", "must be grpc or http/protobuf, got %q", c.Telemetry.OTLPProtocol)
+	}
+	if r := c.Telemetry.TraceSampleRatio; !(r >= 0 && r <= 1) {
+		bad("telemetry.trace_sample_ratio", "must be between 0 and 1, got %v", r)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

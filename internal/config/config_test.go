@@ -51,13 +51,15 @@ func TestEnvironmentOverridesEveryScalarKey(t *testing.T) {
 		"TASKER_ORCHESTRATOR_POLL_INTERVAL=250ms",
 		"TASKER_TELEMETRY_TRACING_ENABLED=true",
 		"TASKER_LOG_FORMAT=text",
+		"TASKER_TELEMETRY_TRACE_SAMPLE_RATIO=0.25",
 	}
 	cfg, err := config.Load("", env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Server.Listen != "0.0.0.0:9000" || cfg.Orchestrator.BatchSize != 7 ||
-		cfg.Orchestrator.PollInterval.Duration != 250*time.Millisecond || !cfg.Telemetry.TracingEnabled || cfg.Log.Format != "text" {
+		cfg.Orchestrator.PollInterval.Duration != 250*time.Millisecond || !cfg.Telemetry.TracingEnabled || cfg.Log.Format != "text" ||
+		cfg.Telemetry.TraceSampleRatio != 0.25 {
 		t.Errorf("overrides not applied: %+v", cfg)
 	}
 	cfg, err = config.Load("", []string{"DATABASE_URL=postgres://a@h/db", "TASKER_DATABASE_URL=postgres://b@h/db"})
@@ -80,6 +82,8 @@ func TestValidationNamesTheBadKey(t *testing.T) {
 		"TASKER_LOG_LEVEL=loud":                     "log.level",
 		"TASKER_TELEMETRY_OTLP_PROTOCOL=carrier":    "telemetry.otlp_protocol",
 		"TASKER_AUTH_ENABLED=true":                  "auth.keys",
+		"TASKER_TELEMETRY_TRACE_SAMPLE_RATIO=2":     "telemetry.trace_sample_ratio",
+		"TASKER_TELEMETRY_TRACE_SAMPLE_RATIO=most":  "TASKER_TELEMETRY_TRACE_SAMPLE_RATIO",
 		"TASKER_ORCHESTRATOR_POLL_INTERVAL=soon":    "TASKER_ORCHESTRATOR_POLL_INTERVAL",
 		"TASKER_DATABASE_MAX_CONNS=many":            "TASKER_DATABASE_MAX_CONNS",
 		"TASKER_ORCHESTRATOR_VISIBILITY_TIMEOUT=0s": "orchestrator.visibility_timeout",

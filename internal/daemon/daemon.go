@@ -92,7 +92,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 	d.telemetry, err = telemetry.NewProvider(ctx, telemetry.Options{
 		ServiceName: cfg.Telemetry.ServiceName, TracingEnabled: cfg.Telemetry.TracingEnabled,
 		OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPProtocol: cfg.Telemetry.OTLPProtocol,
-		MetricsEnabled: cfg.Telemetry.MetricsEnabled, Logger: logger,
+		TraceSampleRatio: &cfg.Telemetry.TraceSampleRatio, MetricsEnabled: cfg.Telemetry.MetricsEnabled, Logger: logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)

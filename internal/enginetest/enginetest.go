@@ -41,6 +41,8 @@ type Options struct {
 	EngineOptions []orchestration.EngineOption
 	// DatabaseURL reuses an existing test database instead of a new one.
 	DatabaseURL string
+	// TraceSampleRatio is the share of tasks traced (nil: all).
+	TraceSampleRatio *float64
 }
 
 // Harness is a running in-process orchestrator.
@@ -91,7 +93,7 @@ func New(t testing.TB, opts Options) *Harness {
 	ctx := context.Background()
 	var err error
 	h.Provider, err = telemetry.NewProvider(ctx, telemetry.Options{
-		ServiceName: "tasker-test", SpanExporter: h.Spans, SyncExport: true,
+		ServiceName: "tasker-test", SpanExporter: h.Spans, SyncExport: true, TraceSampleRatio: opts.TraceSampleRatio,
 		MetricsEnabled: true, Registry: h.Registry, Logger: h.Logger,
 	})
 	if err != nil {

@@ -42,6 +42,9 @@ var (
 // metrics, domain events are written in the transaction itself).
 type Publisher interface {
 	Publish(ctx context.Context, j *telemetry.Journal)
+	// NewTraceParent returns the traceparent of a task being accepted,
+	// carrying whether its trace is sampled.
+	NewTraceParent() string
 }
 
 // Engine holds the orchestration logic shared by the background services and
@@ -102,6 +105,8 @@ func NewEngine(st *store.Store, pub Publisher, logger *slog.Logger, opts ...Engi
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(context.Context, *telemetry.Journal) {}
+
+func (nopPublisher) NewTraceParent() string { return (*telemetry.Publisher)(nil).NewTraceParent() }
 
 // Template returns a registered template by id (cached; versions are
 // immutable).

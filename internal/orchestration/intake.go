@@ -228,7 +228,7 @@ func (e *Engine) prepare(ctx context.Context, req TaskRequest) (store.NewTask, s
 		Context: ctxJSON, Tags: req.Tags, Priority: req.Priority,
 		Initiator: orDefault(req.Initiator, defaultInitiator), SourceSystem: orDefault(req.SourceSystem, defaultSourceName),
 		Reason: req.Reason, ParentCorrelationID: req.ParentCorrelationID,
-		IdentityHash: req.identityHash(), TraceParent: telemetry.NewTraceParent(),
+		IdentityHash: req.identityHash(), TraceParent: e.publisher.NewTraceParent(),
 		StaleAfterSeconds: tpl.StaleAfterSeconds,
 	}
 	if req.CorrelationID != nil {

@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 
 	"go.opentelemetry.io/otel/trace"
@@ -16,13 +17,15 @@ type forcedIDsKey struct{}
 type forcedIDs struct {
 	traceID trace.TraceID
 	spanID  trace.SpanID
+	// sampled is the decision stored with them (see storedDecision).
+	sampled bool
 }
 
 // withForcedIDs makes the next root span started from ctx use these ids:
 // the root span of a task is emitted when the task finishes, with the ids
 // generated (and stored on the task) when it was accepted.
-func withForcedIDs(ctx context.Context, tid trace.TraceID, sid trace.SpanID) context.Context {
-	return context.WithValue(ctx, forcedIDsKey{}, forcedIDs{traceID: tid, spanID: sid})
+func withForcedIDs(ctx context.Context, sc trace.SpanContext) context.Context {
+	return context.WithValue(ctx, forcedIDsKey{}, forcedIDs{traceID: sc.TraceID(), spanID: sc.SpanID(), sampled: sc.IsSampled()})
 }
 
 // idGenerator is the SDK's random generator, except that it honours ids
@@ -81,8 +84,10 @@ func SpanContextFromTraceParent(tp string) (trace.SpanContext, bool) {
 	if err != nil {
 		return trace.SpanContext{}, false
 	}
+	// ParseTraceParent checked the flags are two hex digits.
+	flags, _ := strconv.ParseUint(tp[len(tp)-2:], 16, 8)
 	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid,
-		TraceFlags: trace.FlagsSampled, Remote: true}), true
+		TraceFlags: trace.TraceFlags(flags) & trace.FlagsSampled, Remote: true}), true
 }
 
 // TraceParentOf formats a span context as a W3C traceparent.

@@ -45,8 +45,11 @@ type Options struct {
 	// SpanExporter, when set, replaces OTLP (tests record spans in memory).
 	SpanExporter sdktrace.SpanExporter
 	// SyncExport exports each span as it ends (tests); default batches.
-	SyncExport     bool
-	MetricsEnabled bool
+	SyncExport bool
+	// TraceSampleRatio is the share of tasks traced (nil: all), unless
+	// OTEL_TRACES_SAMPLER is set (sampling.go).
+	TraceSampleRatio *float64
+	MetricsEnabled   bool
 	// Registry receives the metrics; default a new one.
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -79,7 +82,11 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 	if err != nil {
 		res = resource.NewSchemaless(semconv.ServiceName(opts.ServiceName))
 	}
+	var sampling samplerSpec
 	if opts.TracingEnabled || opts.SpanExporter != nil {
+		if sampling, err = chooseSampler(opts.TraceSampleRatio, os.Getenv); err != nil {
+			return nil, err
+		}
 		exp := opts.SpanExporter
 		if exp == nil {
 			exp, err = newOTLPExporter(ctx, opts)
@@ -97,7 +104,7 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 			sdktrace.WithResource(res),
 			sdktrace.WithSpanProcessor(proc),
 			sdktrace.WithIDGenerator(newIDGenerator()),
-			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
+			sdktrace.WithSampler(sampling.build()),
 		)
 		p.tracer = p.tp.Tracer("github.com/tasker/tasker")
 	} else {
@@ -125,6 +132,10 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 		return nil, err
 	}
 	p.publisher = &Publisher{tracer: p.tracer, tracing: p.tp != nil, m: p.m}
+	if p.tp != nil {
+		p.publisher.sampler = sampling.build()
+		p.publisher.skipUnsampled = sampling.followsParent()
+	}
 	return p, nil
 }
 

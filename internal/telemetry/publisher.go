@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker/tasker/internal/lifecycle"
@@ -28,6 +29,25 @@ type Publisher struct {
 	tracer  trace.Tracer
 	tracing bool
 	m       *Metrics
+	// sampler decides, when a task is accepted, whether its trace is
+	// recorded (nil: tracing off); skipUnsampled is set when the spans of
+	// a task not sampled would all be dropped (a parent-based sampler), so
+	// they are not built (sampling.go).
+	sampler       sdktrace.Sampler
+	skipUnsampled bool
+}
+
+// traced is whether spans of the task are to be built.
+func (p *Publisher) traced(ref TaskRef) bool {
+	if !p.tracing {
+		return false
+	}
+	if p.skipUnsampled {
+		if sc, ok := SpanContextFromTraceParent(ref.TraceParent); ok && !sc.IsSampled() {
+			return false
+		}
+	}
+	return true
 }
 
 // batch is one task's records since its previous task transition.
@@ -282,7 +302,7 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 }
 
 func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
-	if !p.tracing {
+	if !p.traced(r.Task) {
 		return
 	}
 	start := b.start
@@ -308,7 +328,7 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 }
 
 func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
-	if !p.tracing {
+	if !p.traced(r.Task) {
 		return
 	}
 	sc, ok := SpanContextFromTraceParent(r.Task.TraceParent)
@@ -317,7 +337,7 @@ func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
 	}
 	// The root span ends in this process, with the ids generated when the
 	// task was accepted (the IDGenerator honours ids put in the context).
-	rctx := withForcedIDs(ctx, sc.TraceID(), sc.SpanID())
+	rctx := withForcedIDs(ctx, sc)
 	_, root := p.tracer.Start(rctx, "task_orchestration", trace.WithNewRoot(), trace.WithTimestamp(r.Task.CreatedAt),
 		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("outcome", r.Outcome))...))
 	own, rootEvents, _ := p.emitBatch(parentContext(ctx, r.Task), b)
@@ -331,7 +351,7 @@ func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
 }
 
 func (p *Publisher) emitLeftover(ctx context.Context, b *batch) {
-	if !p.tracing {
+	if !p.traced(b.ref) {
 		return
 	}
 	// A command that moved no task state (a duplicate or late result, a
