@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,7 +181,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	rep = &Report{
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
-		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing,
+		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing, TraceSampling: traceSampling(o),
 		Started: time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
 	}
@@ -650,4 +651,20 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	}
 	f.DB = counters(before, after, walBefore, walAfter, n, 0)
 	return f, nil
+}
+
+// traceSampling says which traces a run records: OTEL_TRACES_SAMPLER (with
+// its argument) when set, as the telemetry provider reads it, else the
+// configured telemetry.trace_sample_ratio; "" without tracing.
+func traceSampling(o Options) string {
+	if !o.Tracing {
+		return ""
+	}
+	if v := os.Getenv("OTEL_TRACES_SAMPLER"); v != "" {
+		if arg := os.Getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
+			v += " " + arg
+		}
+		return v
+	}
+	return strconv.FormatFloat(o.Config.Telemetry.TraceSampleRatio, 'g', -1, 64)
 }

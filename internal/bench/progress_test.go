@@ -42,3 +42,32 @@ func TestProgressStepRate(t *testing.T) {
 		t.Errorf("a step rate without a step count: %q", out.String())
 	}
 }
+
+// A run's report says which traces it recorded, and summaries do not mix
+// sampled runs with runs that traced everything.
+func TestReportNamesTraceSampling(t *testing.T) {
+	t.Setenv("OTEL_TRACES_SAMPLER", "")
+	o := Options{Tracing: true}
+	o.Config.Telemetry.TraceSampleRatio = 0.1
+	if got := traceSampling(o); got != "0.1" {
+		t.Errorf("traceSampling = %q, want 0.1", got)
+	}
+	if got := traceSampling(Options{}); got != "" {
+		t.Errorf("traceSampling without tracing = %q, want empty", got)
+	}
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+	t.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+	if got := traceSampling(o); got != "parentbased_traceidratio 0.25" {
+		t.Errorf("traceSampling with OTEL_TRACES_SAMPLER = %q", got)
+	}
+	all := Report{Scenario: "linear4", Tracing: true, TraceSampling: "1"}
+	some := Report{Scenario: "linear4", Tracing: true, TraceSampling: "0.1"}
+	if all.Label() == some.Label() || !strings.Contains(some.Label(), "sampled 0.1") {
+		t.Errorf("labels %q and %q", all.Label(), some.Label())
+	}
+	var out bytes.Buffer
+	some.Print(&out)
+	if !strings.Contains(out.String(), "tracing true (sampling 0.1)") {
+		t.Errorf("setup line does not name the sampling:\n%s", out.String())
+	}
+}

@@ -28,6 +28,9 @@ type Report struct {
 	Batch       int     `json:"batch"`
 	Submitters  int     `json:"submitters,omitempty"`
 	Tracing     bool    `json:"tracing"`
+	// TraceSampling is which traces were recorded when Tracing: a
+	// ratio ("1": all) or the OTEL_TRACES_SAMPLER setting.
+	TraceSampling string `json:"trace_sampling,omitempty"`
 
 	// HistoryTasks is the number of completed tasks seeded before the run
 	// (Options.History, namespace "history"); the task, step and latency
@@ -119,6 +122,9 @@ func (r *Report) Label() string {
 	}
 	if r.Tracing {
 		s += " tracing"
+		if r.TraceSampling != "" && r.TraceSampling != "1" {
+			s += " sampled " + r.TraceSampling
+		}
 	}
 	if r.HistoryTasks > 0 {
 		s += fmt.Sprintf(" history %d", r.HistoryTasks)
@@ -135,7 +141,11 @@ func (r *Report) Print(w io.Writer) {
 		load = fmt.Sprintf("open loop, %.0f tasks/s for %.0fs", r.RatePerSec, r.DurationSec)
 	}
 	row("scenario", "%s (%d steps/task), %s", r.Scenario, r.StepsPerTask, load)
-	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %v", r.Mode, r.Workers, r.Concurrency, r.Batch, r.Tracing)
+	tracing := fmt.Sprint(r.Tracing)
+	if r.Tracing && r.TraceSampling != "" {
+		tracing += " (sampling " + r.TraceSampling + ")"
+	}
+	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %s", r.Mode, r.Workers, r.Concurrency, r.Batch, tracing)
 	row("server", "PostgreSQL %s, fsync=%s synchronous_commit=%s, database %s", r.Server.Version, r.Server.Fsync, r.Server.SynchronousCommit, r.Database)
 	if r.HistoryTasks > 0 {
 		row("history", "%d completed tasks seeded (namespace history, not counted below) in %.1fs, VACUUM ANALYZE + CHECKPOINT %.1fs, database %s",
