@@ -69,6 +69,9 @@ type Options struct {
 	Workers     int
 	Concurrency int
 	Batch       int
+	// ResultBytes pads every step's result to about this many bytes (0: a
+	// few bytes), as handlers returning real data would.
+	ResultBytes int
 
 	// Tracing exports every span: to OTLPEndpoint when set, otherwise to an
 	// in-process receiver that discards them.
@@ -182,7 +185,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
 		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing, TraceSampling: traceSampling(o),
-		Started: time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
+		ResultBytes: o.ResultBytes,
+		Started:     time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
 	}
 	if o.Processes {
@@ -447,7 +451,7 @@ func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtoc
 	if err != nil {
 		return nil, fmt.Errorf("start the orchestrator: %w", err)
 	}
-	ws, err := startWorkers(ctx, WorkerOptions{DatabaseURL: dbURL, Concurrency: o.Concurrency, Batch: o.Batch,
+	ws, err := startWorkers(ctx, WorkerOptions{DatabaseURL: dbURL, Concurrency: o.Concurrency, Batch: o.Batch, ResultBytes: o.ResultBytes,
 		Tracing: o.Tracing, OTLPEndpoint: otlpEndpoint, OTLPProtocol: otlpProtocol, Logger: o.Logger}, o.Workers)
 	if err != nil {
 		_ = d.Stop()

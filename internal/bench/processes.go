@@ -133,7 +133,8 @@ func startProcesses(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpPro
 		return nil, err
 	}
 	for i := 0; i < o.Workers; i++ {
-		wargs := []string{"bench", "worker", "--concurrency", strconv.Itoa(o.Concurrency), "--batch", strconv.Itoa(o.Batch)}
+		wargs := []string{"bench", "worker", "--concurrency", strconv.Itoa(o.Concurrency), "--batch", strconv.Itoa(o.Batch),
+			"--result-bytes", strconv.Itoa(o.ResultBytes)}
 		if o.Tracing {
 			wargs = append(wargs, "--tracing", "--otlp-endpoint", otlpEndpoint, "--otlp-protocol", otlpProtocol)
 		}

@@ -31,6 +31,8 @@ type Report struct {
 	// TraceSampling is which traces were recorded when Tracing: a
 	// ratio ("1": all) or the OTEL_TRACES_SAMPLER setting.
 	TraceSampling string `json:"trace_sampling,omitempty"`
+	// ResultBytes is the size each step's result was padded to (0: none).
+	ResultBytes int `json:"result_bytes,omitempty"`
 
 	// HistoryTasks is the number of completed tasks seeded before the run
 	// (Options.History, namespace "history"); the task, step and latency
@@ -129,6 +131,9 @@ func (r *Report) Label() string {
 	if r.HistoryTasks > 0 {
 		s += fmt.Sprintf(" history %d", r.HistoryTasks)
 	}
+	if r.ResultBytes > 0 {
+		s += fmt.Sprintf(" results %dB", r.ResultBytes)
+	}
 	return s
 }
 
@@ -145,7 +150,11 @@ func (r *Report) Print(w io.Writer) {
 	if r.Tracing && r.TraceSampling != "" {
 		tracing += " (sampling " + r.TraceSampling + ")"
 	}
-	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %s", r.Mode, r.Workers, r.Concurrency, r.Batch, tracing)
+	results := ""
+	if r.ResultBytes > 0 {
+		results = fmt.Sprintf(", results of ~%d bytes", r.ResultBytes)
+	}
+	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %s%s", r.Mode, r.Workers, r.Concurrency, r.Batch, tracing, results)
 	row("server", "PostgreSQL %s, fsync=%s synchronous_commit=%s, database %s", r.Server.Version, r.Server.Fsync, r.Server.SynchronousCommit, r.Database)
 	if r.HistoryTasks > 0 {
 		row("history", "%d completed tasks seeded (namespace history, not counted below) in %.1fs, VACUUM ANALYZE + CHECKPOINT %.1fs, database %s",

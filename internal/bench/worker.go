@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,8 @@ type WorkerOptions struct {
 	// Concurrency and Batch are worker.Config's Concurrency and BatchSize.
 	Concurrency int
 	Batch       int
+	// ResultBytes pads each result to about this many bytes.
+	ResultBytes int
 	// Tracing exports the workers' spans by OTLP to OTLPEndpoint
 	// (OTLPProtocol grpc or http/protobuf).
 	Tracing      bool
@@ -68,9 +71,13 @@ func startWorkers(ctx context.Context, o WorkerOptions, n int) (*workerSet, erro
 	if err != nil {
 		return nil, err
 	}
+	result := any(noopResult)
+	if o.ResultBytes > 0 {
+		result = map[string]any{"ok": true, "pad": strings.Repeat("x", o.ResultBytes)}
+	}
 	handler := func(context.Context, *worker.Step) (any, error) {
 		s.executed.Add(1)
-		return noopResult, nil
+		return result, nil
 	}
 	for i := 0; i < n; i++ {
 		// Room for every running handler's submission, the reader and the

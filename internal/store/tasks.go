@@ -223,6 +223,23 @@ func (s *Store) StepsOfTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) (map
 const stepsOfTasksSQL = `SELECT ` + stepColumns + ` FROM tasker.workflow_steps s
 		WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`
 
+// lockedStepColumns are stepColumns for the orchestrator's read of the
+// steps of the tasks it has locked to process results: without inputs and
+// results, which deciding what comes next never reads (payloads that need a
+// result read it by step), and with last_error only where a failure is
+// being decided or reported. Every result of a task reads all of the task's
+// steps, so reading their results made a task's processing cost grow with
+// the size of its results times its step count.
+const lockedStepColumns = `s.step_uuid, s.task_uuid, s.name, s.handler, s.position, s.state, s.attempts, s.max_attempts,
+	s.retryable, s.backoff_base_ms, s.backoff_cap_ms, s.timeout_seconds, s.next_attempt_at,
+	coalesce(s.claimed_by, ''), s.lease_expires_at, NULL::jsonb, NULL::jsonb,
+	CASE WHEN s.state IN ('enqueued_as_error_for_orchestration', 'error') THEN s.last_error END,
+	coalesce((SELECT array_agg(e.from_step ORDER BY e.from_step) FROM tasker.workflow_step_edges e WHERE e.to_step = s.step_uuid), '{}'),
+	s.created_at, s.updated_at, s.state_entered_at, s.completed_at`
+
+const lockedStepsOfTasksSQL = `SELECT ` + lockedStepColumns + ` FROM tasker.workflow_steps s
+		WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`
+
 // TaskSteps returns a task's steps without a transaction.
 func (s *Store) TaskSteps(ctx context.Context, id uuid.UUID) ([]Step, error) {
 	return stepsQuery(ctx, s.pool, `SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position`, id)
@@ -354,11 +371,13 @@ const tasksLockSQL = `SELECT ` + taskColumns + ` FROM tasker.tasks t
 
 // TasksLockWithStepsTx is TasksLockTx followed by StepsOfTasksTx, sent
 // together in one round trip (the steps are read after the locks are held:
-// the statements of a pipeline run in order).
+// the statements of a pipeline run in order). The steps come without
+// Inputs and Results, and with LastError only for a step whose failure is
+// being processed or that failed for good (lockedStepColumns).
 func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task, map[uuid.UUID][]Step, error) {
 	b := &pgx.Batch{}
 	b.Queue(tasksLockSQL, ids)
-	b.Queue(stepsOfTasksSQL, ids)
+	b.Queue(lockedStepsOfTasksSQL, ids)
 	// The buffered writes go first, in the same round trip.
 	res, err := tx.tx.sendWithFlush(ctx, b)
 	if err != nil {

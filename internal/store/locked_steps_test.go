@@ -1,0 +1,87 @@
+package store_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/store"
+)
+
+// TestLockedStepReadLeavesResultsOut: the orchestrator's read of a locked
+// task's steps (TasksLockWithStepsTx) carries everything StepsOfTasksTx
+// does except inputs and results, and last_error only for a step whose
+// failure is being processed or that failed for good: a task's results,
+// however large, are not read back by every result of the task.
+func TestLockedStepReadLeavesResultsOut(t *testing.T) {
+	t.Parallel()
+	f := newCreateFixture(t)
+	nt := f.newTask("locked-read")
+	if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
+		_, _, err := f.start(tx, nt, time.Now().Add(time.Hour))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	big := `{"blob": "` + strings.Repeat("x", 64<<10) + `"}`
+	errJSON := `{"message": "boom", "retryable": false}`
+	set := func(name, state, results, lastErr string) {
+		t.Helper()
+		if _, err := f.pool.Exec(f.ctx, `UPDATE tasker.workflow_steps SET state = $3, inputs = '{"in": 1}',
+		       results = nullif($4, '')::jsonb, last_error = $5::jsonb WHERE task_uuid = $1 AND name = $2`,
+			nt.UUID, name, state, results, lastErr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("a", "complete", big, errJSON) // an earlier attempt's error stays on the row
+	set("b", "error", "", errJSON)
+	set("c", "enqueued_as_error_for_orchestration", "", errJSON)
+	set("d", "waiting_for_retry", "", errJSON)
+
+	var want []store.Step
+	var locked []store.Step
+	if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
+		tasks, byTask, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID})
+		if err != nil || len(tasks) != 1 {
+			t.Fatalf("lock: %d tasks, %v", len(tasks), err)
+		}
+		locked = byTask[nt.UUID]
+		m, err := f.st.StepsOfTasksTx(f.ctx, tx, []uuid.UUID{nt.UUID})
+		want = m[nt.UUID]
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(locked) != 4 || len(want) != 4 {
+		t.Fatalf("%d locked steps, %d in the full read", len(locked), len(want))
+	}
+	if len(want[0].Results) < 64<<10 || want[0].Inputs == nil {
+		t.Fatalf("fixture: the full read has no large result (%d bytes) or inputs", len(want[0].Results))
+	}
+	for i, s := range locked {
+		if s.Results != nil || s.Inputs != nil {
+			t.Errorf("step %s: the locked read carries results (%d bytes) or inputs", s.Name, len(s.Results))
+		}
+		failing := s.Name == "b" || s.Name == "c"
+		if failing && !jsonEqual(s.LastError, errJSON) {
+			t.Errorf("step %s (%s): last_error %s, want %s", s.Name, s.State, s.LastError, errJSON)
+		}
+		if !failing && s.LastError != nil {
+			t.Errorf("step %s (%s): last_error read (%s)", s.Name, s.State, s.LastError)
+		}
+		w := want[i]
+		w.Results, w.Inputs, w.LastError = s.Results, s.Inputs, s.LastError
+		if !reflect.DeepEqual(s, w) {
+			t.Errorf("step %s differs from the full read beyond inputs, results and last_error:\n got %+v\nwant %+v", s.Name, s, w)
+		}
+	}
+}
+
+func jsonEqual(a []byte, b string) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal([]byte(b), &y) == nil && reflect.DeepEqual(x, y)
+}
