@@ -31,7 +31,7 @@ steps:
 // runSampled runs n two-step tasks through a real orchestrator and a worker
 // tracing with the harness's provider, and returns the tasks with their
 // trace ids.
-func runSampled(t *testing.T, ratio float64, n int) (*enginetest.Harness, map[uuid.UUID]string) {
+func runSampled(t *testing.T, ratio float64, n int) (*enginetest.Harness, *worker.Worker, map[uuid.UUID]string) {
 	t.Helper()
 	h := enginetest.New(t, enginetest.Options{TraceSampleRatio: &ratio})
 	h.Register(sampledTemplate)
@@ -39,7 +39,7 @@ func runSampled(t *testing.T, ratio float64, n int) (*enginetest.Harness, map[uu
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.Worker(worker.Config{Namespaces: []string{"sampling"}, Observer: obs, Concurrency: 8},
+	w := h.Worker(worker.Config{Namespaces: []string{"sampling"}, Observer: obs, Concurrency: 8},
 		map[string]worker.Handler{"sampling.ok": func(context.Context, *worker.Step) (any, error) { return map[string]bool{"ok": true}, nil }})
 	tasks := map[uuid.UUID]string{}
 	for i := range n {
@@ -53,7 +53,7 @@ func runSampled(t *testing.T, ratio float64, n int) (*enginetest.Harness, map[uu
 	for id := range tasks {
 		h.WaitTask(id, 30*time.Second, lifecycle.TaskComplete)
 	}
-	return h, tasks
+	return h, w, tasks
 }
 
 // TestSampledTasksAreTracedWhole: with a sample ratio, a task's trace is
@@ -62,7 +62,7 @@ func runSampled(t *testing.T, ratio float64, n int) (*enginetest.Harness, map[uu
 func TestSampledTasksAreTracedWhole(t *testing.T) {
 	t.Parallel()
 	const n = 40
-	h, tasks := runSampled(t, 0.5, n)
+	h, _, tasks := runSampled(t, 0.5, n)
 	want := map[string]bool{"task_orchestration": true, "task_state_transition": true, "step_state_transition": true,
 		"step_execution": true, "handler_execution": true, "result_submission": true}
 	traced := map[string]map[string]bool{} // trace id -> span names
@@ -111,8 +111,10 @@ func TestSampledTasksAreTracedWhole(t *testing.T) {
 // orchestrator or the worker, and the tasks still run and are counted.
 func TestRatioZeroTracesNothing(t *testing.T) {
 	t.Parallel()
-	h, tasks := runSampled(t, 0, 5)
-	time.Sleep(200 * time.Millisecond) // worker spans end just after the submission
+	h, w, tasks := runSampled(t, 0, 5)
+	// A worker's spans end just after its submission; Stop returns when
+	// every step it ran has finished.
+	w.Stop()
 	if spans := h.Spans.GetSpans(); len(spans) != 0 {
 		t.Errorf("%d spans exported at ratio 0 (first: %s)", len(spans), spans[0].Name)
 	}
