@@ -118,11 +118,18 @@ func scanTask(row pgx.Row) (Task, error) {
 	return t, err
 }
 
-const stepColumns = `s.step_uuid, s.task_uuid, s.name, s.handler, s.position, s.state, s.attempts, s.max_attempts,
+const stepColumns = stepColumnsHead + `s.inputs, s.results, s.last_error` + stepColumnsTail
+
+// stepColumnsHead and stepColumnsTail surround the JSON columns in
+// stepColumns and lockedStepColumns.
+const (
+	stepColumnsHead = `s.step_uuid, s.task_uuid, s.name, s.handler, s.position, s.state, s.attempts, s.max_attempts,
 	s.retryable, s.backoff_base_ms, s.backoff_cap_ms, s.timeout_seconds, s.next_attempt_at,
-	coalesce(s.claimed_by, ''), s.lease_expires_at, s.inputs, s.results, s.last_error,
+	coalesce(s.claimed_by, ''), s.lease_expires_at, `
+	stepColumnsTail = `,
 	coalesce((SELECT array_agg(e.from_step ORDER BY e.from_step) FROM tasker.workflow_step_edges e WHERE e.to_step = s.step_uuid), '{}'),
 	s.created_at, s.updated_at, s.state_entered_at, s.completed_at`
+)
 
 func scanStep(row pgx.Row) (Step, error) {
 	var s Step
@@ -230,12 +237,8 @@ const stepsOfTasksSQL = `SELECT ` + stepColumns + ` FROM tasker.workflow_steps s
 // being decided or reported. Every result of a task reads all of the task's
 // steps, so reading their results made a task's processing cost grow with
 // the size of its results times its step count.
-const lockedStepColumns = `s.step_uuid, s.task_uuid, s.name, s.handler, s.position, s.state, s.attempts, s.max_attempts,
-	s.retryable, s.backoff_base_ms, s.backoff_cap_ms, s.timeout_seconds, s.next_attempt_at,
-	coalesce(s.claimed_by, ''), s.lease_expires_at, NULL::jsonb, NULL::jsonb,
-	CASE WHEN s.state IN ('enqueued_as_error_for_orchestration', 'error') THEN s.last_error END,
-	coalesce((SELECT array_agg(e.from_step ORDER BY e.from_step) FROM tasker.workflow_step_edges e WHERE e.to_step = s.step_uuid), '{}'),
-	s.created_at, s.updated_at, s.state_entered_at, s.completed_at`
+const lockedStepColumns = stepColumnsHead + `NULL::jsonb, NULL::jsonb,
+	CASE WHEN s.state IN ('enqueued_as_error_for_orchestration', 'error') THEN s.last_error END` + stepColumnsTail
 
 const lockedStepsOfTasksSQL = `SELECT ` + lockedStepColumns + ` FROM tasker.workflow_steps s
 		WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`

@@ -77,16 +77,23 @@ var scenarios = []scenario{
 	}},
 	{"cancellation", func(t *testing.T, h *enginetest.Harness) []uuid.UUID {
 		// Payment keeps failing with a long backoff, so the task is still
-		// running when it is cancelled.
+		// running when it is cancelled. The cancel waits for the parallel
+		// update_inventory to have submitted its result: a step still
+		// running at the cancel would end its span after the task's root
+		// span, which checkNesting rejects.
 		id := submitDemo(t, h, `{"customer_id":"c-9","items":[{"sku":"A","quantity":1,"unit_price_cents":5}],"simulate":{"payment_failures":5}}`)
-		enginetest.Eventually(t, 30*time.Second, "payment failed once", func() bool {
+		enginetest.Eventually(t, 30*time.Second, "payment failed once, inventory done", func() bool {
 			steps, _ := h.Store.TaskSteps(context.Background(), id)
+			paymentWaits, inventoryDone := false, false
 			for _, s := range steps {
-				if s.Name == "process_payment" && s.State == lifecycle.StepWaitingForRetry {
-					return true
+				switch s.Name {
+				case "process_payment":
+					paymentWaits = s.State == lifecycle.StepWaitingForRetry
+				case "update_inventory":
+					inventoryDone = s.State == lifecycle.StepEnqueuedForOrchestration || s.State == lifecycle.StepComplete
 				}
 			}
-			return false
+			return paymentWaits && inventoryDone
 		})
 		if _, err := h.Engine.CancelTask(context.Background(), id, "test"); err != nil {
 			t.Fatal(err)

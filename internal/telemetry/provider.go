@@ -83,10 +83,12 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 		res = resource.NewSchemaless(semconv.ServiceName(opts.ServiceName))
 	}
 	var sampling samplerSpec
+	var sampler sdktrace.Sampler
 	if opts.TracingEnabled || opts.SpanExporter != nil {
 		if sampling, err = chooseSampler(opts.TraceSampleRatio, os.Getenv); err != nil {
 			return nil, err
 		}
+		sampler = sampling.build()
 		exp := opts.SpanExporter
 		if exp == nil {
 			exp, err = newOTLPExporter(ctx, opts)
@@ -104,7 +106,7 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 			sdktrace.WithResource(res),
 			sdktrace.WithSpanProcessor(proc),
 			sdktrace.WithIDGenerator(newIDGenerator()),
-			sdktrace.WithSampler(sampling.build()),
+			sdktrace.WithSampler(sampler),
 		)
 		p.tracer = p.tp.Tracer("github.com/tasker/tasker")
 	} else {
@@ -133,7 +135,7 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 	}
 	p.publisher = &Publisher{tracer: p.tracer, tracing: p.tp != nil, m: p.m}
 	if p.tp != nil {
-		p.publisher.sampler = sampling.build()
+		p.publisher.sampler = sampler
 		p.publisher.skipUnsampled = sampling.followsParent()
 	}
 	return p, nil
