@@ -115,8 +115,10 @@ type templateCache struct {
 	// changed receives a value when templates changed elsewhere (nil:
 	// latest-version lookups are not cached).
 	changed atomic.Pointer[<-chan struct{}]
-	byName  sync.Map // "ns/name@version" -> cachedTemplate
+	byName  sync.Map // templateKey -> cachedTemplate
 }
+
+type templateKey struct{ ns, name, version string }
 
 type cachedTemplate struct {
 	gen int64
@@ -150,7 +152,7 @@ func (c *templateCache) generation() (gen int64, latest bool) {
 // recently registered one.
 func (s *Store) TemplateGet(ctx context.Context, ns, name, version string) (TemplateRecord, error) {
 	gen, latest := s.templates.generation()
-	key := ns + "/" + name + "@" + version
+	key := templateKey{ns, name, version}
 	cacheable := version != "" || latest
 	if cacheable {
 		if v, ok := s.templates.byName.Load(key); ok && v.(cachedTemplate).gen == gen {
