@@ -2,9 +2,6 @@ package worker
 
 import (
 	"context"
-	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/traceparent"
 )
 
 // OTelObserver publishes the worker-side system events (step.execution_requested,
@@ -54,22 +52,16 @@ func NewOTelObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*OTelObs
 	return o, nil
 }
 
-// remoteParent rebuilds the task root's span context from a traceparent.
+// remoteParent makes the task root's span context, rebuilt from a
+// traceparent, the remote parent of ctx. Its sampled flag is the
+// orchestrator's decision for the task's whole trace: a parent-based
+// sampler (the SDK's default) follows it.
 func remoteParent(ctx context.Context, tp string) context.Context {
-	parts := strings.Split(tp, "-")
-	if len(parts) != 4 {
+	sc, ok := traceparent.SpanContext(tp)
+	if !ok {
 		return ctx
 	}
-	tid, err1 := trace.TraceIDFromHex(parts[1])
-	sid, err2 := trace.SpanIDFromHex(parts[2])
-	flags, err3 := strconv.ParseUint(parts[3], 16, 8)
-	if err1 != nil || err2 != nil || err3 != nil || len(parts[3]) != 2 {
-		return ctx
-	}
-	// The sampled flag is the orchestrator's decision for the task's whole
-	// trace: a parent-based sampler (the SDK's default) follows it.
-	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags) & trace.FlagsSampled, Remote: true}))
+	return trace.ContextWithRemoteSpanContext(ctx, sc)
 }
 
 // StepClaimed implements Observer.
@@ -166,7 +158,7 @@ func (s *otelStepSpan) TraceParent() string {
 	if !sc.IsValid() {
 		return s.step.TraceParent
 	}
-	return fmt.Sprintf("00-%s-%s-%s", sc.TraceID(), sc.SpanID(), sc.TraceFlags())
+	return traceparent.Format(sc)
 }
 
 func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/tasker/tasker/internal/daemon"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
 	"github.com/tasker/tasker/internal/template"
 )
 
@@ -657,18 +657,11 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	return f, nil
 }
 
-// traceSampling says which traces a run records: OTEL_TRACES_SAMPLER (with
-// its argument) when set, as the telemetry provider reads it, else the
-// configured telemetry.trace_sample_ratio; "" without tracing.
+// traceSampling says which traces a run records (telemetry.DescribeSampling);
+// "" without tracing.
 func traceSampling(o Options) string {
 	if !o.Tracing {
 		return ""
 	}
-	if v := os.Getenv("OTEL_TRACES_SAMPLER"); v != "" {
-		if arg := os.Getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
-			v += " " + arg
-		}
-		return v
-	}
-	return strconv.FormatFloat(o.Config.Telemetry.TraceSampleRatio, 'g', -1, 64)
+	return telemetry.DescribeSampling(o.Config.Telemetry.TraceSampleRatio)
 }

@@ -5,7 +5,6 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 
 	"go.opentelemetry.io/otel/trace"
@@ -67,30 +66,4 @@ func (g *idGenerator) NewSpanID(ctx context.Context, _ trace.TraceID) trace.Span
 		binary.NativeEndian.PutUint64(sid[:], g.rnd.Uint64())
 	}
 	return sid
-}
-
-// SpanContextFromTraceParent rebuilds the remote span context of a stored
-// W3C traceparent.
-func SpanContextFromTraceParent(tp string) (trace.SpanContext, bool) {
-	traceHex, spanHex, err := ParseTraceParent(tp)
-	if err != nil {
-		return trace.SpanContext{}, false
-	}
-	tid, err := trace.TraceIDFromHex(traceHex)
-	if err != nil {
-		return trace.SpanContext{}, false
-	}
-	sid, err := trace.SpanIDFromHex(spanHex)
-	if err != nil {
-		return trace.SpanContext{}, false
-	}
-	// ParseTraceParent checked the flags are two hex digits.
-	flags, _ := strconv.ParseUint(tp[len(tp)-2:], 16, 8)
-	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid,
-		TraceFlags: trace.TraceFlags(flags) & trace.FlagsSampled, Remote: true}), true
-}
-
-// TraceParentOf formats a span context as a W3C traceparent.
-func TraceParentOf(sc trace.SpanContext) string {
-	return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String()
 }

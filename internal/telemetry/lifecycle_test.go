@@ -19,7 +19,7 @@ import (
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
-	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/internal/traceparent"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -254,7 +254,7 @@ func TestEveryCatalogEventIsPublishedAtItsSpan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc, ok := telemetry.SpanContextFromTraceParent(task.TraceParent)
+		sc, ok := traceparent.SpanContext(task.TraceParent)
 		if !ok {
 			t.Fatalf("task %s has no traceparent", id)
 		}

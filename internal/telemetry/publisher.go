@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/traceparent"
 )
 
 // Publisher turns a committed journal into spans, span events and metrics.
@@ -43,7 +44,7 @@ func (p *Publisher) traced(ref TaskRef) bool {
 		return false
 	}
 	if p.skipUnsampled {
-		if sc, ok := SpanContextFromTraceParent(ref.TraceParent); ok && !sc.IsSampled() {
+		if sc, ok := traceparent.SpanContext(ref.TraceParent); ok && !sc.IsSampled() {
 			return false
 		}
 	}
@@ -196,7 +197,7 @@ func stepAttrs(s *StepRef) []attribute.KeyValue {
 // parentContext returns a context whose remote parent is the task's root
 // span, rebuilt from the stored traceparent.
 func parentContext(ctx context.Context, ref TaskRef) context.Context {
-	sc, ok := SpanContextFromTraceParent(ref.TraceParent)
+	sc, ok := traceparent.SpanContext(ref.TraceParent)
 	if !ok {
 		return ctx
 	}
@@ -331,7 +332,7 @@ func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
 	if !p.traced(r.Task) {
 		return
 	}
-	sc, ok := SpanContextFromTraceParent(r.Task.TraceParent)
+	sc, ok := traceparent.SpanContext(r.Task.TraceParent)
 	if !ok {
 		return
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
-	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/internal/traceparent"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -44,7 +44,7 @@ func runSampled(t *testing.T, ratio float64, n int) (*enginetest.Harness, *worke
 	tasks := map[uuid.UUID]string{}
 	for i := range n {
 		task := h.Submit(orchestration.TaskRequest{Namespace: "sampling", Name: "pair", Context: json.RawMessage(fmt.Sprintf(`{"i": %d}`, i))})
-		sc, ok := telemetry.SpanContextFromTraceParent(task.TraceParent)
+		sc, ok := traceparent.SpanContext(task.TraceParent)
 		if !ok {
 			t.Fatalf("task %s has traceparent %q", task.UUID, task.TraceParent)
 		}

@@ -3,13 +3,15 @@ package telemetry
 import (
 	"context"
 	crand "crypto/rand"
-	"encoding/hex"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tasker/tasker/internal/traceparent"
 )
 
 // A task's trace is sampled once, when the task is accepted: the decision
@@ -64,6 +66,24 @@ func chooseSampler(ratio *float64, getenv func(string) string) (samplerSpec, err
 	return spec, nil
 }
 
+// DescribeSampling says which traces a process configured with this
+// trace_sample_ratio records: the ratio ("1": every task), or the
+// OTEL_TRACES_SAMPLER value (with its ratio) that takes precedence, or why
+// the setting is invalid.
+func DescribeSampling(ratio float64) string {
+	spec, err := chooseSampler(&ratio, os.Getenv)
+	switch {
+	case err != nil:
+		return "invalid: " + err.Error()
+	case os.Getenv("OTEL_TRACES_SAMPLER") == "":
+		return strconv.FormatFloat(spec.ratio, 'g', -1, 64)
+	case strings.HasSuffix(spec.name, "traceidratio"):
+		return spec.name + " " + strconv.FormatFloat(spec.ratio, 'g', -1, 64)
+	default:
+		return spec.name
+	}
+}
+
 // build returns the SDK sampler: the configured one, except that a task's
 // root span (started with the ids stored on the task) gets the decision
 // stored with them.
@@ -116,13 +136,14 @@ func (p *Publisher) NewTraceParent() string {
 	_, _ = crand.Read(b[:])
 	b[0] |= 1 // an all-zero trace id is invalid
 	b[16] |= 1
-	flags := "01"
+	flags := trace.FlagsSampled
 	if p != nil && p.sampler != nil {
 		res := p.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(),
 			TraceID: trace.TraceID(b[:16]), Name: "task_orchestration", Kind: trace.SpanKindInternal})
 		if res.Decision != sdktrace.RecordAndSample {
-			flags = "00"
+			flags = 0
 		}
 	}
-	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-" + flags
+	return traceparent.Format(trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID(b[:16]), SpanID: trace.SpanID(b[16:]), TraceFlags: flags}))
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/tasker/tasker/internal/traceparent"
 )
 
 func TestChooseSampler(t *testing.T) {
@@ -76,7 +78,7 @@ func TestTraceParentsCarryTheDecision(t *testing.T) {
 			if !strings.HasSuffix(tp, "-"+tc.flags) {
 				t.Fatalf("%s: traceparent %s, want flags %s", tc.name, tp, tc.flags)
 			}
-			sc, ok := SpanContextFromTraceParent(tp)
+			sc, ok := traceparent.SpanContext(tp)
 			if !ok || sc.IsSampled() != (tc.flags == "01") || !sc.IsRemote() {
 				t.Fatalf("%s: span context of %s: ok %v, sampled %v", tc.name, tp, ok, sc.IsSampled())
 			}
@@ -86,7 +88,7 @@ func TestTraceParentsCarryTheDecision(t *testing.T) {
 	never := samplerSpec{name: "parentbased_traceidratio", ratio: 0}.build()
 	always := samplerSpec{name: "parentbased_traceidratio", ratio: 1}.build()
 	for _, stored := range []string{"01", "00"} {
-		sc, _ := SpanContextFromTraceParent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-" + stored)
+		sc, _ := traceparent.SpanContext("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-" + stored)
 		for _, s := range []sdktrace.Sampler{never, always} {
 			res := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: withForcedIDs(context.Background(), sc), TraceID: sc.TraceID()})
 			if (res.Decision == sdktrace.RecordAndSample) != (stored == "01") {
