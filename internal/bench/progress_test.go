@@ -71,3 +71,21 @@ func TestReportNamesTraceSampling(t *testing.T) {
 		t.Errorf("setup line does not name the sampling:\n%s", out.String())
 	}
 }
+
+func TestPollDueCountsOftenOnlyNearTheEnd(t *testing.T) {
+	for _, c := range []struct {
+		ago    time.Duration
+		active int64
+		want   bool
+	}{
+		{0, -1, true},                         // never counted
+		{200 * time.Millisecond, 5000, false}, // many left: once a second
+		{time.Second, 5000, true},
+		{200 * time.Millisecond, 500, true}, // near the end: every tick
+		{200 * time.Millisecond, 0, true},
+	} {
+		if got := pollDue(c.ago, c.active); got != c.want {
+			t.Errorf("pollDue(%s, %d) = %v, want %v", c.ago, c.active, got, c.want)
+		}
+	}
+}
