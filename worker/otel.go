@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tasker/tasker/internal/attrcache"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/traceparent"
 )
@@ -26,6 +27,8 @@ type OTelObserver struct {
 	transitions metric.Int64Counter
 	duration    metric.Float64Histogram
 	attempts    metric.Int64Counter
+	// attrs holds the measurements' attribute sets (internal/attrcache).
+	attrs *attrcache.Cache[otelAttrKey]
 }
 
 // NewOTelObserver builds an observer on the given providers (use the
@@ -34,7 +37,7 @@ func NewOTelObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*OTelObs
 	// The same scope as the orchestrator's instruments, so that a process
 	// running both (tests, an embedded worker) aggregates into one series.
 	meter := mp.Meter("github.com/tasker/tasker")
-	o := &OTelObserver{tracer: tp.Tracer("github.com/tasker/tasker/worker")}
+	o := &OTelObserver{tracer: tp.Tracer("github.com/tasker/tasker/worker"), attrs: attrcache.New(otelAttrs)}
 	var err error
 	if o.events, err = meter.Int64Counter("tasker_events", metric.WithDescription("System events published (the 35 names of the event catalog).")); err != nil {
 		return nil, err
@@ -106,7 +109,7 @@ func (s *otelStepSpan) submittedAt(at time.Time) {
 
 func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.Time, extra ...attribute.KeyValue) {
 	span.AddEvent(string(name), trace.WithTimestamp(at), trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), extra...)...))
-	s.o.events.Add(context.Background(), 1, metric.WithAttributes(attribute.String("event", string(name)), attribute.String("namespace", s.step.Namespace)))
+	s.o.events.Add(context.Background(), 1, s.o.attrs.Option(otelAttrKey{kind: otelEvent, a: string(name), b: s.step.Namespace}))
 }
 
 // transition records a step transition made by this worker as a
@@ -124,8 +127,7 @@ func (s *otelStepSpan) transition(from, to lifecycle.StepState, at, end time.Tim
 		s.event(ts, ev, at, states...)
 	}
 	ts.End(trace.WithTimestamp(end))
-	s.o.transitions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("from_state", string(from)),
-		attribute.String("to_state", string(to)), attribute.String("namespace", s.step.Namespace)))
+	s.o.transitions.Add(context.Background(), 1, s.o.attrs.Option(otelAttrKey{kind: otelTransition, a: string(from), b: string(to), c: s.step.Namespace}))
 }
 
 func (s *otelStepSpan) BeforeHandle(ctx context.Context) context.Context {
@@ -174,8 +176,7 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 		s.handler.End()
 	}
 	label := string(outcome)
-	attrs := metric.WithAttributes(attribute.String("handler_name", s.step.Handler),
-		attribute.String("namespace", s.step.Namespace), attribute.String("outcome", label))
+	attrs := s.o.attrs.Option(otelAttrKey{kind: otelHandler, a: s.step.Handler, b: s.step.Namespace, c: label})
 	s.o.duration.Record(context.Background(), d.Seconds(), attrs)
 	s.o.attempts.Add(context.Background(), 1, attrs)
 	if s.submit != nil {
@@ -196,4 +197,27 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 	}
 	s.span.SetAttributes(attribute.String("outcome", label))
 	s.span.End(trace.WithTimestamp(end))
+}
+
+// otelAttrKey names one attribute set of the worker's measurements.
+type otelAttrKey struct {
+	kind    uint8
+	a, b, c string
+}
+
+const (
+	otelEvent      = iota // event=a, namespace=b
+	otelTransition        // from_state=a, to_state=b, namespace=c
+	otelHandler           // handler_name=a, namespace=b, outcome=c
+)
+
+func otelAttrs(k otelAttrKey) []attribute.KeyValue {
+	switch k.kind {
+	case otelEvent:
+		return []attribute.KeyValue{attribute.String("event", k.a), attribute.String("namespace", k.b)}
+	case otelTransition:
+		return []attribute.KeyValue{attribute.String("from_state", k.a), attribute.String("to_state", k.b), attribute.String("namespace", k.c)}
+	default:
+		return []attribute.KeyValue{attribute.String("handler_name", k.a), attribute.String("namespace", k.b), attribute.String("outcome", k.c)}
+	}
 }

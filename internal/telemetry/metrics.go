@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/tasker/tasker/internal/attrcache"
 	"github.com/tasker/tasker/internal/store"
 )
 
@@ -26,12 +27,47 @@ type Metrics struct {
 	PoisonMessages   metric.Int64Counter     // tasker_poison_messages_total{queue,reason}
 	HTTPRequests     metric.Int64Counter     // tasker_http_requests_total{method,route,status}
 	HTTPDuration     metric.Float64Histogram // tasker_http_request_duration_seconds{method,route,status}
+
+	// attrs holds the attribute sets of the per-transition measurements.
+	attrs *attrcache.Cache[attrKey]
+}
+
+// attrKey names one attribute set of the per-transition measurements.
+type attrKey struct {
+	kind    attrKind
+	a, b, c string
+}
+
+type attrKind uint8
+
+const (
+	attrsTransition attrKind = iota // from_state=a, to_state=b, namespace=c
+	attrsState                      // state=a, namespace=b
+	attrsCompletion                 // namespace=a, outcome=b
+	attrsEvent                      // event=a, namespace=b
+)
+
+func buildAttrs(k attrKey) []attribute.KeyValue {
+	switch k.kind {
+	case attrsTransition:
+		return []attribute.KeyValue{attribute.String("from_state", k.a), attribute.String("to_state", k.b), attribute.String("namespace", k.c)}
+	case attrsState:
+		return []attribute.KeyValue{attribute.String("state", k.a), attribute.String("namespace", k.b)}
+	case attrsCompletion:
+		return []attribute.KeyValue{attribute.String("namespace", k.a), attribute.String("outcome", k.b)}
+	default:
+		return []attribute.KeyValue{attribute.String("event", k.a), attribute.String("namespace", k.b)}
+	}
+}
+
+func (m *Metrics) attrSet(kind attrKind, a, b, c string) metric.MeasurementOption {
+	return m.attrs.Option(attrKey{kind: kind, a: a, b: b, c: c})
 }
 
 // NewMetrics creates the instruments on meter. The worker SDK creates the
 // step execution instruments with the same names on its own meter.
 func NewMetrics(meter metric.Meter) (*Metrics, error) {
-	var m Metrics
+	m := Metrics{attrs: attrcache.New(buildAttrs)}
 	var err error
 	c := func(name, desc string) metric.Int64Counter {
 		if err != nil {

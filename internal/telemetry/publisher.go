@@ -6,7 +6,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -104,29 +103,25 @@ func (p *Publisher) record(ctx context.Context, r Record) {
 	case KindEvent:
 		p.count(ctx, r.Event, ns)
 	case KindStepTransition:
-		p.m.StepTransitions.Add(ctx, 1, metric.WithAttributes(attribute.String("from_state", stateLabel(r.From)),
-			attribute.String("to_state", r.To), attribute.String("namespace", ns)))
+		p.m.StepTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, stateLabel(r.From), r.To, ns))
 		for _, ev := range stepEvents(r) {
 			p.count(ctx, ev, ns)
 		}
 	case KindTaskTransition:
-		p.m.TaskTransitions.Add(ctx, 1, metric.WithAttributes(attribute.String("from_state", stateLabel(r.From)),
-			attribute.String("to_state", r.To), attribute.String("namespace", ns)))
+		p.m.TaskTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, stateLabel(r.From), r.To, ns))
 		if !r.PrevEnteredAt.IsZero() && r.From != "" {
-			p.m.TaskStateSeconds.Record(ctx, r.At.Sub(r.PrevEnteredAt).Seconds(), metric.WithAttributes(
-				attribute.String("state", r.From), attribute.String("namespace", ns)))
+			p.m.TaskStateSeconds.Record(ctx, r.At.Sub(r.PrevEnteredAt).Seconds(), p.m.attrSet(attrsState, r.From, ns, ""))
 		}
 		for _, ev := range taskEvents(r) {
 			p.count(ctx, ev, ns)
 		}
 	case KindTaskFinished:
-		p.m.TaskCompletion.Record(ctx, r.At.Sub(r.Task.CreatedAt).Seconds(), metric.WithAttributes(
-			attribute.String("namespace", ns), attribute.String("outcome", r.Outcome)))
+		p.m.TaskCompletion.Record(ctx, r.At.Sub(r.Task.CreatedAt).Seconds(), p.m.attrSet(attrsCompletion, ns, r.Outcome, ""))
 	}
 }
 
 func (p *Publisher) count(ctx context.Context, ev lifecycle.EventName, ns string) {
-	p.m.Events.Add(ctx, 1, metric.WithAttributes(attribute.String("event", string(ev)), attribute.String("namespace", ns)))
+	p.m.Events.Add(ctx, 1, p.m.attrSet(attrsEvent, string(ev), ns, ""))
 }
 
 // taskEvents are the events of a task transition: task.before_transition,

@@ -1,0 +1,42 @@
+package telemetry_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/telemetry"
+)
+
+// BenchmarkPublishMetrics publishes, with tracing off and metrics on, the
+// journal of one step's round in a linear4 task as the result loop writes
+// it: the step's completion, the task's evaluation and the next step's
+// dispatch (five transitions, their events).
+func BenchmarkPublishMetrics(b *testing.B) {
+	ctx := context.Background()
+	p, err := telemetry.NewProvider(ctx, telemetry.Options{MetricsEnabled: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Shutdown(ctx) })
+	pub := p.Publisher()
+	task := telemetry.TaskRef{UUID: uuid.New(), Namespace: "bench", Name: "linear4", CreatedAt: time.Now()}
+	done := telemetry.StepRef{UUID: uuid.New(), Name: "a", Handler: "bench.noop", Attempt: 1}
+	next := telemetry.StepRef{UUID: uuid.New(), Name: "b", Handler: "bench.noop", Attempt: 1}
+	j := telemetry.NewJournal(nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		j.Reset()
+		at := j.Now()
+		j.StepTransition(task, done, lifecycle.StepEnqueuedForOrchestration, lifecycle.StepComplete, at)
+		j.TaskTransition(task, lifecycle.TaskStepsInProcess, lifecycle.TaskEvaluatingResults, at)
+		j.Event(lifecycle.EventWorkflowStepCompleted, task, &done)
+		j.TaskTransition(task, lifecycle.TaskEvaluatingResults, lifecycle.TaskEnqueuingSteps, at)
+		j.StepTransition(task, next, lifecycle.StepPending, lifecycle.StepEnqueued, at)
+		j.TaskTransition(task, lifecycle.TaskEnqueuingSteps, lifecycle.TaskStepsInProcess, at)
+		pub.Publish(ctx, j)
+	}
+}
