@@ -108,11 +108,11 @@ func TestWorkerRoleServesOnlyItsNamespacesSteps(t *testing.T) {
 func checkProtocolUnchanged(t *testing.T, db *pgxpool.Pool) {
 	t.Helper()
 	for fn, want := range map[string]string{
-		"tasker.step_claim_batch(uuid[],integer[],text,integer)": "TABLE(claimed boolean, reason text, step_uuid uuid, task_uuid uuid, namespace text, step_name text, handler text, attempt integer, max_attempts integer, timeout_seconds integer, correlation_id uuid, traceparent text, task_context jsonb, step_inputs jsonb, dependency_results jsonb)",
+		"tasker.step_claim_batch(uuid[],integer[],text,integer)":                                       "TABLE(claimed boolean, reason text, step_uuid uuid, task_uuid uuid, namespace text, step_name text, handler text, attempt integer, max_attempts integer, timeout_seconds integer, correlation_id uuid, traceparent text, task_context jsonb, step_inputs jsonb, dependency_results jsonb)",
 		"tasker.step_submit_results(uuid[],integer[],text,boolean[],jsonb[],jsonb[],bigint[],jsonb[])": "TABLE(step_uuid uuid, accepted boolean)",
-		"tasker.step_submit_result(uuid,integer,text,boolean,jsonb,jsonb,bigint,jsonb)":                 "boolean",
-		"tasker.step_heartbeat(uuid,integer,text,integer,bigint)":                                       "boolean",
-		"tasker.step_release(uuid,integer,text,bigint)":                                                 "boolean",
+		"tasker.step_submit_result(uuid,integer,text,boolean,jsonb,jsonb,bigint,jsonb)":                "boolean",
+		"tasker.step_heartbeat(uuid,integer,text,integer,bigint)":                                      "boolean",
+		"tasker.step_release(uuid,integer,text,bigint)":                                                "boolean",
 	} {
 		if got := scalar[string](t, db, `SELECT pg_get_function_result($1::regprocedure)`, fn); got != want {
 			t.Errorf("%s returns %s, want %s", fn, got, want)
