@@ -117,6 +117,7 @@ func TestTaskEndpoints(t *testing.T) {
 	if tr, _ := got.body["transitions"].([]any); len(tr) < 10 {
 		t.Errorf("transitions: %d, want the full history", len(tr))
 	}
+	checkHistoryOrder(t, got.body)
 	for _, s := range got.body["steps"].([]any) {
 		st := s.(map[string]any)
 		if st["state"] != "complete" || st["results"] == nil || st["attempts"] != float64(1) {
@@ -383,6 +384,39 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 		res := e.do(method, path, "")
 		if res.status == 404 && strings.Contains(errMessage(res), "no route") {
 			t.Errorf("%s is documented but not routed", rt)
+		}
+	}
+}
+
+// checkHistoryOrder: in a task's history, a step is dispatched (pending ->
+// enqueued) only after each of its parents completed, also when both moves
+// were made in one transaction and so carry the same timestamp.
+func checkHistoryOrder(t *testing.T, task map[string]any) {
+	t.Helper()
+	parents := map[string][]any{}
+	for _, s := range task["steps"].([]any) {
+		st := s.(map[string]any)
+		deps, _ := st["depends_on"].([]any)
+		parents[st["name"].(string)] = deps
+	}
+	completed := map[string]bool{}
+	var lines []string
+	for _, x := range task["transitions"].([]any) {
+		tr := x.(map[string]any)
+		name, _ := tr["step_name"].(string)
+		if name == "" {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("%s %s -> %s", name, tr["from_state"], tr["to_state"]))
+		switch {
+		case tr["to_state"] == "complete":
+			completed[name] = true
+		case tr["from_state"] == "pending" && tr["to_state"] == "enqueued":
+			for _, p := range parents[name] {
+				if !completed[p.(string)] {
+					t.Errorf("%s is dispatched before its parent %s completed in the history:\n%s", name, p, strings.Join(lines, "\n"))
+				}
+			}
 		}
 	}
 }

@@ -458,21 +458,28 @@ type Transition struct {
 // TaskTransitions returns a task's transitions and its steps' transitions,
 // oldest first.
 func (s *Store) TaskTransitions(ctx context.Context, id uuid.UUID) (task []Transition, steps []Transition, err error) {
+	// Moves made in one transaction share its timestamp. Among them a
+	// step's result is evaluated (it leaves enqueued_(as_error_)for_
+	// orchestration, which can only be its first move there) before the
+	// steps that result makes ready are dispatched, so those moves come
+	// first; otherwise each row's own sequence orders them.
 	rows, err := s.pool.Query(ctx, `
-		SELECT NULL::uuid, coalesce(from_state, ''), to_state, sort_key, metadata, created_at
+		SELECT NULL::uuid, coalesce(from_state, ''), to_state, sort_key, metadata, created_at, 1
 		  FROM tasker.task_transitions WHERE task_uuid = $1
 		UNION ALL
-		SELECT tr.step_uuid, coalesce(tr.from_state, ''), tr.to_state, tr.sort_key, tr.metadata, tr.created_at
+		SELECT tr.step_uuid, coalesce(tr.from_state, ''), tr.to_state, tr.sort_key, tr.metadata, tr.created_at,
+		       CASE WHEN tr.from_state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration') THEN 0 ELSE 1 END
 		  FROM tasker.workflow_steps s JOIN tasker.workflow_step_transitions tr ON tr.step_uuid = s.step_uuid
 		 WHERE s.task_uuid = $1
-		 ORDER BY 6, 4`, id)
+		 ORDER BY 6, 7, 4`, id)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read transitions: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var tr Transition
-		if err := rows.Scan(&tr.StepUUID, &tr.From, &tr.To, &tr.SortKey, &tr.Metadata, &tr.CreatedAt); err != nil {
+		var phase int32
+		if err := rows.Scan(&tr.StepUUID, &tr.From, &tr.To, &tr.SortKey, &tr.Metadata, &tr.CreatedAt, &phase); err != nil {
 			return nil, nil, fmt.Errorf("read transitions: %w", err)
 		}
 		if tr.StepUUID == nil {
