@@ -2,13 +2,11 @@ package migrations_test
 
 import (
 	"context"
-	"database/sql"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker/tasker/internal/testdb"
-	"github.com/tasker/tasker/migrations"
 )
 
 const hotNS = "rq_hot"
@@ -123,15 +121,7 @@ func TestQueueReadsHOTMigrationDownAndUpAgain(t *testing.T) {
 		provision(t, db, ns)
 	}
 	ensure(hotNS)
-	sqlDB, err := sql.Open("pgx", dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	p, err := migrations.NewProvider(sqlDB, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := migrationProvider(t, dbURL)
 	check := func(when string, wantIndex bool, wantFF int) {
 		t.Helper()
 		for _, q := range engineQueues {

@@ -633,15 +633,7 @@ func TestRolesMigrationDownAndUpAgain(t *testing.T) {
 	h.Register(rolesTemplate(nsA, "roles", "1.0.0"))
 	provision(t, h.Pool, nsA)
 
-	sqlDB, err := sql.Open("pgx", dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	p, err := migrations.NewProvider(sqlDB, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := migrationProvider(t, dbURL)
 	const claimFn = "tasker.step_claim_batch"
 	state := func() (publicExec, secdef, workerReads bool) {
 		t.Helper()

@@ -2,9 +2,13 @@ package migrations_test
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3"
+
+	"github.com/tasker/tasker/migrations"
 )
 
 // sessionStat reads the session's statistics counter
@@ -19,4 +23,20 @@ func sessionStat(t *testing.T, tx pgx.Tx, counter, rel string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// migrationProvider is the goose provider of the schema's migrations on
+// dbURL, for tests that take migrations down and up again.
+func migrationProvider(t *testing.T, dbURL string) *goose.Provider {
+	t.Helper()
+	sqlDB, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	p, err := migrations.NewProvider(sqlDB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
