@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,38 @@ func TestQueueWakeUpsAfterCommit(t *testing.T) {
 	}
 	if !woken(5 * time.Second) {
 		t.Fatal("a committed insert by the store sent no wake-up")
+	}
+
+	// A transaction that fails at its commit (here a deferred unique
+	// constraint) reports it and sends no wake-up, nor does one whose
+	// statement failed while the caller went on.
+	err = st.InTx(ctx, func(tx store.Tx) error {
+		if _, err := st.MessageSendTx(ctx, tx, q, []byte(`{}`), nil); err != nil {
+			return err
+		}
+		if err := store.ExecTx(ctx, tx, `CREATE TEMP TABLE wake_deferred (k int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP`); err != nil {
+			return err
+		}
+		return store.ExecTx(ctx, tx, `INSERT INTO wake_deferred VALUES (1), (1)`)
+	})
+	if err == nil || !strings.Contains(err.Error(), "commit") || !strings.Contains(err.Error(), "23505") {
+		t.Fatalf("InTx with a commit that fails = %v, want the commit's unique violation", err)
+	}
+	if woken(quiet) {
+		t.Fatal("a transaction whose commit failed sent a wake-up")
+	}
+	err = st.InTx(ctx, func(tx store.Tx) error {
+		if _, err := st.MessageSendTx(ctx, tx, q, []byte(`{}`), nil); err != nil {
+			return err
+		}
+		_ = store.ExecTx(ctx, tx, `SELECT 1/0`)
+		return nil
+	})
+	if !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("InTx after a failed statement = %v, want %v", err, pgx.ErrTxCommitRollback)
+	}
+	if woken(quiet) {
+		t.Fatal("a transaction that rolled back at its commit sent a wake-up")
 	}
 
 	if _, err := st.MessageSend(ctx, q, []byte(`{}`), nil); err != nil {
