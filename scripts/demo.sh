@@ -78,7 +78,8 @@ for c in "$ctx1" "$ctx2" "$ctx3"; do
 done
 
 echo
-bin/orchestrator task get "${ids[2]}" --transitions | head -60
+say "the third order (its payment failed once and was retried), with its whole history:"
+bin/orchestrator task get "${ids[2]}" --transitions
 echo
 say "all three orders completed. Where to look:"
 echo "  tasks:        bin/orchestrator --server $TASKER_SERVER task list"
