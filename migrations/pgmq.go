@@ -51,6 +51,19 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// Name is how a migration is shown in logs and status: its file, or, for
+// the Go migration that installs PGMQ, what it does.
+func Name(version int64, path string) string {
+	switch {
+	case path != "":
+		return path
+	case version == 1:
+		return "pgmq (the pgmq extension, or our SQL implementation of its API)"
+	default:
+		return "go migration " + strconv.FormatInt(version, 10)
+	}
+}
+
 // pgmqMigration installs PGMQ as migration version 1.
 //
 // Because goose records version 1 as applied, editing pgmq.sql changes nothing

@@ -280,7 +280,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 		return err
 	}
 	for _, r := range res {
-		logger.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "seconds", r.Duration.Seconds())
+		logger.Info("migration applied", "version", r.Source.Version, "name", migrations.Name(r.Source.Version, r.Source.Path), "seconds", r.Duration.Seconds())
 	}
 	return nil
 }
@@ -362,10 +362,7 @@ func MigrationStatus(ctx context.Context, dbURL string) ([]MigrationState, error
 	}
 	out := make([]MigrationState, 0, len(st))
 	for _, s := range st {
-		ms := MigrationState{Version: s.Source.Version, Name: s.Source.Path, Applied: s.State == "applied"}
-		if ms.Name == "" {
-			ms.Name = fmt.Sprintf("go migration %d", s.Source.Version)
-		}
+		ms := MigrationState{Version: s.Source.Version, Name: migrations.Name(s.Source.Version, s.Source.Path), Applied: s.State == "applied"}
 		if !s.AppliedAt.IsZero() {
 			ms.AppliedAt = s.AppliedAt.Format(time.RFC3339)
 		}

@@ -290,3 +290,29 @@ func TestSIGTERMDuringLoad(t *testing.T) {
 		t.Fatal("a second SIGTERM did not stop the daemon at once")
 	}
 }
+
+// `orchestrator migrate status`: every migration is listed as applied on a
+// migrated database, each under a name an operator can read (its file; the
+// Go migration that installs PGMQ says so).
+func TestMigrationStatusNamesEveryMigration(t *testing.T) {
+	t.Parallel()
+	st, err := daemon.MigrationStatus(context.Background(), testdb.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) < 23 {
+		t.Fatalf("%d migrations listed, want at least 23", len(st))
+	}
+	for _, m := range st {
+		if !m.Applied || m.AppliedAt == "" {
+			t.Errorf("migration %d (%s) not applied on a migrated database", m.Version, m.Name)
+		}
+		want := fmt.Sprintf("%05d_", m.Version)
+		if m.Version == 1 {
+			want = "pgmq ("
+		}
+		if !strings.HasPrefix(m.Name, want) {
+			t.Errorf("migration %d is named %q, want a name starting %q", m.Version, m.Name, want)
+		}
+	}
+}
