@@ -58,7 +58,7 @@ func Name(version int64, path string) string {
 	case path != "":
 		return path
 	case version == 1:
-		return "pgmq (the pgmq extension, or our SQL implementation of its API)"
+		return "pgmq (extension or SQL implementation)"
 	default:
 		return "go migration " + strconv.FormatInt(version, 10)
 	}

@@ -214,7 +214,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			err = derr
 		}
 	}()
-	if err := daemon.Migrate(ctx, db.url, o.Logger); err != nil {
+	if _, err := daemon.Migrate(ctx, db.url, o.Logger); err != nil {
 		return nil, fmt.Errorf("migrate the benchmark database: %w", err)
 	}
 	if _, err := registerTemplate(ctx, db.url, tpl); err != nil {

@@ -159,8 +159,10 @@ func migrateCmd(g *globals) *cobra.Command {
 		Use:   "migrate [up|status]",
 		Short: "Apply the database migrations (default: up) or show their status",
 		Long: `Apply the embedded goose migrations (schema tasker, PGMQ, worker protocol
-functions) to the database in DATABASE_URL / database.url. Safe to run from
-several replicas at once: they take turns on an advisory lock.`,
+functions) to the database in DATABASE_URL / database.url, printing each one
+it applies (or that there was nothing to apply); "status" lists every
+migration with when it was applied. Safe to run from several replicas at
+once: they take turns on an advisory lock.`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: []string{"up", "status"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -172,13 +174,30 @@ several replicas at once: they take turns on an advisory lock.`,
 			if err != nil {
 				return err
 			}
-			logger := NewLogger(cfg.Log, g.stderr)
 			switch action {
 			case "up":
-				if err := daemon.Migrate(cmd.Context(), cfg.Database.URL, logger); err != nil {
+				// What was applied is the command's output; the log
+				// keeps warnings and errors only.
+				quiet := cfg.Log
+				var lvl slog.Level
+				if lvl.UnmarshalText([]byte(quiet.Level)) != nil || lvl < slog.LevelWarn {
+					quiet.Level = "warn"
+				}
+				applied, err := daemon.Migrate(cmd.Context(), cfg.Database.URL, NewLogger(quiet, g.stderr))
+				if err != nil {
 					return err
 				}
-				fmt.Fprintln(g.stdout, "migrations: up to date")
+				if g.jsonOut {
+					return printJSON(g.stdout, map[string]any{"applied": applied})
+				}
+				for _, m := range applied {
+					fmt.Fprintf(g.stdout, "applied %5d  %-45s %7.1f ms\n", m.Version, m.Name, m.Seconds*1000)
+				}
+				if len(applied) == 0 {
+					fmt.Fprintln(g.stdout, "migrations: up to date (nothing to apply)")
+				} else {
+					fmt.Fprintf(g.stdout, "migrations: up to date (%d applied)\n", len(applied))
+				}
 				return nil
 			case "status":
 				st, err := daemon.MigrationStatus(cmd.Context(), cfg.Database.URL)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +90,37 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 	_, errOut, code = run(t, "--server=http://127.0.0.1:1", "task", "list")
 	if code == 0 || !strings.Contains(errOut, "cannot reach the orchestrator") {
 		t.Errorf("unreachable server: exit %d: %s", code, errOut)
+	}
+}
+
+// `orchestrator migrate` on an empty database says what it applied, one
+// line per migration, and logs nothing else; a second run has nothing to
+// apply; --json prints the same as data; status lists them all as applied.
+// Not parallel: the command reads DATABASE_URL.
+func TestMigrateCommandReportsWhatItApplied(t *testing.T) {
+	t.Setenv("DATABASE_URL", testdb.EmptyURL(t))
+	out, errOut, code := run(t, "migrate")
+	if code != 0 {
+		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 24 || !strings.HasPrefix(lines[0], "applied     1  pgmq (") ||
+		!strings.Contains(out, "00023_payload_statistics.sql") ||
+		lines[len(lines)-1] != fmt.Sprintf("migrations: up to date (%d applied)", len(lines)-1) {
+		t.Errorf("migrate on an empty database printed:\n%s", out)
+	}
+	if errOut != "" {
+		t.Errorf("migrate logged on stderr:\n%s", errOut)
+	}
+	if out, _, code := run(t, "migrate"); code != 0 || out != "migrations: up to date (nothing to apply)\n" {
+		t.Errorf("second migrate: exit %d, printed %q", code, out)
+	}
+	if out, _, code := run(t, "--json", "migrate"); code != 0 || strings.Join(strings.Fields(out), "") != `{"applied":[]}` {
+		t.Errorf("migrate --json: exit %d, printed %q", code, out)
+	}
+	out, _, code = run(t, "migrate", "status")
+	if code != 0 || strings.Count(out, " applied 20") != len(lines)-1 || strings.Contains(out, "pending") {
+		t.Errorf("migrate status: exit %d\n%s", code, out)
 	}
 }
 

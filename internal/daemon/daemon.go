@@ -83,7 +83,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 	d.pool = pool
 	d.store = store.New(pool)
 	if cfg.Database.MigrateOnStart {
-		if err := migrate(ctx, pool, logger); err != nil {
+		if _, err := migrate(ctx, pool, logger); err != nil {
 			return nil, err
 		}
 	}
@@ -262,27 +262,39 @@ func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// Migrate applies pending migrations with the pool's connection settings.
-func Migrate(ctx context.Context, dbURL string, logger *slog.Logger) error {
+// AppliedMigration is a migration that Migrate applied.
+type AppliedMigration struct {
+	Version int64   `json:"version"`
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Migrate applies pending migrations with the pool's connection settings,
+// logs each one it applies and returns them (none when the database was up
+// to date).
+func Migrate(ctx context.Context, dbURL string, logger *slog.Logger) ([]AppliedMigration, error) {
 	pool, err := openPool(ctx, config.Database{URL: dbURL, MaxConns: 2})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer pool.Close()
 	return migrate(ctx, pool, logger)
 }
 
-func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]AppliedMigration, error) {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	res, err := migrations.Up(ctx, db, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := make([]AppliedMigration, 0, len(res))
 	for _, r := range res {
-		logger.Info("migration applied", "version", r.Source.Version, "name", migrations.Name(r.Source.Version, r.Source.Path), "seconds", r.Duration.Seconds())
+		m := AppliedMigration{Version: r.Source.Version, Name: migrations.Name(r.Source.Version, r.Source.Path), Seconds: r.Duration.Seconds()}
+		logger.Info("migration applied", "version", m.Version, "name", m.Name, "seconds", m.Seconds)
+		out = append(out, m)
 	}
-	return nil
+	return out, nil
 }
 
 func registerTemplates(ctx context.Context, st *store.Store, dir string, logger *slog.Logger) error {

@@ -75,6 +75,13 @@ func URL(t testing.TB) string {
 	return conf.URL()
 }
 
+// EmptyURL creates a fresh database without any migration (for tests of
+// migrating itself) and returns its URL; dropped like URL's.
+func EmptyURL(t testing.TB) string {
+	t.Helper()
+	return pgtestdb.Custom(t, Config(t), pgtestdb.NoopMigrator{}).URL()
+}
+
 // New creates a fresh migrated database for the test and returns a pool on it,
 // closed when the test ends.
 func New(t testing.TB) *pgxpool.Pool {
