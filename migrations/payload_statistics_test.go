@@ -112,21 +112,8 @@ func TestPayloadColumnsWithoutStatistics(t *testing.T) {
 func TestPayloadStatisticsMigrationDownAndUpAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testdb.URL(t)
-	db, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	ensure := func(ns string) {
-		t.Helper()
-		if _, err := db.Exec(ctx, `INSERT INTO tasker.namespaces (name) VALUES ($1)`, ns); err != nil {
-			t.Fatal(err)
-		}
-		provision(t, db, ns)
-	}
-	ensure(statsNS)
-	p := migrationProvider(t, dbURL)
+	db, p := migratingDB(t)
+	ensureNamespace(t, db, statsNS)
 	check := func(when string, cols []string, want int) {
 		t.Helper()
 		for _, c := range cols {
@@ -140,7 +127,7 @@ func TestPayloadStatisticsMigrationDownAndUpAgain(t *testing.T) {
 	}
 	check("after down", append(payloadColumns, queuePayload(statsNS)...), -1)
 	// Provisioned while 00023 is down: 00020's tuning, pgmq's statistics.
-	ensure("rq_stats_down")
+	ensureNamespace(t, db, "rq_stats_down")
 	check("provisioned after down", queuePayload("rq_stats_down")[4:], -1)
 	if vt, ff := queueTuning(t, db, "worker_rq_stats_down_queue"); vt || ff != 50 {
 		t.Errorf("provisioned after down: index on vt %v, fillfactor %d; want 00020's (false, 50)", vt, ff)

@@ -106,22 +106,8 @@ func TestEngineQueuesReadWithHOTUpdates(t *testing.T) {
 func TestQueueReadsHOTMigrationDownAndUpAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testdb.URL(t)
-	db, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	// As namespaceEnsure does: the namespace's row, then its provisioning.
-	ensure := func(ns string) {
-		t.Helper()
-		if _, err := db.Exec(ctx, `INSERT INTO tasker.namespaces (name) VALUES ($1)`, ns); err != nil {
-			t.Fatal(err)
-		}
-		provision(t, db, ns)
-	}
-	ensure(hotNS)
-	p := migrationProvider(t, dbURL)
+	db, p := migratingDB(t)
+	ensureNamespace(t, db, hotNS)
 	check := func(when string, wantIndex bool, wantFF int) {
 		t.Helper()
 		for _, q := range engineQueues {
@@ -135,7 +121,7 @@ func TestQueueReadsHOTMigrationDownAndUpAgain(t *testing.T) {
 	}
 	check("after down", true, 0)
 	// Provisioned while 00020 is down: untuned until Up.
-	ensure("rq_hot_down")
+	ensureNamespace(t, db, "rq_hot_down")
 	if vt, ff := queueTuning(t, db, "worker_rq_hot_down_queue"); !vt || ff != 0 {
 		t.Errorf("provisioned after down: index on vt %v, fillfactor %d; want pgmq's (true, 0)", vt, ff)
 	}

@@ -110,6 +110,16 @@ func provision(t *testing.T, db *pgxpool.Pool, ns string) {
 	}
 }
 
+// ensureNamespace registers namespace ns as namespaceEnsure does: its row,
+// then its provisioning.
+func ensureNamespace(t *testing.T, db *pgxpool.Pool, ns string) {
+	t.Helper()
+	if _, err := db.Exec(context.Background(), `INSERT INTO tasker.namespaces (name) VALUES ($1)`, ns); err != nil {
+		t.Fatal(err)
+	}
+	provision(t, db, ns)
+}
+
 // callWithNulls returns a call of function fn (whose name is unique) with
 // NULL for every argument without a default, so that the test does not
 // depend on its signature.

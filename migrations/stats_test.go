@@ -6,8 +6,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pressly/goose/v3"
 
+	"github.com/tasker/tasker/internal/testdb"
 	"github.com/tasker/tasker/migrations"
 )
 
@@ -39,4 +41,17 @@ func migrationProvider(t *testing.T, dbURL string) *goose.Provider {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// migratingDB is a migrated database for a test that moves its migrations
+// down and up: a pool on it and its goose provider.
+func migratingDB(t *testing.T) (*pgxpool.Pool, *goose.Provider) {
+	t.Helper()
+	dbURL := testdb.URL(t)
+	db, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db, migrationProvider(t, dbURL)
 }
