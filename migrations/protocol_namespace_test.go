@@ -11,9 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/orchestration"
-	"github.com/tasker/tasker/internal/testdb"
 )
 
 // TestWorkerRoleServesOnlyItsNamespacesSteps (00021): a worker login of
@@ -24,12 +22,7 @@ import (
 func TestWorkerRoleServesOnlyItsNamespacesSteps(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testdb.URL(t)
-	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
-	h.Register(rolesTemplate(nsA, "fence", "1.0.0"))
-	h.Register(rolesTemplate(nsB, "fence", "1.0.0"))
-	provision(t, h.Pool, nsA)
-	provision(t, h.Pool, nsB)
+	h, wp := workerOfA(t, "fence", nsA, nsB)
 	taskA := h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "fence", Context: json.RawMessage(`{"secret":"a"}`)})
 	taskB := h.Submit(orchestration.TaskRequest{Namespace: nsB, Name: "fence", Context: json.RawMessage(`{"secret":"b"}`)})
 	firstStep := func(task uuid.UUID) uuid.UUID {
@@ -43,7 +36,6 @@ func TestWorkerRoleServesOnlyItsNamespacesSteps(t *testing.T) {
 		t.Fatalf("B's first step is %q, want enqueued and unclaimed", s)
 	}
 
-	wp := testdb.Pool(t, loginRole(t, h.Pool, dbURL, "tasker_worker", "tasker_worker_"+nsA))
 	refused := func(sql string, args ...any) {
 		t.Helper()
 		_, err := wp.Exec(ctx, sql, args...)

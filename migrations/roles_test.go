@@ -139,6 +139,21 @@ func denied(t *testing.T, db *pgxpool.Pool, sql string, args ...any) {
 	}
 }
 
+// workerOfA starts an engine harness without an orchestrator on a fresh
+// database, registers template name in each of namespaces and provisions
+// them, and returns the harness and a pool logged in as a worker of nsA
+// only (tasker_worker and tasker_worker_<nsA>).
+func workerOfA(t *testing.T, name string, namespaces ...string) (*enginetest.Harness, *pgxpool.Pool) {
+	t.Helper()
+	dbURL := testdb.URL(t)
+	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
+	for _, ns := range namespaces {
+		h.Register(rolesTemplate(ns, name, "1.0.0"))
+		provision(t, h.Pool, ns)
+	}
+	return h, testdb.Pool(t, loginRole(t, h.Pool, dbURL, "tasker_worker", "tasker_worker_"+nsA))
+}
+
 func allowed(t *testing.T, db *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
 	if _, err := db.Exec(context.Background(), sql, args...); err != nil {
@@ -158,16 +173,10 @@ func scalar[T any](t *testing.T, db *pgxpool.Pool, sql string, args ...any) T {
 func TestWorkerRoleWorksOnlyItsNamespaceThroughTheProtocol(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testdb.URL(t)
-	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
-	h.Register(rolesTemplate(nsA, "roles", "1.0.0"))
-	h.Register(rolesTemplate(nsB, "roles", "1.0.0"))
-	provision(t, h.Pool, nsA)
-	provision(t, h.Pool, nsB)
+	h, wp := workerOfA(t, "roles", nsA, nsB)
 	taskA := h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "roles", Context: json.RawMessage(`{"secret":"a"}`)})
 	h.Submit(orchestration.TaskRequest{Namespace: nsB, Name: "roles", Context: json.RawMessage(`{"secret":"b"}`)})
 
-	wp := testdb.Pool(t, loginRole(t, h.Pool, dbURL, "tasker_worker", "tasker_worker_"+nsA))
 	if su := scalar[string](t, wp, `SELECT current_setting('is_superuser')`); su != "off" {
 		t.Fatalf("the worker login is a superuser (%s)", su)
 	}
@@ -264,14 +273,10 @@ func TestWorkerRoleWorksOnlyItsNamespaceThroughTheProtocol(t *testing.T) {
 func TestWorkerRoleSubmitsResultsInABatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := testdb.URL(t)
-	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
-	h.Register(rolesTemplate(nsA, "roles", "1.0.0"))
-	provision(t, h.Pool, nsA)
+	h, wp := workerOfA(t, "roles", nsA)
 	h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "roles"})
 	h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "roles"})
 
-	wp := testdb.Pool(t, loginRole(t, h.Pool, dbURL, "tasker_worker", "tasker_worker_"+nsA))
 	qA, _ := queue.WorkerQueue(nsA)
 	msgs, err := queue.Read(ctx, wp, qA, 30*time.Second, 10)
 	if err != nil || len(msgs) != 2 {
