@@ -26,6 +26,7 @@ import (
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/testdb"
 	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/migrations"
@@ -464,6 +465,18 @@ func TestAPIRoleRunsTheDaemonWithoutDDL(t *testing.T) {
 	}
 	if _, err := queue.AllMetrics(ctx, h.Pool); err != nil {
 		t.Errorf("queue metrics (/metrics) as tasker_api: %v", err)
+	}
+	// The retention sweep deletes through its definer functions (00024):
+	// the cancelled task, finished "an hour ago", goes with its rows.
+	if _, err := admin.Pool.Exec(ctx, `UPDATE tasker.tasks SET completed_at = now() - interval '2 hours' WHERE state = 'cancelled'`); err != nil {
+		t.Fatal(err)
+	}
+	policy := store.RetentionPolicy{TasksAfter: time.Hour, HistoryAfter: time.Hour, ArchiveAfter: time.Hour}
+	if res, err := h.Store.Prune(ctx, policy, store.PruneOptions{}); err != nil || res.Tasks != 1 {
+		t.Errorf("retention sweep as tasker_api: deleted %+v, %v; want the cancelled task", res, err)
+	}
+	if _, err := h.Store.PruneEstimate(ctx, policy); err != nil {
+		t.Errorf("retention estimate as tasker_api: %v", err)
 	}
 	apiDB, err := sql.Open("pgx", apiURL)
 	if err != nil {

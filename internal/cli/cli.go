@@ -71,7 +71,7 @@ Start the daemon with "orchestrator serve"; the other commands operate it.`,
 	pf.StringVar(&g.server, "server", envOr("TASKER_SERVER", "http://127.0.0.1:8080"), "orchestrator API base URL for client commands; env TASKER_SERVER")
 	pf.StringVar(&g.apiKey, "api-key", os.Getenv("TASKER_API_KEY"), "API key for client commands; env TASKER_API_KEY")
 	pf.BoolVar(&g.jsonOut, "json", false, "print JSON instead of human-readable output")
-	root.AddCommand(serveCmd(g), migrateCmd(g), configCmd(g), taskCmd(g), stepCmd(g), templateCmd(g), dlqCmd(g), eventsCmd(g), benchCmd(g))
+	root.AddCommand(serveCmd(g), migrateCmd(g), configCmd(g), taskCmd(g), stepCmd(g), templateCmd(g), dlqCmd(g), eventsCmd(g), benchCmd(g), pruneCmd(g))
 	return root
 }
 

@@ -54,6 +54,12 @@ const (
 	DefaultStatementTimeout  = 30 * time.Second
 	DefaultStaleTaskTimeout  = time.Hour
 	DefaultStaleCheck        = 15 * time.Second
+	DefaultArchiveRetention  = 7 * 24 * time.Hour
+	DefaultRetentionInterval = 10 * time.Minute
+	DefaultRetentionBatch    = 1000
+	// MinRetention is the shortest non-zero retention: a cut-off must lie
+	// well behind every transaction still running.
+	MinRetention = time.Hour
 )
 
 // Config is the whole configuration.
@@ -64,6 +70,7 @@ type Config struct {
 	Telemetry    Telemetry    `toml:"telemetry"`
 	Log          Log          `toml:"log"`
 	Auth         Auth         `toml:"auth"`
+	Retention    Retention    `toml:"retention"`
 }
 
 // Database configures the connection pool and migrations.
@@ -152,6 +159,31 @@ type Telemetry struct {
 	MetricsEnabled bool `toml:"metrics_enabled"`
 }
 
+// Retention bounds the database's growth: the orchestrator deletes, in
+// batches, what is older than these (migration 00024; "orchestrator prune"
+// runs the same sweep by hand). 0 keeps that kind of row forever; anything
+// else must be at least 1h.
+type Retention struct {
+	// ArchiveAfter: messages archived in the engine's queues (poison
+	// messages, domain events their consumers archived) are deleted after
+	// this long. Default 168h (7 days).
+	ArchiveAfter Duration `toml:"archive_after"`
+	// HistoryAfter: for tasks finished this long ago, every transition but
+	// the last of the task and of each step is deleted; the task, its steps
+	// and their results stay. Default 0 (keep).
+	HistoryAfter Duration `toml:"history_after"`
+	// TasksAfter: tasks finished this long ago are deleted with their
+	// steps, transitions and DLQ entries, except tasks with an open DLQ
+	// entry (pending or investigating). A duplicate of a deleted task's
+	// request creates a new task. Default 0 (keep).
+	TasksAfter Duration `toml:"tasks_after"`
+	// Interval is how often the sweep runs. Default 10m.
+	Interval Duration `toml:"interval"`
+	// BatchSize is how many tasks (or archived messages per queue) one
+	// transaction deletes. Default 1000.
+	BatchSize int `toml:"batch_size"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error. Default info.
@@ -200,6 +232,8 @@ func Default() Config {
 		Telemetry: Telemetry{ServiceName: DefaultServiceName, OTLPProtocol: "grpc", TraceSampleRatio: 1, MetricsEnabled: true},
 		Log:       Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Auth:      Auth{PublicHealth: true, PublicMetrics: true},
+		Retention: Retention{ArchiveAfter: Duration{DefaultArchiveRetention},
+			Interval: Duration{DefaultRetentionInterval}, BatchSize: DefaultRetentionBatch},
 	}
 }
 
@@ -363,6 +397,19 @@ func (c Config) Validate() error {
 	}
 	if o.MaxReadCount < 1 {
 		bad("orchestrator.max_read_count", "must be at least 1")
+	}
+	r := c.Retention
+	for key, d := range map[string]Duration{"retention.archive_after": r.ArchiveAfter,
+		"retention.history_after": r.HistoryAfter, "retention.tasks_after": r.TasksAfter} {
+		if d.Duration < 0 || (d.Duration > 0 && d.Duration < MinRetention) {
+			bad(key, "must be 0 (keep forever) or at least 1h, got %s", d.Duration)
+		}
+	}
+	if r.Interval.Duration <= 0 {
+		bad("retention.interval", "must be positive")
+	}
+	if r.BatchSize < 1 || r.BatchSize > 100000 {
+		bad("retention.batch_size", "must be between 1 and 100000, got %d", r.BatchSize)
 	}
 	switch c.Telemetry.OTLPProtocol {
 	case "grpc", "http/protobuf", "http":

@@ -87,6 +87,10 @@ func TestValidationNamesTheBadKey(t *testing.T) {
 		"TASKER_ORCHESTRATOR_POLL_INTERVAL=soon":    "TASKER_ORCHESTRATOR_POLL_INTERVAL",
 		"TASKER_DATABASE_MAX_CONNS=many":            "TASKER_DATABASE_MAX_CONNS",
 		"TASKER_ORCHESTRATOR_VISIBILITY_TIMEOUT=0s": "orchestrator.visibility_timeout",
+		"TASKER_RETENTION_TASKS_AFTER=10m":          "retention.tasks_after",
+		"TASKER_RETENTION_HISTORY_AFTER=-1h":        "retention.history_after",
+		"TASKER_RETENTION_INTERVAL=0s":              "retention.interval",
+		"TASKER_RETENTION_BATCH_SIZE=0":             "retention.batch_size",
 	}
 	for kv, want := range cases {
 		_, err := config.Load("", []string{"DATABASE_URL=postgres://a@h/db", kv})

@@ -126,6 +126,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 			PollInterval:      cfg.Orchestrator.PollInterval.Duration, TimerInterval: cfg.Orchestrator.TimerInterval.Duration,
 			ReapInterval: cfg.Orchestrator.ReapInterval.Duration, MaxReadCount: cfg.Orchestrator.MaxReadCount,
 			StaleAfter: cfg.Orchestrator.StaleTaskTimeout.Duration, StaleInterval: cfg.Orchestrator.StaleCheckInterval.Duration,
+			Retention: RetentionPolicy(cfg.Retention), RetentionInterval: cfg.Retention.Interval.Duration,
+			Pruned: d.telemetry.RetentionDeleted,
 		}, d.listener, d.telemetry, logger)
 		if err := d.listener.Start(ctx); err != nil {
 			return nil, err
@@ -381,4 +383,22 @@ func MigrationStatus(ctx context.Context, dbURL string) ([]MigrationState, error
 		out = append(out, ms)
 	}
 	return out, nil
+}
+
+// RetentionPolicy is the retention sweep's policy for the [retention]
+// settings.
+func RetentionPolicy(r config.Retention) store.RetentionPolicy {
+	return store.RetentionPolicy{ArchiveAfter: r.ArchiveAfter.Duration, HistoryAfter: r.HistoryAfter.Duration,
+		TasksAfter: r.TasksAfter.Duration, BatchSize: r.BatchSize}
+}
+
+// OpenStore connects to the database as the daemon does, for operator
+// commands that work on it directly (orchestrator prune). close releases
+// the pool.
+func OpenStore(ctx context.Context, db config.Database) (st *store.Store, close func(), err error) {
+	pool, err := openPool(ctx, db)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store.New(pool), pool.Close, nil
 }

@@ -115,6 +115,9 @@ func New(t testing.TB, opts Options) *Harness {
 		if svc.ReapInterval == 0 {
 			svc.ReapInterval = 200 * time.Millisecond
 		}
+		if svc.Pruned == nil {
+			svc.Pruned = h.Provider.RetentionDeleted
+		}
 		lis := queue.NewListener(h.Pool, h.Logger)
 		// As the daemon does: template lookups cached until a change is
 		// announced.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
 )
 
 // Defaults for ServiceConfig.
@@ -24,6 +25,7 @@ const (
 	DefaultMaxReadCount      = 10
 	DefaultStaleAfter        = time.Hour
 	DefaultStaleInterval     = 15 * time.Second
+	DefaultRetentionInterval = 10 * time.Minute
 )
 
 // ServiceConfig tunes the background loops.
@@ -55,6 +57,14 @@ type ServiceConfig struct {
 	StaleAfter time.Duration
 	// StaleInterval is how often stale tasks are looked for.
 	StaleInterval time.Duration
+	// Retention is what the retention loop deletes; a policy that deletes
+	// nothing runs no loop.
+	Retention store.RetentionPolicy
+	// RetentionInterval is how often the retention sweep runs.
+	RetentionInterval time.Duration
+	// Pruned, when set, is told how many rows of a kind a retention batch
+	// deleted (store.PruneTasks and the others).
+	Pruned func(kind string, n int64)
 }
 
 func (c *ServiceConfig) defaults() {
@@ -85,6 +95,9 @@ func (c *ServiceConfig) defaults() {
 	if c.StaleInterval <= 0 {
 		c.StaleInterval = DefaultStaleInterval
 	}
+	if c.RetentionInterval <= 0 {
+		c.RetentionInterval = DefaultRetentionInterval
+	}
 }
 
 // PoisonCounter counts messages archived as poison, by queue.
@@ -93,8 +106,9 @@ type PoisonCounter interface {
 }
 
 // Orchestrator runs the background loops of one replica: the step result
-// processor, the task request consumer, and the timers (retry wake-ups and
-// lease reaping).
+// processor, the task request consumer, the timers (retry wake-ups, lease
+// reaping, stale tasks) and, when a retention policy is set, the retention
+// sweep.
 type Orchestrator struct {
 	engine   *Engine
 	cfg      ServiceConfig
@@ -141,6 +155,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		loops = append(loops, loop{name, func(ctx context.Context) { o.resultsLoop(ctx, name) }})
 	}
 	loops = append(loops, loop{"task_requests", o.requestsLoop}, loop{"timers", o.timersLoop})
+	if o.cfg.Retention.Enabled() {
+		loops = append(loops, loop{"retention", o.retentionLoop})
+	}
 	for _, l := range loops {
 		o.wg.Add(1)
 		// Ends when Stop cancels ctx.

@@ -25,6 +25,7 @@ type Metrics struct {
 	StepAttempts     metric.Int64Counter     // tasker_step_attempts_total{handler_name,namespace,outcome}
 	Events           metric.Int64Counter     // tasker_events_total{event,namespace}
 	PoisonMessages   metric.Int64Counter     // tasker_poison_messages_total{queue,reason}
+	RetentionDeleted metric.Int64Counter     // tasker_retention_deleted_total{kind}
 	HTTPRequests     metric.Int64Counter     // tasker_http_requests_total{method,route,status}
 	HTTPDuration     metric.Float64Histogram // tasker_http_request_duration_seconds{method,route,status}
 
@@ -93,6 +94,7 @@ func NewMetrics(meter metric.Meter) (*Metrics, error) {
 	m.StepAttempts = c("tasker_step_attempts", "Step attempts finished by workers, by outcome.")
 	m.Events = c("tasker_events", "System events published (the 35 names of the event catalog).")
 	m.PoisonMessages = c("tasker_poison_messages", "Queue messages archived because they can never be processed.")
+	m.RetentionDeleted = c("tasker_retention_deleted", "Rows the retention sweep deleted, by kind (tasks, transitions, archived_messages).")
 	m.HTTPRequests = c("tasker_http_requests", "HTTP requests served.")
 	m.HTTPDuration = h("tasker_http_request_duration", "HTTP request duration.")
 	if err != nil {

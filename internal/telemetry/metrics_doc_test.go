@@ -21,6 +21,7 @@ import (
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -59,12 +60,13 @@ func readMetricsDoc(t *testing.T) map[string]docMetric {
 }
 
 // TestMetricsDocMatchesExposition runs a task (with a worker in the same
-// process), a poison message and an HTTP request, then compares every
+// process), a poison message, a retention sweep and an HTTP request, then compares every
 // tasker_* metric family the registry exposes with docs/metrics.md — names,
 // types and label sets — and lints the exposition with Prometheus's linter.
 func TestMetricsDocMatchesExposition(t *testing.T) {
 	t.Parallel()
-	h := enginetest.New(t, enginetest.Options{})
+	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{
+		Retention: store.RetentionPolicy{TasksAfter: time.Hour}, RetentionInterval: time.Hour}})
 	h.RegisterFile(filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml"))
 	obs, err := worker.NewOTelObserver(h.Provider.TracerProvider(), h.Provider.MeterProvider())
 	if err != nil {
@@ -81,6 +83,13 @@ func TestMetricsDocMatchesExposition(t *testing.T) {
 		_ = h.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pgmq.a_orchestration_step_results`).Scan(&n)
 		return n == 1
 	})
+	if _, err := h.Pool.Exec(context.Background(),
+		`UPDATE tasker.tasks SET completed_at = now() - interval '2 hours' WHERE task_uuid = $1`, task.UUID); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := h.Orch.RetentionOnce(context.Background()); err != nil || res.Tasks != 1 {
+		t.Fatalf("retention sweep: %+v, %v", res, err)
+	}
 	srv := httptest.NewServer(h.Provider.HTTPMiddleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})))
 	defer srv.Close()
 	if resp, err := http.Get(srv.URL + "/x"); err == nil {

@@ -221,6 +221,12 @@ func (p *Provider) PoisonMessage(queueName, reason string) {
 		attribute.String("queue", queueName), attribute.String("reason", reason)))
 }
 
+// RetentionDeleted counts rows of a kind (store.PruneTasks and the others)
+// deleted by the retention sweep.
+func (p *Provider) RetentionDeleted(kind string, n int64) {
+	p.m.RetentionDeleted.Add(context.Background(), n, metric.WithAttributes(attribute.String("kind", kind)))
+}
+
 // Shutdown flushes spans and stops the providers.
 func (p *Provider) Shutdown(ctx context.Context) error {
 	var errs []error
