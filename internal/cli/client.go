@@ -289,25 +289,25 @@ func taskSubmitCmd(g *globals) *cobra.Command {
 }
 
 // follow polls a task until it finishes, drawing a progress line: on a
-// terminal it redraws one line; otherwise it prints a line per change.
+// terminal it redraws one line; otherwise (a log, CI) it prints a line when
+// the progress changes, and at most every followQuietEvery while it does
+// not, so a long wait neither floods the log nor looks hung.
 func follow(ctx context.Context, c *client, id string, timeout time.Duration, g *globals) (taskOut, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tty := isTerminal(g.stderr) && !g.jsonOut
-	last := ""
+	var w progressWriter
 	start := time.Now()
 	for {
 		var t taskOut
 		if err := c.do(ctx, "GET", "/v1/tasks/"+id, nil, "", &t); err != nil {
 			return t, err
 		}
-		line := progressLine(t, time.Since(start))
 		if tty {
-			fmt.Fprintf(g.stderr, "\r\033[K%s", line)
-		} else if line != last && !g.jsonOut {
-			fmt.Fprintln(g.stderr, line)
+			fmt.Fprintf(g.stderr, "\r\033[K%s %s", progressLine(t), time.Since(start).Round(100*time.Millisecond))
+		} else if !g.jsonOut {
+			w.print(g.stderr, progressLine(t), time.Since(start))
 		}
-		last = line
 		if terminalTask(t.State) {
 			if tty {
 				fmt.Fprintln(g.stderr)
@@ -325,7 +325,28 @@ func follow(ctx context.Context, c *client, id string, timeout time.Duration, g 
 	}
 }
 
-func progressLine(t taskOut, elapsed time.Duration) string {
+// followQuietEvery is how often follow repeats an unchanged progress line
+// when the output is not a terminal.
+const followQuietEvery = 30 * time.Second
+
+// progressWriter prints progress lines for a log: each change, and an
+// unchanged line again after followQuietEvery.
+type progressWriter struct {
+	last    string
+	printed time.Duration
+}
+
+func (p *progressWriter) print(w io.Writer, line string, elapsed time.Duration) {
+	if line == p.last && elapsed-p.printed < followQuietEvery {
+		return
+	}
+	fmt.Fprintf(w, "%s %s\n", line, elapsed.Round(100*time.Millisecond))
+	p.last, p.printed = line, elapsed
+}
+
+// progressLine describes a task's progress (without the elapsed time, so
+// that equal lines mean no change).
+func progressLine(t taskOut) string {
 	total := len(t.Steps)
 	done := t.StepCounts["complete"] + t.StepCounts["resolved_manually"]
 	const width = 20
@@ -345,7 +366,7 @@ func progressLine(t taskOut, elapsed time.Duration) string {
 			parts = append(parts, fmt.Sprintf("%s=%d", k, t.StepCounts[k]))
 		}
 	}
-	return fmt.Sprintf("[%s] %d/%d steps complete  task %-24s %s %s", bar, done, total, t.State, strings.Join(parts, " "), elapsed.Round(100*time.Millisecond))
+	return fmt.Sprintf("[%s] %d/%d steps complete  task %-24s %s", bar, done, total, t.State, strings.Join(parts, " "))
 }
 
 func taskGetCmd(g *globals) *cobra.Command {
