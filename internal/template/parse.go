@@ -187,7 +187,8 @@ func fromNode(root *yaml.Node, jsonInput bool) (*Template, error) {
 	}
 	c := checker{jsonInput: jsonInput}
 	c.checkDocument(root)
-	if err := c.probs.err(); err != nil {
+	onlyUnknownKeys := typeErr == nil && c.probs.dropped == 0 && len(c.probs.list) == c.unknownKeys
+	if err := c.probs.err(); err != nil && !onlyUnknownKeys {
 		return nil, err
 	}
 	if typeErr != nil {
@@ -199,13 +200,27 @@ func fromNode(root *yaml.Node, jsonInput bool) (*Template, error) {
 		}
 		return nil, p.err()
 	}
+	// Unknown keys first, then what is wrong with the settings.
+	withUnknownKeys := func(err error) error {
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			return err
+		}
+		for _, p := range ve.Problems {
+			c.probs.add(p.Path, "%s", p.Message)
+		}
+		return c.probs.err()
+	}
 	schema, err := schemaFromNode(c.schema)
 	if err != nil {
-		return nil, err
+		return nil, withUnknownKeys(err)
 	}
 	doc.ContextSchema = schema
 	t := doc.template()
 	if err := t.Validate(); err != nil {
+		return nil, withUnknownKeys(err)
+	}
+	if err := c.probs.err(); err != nil {
 		return nil, err
 	}
 	t.cache = &schemaCache{}

@@ -372,3 +372,30 @@ func TestParseAliasBombs(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestUnknownKeysAndBadSettingsReportedTogether: a misspelt key used to
+// hide every other problem until it was fixed, although the document
+// decodes without it.
+func TestUnknownKeysAndBadSettingsReportedTogether(t *testing.T) {
+	doc := "namespace: Bad-NS\nname: x\nversion: v\nsteps:\n  - name: a\n    handler: h\n    tiemout_seconds: 5\n    depends_on: [ghost]\n"
+	for name, parse := range map[string]func() (*Template, error){
+		"yaml": func() (*Template, error) { return Parse([]byte(doc)) },
+		"json": func() (*Template, error) {
+			return ParseJSON([]byte(`{"namespace":"Bad-NS","name":"x","version":"v","steps":[{"name":"a","handler":"h","tiemout_seconds":5,"depends_on":["ghost"]}]}`))
+		},
+	} {
+		_, err := parse()
+		wantProblem(t, err, "steps[0] (a)", `unknown key "tiemout_seconds"`, `did you mean "timeout_seconds"`)
+		wantProblem(t, err, "namespace", "")
+		wantProblem(t, err, "steps[0] (a).depends_on[0]", "ghost")
+		if probs := problemsOf(t, err); len(probs) != 3 || !strings.Contains(probs[0].Message, "unknown key") {
+			t.Errorf("%s: want the unknown key first, then the two bad settings; got:\n%v", name, err)
+		}
+	}
+	// A wrong type still stops before the settings are judged: they were
+	// not decoded.
+	_, err := Parse([]byte("namespace: Bad-NS\nname: x\nversion: v\nsteps:\n  - name: a\n    handler: h\n    timeout_seconds: soon\n"))
+	if probs := problemsOf(t, err); len(probs) != 1 {
+		t.Errorf("a wrong type with a bad namespace: want only the type problem, got:\n%v", err)
+	}
+}

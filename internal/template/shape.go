@@ -103,6 +103,10 @@ type checker struct {
 	probs     problems
 	// schema is the context_schema value node, if the document has one.
 	schema *yaml.Node
+	// unknownKeys counts the problems that are unknown keys: a document
+	// whose only problems they are decodes fine (the keys are ignored), so
+	// its settings can be validated too and every problem reported at once.
+	unknownKeys int
 }
 
 // checkDocument checks root, the document's top node.
@@ -216,6 +220,7 @@ func (c *checker) unknownKey(k *yaml.Node, s *shape, path string) {
 		msg += fmt.Sprintf(" (did you mean %q?)", guess)
 	}
 	c.probs.add(path, "%s; known keys: %s", msg, strings.Join(s.keys(), ", "))
+	c.unknownKeys++
 }
 
 func (c *checker) checkString(n *yaml.Node, path string) {
