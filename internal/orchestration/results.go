@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -89,7 +90,14 @@ func (e *Engine) ProcessResults(ctx context.Context, msgs []queue.Message) ([]Po
 	for _, id := range tasks {
 		p, err := e.processTaskResults(ctx, id, byTask[id])
 		poison = append(poison, p...)
-		if err != nil {
+		switch {
+		case err == nil:
+		case store.IsLockTimeout(err) && ctx.Err() == nil:
+			// Not a failure of ours: the notices stay in the queue and
+			// come back after their visibility timeout.
+			e.logger.Warn("task locked by another session for longer than the results' lock timeout; its results wait for their next delivery",
+				"task_uuid", id, "notices", len(byTask[id]), "lock_timeout", resultsLockTimeout.String())
+		default:
 			e.logger.Error("process step results", "task_uuid", id, "error", err)
 			if firstErr == nil {
 				firstErr = err
@@ -97,6 +105,53 @@ func (e *Engine) ProcessResults(ctx context.Context, msgs []queue.Message) ([]Po
 		}
 	}
 	return poison, firstErr
+}
+
+// resultsLockTimeout bounds how long a batch of results waits for a task
+// another session holds (an operator command, a replica, a long manual
+// transaction): past it the batch's tasks are processed one by one, and the
+// locked task's notices wait for their next delivery instead of stalling
+// every other task's results until the statement timeout.
+const resultsLockTimeout = 3 * time.Second
+
+// RedriveStrandedResults applies the results of steps that have waited in
+// enqueued_(as_error_)for_orchestration for longer than olderThan, as if
+// their notices had arrived: a notice can be lost to the poison archive
+// (read too often while its task was locked, or held by an orchestrator
+// that crashed many times) and nothing else would ever process the step. A
+// notice that still turns up later finds its step moved and changes
+// nothing. Each task is its own transaction. It returns how many results
+// it applied.
+func (e *Engine) RedriveStrandedResults(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	stranded, err := e.store.StrandedResults(ctx, olderThan, limit)
+	if err != nil || len(stranded) == 0 {
+		return 0, err
+	}
+	byTask := map[uuid.UUID][]noticeMsg{}
+	var tasks []uuid.UUID
+	for _, r := range stranded {
+		if _, seen := byTask[r.TaskUUID]; !seen {
+			tasks = append(tasks, r.TaskUUID)
+		}
+		byTask[r.TaskUUID] = append(byTask[r.TaskUUID], noticeMsg{
+			n: ResultNotice{TaskUUID: r.TaskUUID, StepUUID: r.StepUUID, Attempt: r.Attempt, Success: r.Success}})
+	}
+	applied := 0
+	for _, id := range tasks {
+		if _, err := e.processTaskResults(ctx, id, byTask[id]); err != nil {
+			if store.IsLockTimeout(err) && ctx.Err() == nil {
+				continue // the next sweep tries again
+			}
+			return applied, fmt.Errorf("re-drive results of task %s: %w", id, err)
+		}
+		for _, nm := range byTask[id] {
+			e.logger.Warn("step result applied without its notice: the notice was never processed (archived as poison, or lost)",
+				"task_uuid", id, "step_uuid", nm.n.StepUUID, "attempt", nm.n.Attempt, "success", nm.n.Success,
+				"waited_longer_than", olderThan.String())
+			applied++
+		}
+	}
+	return applied, nil
 }
 
 type noticeMsg struct {
@@ -118,7 +173,7 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 	var poison []Poison
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		poison = poison[:0]
-		tasks, stepsByTask, err := e.store.TasksLockWithStepsTx(ctx, tx, taskIDs)
+		tasks, stepsByTask, err := e.store.TasksLockWithStepsTx(ctx, tx, taskIDs, resultsLockTimeout)
 		if err != nil {
 			return err
 		}
@@ -127,7 +182,9 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 		for _, t := range tasks {
 			found[t.UUID] = true
 			for _, nm := range byTask[t.UUID] {
-				ids = append(ids, nm.msgID)
+				if nm.msgID != 0 { // 0: re-driven, there is no notice
+					ids = append(ids, nm.msgID)
+				}
 			}
 		}
 		for _, id := range taskIDs {
@@ -270,6 +327,13 @@ func (e *Engine) ReapExpiredLeases(ctx context.Context, limit int) (int, error) 
 	total := 0
 	for _, id := range tasks {
 		n, err := e.reapTask(ctx, id)
+		if store.IsLockTimeout(err) && ctx.Err() == nil {
+			// Held by another session: the next pass reaps it. The
+			// others' leases must not wait for it.
+			e.logger.Warn("expired leases of a locked task left for the next pass", "task_uuid", id,
+				"lock_timeout", resultsLockTimeout.String())
+			continue
+		}
 		if err != nil {
 			return total, fmt.Errorf("reap leases of task %s: %w", id, err)
 		}
@@ -282,6 +346,9 @@ func (e *Engine) reapTask(ctx context.Context, id uuid.UUID) (int, error) {
 	reaped := 0
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		reaped = 0
+		if err := e.store.LockTimeoutTx(ctx, tx, resultsLockTimeout); err != nil {
+			return err
+		}
 		t, err := e.store.TaskLockTx(ctx, tx, id)
 		if err != nil {
 			return err

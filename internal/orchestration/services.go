@@ -252,7 +252,12 @@ func (o *Orchestrator) ResultsOnce(ctx context.Context) (int, error) {
 	fresh := msgs[:0:0]
 	for _, m := range msgs {
 		if m.ReadCount > o.cfg.MaxReadCount {
-			o.archivePoison(ctx, queue.StepResultsQueue, m.ID, fmt.Sprintf("read %d times without being processed", m.ReadCount))
+			reason := fmt.Sprintf("read %d times without being processed", m.ReadCount)
+			if n, err := DecodeResultNotice(m.Body); err == nil {
+				reason += fmt.Sprintf(" (task %s, step %s, attempt %d; the timers apply the result without its notice once it has waited %s)",
+					n.TaskUUID, n.StepUUID, n.Attempt, o.strandedAfter())
+			}
+			o.archivePoison(ctx, queue.StepResultsQueue, m.ID, reason)
 			continue
 		}
 		fresh = append(fresh, m)
@@ -362,6 +367,9 @@ func (o *Orchestrator) timersLoop(ctx context.Context) {
 		if err == nil && stale {
 			_, err = o.engine.MarkStaleTasks(ctx, o.cfg.StaleAfter, o.cfg.BatchSize)
 		}
+		if err == nil && stale {
+			_, err = o.engine.RedriveStrandedResults(ctx, o.strandedAfter(), o.cfg.BatchSize)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -378,6 +386,14 @@ func (o *Orchestrator) timersLoop(ctx context.Context) {
 		pause.ok(o.logger, "timers")
 		o.wait(ctx, nil, o.cfg.TimerInterval)
 	}
+}
+
+// strandedAfter is how long a submitted result may wait for its notice to
+// be processed before the timers apply it without the notice: well past
+// the visibility timeouts a notice can spend hidden in a crashed replica's
+// batch, and past any backlog of a busy queue.
+func (o *Orchestrator) strandedAfter() time.Duration {
+	return max(4*o.cfg.VisibilityTimeout, 2*time.Minute)
 }
 
 // TimersOnce wakes tasks whose retry backoff has elapsed and, when reap is

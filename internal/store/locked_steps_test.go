@@ -45,7 +45,7 @@ func TestLockedStepReadLeavesResultsOut(t *testing.T) {
 	var want []store.Step
 	var locked []store.Step
 	if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
-		tasks, byTask, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID})
+		tasks, byTask, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID}, 0)
 		if err != nil || len(tasks) != 1 {
 			t.Fatalf("lock: %d tasks, %v", len(tasks), err)
 		}

@@ -238,3 +238,42 @@ func (s *Store) TasksWithExpiredLeases(ctx context.Context, limit int) ([]uuid.U
 	}
 	return out, rows.Err()
 }
+
+// StrandedResult is a step whose submitted result has waited for the
+// orchestrator longer than it should: its notice was lost to the poison
+// archive (read too often while its task was locked, or by an orchestrator
+// that crashed with it many times) or deleted by hand.
+type StrandedResult struct {
+	TaskUUID, StepUUID uuid.UUID
+	Attempt            int
+	Success            bool
+}
+
+// StrandedResults lists up to limit steps of unfinished tasks that have
+// been in enqueued_for_orchestration or enqueued_as_error_for_orchestration
+// for longer than olderThan, oldest first. It walks the unfinished tasks
+// (tasks_active_idx) and their steps, never the history.
+func (s *Store) StrandedResults(ctx context.Context, olderThan time.Duration, limit int) ([]StrandedResult, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT ws.task_uuid, ws.step_uuid, ws.attempts, ws.state = 'enqueued_for_orchestration'
+		  FROM tasker.tasks t
+		  JOIN tasker.workflow_steps ws ON ws.task_uuid = t.task_uuid
+		 WHERE t.state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+		   AND ws.state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+		   AND ws.state_entered_at < clock_timestamp() - make_interval(secs => $1)
+		 ORDER BY ws.state_entered_at
+		 LIMIT $2`, olderThan.Seconds(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("stranded results: %w", err)
+	}
+	defer rows.Close()
+	var out []StrandedResult
+	for rows.Next() {
+		var r StrandedResult
+		if err := rows.Scan(&r.TaskUUID, &r.StepUUID, &r.Attempt, &r.Success); err != nil {
+			return nil, fmt.Errorf("stranded results: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -28,6 +28,13 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
+// IsLockTimeout reports whether err is Postgres giving up on a row lock
+// after the transaction's lock_timeout (SQLSTATE 55P03).
+func IsLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
 // Store wraps the connection pool.
 type Store struct {
 	pool *pgxpool.Pool

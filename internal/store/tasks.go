@@ -372,13 +372,27 @@ const tasksLockSQL = `SELECT ` + taskColumns + ` FROM tasker.tasks t
 		 ORDER BY t.task_uuid
 		   FOR UPDATE`
 
+// LockTimeoutTx bounds how long the rest of the transaction waits for any
+// lock; past it a statement fails with an error IsLockTimeout recognises.
+func (s *Store) LockTimeoutTx(ctx context.Context, tx Tx, d time.Duration) error {
+	if _, err := tx.tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", d.Milliseconds())); err != nil {
+		return fmt.Errorf("set lock timeout: %w", err)
+	}
+	return nil
+}
+
 // TasksLockWithStepsTx is TasksLockTx followed by StepsOfTasksTx, sent
 // together in one round trip (the steps are read after the locks are held:
 // the statements of a pipeline run in order). The steps come without
 // Inputs and Results, and with LastError only for a step whose failure is
-// being processed or that failed for good (lockedStepColumns).
-func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID) ([]Task, map[uuid.UUID][]Step, error) {
+// being processed or that failed for good (lockedStepColumns). A positive
+// lockTimeout bounds the wait for the locks for the rest of the
+// transaction; past it the statement fails with an error IsLockTimeout recognises.
+func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, lockTimeout time.Duration) ([]Task, map[uuid.UUID][]Step, error) {
 	b := &pgx.Batch{}
+	if lockTimeout > 0 {
+		b.Queue(`SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", lockTimeout.Milliseconds()))
+	}
 	b.Queue(tasksLockSQL, ids)
 	b.Queue(lockedStepsOfTasksSQL, ids)
 	// The buffered writes go first, in the same round trip.
@@ -387,6 +401,11 @@ func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID
 		return nil, nil, err
 	}
 	tasks, err := func() ([]Task, error) {
+		if lockTimeout > 0 {
+			if _, err := res.Exec(); err != nil {
+				return nil, fmt.Errorf("set lock timeout: %w", err)
+			}
+		}
 		rows, err := res.Query()
 		if err != nil {
 			return nil, fmt.Errorf("lock tasks: %w", err)
