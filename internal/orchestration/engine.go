@@ -355,6 +355,14 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskReadyStepsFound, nil, map[string]any{"ready": len(ev.ready)})
 			default:
 				err = e.moveTask(ctx, tx, j, t, lifecycle.TaskNothingReady, nil, nil)
+				if err == nil && (ev.failed > 0 || ev.satisfied == ev.total) {
+					// A task an operator revived may have nothing left to
+					// wait for: every step is done, or one is failed. Its
+					// dependencies are as satisfied as they will ever be, so
+					// it is evaluated at once (precedence of DESIGN §3)
+					// instead of resting where nothing would wake it.
+					err = e.moveTask(ctx, tx, j, t, lifecycle.TaskDependenciesSatisfied, nil, nil)
+				}
 			}
 			if err != nil {
 				return err

@@ -198,8 +198,9 @@ const (
 )
 
 // StepOperate applies an operator action to a step, then lets its task move
-// on: a task in error is restarted (error -> pending), a held task is
-// unblocked, a running task is re-evaluated at once.
+// on: a task in error is restarted (error -> pending) unless another of its
+// steps is still failed, a held task is unblocked (and held again if a
+// failed step remains), a running task is re-evaluated at once.
 func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepAction, result json.RawMessage, reason string) (store.Step, store.Task, error) {
 	st, err := e.store.StepGet(ctx, stepID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -256,6 +257,14 @@ func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepA
 		}
 		switch t.State {
 		case lifecycle.TaskError:
+			// By the precedence of DESIGN §3 a failed step that cannot run
+			// wins over everything else: a task that still has one would go
+			// straight back to blocked_by_failures and, under either policy,
+			// not run. It stays in error (resolved_manually and retry remain
+			// open to the operator) rather than being revived for nothing.
+			if evaluate(steps, j.Now()).failed > 0 {
+				break
+			}
 			if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskRetry, nil, map[string]any{"reason": "step " + string(action) + " by operator"}); err != nil {
 				return err
 			}
