@@ -420,3 +420,41 @@ func checkHistoryOrder(t *testing.T, task map[string]any) {
 		}
 	}
 }
+
+// PATCH /v1/dlq/{id} changes only the fields it is sent: a status change
+// keeps the notes and author an earlier update wrote; an empty string
+// clears a field.
+func TestDLQUpdateKeepsFieldsNotSent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, true)
+	r := e.do("POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"customer_id":"blocked-2","items":[{"sku":"A","quantity":1,"unit_price_cents":100}]}}`)
+	id := r.body["task_uuid"].(string)
+	enginetest.Eventually(t, 30*time.Second, "task fails", func() bool {
+		return e.do("GET", "/v1/tasks/"+id, "").body["state"] == "error"
+	})
+	entries, _ := e.do("GET", "/v1/dlq", "").body["entries"].([]any)
+	if len(entries) != 1 {
+		t.Fatalf("DLQ entries: %v", entries)
+	}
+	path := "/v1/dlq/" + fmt.Sprint(entries[0].(map[string]any)["dlq_id"])
+	steps := []struct {
+		body              string
+		status, notes, by any
+	}{
+		{`{"resolution_status":"investigating","resolution_notes":"looking at gateway logs","resolved_by":"alice"}`, "investigating", "looking at gateway logs", "alice"},
+		{`{"resolution_status":"resolved"}`, "resolved", "looking at gateway logs", "alice"},
+		{`{"resolution_status":"resolved","resolved_by":"bob","resolution_notes":null}`, "resolved", "looking at gateway logs", "bob"},
+		{`{"resolution_status":"resolved","resolution_notes":""}`, "resolved", nil, "bob"},
+	}
+	for _, s := range steps {
+		u := e.do("PATCH", path, s.body)
+		if u.status != 200 {
+			t.Fatalf("PATCH %s: %d %s", s.body, u.status, u.raw)
+		}
+		g := e.do("GET", path, "")
+		if g.body["resolution_status"] != s.status || g.body["resolution_notes"] != s.notes || g.body["resolved_by"] != s.by {
+			t.Errorf("after PATCH %s: status %v notes %v by %v; want %v %v %v", s.body,
+				g.body["resolution_status"], g.body["resolution_notes"], g.body["resolved_by"], s.status, s.notes, s.by)
+		}
+	}
+}

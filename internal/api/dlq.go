@@ -99,10 +99,12 @@ func (s *Server) updateDLQ(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Notes and author are pointers: a field left out (or null) keeps what
+	// the entry has; "" clears it.
 	var body struct {
-		ResolutionStatus string `json:"resolution_status"`
-		ResolutionNotes  string `json:"resolution_notes"`
-		ResolvedBy       string `json:"resolved_by"`
+		ResolutionStatus string  `json:"resolution_status"`
+		ResolutionNotes  *string `json:"resolution_notes"`
+		ResolvedBy       *string `json:"resolved_by"`
 	}
 	if !s.decodeBody(w, r, &body) {
 		return
@@ -114,7 +116,7 @@ func (s *Server) updateDLQ(w http.ResponseWriter, r *http.Request) {
 	if !validDLQStatus(w, body.ResolutionStatus, "resolution_status") {
 		return
 	}
-	if len(body.ResolutionNotes) > 10000 || len(body.ResolvedBy) > 256 {
+	if body.ResolutionNotes != nil && len(*body.ResolutionNotes) > 10000 || body.ResolvedBy != nil && len(*body.ResolvedBy) > 256 {
 		writeError(w, http.StatusBadRequest, "invalid_request", "resolution_notes (10000) or resolved_by (256) is too long", "resolution_notes")
 		return
 	}

@@ -31,7 +31,7 @@ var routeDocs = map[string]struct {
 	"GET /v1/templates/{namespace}/{name}/{version}": {"Get one version of a template.", "", "TemplateRecord", "200", nil},
 	"GET /v1/dlq":                                    {"List DLQ entries (tasks that could not finish), newest first.", "", "DLQList", "200", []string{"status", "namespace", "limit"}},
 	"GET /v1/dlq/{dlq_id}":                           {"Get a DLQ entry with its snapshot.", "", "DLQEntry", "200", nil},
-	"PATCH /v1/dlq/{dlq_id}":                         {"Update a DLQ entry's investigation status (pending, investigating, resolved, ignored).", "DLQUpdate", "DLQEntry", "200", nil},
+	"PATCH /v1/dlq/{dlq_id}":                         {"Update a DLQ entry's investigation status (pending, investigating, resolved, ignored); resolution_notes and resolved_by change only when sent (\"\" clears one).", "DLQUpdate", "DLQEntry", "200", nil},
 	"GET /v1/openapi.json":                           {"This document.", "", "", "200", nil},
 }
 

@@ -77,6 +77,35 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "step_failed") {
 		t.Errorf("dlq list: exit %d\n%s", code, out)
 	}
+	// dlq update sends only the flags given: a status change keeps the
+	// notes and author of the update before it; --notes "" clears.
+	out, _, _ = run(t, server, "--json", "dlq", "list")
+	var dl struct {
+		Entries []struct {
+			ID int64 `json:"dlq_id"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(out), &dl); err != nil || len(dl.Entries) != 1 {
+		t.Fatalf("dlq list --json printed %q (%v)", out, err)
+	}
+	dlqID := fmt.Sprint(dl.Entries[0].ID)
+	for _, c := range []struct {
+		args      []string
+		notes, by string
+	}{
+		{[]string{"--status", "investigating", "--notes", "looking at gateway logs", "--by", "alice"}, "looking at gateway logs", "alice"},
+		{[]string{"--status", "resolved"}, "looking at gateway logs", "alice"},
+		{[]string{"--status", "resolved", "--notes", ""}, "", "alice"},
+	} {
+		out, errOut, code := run(t, append([]string{server, "dlq", "update", dlqID}, c.args...)...)
+		var got struct {
+			Notes string `json:"resolution_notes"`
+			By    string `json:"resolved_by"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.Notes != c.notes || got.By != c.by {
+			t.Errorf("dlq update %v: exit %d, notes %q by %q, want %q %q\n%s%s", c.args, code, got.Notes, got.By, c.notes, c.by, out, errOut)
+		}
+	}
 
 	// Bad input: a clear error and a non-zero exit.
 	_, errOut, code = run(t, server, "task", "submit", "-n", "ecommerce", "--name", "order_fulfillment", "--context", `{"items":[]}`)

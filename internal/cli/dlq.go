@@ -84,7 +84,15 @@ func dlqCmd(g *globals) *cobra.Command {
 				return &usageError{"dlq update: --status is required"}
 			}
 			var out json.RawMessage
-			body := map[string]string{"resolution_status": newStatus, "resolution_notes": notes, "resolved_by": by}
+			// Only the flags given are sent: the server keeps the notes and
+			// author an earlier update wrote unless told otherwise.
+			body := map[string]string{"resolution_status": newStatus}
+			if cmd.Flags().Changed("notes") {
+				body["resolution_notes"] = notes
+			}
+			if cmd.Flags().Changed("by") {
+				body["resolved_by"] = by
+			}
 			if err := g.client().do(cmd.Context(), "PATCH", "/v1/dlq/"+url.PathEscape(args[0]), body, "", &out); err != nil {
 				return err
 			}
@@ -93,8 +101,8 @@ func dlqCmd(g *globals) *cobra.Command {
 		},
 	}
 	update.Flags().StringVar(&newStatus, "status", "", "pending, investigating, resolved or ignored")
-	update.Flags().StringVar(&notes, "notes", "", "investigation notes")
-	update.Flags().StringVar(&by, "by", "", "who")
+	update.Flags().StringVar(&notes, "notes", "", `investigation notes (replace the entry's; left out: kept; "" clears them)`)
+	update.Flags().StringVar(&by, "by", "", `who (left out: kept; "" clears it)`)
 	cmd.AddCommand(list, get, update)
 	return cmd
 }

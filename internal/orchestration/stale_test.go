@@ -81,7 +81,8 @@ func TestPermanentFailureFilesDLQEntry(t *testing.T) {
 	if len(entries) != 1 || entries[0].Reason != "step_failed" || !strings.Contains(entries[0].Detail, "second") || !strings.Contains(entries[0].Detail, "card declined") {
 		t.Fatalf("DLQ entries: %+v", entries)
 	}
-	upd, err := h.Store.DLQUpdate(context.Background(), entries[0].ID, "resolved", "refunded", "ops@example.com")
+	notes, by := "refunded", "ops@example.com"
+	upd, err := h.Store.DLQUpdate(context.Background(), entries[0].ID, "resolved", &notes, &by)
 	if err != nil || upd.ResolutionStatus != "resolved" {
 		t.Fatalf("update: %v %+v", err, upd)
 	}

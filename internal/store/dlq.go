@@ -89,11 +89,17 @@ func (s *Store) DLQGet(ctx context.Context, id int64) (DLQEntry, error) {
 	return d, nil
 }
 
-// DLQUpdate sets an entry's investigation status.
-func (s *Store) DLQUpdate(ctx context.Context, id int64, status, notes, by string) (DLQEntry, error) {
+// DLQUpdate sets an entry's investigation status, and its notes and author
+// where given: a nil notes or by leaves that column as it is (an empty
+// string clears it), so a status change does not erase what an earlier
+// update wrote.
+func (s *Store) DLQUpdate(ctx context.Context, id int64, status string, notes, by *string) (DLQEntry, error) {
 	d, err := scanDLQ(s.pool.QueryRow(ctx, `
 		UPDATE tasker.dlq_entries
-		   SET resolution_status = $2, resolution_notes = $3, resolved_by = $4, updated_at = now()
+		   SET resolution_status = $2,
+		       resolution_notes = coalesce($3, resolution_notes),
+		       resolved_by = coalesce($4, resolved_by),
+		       updated_at = now()
 		 WHERE dlq_id = $1
 		RETURNING `+dlqColumns, id, status, notes, by))
 	if errors.Is(err, pgx.ErrNoRows) {
