@@ -458,3 +458,31 @@ func TestDLQUpdateKeepsFieldsNotSent(t *testing.T) {
 		}
 	}
 }
+
+// A task action over HTTP closes the task's open DLQ entry in the name of
+// the API key that asked for it.
+func TestTaskResolveClosesDLQEntryAsTheCaller(t *testing.T) {
+	t.Parallel()
+	auth := api.NewAuthenticator(true, true, true, []api.Credential{
+		{Name: "oncall", Key: "write-key-0123456789", Level: api.PermWrite},
+	}, enginetest.Logger(t))
+	e := newEnv(t, auth, true)
+	key := []string{"X-API-Key", "write-key-0123456789"}
+	r := e.do("POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"customer_id":"blocked-4","items":[{"sku":"A","quantity":1,"unit_price_cents":100}]}}`, key...)
+	id := r.body["task_uuid"].(string)
+	enginetest.Eventually(t, 30*time.Second, "task fails", func() bool {
+		return e.do("GET", "/v1/tasks/"+id, "", key...).body["state"] == "error"
+	})
+	if res := e.do("POST", "/v1/tasks/"+id+"/resolve", `{"reason":"refunded by hand"}`, key...); res.status != 200 {
+		t.Fatalf("resolve: %d %s", res.status, res.raw)
+	}
+	entries, _ := e.do("GET", "/v1/dlq", "", key...).body["entries"].([]any)
+	if len(entries) != 1 {
+		t.Fatalf("DLQ entries: %v", entries)
+	}
+	d := entries[0].(map[string]any)
+	notes, _ := d["resolution_notes"].(string)
+	if d["resolution_status"] != "resolved" || d["resolved_by"] != "oncall" || !strings.Contains(notes, "task resolved: refunded by hand (by oncall") {
+		t.Errorf("DLQ entry after the resolve: %v", d)
+	}
+}

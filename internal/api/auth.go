@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/tasker/tasker/internal/orchestration"
 )
 
 // Permission is what a route requires.
@@ -125,7 +127,8 @@ func (a *Authenticator) Require(perm Permission, h http.Handler) http.Handler {
 			writeError(w, http.StatusForbidden, "forbidden", "the API key "+c.name+" lacks the "+permName(perm)+" permission", "")
 			return
 		}
-		h.ServeHTTP(w, r)
+		// Operator actions record who asked (the DLQ entries they close).
+		h.ServeHTTP(w, r.WithContext(orchestration.WithOperator(r.Context(), c.name)))
 	})
 }
 

@@ -14,6 +14,47 @@ import (
 	"github.com/tasker/tasker/internal/template"
 )
 
+// operatorKey is the context key of who performs operator actions.
+type operatorKey struct{}
+
+// WithOperator returns a context whose operator actions are recorded as done
+// by who (the API sets the name of the caller's API key). Without it they
+// are recorded as done by "operator".
+func WithOperator(ctx context.Context, who string) context.Context {
+	return context.WithValue(ctx, operatorKey{}, who)
+}
+
+func operatorOf(ctx context.Context) string {
+	if who, _ := ctx.Value(operatorKey{}).(string); who != "" {
+		return who
+	}
+	return "operator"
+}
+
+// closeDLQEntries resolves the open DLQ entries of a task that an operator
+// action took out of error or blocked_by_failures (from is the state before
+// the action, t the task after it), in the action's transaction: the entry
+// asked for exactly that decision, and left pending it would keep a handled
+// task on the triage list. The note says what was done, by whom and where
+// the task went. A task that is still failed keeps its entries open; if a
+// revived task fails again, a new entry is filed.
+func (e *Engine) closeDLQEntries(ctx context.Context, tx store.Tx, t *store.Task, from lifecycle.TaskState, action, reason string) error {
+	failed := func(s lifecycle.TaskState) bool {
+		return s == lifecycle.TaskError || s == lifecycle.TaskBlockedByFailures
+	}
+	if !failed(from) || failed(t.State) {
+		return nil
+	}
+	who := operatorOf(ctx)
+	note := action
+	if reason != "" {
+		note += ": " + reason
+	}
+	note += fmt.Sprintf(" (by %s; task %s -> %s)", who, from, t.State)
+	_, err := e.store.DLQResolveOpenTx(ctx, tx, t.UUID, note, who)
+	return err
+}
+
 // lockTask locks a task for an operator action, mapping a missing task to
 // ErrNotFound.
 func (e *Engine) lockTask(ctx context.Context, tx store.Tx, id uuid.UUID) (store.Task, []store.Step, error) {
@@ -141,6 +182,9 @@ func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (st
 		if err := e.drive(ctx, tx, j, &t, steps); err != nil {
 			return err
 		}
+		if err := e.closeDLQEntries(ctx, tx, &t, lifecycle.TaskError, "task retried", reason); err != nil {
+			return err
+		}
 		out = t
 		return nil
 	})
@@ -176,7 +220,11 @@ func (e *Engine) ResolveTask(ctx context.Context, id uuid.UUID, reason string) (
 			return fmt.Errorf("%w: task %s is %s; only a task in error or blocked_by_failures can be resolved", ErrWrongState, id, t.State)
 		}
 		j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(&t), nil)
+		from := t.State
 		if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskResolve, nil, map[string]any{"reason": reason}); err != nil {
+			return err
+		}
+		if err := e.closeDLQEntries(ctx, tx, &t, from, "task resolved", reason); err != nil {
 			return err
 		}
 		out = t
@@ -255,6 +303,7 @@ func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepA
 		if err := e.moveStepsRetrying(ctx, tx, j, &t, []stepChange{change}); err != nil {
 			return err
 		}
+		from := t.State
 		switch t.State {
 		case lifecycle.TaskError:
 			// By the precedence of DESIGN §3 a failed step that cannot run
@@ -280,6 +329,10 @@ func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepA
 			}
 		}
 		if err := e.drive(ctx, tx, j, &t, steps); err != nil {
+			return err
+		}
+		done := map[StepAction]string{StepActionResolve: "resolved", StepActionRetry: "retried"}[action]
+		if err := e.closeDLQEntries(ctx, tx, &t, from, "step "+s.Name+" "+done, reason); err != nil {
 			return err
 		}
 		outStep, outTask = *s, t

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -171,4 +172,76 @@ steps:
 		t.Fatalf("after retrying b the task is %s, want it running", got.State)
 	}
 	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+}
+
+// dlqEntry reads the task's only DLQ entry.
+func dlqEntry(t *testing.T, h *enginetest.Harness, ns string) store.DLQEntry {
+	t.Helper()
+	entries, err := h.Store.DLQList(context.Background(), "", ns, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("DLQ entries of %s: %+v, want one", ns, entries)
+	}
+	return entries[0]
+}
+
+// An operator action that takes a task out of error closes the DLQ entry
+// filed when it failed, in the same transaction: status resolved, the
+// action and its author appended to the notes an investigator wrote. An
+// action after which the task is still failed leaves the entry open.
+func TestOperatorActionsCloseTheTasksDLQEntry(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		act  func(t *testing.T, h *enginetest.Harness, task uuid.UUID, ns string)
+		note string
+	}{
+		{"task retry", func(t *testing.T, h *enginetest.Harness, task uuid.UUID, _ string) {
+			if _, err := h.Engine.RetryTask(context.Background(), task, "gateway back"); err != nil {
+				t.Fatal(err)
+			}
+		}, "task retried: gateway back"},
+		{"task resolve", func(t *testing.T, h *enginetest.Harness, task uuid.UUID, _ string) {
+			if _, err := h.Engine.ResolveTask(context.Background(), task, "refunded"); err != nil {
+				t.Fatal(err)
+			}
+		}, "task resolved: refunded"},
+		{"step resolve then retry", func(t *testing.T, h *enginetest.Harness, task uuid.UUID, ns string) {
+			steps := stepsByName(t, h, task)
+			if _, _, err := h.Engine.StepOperate(context.Background(), steps["y"].UUID, orchestration.StepActionResolve, nil, "skip"); err != nil {
+				t.Fatal(err)
+			}
+			if d := dlqEntry(t, h, ns); d.ResolutionStatus != "investigating" {
+				t.Errorf("entry is %s while the task is still in error, want it left investigating", d.ResolutionStatus)
+			}
+			if _, _, err := h.Engine.StepOperate(context.Background(), steps["x"].UUID, orchestration.StepActionRetry, nil, "gateway back"); err != nil {
+				t.Fatal(err)
+			}
+		}, "step x retried: gateway back"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := enginetest.New(t, enginetest.Options{})
+			ns := "dlq_close_" + strings.ReplaceAll(tc.name, " ", "_")
+			h.Register(pairTemplate(ns, "fail_fast"))
+			var fixed atomic.Bool
+			h.Worker(workerConfig(ns), failUntil(&fixed))
+			task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "pair"})
+			h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskError)
+			notes, by := "looking at gateway logs", "alice"
+			if _, err := h.Store.DLQUpdate(context.Background(), dlqEntry(t, h, ns).ID, "investigating", &notes, &by); err != nil {
+				t.Fatal(err)
+			}
+			fixed.Store(true)
+			tc.act(t, h, task.UUID, ns)
+			d := dlqEntry(t, h, ns)
+			if d.ResolutionStatus != "resolved" || d.ResolvedBy != "operator" ||
+				!strings.HasPrefix(d.ResolutionNotes, notes+"\n") || !strings.Contains(d.ResolutionNotes, tc.note+" (by operator") {
+				t.Errorf("after %s: entry %s by %q, notes %q; want resolved by operator, notes %q then %q",
+					tc.name, d.ResolutionStatus, d.ResolvedBy, d.ResolutionNotes, notes, tc.note)
+			}
+		})
+	}
 }

@@ -111,6 +111,23 @@ func (s *Store) DLQUpdate(ctx context.Context, id int64, status string, notes, b
 	return d, nil
 }
 
+// DLQResolveOpenTx marks a task's open entries (pending, investigating)
+// resolved by `by`, appending note on a line of its own to the notes they
+// have. It returns how many it closed.
+func (s *Store) DLQResolveOpenTx(ctx context.Context, tx Tx, task uuid.UUID, note, by string) (int64, error) {
+	tag, err := tx.tx.Exec(ctx, `
+		UPDATE tasker.dlq_entries
+		   SET resolution_status = 'resolved',
+		       resolution_notes = CASE WHEN resolution_notes = '' THEN $2 ELSE resolution_notes || E'\n' || $2 END,
+		       resolved_by = $3,
+		       updated_at = now()
+		 WHERE task_uuid = $1 AND resolution_status IN ('pending', 'investigating')`, task, note, by)
+	if err != nil {
+		return 0, fmt.Errorf("resolve DLQ entries of task %s: %w", task, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // StaleTasksTx locks up to limit tasks whose progress stopped: no transition
 // and no step change or heartbeat for longer than their threshold (the
 // template's stale_after_seconds, else defaultAfter). Tasks held in
