@@ -101,7 +101,7 @@ const (
 
 	// TaskUnblocked moves a task held in blocked_by_failures (the `hold`
 	// failure policy) back to evaluating_results after an operator resolved
-	// or retried its failed step. DESIGN §3 lets an operator act on a held
+	// or retried its failed step, or retried the task. DESIGN §3 lets an operator act on a held
 	// task; without this trigger the only exits would be error and
 	// resolved_manually, and a retried step could never be picked up.
 	TaskUnblocked TaskTrigger = "unblocked" // blocked_by_failures → evaluating_results

@@ -147,8 +147,10 @@ func (e *Engine) moveStepsRetrying(ctx context.Context, tx store.Tx, j *telemetr
 	return nil
 }
 
-// RetryTask restarts a task in error: its failed steps get their attempts
-// back and return to pending, and the task goes error -> pending and is
+// RetryTask restarts a task in error, or held in blocked_by_failures by the
+// hold policy: its failed steps get their attempts back and return to
+// pending, and the task goes error -> pending (or blocked_by_failures ->
+// evaluating_results, the move a step retry of a held task makes) and is
 // driven again at once.
 func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (store.Task, error) {
 	var out store.Task
@@ -157,9 +159,15 @@ func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (st
 		if err != nil {
 			return err
 		}
-		if t.State != lifecycle.TaskError {
-			return fmt.Errorf("%w: task %s is %s; only a task in error can be retried", ErrWrongState, id, t.State)
+		trig := lifecycle.TaskRetry
+		switch t.State {
+		case lifecycle.TaskError:
+		case lifecycle.TaskBlockedByFailures:
+			trig = lifecycle.TaskUnblocked
+		default:
+			return fmt.Errorf("%w: task %s is %s; only a task in error or blocked_by_failures can be retried", ErrWrongState, id, t.State)
 		}
+		from := t.State
 		j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(&t), nil)
 		tpl, err := e.template(ctx, t.TemplateID)
 		if err != nil {
@@ -176,13 +184,13 @@ func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (st
 		if _, err := e.moveSteps(ctx, tx, j, &t, changes); err != nil {
 			return err
 		}
-		if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskRetry, nil, map[string]any{"reason": reason}); err != nil {
+		if err := e.moveTask(ctx, tx, j, &t, trig, nil, map[string]any{"reason": reason}); err != nil {
 			return err
 		}
 		if err := e.drive(ctx, tx, j, &t, steps); err != nil {
 			return err
 		}
-		if err := e.closeDLQEntries(ctx, tx, &t, lifecycle.TaskError, "task retried", reason); err != nil {
+		if err := e.closeDLQEntries(ctx, tx, &t, from, "task retried", reason); err != nil {
 			return err
 		}
 		out = t

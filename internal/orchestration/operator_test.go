@@ -245,3 +245,32 @@ func TestOperatorActionsCloseTheTasksDLQEntry(t *testing.T) {
 		})
 	}
 }
+
+// Under the hold policy a task waits in blocked_by_failures "for an
+// operator to resolve or retry it": task retry gives its failed steps
+// their attempts back and the task runs on from there.
+func TestTaskRetryOfAHeldTask(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(pairTemplate("retry_held", "hold"))
+	var fixed atomic.Bool
+	h.Worker(workerConfig("retry_held"), failUntil(&fixed))
+	task := h.Submit(orchestration.TaskRequest{Namespace: "retry_held", Name: "pair"})
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskBlockedByFailures)
+	fixed.Store(true)
+	got, err := h.Engine.RetryTask(context.Background(), task.UUID, "gateway back")
+	if err != nil {
+		t.Fatalf("retry of a held task: %v", err)
+	}
+	if got.State.Terminal() || got.State == lifecycle.TaskBlockedByFailures {
+		t.Fatalf("retried task is %s, want it running", got.State)
+	}
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+	if x := stepsByName(t, h, task.UUID)["x"]; x.Attempts != 2 {
+		t.Errorf("x ran %d attempts, want 2 (the failed one and the retry)", x.Attempts)
+	}
+	// A task that is not failed cannot be retried.
+	if _, err := h.Engine.RetryTask(context.Background(), task.UUID, "again"); !errors.Is(err, orchestration.ErrWrongState) {
+		t.Errorf("retry of a complete task: %v, want ErrWrongState", err)
+	}
+}
