@@ -3,6 +3,8 @@ package template
 import (
 	"math"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -73,5 +75,21 @@ func TestBackoffBounds(t *testing.T) {
 	}
 	if d := r.Backoff(1, nil); d < 50*time.Millisecond || d > 100*time.Millisecond {
 		t.Errorf("default rnd: %v", d)
+	}
+}
+
+// The READMEs describe the backoff Backoff computes: equal jitter, never
+// full jitter (which could retry at once).
+func TestBackoffDocsSayEqualJitter(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"../../README.md", "../../config/templates/README.md"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := strings.Join(strings.Fields(string(b)), " ") // a phrase may wrap
+		if !strings.Contains(doc, "equal jitter") || strings.Contains(doc, "full jitter") {
+			t.Errorf("%s does not describe the retry backoff as equal jitter over [c/2, c)", path)
+		}
 	}
 }
