@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/pgtext"
 	"github.com/tasker/tasker/internal/store"
 )
 
@@ -102,7 +103,29 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), "")
 	})
-	return s.recoverPanics(mux)
+	return s.recoverPanics(refuseUnstorableURL(mux))
+}
+
+// refuseUnstorableURL answers 400 for a request whose path or query holds
+// text Postgres cannot store (a NUL character, invalid UTF-8): handlers pass
+// path segments and query filters to SQL as text, where it would fail as a
+// database error.
+func refuseUnstorableURL(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := pgtext.CheckText(r.URL.Path); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request", "the URL path "+err.Error(), "")
+			return
+		}
+		for key, values := range r.URL.Query() {
+			for _, v := range values {
+				if err := pgtext.CheckText(v); err != nil {
+					writeError(w, http.StatusBadRequest, "invalid_request", key+": "+err.Error(), key)
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) recoverPanics(next http.Handler) http.Handler {

@@ -15,6 +15,7 @@ import (
 	"github.com/tasker/tasker/internal/api"
 	"github.com/tasker/tasker/internal/demo"
 	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -280,6 +281,104 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	var n int
 	if err := e.h.Pool.QueryRow(t.Context(), `SELECT count(*) FROM tasker.tasks`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("bad requests created %d tasks (%v)", n, err)
+	}
+}
+
+// TestTextPostgresCannotStoreIsRefused: every text or JSON a client sends
+// that Postgres cannot store (a NUL character, invalid UTF-8, an unpaired
+// surrogate escape in jsonb) is a 400 naming the field, not a 500 from the
+// database, and nothing is changed.
+func TestTextPostgresCannotStoreIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false) // no orchestrator loops: the task stays where intake left it
+	task := e.do("POST", "/v1/tasks", orderBody(""))
+	id := task.body["task_uuid"].(string)
+	step := task.body["steps"].([]any)[0].(map[string]any)["step_uuid"].(string)
+	tplJSON := `{"namespace":"x","name":"t","version":"1","description":"a\u0000b","steps":[{"name":"a","handler":"h"}]}`
+	tplYAML := "namespace: x\nname: t\nversion: \"1\"\nsteps:\n  - {name: a, handler: h, description: \"a\\0b\"}\n"
+	yaml := []string{"Content-Type", "application/yaml"}
+	cases := []struct {
+		name, method, path, body string
+		field                    string
+		headers                  []string
+	}{
+		{"step result", "POST", "/v1/steps/" + step + "/resolve", `{"result":{"a":"\u0000"}}`, "result", nil},
+		{"step result key", "POST", "/v1/steps/" + step + "/resolve", `{"result":{"\u0000":1}}`, "result", nil},
+		{"step result surrogate", "POST", "/v1/steps/" + step + "/resolve", `{"result":{"a":"\ud800"}}`, "result", nil},
+		{"step result UTF-8", "POST", "/v1/steps/" + step + "/resolve", "{\"result\":{\"a\":\"\xff\"}}", "result", nil},
+		{"step resolve reason", "POST", "/v1/steps/" + step + "/resolve", `{"reason":"a\u0000b"}`, "reason", nil},
+		{"step retry reason", "POST", "/v1/steps/" + step + "/retry", `{"reason":"a\u0000b"}`, "reason", nil},
+		{"cancel reason", "POST", "/v1/tasks/" + id + "/cancel", `{"reason":"a\u0000b"}`, "reason", nil},
+		{"retry reason", "POST", "/v1/tasks/" + id + "/retry", `{"reason":"a\u0000b"}`, "reason", nil},
+		{"resolve reason", "POST", "/v1/tasks/" + id + "/resolve", `{"reason":"a\u0000b"}`, "reason", nil},
+		{"dlq notes", "PATCH", "/v1/dlq/1", `{"resolution_status":"resolved","resolution_notes":"a\u0000b"}`, "resolution_notes", nil},
+		{"dlq resolved_by", "PATCH", "/v1/dlq/1", `{"resolution_status":"resolved","resolved_by":"a\u0000b"}`, "resolved_by", nil},
+		{"task name", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order\u0000"}`, "name", nil},
+		{"task context surrogate", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"customer_id":"\udc00"}}`, "context", nil},
+		{"task context UTF-8", "POST", "/v1/tasks", "{\"namespace\":\"ecommerce\",\"name\":\"order_fulfillment\",\"context\":{\"customer_id\":\"\xff\"}}", "context", nil},
+		{"list filter", "GET", "/v1/tasks?initiator=a%00b", "", "initiator", nil},
+		{"list filter UTF-8", "GET", "/v1/tasks?namespace=a%FFb", "", "namespace", nil},
+		{"dlq filter", "GET", "/v1/dlq?namespace=a%00b", "", "namespace", nil},
+		{"template filter", "GET", "/v1/templates?namespace=a%00b", "", "namespace", nil},
+		{"template path", "GET", "/v1/templates/ecommerce/a%00b", "", "", nil},
+	}
+	for _, tc := range cases {
+		r := e.do(tc.method, tc.path, tc.body, tc.headers...)
+		if r.status != http.StatusBadRequest || errField(r) != tc.field {
+			t.Errorf("%s: %d %s, want 400 with field %q", tc.name, r.status, r.raw, tc.field)
+		}
+	}
+	// Templates report the problem with its path, like any invalid template.
+	for _, tc := range []struct {
+		name, path, body, problem string
+		headers                   []string
+	}{
+		{"template description", "/v1/templates", tplJSON, "description", nil},
+		{"template validate", "/v1/templates/validate", tplJSON, "description", nil},
+		{"YAML template step description", "/v1/templates", tplYAML, "steps[0] (a).description", yaml},
+		{"template context_schema", "/v1/templates", `{"namespace":"x","name":"t","version":"1","context_schema":{"type":"object","title":"\u0000"},"steps":[{"name":"a","handler":"h"}]}`, "context_schema", nil},
+	} {
+		r := e.do("POST", tc.path, tc.body, tc.headers...)
+		errBody, _ := r.body["error"].(map[string]any)
+		problems, _ := errBody["problems"].([]any)
+		if r.status != http.StatusBadRequest || len(problems) != 1 || problems[0].(map[string]any)["path"] != tc.problem {
+			t.Errorf("%s: %d %s, want 400 with the problem at %s", tc.name, r.status, r.raw, tc.problem)
+		}
+	}
+	if got := e.do("GET", "/v1/tasks/"+id, ""); got.body["state"] != "steps_in_process" {
+		t.Errorf("the task moved to %v on refused requests", got.body["state"])
+	}
+	if got := e.do("GET", "/v1/steps/"+step, ""); got.body["state"] == "resolved_manually" {
+		t.Errorf("a refused resolve resolved the step")
+	}
+}
+
+// TestOperatorTextIsCapped: an operator's reason is capped like a
+// submission's (it is copied into every step's transition on cancel), and
+// DLQ notes name the field that is too long.
+func TestOperatorTextIsCapped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	task := e.do("POST", "/v1/tasks", orderBody(""))
+	id := task.body["task_uuid"].(string)
+	step := task.body["steps"].([]any)[0].(map[string]any)["step_uuid"].(string)
+	long := `{"reason":"` + strings.Repeat("x", orchestration.MaxReasonLen+1) + `"}`
+	for _, path := range []string{"/v1/tasks/" + id + "/cancel", "/v1/tasks/" + id + "/retry", "/v1/tasks/" + id + "/resolve",
+		"/v1/steps/" + step + "/resolve", "/v1/steps/" + step + "/retry"} {
+		if r := e.do("POST", path, long); r.status != http.StatusBadRequest || errField(r) != "reason" || !strings.Contains(errMessage(r), "2000") {
+			t.Errorf("POST %s with a %d-byte reason: %d %s, want 400 naming reason and its limit", path, orchestration.MaxReasonLen+1, r.status, r.raw)
+		}
+	}
+	if r := e.do("PATCH", "/v1/dlq/1", `{"resolution_status":"resolved","resolution_notes":"`+strings.Repeat("n", 10001)+`"}`); r.status != 400 || errField(r) != "resolution_notes" {
+		t.Errorf("long resolution_notes: %d %s", r.status, r.raw)
+	}
+	if r := e.do("PATCH", "/v1/dlq/1", `{"resolution_status":"resolved","resolved_by":"`+strings.Repeat("b", 257)+`"}`); r.status != 400 || errField(r) != "resolved_by" {
+		t.Errorf("long resolved_by: %d %s, want 400 naming resolved_by", r.status, r.raw)
+	}
+	// The limit itself is accepted.
+	ok := `{"reason":"` + strings.Repeat("x", orchestration.MaxReasonLen) + `"}`
+	if r := e.do("POST", "/v1/tasks/"+id+"/cancel", ok); r.status != 200 || r.body["state"] != "cancelled" {
+		t.Errorf("cancel with a %d-byte reason: %d %.300s", orchestration.MaxReasonLen, r.status, r.raw)
 	}
 }
 

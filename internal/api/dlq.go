@@ -10,8 +10,12 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/store"
 )
+
+// maxResolutionNotesLen caps an operator's notes on a DLQ entry.
+const maxResolutionNotesLen = 10000
 
 // DLQView is a DLQ entry as the API shows it.
 type DLQView struct {
@@ -116,9 +120,17 @@ func (s *Server) updateDLQ(w http.ResponseWriter, r *http.Request) {
 	if !validDLQStatus(w, body.ResolutionStatus, "resolution_status") {
 		return
 	}
-	if body.ResolutionNotes != nil && len(*body.ResolutionNotes) > 10000 || body.ResolvedBy != nil && len(*body.ResolvedBy) > 256 {
-		writeError(w, http.StatusBadRequest, "invalid_request", "resolution_notes (10000) or resolved_by (256) is too long", "resolution_notes")
-		return
+	if body.ResolutionNotes != nil {
+		if err := orchestration.ValidateText("resolution_notes", *body.ResolutionNotes, maxResolutionNotesLen); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if body.ResolvedBy != nil {
+		if err := orchestration.ValidateText("resolved_by", *body.ResolvedBy, orchestration.MaxTextFieldLen); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	d, err := s.store.DLQUpdate(r.Context(), id, body.ResolutionStatus, body.ResolutionNotes, body.ResolvedBy)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -67,6 +66,34 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
+// ValidateText refuses a text field of a request that is longer than max
+// bytes or that Postgres cannot store. Every text field a client sends is
+// checked with it, so that none reaches SQL as a database error.
+func ValidateText(field, v string, max int) error {
+	if len(v) > max {
+		return fieldErr(field, "is longer than %d characters", max)
+	}
+	if err := pgtext.CheckText(v); err != nil {
+		return fieldErr(field, "%v", err)
+	}
+	return nil
+}
+
+// ValidateJSON refuses a JSON field of a request that is not valid JSON or
+// that jsonb cannot store. Empty means absent and is accepted.
+func ValidateJSON(field string, raw json.RawMessage) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if !json.Valid(raw) {
+		return fieldErr(field, "is not valid JSON")
+	}
+	if err := pgtext.CheckJSON(raw); err != nil {
+		return fieldErr(field, "%v", err)
+	}
+	return nil
+}
+
 // Validate checks the request's shape (not whether its template exists).
 func (r *TaskRequest) Validate() error {
 	if r.Namespace == "" {
@@ -78,8 +105,8 @@ func (r *TaskRequest) Validate() error {
 	if r.Name == "" {
 		return fieldErr("name", "is required")
 	}
-	if len(r.Name) > 64 {
-		return fieldErr("name", "is longer than 64 characters")
+	if err := ValidateText("name", r.Name, 64); err != nil {
+		return err
 	}
 	if len(r.Version) > 32 {
 		return fieldErr("version", "is longer than 32 characters")
@@ -92,27 +119,18 @@ func (r *TaskRequest) Validate() error {
 		if trimmed != "null" && !strings.HasPrefix(trimmed, "{") {
 			return fieldErr("context", "must be a JSON object")
 		}
-		if !json.Valid(r.Context) {
-			return fieldErr("context", "is not valid JSON")
-		}
-		if pgtext.HasNULEscape(r.Context) {
-			return fieldErr("context", `contains the character \u0000, which Postgres cannot store in jsonb`)
+		if err := ValidateJSON("context", r.Context); err != nil {
+			return err
 		}
 	}
 	for name, v := range map[string]string{"initiator": r.Initiator, "source_system": r.SourceSystem,
-		"idempotency_key": r.IdempotencyKey, "reason": r.Reason, "version": r.Version} {
-		if name != "reason" && len(v) > MaxTextFieldLen {
-			return fieldErr(name, "is longer than %d characters", MaxTextFieldLen)
-		}
-		if !utf8.ValidString(v) {
-			return fieldErr(name, "is not valid UTF-8")
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return fieldErr(name, "contains a NUL character, which Postgres cannot store")
+		"idempotency_key": r.IdempotencyKey, "version": r.Version} {
+		if err := ValidateText(name, v, MaxTextFieldLen); err != nil {
+			return err
 		}
 	}
-	if len(r.Reason) > MaxReasonLen {
-		return fieldErr("reason", "is longer than %d characters", MaxReasonLen)
+	if err := ValidateText("reason", r.Reason, MaxReasonLen); err != nil {
+		return err
 	}
 	if len(r.Tags) > MaxTags {
 		return fieldErr("tags", "has %d tags; the limit is %d", len(r.Tags), MaxTags)
@@ -121,8 +139,8 @@ func (r *TaskRequest) Validate() error {
 		if tag == "" || len(tag) > MaxTagLen {
 			return fieldErr(fmt.Sprintf("tags[%d]", i), "must be 1 to %d characters", MaxTagLen)
 		}
-		if !utf8.ValidString(tag) || strings.IndexByte(tag, 0) >= 0 {
-			return fieldErr(fmt.Sprintf("tags[%d]", i), "must be UTF-8 text without NUL characters")
+		if err := pgtext.CheckText(tag); err != nil {
+			return fieldErr(fmt.Sprintf("tags[%d]", i), "%v", err)
 		}
 	}
 	if r.Priority < -MaxPriority || r.Priority > MaxPriority {

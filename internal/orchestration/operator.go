@@ -75,6 +75,9 @@ func (e *Engine) lockTask(ctx context.Context, tx store.Tx, id uuid.UUID) (store
 // Queued step messages stay where they are; claiming them fails and they are
 // deleted.
 func (e *Engine) CancelTask(ctx context.Context, id uuid.UUID, reason string) (store.Task, error) {
+	if err := ValidateText("reason", reason, MaxReasonLen); err != nil {
+		return store.Task{}, err
+	}
 	var out store.Task
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		t, steps, err := e.lockTask(ctx, tx, id)
@@ -153,6 +156,9 @@ func (e *Engine) moveStepsRetrying(ctx context.Context, tx store.Tx, j *telemetr
 // evaluating_results, the move a step retry of a held task makes) and is
 // driven again at once.
 func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (store.Task, error) {
+	if err := ValidateText("reason", reason, MaxReasonLen); err != nil {
+		return store.Task{}, err
+	}
 	var out store.Task
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		t, steps, err := e.lockTask(ctx, tx, id)
@@ -218,6 +224,9 @@ func grantAttempts(tpl *template.Template, s *store.Step) int {
 // ResolveTask marks a task that gave up (error, or held in
 // blocked_by_failures) as resolved by an operator.
 func (e *Engine) ResolveTask(ctx context.Context, id uuid.UUID, reason string) (store.Task, error) {
+	if err := ValidateText("reason", reason, MaxReasonLen); err != nil {
+		return store.Task{}, err
+	}
 	var out store.Task
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		t, _, err := e.lockTask(ctx, tx, id)
@@ -258,15 +267,18 @@ const (
 // steps is still failed, a held task is unblocked (and held again if a
 // failed step remains), a running task is re-evaluated at once.
 func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepAction, result json.RawMessage, reason string) (store.Step, store.Task, error) {
+	if err := ValidateText("reason", reason, MaxReasonLen); err != nil {
+		return store.Step{}, store.Task{}, err
+	}
+	if err := ValidateJSON("result", result); err != nil {
+		return store.Step{}, store.Task{}, err
+	}
 	st, err := e.store.StepGet(ctx, stepID)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Step{}, store.Task{}, fmt.Errorf("%w: step %s", ErrNotFound, stepID)
 	}
 	if err != nil {
 		return store.Step{}, store.Task{}, err
-	}
-	if result != nil && !json.Valid(result) {
-		return store.Step{}, store.Task{}, fieldErr("result", "is not valid JSON")
 	}
 	var outStep store.Step
 	var outTask store.Task

@@ -31,3 +31,45 @@ func TestReplaceNUL(t *testing.T) {
 		t.Errorf("ReplaceNUL = %q", got)
 	}
 }
+
+func TestCheckText(t *testing.T) {
+	cases := map[string]error{
+		"plain":     nil,
+		"é and 😀":   nil,
+		"a\x00b":    ErrNUL,
+		"a\xffb":    ErrInvalidUTF8,
+		"\xff\x00":  ErrInvalidUTF8,
+		"tab\there": nil,
+	}
+	for in, want := range cases {
+		if got := CheckText(in); got != want {
+			t.Errorf("CheckText(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestCheckJSON(t *testing.T) {
+	cases := map[string]error{
+		`{}`:                         nil,
+		`{"a":"\u0000"}`:             ErrNULEscape,
+		`{"\u0000":1}`:               ErrNULEscape,
+		`{"a":"\\u0000"}`:            nil, // the text \u0000, not a NUL
+		`{"a":"\\\u0000"}`:           ErrNULEscape,
+		`{"a":"\u00e9"}`:             nil,
+		`{"a":"\ud83d\ude00"}`:       nil, // a surrogate pair: one character
+		`{"a":"\uD83D\uDE00"}`:       nil,
+		`{"a":"\ud800"}`:             ErrSurrogate,
+		`{"a":"\ud800x"}`:            ErrSurrogate,
+		`{"a":"\ud800\u0041"}`:       ErrSurrogate,
+		`{"a":"\ud800\ud800"}`:       ErrSurrogate,
+		`{"a":"\udc00"}`:             ErrSurrogate,
+		`{"a":"\\ud800"}`:            nil,
+		`{"a":"\ud83d\ude00\u0000"}`: ErrNULEscape,
+		"{\"a\":\"\xff\"}":           ErrInvalidUTF8,
+	}
+	for in, want := range cases {
+		if got := CheckJSON([]byte(in)); got != want {
+			t.Errorf("CheckJSON(%s) = %v, want %v", in, got, want)
+		}
+	}
+}

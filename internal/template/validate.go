@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/tasker/tasker/internal/pgtext"
 	"github.com/tasker/tasker/internal/queue"
 )
 
@@ -67,6 +68,10 @@ func (t *Template) validateDomainEvents(p *problems) {
 
 func (t *Template) validateContextSchema(p *problems) {
 	if len(t.ContextSchema) == 0 {
+		return
+	}
+	if err := pgtext.CheckJSON(t.ContextSchema); err != nil {
+		p.add("context_schema", "%v", err)
 		return
 	}
 	if msg := schemaTypeProblem(t.ContextSchema); msg != "" {
@@ -210,10 +215,9 @@ func checkPattern(p *problems, path, v string, re *regexp.Regexp, want string) {
 }
 
 func checkDescription(p *problems, path, d string) {
-	switch {
-	case !utf8.ValidString(d):
-		p.add(path, "is not valid UTF-8")
-	case utf8.RuneCountInString(d) > MaxDescriptionLen:
-		p.add(path, "is %d characters long; at most %d are allowed", utf8.RuneCountInString(d), MaxDescriptionLen)
+	if err := pgtext.CheckText(d); err != nil {
+		p.add(path, "%v", err)
+	} else if n := utf8.RuneCountInString(d); n > MaxDescriptionLen {
+		p.add(path, "is %d characters long; at most %d are allowed", n, MaxDescriptionLen)
 	}
 }
