@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -209,12 +211,31 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// mediaType returns the request's media type, lowercased and without
+// parameters, or "" when it sends no Content-Type. A type that is not one of
+// accepted is answered with 415 and ok false.
+func mediaType(w http.ResponseWriter, r *http.Request, accepted ...string) (mt string, ok bool) {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return "", true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && slices.Contains(accepted, mt) {
+		return mt, true
+	}
+	want := accepted[0]
+	if len(accepted) > 1 {
+		want = "one of " + strings.Join(accepted, ", ")
+	}
+	writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be "+want+", got "+ct, "")
+	return "", false
+}
+
 // decodeBody reads a JSON body strictly: size-limited, unknown fields
 // refused, one object only. It writes the error response itself and returns
 // false when the body is unusable.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json, got "+ct, "")
+	if _, ok := mediaType(w, r, "application/json"); !ok {
 		return false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBodyBytes))

@@ -245,6 +245,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"context not an object", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":"hello"}`, 400, "context", "object", nil},
 		{"oversized body", "POST", "/v1/tasks", big, 413, "", "exceeds", nil},
 		{"wrong content type", "POST", "/v1/tasks", `{}`, 415, "", "application/json", []string{"Content-Type", "text/plain"}},
+		{"content type with a suffix", "POST", "/v1/tasks", `{}`, 415, "", "application/json", []string{"Content-Type", "application/jsonx"}},
+		{"malformed content type", "POST", "/v1/tasks", `{}`, 415, "", "application/json", []string{"Content-Type", "application/json, text/plain"}},
 		{"bad task uuid", "GET", "/v1/tasks/not-a-uuid", "", 400, "task_uuid", "not a UUID", nil},
 		{"unknown task", "GET", "/v1/tasks/01a21a1a-6905-7d33-8b68-ec8ffcfb9368", "", 404, "", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368", nil},
 		{"cancel unknown task", "POST", "/v1/tasks/01a21a1a-6905-7d33-8b68-ec8ffcfb9368/cancel", "", 404, "", "01a21a1a", nil},
@@ -256,6 +258,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"unknown route", "GET", "/v2/tasks", "", 404, "", "/v2/tasks", nil},
 		{"invalid template", "POST", "/v1/templates/validate", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","depends_on":["ghost"]}]}`, 400, "", "ghost", nil},
 		{"cyclic template", "POST", "/v1/templates", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","depends_on":["b"]},{"name":"b","handler":"h","depends_on":["a"]}]}`, 400, "", "cycle", nil},
+		{"template as text", "POST", "/v1/templates", "namespace: x", 415, "", "application/json, application/yaml", []string{"Content-Type", "text/plain"}},
+		{"template as an image", "POST", "/v1/templates/validate", "namespace: x", 415, "", "application/json, application/yaml", []string{"Content-Type", "image/png"}},
 		{"unknown template get", "GET", "/v1/templates/ecommerce/nothing", "", 404, "", "ecommerce/nothing", nil},
 		{"bad dlq id", "GET", "/v1/dlq/abc", "", 400, "dlq_id", "positive integer", nil},
 		{"unknown dlq entry", "GET", "/v1/dlq/99", "", 404, "", "99", nil},
@@ -379,6 +383,20 @@ func TestOperatorTextIsCapped(t *testing.T) {
 	ok := `{"reason":"` + strings.Repeat("x", orchestration.MaxReasonLen) + `"}`
 	if r := e.do("POST", "/v1/tasks/"+id+"/cancel", ok); r.status != 200 || r.body["state"] != "cancelled" {
 		t.Errorf("cancel with a %d-byte reason: %d %.300s", orchestration.MaxReasonLen, r.status, r.raw)
+	}
+}
+
+// TestMediaTypesIgnoreCase: media types are case-insensitive and may carry
+// parameters (RFC 9110).
+func TestMediaTypesIgnoreCase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	if r := e.do("POST", "/v1/tasks", orderBody(""), "Content-Type", "Application/JSON; Charset=UTF-8"); r.status != 201 {
+		t.Errorf("submit as Application/JSON: %d %s", r.status, r.raw)
+	}
+	yamlDoc := "namespace: billing\nname: invoice\nversion: 1.0.0\nsteps:\n  - {name: render, handler: billing.render}\n"
+	if r := e.do("POST", "/v1/templates/validate", yamlDoc, "Content-Type", "Application/YAML; charset=utf-8"); r.status != 200 {
+		t.Errorf("validate as Application/YAML: %d %s", r.status, r.raw)
 	}
 }
 

@@ -58,8 +58,11 @@ func (s *Server) OpenAPI() map[string]any {
 			op["parameters"] = params
 		}
 		if doc.Body != "" {
-			op["requestBody"] = map[string]any{"required": doc.Body != "Action", "content": map[string]any{
-				"application/json": map[string]any{"schema": ref(doc.Body)}}}
+			content := map[string]any{"application/json": map[string]any{"schema": ref(doc.Body)}}
+			if doc.Body == "Template" {
+				content["application/yaml"] = map[string]any{"schema": ref(doc.Body)}
+			}
+			op["requestBody"] = map[string]any{"required": doc.Body != "Action", "content": content}
 		}
 		resp := map[string]any{"description": "success"}
 		if doc.Resp != "" {
@@ -70,7 +73,11 @@ func (s *Server) OpenAPI() map[string]any {
 			status = "200"
 		}
 		errResp := map[string]any{"description": "error", "content": map[string]any{"application/json": map[string]any{"schema": ref("Error")}}}
-		op["responses"] = map[string]any{status: resp, "400": errResp, "401": errResp, "403": errResp, "404": errResp, "409": errResp, "413": errResp, "500": errResp}
+		responses := map[string]any{status: resp, "400": errResp, "401": errResp, "403": errResp, "404": errResp, "409": errResp, "413": errResp, "500": errResp}
+		if doc.Body != "" {
+			responses["415"] = errResp
+		}
+		op["responses"] = responses
 		if r.Perm != PermNone {
 			op["security"] = []any{map[string]any{"apiKey": []any{}}, map[string]any{"bearer": []any{}}}
 		}

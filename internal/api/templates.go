@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/tasker/tasker/internal/template"
@@ -33,8 +32,12 @@ func templateView(t *template.Template, hash string, at *time.Time) (TemplateVie
 }
 
 // readTemplate parses a posted template: YAML when the Content-Type says so,
-// JSON otherwise. It writes the error response itself.
+// JSON when it says so or is absent. It writes the error response itself.
 func (s *Server) readTemplate(w http.ResponseWriter, r *http.Request) (*template.Template, bool) {
+	mt, ok := mediaType(w, r, "application/json", "application/yaml")
+	if !ok {
+		return nil, false
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -45,9 +48,8 @@ func (s *Server) readTemplate(w http.ResponseWriter, r *http.Request) (*template
 		}
 		return nil, false
 	}
-	ct := r.Header.Get("Content-Type")
 	var t *template.Template
-	if strings.Contains(ct, "yaml") {
+	if mt == "application/yaml" {
 		t, err = template.Parse(body)
 	} else {
 		t, err = template.ParseJSON(body)
