@@ -459,6 +459,12 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("writer submits: %d %s", created.status, created.raw)
 	}
 	id := created.body["task_uuid"].(string)
+	// The scheme is case-insensitive (RFC 7235).
+	for _, scheme := range []string{"bearer", "BEARER"} {
+		if r := e.do("GET", "/v1/tasks/"+id, "", "Authorization", scheme+" read-key-0123456789"); r.status != 200 {
+			t.Errorf("Authorization: %s KEY: %d %s", scheme, r.status, r.raw)
+		}
+	}
 	if r := e.do("POST", "/v1/tasks/"+id+"/cancel", "", "X-API-Key", "read-key-0123456789"); r.status != 403 {
 		t.Errorf("a read-only key cancelled a task: %d", r.status)
 	}
