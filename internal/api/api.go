@@ -102,10 +102,33 @@ func (s *Server) Handler() http.Handler {
 	for pattern, h := range s.extra {
 		mux.Handle(pattern, s.auth.Public(PublicMetrics, h))
 	}
+	// The catch-all answers in the API's error shape; it also matches a
+	// known path with a wrong method, which ServeMux would answer 405, so it
+	// finds the methods the path has itself.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+				fmt.Sprintf("%s %s is not allowed; allowed: %s", r.Method, r.URL.Path, strings.Join(allow, ", ")), "")
+			return
+		}
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), "")
 	})
 	return s.recoverPanics(refuseUnstorableURL(mux))
+}
+
+// allowedMethods lists the methods mux routes r's path for, other than
+// through the catch-all "/".
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.WithContext(r.Context()) // a shallow copy
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }
 
 // refuseUnstorableURL answers 400 for a request whose path or query holds

@@ -400,6 +400,31 @@ func TestMediaTypesIgnoreCase(t *testing.T) {
 	}
 }
 
+// TestWrongMethodIs405: a known path with a method it does not have is a
+// 405 listing the methods it has, in the API's error shape; an unknown path
+// stays a 404.
+func TestWrongMethodIs405(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	id := "01a21a1a-6905-7d33-8b68-ec8ffcfb9368"
+	for _, tc := range []struct{ method, path, allow string }{
+		{"DELETE", "/v1/tasks/" + id, "GET, HEAD"},
+		{"PUT", "/v1/tasks", "GET, HEAD, POST"},
+		{"GET", "/v1/tasks/" + id + "/cancel", "POST"},
+		{"DELETE", "/v1/dlq/1", "GET, HEAD, PATCH"},
+		{"POST", "/healthz", "GET, HEAD"},
+	} {
+		r := e.do(tc.method, tc.path, "")
+		errBody, _ := r.body["error"].(map[string]any)
+		if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != tc.allow || errBody["code"] != "method_not_allowed" || !strings.Contains(errMessage(r), tc.allow) {
+			t.Errorf("%s %s: %d Allow %q %s, want 405 with Allow %q", tc.method, tc.path, r.status, r.header.Get("Allow"), r.raw, tc.allow)
+		}
+	}
+	if r := e.do("DELETE", "/v2/tasks", ""); r.status != http.StatusNotFound || r.header.Get("Allow") != "" {
+		t.Errorf("unknown path: %d Allow %q, want 404", r.status, r.header.Get("Allow"))
+	}
+}
+
 func TestTemplateEndpoints(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil, false)
