@@ -14,9 +14,13 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/google/uuid"
 
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/pgtext"
@@ -278,7 +282,8 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool 
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", describeJSONError(err), jsonErrorField(err))
+		msg, field := describeJSONError(err, body, v)
+		writeError(w, http.StatusBadRequest, "invalid_json", msg, field)
 		return false
 	}
 	if dec.More() {
@@ -288,30 +293,74 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool 
 	return true
 }
 
-func describeJSONError(err error) string {
+// describeJSONError says what is wrong with a body that did not decode into
+// v, and which field, in JSON's terms rather than Go's.
+func describeJSONError(err error, body []byte, v any) (msg, field string) {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		return fmt.Sprintf("request body is not valid JSON (at byte %d): %v", se.Offset, se)
+		return fmt.Sprintf("request body is not valid JSON (at byte %d): %v", se.Offset, se), ""
+	case errors.As(err, &te) && te.Field == "":
+		return "request body must be a JSON object, not JSON " + te.Value, ""
 	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be %s, not JSON %s", te.Field, te.Type, te.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+		return fmt.Sprintf("%s: must be %s, not JSON %s", te.Field, jsonTypeName(te.Type), te.Value), te.Field
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return "unknown field " + strconv.Quote(field), field
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "request body is truncated JSON"
-	default:
-		return "request body is not valid JSON: " + err.Error()
+		return "request body is truncated JSON", ""
 	}
+	// A value's own UnmarshalText refused it (a malformed UUID); the error
+	// does not say where.
+	if name, typ := refusedField(body, v); name != "" {
+		return fmt.Sprintf("%s: must be %s", name, jsonTypeName(typ)), name
+	}
+	return "request body is not valid JSON: " + err.Error(), ""
 }
 
-func jsonErrorField(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return te.Field
+// refusedField finds the top-level field of the struct v points to whose
+// value in body does not decode, and its type.
+func refusedField(body []byte, v any) (string, reflect.Type) {
+	t := reflect.TypeOf(v).Elem()
+	var fields map[string]json.RawMessage
+	if t.Kind() != reflect.Struct || json.Unmarshal(body, &fields) != nil {
+		return "", nil
 	}
-	if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
-		return strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if raw, ok := fields[name]; ok && json.Unmarshal(raw, reflect.New(f.Type).Interface()) != nil {
+			return name, f.Type
+		}
 	}
-	return ""
+	return "", nil
+}
+
+// jsonTypeName names what a Go type takes in JSON, for clients that do not
+// know its Go name.
+func jsonTypeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[uuid.UUID]() {
+		return "a UUID"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "another JSON type"
 }

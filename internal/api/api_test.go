@@ -131,9 +131,10 @@ func TestTaskEndpoints(t *testing.T) {
 		t.Errorf("list: %d %s", list.status, list.raw)
 	}
 	// Paging: a second task, then two pages of one.
-	second := e.do("POST", "/v1/tasks", orderBody(""))
-	if second.status != 201 {
-		t.Fatalf("second create: %d", second.status)
+	const corr, parent = "01a21a1a-6905-7d33-8b68-ec8ffcfb9368", "01a21a1a-6905-7d33-8b68-ec8ffcfb9369"
+	second := e.do("POST", "/v1/tasks", orderBody(`,"correlation_id":"`+corr+`","parent_correlation_id":"`+parent+`"`))
+	if second.status != 201 || second.body["correlation_id"] != corr || second.body["parent_correlation_id"] != parent {
+		t.Fatalf("second create with correlation IDs: %d %s", second.status, second.raw)
 	}
 	page1 := e.do("GET", "/v1/tasks?limit=1", "")
 	cursor, _ := page1.body["next_cursor"].(string)
@@ -233,10 +234,14 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		headers                  []string
 	}{
 		{"invalid JSON", "POST", "/v1/tasks", `{"namespace":`, 400, "", "JSON", nil},
-		{"not an object", "POST", "/v1/tasks", `[1]`, 400, "", "JSON", nil},
+		{"not an object", "POST", "/v1/tasks", `[1]`, 400, "", "request body must be a JSON object", nil},
+		{"empty array", "POST", "/v1/tasks", `[]`, 400, "", "request body must be a JSON object", nil},
+		{"malformed correlation_id", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","correlation_id":"abc"}`, 400, "correlation_id", "correlation_id: must be a UUID", nil},
+		{"malformed parent_correlation_id", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","parent_correlation_id":"01a21a1a-6905"}`, 400, "parent_correlation_id", "parent_correlation_id: must be a UUID", nil},
+		{"correlation_id a number", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","correlation_id":5}`, 400, "correlation_id", "must be a UUID, not JSON number", nil},
 		{"empty body", "POST", "/v1/tasks", ``, 400, "", "empty", nil},
 		{"unknown field", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","contxt":{}}`, 400, "contxt", "unknown field", nil},
-		{"wrong type", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","priority":"high"}`, 400, "priority", "priority", nil},
+		{"wrong type", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","priority":"high"}`, 400, "priority", "priority: must be an integer", nil},
 		{"missing namespace", "POST", "/v1/tasks", `{"name":"order_fulfillment"}`, 400, "namespace", "required", nil},
 		{"bad namespace", "POST", "/v1/tasks", `{"namespace":"Robert'); DROP TABLE","name":"x"}`, 400, "namespace", "not a valid namespace", nil},
 		{"unknown namespace", "POST", "/v1/tasks", `{"namespace":"nowhere","name":"x"}`, 404, "", "nowhere", nil},
@@ -280,6 +285,9 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		}
 		if strings.Contains(strings.ToLower(r.raw), "sqlstate") || strings.Contains(r.raw, "pgx") {
 			t.Errorf("%s: response leaks database details: %s", tc.name, r.raw)
+		}
+		if strings.Contains(r.raw, "orchestration.") || strings.Contains(r.raw, "uuid.UUID") {
+			t.Errorf("%s: response names a Go type: %s", tc.name, r.raw)
 		}
 	}
 	var n int
