@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -262,9 +263,17 @@ func mediaType(w http.ResponseWriter, r *http.Request, accepted ...string) (mt s
 // refused, one object only. It writes the error response itself and returns
 // false when the body is unusable.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if _, ok := mediaType(w, r, "application/json"); !ok {
-		return false
-	}
+	return s.decode(w, r, v, false)
+}
+
+// decodeOptionalBody is decodeBody for a body that may be left out: an
+// empty body leaves v as it is, however it was framed (Content-Length: 0, or
+// chunked with no bytes).
+func (s *Server) decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	return s.decode(w, r, v, true)
+}
+
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -275,11 +284,16 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool 
 		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body", "")
 		return false
 	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		writeError(w, http.StatusBadRequest, "invalid_json", "request body is empty; a JSON object is required", "")
+	if len(bytes.TrimSpace(body)) == 0 {
+		if !optional {
+			writeError(w, http.StatusBadRequest, "invalid_json", "request body is empty; a JSON object is required", "")
+		}
+		return optional
+	}
+	if _, ok := mediaType(w, r, "application/json"); !ok {
 		return false
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		msg, field := describeJSONError(err, body, v)

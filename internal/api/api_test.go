@@ -1,9 +1,11 @@
 package api_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -62,6 +64,27 @@ func (e *env) do(method, path, body string, headers ...string) resp {
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := resp{status: res.StatusCode, raw: string(raw), header: res.Header}
+	_ = json.Unmarshal(raw, &r.body)
+	return r
+}
+
+// doChunked sends a POST whose body is chunked and has no bytes, written by
+// hand: net/http's client sends such a body as Content-Length: 0.
+func (e *env) doChunked(path string) resp {
+	e.t.Helper()
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: tasker\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n", path)
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -430,6 +453,31 @@ func TestWrongMethodIs405(t *testing.T) {
 	}
 	if r := e.do("DELETE", "/v2/tasks", ""); r.status != http.StatusNotFound || r.header.Get("Allow") != "" {
 		t.Errorf("unknown path: %d Allow %q, want 404", r.status, r.header.Get("Allow"))
+	}
+}
+
+// TestActionBodies: an action's body may be left out however it is framed,
+// and a task action refuses a field it does not take, like every body.
+func TestActionBodies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	task := e.do("POST", "/v1/tasks", orderBody(""))
+	id := task.body["task_uuid"].(string)
+	step := task.body["steps"].([]any)[0].(map[string]any)["step_uuid"].(string)
+	for _, path := range []string{"/v1/tasks/" + id + "/cancel", "/v1/tasks/" + id + "/retry", "/v1/tasks/" + id + "/resolve"} {
+		if r := e.do("POST", path, `{"result":{"ok":true}}`); r.status != http.StatusBadRequest || errField(r) != "result" {
+			t.Errorf("POST %s with a result: %d %s, want 400 naming result", path, r.status, r.raw)
+		}
+	}
+	if r := e.doChunked("/v1/steps/" + step + "/retry"); r.status != http.StatusConflict {
+		t.Errorf("step retry with an empty chunked body: %d %s, want the 409 of an enqueued step", r.status, r.raw)
+	}
+	if r := e.doChunked("/v1/tasks/" + id + "/cancel"); r.status != 200 || r.body["state"] != "cancelled" {
+		t.Errorf("cancel with an empty chunked body: %d %s", r.status, r.raw)
+	}
+	// A required body stays required.
+	if r := e.doChunked("/v1/tasks"); r.status != http.StatusBadRequest || !strings.Contains(errMessage(r), "empty") {
+		t.Errorf("submit with an empty chunked body: %d %s", r.status, r.raw)
 	}
 }
 

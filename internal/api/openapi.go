@@ -18,12 +18,12 @@ var routeDocs = map[string]struct {
 	"POST /v1/tasks":                                 {"Submit a task (an instance of a registered template). A repeated idempotency key returns the existing task with 200.", "TaskRequest", "Task", "201", nil},
 	"GET /v1/tasks":                                  {"List tasks, newest first, with filters and cursor paging.", "", "TaskList", "200", []string{"namespace", "name", "state", "initiator", "created_after", "created_before", "limit", "cursor"}},
 	"GET /v1/tasks/{task_uuid}":                      {"Get a task with its steps (states, attempts, results, errors); include=transitions adds the transition history.", "", "Task", "200", []string{"include"}},
-	"POST /v1/tasks/{task_uuid}/cancel":              {"Cancel a task that has not finished; its unfinished steps are cancelled.", "Action", "Task", "200", nil},
-	"POST /v1/tasks/{task_uuid}/retry":               {"Retry a task in error or blocked_by_failures: failed steps get their attempts back and the task runs again.", "Action", "Task", "200", nil},
-	"POST /v1/tasks/{task_uuid}/resolve":             {"Mark a task in error or blocked_by_failures as resolved manually.", "Action", "Task", "200", nil},
+	"POST /v1/tasks/{task_uuid}/cancel":              {"Cancel a task that has not finished; its unfinished steps are cancelled.", "TaskAction", "Task", "200", nil},
+	"POST /v1/tasks/{task_uuid}/retry":               {"Retry a task in error or blocked_by_failures: failed steps get their attempts back and the task runs again.", "TaskAction", "Task", "200", nil},
+	"POST /v1/tasks/{task_uuid}/resolve":             {"Mark a task in error or blocked_by_failures as resolved manually.", "TaskAction", "Task", "200", nil},
 	"GET /v1/steps/{step_uuid}":                      {"Get a step.", "", "Step", "200", nil},
-	"POST /v1/steps/{step_uuid}/resolve":             {"Resolve a step manually, optionally supplying its result; its task moves on.", "Action", "Step", "200", nil},
-	"POST /v1/steps/{step_uuid}/retry":               {"Retry a failed step with fresh attempts; its task moves on.", "Action", "Step", "200", nil},
+	"POST /v1/steps/{step_uuid}/resolve":             {"Resolve a step manually, optionally supplying its result; its task moves on.", "StepAction", "Step", "200", nil},
+	"POST /v1/steps/{step_uuid}/retry":               {"Retry a failed step with fresh attempts; its task moves on.", "StepAction", "Step", "200", nil},
 	"GET /v1/templates":                              {"List registered templates.", "", "TemplateList", "200", []string{"namespace"}},
 	"POST /v1/templates":                             {"Register a template version (JSON, or YAML with Content-Type application/yaml). Versions are immutable.", "Template", "TemplateRecord", "201", nil},
 	"POST /v1/templates/validate":                    {"Validate a template without registering it; every problem is reported with its path.", "Template", "TemplateValidation", "200", nil},
@@ -62,7 +62,7 @@ func (s *Server) OpenAPI() map[string]any {
 			if doc.Body == "Template" {
 				content["application/yaml"] = map[string]any{"schema": ref(doc.Body)}
 			}
-			op["requestBody"] = map[string]any{"required": doc.Body != "Action", "content": content}
+			op["requestBody"] = map[string]any{"required": !strings.HasSuffix(doc.Body, "Action"), "content": content}
 		}
 		resp := map[string]any{"description": "success"}
 		if doc.Resp != "" {
@@ -149,7 +149,8 @@ func schemas() map[string]any {
 			"step_counts": map[string]any{"type": "object", "additionalProperties": integer},
 			"transitions": map[string]any{"type": "array", "items": anyObj}}),
 		"TaskList":       obj(map[string]any{"tasks": map[string]any{"type": "array", "items": ref("Task")}, "next_cursor": str}),
-		"Action":         obj(map[string]any{"reason": str, "result": map[string]any{}}),
+		"TaskAction":     obj(map[string]any{"reason": str}),
+		"StepAction":     obj(map[string]any{"reason": str, "result": map[string]any{}}),
 		"Template":       anyObj,
 		"TemplateRecord": obj(map[string]any{"namespace": str, "name": str, "version": str, "description": str, "content_hash": str, "registered_at": timeStr, "definition": anyObj}),
 		"TemplateList":   obj(map[string]any{"templates": map[string]any{"type": "array", "items": ref("TemplateRecord")}}),

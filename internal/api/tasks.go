@@ -256,18 +256,16 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// actionRequest is the optional body of operator actions.
-type actionRequest struct {
-	Reason string          `json:"reason,omitempty"`
-	Result json.RawMessage `json:"result,omitempty"`
+// taskActionRequest is the optional body of a task action.
+type taskActionRequest struct {
+	Reason string `json:"reason,omitempty"`
 }
 
-func (s *Server) decodeAction(w http.ResponseWriter, r *http.Request) (actionRequest, bool) {
-	var a actionRequest
-	if r.ContentLength == 0 {
-		return a, true
-	}
-	return a, s.decodeBody(w, r, &a)
+// stepActionRequest is the optional body of a step action; only resolve
+// takes a result.
+type stepActionRequest struct {
+	Reason string          `json:"reason,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 func (s *Server) taskAction(w http.ResponseWriter, r *http.Request, do func(id uuid.UUID, reason string) (store.Task, error)) {
@@ -275,8 +273,8 @@ func (s *Server) taskAction(w http.ResponseWriter, r *http.Request, do func(id u
 	if !ok {
 		return
 	}
-	a, ok := s.decodeAction(w, r)
-	if !ok {
+	var a taskActionRequest
+	if !s.decodeOptionalBody(w, r, &a) {
 		return
 	}
 	t, err := do(id, a.Reason)
@@ -338,8 +336,8 @@ func (s *Server) stepAction(w http.ResponseWriter, r *http.Request, action orche
 	if !ok {
 		return
 	}
-	a, ok := s.decodeAction(w, r)
-	if !ok {
+	var a stepActionRequest
+	if !s.decodeOptionalBody(w, r, &a) {
 		return
 	}
 	if action == orchestration.StepActionRetry && a.Result != nil {
