@@ -429,6 +429,12 @@ func TestMediaTypesIgnoreCase(t *testing.T) {
 	if r := e.do("POST", "/v1/templates/validate", yamlDoc, "Content-Type", "Application/YAML; charset=utf-8"); r.status != 200 {
 		t.Errorf("validate as Application/YAML: %d %s", r.status, r.raw)
 	}
+	// The YAML types in use besides the registered one.
+	for _, ct := range []string{"text/yaml", "application/x-yaml", "text/x-yaml"} {
+		if r := e.do("POST", "/v1/templates/validate", yamlDoc, "Content-Type", ct); r.status != 200 {
+			t.Errorf("validate as %s: %d %s", ct, r.status, r.raw)
+		}
+	}
 }
 
 // TestWrongMethodIs405: a known path with a method it does not have is a

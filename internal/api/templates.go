@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/tasker/tasker/internal/template"
@@ -34,7 +35,7 @@ func templateView(t *template.Template, hash string, at *time.Time) (TemplateVie
 // readTemplate parses a posted template: YAML when the Content-Type says so,
 // JSON when it says so or is absent. It writes the error response itself.
 func (s *Server) readTemplate(w http.ResponseWriter, r *http.Request) (*template.Template, bool) {
-	mt, ok := mediaType(w, r, "application/json", "application/yaml")
+	mt, ok := mediaType(w, r, "application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 	if !ok {
 		return nil, false
 	}
@@ -49,7 +50,7 @@ func (s *Server) readTemplate(w http.ResponseWriter, r *http.Request) (*template
 		return nil, false
 	}
 	var t *template.Template
-	if mt == "application/yaml" {
+	if strings.HasSuffix(mt, "yaml") {
 		t, err = template.Parse(body)
 	} else {
 		t, err = template.ParseJSON(body)
