@@ -127,8 +127,20 @@ func TestTaskEndpoints(t *testing.T) {
 		t.Errorf("created task shows %d steps, want 5", len(steps))
 	}
 	dup := e.do("POST", "/v1/tasks", orderBody(`,"idempotency_key":"k-1"`))
-	if dup.status != http.StatusOK || dup.body["task_uuid"] != id {
+	if dup.status != http.StatusOK || dup.body["task_uuid"] != id || dup.header.Get("Idempotent-Replay") != "true" {
 		t.Errorf("duplicate key: %d %v, want 200 and the same task", dup.status, dup.body["task_uuid"])
+	}
+	// The same key for a different request is a conflict, not a silent
+	// replay of the first task (its context, or a field it sets, differs).
+	for _, tc := range []struct{ body, field string }{
+		{`{"namespace":"ecommerce","name":"order_fulfillment","context":` + demo.SampleContext(2) + `,"idempotency_key":"k-1"}`, "context"},
+		{orderBody(`,"priority":7,"idempotency_key":"k-1"`), "priority"},
+		{orderBody(`,"initiator":"someone-else","idempotency_key":"k-1"`), "initiator"},
+	} {
+		r := e.do("POST", "/v1/tasks", tc.body)
+		if r.status != http.StatusConflict || errField(r) != tc.field || !strings.Contains(r.raw, id) {
+			t.Errorf("key reused with a different %s: %d %s, want 409 naming the field and the first task", tc.field, r.status, r.raw)
+		}
 	}
 
 	enginetest.Eventually(t, 30*time.Second, "task completes", func() bool {

@@ -15,7 +15,7 @@ var routeDocs = map[string]struct {
 	Status  string
 	Query   []string
 }{
-	"POST /v1/tasks":                                 {"Submit a task (an instance of a registered template). A repeated idempotency key returns the existing task with 200.", "TaskRequest", "Task", "201", nil},
+	"POST /v1/tasks":                                 {"Submit a task (an instance of a registered template). A repeated idempotency key returns the existing task with 200, or 409 when the request differs from the first one.", "TaskRequest", "Task", "201", nil},
 	"GET /v1/tasks":                                  {"List tasks, newest first, with filters and cursor paging.", "", "TaskList", "200", []string{"namespace", "name", "state", "initiator", "created_after", "created_before", "limit", "cursor"}},
 	"GET /v1/tasks/{task_uuid}":                      {"Get a task with its steps (states, attempts, results, errors); include=transitions adds the transition history.", "", "Task", "200", []string{"include"}},
 	"POST /v1/tasks/{task_uuid}/cancel":              {"Cancel a task that has not finished; its unfinished steps are cancelled.", "TaskAction", "Task", "200", nil},

@@ -125,10 +125,16 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	if !created {
 		// The idempotency key was seen before: this is that task.
 		status = http.StatusOK
-		w.Header().Set("Idempotent-Replay", "true")
 		if fresh, err := s.store.TaskGet(r.Context(), t.UUID); err == nil {
 			t = fresh
 		}
+		if field := req.DiffersFrom(t); field != "" {
+			writeError(w, http.StatusConflict, "conflict", fmt.Sprintf(
+				"idempotency key %q was first used for task %s, whose %s differs from this request's: a different request needs a new key",
+				req.IdempotencyKey, t.UUID, field), field)
+			return
+		}
+		w.Header().Set("Idempotent-Replay", "true")
 	}
 	w.Header().Set("Location", "/v1/tasks/"+t.UUID.String())
 	s.writeTask(w, r, t, status, false)

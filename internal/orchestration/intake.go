@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -158,6 +160,42 @@ func (r *TaskRequest) identityHash() string {
 	}
 	h := sha256.Sum256([]byte("key\x00" + r.Namespace + "\x00" + r.Name + "\x00" + r.IdempotencyKey))
 	return hex.EncodeToString(h[:])
+}
+
+// DiffersFrom names the first field in which r asks for something other
+// than task t, the task its idempotency key created first ("" when r is a
+// repeat of it). The context is always compared, as JSON values (key order
+// and spacing do not matter; none means {}); the other fields only when r
+// gives them, so a retry that sends less than the first request still
+// matches.
+func (r *TaskRequest) DiffersFrom(t store.Task) string {
+	reqCtx := r.Context
+	if len(reqCtx) == 0 || strings.TrimSpace(string(reqCtx)) == "null" {
+		reqCtx = json.RawMessage(`{}`)
+	}
+	var a, b any
+	if json.Unmarshal(reqCtx, &a) != nil || json.Unmarshal(t.Context, &b) != nil || !reflect.DeepEqual(a, b) {
+		return "context"
+	}
+	switch {
+	case r.Version != "" && r.Version != t.Version:
+		return "version"
+	case len(r.Tags) > 0 && !slices.Equal(r.Tags, t.Tags):
+		return "tags"
+	case r.Priority != 0 && r.Priority != t.Priority:
+		return "priority"
+	case r.Initiator != "" && r.Initiator != t.Initiator:
+		return "initiator"
+	case r.SourceSystem != "" && r.SourceSystem != t.SourceSystem:
+		return "source_system"
+	case r.Reason != "" && r.Reason != t.Reason:
+		return "reason"
+	case r.CorrelationID != nil && *r.CorrelationID != t.CorrelationID:
+		return "correlation_id"
+	case r.ParentCorrelationID != nil && (t.ParentCorrelationID == nil || *r.ParentCorrelationID != *t.ParentCorrelationID):
+		return "parent_correlation_id"
+	}
+	return ""
 }
 
 // CreateTask validates and persists a task request, then initializes the task

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
 )
@@ -344,7 +346,16 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 		}
 		req, err := DecodeTaskRequest(m.Body)
 		if err == nil {
-			_, _, err = o.engine.createTask(ctx, req, &m.ID)
+			var task store.Task
+			var created bool
+			task, created, err = o.engine.createTask(ctx, req, &m.ID)
+			if err == nil && !created && task.UUID != uuid.Nil {
+				if field := req.DiffersFrom(task); field != "" {
+					o.logger.Warn("task request reused an idempotency key with a different request; the first task stands",
+						"queue", queue.TaskRequestsQueue, "msg_id", m.ID, "idempotency_key", req.IdempotencyKey,
+						"task_uuid", task.UUID, "differs_in", field)
+				}
+			}
 		}
 		switch {
 		case err == nil:
