@@ -491,16 +491,16 @@ func checkTrace(t *testing.T, tr *jaegerTrace, task *submitted) {
 		t.Errorf("%d failed step_execution spans, want 1 (the simulated payment failure)", failed)
 	}
 
-	// Task transitions: task.before_transition and the mapped event on each.
+	// Task transitions: task.before_transition and the move's events on each.
 	var transitions []string
 	for _, s := range names["task_state_transition"] {
 		from, to := lifecycle.TaskState(s.tag("from_state")), lifecycle.TaskState(s.tag("to_state"))
-		transitions = append(transitions, string(from)+"→"+string(to))
-		want := []lifecycle.EventName{lifecycle.EventTaskBeforeTransition}
-		if ev, ok := lifecycle.TaskTransitionEvent(from, to); ok {
-			want = append(want, ev)
+		trig := lifecycle.TaskTrigger(s.tag("trigger"))
+		if _, err := lifecycle.NextTaskState(from, trig); err != nil {
+			t.Errorf("task_state_transition %s→%s has trigger %q: %v", from, to, trig, err)
 		}
-		want = append(want, lifecycle.AdditionalTaskEvents(from, to)...)
+		transitions = append(transitions, string(from)+"→"+string(to))
+		want := append([]lifecycle.EventName{lifecycle.EventTaskBeforeTransition}, lifecycle.TaskMoveEvents(from, trig, to)...)
 		for _, ev := range want {
 			if !s.hasEvent(string(ev)) {
 				t.Errorf("task_state_transition %s→%s lacks %s (events %v)", from, to, ev, s.events())

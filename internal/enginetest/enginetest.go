@@ -220,6 +220,34 @@ func (h *Harness) WaitTask(id uuid.UUID, timeout time.Duration, states ...lifecy
 	return t
 }
 
+// Counter sums the series of the counter name in the harness's registry whose
+// labels include labels (0 when there is none).
+func (h *Harness) Counter(name string, labels map[string]string) float64 {
+	h.T.Helper()
+	mfs, err := h.Registry.Gather()
+	if err != nil {
+		h.T.Fatalf("gather metrics: %v", err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			matched := 0
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					matched++
+				}
+			}
+			if matched == len(labels) {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 // Eventually polls cond (bounded) and fails with msg if it never holds.
 func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
 	t.Helper()

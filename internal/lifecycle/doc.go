@@ -21,7 +21,9 @@
 // [Catalog] lists every system event with who emits it, where it is published
 // and which span it is recorded on. [TaskTransitionEvent] and
 // [StepTransitionEvent] name the primary event for a state change;
-// [AdditionalTaskEvents] names the few extra ones. task.before_transition and
+// [AdditionalTaskEvents] names the few extra ones; [TaskMoveEvents] is what a
+// task move publishes: those, unless the move is a retry backoff wake-up
+// ([TaskBackoffExpired]), which publishes none. task.before_transition and
 // step.before_transition are not returned by the mapping functions: they are
 // published before every transition attempt, whatever its states.
 //

@@ -148,8 +148,8 @@ var catalog = []EventInfo{
 	},
 	{
 		Name: EventTaskStepResultsReceived, Category: CategoryTask, Emitter: EmitterOrchestrator,
-		Description: "A step result arrived for a task with steps in process (steps_in_process → evaluating_results).",
-		PublishedAt: "orchestrator result processor, after steps_in_process → evaluating_results commits",
+		Description: "A step result arrived for a task with steps in process, a step's lease expired, or an operator resolved or retried a step (steps_in_process → evaluating_results on step_result_received; a retry backoff elapsing is backoff_expired, which publishes no task event).",
+		PublishedAt: "orchestrator result processor (or lease reaper, or operator action), after steps_in_process → evaluating_results commits",
 		Span:        spanTaskStateTransition,
 	},
 	{
@@ -160,13 +160,13 @@ var catalog = []EventInfo{
 	},
 	{
 		Name: EventTaskDependenciesSatisfied, Category: CategoryTask, Emitter: EmitterOrchestrator,
-		Description: "A waiting task has something to evaluate again (waiting_for_dependencies → evaluating_results).",
+		Description: "A task waiting for dependencies has something to evaluate again: a step result arrived, a step's lease expired, or an operator resolved or retried a step (waiting_for_dependencies → evaluating_results on dependencies_satisfied; a retry backoff elapsing is backoff_expired, which publishes no task event).",
 		PublishedAt: "orchestrator, after waiting_for_dependencies → evaluating_results commits",
 		Span:        spanTaskStateTransition,
 	},
 	{
 		Name: EventTaskRetryBackoffStarted, Category: CategoryTask, Emitter: EmitterOrchestrator,
-		Description: "Only steps in retry backoff remain (→ waiting_for_retry).",
+		Description: "Only steps in retry backoff remain (→ waiting_for_retry). A step that enters backoff while a sibling is in flight or ready leaves the task where it is (DESIGN §3 precedence: in flight before waiting), so this event does not fire for it; that retry shows as the step's transition to waiting_for_retry (tasker_step_state_transitions_total) and step.retry_requested when its backoff ends.",
 		PublishedAt: "orchestrator result evaluation, after the transition into waiting_for_retry commits",
 		Span:        spanTaskStateTransition,
 	},
@@ -409,6 +409,26 @@ func AdditionalTaskEvents(from, to TaskState) []EventName {
 		return []EventName{EventTaskAwaitingDependencies}
 	}
 	return nil
+}
+
+// TaskMoveEvents names the events a task move publishes after
+// task.before_transition, in publication order: [TaskTransitionEvent] then
+// [AdditionalTaskEvents], except for a move on [TaskBackoffExpired], which
+// publishes none. A backoff wake-up out of steps_in_process or
+// waiting_for_dependencies shares its states with a result arriving
+// (task.step_results_received) or dependencies being satisfied
+// (task.dependencies_satisfied), and is neither; out of waiting_for_retry,
+// where DESIGN §3 puts it, the states map to no event either. The retry
+// itself is published by the step, as step.retry_requested.
+func TaskMoveEvents(from TaskState, trigger TaskTrigger, to TaskState) []EventName {
+	if trigger == TaskBackoffExpired {
+		return nil
+	}
+	var out []EventName
+	if ev, ok := TaskTransitionEvent(from, to); ok {
+		out = append(out, ev)
+	}
+	return append(out, AdditionalTaskEvents(from, to)...)
 }
 
 // StepTransitionEvent names the primary event published when a step moves

@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -304,36 +305,49 @@ func TestMappedEventsAreCataloged(t *testing.T) {
 	}
 }
 
-// TestAllowedTaskTransitionEvents: events are chosen by (from, to) alone, so
-// every allowed (from, to) must come from exactly one trigger, or two
-// different causes would be reported as one primary event. The allowed moves
-// that publish nothing beyond task.before_transition are listed here, so a
-// new move cannot go silent unnoticed.
+// TestAllowedTaskTransitionEvents: a move publishes TaskMoveEvents, chosen by
+// its states except on backoff_expired, so two triggers between the same
+// states must publish different events, or two different causes would be
+// reported as one. The allowed moves that publish nothing beyond
+// task.before_transition are listed here, so a new move cannot go silent
+// unnoticed.
 func TestAllowedTaskTransitionEvents(t *testing.T) {
 	t.Parallel()
-	silent := map[[2]TaskState]bool{
-		{"evaluating_results", "enqueuing_steps"}:     true, // task.steps_enqueued follows
-		{"waiting_for_retry", "evaluating_results"}:   true,
-		{"blocked_by_failures", "evaluating_results"}: true,
+	silent := map[taskMove]bool{
+		{"evaluating_results", "ready_steps_found", "enqueuing_steps"}: true, // task.steps_enqueued follows
+		// A retry backoff elapsed: the step publishes step.retry_requested.
+		{"waiting_for_retry", "backoff_expired", "evaluating_results"}:        true,
+		{"steps_in_process", "backoff_expired", "evaluating_results"}:         true,
+		{"waiting_for_dependencies", "backoff_expired", "evaluating_results"}: true,
+		{"blocked_by_failures", "unblocked", "evaluating_results"}:            true,
 	}
-	triggers := map[[2]TaskState][]TaskTrigger{}
+	events := map[[2]TaskState]map[string]TaskTrigger{} // (from, to) -> published events -> trigger
+	allowed := map[taskMove]bool{}
 	for _, from := range TaskStates {
 		for _, trig := range TaskTriggers {
 			to, err := NextTaskState(from, trig)
 			if err != nil {
 				continue
 			}
-			pair := [2]TaskState{from, to}
-			triggers[pair] = append(triggers[pair], trig)
-			primary, ok := TaskTransitionEvent(from, to)
-			if ok == silent[pair] {
-				t.Errorf("%s -%s-> %s: event %q, %v; want silent=%v", from, trig, to, primary, ok, silent[pair])
+			move := taskMove{from, trig, to}
+			allowed[move] = true
+			all := TaskMoveEvents(from, trig, to)
+			if (len(all) == 0) != silent[move] {
+				t.Errorf("%s -%s-> %s: events %v; want silent=%v", from, trig, to, all, silent[move])
 			}
-			if to.Terminal() && !ok {
+			if to.Terminal() && len(all) == 0 {
 				t.Errorf("%s -%s-> %s enters a terminal state without an event", from, trig, to)
 			}
-			extra := AdditionalTaskEvents(from, to)
-			all := append([]EventName{primary}, extra...)
+			if trig != TaskBackoffExpired {
+				var want []EventName
+				if primary, ok := TaskTransitionEvent(from, to); ok {
+					want = append(want, primary)
+				}
+				want = append(want, AdditionalTaskEvents(from, to)...)
+				if !slices.Equal(all, want) {
+					t.Errorf("%s -%s-> %s: TaskMoveEvents %v, want the states' events %v", from, trig, to, all, want)
+				}
+			}
 			for i := range all {
 				if all[i] == EventTaskBeforeTransition {
 					t.Errorf("%s -> %s maps to task.before_transition, which precedes every transition", from, to)
@@ -342,16 +356,20 @@ func TestAllowedTaskTransitionEvents(t *testing.T) {
 					t.Errorf("%s -> %s publishes %s twice: %v", from, to, all[i], all)
 				}
 			}
+			pair := [2]TaskState{from, to}
+			key := fmt.Sprint(all)
+			if events[pair] == nil {
+				events[pair] = map[string]TaskTrigger{}
+			}
+			if other, dup := events[pair][key]; dup {
+				t.Errorf("%s -> %s publishes %s on both %s and %s; the events cannot tell them apart", from, to, key, other, trig)
+			}
+			events[pair][key] = trig
 		}
 	}
-	for pair, trigs := range triggers {
-		if len(trigs) != 1 {
-			t.Errorf("%s -> %s is reached by %v; the event mapping cannot tell them apart", pair[0], pair[1], trigs)
-		}
-	}
-	for pair := range silent {
-		if len(triggers[pair]) == 0 {
-			t.Errorf("silent list names %s -> %s, which the machine does not allow", pair[0], pair[1])
+	for move := range silent {
+		if !allowed[move] {
+			t.Errorf("silent list names %s -%s-> %s, which the machine does not allow", move.from, move.trigger, move.to)
 		}
 	}
 }

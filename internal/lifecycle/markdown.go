@@ -28,7 +28,7 @@ func CatalogMarkdown() string {
 
 	b.WriteString("\n## Events per transition\n\n")
 	b.WriteString("Every transition the state machines allow, with the events it publishes\n")
-	b.WriteString("(`TaskTransitionEvent` then `AdditionalTaskEvents`, or `StepTransitionEvent`).\n")
+	b.WriteString("(`TaskMoveEvents`, or `StepTransitionEvent`).\n")
 	b.WriteString("`task.before_transition` and `step.before_transition` precede every\n")
 	b.WriteString("transition and are not repeated here.\n\n")
 
@@ -40,12 +40,7 @@ func CatalogMarkdown() string {
 			if err != nil {
 				continue
 			}
-			var names []EventName
-			if ev, ok := TaskTransitionEvent(from, to); ok {
-				names = append(names, ev)
-			}
-			names = append(names, AdditionalTaskEvents(from, to)...)
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", from, trig, to, eventList(names))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", from, trig, to, eventList(TaskMoveEvents(from, trig, to)))
 		}
 	}
 

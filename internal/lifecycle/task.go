@@ -97,7 +97,16 @@ const (
 	TaskOnlyBackoffRemains    TaskTrigger = "only_backoff_remains"    // evaluating_results → waiting_for_retry
 	TaskStepFailedPermanently TaskTrigger = "step_failed_permanently" // evaluating_results → blocked_by_failures
 	TaskDependenciesSatisfied TaskTrigger = "dependencies_satisfied"  // waiting_for_dependencies → evaluating_results
-	TaskBackoffExpired        TaskTrigger = "backoff_expired"         // waiting_for_retry → evaluating_results
+
+	// TaskBackoffExpired is the timer's trigger: a step's retry backoff
+	// elapsed. DESIGN §3 lists it out of waiting_for_retry; it also takes a
+	// task out of steps_in_process and waiting_for_dependencies, where a
+	// task rests while a step waits out its backoff beside a sibling still
+	// in flight (in flight takes precedence over waiting), so that the retry
+	// is not held up until the sibling finishes. The wake-up is not a result
+	// arriving or a dependency being satisfied, and [TaskMoveEvents] does
+	// not say it is.
+	TaskBackoffExpired TaskTrigger = "backoff_expired" // waiting_for_retry | steps_in_process | waiting_for_dependencies → evaluating_results
 
 	// TaskUnblocked moves a task held in blocked_by_failures (the `hold`
 	// failure policy) back to evaluating_results after an operator resolved
@@ -156,6 +165,7 @@ var taskMoves = map[TaskState]map[TaskTrigger]TaskState{
 	},
 	TaskStepsInProcess: {
 		TaskStepResultReceived: TaskEvaluatingResults,
+		TaskBackoffExpired:     TaskEvaluatingResults,
 		TaskStale:              TaskError,
 	},
 	TaskEvaluatingResults: {
@@ -167,6 +177,7 @@ var taskMoves = map[TaskState]map[TaskTrigger]TaskState{
 	},
 	TaskWaitingForDependencies: {
 		TaskDependenciesSatisfied: TaskEvaluatingResults,
+		TaskBackoffExpired:        TaskEvaluatingResults,
 		TaskStale:                 TaskError,
 	},
 	TaskWaitingForRetry: {

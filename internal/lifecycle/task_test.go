@@ -30,7 +30,7 @@ type taskMove struct {
 }
 
 // wantTaskMoves is DESIGN §3's task table plus the `unblocked` and `stale`
-// extensions.
+// extensions and `backoff_expired` out of the other two resting states.
 // Anything not listed must be refused.
 var wantTaskMoves = []taskMove{
 	{"pending", "start", "initializing"},
@@ -45,6 +45,7 @@ var wantTaskMoves = []taskMove{
 	{"enqueuing_steps", "cancel", "cancelled"},
 
 	{"steps_in_process", "step_result_received", "evaluating_results"},
+	{"steps_in_process", "backoff_expired", "evaluating_results"},
 	{"steps_in_process", "stale", "error"},
 	{"steps_in_process", "cancel", "cancelled"},
 
@@ -56,6 +57,7 @@ var wantTaskMoves = []taskMove{
 	{"evaluating_results", "cancel", "cancelled"},
 
 	{"waiting_for_dependencies", "dependencies_satisfied", "evaluating_results"},
+	{"waiting_for_dependencies", "backoff_expired", "evaluating_results"},
 	{"waiting_for_dependencies", "stale", "error"},
 	{"waiting_for_dependencies", "cancel", "cancelled"},
 

@@ -195,7 +195,7 @@ func (e *Engine) moveTask(ctx context.Context, tx store.Tx, j *telemetry.Journal
 	if !ok {
 		return fmt.Errorf("task %s left state %s while locked", t.UUID, t.State)
 	}
-	j.TaskTransition(taskRef(t), t.State, to, t.StateEnteredAt)
+	j.TaskTransition(taskRef(t), t.State, to, trig, t.StateEnteredAt)
 	t.State, t.StateEnteredAt, t.WakeAt = to, j.Now(), wakeAt
 	if to.Terminal() {
 		t.RootSpanEmitted = true
@@ -495,12 +495,11 @@ func (e *Engine) enqueue(ctx context.Context, tx store.Tx, j *telemetry.Journal,
 
 // wakeTrigger is the trigger that takes a resting task back to
 // evaluating_results when something happened to its steps: a result arrived,
-// a lease was reaped, or a step's retry backoff elapsed. A task
-// that rests in steps_in_process or waiting_for_dependencies while a sibling
-// step waits out its backoff is woken by the timer with the trigger of its
-// state (the transition's metadata says "retry backoff elapsed"), so that a
-// retry is never held up by a long-running sibling; DESIGN §3 keeps one
-// trigger per state pair.
+// a lease was reaped, or an operator acted on a step. The timer does not use
+// it: a step's retry backoff elapsing is lifecycle.TaskBackoffExpired out of
+// every resting state (WakeDueTasks), so that a retry is never held up by a
+// long-running sibling and the wake-up does not publish a result or a
+// satisfied dependency that did not happen.
 func wakeTrigger(s lifecycle.TaskState) (lifecycle.TaskTrigger, bool) {
 	switch s {
 	case lifecycle.TaskStepsInProcess:

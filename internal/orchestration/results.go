@@ -401,8 +401,10 @@ func (e *Engine) WakeDueTasks(ctx context.Context, limit int) (int, error) {
 		}
 		for i := range due {
 			t := &due[i]
-			trig, ok := wakeTrigger(t.State)
-			if !ok || t.State.Terminal() {
+			// Whatever the task rests in, the trigger is the backoff's
+			// (DESIGN §3: waiting_for_retry; lifecycle.TaskBackoffExpired
+			// for the other resting states).
+			if _, err := lifecycle.NextTaskState(t.State, lifecycle.TaskBackoffExpired); err != nil {
 				if err := e.store.TaskWakeSetTx(ctx, tx, t.UUID, nil); err != nil {
 					return err
 				}
@@ -421,7 +423,7 @@ func (e *Engine) WakeDueTasks(ctx context.Context, limit int) (int, error) {
 				continue
 			}
 			j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(t), nil)
-			if err := e.moveTask(ctx, tx, j, t, trig, nil, map[string]any{"reason": "retry backoff elapsed"}); err != nil {
+			if err := e.moveTask(ctx, tx, j, t, lifecycle.TaskBackoffExpired, nil, map[string]any{"reason": "retry backoff elapsed"}); err != nil {
 				return err
 			}
 			if err := e.drive(ctx, tx, j, t, steps); err != nil {

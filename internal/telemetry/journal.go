@@ -61,6 +61,9 @@ type Record struct {
 	Step  *StepRef
 	// From and To are states, for transitions.
 	From, To string
+	// Trigger is the task trigger, for KindTaskTransition: the events of a
+	// move depend on it (lifecycle.TaskMoveEvents).
+	Trigger lifecycle.TaskTrigger
 	// PrevEnteredAt is when the task or step entered From, for state
 	// duration metrics; zero when unknown.
 	PrevEnteredAt time.Time
@@ -102,10 +105,10 @@ func (j *Journal) Event(name lifecycle.EventName, task TaskRef, step *StepRef) {
 }
 
 // TaskTransition records a committed-with-the-journal task transition; the
-// publisher derives task.before_transition and the mapped event from it.
-func (j *Journal) TaskTransition(task TaskRef, from, to lifecycle.TaskState, prevEnteredAt time.Time) {
+// publisher derives task.before_transition and the move's events from it.
+func (j *Journal) TaskTransition(task TaskRef, from, to lifecycle.TaskState, trigger lifecycle.TaskTrigger, prevEnteredAt time.Time) {
 	j.Records = append(j.Records, Record{Kind: KindTaskTransition, At: j.now(), Task: task,
-		From: string(from), To: string(to), PrevEnteredAt: prevEnteredAt})
+		From: string(from), To: string(to), Trigger: trigger, PrevEnteredAt: prevEnteredAt})
 }
 
 // StepTransition records a step transition.

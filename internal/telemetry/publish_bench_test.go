@@ -32,11 +32,11 @@ func BenchmarkPublishMetrics(b *testing.B) {
 		j.Reset()
 		at := j.Now()
 		j.StepTransition(task, done, lifecycle.StepEnqueuedForOrchestration, lifecycle.StepComplete, at)
-		j.TaskTransition(task, lifecycle.TaskStepsInProcess, lifecycle.TaskEvaluatingResults, at)
+		j.TaskTransition(task, lifecycle.TaskStepsInProcess, lifecycle.TaskEvaluatingResults, lifecycle.TaskStepResultReceived, at)
 		j.Event(lifecycle.EventWorkflowStepCompleted, task, &done)
-		j.TaskTransition(task, lifecycle.TaskEvaluatingResults, lifecycle.TaskEnqueuingSteps, at)
+		j.TaskTransition(task, lifecycle.TaskEvaluatingResults, lifecycle.TaskEnqueuingSteps, lifecycle.TaskReadyStepsFound, at)
 		j.StepTransition(task, next, lifecycle.StepPending, lifecycle.StepEnqueued, at)
-		j.TaskTransition(task, lifecycle.TaskEnqueuingSteps, lifecycle.TaskStepsInProcess, at)
+		j.TaskTransition(task, lifecycle.TaskEnqueuingSteps, lifecycle.TaskStepsInProcess, lifecycle.TaskStepsEnqueued, at)
 		pub.Publish(ctx, j)
 	}
 }

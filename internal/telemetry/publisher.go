@@ -125,14 +125,10 @@ func (p *Publisher) count(ctx context.Context, ev lifecycle.EventName, ns string
 }
 
 // taskEvents are the events of a task transition: task.before_transition,
-// then the mapped event and any additional ones.
+// then the move's events.
 func taskEvents(r Record) []lifecycle.EventName {
-	from, to := lifecycle.TaskState(r.From), lifecycle.TaskState(r.To)
 	out := []lifecycle.EventName{lifecycle.EventTaskBeforeTransition}
-	if ev, ok := lifecycle.TaskTransitionEvent(from, to); ok {
-		out = append(out, ev)
-	}
-	return append(out, lifecycle.AdditionalTaskEvents(from, to)...)
+	return append(out, lifecycle.TaskMoveEvents(lifecycle.TaskState(r.From), r.Trigger, lifecycle.TaskState(r.To))...)
 }
 
 // stepEvents are the events of a step transition: step.before_transition
@@ -307,8 +303,11 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 			start = x.At
 		}
 	}
+	// The trigger tells moves between the same states apart (a result
+	// arriving, a retry backoff elapsing), as their events do.
 	tctx, span := p.tracer.Start(parentContext(ctx, r.Task), "task_state_transition", trace.WithTimestamp(start),
-		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("from_state", r.From), attribute.String("to_state", r.To))...))
+		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("from_state", r.From), attribute.String("to_state", r.To),
+			attribute.String("trigger", string(r.Trigger)))...))
 	own, root, childEnd := p.emitBatch(tctx, b)
 	for _, e := range own {
 		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
