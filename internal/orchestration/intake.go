@@ -321,6 +321,7 @@ func (e *Engine) insertAndStart(ctx context.Context, tx store.Tx, j *telemetry.J
 		return task, created, err
 	}
 	ref := taskRef(&task)
+	j.TaskCreated(ref, task.State)
 	j.Event(lifecycle.EventWorkflowOrchestrationRequested, ref, nil)
 	j.Event(lifecycle.EventTaskStartRequested, ref, nil)
 	for i := range steps {

@@ -50,6 +50,7 @@ const (
 	KindStepTransition
 	KindPhase
 	KindTaskFinished
+	KindTaskCreated
 )
 
 // Record is one fact observed inside a database transaction.
@@ -102,6 +103,13 @@ func (j *Journal) Reset() { j.Records = j.Records[:0] }
 // step.initialize_requested, worker hooks).
 func (j *Journal) Event(name lifecycle.EventName, task TaskRef, step *StepRef) {
 	j.Records = append(j.Records, Record{Kind: KindEvent, At: j.now(), Event: name, Task: task, Step: step})
+}
+
+// TaskCreated records that a task was created in state (pending): it is
+// counted as a task transition from "none", and is no span of its own (the
+// creation's events, task.start_requested, are on the first transition).
+func (j *Journal) TaskCreated(task TaskRef, state lifecycle.TaskState) {
+	j.Records = append(j.Records, Record{Kind: KindTaskCreated, At: j.now(), Task: task, To: string(state)})
 }
 
 // TaskTransition records a committed-with-the-journal task transition; the

@@ -83,6 +83,8 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 				p.emitRoot(ctx, b, r)
 				batches[k] = &batch{ref: r.Task, start: r.At}
 			}
+		case KindTaskCreated:
+			// Metrics only.
 		default:
 			b.records = append(b.records, r)
 		}
@@ -107,6 +109,9 @@ func (p *Publisher) record(ctx context.Context, r Record) {
 		for _, ev := range stepEvents(r) {
 			p.count(ctx, ev, ns)
 		}
+	case KindTaskCreated:
+		// From is empty: from_state="none", as for a step's creation.
+		p.m.TaskTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, stateLabel(r.From), r.To, ns))
 	case KindTaskTransition:
 		p.m.TaskTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, stateLabel(r.From), r.To, ns))
 		if !r.PrevEnteredAt.IsZero() && r.From != "" {
