@@ -334,10 +334,14 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 	for guard := 0; guard < 32; guard++ {
 		switch t.State {
 		case lifecycle.TaskPending:
+			// Recorded before the move so that it goes on the move's
+			// span, next to task.initialize_requested (the catalog's
+			// place); like every record, it is published only if the
+			// move commits.
+			j.Event(lifecycle.EventWorkflowTaskStarted, ref, nil)
 			if err := e.moveTask(ctx, tx, j, t, lifecycle.TaskStart, nil, nil); err != nil {
 				return err
 			}
-			j.Event(lifecycle.EventWorkflowTaskStarted, ref, nil)
 
 		case lifecycle.TaskInitializing:
 			start := j.Now()

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 )
 
@@ -43,5 +44,36 @@ func TestTaskCreationIsCountedFromNone(t *testing.T) {
 	steps := map[string]string{"from_state": "none", "to_state": "pending", "namespace": "created"}
 	if got := h.Counter("tasker_step_state_transitions_total", steps); got != 4 {
 		t.Errorf("tasker_step_state_transitions_total%v = %v, want 4", steps, got)
+	}
+}
+
+// TestTaskStartedIsOnTheStartTransition: workflow.task_started is on the
+// pending → initializing task_state_transition span, next to
+// task.initialize_requested, as docs/events.md says, and on no other span.
+func TestTaskStartedIsOnTheStartTransition(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(creationTemplate)
+	task := h.Submit(orchestration.TaskRequest{Namespace: "created", Name: "pair"})
+	var on []string
+	for _, s := range h.Spans.GetSpans() {
+		attrs := attrMap(s.Attributes)
+		if attrs["task_uuid"] != task.UUID.String() {
+			continue
+		}
+		names := map[string]bool{}
+		for _, ev := range s.Events {
+			names[ev.Name] = true
+		}
+		if !names[string(lifecycle.EventWorkflowTaskStarted)] {
+			continue
+		}
+		on = append(on, s.Name+" "+attrs["from_state"]+"→"+attrs["to_state"])
+		if !names[string(lifecycle.EventTaskInitializeRequested)] {
+			t.Errorf("workflow.task_started is on %s %s→%s, which lacks task.initialize_requested", s.Name, attrs["from_state"], attrs["to_state"])
+		}
+	}
+	if want := "task_state_transition pending→initializing"; len(on) != 1 || on[0] != want {
+		t.Errorf("workflow.task_started is on %v, want [%s]", on, want)
 	}
 }
