@@ -321,13 +321,13 @@ var catalog = []EventInfo{
 	{
 		Name: EventWorkflowTaskCompleted, Category: CategoryWorkflow, Emitter: EmitterOrchestrator,
 		Description: "The task finished successfully and was finalized.",
-		PublishedAt: "orchestrator finalizer, after the task reaches complete, on the root span it then emits",
+		PublishedAt: "orchestrator finalizer, after the task reaches complete, on the root span it then emits; at a later end of a task an operator revived, whose root was emitted at its first end, on a result_evaluation span under that root",
 		Span:        spanTaskOrchestration,
 	},
 	{
 		Name: EventWorkflowTaskFailed, Category: CategoryWorkflow, Emitter: EmitterOrchestrator,
 		Description: "The task finished in error and was finalized.",
-		PublishedAt: "orchestrator finalizer, after the task reaches error, on the root span it then emits",
+		PublishedAt: "orchestrator finalizer, after the task reaches error, on the root span it then emits; at a later end of a task an operator revived, whose root was emitted at its first end, on a result_evaluation span under that root",
 		Span:        spanTaskOrchestration,
 	},
 }

@@ -26,6 +26,8 @@ func CatalogMarkdown() string {
 			e.Name, e.Category, cell(string(e.Emitter)), e.Span, cell(e.Description), cell(e.PublishedAt))
 	}
 
+	b.WriteString(revivedTask)
+
 	b.WriteString("\n## Events per transition\n\n")
 	b.WriteString("Every transition the state machines allow, with the events it publishes\n")
 	b.WriteString("(`TaskMoveEvents`, or `StepTransitionEvent`).\n")
@@ -64,6 +66,37 @@ func CatalogMarkdown() string {
 	}
 	return b.String()
 }
+
+// revivedTask describes the trace and completion metric of a task that
+// ends more than once (internal/orchestration moveTask, the telemetry
+// publisher's emitRoot and emitLeftover).
+const revivedTask = `
+## A task an operator revives
+
+A task in ` + "`error`" + ` has ended: its root span ` + "`task_orchestration`" + ` was
+emitted then, once, spanning its creation to that end, with
+` + "`outcome=error`" + ` (status error) and ` + "`workflow.task_failed`" + `; and
+` + "`tasker_task_completion_duration_seconds{outcome=\"error\"}`" + ` observed the time
+since its creation. An operator may still retry it, or retry or resolve one
+of its steps (error → pending, ` + "`task.retry_requested`" + `), or resolve the task
+(error → resolved_manually, a second end at once). Then:
+
+* The task's later spans (transitions, phases, the workers' step spans) are
+  in the same trace with that root as their parent, starting after its
+  end. The root is not emitted again (a span is emitted once) and keeps
+  ` + "`outcome=error`" + `.
+* When the task ends again, its terminal event (` + "`task.completed`" + `,
+  ` + "`task.failed`" + `, ` + "`task.resolved_manually`" + `) is on that transition's
+  ` + "`task_state_transition`" + ` span as usual; ` + "`workflow.task_completed`" + ` or
+  ` + "`workflow.task_failed`" + ` (complete or error) is on a ` + "`result_evaluation`" + ` span
+  directly under the root.
+* ` + "`tasker_task_completion_duration_seconds`" + ` observes every end: the task is
+  observed again, with the new terminal state as ` + "`outcome`" + ` and again the time
+  since its creation (the time it spent in error included). A revived task
+  is counted once per end, under each outcome it reached: the histogram's
+  ` + "`_count`" + ` counts task ends, not tasks. The task's final outcome is that of
+  its last end: the last terminal ` + "`task_state_transition`" + ` of its trace.
+`
 
 // cell keeps free text from breaking the table.
 func cell(s string) string {

@@ -207,7 +207,12 @@ func (e *Engine) moveTask(ctx context.Context, tx store.Tx, j *telemetry.Journal
 		}
 		// The root span is emitted once per task, at its first end; a task
 		// an operator revives keeps that root as the parent of its later
-		// spans (the workflow.task_* event then goes on the transition).
+		// spans. At a later end no root is emitted, so the workflow.task_*
+		// event, recorded after the transition, goes on a
+		// result_evaluation span under that root (the publisher's
+		// emitLeftover), and the completion histogram observes this end
+		// too: every end is recorded, with the task's creation as its
+		// start (docs/events.md, "A task an operator revives").
 		j.TaskFinished(taskRef(t), to, firstFinish)
 	}
 	return nil

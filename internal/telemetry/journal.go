@@ -132,7 +132,8 @@ func (j *Journal) Phase(p Phase, task TaskRef, start time.Time) {
 }
 
 // TaskFinished records that a task reached a terminal state: the publisher
-// then emits the task's root span and completion metrics.
+// observes the completion histogram at every end and, when emitRoot (the
+// task's first end), emits the task's root span.
 func (j *Journal) TaskFinished(task TaskRef, outcome lifecycle.TaskState, emitRoot bool) {
 	j.Records = append(j.Records, Record{Kind: KindTaskFinished, At: j.now(), Task: task, Outcome: string(outcome), EmitRoot: emitRoot})
 }

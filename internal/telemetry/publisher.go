@@ -322,8 +322,8 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 	}
 	span.End(trace.WithTimestamp(later(spanEnd(start, r.At), childEnd)))
 	// Root events (workflow.task_completed/failed) are recorded after the
-	// final transition, so they reach emitRoot through the next batch; any
-	// seen here are kept for it the same way.
+	// terminal transition, so they are in the next batch, never here: they
+	// reach emitRoot at a task's first end, emitLeftover at a later one.
 	_ = root
 }
 
