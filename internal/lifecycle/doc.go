@@ -24,8 +24,10 @@
 // [AdditionalTaskEvents] names the few extra ones; [TaskMoveEvents] is what a
 // task move publishes: those, unless the move is a retry backoff wake-up
 // ([TaskBackoffExpired]), which publishes none. task.before_transition and
-// step.before_transition are not returned by the mapping functions: they are
-// published before every transition attempt, whatever its states.
+// step.before_transition are not returned by the mapping functions: they come
+// just before those on every transition, whatever its states. Like every
+// event they are published after the transition happened (after the
+// commit), so a transition that did not happen publishes neither.
 //
 // docs/events.md is generated from the catalog by [CatalogMarkdown]; a test
 // fails when it is stale. Regenerate it with:

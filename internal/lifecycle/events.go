@@ -130,8 +130,8 @@ var catalog = []EventInfo{
 	},
 	{
 		Name: EventTaskBeforeTransition, Category: CategoryTask, Emitter: EmitterOrchestrator,
-		Description: "A task transition is about to be attempted; published for every task transition with from_state and the intended to_state.",
-		PublishedAt: "orchestrator, before the compare-and-swap of every task transition",
+		Description: "Marks every task transition that happened, with its from_state and to_state, on the transition's span just ahead of the transition's own events. Despite its name it is not published before the compare-and-swap: like every event it is published after the commit, so a transition that did not happen (a lost compare-and-swap, a rolled-back transaction) publishes none.",
+		PublishedAt: "orchestrator, after the transaction that made the transition commits, with the transition's timestamp, before the transition's other events",
 		Span:        spanTaskStateTransition,
 	},
 	{
@@ -276,8 +276,8 @@ var catalog = []EventInfo{
 	},
 	{
 		Name: EventStepBeforeTransition, Category: CategoryStep, Emitter: EmitterOrchestratorAndWorker,
-		Description: "A step transition is about to be attempted; published for every step transition with from_state and the intended to_state.",
-		PublishedAt: "whichever process makes the transition (worker for claim and submit, orchestrator otherwise), before its compare-and-swap",
+		Description: "Marks every step transition that happened (not a step's creation), with its from_state and to_state: the first event on the transition's span, ahead of the transition's own event. Despite its name it is not published before the compare-and-swap: a transition that did not happen (a lost compare-and-swap, a rolled-back transaction, a refused submission) publishes none.",
+		PublishedAt: "whichever process made the transition: the worker once its claim or submission is stored, the orchestrator after the transaction that made it commits; before the transition's other event",
 		Span:        spanStepStateTransition,
 	},
 
@@ -403,7 +403,8 @@ func TaskTransitionEvent(from, to TaskState) (EventName, bool) {
 // There is one: initializing → waiting_for_dependencies is both discovery
 // completing and the task starting to wait, and a dashboard counting
 // task.awaiting_dependencies must see every entry into the waiting state.
-// task.before_transition is not listed: it precedes every transition.
+// task.before_transition is not listed: it comes before these on every
+// transition.
 func AdditionalTaskEvents(from, to TaskState) []EventName {
 	if from == TaskInitializing && to == TaskWaitingForDependencies {
 		return []EventName{EventTaskAwaitingDependencies}

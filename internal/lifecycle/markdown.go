@@ -31,8 +31,9 @@ func CatalogMarkdown() string {
 	b.WriteString("\n## Events per transition\n\n")
 	b.WriteString("Every transition the state machines allow, with the events it publishes\n")
 	b.WriteString("(`TaskMoveEvents`, or `StepTransitionEvent`).\n")
-	b.WriteString("`task.before_transition` and `step.before_transition` precede every\n")
-	b.WriteString("transition and are not repeated here.\n\n")
+	b.WriteString("`task.before_transition` and `step.before_transition` come just before\n")
+	b.WriteString("these on every transition (not a step's creation) and are not repeated\n")
+	b.WriteString("here; like them they are published once the transition has happened.\n\n")
 
 	b.WriteString("### Task\n\n")
 	b.WriteString("| from | trigger | to | events |\n|---|---|---|---|\n")

@@ -3,14 +3,18 @@ package telemetry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
 	"github.com/tasker/tasker/internal/traceparent"
 	"github.com/tasker/tasker/worker"
 )
@@ -195,5 +199,127 @@ steps:
 	if nErr != 1 || nDone != 1 || sumDone <= sumErr {
 		t.Errorf("completion observations: error %d (%.3fs), complete %d (%.3fs); want one each, the later from creation too",
 			nErr, sumErr, nDone, sumDone)
+	}
+}
+
+// TestBeforeTransitionMarksCommittedTransitions pins what docs/events.md
+// says of task.before_transition and step.before_transition: they are
+// published for the transitions that happened, after the commit, just
+// ahead of each transition's own events; a rolled-back transaction's
+// transitions publish none.
+func TestBeforeTransitionMarksCommittedTransitions(t *testing.T) {
+	t.Parallel()
+	doomed := uuid.Must(uuid.NewV7())
+	rollBack := func(_ context.Context, _ store.Tx, j *telemetry.Journal) error {
+		for _, r := range j.Records {
+			if r.Task.CorrelationID == doomed {
+				return errors.New("injected failure")
+			}
+		}
+		return nil
+	}
+	h := enginetest.New(t, enginetest.Options{EngineOptions: []orchestration.EngineOption{orchestration.WithBeforeCommit(rollBack)}})
+	h.Register(creationTemplate)
+	obs, err := worker.NewOTelObserver(h.Provider.TracerProvider(), h.Provider.MeterProvider())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(context.Context, *worker.Step) (any, error) { return map[string]bool{"ok": true}, nil }
+	h.Worker(worker.Config{Namespaces: []string{"created"}, Observer: obs}, map[string]worker.Handler{"created.a": ok, "created.b": ok})
+	ctx := context.Background()
+
+	// The creation's transaction made pending -> initializing -> ... and
+	// rolled back: none of it is published.
+	if _, _, err := h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "created", Name: "pair", CorrelationID: &doomed}); err == nil {
+		t.Fatal("a creation whose transaction fails succeeded")
+	}
+	if n := h.Counter("tasker_events_total", map[string]string{"event": string(lifecycle.EventTaskBeforeTransition)}); n != 0 {
+		t.Errorf("task.before_transition counted %v times for a rolled-back transaction", n)
+	}
+
+	task := h.Submit(orchestration.TaskRequest{Namespace: "created", Name: "pair"})
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+	rows := func(table string) int {
+		var n int
+		if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM tasker.`+table+` WHERE task_uuid = $1 AND from_state IS NOT NULL`,
+			task.UUID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	taskMoves, stepMoves := rows("task_transitions"), rows("workflow_step_transitions")
+	if taskMoves == 0 || stepMoves == 0 {
+		t.Fatalf("%d task and %d step transitions recorded", taskMoves, stepMoves)
+	}
+	// count returns how many times ev is on the task's spans and checks
+	// each transition span: before_transition once, with the span's states,
+	// ahead of the transition's own events.
+	count := func(spans tracetest.SpanStubs, ev lifecycle.EventName) (n int, problems []string) {
+		for _, s := range spans {
+			attrs := attrMap(s.Attributes)
+			if attrs["task_uuid"] != task.UUID.String() {
+				continue
+			}
+			var own []lifecycle.EventName
+			switch {
+			case s.Name == "task_state_transition" && ev == lifecycle.EventTaskBeforeTransition:
+				own = lifecycle.TaskMoveEvents(lifecycle.TaskState(attrs["from_state"]), lifecycle.TaskTrigger(attrs["trigger"]), lifecycle.TaskState(attrs["to_state"]))
+			case s.Name == "step_state_transition" && ev == lifecycle.EventStepBeforeTransition && attrs["from_state"] != "":
+				if e, ok := lifecycle.StepTransitionEvent(lifecycle.StepState(attrs["from_state"]), lifecycle.StepState(attrs["to_state"])); ok {
+					own = append(own, e)
+				}
+			default:
+				for _, e := range s.Events {
+					if e.Name == string(ev) {
+						n++
+						problems = append(problems, fmt.Sprintf("%s on a %s span", ev, s.Name))
+					}
+				}
+				continue
+			}
+			at := -1
+			for i, e := range s.Events {
+				if e.Name != string(ev) {
+					continue
+				}
+				n++
+				ea := attrMap(e.Attributes)
+				if at >= 0 || ea["from_state"] != attrs["from_state"] || ea["to_state"] != attrs["to_state"] {
+					problems = append(problems, fmt.Sprintf("%s %s→%s: %s again or with states %s→%s", s.Name, attrs["from_state"], attrs["to_state"], ev, ea["from_state"], ea["to_state"]))
+				}
+				at = i
+			}
+			if at < 0 {
+				problems = append(problems, fmt.Sprintf("%s %s→%s lacks %s", s.Name, attrs["from_state"], attrs["to_state"], ev))
+				continue
+			}
+			for i, e := range s.Events {
+				for _, o := range own {
+					if e.Name == string(o) && (i < at || !e.Time.Equal(s.Events[at].Time)) {
+						problems = append(problems, fmt.Sprintf("%s %s→%s: %s is not just after %s", s.Name, attrs["from_state"], attrs["to_state"], o, ev))
+					}
+				}
+			}
+		}
+		return n, problems
+	}
+	// The worker's spans end once its submission is stored, which may be
+	// after the orchestrator finished the task.
+	var taskN, stepN int
+	var problems []string
+	enginetest.Eventually(t, 10*time.Second, "every transition's before_transition exported", func() bool {
+		spans := h.Spans.GetSpans()
+		var p1, p2 []string
+		taskN, p1 = count(spans, lifecycle.EventTaskBeforeTransition)
+		stepN, p2 = count(spans, lifecycle.EventStepBeforeTransition)
+		problems = append(p1, p2...)
+		return taskN >= taskMoves && stepN >= stepMoves
+	})
+	if taskN != taskMoves || stepN != stepMoves {
+		t.Errorf("task.before_transition %d times for %d task transitions, step.before_transition %d times for %d step transitions",
+			taskN, taskMoves, stepN, stepMoves)
+	}
+	for _, p := range problems {
+		t.Error(p)
 	}
 }
