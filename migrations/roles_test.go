@@ -345,6 +345,78 @@ func TestWorkerSDKRunsAWorkflowAsTheWorkerRole(t *testing.T) {
 	}
 }
 
+// TestWorkerSDKArchivesAStepMessageOfAnotherNamespace: a message in the
+// worker's queue naming a step of a namespace its login does not serve makes
+// the claim of its batch fail (42501). The SDK claims the batch's other
+// steps one by one and archives that message, instead of leaving the whole
+// batch to come back after its visibility timeout and fail again.
+func TestWorkerSDKArchivesAStepMessageOfAnotherNamespace(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL})
+	for _, ns := range []string{nsA, nsB} {
+		h.Register(rolesTemplate(ns, "foreign", "1.0.0"))
+		provision(t, h.Pool, ns)
+	}
+	taskB := h.Submit(orchestration.TaskRequest{Namespace: nsB, Name: "foreign"})
+	stepB := scalar[uuid.UUID](t, h.Pool, `SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = 'first'`, taskB.UUID)
+	qA, _ := queue.WorkerQueue(nsA)
+	body := fmt.Sprintf(`{"step_uuid":"%s","handler":"sec.echo","namespace":"%s","attempt":1}`, stepB, nsA)
+	if _, err := queue.Send(context.Background(), h.Pool, qA, json.RawMessage(body), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Its first step's message is read in the same batch as the foreign one.
+	taskA := h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "foreign"})
+
+	startWorker(t, testdb.Pool(t, loginRole(t, h.Pool, dbURL, "tasker_worker", "tasker_worker_"+nsA)), nsA)
+	// Well within the 30 s visibility timeout a failed batch waits out.
+	h.WaitTask(taskA.UUID, 15*time.Second, lifecycle.TaskComplete)
+	enginetest.Eventually(t, 10*time.Second, "the foreign message archived", func() bool {
+		return scalar[int](t, h.Pool, `SELECT count(*) FROM pgmq.a_worker_sec_alpha_queue WHERE message->>'step_uuid' = $1`, stepB.String()) == 1
+	})
+	if s := scalar[string](t, h.Pool, `SELECT state || ' ' || coalesce(claimed_by, '-') FROM tasker.workflow_steps WHERE step_uuid = $1`, stepB); s != "enqueued -" {
+		t.Errorf("B's step is %q, want enqueued and unclaimed", s)
+	}
+}
+
+// TestWorkerSDKArchivesNothingWhenItCannotClaim: when every claim fails
+// the same way (here the login may not call step_claim_batch), the fault is
+// the worker's, not its messages': they are left in the queue and run once
+// the claim works.
+func TestWorkerSDKArchivesNothingWhenItCannotClaim(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testdb.URL(t)
+	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL})
+	h.Register(rolesTemplate(nsA, "noclaim", "1.0.0"))
+	provision(t, h.Pool, nsA)
+	const claimFn = `tasker.step_claim_batch(uuid[], integer[], text, integer)`
+	// Grants are per database: this one is the test's own.
+	allowed(t, h.Pool, `REVOKE EXECUTE ON FUNCTION `+claimFn+` FROM tasker_worker`)
+	task := h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "noclaim"})
+
+	w, err := worker.New(testdb.Pool(t, loginRole(t, h.Pool, dbURL, "tasker_worker", "tasker_worker_"+nsA)),
+		worker.Config{Namespaces: []string{nsA}, LeaseDuration: 3 * time.Second, PollInterval: 200 * time.Millisecond, Logger: enginetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle("sec.echo", echoHandler)
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	// Read twice (its claim has failed at least once), or archived.
+	enginetest.Eventually(t, 20*time.Second, "the step message read twice", func() bool {
+		return scalar[bool](t, h.Pool, `SELECT (SELECT coalesce(max(read_ct), 0) FROM pgmq.q_worker_sec_alpha_queue) >= 2
+		                                    OR EXISTS (SELECT FROM pgmq.a_worker_sec_alpha_queue)`)
+	})
+	if n := scalar[int](t, h.Pool, `SELECT count(*) FROM pgmq.a_worker_sec_alpha_queue`); n != 0 {
+		t.Fatalf("%d messages archived because the worker could not claim at all", n)
+	}
+	allowed(t, h.Pool, `GRANT EXECUTE ON FUNCTION `+claimFn+` TO tasker_worker`)
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+}
+
 func startWorker(t *testing.T, pool *pgxpool.Pool, ns string) *worker.Worker {
 	t.Helper()
 	w, err := worker.New(pool, worker.Config{Namespaces: []string{ns}, PollInterval: 200 * time.Millisecond,

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -442,12 +443,9 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 	// claimed; the others are deleted once the claim has been decided.
 	var superseded []int64
 	for _, m := range msgs {
-		var sm queue.StepMessage
-		if err := json.Unmarshal(m.Body, &sm); err != nil || sm.StepUUID == uuid.Nil || sm.Attempt < 1 {
-			w.logger.Warn("poison step message archived", "queue", q, "msg_id", m.ID, "error", fmt.Sprint(err))
-			if _, aerr := queue.Archive(ctx, w.pool, q, m.ID); aerr != nil {
-				w.logger.Error("archive poison step message", "queue", q, "msg_id", m.ID, "error", aerr)
-			}
+		sm, why := decodeStepMessage(m.Body)
+		if why != "" {
+			w.archivePoison(ctx, q, m.ID, sm.StepUUID, why)
 			continue
 		}
 		if _, ok := w.handler(sm.Handler); !ok {
@@ -467,15 +465,24 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 		byStep[sm.StepUUID], attemptOf[sm.StepUUID] = m, sm.Attempt
 	}
 	for _, id := range ids {
-		attempts = append(attempts, int32(attemptOf[id]))
+		attempts = append(attempts, int32(attemptOf[id])) // in range: see decodeStepMessage
 	}
 	if len(ids) == 0 {
 		return 0, nil
 	}
 	claims, err := w.claim(ctx, ids, attempts)
-	if err != nil {
+	switch {
+	case err != nil && permanent(err):
+		// One message can make the whole batch fail (a step of a namespace
+		// this login does not serve: 42501); the others must not wait for
+		// it forever.
+		claims, err = w.claimEach(ctx, q, ids, attempts, byStep, err)
+	case err != nil:
+		err = fmt.Errorf("claim steps: %w", err)
+	}
+	if err != nil && len(claims) == 0 {
 		// The messages become visible again after the lease; nothing ran.
-		return 0, fmt.Errorf("claim steps: %w", err)
+		return 0, err
 	}
 	if len(superseded) > 0 {
 		if _, err := queue.DeleteBatch(ctx, w.pool, q, superseded); err != nil {
@@ -506,7 +513,71 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 			w.execute(c, m.ID, m.Headers)
 		}()
 	}
-	return used, nil
+	// An err here is claimEach's, a claim that failed in a way that may pass:
+	// the steps claimed before it run, and the messages not claimed come
+	// back after their visibility timeout.
+	return used, err
+}
+
+// decodeStepMessage decodes a step message and says what is wrong with one
+// that can never be claimed ("" when nothing is). An attempt is an integer
+// in Postgres: a larger one would wrap around when sent to the claim.
+func decodeStepMessage(body []byte) (queue.StepMessage, string) {
+	var sm queue.StepMessage
+	switch err := json.Unmarshal(body, &sm); {
+	case err != nil:
+		return sm, fmt.Sprintf("not a step message: %v", err)
+	case sm.StepUUID == uuid.Nil:
+		return sm, "no step_uuid"
+	case sm.Attempt == 0:
+		return sm, "no attempt (attempts count from 1)"
+	case sm.Attempt < 1 || sm.Attempt > math.MaxInt32:
+		return sm, fmt.Sprintf("attempt %d is out of range (1 to %d)", sm.Attempt, math.MaxInt32)
+	}
+	return sm, ""
+}
+
+// claimEach claims the steps one at a time, after their batch claim failed
+// with an error that the same call would raise again (batchErr), so that
+// the message behind it does not keep the others from being claimed. A
+// message whose own claim fails that way can never be claimed and is
+// archived. A claim of nothing is made first: when that fails too, the
+// error is the worker's (the function missing or not granted to this
+// login), not any message's, and nothing is archived. It returns the
+// claims made, and an error when a claim failed in a way that may pass
+// (the messages not claimed by then come back after their visibility
+// timeout).
+func (w *Worker) claimEach(ctx context.Context, q string, ids []uuid.UUID, attempts []int32, byStep map[uuid.UUID]queue.Message, batchErr error) ([]claim, error) {
+	if _, err := w.claim(ctx, []uuid.UUID{}, []int32{}); err != nil {
+		return nil, fmt.Errorf("claim steps: %w", batchErr)
+	}
+	var out []claim
+	for i, id := range ids {
+		c, err := w.claim(ctx, ids[i:i+1], attempts[i:i+1])
+		switch {
+		case err == nil:
+			out = append(out, c...)
+		case permanent(err):
+			w.archivePoison(ctx, q, byStep[id].ID, id, fmt.Sprintf("its claim fails: %v", err))
+		default:
+			return out, fmt.Errorf("claim step %s: %w", id, err)
+		}
+	}
+	return out, nil
+}
+
+// archivePoison archives a step message that can never be processed, with
+// a log line naming the message, its step when known, and why.
+func (w *Worker) archivePoison(ctx context.Context, q string, msgID int64, step uuid.UUID, why string) {
+	log := w.logger.With("queue", q, "msg_id", msgID)
+	if step != uuid.Nil {
+		log = log.With("step_uuid", step)
+	}
+	if _, err := queue.Archive(ctx, w.pool, q, msgID); err != nil {
+		log.Error("archive poison step message", "reason", why, "error", err)
+		return
+	}
+	log.Warn("poison step message archived", "reason", why)
 }
 
 // read takes up to n messages for the handlers this worker has
@@ -1009,11 +1080,12 @@ func submitBackoff(attempt int) time.Duration {
 	return min(time.Duration(attempt)*250*time.Millisecond, 3*time.Second)
 }
 
-// permanent reports whether a submission failed in a way that the same call
-// would fail again: a database error about the data, the statement or the
-// caller's rights (SQLSTATE classes 0A, 22, 23, 42, P0), or a reply that does
-// not match the request. Anything else (connection loss, timeouts,
-// serialization failures, a server shutting down) is worth retrying.
+// permanent reports whether a claim or a submission failed in a way that
+// the same call would fail again: a database error about the data, the
+// statement or the caller's rights (SQLSTATE classes 0A, 22, 23, 42, P0),
+// or a reply that does not match the request. Anything else (connection
+// loss, timeouts, serialization failures, a server shutting down) is worth
+// retrying.
 func permanent(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {

@@ -1,0 +1,145 @@
+package worker_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/worker"
+)
+
+// logLines collects a worker's JSON log lines.
+type logLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logLines) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// with returns the lines whose msg is msg.
+func (l *logLines) with(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		if line["msg"] == msg {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// archived returns the bodies of the messages archived from queue q.
+func archived(t *testing.T, h *enginetest.Harness, q string) []string {
+	t.Helper()
+	rows, err := h.Pool.Query(context.Background(), fmt.Sprintf(`SELECT message::text FROM pgmq.a_%s ORDER BY msg_id`, q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, body)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func onlyStep(t *testing.T, h *enginetest.Harness, task uuid.UUID) uuid.UUID {
+	t.Helper()
+	steps, err := h.Store.TaskSteps(context.Background(), task)
+	if err != nil || len(steps) != 1 {
+		t.Fatalf("steps of task %s: %d, %v", task, len(steps), err)
+	}
+	return steps[0].UUID
+}
+
+// TestMalformedStepMessagesAreArchivedWithAReason: messages without a step,
+// without an attempt, or with an attempt Postgres cannot hold are archived
+// next to a good message, each with a log line saying what is wrong with
+// it; the good one runs. (An attempt of 2^32+1 would have been sent to the
+// claim as attempt 1.)
+func TestMalformedStepMessagesAreArchivedWithAReason(t *testing.T) {
+	t.Parallel()
+	const ns = "malformed"
+	h := setup(t, ns, 30, 1)
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "one"})
+	step := onlyStep(t, h, task.UUID)
+	q, _ := queue.WorkerQueue(ns)
+	want := map[string]string{ // body -> what the log line must say
+		`{"handler":"t.only","attempt":1}`:                                              "no step_uuid",
+		fmt.Sprintf(`{"step_uuid":"%s","handler":"t.only","attempt":0}`, step):          "no attempt",
+		fmt.Sprintf(`{"step_uuid":"%s","handler":"t.only","attempt":2147483648}`, step): "attempt 2147483648 is out of range",
+		fmt.Sprintf(`{"step_uuid":"%s","handler":"t.only","attempt":4294967297}`, step): "attempt 4294967297 is out of range",
+	}
+	ids := map[int64]string{}
+	for body := range want {
+		id, err := queue.Send(context.Background(), h.Pool, q, json.RawMessage(body), nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = body
+	}
+	logs := &logLines{}
+	ran := make(chan uuid.UUID, 10)
+	h.Worker(worker.Config{Namespaces: []string{ns}, Logger: logs.logger()}, map[string]worker.Handler{
+		"t.only": func(ctx context.Context, s *worker.Step) (any, error) { ran <- s.StepUUID; return "ok", nil },
+	})
+	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete)
+	if got := <-ran; got != step || len(ran) != 0 {
+		t.Errorf("ran step %s and %d more, want %s once", got, len(ran), step)
+	}
+	enginetest.Eventually(t, 10*time.Second, "the four messages archived", func() bool { return len(archived(t, h, q)) == 4 })
+
+	lines := logs.with(t, "poison step message archived")
+	if len(lines) != 4 {
+		t.Fatalf("%d poison log lines, want 4: %v", len(lines), lines)
+	}
+	for _, l := range lines {
+		id, _ := l["msg_id"].(float64)
+		body, ok := ids[int64(id)]
+		if !ok || l["queue"] != q {
+			t.Errorf("log line %v does not name a message of %s", l, q)
+			continue
+		}
+		if reason, _ := l["reason"].(string); !strings.Contains(reason, want[body]) {
+			t.Errorf("message %s logged with reason %q, want %q", body, reason, want[body])
+		}
+		if strings.Contains(body, step.String()) && l["step_uuid"] != step.String() {
+			t.Errorf("message %s logged without its step: %v", body, l)
+		}
+	}
+}
