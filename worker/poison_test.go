@@ -143,3 +143,30 @@ func TestMalformedStepMessagesAreArchivedWithAReason(t *testing.T) {
 		}
 	}
 }
+
+// TestStepMessageForAnUnknownStepIsArchived: a message naming a step that
+// does not exist (or no longer does: its task was deleted) is archived with
+// a log line, not dropped.
+func TestStepMessageForAnUnknownStepIsArchived(t *testing.T) {
+	t.Parallel()
+	const ns = "unknownstep"
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(fmt.Sprintf(oneStep, ns, 30, 1))
+	q, _ := queue.WorkerQueue(ns)
+	step := uuid.New()
+	id, err := queue.Send(context.Background(), h.Pool, q,
+		json.RawMessage(fmt.Sprintf(`{"step_uuid":"%s","handler":"t.only","attempt":1}`, step)), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logLines{}
+	h.Worker(worker.Config{Namespaces: []string{ns}, Logger: logs.logger()}, map[string]worker.Handler{
+		"t.only": func(ctx context.Context, s *worker.Step) (any, error) { return "ok", nil },
+	})
+	enginetest.Eventually(t, 10*time.Second, "the message archived", func() bool { return len(archived(t, h, q)) == 1 })
+	lines := logs.with(t, "poison step message archived")
+	if len(lines) != 1 || lines[0]["msg_id"] != float64(id) || lines[0]["step_uuid"] != step.String() ||
+		lines[0]["reason"] != "step not found" {
+		t.Errorf("poison log lines %v, want one for msg_id %d, step %s, reason \"step not found\"", lines, id, step)
+	}
+}

@@ -492,6 +492,12 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 	used := 0
 	for _, c := range claims {
 		m := byStep[c.StepUUID]
+		if !c.Claimed && c.TaskUUID == uuid.Nil {
+			// No such step: there never was, or its task has been deleted
+			// (retention). No claim of this message can ever succeed.
+			w.archivePoison(ctx, q, m.ID, c.StepUUID, c.Reason)
+			continue
+		}
 		if !c.Claimed {
 			w.logger.Debug("step not claimable; message dropped", "step_uuid", c.StepUUID, "reason", c.Reason)
 			if _, err := queue.Delete(ctx, w.pool, q, m.ID); err != nil {
