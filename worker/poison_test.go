@@ -18,6 +18,7 @@ import (
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -168,5 +169,115 @@ func TestStepMessageForAnUnknownStepIsArchived(t *testing.T) {
 	if len(lines) != 1 || lines[0]["msg_id"] != float64(id) || lines[0]["step_uuid"] != step.String() ||
 		lines[0]["reason"] != "step not found" {
 		t.Errorf("poison log lines %v, want one for msg_id %d, step %s, reason \"step not found\"", lines, id, step)
+	}
+}
+
+const twoHandlers = `
+namespace: %s
+name: two
+version: 1.0.0
+steps:
+  - name: a
+    handler: t.a
+  - name: b
+    handler: t.b
+    retry: {max_attempts: 1, backoff: {base_ms: 50, cap_ms: 100}}
+`
+
+// TestStepMessageNamingAnotherHandlersStepUsesNoAttempt: a message that
+// claims, in the name of a handler this worker has, a step whose handler it
+// lacks does not run anything (a nil handler) nor use up the step's one
+// attempt: the step is given back, the message archived, and a worker with
+// the step's handler runs it.
+func TestStepMessageNamingAnotherHandlersStepUsesNoAttempt(t *testing.T) {
+	t.Parallel()
+	const ns = "liar"
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(fmt.Sprintf(twoHandlers, ns))
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "two"})
+	steps, err := h.Store.TaskSteps(context.Background(), task.UUID)
+	if err != nil || len(steps) != 2 {
+		t.Fatalf("steps: %d, %v", len(steps), err)
+	}
+	b := steps[1]
+	if b.Name != "b" {
+		t.Fatalf("steps in order %s, %s", steps[0].Name, b.Name)
+	}
+	q, _ := queue.WorkerQueue(ns)
+	if _, err := queue.Send(context.Background(), h.Pool, q,
+		json.RawMessage(fmt.Sprintf(`{"step_uuid":"%s","handler":"t.a","attempt":1}`, b.UUID)), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logLines{}
+	ranA := make(chan string, 10)
+	h.Worker(worker.Config{Namespaces: []string{ns}, Logger: logs.logger()}, map[string]worker.Handler{
+		"t.a": func(ctx context.Context, s *worker.Step) (any, error) { ranA <- s.Name; return "a", nil },
+	})
+	stepB := func() store.Step {
+		steps, err := h.Store.TaskSteps(context.Background(), task.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return steps[1]
+	}
+	enginetest.Eventually(t, 10*time.Second, "the lying message archived, or step b failed", func() bool {
+		return len(archived(t, h, q)) == 1 || stepB().State == lifecycle.StepError
+	})
+	if b := stepB(); b.State == lifecycle.StepError {
+		t.Fatalf("step b failed its only attempt through the lying message: %s", b.LastError)
+	}
+	lines := logs.with(t, "poison step message archived")
+	if len(lines) != 1 || lines[0]["step_uuid"] != b.UUID.String() || !strings.Contains(fmt.Sprint(lines[0]["reason"]), "t.b") {
+		t.Errorf("poison log lines %v, want one for step b naming its handler t.b", lines)
+	}
+
+	h.Worker(worker.Config{Namespaces: []string{ns}}, map[string]worker.Handler{
+		"t.b": func(ctx context.Context, s *worker.Step) (any, error) { return "b", nil },
+	})
+	if got := h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete, lifecycle.TaskError); got.State != lifecycle.TaskComplete {
+		e := lastError(t, h, orchestration.TaskRequest{}, task.UUID)
+		t.Fatalf("task is %s (last error %v), want complete: step b lost its only attempt", got.State, e)
+	}
+	if got := <-ranA; got != "a" || len(ranA) != 0 {
+		t.Errorf("t.a ran for step %s and %d more, want step a once", got, len(ranA))
+	}
+	if b = stepB(); b.MaxAttempts-b.Attempts != 0 || b.State != lifecycle.StepComplete {
+		t.Errorf("step b is %s after %d of %d attempts, want complete with none left over", b.State, b.Attempts, b.MaxAttempts)
+	}
+}
+
+// TestStepMessageInAnotherNamespacesQueueIsArchived: a message in one
+// namespace's queue naming a step of another is archived from the queue it
+// came from, and the step, given back unrun, is run by its own namespace's
+// worker.
+func TestStepMessageInAnotherNamespacesQueueIsArchived(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(fmt.Sprintf(oneStep, "lie_a", 30, 1))
+	h.Register(fmt.Sprintf(oneStep, "lie_b", 30, 1))
+	task := h.Submit(orchestration.TaskRequest{Namespace: "lie_b", Name: "one"})
+	step := onlyStep(t, h, task.UUID)
+	qA, _ := queue.WorkerQueue("lie_a")
+	if _, err := queue.Send(context.Background(), h.Pool, qA,
+		json.RawMessage(fmt.Sprintf(`{"step_uuid":"%s","handler":"t.only","attempt":1}`, step)), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan string, 10)
+	handlers := map[string]worker.Handler{
+		"t.only": func(ctx context.Context, s *worker.Step) (any, error) { ran <- s.Namespace; return "ok", nil },
+	}
+	h.Worker(worker.Config{Namespaces: []string{"lie_a"}}, handlers)
+	enginetest.Eventually(t, 10*time.Second, "the message archived from lie_a's queue, or the step run", func() bool {
+		return len(archived(t, h, qA)) == 1 || len(ran) > 0
+	})
+	if len(ran) != 0 {
+		t.Fatalf("lie_a's worker ran a step of %s", <-ran)
+	}
+	h.Worker(worker.Config{Namespaces: []string{"lie_b"}}, handlers)
+	if got := h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete, lifecycle.TaskError); got.State != lifecycle.TaskComplete {
+		t.Fatalf("task is %s, want complete", got.State)
+	}
+	if got := <-ran; got != "lie_b" || len(ran) != 0 {
+		t.Errorf("ran a step of %s and %d more, want lie_b's once", got, len(ran))
 	}
 }

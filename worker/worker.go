@@ -237,10 +237,15 @@ func New(pool *pgxpool.Pool, cfg Config) (*Worker, error) {
 // ID is the worker id used in claims.
 func (w *Worker) ID() string { return w.cfg.WorkerID }
 
-// Handle registers h for steps whose template names handler `name`.
+// Handle registers h for steps whose template names handler `name`; a nil
+// h removes name.
 func (w *Worker) Handle(name string, h Handler) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if h == nil {
+		delete(w.handlers, name)
+		return
+	}
 	w.handlers[name] = h
 }
 
@@ -427,13 +432,14 @@ func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (used, read 
 	if len(msgs) == 0 {
 		return 0, 0, nil
 	}
-	used, err = w.startClaimed(ctx, q, n, msgs)
+	used, err = w.startClaimed(ctx, ns, q, n, msgs)
 	return used, len(msgs), err
 }
 
-// startClaimed claims the steps named by msgs and starts the claimed ones.
-// It returns how many of the n slots it used.
-func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue.Message) (int, error) {
+// startClaimed claims the steps named by msgs, read from namespace ns's
+// queue q, and starts the claimed ones. It returns how many of the n slots
+// it used.
+func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []queue.Message) (int, error) {
 	var ids []uuid.UUID
 	var attempts []int32
 	byStep := map[uuid.UUID]queue.Message{}
@@ -505,6 +511,18 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 			}
 			continue
 		}
+		// The claim checks the step and attempt the message names, not the
+		// rest of it: the step's own namespace and handler are the claim's.
+		h, ok := w.handler(c.Handler)
+		if c.Namespace != ns || !ok {
+			why := fmt.Sprintf("the step's handler %s is not registered in this worker", c.Handler)
+			if c.Namespace != ns {
+				why = fmt.Sprintf("the step is of namespace %s, not %s", c.Namespace, ns)
+			}
+			w.giveBack(c, why)
+			w.archivePoison(ctx, q, m.ID, c.StepUUID, why)
+			continue
+		}
 		if used >= n {
 			// Cannot happen (one claim per message), but never overrun slots.
 			break
@@ -516,7 +534,7 @@ func (w *Worker) startClaimed(ctx context.Context, q string, n int, msgs []queue
 		go func() {
 			defer w.inflight.Done()
 			defer func() { <-w.slots }()
-			w.execute(c, m.ID, m.Headers)
+			w.execute(c, h, m.ID, m.Headers)
 		}()
 	}
 	// An err here is claimEach's, a claim that failed in a way that may pass:
@@ -702,9 +720,9 @@ func readClaims(res pgx.BatchResults) ([]claim, error) {
 	return out, rows.Err()
 }
 
-// execute runs one claimed step: heartbeats while the handler runs, then
-// submits the outcome.
-func (w *Worker) execute(c claim, msgID int64, headers map[string]string) {
+// execute runs one claimed step with its handler h: heartbeats while the
+// handler runs, then submits the outcome.
+func (w *Worker) execute(c claim, h Handler, msgID int64, headers map[string]string) {
 	step := &Step{
 		TaskUUID: c.TaskUUID, StepUUID: c.StepUUID, Name: c.StepName, Handler: c.Handler,
 		Namespace: c.Namespace, Attempt: c.Attempt, MaxAttempts: c.MaxAttempts,
@@ -735,7 +753,6 @@ func (w *Worker) execute(c claim, msgID int64, headers map[string]string) {
 		w.heartbeat(step, msgID, hbStop, lost, cancel, log)
 	}()
 
-	h, _ := w.handler(step.Handler)
 	start := time.Now()
 	result, herr := w.invoke(hctx, h, step, span)
 	elapsed := time.Since(start)
@@ -807,14 +824,40 @@ func (w *Worker) heartbeat(step *Step, msgID int64, stop <-chan struct{}, lost c
 }
 
 func (w *Worker) release(step *Step, msgID int64, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var ok bool
-	if err := w.pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, $3, $4)`, step.StepUUID, step.Attempt, w.cfg.WorkerID, msgID).Scan(&ok); err != nil {
+	if _, err := w.stepRelease(step.StepUUID, step.Attempt, &msgID); err != nil {
 		log.Warn("release step at shutdown failed; its lease will expire", "error", err)
 		return
 	}
 	log.Info("step released at shutdown; it will be retried")
+}
+
+// giveBack releases a step claimed through a message that named it in the
+// wrong queue or for a handler this worker lacks, without running it. There
+// is no way back to enqueued with the attempt unclaimed: step_release ends
+// the lease at once, the orchestrator's reaper retries the step through its
+// own namespace's queue with a message naming its own handler, and the
+// attempt the reaper counts is given back (max_attempts grows by one), so
+// the step has as many attempts left as before. No msg_id is passed:
+// step_release would delete that id from the queue of the step's namespace,
+// where it may be another message; the caller archives the message from
+// the queue it came from.
+func (w *Worker) giveBack(c claim, why string) {
+	log := w.logger.With("task_uuid", c.TaskUUID, "step_uuid", c.StepUUID, "step_name", c.StepName,
+		"namespace", c.Namespace, "attempt", c.Attempt)
+	if _, err := w.stepRelease(c.StepUUID, c.Attempt, nil); err != nil {
+		log.Warn("release of a step claimed through a misleading message failed; its lease will expire", "reason", why, "error", err)
+		return
+	}
+	log.Info("step claimed through a misleading message released unrun; it will be retried", "reason", why)
+}
+
+// stepRelease calls tasker.step_release; msgID may be nil.
+func (w *Worker) stepRelease(step uuid.UUID, attempt int, msgID *int64) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var ok bool
+	err := w.pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, $3, $4)`, step, attempt, w.cfg.WorkerID, msgID).Scan(&ok)
+	return ok, err
 }
 
 // maxSubmitBatch caps the results stored by one tasker.step_submit_results

@@ -230,6 +230,24 @@ func TestPoisonAndForeignMessages(t *testing.T) {
 	}
 }
 
+// TestHandleNilRemovesTheHandler: a nil Handler is never registered (the
+// worker would call it), it removes the name.
+func TestHandleNilRemovesTheHandler(t *testing.T) {
+	t.Parallel()
+	w, err := worker.New(nil, worker.Config{Namespaces: []string{"ok"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle("t.only", func(ctx context.Context, s *worker.Step) (any, error) { return nil, nil })
+	w.Handle("t.only", nil)
+	w.Handle("t.never", nil)
+	for _, name := range []string{"t.only", "t.never"} {
+		if worker.HasHandler(w, name) {
+			t.Errorf("handler %s is registered after Handle(%q, nil)", name, name)
+		}
+	}
+}
+
 func TestNewValidatesConfig(t *testing.T) {
 	t.Parallel()
 	if _, err := worker.New(nil, worker.Config{}); err == nil {
