@@ -41,6 +41,37 @@ type StepSpan interface {
 	End(outcome Outcome, handlerDuration time.Duration, err error)
 }
 
+// PoisonObserver is an Observer that also counts the step messages the
+// worker archives because they can never be processed (OTelObserver does:
+// tasker_poison_messages_total). It is an interface of its own, which the
+// worker looks for on Config.Observer, so that Observers written before it
+// need not change.
+type PoisonObserver interface {
+	// PoisonMessage is called once for each message archived from queue
+	// (worker_<namespace>_queue). reason is one of PoisonMalformed,
+	// PoisonUnknownStep, PoisonRejected and PoisonMisrouted.
+	PoisonMessage(queue, reason string)
+}
+
+// The reasons a step message is archived as poison (bounded: they are
+// metric labels; the log line says more).
+const (
+	// PoisonMalformed: not a step message (not a JSON object, no
+	// step_uuid, an attempt outside 1..2147483647).
+	PoisonMalformed = "malformed"
+	// PoisonUnknownStep: it names a step that does not exist (or no
+	// longer does: its task was deleted).
+	PoisonUnknownStep = "unknown_step"
+	// PoisonRejected: its claim, made alone, raises an error that the same
+	// call would raise again (a step of a namespace the login does not
+	// serve).
+	PoisonRejected = "rejected"
+	// PoisonMisrouted: the step it claimed is of another namespace than
+	// its queue, or has a handler this worker lacks; the step was released
+	// unrun.
+	PoisonMisrouted = "misrouted"
+)
+
 type nopObserver struct{}
 
 func (nopObserver) StepClaimed(ctx context.Context, s *Step) (context.Context, StepSpan) {

@@ -20,13 +20,15 @@ import (
 // step.before_transition of the claim and the submission) as span events in
 // the task's trace and as metrics, with the same names the orchestrator uses:
 // tasker_events_total, tasker_step_state_transitions_total,
-// tasker_step_execution_duration_seconds and tasker_step_attempts_total.
+// tasker_step_execution_duration_seconds and tasker_step_attempts_total. It
+// is a PoisonObserver too: tasker_poison_messages_total{queue,reason}.
 type OTelObserver struct {
 	tracer      trace.Tracer
 	events      metric.Int64Counter
 	transitions metric.Int64Counter
 	duration    metric.Float64Histogram
 	attempts    metric.Int64Counter
+	poison      metric.Int64Counter
 	// attrs holds the measurements' attribute sets (internal/attrcache).
 	attrs *attrcache.Cache[otelAttrKey]
 }
@@ -52,7 +54,15 @@ func NewOTelObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*OTelObs
 	if o.attempts, err = meter.Int64Counter("tasker_step_attempts", metric.WithDescription("Step attempts finished by workers, by outcome.")); err != nil {
 		return nil, err
 	}
+	if o.poison, err = meter.Int64Counter("tasker_poison_messages", metric.WithDescription("Queue messages archived because they can never be processed.")); err != nil {
+		return nil, err
+	}
 	return o, nil
+}
+
+// PoisonMessage implements PoisonObserver.
+func (o *OTelObserver) PoisonMessage(queue, reason string) {
+	o.poison.Add(context.Background(), 1, o.attrs.Option(otelAttrKey{kind: otelPoison, a: queue, b: reason}))
 }
 
 // remoteParent makes the task root's span context, rebuilt from a
@@ -209,6 +219,7 @@ const (
 	otelEvent      = iota // event=a, namespace=b
 	otelTransition        // from_state=a, to_state=b, namespace=c
 	otelHandler           // handler_name=a, namespace=b, outcome=c
+	otelPoison            // queue=a, reason=b
 )
 
 func otelAttrs(k otelAttrKey) []attribute.KeyValue {
@@ -217,7 +228,11 @@ func otelAttrs(k otelAttrKey) []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("event", k.a), attribute.String("namespace", k.b)}
 	case otelTransition:
 		return []attribute.KeyValue{attribute.String("from_state", k.a), attribute.String("to_state", k.b), attribute.String("namespace", k.c)}
+	case otelPoison:
+		return []attribute.KeyValue{attribute.String("queue", k.a), attribute.String("reason", k.b)}
 	default:
 		return []attribute.KeyValue{attribute.String("handler_name", k.a), attribute.String("namespace", k.b), attribute.String("outcome", k.c)}
 	}
 }
+
+var _ PoisonObserver = (*OTelObserver)(nil)

@@ -281,3 +281,59 @@ func TestStepMessageInAnotherNamespacesQueueIsArchived(t *testing.T) {
 		t.Errorf("ran a step of %s and %d more, want lie_b's once", got, len(ran))
 	}
 }
+
+// TestWorkerCountsPoisonMessages: the worker's poison is counted in
+// tasker_poison_messages_total{queue,reason} through worker.NewOTelObserver,
+// as README's Operations promises for every queue.
+func TestWorkerCountsPoisonMessages(t *testing.T) {
+	t.Parallel()
+	const ns = "counted"
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(fmt.Sprintf(twoHandlers, ns))
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "two"})
+	steps, err := h.Store.TaskSteps(context.Background(), task.UUID)
+	if err != nil || len(steps) != 2 {
+		t.Fatalf("steps: %d, %v", len(steps), err)
+	}
+	q, _ := queue.WorkerQueue(ns)
+	for _, body := range []string{
+		`{"hello":"world"}`, `[1]`, // malformed
+		fmt.Sprintf(`{"step_uuid":"%s","handler":"t.a","attempt":1}`, uuid.New()),    // unknown_step
+		fmt.Sprintf(`{"step_uuid":"%s","handler":"t.a","attempt":1}`, steps[1].UUID), // misrouted: b's handler is t.b
+	} {
+		if _, err := queue.Send(context.Background(), h.Pool, q, json.RawMessage(body), nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	obs, err := worker.NewOTelObserver(h.Provider.TracerProvider(), h.Provider.MeterProvider())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Worker(worker.Config{Namespaces: []string{ns}, Observer: obs}, map[string]worker.Handler{
+		"t.a": func(ctx context.Context, s *worker.Step) (any, error) { return "a", nil },
+	})
+	enginetest.Eventually(t, 10*time.Second, "the four messages archived", func() bool { return len(archived(t, h, q)) == 4 })
+
+	mfs, err := h.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "tasker_poison_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["queue"] == q {
+				got[labels["reason"]] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if want := map[string]float64{"malformed": 2, "unknown_step": 1, "misrouted": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("tasker_poison_messages_total{queue=%q} by reason = %v, want %v", q, got, want)
+	}
+}

@@ -451,7 +451,7 @@ func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []q
 	for _, m := range msgs {
 		sm, why := decodeStepMessage(m.Body)
 		if why != "" {
-			w.archivePoison(ctx, q, m.ID, sm.StepUUID, why)
+			w.archivePoison(ctx, q, m.ID, sm.StepUUID, PoisonMalformed, why)
 			continue
 		}
 		if _, ok := w.handler(sm.Handler); !ok {
@@ -501,7 +501,7 @@ func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []q
 		if !c.Claimed && c.TaskUUID == uuid.Nil {
 			// No such step: there never was, or its task has been deleted
 			// (retention). No claim of this message can ever succeed.
-			w.archivePoison(ctx, q, m.ID, c.StepUUID, c.Reason)
+			w.archivePoison(ctx, q, m.ID, c.StepUUID, PoisonUnknownStep, c.Reason)
 			continue
 		}
 		if !c.Claimed {
@@ -520,7 +520,7 @@ func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []q
 				why = fmt.Sprintf("the step is of namespace %s, not %s", c.Namespace, ns)
 			}
 			w.giveBack(c, why)
-			w.archivePoison(ctx, q, m.ID, c.StepUUID, why)
+			w.archivePoison(ctx, q, m.ID, c.StepUUID, PoisonMisrouted, why)
 			continue
 		}
 		if used >= n {
@@ -582,7 +582,7 @@ func (w *Worker) claimEach(ctx context.Context, q string, ids []uuid.UUID, attem
 		case err == nil:
 			out = append(out, c...)
 		case permanent(err):
-			w.archivePoison(ctx, q, byStep[id].ID, id, fmt.Sprintf("its claim fails: %v", err))
+			w.archivePoison(ctx, q, byStep[id].ID, id, PoisonRejected, fmt.Sprintf("its claim fails: %v", err))
 		default:
 			return out, fmt.Errorf("claim step %s: %w", id, err)
 		}
@@ -591,8 +591,9 @@ func (w *Worker) claimEach(ctx context.Context, q string, ids []uuid.UUID, attem
 }
 
 // archivePoison archives a step message that can never be processed, with
-// a log line naming the message, its step when known, and why.
-func (w *Worker) archivePoison(ctx context.Context, q string, msgID int64, step uuid.UUID, why string) {
+// a log line naming the message, its step when known, and why, and counts
+// it by reason (one of the Poison* labels) when the observer counts poison.
+func (w *Worker) archivePoison(ctx context.Context, q string, msgID int64, step uuid.UUID, reason, why string) {
 	log := w.logger.With("queue", q, "msg_id", msgID)
 	if step != uuid.Nil {
 		log = log.With("step_uuid", step)
@@ -602,6 +603,9 @@ func (w *Worker) archivePoison(ctx context.Context, q string, msgID int64, step 
 		return
 	}
 	log.Warn("poison step message archived", "reason", why)
+	if p, ok := w.obs.(PoisonObserver); ok {
+		p.PoisonMessage(q, reason)
+	}
 }
 
 // read takes up to n messages for the handlers this worker has

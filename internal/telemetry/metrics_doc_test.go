@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
@@ -22,13 +24,15 @@ import (
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/telemetry"
 	"github.com/tasker/tasker/worker"
 )
 
 // docMetric is a row of docs/metrics.md.
 type docMetric struct {
-	typ    string
-	labels []string
+	typ       string
+	labels    []string
+	exposedBy []string // "orchestrator", "worker"
 }
 
 func readMetricsDoc(t *testing.T) map[string]docMetric {
@@ -37,7 +41,7 @@ func readMetricsDoc(t *testing.T) map[string]docMetric {
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile("^\\| `(tasker_[a-z_]+)` \\| ([a-z]+) \\|[^|]*\\|([^|]*)\\|")
+	row := regexp.MustCompile("^\\| `(tasker_[a-z_]+)` \\| ([a-z]+) \\|[^|]*\\|([^|]*)\\|([^|]*)\\|")
 	out := map[string]docMetric{}
 	for _, line := range strings.Split(string(raw), "\n") {
 		m := row.FindStringSubmatch(line)
@@ -51,7 +55,11 @@ func readMetricsDoc(t *testing.T) map[string]docMetric {
 			}
 		}
 		sort.Strings(labels)
-		out[m[1]] = docMetric{typ: m[2], labels: labels}
+		var by []string
+		for _, b := range strings.Split(m[4], ",") {
+			by = append(by, strings.TrimSpace(b))
+		}
+		out[m[1]] = docMetric{typ: m[2], labels: labels, exposedBy: by}
 	}
 	if len(out) < 10 {
 		t.Fatalf("docs/metrics.md lists only %d metrics; the table format changed?", len(out))
@@ -135,6 +143,72 @@ func TestMetricsDocMatchesExposition(t *testing.T) {
 	for _, p := range problems {
 		if strings.HasPrefix(p.Metric, "tasker_") {
 			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+}
+
+// TestWorkerExposesItsRowsOfTheMetricsDoc: a Go worker with a provider of
+// its own, as cmd/example-worker runs it, exposes exactly the metrics whose
+// "exposed by" in docs/metrics.md names the worker, with their types and
+// labels. It runs a task and archives a poison step message.
+func TestWorkerExposesItsRowsOfTheMetricsDoc(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := enginetest.New(t, enginetest.Options{})
+	h.RegisterFile(filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml"))
+	reg := prometheus.NewRegistry()
+	tel, err := telemetry.NewProvider(ctx, telemetry.Options{ServiceName: "tasker-test-worker", MetricsEnabled: true, Registry: reg, Logger: h.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	obs, err := worker.NewOTelObserver(tel.TracerProvider(), tel.MeterProvider())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := queue.WorkerQueue(demo.Namespace)
+	if _, err := queue.Send(ctx, h.Pool, q, json.RawMessage(`{"not":"a step message"}`), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, Observer: obs}, demo.Handlers(0))
+	task := h.Submit(orchestration.TaskRequest{Namespace: demo.Namespace, Name: "order_fulfillment", Context: json.RawMessage(demo.SampleContext(3))})
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+	enginetest.Eventually(t, 10*time.Second, "poison step message archived", func() bool {
+		var n int
+		_ = h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.a_`+q).Scan(&n)
+		return n == 1
+	})
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	doc := readMetricsDoc(t)
+	exposed := map[string]bool{}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !strings.HasPrefix(name, "tasker_") {
+			continue
+		}
+		exposed[name] = true
+		d, ok := doc[name]
+		if !ok || !slices.Contains(d.exposedBy, "worker") {
+			t.Errorf("the worker exposes %s; docs/metrics.md does not say so", name)
+			continue
+		}
+		if got := strings.ToLower(mf.GetType().String()); got != d.typ {
+			t.Errorf("metric %s is a %s; docs/metrics.md says %s", name, got, d.typ)
+		}
+		for _, m := range mf.GetMetric() {
+			if got := labelNames(m); strings.Join(got, ",") != strings.Join(d.labels, ",") {
+				t.Errorf("metric %s has labels %v; docs/metrics.md says %v", name, got, d.labels)
+				break
+			}
+		}
+	}
+	for name, d := range doc {
+		if slices.Contains(d.exposedBy, "worker") && !exposed[name] {
+			t.Errorf("docs/metrics.md says the worker exposes %s; it does not", name)
 		}
 	}
 }
