@@ -147,12 +147,12 @@ func TestMalformedStepMessagesAreArchivedWithAReason(t *testing.T) {
 
 // TestStepMessageForAnUnknownStepIsArchived: a message naming a step that
 // does not exist (or no longer does: its task was deleted) is archived with
-// a log line, not dropped.
+// a log line, not dropped, and the step claimed in the same batch runs.
 func TestStepMessageForAnUnknownStepIsArchived(t *testing.T) {
 	t.Parallel()
 	const ns = "unknownstep"
-	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
-	h.Register(fmt.Sprintf(oneStep, ns, 30, 1))
+	h := setup(t, ns, 30, 1)
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "one"})
 	q, _ := queue.WorkerQueue(ns)
 	step := uuid.New()
 	id, err := queue.Send(context.Background(), h.Pool, q,
@@ -164,6 +164,7 @@ func TestStepMessageForAnUnknownStepIsArchived(t *testing.T) {
 	h.Worker(worker.Config{Namespaces: []string{ns}, Logger: logs.logger()}, map[string]worker.Handler{
 		"t.only": func(ctx context.Context, s *worker.Step) (any, error) { return "ok", nil },
 	})
+	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete)
 	enginetest.Eventually(t, 10*time.Second, "the message archived", func() bool { return len(archived(t, h, q)) == 1 })
 	lines := logs.with(t, "poison step message archived")
 	if len(lines) != 1 || lines[0]["msg_id"] != float64(id) || lines[0]["step_uuid"] != step.String() ||

@@ -655,9 +655,12 @@ type claim struct {
 }
 
 // claimSQL claims a batch (tasker.step_claim_batch) after making its
-// implicit transaction commit asynchronously (see claim).
+// implicit transaction commit asynchronously (see claim). Before migration
+// 00025 a step that does not exist was answered claimed = NULL when another
+// step of the batch was claimed: scanning that row failed after the claims
+// had committed, and the claimed steps were never run.
 const claimSQL = `
-		SELECT claimed, reason, step_uuid, task_uuid, coalesce(namespace, ''), coalesce(step_name, ''),
+		SELECT coalesce(claimed, false), reason, step_uuid, task_uuid, coalesce(namespace, ''), coalesce(step_name, ''),
 		       coalesce(handler, ''), coalesce(attempt, 0), coalesce(max_attempts, 0), coalesce(timeout_seconds, 0),
 		       correlation_id, coalesce(traceparent, ''), task_context, dependency_results
 		  FROM tasker.step_claim_batch($1::uuid[], $2::int[], $3::text, $4::int)`
