@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
@@ -53,6 +54,23 @@ func firstStepState(t *testing.T, h *enginetest.Harness, task uuid.UUID) lifecyc
 	return ""
 }
 
+// holdTaskLock locks a task's row in a transaction of its own, as an
+// operator's long transaction would; rolling it back releases the lock
+// (the test's cleanup does, if the test does not).
+func holdTaskLock(t *testing.T, h *enginetest.Harness, task uuid.UUID) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	lock, err := h.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lock.Rollback(ctx) })
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE`, task); err != nil {
+		t.Fatal(err)
+	}
+	return lock
+}
+
 func noticesOf(t *testing.T, h *enginetest.Harness, table string, task uuid.UUID) int {
 	t.Helper()
 	var n int
@@ -77,14 +95,7 @@ func TestLockedTaskDoesNotStallOtherResults(t *testing.T) {
 	ids := submittedFirstSteps(t, h, "locked", 2)
 	held, free := ids[0], ids[1]
 
-	lock, err := h.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lock.Rollback(ctx) }()
-	if _, err := lock.Exec(ctx, `SELECT 1 FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE`, held); err != nil {
-		t.Fatal(err)
-	}
+	lock := holdTaskLock(t, h, held)
 	orch := orchestration.NewOrchestrator(h.Engine, orchestration.ServiceConfig{VisibilityTimeout: time.Second}, nil, nil, h.Logger)
 	// Without a bound on the lock wait this blocks until the lock is
 	// released, which happens only after it returns: the deadline fails it.
@@ -193,14 +204,7 @@ func TestLockedTaskDoesNotStallTheReaper(t *testing.T) {
 		t.Fatal(err)
 	}
 	held, free := ids[0], ids[1]
-	lock, err := h.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lock.Rollback(ctx) }()
-	if _, err := lock.Exec(ctx, `SELECT 1 FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE`, held); err != nil {
-		t.Fatal(err)
-	}
+	lock := holdTaskLock(t, h, held)
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	n, err := h.Engine.ReapExpiredLeases(rctx, 50)

@@ -1,6 +1,7 @@
 package telemetry_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -108,34 +109,7 @@ func TestMetricsDocMatchesExposition(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
-	doc := readMetricsDoc(t)
-	exposed := map[string]bool{}
-	for _, mf := range mfs {
-		name := mf.GetName()
-		if !strings.HasPrefix(name, "tasker_") {
-			continue
-		}
-		exposed[name] = true
-		d, ok := doc[name]
-		if !ok {
-			t.Errorf("metric %s is exposed but not in docs/metrics.md", name)
-			continue
-		}
-		if got := strings.ToLower(mf.GetType().String()); got != d.typ {
-			t.Errorf("metric %s is a %s; docs/metrics.md says %s", name, got, d.typ)
-		}
-		for _, m := range mf.GetMetric() {
-			if got := labelNames(m); strings.Join(got, ",") != strings.Join(d.labels, ",") {
-				t.Errorf("metric %s has labels %v; docs/metrics.md says %v", name, got, d.labels)
-				break
-			}
-		}
-	}
-	for name := range doc {
-		if !exposed[name] {
-			t.Errorf("docs/metrics.md lists %s, which is not exposed", name)
-		}
-	}
+	compareWithMetricsDoc(t, mfs, "")
 	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +157,16 @@ func TestWorkerExposesItsRowsOfTheMetricsDoc(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
+	compareWithMetricsDoc(t, mfs, "worker")
+}
+
+// compareWithMetricsDoc checks the tasker_* families of an exposition
+// against docs/metrics.md: every family documented with its type and
+// labels, and every documented row exposed. With by set, only the rows
+// whose "exposed by" names it count, and the exposition must have no
+// other family.
+func compareWithMetricsDoc(t *testing.T, mfs []*dto.MetricFamily, by string) {
+	t.Helper()
 	doc := readMetricsDoc(t)
 	exposed := map[string]bool{}
 	for _, mf := range mfs {
@@ -192,8 +176,12 @@ func TestWorkerExposesItsRowsOfTheMetricsDoc(t *testing.T) {
 		}
 		exposed[name] = true
 		d, ok := doc[name]
-		if !ok || !slices.Contains(d.exposedBy, "worker") {
-			t.Errorf("the worker exposes %s; docs/metrics.md does not say so", name)
+		switch {
+		case !ok:
+			t.Errorf("metric %s is exposed but not in docs/metrics.md", name)
+			continue
+		case by != "" && !slices.Contains(d.exposedBy, by):
+			t.Errorf("the %s exposes %s; docs/metrics.md does not say so", by, name)
 			continue
 		}
 		if got := strings.ToLower(mf.GetType().String()); got != d.typ {
@@ -207,8 +195,8 @@ func TestWorkerExposesItsRowsOfTheMetricsDoc(t *testing.T) {
 		}
 	}
 	for name, d := range doc {
-		if slices.Contains(d.exposedBy, "worker") && !exposed[name] {
-			t.Errorf("docs/metrics.md says the worker exposes %s; it does not", name)
+		if (by == "" || slices.Contains(d.exposedBy, by)) && !exposed[name] {
+			t.Errorf("docs/metrics.md lists %s as exposed by %s; it is not", name, cmp.Or(by, "the orchestrator's registry"))
 		}
 	}
 }
