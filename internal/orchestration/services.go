@@ -272,13 +272,19 @@ func (o *Orchestrator) ResultsOnce(ctx context.Context) (int, error) {
 }
 
 func (o *Orchestrator) archivePoison(ctx context.Context, queueName string, id int64, reason string) {
+	o.archivePoisonAs(ctx, queueName, id, reason, poisonReasonLabel(reason))
+}
+
+// archivePoisonAs is archivePoison with the metric's reason label chosen by
+// the caller.
+func (o *Orchestrator) archivePoisonAs(ctx context.Context, queueName string, id int64, reason, label string) {
 	if _, err := o.engine.Store().MessageArchive(ctx, queueName, id); err != nil {
 		o.logger.Error("archive poison message", "queue", queueName, "msg_id", id, "error", err)
 		return
 	}
 	o.logger.Warn("poison message archived", "queue", queueName, "msg_id", id, "reason", reason)
 	if o.poison != nil {
-		o.poison.PoisonMessage(queueName, poisonReasonLabel(reason))
+		o.poison.PoisonMessage(queueName, label)
 	}
 }
 
@@ -345,7 +351,9 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 			continue
 		}
 		req, err := DecodeTaskRequest(m.Body)
+		label := "malformed"
 		if err == nil {
+			label = "invalid_request"
 			var task store.Task
 			var created bool
 			task, created, err = o.engine.createTask(ctx, req, &m.ID)
@@ -359,8 +367,10 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, ErrInvalid), errors.Is(err, ErrUnknownTarget):
-			o.archivePoison(ctx, queue.TaskRequestsQueue, m.ID, err.Error())
+		case errors.Is(err, ErrUnknownTarget):
+			o.archivePoisonAs(ctx, queue.TaskRequestsQueue, m.ID, err.Error(), "unknown_template")
+		case errors.Is(err, ErrInvalid):
+			o.archivePoisonAs(ctx, queue.TaskRequestsQueue, m.ID, err.Error(), label)
 		default:
 			return len(msgs), err
 		}
