@@ -154,6 +154,15 @@ func (e *Engine) RedriveStrandedResults(ctx context.Context, olderThan time.Dura
 	return applied, nil
 }
 
+func hasStep(steps []store.Step, id uuid.UUID) bool {
+	for i := range steps {
+		if steps[i].UUID == id {
+			return true
+		}
+	}
+	return false
+}
+
 type noticeMsg struct {
 	n       ResultNotice
 	msgID   int64
@@ -182,7 +191,14 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 		for _, t := range tasks {
 			found[t.UUID] = true
 			for _, nm := range byTask[t.UUID] {
-				if nm.msgID != 0 { // 0: re-driven, there is no notice
+				switch {
+				case nm.msgID == 0: // re-driven: there is no notice
+				case !hasStep(stepsByTask[t.UUID], nm.n.StepUUID):
+					// Notices come from the protocol functions, which only
+					// name real steps: this one was forged or corrupted.
+					poison = append(poison, Poison{MsgID: nm.msgID, Reason: fmt.Sprintf(
+						"result notice for unknown step %s of task %s", nm.n.StepUUID, t.UUID)})
+				default:
 					ids = append(ids, nm.msgID)
 				}
 			}

@@ -295,6 +295,8 @@ func poisonReasonLabel(reason string) string {
 		return "redelivered_too_often"
 	case strings.Contains(reason, "unknown task"):
 		return "unknown_task"
+	case strings.Contains(reason, "unknown step"):
+		return "unknown_step"
 	case strings.Contains(reason, "not a JSON"), strings.Contains(reason, "lacks"), strings.Contains(reason, "attempt"):
 		return "malformed"
 	default:

@@ -224,3 +224,55 @@ func TestLockedTaskDoesNotStallTheReaper(t *testing.T) {
 		t.Errorf("next pass: reaped %d, %v; want the held task's lease", n, err)
 	}
 }
+
+// TestResultNoticePoison: notices that can never be applied are archived
+// and counted by reason; a notice for a real step that is not waiting (a
+// duplicate or a stale attempt) is consumed quietly. A notice naming a
+// step its task does not have used to be deleted at DEBUG.
+func TestResultNoticePoison(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(linearTemplate("notices"))
+	task, _, err := h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "notices", Name: "linear"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, err := h.Store.TaskSteps(ctx, task.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notice := func(taskID, stepID uuid.UUID, attempt int) string {
+		return fmt.Sprintf(`{"task_uuid":%q,"step_uuid":%q,"attempt":%d,"success":true}`, taskID, stepID, attempt)
+	}
+	for _, body := range []string{
+		`"not an object"`,
+		`{"attempt":1,"success":true}`,
+		notice(task.UUID, steps[0].UUID, 0),
+		notice(uuid.Must(uuid.NewV7()), steps[0].UUID, 1),
+		notice(task.UUID, uuid.Must(uuid.NewV7()), 1),
+		notice(task.UUID, steps[0].UUID, 1), // its step is enqueued, not waiting: stale
+	} {
+		if _, err := h.Pool.Exec(ctx, `SELECT pgmq.send('orchestration_step_results', $1::jsonb)`, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orch := orchestration.NewOrchestrator(h.Engine, orchestration.ServiceConfig{}, nil, h.Provider, h.Logger)
+	if _, err := orch.ResultsOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var queued, archived int
+	_ = h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_orchestration_step_results`).Scan(&queued)
+	_ = h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.a_orchestration_step_results`).Scan(&archived)
+	if queued != 0 || archived != 5 {
+		t.Errorf("%d notices left, %d archived; want none left and the 5 that can never apply archived", queued, archived)
+	}
+	for reason, n := range map[string]float64{"malformed": 3, "unknown_task": 1, "unknown_step": 1} {
+		if got := counterValue(t, h, "tasker_poison_messages_total", "reason", reason); got != n {
+			t.Errorf("tasker_poison_messages_total{reason=%q} = %v, want %v", reason, got, n)
+		}
+	}
+	if s := firstStepState(t, h, task.UUID); s != lifecycle.StepEnqueued {
+		t.Errorf("the first step moved to %s", s)
+	}
+}
