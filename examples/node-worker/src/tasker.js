@@ -6,10 +6,18 @@
 //      woken by NOTIFY on "pgmq.q_worker_<ns>_queue.INSERT", polling as a
 //      fallback;
 //   2. claim the steps:     tasker.step_claim_batch(uuid[], int[], worker_id,
-//      lease_seconds); a message whose step is not claimable is deleted
-//      (pgmq.delete) and nothing runs; a message for a handler this worker
-//      lacks is pushed back (pgmq.set_vt(queue, msg_id, 5)) for another
-//      worker;
+//      lease_seconds); a message whose step is not claimable is deleted (pgmq.delete) and nothing runs; a
+//      message for a handler this worker lacks is pushed back
+//      (pgmq.set_vt(queue, msg_id, 5)) for another worker;
+//      poison is archived (pgmq.archive) with a warning naming queue,
+//      msg_id, step_uuid and reason, and nothing runs: a malformed message
+//      (no step_uuid, an attempt outside 1..2147483647) before any SQL; and,
+//      when a batch claim raises an error the same call would raise again
+//      (SQLSTATE class 0A, 22, 23, 42 or P0, e.g. 42501 for a step of a
+//      namespace this login does not serve), a message whose own claim
+//      raises when the batch's steps are then claimed one at a time (unless
+//      a claim of no steps fails too: then the fault is the worker's and
+//      nothing is archived; transient errors archive nothing either);
 //   3. run the handler with an AbortSignal (per-step timeout, lease lost,
 //      hard shutdown) while tasker.step_heartbeat renews the lease and the
 //      message's visibility every lease/3;
@@ -38,6 +46,19 @@ export const DEFAULTS = Object.freeze({
 
 const NAMESPACE_RE = /^[a-z][a-z0-9_]{0,32}$/;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const NIL_UUID = '00000000-0000-0000-0000-000000000000';
+// The largest attempt a claim can be made for: attempts are Postgres integers.
+const MAX_ATTEMPT = 2147483647;
+// SQLSTATE classes of errors the same call raises again (the Go SDK's
+// classification): feature not supported, data exception, integrity
+// constraint violation, syntax error or access rule violation (42501:
+// insufficient privilege), PL/pgSQL RAISE.
+const PERMANENT_SQLSTATE_CLASSES = new Set(['0A', '22', '23', '42', 'P0']);
+
+const CLAIM_SQL = `SELECT claimed, reason, step_uuid, task_uuid, namespace, step_name, handler, attempt,
+       max_attempts, timeout_seconds, correlation_id, traceparent,
+       task_context, step_inputs, dependency_results
+  FROM tasker.step_claim_batch($1::uuid[], $2::integer[], $3::text, $4::integer)`;
 
 /** validateNamespace applies the engine's rule (DESIGN §6) before any SQL or channel name is built. */
 export function validateNamespace(ns) {
@@ -100,6 +121,41 @@ export function errorPayload(err) {
   }
   const message = err instanceof Error ? err.message : String(err);
   return { message: message || 'handler failed', retryable: true, kind: 'error' };
+}
+
+/**
+ * stepMessageProblem says what is wrong with a step message body that no
+ * claim can ever accept ('' when nothing is): it must be a JSON object with
+ * a step_uuid and an integer attempt from 1 to 2147483647 (a Postgres
+ * integer; a larger one would make the claim raise, or be read as another
+ * attempt by a driver that wraps it).
+ */
+export function stepMessageProblem(body) {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return 'not a step message: the body is not a JSON object';
+  }
+  const { step_uuid: step, attempt } = body;
+  if (step === undefined || step === null || step === '' || step === NIL_UUID) return 'no step_uuid';
+  if (typeof step !== 'string' || !UUID_RE.test(step)) {
+    return `not a step message: step_uuid ${JSON.stringify(step)} is not a uuid`;
+  }
+  if (attempt === undefined || attempt === null || attempt === 0) return 'no attempt (attempts count from 1)';
+  if (!Number.isInteger(attempt)) return `not a step message: attempt ${JSON.stringify(attempt)} is not an integer`;
+  if (attempt < 1 || attempt > MAX_ATTEMPT) return `attempt ${attempt} is out of range (1 to ${MAX_ATTEMPT})`;
+  return '';
+}
+
+/**
+ * permanentError reports whether a database call failed in a way that the
+ * same call would fail again: an error about the data, the statement or
+ * the caller's rights (SQLSTATE classes 0A, 22, 23, 42, P0), as the Go SDK
+ * decides. Anything else (connection loss, timeouts, serialization
+ * failures, a server shutting down, Node's own ECONNRESET and the like)
+ * may pass.
+ */
+export function permanentError(err) {
+  const code = err?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && PERMANENT_SQLSTATE_CLASSES.has(code.slice(0, 2));
 }
 
 /** sleep resolves after ms, or at once when signal aborts (it never rejects). */
@@ -525,13 +581,13 @@ export class Worker {
     const superseded = [];
     for (const m of msgs) {
       const body = m.message;
-      const stepUuid = typeof body?.step_uuid === 'string' ? body.step_uuid.toLowerCase() : '';
-      if (!UUID_RE.test(stepUuid) || !Number.isInteger(body.attempt) || body.attempt < 1) {
-        this.log.warn('poison step message archived', { queue, msg_id: m.msg_id, message: body });
-        await this.pool.query('SELECT pgmq.archive($1::text, $2::bigint)', [queue, m.msg_id])
-          .catch((err) => this.log.error('archiving a poison step message failed', { queue, msg_id: m.msg_id, error: err }));
+      const why = stepMessageProblem(body);
+      if (why) {
+        const step = typeof body?.step_uuid === 'string' && UUID_RE.test(body.step_uuid) ? body.step_uuid.toLowerCase() : undefined;
+        await this.archivePoison(queue, m.msg_id, step, why, { message: body });
         continue;
       }
+      const stepUuid = body.step_uuid.toLowerCase();
       if (!this.handlers.has(body.handler)) {
         await this.deferUnknown(queue, m.msg_id, body.handler);
         continue;
@@ -552,14 +608,24 @@ export class Worker {
     const ids = [...byStep.keys()];
     const attempts = ids.map((id) => byStep.get(id).message.attempt);
 
-    // If this fails, nothing ran: the messages reappear after the lease.
-    const { rows: claims } = await this.pool.query(
-      `SELECT claimed, reason, step_uuid, task_uuid, namespace, step_name, handler, attempt,
-              max_attempts, timeout_seconds, correlation_id, traceparent,
-              task_context, step_inputs, dependency_results
-         FROM tasker.step_claim_batch($1::uuid[], $2::integer[], $3::text, $4::integer)`,
-      [ids, attempts, this.workerId, this.leaseSeconds],
-    );
+    let claims;
+    try {
+      claims = await this.claim(ids, attempts);
+    } catch (err) {
+      // Not permanent: nothing ran, the messages reappear after the lease.
+      if (!permanentError(err)) throw err;
+      // One message can make the whole batch fail (a step of a namespace
+      // this login does not serve: 42501); the others must not wait for it
+      // forever.
+      let error;
+      ({ claims, error } = await this.claimEach(queue, ids, attempts, byStep, err));
+      if (error) {
+        // The steps claimed before it run; the messages not claimed come
+        // back after their visibility timeout.
+        if (claims.length === 0) throw error;
+        this.log.warn('claiming step messages one at a time failed; the rest come back after the lease', { queue, error, claimed: claims.length });
+      }
+    }
     if (superseded.length > 0) {
       await this.pool.query('SELECT pgmq.delete($1::text, $2::bigint[])', [queue, superseded])
         .catch((err) => this.log.warn('deleting duplicate step messages failed', { queue, error: err }));
@@ -586,6 +652,53 @@ export class Worker {
       this.inflight.add(tracked);
     }
     return { read: msgs.length, used };
+  }
+
+  // claim calls tasker.step_claim_batch for the steps ids at attempts (one
+  // attempt per step) and returns its rows, one per step.
+  async claim(ids, attempts) {
+    const { rows } = await this.pool.query(CLAIM_SQL, [ids, attempts, this.workerId, this.leaseSeconds]);
+    return rows;
+  }
+
+  // claimEach claims the steps one at a time, after their batch claim failed
+  // with an error that the same call would raise again (batchErr), so that
+  // the message behind it does not keep the others from being claimed. A
+  // message whose own claim fails that way can never be claimed and is
+  // archived. A claim of nothing is made first: when that fails too, the
+  // error is the worker's (the function missing or not granted to this
+  // login), not any message's, and nothing is archived (batchErr is
+  // thrown). It returns the claims made, and the error of a claim that
+  // failed in a way that may pass (the steps after it are not tried).
+  async claimEach(queue, ids, attempts, byStep, batchErr) {
+    try {
+      await this.claim([], []);
+    } catch {
+      throw batchErr;
+    }
+    const claims = [];
+    for (let i = 0; i < ids.length; i++) {
+      try {
+        claims.push(...(await this.claim([ids[i]], [attempts[i]])));
+      } catch (err) {
+        if (!permanentError(err)) return { claims, error: err };
+        await this.archivePoison(queue, byStep.get(ids[i]).msg_id, ids[i], `its claim fails: ${err.message} (SQLSTATE ${err.code})`);
+      }
+    }
+    return { claims, error: null };
+  }
+
+  // archivePoison archives a step message that can never be processed, with
+  // a warning naming the message, its step when known, and why.
+  async archivePoison(queue, msgId, stepUuid, reason, fields = {}) {
+    const about = { queue, msg_id: msgId, step_uuid: stepUuid, reason, ...fields };
+    try {
+      await this.pool.query('SELECT pgmq.archive($1::text, $2::bigint)', [queue, msgId]);
+    } catch (err) {
+      this.log.error('archiving a poison step message failed', { ...about, error: err });
+      return;
+    }
+    this.log.warn('poison step message archived', about);
   }
 
   // deferUnknown pushes back a message for a handler this worker lacks, so

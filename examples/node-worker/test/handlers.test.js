@@ -6,7 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import * as demo from '../src/handlers.js';
-import { StepError, errorPayload, permanent, workerQueue, notifyChannel, quoteIdent } from '../src/tasker.js';
+import {
+  StepError, errorPayload, permanent, workerQueue, notifyChannel, quoteIdent, stepMessageProblem, permanentError,
+} from '../src/tasker.js';
 import { parseDuration } from '../src/config.js';
 import { Logger } from '../src/log.js';
 
@@ -115,6 +117,44 @@ test('queue and channel names follow the engine', () => {
   assert.equal(quoteIdent('pgmq.q_x.INSERT'), '"pgmq.q_x.INSERT"');
   assert.throws(() => workerQueue('Ecommerce'));
   assert.throws(() => workerQueue('a-b'));
+});
+
+test('stepMessageProblem says why a message can never be claimed', () => {
+  const step = (fields) => ({ step_uuid: TASK, handler: 'ecommerce.validate_cart', ...fields });
+  assert.equal(stepMessageProblem(step({ attempt: 1 })), '');
+  assert.equal(stepMessageProblem(step({ attempt: 2147483647 })), '');
+  assert.equal(stepMessageProblem(step({ step_uuid: TASK.toUpperCase(), attempt: 3 })), '');
+  for (const [body, why] of [
+    [null, 'not a step message: the body is not a JSON object'],
+    [[1], 'not a step message: the body is not a JSON object'],
+    ['text', 'not a step message: the body is not a JSON object'],
+    [{ hello: 'world' }, 'no step_uuid'],
+    [step({ step_uuid: '00000000-0000-0000-0000-000000000000', attempt: 1 }), 'no step_uuid'],
+    [step({ step_uuid: 'x', attempt: 1 }), 'not a step message: step_uuid "x" is not a uuid'],
+    [step({}), 'no attempt (attempts count from 1)'],
+    [step({ attempt: 0 }), 'no attempt (attempts count from 1)'],
+    [step({ attempt: 1.5 }), 'not a step message: attempt 1.5 is not an integer'],
+    [step({ attempt: '1' }), 'not a step message: attempt "1" is not an integer'],
+    // Postgres integers: a larger attempt would make the whole batch's claim
+    // raise (22003), or be wrapped by a driver into another attempt.
+    [step({ attempt: -1 }), 'attempt -1 is out of range (1 to 2147483647)'],
+    [step({ attempt: 2147483648 }), 'attempt 2147483648 is out of range (1 to 2147483647)'],
+    [step({ attempt: 4294967297 }), 'attempt 4294967297 is out of range (1 to 2147483647)'],
+  ]) {
+    assert.equal(stepMessageProblem(body), why, JSON.stringify(body));
+  }
+});
+
+test('permanentError follows the Go SDK: SQLSTATE classes 0A, 22, 23, 42 and P0', () => {
+  for (const code of ['0A000', '22003', '23505', '42501', '42883', 'P0001']) {
+    assert.equal(permanentError(Object.assign(new Error('x'), { code })), true, code);
+  }
+  // Transient: serialization failure, deadlock, query cancelled (statement
+  // timeout), admin shutdown, connection errors, Node's socket errors.
+  for (const code of ['40001', '40P01', '57014', '57P01', '08006', '53300', 'ECONNRESET', 'EPIPE', undefined]) {
+    assert.equal(permanentError(Object.assign(new Error('x'), { code })), false, String(code));
+  }
+  assert.equal(permanentError(undefined), false);
 });
 
 test('parseDuration reads Go durations', () => {

@@ -1,0 +1,256 @@
+package nodeworker_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker/tasker/internal/demo"
+	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/queue"
+)
+
+// oneStepTemplate is a template of namespace %s whose one step runs the
+// demo's validate_cart, which the Node worker has.
+const oneStepTemplate = `
+namespace: %s
+name: one
+version: 1.0.0
+steps:
+  - name: validate_cart
+    handler: ecommerce.validate_cart
+`
+
+// loginRole creates a LOGIN role that is a member of roles, drops it when the
+// test ends (roles are cluster-wide), and returns the harness's database URL
+// with that role's credentials (as migrations/roles_test.go does).
+func loginRole(t *testing.T, h *enginetest.Harness, roles ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	b := make([]byte, 22)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	name, password := "tasker_test_login_"+hex.EncodeToString(b[:6]), hex.EncodeToString(b[6:]) // hex: safe inside a literal
+	quoted := make([]string, len(roles))
+	for i, r := range roles {
+		quoted[i] = pgx.Identifier{r}.Sanitize()
+	}
+	if _, err := h.Pool.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD '%s' IN ROLE %s`,
+		pgx.Identifier{name}.Sanitize(), password, strings.Join(quoted, ", "))); err != nil {
+		t.Fatalf("create login role: %v", err)
+	}
+	// Registered after the harness's pool, so it runs before that pool
+	// closes; the Node worker started later is killed before it.
+	t.Cleanup(func() {
+		if _, err := h.Pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Errorf("drop login role %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(h.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(name, password)
+	return u.String()
+}
+
+// provision creates namespace ns's worker role tasker_worker_<ns> and its
+// grants (idempotent).
+func provision(t *testing.T, h *enginetest.Harness, ns string) {
+	t.Helper()
+	if _, err := h.Pool.Exec(context.Background(), `SELECT tasker.namespace_provision($1)`, ns); err != nil {
+		t.Fatalf("provision namespace %s: %v", ns, err)
+	}
+}
+
+func send(t *testing.T, h *enginetest.Harness, q, body string) int64 {
+	t.Helper()
+	id, err := queue.Send(context.Background(), h.Pool, q, json.RawMessage(body), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// waitQueued waits until queue q holds n messages (the orchestrator has
+// enqueued the steps the test needs before the worker reads them).
+func waitQueued(t *testing.T, h *enginetest.Harness, q string, n int) {
+	t.Helper()
+	enginetest.Eventually(t, 15*time.Second, fmt.Sprintf("%d messages in %s", n, q), func() bool {
+		return count(t, h, `SELECT count(*) FROM pgmq.`+pgx.Identifier{"q_" + q}.Sanitize()) == n
+	})
+}
+
+// archivedIn reports whether message id of queue q is in its archive.
+func archivedIn(t *testing.T, h *enginetest.Harness, q string, id int64) bool {
+	t.Helper()
+	return count(t, h, `SELECT count(*) FROM pgmq.`+pgx.Identifier{"a_" + q}.Sanitize()+` WHERE msg_id = $1`, id) == 1
+}
+
+func count(t *testing.T, h *enginetest.Harness, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := h.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// poisonLine returns the worker's "poison step message archived" line for
+// message id of queue q, or nil.
+func poisonLine(lines []map[string]any, q string, id int64) map[string]any {
+	for _, l := range lines {
+		if l["msg"] == "poison step message archived" && l["queue"] == q && fmt.Sprint(l["msg_id"]) == fmt.Sprint(id) {
+			return l
+		}
+	}
+	return nil
+}
+
+// TestNodeWorkerClaimsAFailedBatchOneByOne: one message that makes the claim
+// of its whole batch raise does not keep the others from being claimed.
+func TestNodeWorkerClaimsAFailedBatchOneByOne(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	requireNode(t, root)
+
+	// A message in the worker's queue naming a step of a namespace its login
+	// does not serve makes the batch claim fail with 42501. The batch's other
+	// step is claimed alone and runs well within the 30 s visibility timeout
+	// a failed batch waits out (to fail again, for ever); the foreign message
+	// is archived and the foreign step left alone.
+	t.Run("archives the message whose own claim fails", func(t *testing.T) {
+		t.Parallel()
+		const nsA, nsB = "node_rejects_a", "node_rejects_b"
+		h := enginetest.New(t, enginetest.Options{})
+		for _, ns := range []string{nsA, nsB} {
+			h.Register(fmt.Sprintf(oneStepTemplate, ns))
+			provision(t, h, ns)
+		}
+		taskB := h.Submit(orchestration.TaskRequest{Namespace: nsB, Name: "one", Context: json.RawMessage(demo.SampleContext(1))})
+		stepB := taskSteps(t, h, taskB.UUID)["validate_cart"].UUID
+		qA, _ := queue.WorkerQueue(nsA)
+		foreign := send(t, h, qA, fmt.Sprintf(`{"step_uuid":"%s","handler":"ecommerce.validate_cart","namespace":"%s","attempt":1}`, stepB, nsA))
+		taskA := h.Submit(orchestration.TaskRequest{Namespace: nsA, Name: "one", Context: json.RawMessage(demo.SampleContext(2))})
+		waitQueued(t, h, qA, 2) // read in one batch
+
+		node := startNode(t, h, root, map[string]string{
+			"DATABASE_URL":             loginRole(t, h, "tasker_worker", "tasker_worker_"+nsA),
+			"TASKER_WORKER_NAMESPACES": nsA,
+			"TASKER_HANDLERS":          "ecommerce.validate_cart",
+			"TASKER_DEMO_DELAY":        "0",
+		})
+		h.WaitTask(taskA.UUID, 15*time.Second, lifecycle.TaskComplete)
+		enginetest.Eventually(t, 10*time.Second, "the foreign message archived", func() bool { return archivedIn(t, h, qA, foreign) })
+		var state, claimedBy string
+		if err := h.Pool.QueryRow(context.Background(),
+			`SELECT state, coalesce(claimed_by, '-') FROM tasker.workflow_steps WHERE step_uuid = $1`, stepB).Scan(&state, &claimedBy); err != nil {
+			t.Fatal(err)
+		}
+		if state != string(lifecycle.StepEnqueued) || claimedBy != "-" {
+			t.Errorf("B's step is %s, claimed by %s; want enqueued and unclaimed", state, claimedBy)
+		}
+		l := poisonLine(node.logLines(), qA, foreign)
+		if l == nil || l["step_uuid"] != stepB.String() || !strings.Contains(fmt.Sprint(l["reason"]), "42501") {
+			t.Errorf("poison log line %v, want one naming step %s and SQLSTATE 42501", l, stepB)
+		}
+	})
+
+	// When every claim fails the same way (here the login may not call
+	// step_claim_batch), the fault is the worker's, not its messages': they
+	// stay in the queue, and run once the claim works. (Without the claim
+	// of no steps made first, each message's own claim fails and it is
+	// archived.)
+	t.Run("archives nothing when it cannot claim at all", func(t *testing.T) {
+		t.Parallel()
+		const ns = "node_noclaim"
+		h := enginetest.New(t, enginetest.Options{})
+		h.Register(fmt.Sprintf(oneStepTemplate, ns))
+		provision(t, h, ns)
+		const claimFn = `tasker.step_claim_batch(uuid[], integer[], text, integer)`
+		// Grants are per database: this one is the test's own.
+		if _, err := h.Pool.Exec(context.Background(), `REVOKE EXECUTE ON FUNCTION `+claimFn+` FROM tasker_worker`); err != nil {
+			t.Fatal(err)
+		}
+		task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "one", Context: json.RawMessage(demo.SampleContext(3))})
+		q, _ := queue.WorkerQueue(ns)
+		node := startNode(t, h, root, map[string]string{
+			"DATABASE_URL":                loginRole(t, h, "tasker_worker", "tasker_worker_"+ns),
+			"TASKER_WORKER_NAMESPACES":    ns,
+			"TASKER_HANDLERS":             "ecommerce.validate_cart",
+			"TASKER_WORKER_LEASE_SECONDS": "3",
+			"TASKER_DEMO_DELAY":           "0",
+		})
+		// Read twice (its claim has failed at least once), or archived.
+		enginetest.Eventually(t, 20*time.Second, "the step message read twice, or archived", func() bool {
+			return count(t, h, `SELECT count(*) FROM pgmq.q_worker_node_noclaim_queue WHERE read_ct >= 2`) == 1 ||
+				count(t, h, `SELECT count(*) FROM pgmq.a_worker_node_noclaim_queue`) > 0
+		})
+		if n := count(t, h, `SELECT count(*) FROM pgmq.a_worker_node_noclaim_queue`); n != 0 {
+			t.Fatalf("%d messages archived because the worker could not claim at all", n)
+		}
+		if !hasLog(node.logLines(), "reading step messages failed; retrying with backoff", map[string]string{"queue": q}) {
+			t.Error("the Node.js worker did not log its failing claims")
+		}
+		if _, err := h.Pool.Exec(context.Background(), `GRANT EXECUTE ON FUNCTION `+claimFn+` TO tasker_worker`); err != nil {
+			t.Fatal(err)
+		}
+		h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+	})
+}
+
+// TestNodeWorkerArchivesMessagesWithAnAttemptOutOfRange: an attempt is a
+// Postgres integer, so a message whose attempt is not one from 1 to
+// 2147483647 is archived before any SQL, with a log line saying so, and the
+// message read with it runs. (Sent to the claim, 2147483648 made the whole
+// batch raise 22003, for ever.)
+func TestNodeWorkerArchivesMessagesWithAnAttemptOutOfRange(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	requireNode(t, root)
+	const ns = "node_attempts"
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(fmt.Sprintf(oneStepTemplate, ns))
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "one", Context: json.RawMessage(demo.SampleContext(4))})
+	step := taskSteps(t, h, task.UUID)["validate_cart"].UUID
+	q, _ := queue.WorkerQueue(ns)
+	waitQueued(t, h, q, 1)
+	want := map[int64]string{} // msg_id -> what its log line's reason must say
+	for attempt, why := range map[string]string{
+		"0":          "no attempt",
+		"-1":         "attempt -1 is out of range (1 to 2147483647)",
+		"1.5":        "attempt 1.5 is not an integer",
+		"2147483648": "attempt 2147483648 is out of range (1 to 2147483647)",
+		"4294967297": "attempt 4294967297 is out of range (1 to 2147483647)",
+	} {
+		want[send(t, h, q, fmt.Sprintf(`{"step_uuid":"%s","handler":"ecommerce.validate_cart","attempt":%s}`, step, attempt))] = why
+	}
+
+	node := startNode(t, h, root, map[string]string{
+		"TASKER_WORKER_NAMESPACES": ns,
+		"TASKER_HANDLERS":          "ecommerce.validate_cart",
+		"TASKER_DEMO_DELAY":        "0",
+	})
+	h.WaitTask(task.UUID, 15*time.Second, lifecycle.TaskComplete)
+	enginetest.Eventually(t, 10*time.Second, "the five messages archived", func() bool {
+		return count(t, h, `SELECT count(*) FROM pgmq.a_worker_node_attempts_queue`) == len(want)
+	})
+	lines := node.logLines()
+	for id, why := range want {
+		l := poisonLine(lines, q, id)
+		if l == nil || l["step_uuid"] != step.String() || !strings.Contains(fmt.Sprint(l["reason"]), why) {
+			t.Errorf("message %d: poison log line %v, want one naming step %s and saying %q", id, l, step, why)
+		}
+	}
+}
