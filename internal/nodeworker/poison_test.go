@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasker/tasker/internal/demo"
@@ -252,5 +253,35 @@ func TestNodeWorkerArchivesMessagesWithAnAttemptOutOfRange(t *testing.T) {
 		if l == nil || l["step_uuid"] != step.String() || !strings.Contains(fmt.Sprint(l["reason"]), why) {
 			t.Errorf("message %d: poison log line %v, want one naming step %s and saying %q", id, l, step, why)
 		}
+	}
+}
+
+// TestNodeWorkerArchivesAMessageForAStepThatDoesNotExist: a message naming no
+// step (a forged or corrupt one, or one left over from a task that
+// retention deleted) is archived with a warning, not deleted at DEBUG, and
+// the step read with it runs.
+func TestNodeWorkerArchivesAMessageForAStepThatDoesNotExist(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	requireNode(t, root)
+	const ns = "node_nostep"
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(fmt.Sprintf(oneStepTemplate, ns))
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "one", Context: json.RawMessage(demo.SampleContext(5))})
+	q, _ := queue.WorkerQueue(ns)
+	waitQueued(t, h, q, 1)
+	missing := uuid.New()
+	id := send(t, h, q, fmt.Sprintf(`{"step_uuid":"%s","handler":"ecommerce.validate_cart","attempt":1}`, missing))
+
+	node := startNode(t, h, root, map[string]string{
+		"TASKER_WORKER_NAMESPACES": ns,
+		"TASKER_HANDLERS":          "ecommerce.validate_cart",
+		"TASKER_DEMO_DELAY":        "0",
+	})
+	h.WaitTask(task.UUID, 15*time.Second, lifecycle.TaskComplete)
+	enginetest.Eventually(t, 10*time.Second, "the message archived", func() bool { return archivedIn(t, h, q, id) })
+	l := poisonLine(node.logLines(), q, id)
+	if l == nil || l["level"] != "WARN" || l["step_uuid"] != missing.String() || l["reason"] != "step not found" {
+		t.Errorf("poison log line %v, want a warning naming step %s and reason \"step not found\"", l, missing)
 	}
 }

@@ -6,12 +6,14 @@
 //      woken by NOTIFY on "pgmq.q_worker_<ns>_queue.INSERT", polling as a
 //      fallback;
 //   2. claim the steps:     tasker.step_claim_batch(uuid[], int[], worker_id,
-//      lease_seconds); a message whose step is not claimable is deleted (pgmq.delete) and nothing runs; a
+//      lease_seconds); a message whose step is not claimable (finished,
+//      or a stale attempt) is deleted (pgmq.delete) and nothing runs; a
 //      message for a handler this worker lacks is pushed back
 //      (pgmq.set_vt(queue, msg_id, 5)) for another worker;
 //      poison is archived (pgmq.archive) with a warning naming queue,
 //      msg_id, step_uuid and reason, and nothing runs: a malformed message
-//      (no step_uuid, an attempt outside 1..2147483647) before any SQL; and,
+//      (no step_uuid, an attempt outside 1..2147483647) before any SQL; a
+//      message whose step does not exist (reason "step not found"); and,
 //      when a batch claim raises an error the same call would raise again
 //      (SQLSTATE class 0A, 22, 23, 42 or P0, e.g. 42501 for a step of a
 //      namespace this login does not serve), a message whose own claim
@@ -634,7 +636,14 @@ export class Worker {
     for (const c of claims) {
       const m = byStep.get(String(c.step_uuid).toLowerCase());
       if (!m) continue;
+      if (!c.claimed && c.task_uuid == null) {
+        // No such step: there never was, or its task has been deleted
+        // (retention). No claim of this message can ever succeed.
+        await this.archivePoison(queue, m.msg_id, c.step_uuid, c.reason || 'step not found');
+        continue;
+      }
       if (!c.claimed) {
+        // Its state moved on, or the message is of an older attempt: normal.
         this.log.debug('step not claimable; message deleted', { step_uuid: c.step_uuid, task_uuid: c.task_uuid, reason: c.reason, msg_id: m.msg_id });
         await this.pool.query('SELECT pgmq.delete($1::text, $2::bigint)', [queue, m.msg_id])
           .catch((err) => this.log.warn('deleting an unclaimable step message failed', { queue, msg_id: m.msg_id, error: err }));
