@@ -19,6 +19,8 @@ import (
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/worker"
 )
 
 // oneStepTemplate is a template of namespace %s whose one step runs the
@@ -117,6 +119,17 @@ func poisonLine(lines []map[string]any, q string, id int64) map[string]any {
 		}
 	}
 	return nil
+}
+
+// stepRanBy reports whether worker id submitted a result for the step.
+func stepRanBy(t *testing.T, h *enginetest.Harness, task uuid.UUID, step uuid.UUID, id string) bool {
+	t.Helper()
+	for _, tr := range transitions(t, h, task) {
+		if tr.step == step.String() && tr.from == string(lifecycle.StepInProgress) && tr.workerID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // TestNodeWorkerClaimsAFailedBatchOneByOne: one message that makes the claim
@@ -284,4 +297,117 @@ func TestNodeWorkerArchivesAMessageForAStepThatDoesNotExist(t *testing.T) {
 	if l == nil || l["level"] != "WARN" || l["step_uuid"] != missing.String() || l["reason"] != "step not found" {
 		t.Errorf("poison log line %v, want a warning naming step %s and reason \"step not found\"", l, missing)
 	}
+}
+
+// TestNodeWorkerReleasesAStepClaimedThroughAMisleadingMessage: the claim
+// checks the step and attempt a message names, nothing else. A step whose
+// handler the worker lacks, or of another namespace than the queue's, is
+// not run: it is given back with step_release (without msg_id) and the
+// message archived from the queue it came from, and the step's own worker
+// runs it with its attempts intact.
+func TestNodeWorkerReleasesAStepClaimedThroughAMisleadingMessage(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	requireNode(t, root)
+
+	// Before: the Node worker called its handler for process_payment, which
+	// it does not have ("fn is not a function"), and submitted that as a
+	// failure of b's only attempt.
+	t.Run("a step of a handler the worker lacks", func(t *testing.T) {
+		t.Parallel()
+		const ns = "node_liar"
+		h := enginetest.New(t, enginetest.Options{})
+		h.Register(`
+namespace: node_liar
+name: two
+version: 1.0.0
+steps:
+  - name: a
+    handler: ecommerce.validate_cart
+  - name: b
+    handler: ecommerce.process_payment
+    retry: {max_attempts: 1, backoff: {base_ms: 50, cap_ms: 100}}
+`)
+		task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "two", Context: json.RawMessage(demo.SampleContext(6))})
+		b := taskSteps(t, h, task.UUID)["b"].UUID
+		q, _ := queue.WorkerQueue(ns)
+		waitQueued(t, h, q, 2) // b is enqueued: the lying message claims it
+		lie := send(t, h, q, fmt.Sprintf(`{"step_uuid":"%s","handler":"ecommerce.validate_cart","attempt":1}`, b))
+
+		node := startNode(t, h, root, map[string]string{
+			"TASKER_WORKER_NAMESPACES": ns,
+			"TASKER_HANDLERS":          "ecommerce.validate_cart",
+			"TASKER_DEMO_DELAY":        "0",
+		})
+		stepB := func() store.Step { return taskSteps(t, h, task.UUID)["b"] }
+		enginetest.Eventually(t, 15*time.Second, "the lying message archived, or step b failed", func() bool {
+			return archivedIn(t, h, q, lie) || stepB().State == lifecycle.StepError
+		})
+		if s := stepB(); s.State == lifecycle.StepError {
+			t.Fatalf("step b failed its only attempt through the lying message: %s", s.LastError)
+		}
+		lines := node.logLines()
+		l := poisonLine(lines, q, lie)
+		if l == nil || l["step_uuid"] != b.String() || !strings.Contains(fmt.Sprint(l["reason"]), "ecommerce.process_payment") {
+			t.Errorf("poison log line %v, want one for step b naming its handler ecommerce.process_payment", l)
+		}
+		if !hasLog(lines, "step claimed through a misleading message released unrun; it will be retried", map[string]string{"step_uuid": b.String()}) {
+			t.Error("the Node.js worker did not log the release of step b")
+		}
+
+		goID := "go-test-" + uuid.NewString()[:8]
+		h.Worker(worker.Config{Namespaces: []string{ns}, WorkerID: goID}, map[string]worker.Handler{
+			"ecommerce.process_payment": func(ctx context.Context, s *worker.Step) (any, error) { return "b", nil },
+		})
+		if got := h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete, lifecycle.TaskError); got.State != lifecycle.TaskComplete {
+			t.Fatalf("task is %s, want complete: step b lost its only attempt (%s)", got.State, stepB().LastError)
+		}
+		if s := stepB(); s.Attempts != s.MaxAttempts {
+			t.Errorf("step b took %d of %d attempts, want as many attempts left as before the release (none)", s.Attempts, s.MaxAttempts)
+		}
+		if stepRanBy(t, h, task.UUID, b, node.id) || !stepRanBy(t, h, task.UUID, b, goID) {
+			t.Errorf("step b's results came from %v, want the Go worker's only", transitions(t, h, task.UUID))
+		}
+	})
+
+	// Before: node_lie_a's worker ran node_lie_b's step, and its submission
+	// deleted the message's id from node_lie_b's queue, where that id is
+	// another message.
+	t.Run("a step of another namespace", func(t *testing.T) {
+		t.Parallel()
+		const nsA, nsB = "node_lie_a", "node_lie_b"
+		h := enginetest.New(t, enginetest.Options{})
+		for _, ns := range []string{nsA, nsB} {
+			h.Register(fmt.Sprintf(oneStepTemplate, ns))
+		}
+		task := h.Submit(orchestration.TaskRequest{Namespace: nsB, Name: "one", Context: json.RawMessage(demo.SampleContext(7))})
+		step := taskSteps(t, h, task.UUID)["validate_cart"].UUID
+		qA, _ := queue.WorkerQueue(nsA)
+		qB, _ := queue.WorkerQueue(nsB)
+		waitQueued(t, h, qB, 1) // the step is enqueued: the lying message claims it
+		lie := send(t, h, qA, fmt.Sprintf(`{"step_uuid":"%s","handler":"ecommerce.validate_cart","attempt":1}`, step))
+
+		node := startNode(t, h, root, map[string]string{
+			"TASKER_WORKER_NAMESPACES": nsA,
+			"TASKER_HANDLERS":          "ecommerce.validate_cart",
+			"TASKER_DEMO_DELAY":        "0",
+		})
+		enginetest.Eventually(t, 15*time.Second, "the message archived from node_lie_a's queue, or the step run", func() bool {
+			return archivedIn(t, h, qA, lie) || stepRanBy(t, h, task.UUID, step, node.id)
+		})
+		if stepRanBy(t, h, task.UUID, step, node.id) {
+			t.Fatalf("node_lie_a's worker ran a step of node_lie_b")
+		}
+		l := poisonLine(node.logLines(), qA, lie)
+		if l == nil || l["step_uuid"] != step.String() || l["reason"] != "the step is of namespace node_lie_b, not node_lie_a" {
+			t.Errorf("poison log line %v, want one for step %s saying it is of namespace node_lie_b", l, step)
+		}
+
+		goID := "go-test-" + uuid.NewString()[:8]
+		h.Worker(worker.Config{Namespaces: []string{nsB}, WorkerID: goID}, subset(demo.Handlers(0), []string{"ecommerce.validate_cart"}))
+		h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+		if !stepRanBy(t, h, task.UUID, step, goID) {
+			t.Errorf("the step's result did not come from node_lie_b's worker: %v", transitions(t, h, task.UUID))
+		}
+	})
 }

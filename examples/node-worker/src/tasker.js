@@ -20,6 +20,9 @@
 //      raises when the batch's steps are then claimed one at a time (unless
 //      a claim of no steps fails too: then the fault is the worker's and
 //      nothing is archived; transient errors archive nothing either);
+//      a step claimed through a message of another namespace's queue, or
+//      whose handler this worker lacks, is given back unrun
+//      (tasker.step_release without msg_id) and the message archived;
 //   3. run the handler with an AbortSignal (per-step timeout, lease lost,
 //      hard shutdown) while tasker.step_heartbeat renews the lease and the
 //      message's visibility every lease/3;
@@ -536,7 +539,7 @@ export class Worker {
       let used = 0;
       let error = null;
       try {
-        ({ read, used } = await this.readOnce(queue, free));
+        ({ read, used } = await this.readOnce(ns, queue, free));
       } catch (err) {
         error = err;
       }
@@ -561,10 +564,10 @@ export class Worker {
     }
   }
 
-  // readOnce reads up to n messages, claims their steps in one round trip and
-  // starts the claimed ones. It returns how many messages it read and how
-  // many slots it used.
-  async readOnce(queue, n) {
+  // readOnce reads up to n messages from namespace ns's queue, claims their
+  // steps in one round trip and starts the claimed ones. It returns how many
+  // messages it read and how many slots it used.
+  async readOnce(ns, queue, n) {
     const { rows: msgs } = await this.pool.query(
       'SELECT msg_id, read_ct, message, headers FROM pgmq.read($1::text, $2::integer, $3::integer)',
       [queue, this.leaseSeconds, n],
@@ -649,6 +652,16 @@ export class Worker {
           .catch((err) => this.log.warn('deleting an unclaimable step message failed', { queue, msg_id: m.msg_id, error: err }));
         continue;
       }
+      // The claim checks the step and attempt the message names, not the
+      // rest of it: the step's own namespace and handler are the claim's.
+      if (c.namespace !== ns || !this.handlers.has(c.handler)) {
+        const why = c.namespace !== ns
+          ? `the step is of namespace ${c.namespace}, not ${ns}`
+          : `the step's handler ${c.handler} is not registered in this worker`;
+        await this.giveBack(c, why);
+        await this.archivePoison(queue, m.msg_id, c.step_uuid, why);
+        continue;
+      }
       if (used >= n) break; // cannot happen: one claim per message
       used++;
       const run = this.execute(c, m).catch((err) => {
@@ -708,6 +721,33 @@ export class Worker {
       return;
     }
     this.log.warn('poison step message archived', about);
+  }
+
+  // giveBack releases a step claimed through a message that named it in the
+  // wrong queue or for a handler this worker lacks, without running it.
+  // There is no way back to enqueued with the attempt unclaimed:
+  // step_release ends the lease at once, the orchestrator's reaper retries
+  // the step through its own namespace's queue with a message naming its
+  // own handler, and the attempt the reaper counts is given back
+  // (max_attempts grows by one), so the step has as many attempts left as
+  // before. No msg_id is passed: step_release would delete that id from the
+  // queue of the step's namespace, where it may be another message; the
+  // caller archives the message from the queue it came from.
+  async giveBack(c, why) {
+    const log = this.log.with({
+      task_uuid: c.task_uuid, step_uuid: c.step_uuid, step_name: c.step_name, namespace: c.namespace, attempt: c.attempt,
+    });
+    try {
+      const { rows } = await raceAbort(
+        this.pool.query('SELECT tasker.step_release($1::uuid, $2::integer, $3::text, $4::bigint) AS released',
+          [c.step_uuid, c.attempt, this.workerId, null]),
+        AbortSignal.timeout(5000),
+      );
+      if (rows[0]?.released) log.info('step claimed through a misleading message released unrun; it will be retried', { reason: why });
+      else log.info('step claimed through a misleading message not released: it was no longer this worker\'s', { reason: why });
+    } catch (err) {
+      log.warn('release of a step claimed through a misleading message failed; its lease will expire', { reason: why, error: err });
+    }
   }
 
   // deferUnknown pushes back a message for a handler this worker lacks, so
