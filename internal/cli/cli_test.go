@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,12 @@ func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	var out, errOut bytes.Buffer
 	code = Execute(args, &out, &errOut)
 	return out.String(), errOut.String(), code
+}
+
+// decodeIndented decodes --json output into v and reports whether it is
+// one JSON object printed indented, as every command prints its JSON.
+func decodeIndented(out string, v any) bool {
+	return json.Unmarshal([]byte(out), v) == nil && strings.HasPrefix(out, "{\n  \"")
 }
 
 // TestOperatorCommandsAgainstARealDaemon drives the CLI as an operator
@@ -62,6 +69,12 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "COMPLETE") || !strings.Contains(out, "send_confirmation") || !strings.Contains(out, "transitions:") {
 		t.Errorf("task get: exit %d\n%s", code, out)
 	}
+	var got struct {
+		Transitions []json.RawMessage `json:"transitions"`
+	}
+	if out, _, code = run(t, server, "--json", "task", "get", task.TaskUUID, "--transitions"); code != 0 || !decodeIndented(out, &got) || len(got.Transitions) == 0 {
+		t.Errorf("task get --json: exit %d, not the indented task with its transitions:\n%s", code, out)
+	}
 	out, _, code = run(t, server, "task", "list", "--state", "complete")
 	if code != 0 || !strings.Contains(out, task.TaskUUID) {
 		t.Errorf("task list: exit %d\n%s", code, out)
@@ -97,14 +110,98 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 		{[]string{"--status", "resolved"}, "looking at gateway logs", "alice"},
 		{[]string{"--status", "resolved", "--notes", ""}, "", "alice"},
 	} {
-		out, errOut, code := run(t, append([]string{server, "dlq", "update", dlqID}, c.args...)...)
+		out, errOut, code := run(t, append([]string{server, "--json", "dlq", "update", dlqID}, c.args...)...)
 		var got struct {
 			Notes string `json:"resolution_notes"`
 			By    string `json:"resolved_by"`
 		}
-		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.Notes != c.notes || got.By != c.by {
+		if !decodeIndented(out, &got) || code != 0 || got.Notes != c.notes || got.By != c.by {
 			t.Errorf("dlq update %v: exit %d, notes %q by %q, want %q %q\n%s%s", c.args, code, got.Notes, got.By, c.notes, c.by, out, errOut)
 		}
+	}
+
+	// Without --json, dlq update and get print the entry for a reader;
+	// get adds the snapshot's steps; --json prints all of it.
+	out, _, code = run(t, server, "dlq", "update", dlqID, "--status", "investigating", "--notes", "card issuer asked")
+	if code != 0 || !strings.HasPrefix(out, "dlq "+dlqID+"  task ") || !strings.Contains(out, "INVESTIGATING") ||
+		!strings.Contains(out, `by "alice"  notes: card issuer asked`) {
+		t.Errorf("dlq update: exit %d\n%s", code, out)
+	}
+	out, _, code = run(t, server, "dlq", "get", dlqID)
+	if code != 0 || !strings.Contains(out, "step_failed") || !strings.Contains(out, "snapshot: task error") ||
+		!regexp.MustCompile(`(?m)^  process_payment +error +1/\d+ +card declined`).MatchString(out) {
+		t.Errorf("dlq get: exit %d\n%s", code, out)
+	}
+	var entry struct {
+		Snapshot struct {
+			Steps []json.RawMessage `json:"steps"`
+		} `json:"snapshot"`
+	}
+	if out, _, code = run(t, server, "--json", "dlq", "get", dlqID); code != 0 || !decodeIndented(out, &entry) || len(entry.Snapshot.Steps) != 5 {
+		t.Errorf("dlq get --json: exit %d\n%s", code, out)
+	}
+
+	// step retry and resolve print the step for a reader, or indented JSON.
+	out, _, _ = run(t, server, "--json", "task", "list", "--state", "error")
+	var failed struct {
+		Tasks []struct {
+			TaskUUID string `json:"task_uuid"`
+		} `json:"tasks"`
+	}
+	if err := json.Unmarshal([]byte(out), &failed); err != nil || len(failed.Tasks) != 1 {
+		t.Fatalf("task list --state error printed %q (%v)", out, err)
+	}
+	out, _, _ = run(t, server, "--json", "task", "get", failed.Tasks[0].TaskUUID)
+	var failedTask struct {
+		Steps []struct {
+			StepUUID string `json:"step_uuid"`
+			Name     string `json:"name"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(out), &failedTask); err != nil {
+		t.Fatalf("task get printed %q (%v)", out, err)
+	}
+	var payment string
+	for _, s := range failedTask.Steps {
+		if s.Name == "process_payment" {
+			payment = s.StepUUID
+		}
+	}
+	out, errOut, code = run(t, server, "step", "retry", payment, "--reason", "card unblocked")
+	if code != 0 || !strings.HasPrefix(out, "step "+payment+"  process_payment  ") || !strings.Contains(out, "  task "+failed.Tasks[0].TaskUUID+"  handler ") {
+		t.Errorf("step retry: exit %d\n%s%s", code, out, errOut)
+	}
+	var step struct {
+		State   string          `json:"state"`
+		Results json.RawMessage `json:"results"`
+	}
+	out, errOut, code = run(t, server, "--json", "step", "resolve", payment, "--result", `{"charge_id":"by-phone"}`)
+	if code != 0 || !decodeIndented(out, &step) || step.State != "resolved_manually" || !strings.Contains(string(step.Results), "by-phone") {
+		t.Errorf("step resolve --json: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// template register says whether it registered the version or had it
+	// already; --json prints the template.
+	tpl := filepath.Join(t.TempDir(), "audit.yaml")
+	doc := "namespace: cli_audit\nname: audit\nversion: '1'\nsteps:\n  - {name: a, handler: h}\n  - {name: b, handler: h, depends_on: [a]}\n"
+	if err := os.WriteFile(tpl, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = run(t, server, "template", "register", tpl)
+	if code != 0 || !strings.HasPrefix(out, "template cli_audit/audit@1  registered\n  2 steps  content_hash ") {
+		t.Errorf("template register: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = run(t, server, "template", "register", tpl)
+	if code != 0 || !strings.HasPrefix(out, "template cli_audit/audit@1  already registered") {
+		t.Errorf("template register again: exit %d\n%s%s", code, out, errOut)
+	}
+	var registered struct {
+		Namespace  string          `json:"namespace"`
+		Definition json.RawMessage `json:"definition"`
+	}
+	if out, _, code = run(t, server, "--json", "template", "register", tpl); code != 0 || !decodeIndented(out, &registered) ||
+		registered.Namespace != "cli_audit" || len(registered.Definition) == 0 {
+		t.Errorf("template register --json: exit %d\n%s", code, out)
 	}
 
 	// Bad input: a clear error and a non-zero exit.
@@ -168,6 +265,30 @@ func TestTemplateValidateCommand(t *testing.T) {
 	out, errOut, code := run(t, "template", "validate", good, bad)
 	if code == 0 || !strings.Contains(out, "cycle") || !strings.Contains(errOut, "1 of 2 templates are invalid") {
 		t.Errorf("cyclic template: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// --json reports each file as data, with the same outcome.
+	var got struct {
+		Files []struct {
+			File     string   `json:"file"`
+			Valid    bool     `json:"valid"`
+			Steps    int      `json:"steps"`
+			Order    []string `json:"topological_order"`
+			Problems []struct {
+				Path    string `json:"path"`
+				Message string `json:"message"`
+			} `json:"problems"`
+		} `json:"files"`
+	}
+	out, errOut, code = run(t, "--json", "template", "validate", good, bad)
+	if code != 1 || !decodeIndented(out, &got) || len(got.Files) != 2 || !strings.Contains(errOut, "1 of 2 templates are invalid") {
+		t.Fatalf("validate --json: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if f := got.Files[0]; f.File != good || !f.Valid || f.Steps != 5 || len(f.Order) != 5 || len(f.Problems) != 0 {
+		t.Errorf("validate --json, valid file: %+v", f)
+	}
+	if f := got.Files[1]; f.File != bad || f.Valid || len(f.Problems) == 0 ||
+		f.Problems[0].Path != "steps[0] (a).depends_on" || !strings.HasPrefix(f.Problems[0].Message, "cycle: a -> b -> a") {
+		t.Errorf("validate --json, cyclic file: %+v", f)
 	}
 }
 

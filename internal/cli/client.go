@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -53,6 +54,14 @@ func (e *apiError) err() error {
 }
 
 func (c *client) do(ctx context.Context, method, path string, body any, contentType string, out any) error {
+	_, err := c.send(ctx, method, path, body, contentType, out)
+	return err
+}
+
+// send is do that also returns the response's status, for the commands
+// whose output depends on it (a template registered anew is 201, one
+// registered before with the same content 200).
+func (c *client) send(ctx context.Context, method, path string, body any, contentType string, out any) (int, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -61,13 +70,13 @@ func (c *client) do(ctx context.Context, method, path string, body any, contentT
 	default:
 		buf, err := json.Marshal(b)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		rd = bytes.NewReader(buf)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if rd != nil {
 		if contentType == "" {
@@ -80,34 +89,66 @@ func (c *client) do(ctx context.Context, method, path string, body any, contentT
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the orchestrator at %s (is `orchestrator serve` running? set --server or TASKER_SERVER): %w", c.base, err)
+		return 0, fmt.Errorf("cannot reach the orchestrator at %s (is `orchestrator serve` running? set --server or TASKER_SERVER): %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return err
+		return resp.StatusCode, err
 	}
 	if resp.StatusCode >= 400 {
 		ae := &apiError{Status: resp.StatusCode}
 		if json.Unmarshal(data, ae) != nil || ae.Error.Message == "" {
-			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+			return resp.StatusCode, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
 		}
-		return ae.err()
+		return resp.StatusCode, ae.err()
 	}
 	if out != nil {
 		if raw, ok := out.(*json.RawMessage); ok {
 			*raw = data
-			return nil
+			return resp.StatusCode, nil
 		}
-		return json.Unmarshal(data, out)
+		return resp.StatusCode, json.Unmarshal(data, out)
 	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printRawJSON prints a document as the API sent it (every field, not only
+// those the CLI knows), indented as printJSON indents.
+func printRawJSON(w io.Writer, raw json.RawMessage) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// oneLine shortens compact JSON (or any text) to fit a line of a table.
+func oneLine(s string, max int) string {
+	if len(s) > max {
+		return s[:max-3] + "..."
+	}
+	return s
+}
+
+// errorMessage is the message of a step's last_error, or the raw JSON when
+// it has none.
+func errorMessage(raw json.RawMessage) string {
+	var e struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Message != "" {
+		return e.Message
+	}
+	return string(raw)
 }
 
 // taskOut is the subset of the API's task the CLI prints.
@@ -163,16 +204,9 @@ func printTask(w io.Writer, t taskOut) {
 	for _, s := range t.Steps {
 		detail := string(s.Results)
 		if len(s.LastError) > 0 && s.State != "complete" {
-			var e struct {
-				Message string `json:"message"`
-			}
-			_ = json.Unmarshal(s.LastError, &e)
-			detail = "error: " + e.Message
+			detail = "error: " + errorMessage(s.LastError)
 		}
-		if len(detail) > 70 {
-			detail = detail[:67] + "..."
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d/%d\t%s\t%s\n", s.Name, s.State, s.Attempts, s.MaxAttempts, strings.Join(s.DependsOn, ","), detail)
+		fmt.Fprintf(tw, "  %s\t%s\t%d/%d\t%s\t%s\n", s.Name, s.State, s.Attempts, s.MaxAttempts, strings.Join(s.DependsOn, ","), oneLine(detail, 70))
 	}
 	tw.Flush()
 	if len(t.Transitions) > 0 {
@@ -380,16 +414,15 @@ func taskGetCmd(g *globals) *cobra.Command {
 			if transitions {
 				path += "?include=transitions"
 			}
-			var t taskOut
-			if g.jsonOut {
-				var raw json.RawMessage
-				if err := g.client().do(cmd.Context(), "GET", path, nil, "", &raw); err != nil {
-					return err
-				}
-				_, err := g.stdout.Write(append(raw, '\n'))
+			var raw json.RawMessage
+			if err := g.client().do(cmd.Context(), "GET", path, nil, "", &raw); err != nil {
 				return err
 			}
-			if err := g.client().do(cmd.Context(), "GET", path, nil, "", &t); err != nil {
+			if g.jsonOut {
+				return printRawJSON(g.stdout, raw)
+			}
+			var t taskOut
+			if err := json.Unmarshal(raw, &t); err != nil {
 				return err
 			}
 			printTask(g.stdout, t)
@@ -469,6 +502,43 @@ func taskActionCmd(g *globals, action, short string) *cobra.Command {
 	return cmd
 }
 
+// stepOut is the subset of the API's step the CLI prints.
+type stepOut struct {
+	StepUUID      string          `json:"step_uuid"`
+	TaskUUID      string          `json:"task_uuid"`
+	Name          string          `json:"name"`
+	Handler       string          `json:"handler"`
+	State         string          `json:"state"`
+	Attempts      int             `json:"attempts"`
+	MaxAttempts   int             `json:"max_attempts"`
+	DependsOn     []string        `json:"depends_on"`
+	NextAttemptAt *time.Time      `json:"next_attempt_at"`
+	Results       json.RawMessage `json:"results"`
+	LastError     json.RawMessage `json:"last_error"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+}
+
+func printStep(w io.Writer, s stepOut) {
+	fmt.Fprintf(w, "step %s  %s  %s\n", s.StepUUID, s.Name, strings.ToUpper(s.State))
+	fmt.Fprintf(w, "  task %s  handler %s  attempts %d/%d\n", s.TaskUUID, s.Handler, s.Attempts, s.MaxAttempts)
+	if len(s.DependsOn) > 0 {
+		fmt.Fprintf(w, "  depends on %s\n", strings.Join(s.DependsOn, ", "))
+	}
+	fmt.Fprintf(w, "  updated %s", s.UpdatedAt.Format(time.RFC3339))
+	if s.NextAttemptAt != nil {
+		fmt.Fprintf(w, "  next attempt %s", s.NextAttemptAt.Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	if len(s.Results) > 0 {
+		fmt.Fprintf(w, "  result %s\n", s.Results)
+	}
+	// A step resolved by hand keeps the error it failed with: both are
+	// worth seeing.
+	if len(s.LastError) > 0 && s.State != "complete" {
+		fmt.Fprintf(w, "  last error: %s\n", errorMessage(s.LastError))
+	}
+}
+
 func stepCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "step", Short: "Operate on steps: manual resolution, retry"}
 	for _, a := range []struct{ name, short string }{
@@ -488,12 +558,19 @@ func stepCmd(g *globals) *cobra.Command {
 					}
 					body["result"] = json.RawMessage(result)
 				}
-				var out json.RawMessage
-				if err := g.client().do(cmd.Context(), "POST", "/v1/steps/"+url.PathEscape(args[0])+"/"+a.name, body, "", &out); err != nil {
+				var raw json.RawMessage
+				if err := g.client().do(cmd.Context(), "POST", "/v1/steps/"+url.PathEscape(args[0])+"/"+a.name, body, "", &raw); err != nil {
 					return err
 				}
-				_, err := g.stdout.Write(append(out, '\n'))
-				return err
+				if g.jsonOut {
+					return printRawJSON(g.stdout, raw)
+				}
+				var s stepOut
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return err
+				}
+				printStep(g.stdout, s)
+				return nil
 			},
 		}
 		c.Flags().StringVar(&reason, "reason", "", "why (recorded in the transition)")
@@ -512,19 +589,23 @@ func templateCmd(g *globals) *cobra.Command {
 		Short: "Validate template files locally (no server needed); every problem is listed with its path",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			results := make([]validation, 0, len(args))
 			bad := 0
 			for _, path := range args {
-				b, err := os.ReadFile(path)
-				if err == nil {
-					var t *template.Template
-					t, err = template.Parse(b)
-					if err == nil {
-						fmt.Fprintf(g.stdout, "%s: ok (%s, %d steps: %s)\n", path, t.Key(), len(t.Steps), strings.Join(t.TopologicalOrder(), " -> "))
-						continue
-					}
+				v := validateFile(path)
+				if !v.Valid {
+					bad++
 				}
-				bad++
-				fmt.Fprintf(g.stdout, "%s: invalid\n  %s\n", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+				results = append(results, v)
+			}
+			if g.jsonOut {
+				if err := printJSON(g.stdout, map[string]any{"files": results}); err != nil {
+					return err
+				}
+			} else {
+				for _, v := range results {
+					printValidation(g.stdout, v)
+				}
 			}
 			if bad > 0 {
 				return fmt.Errorf("%d of %d templates are invalid", bad, len(args))
@@ -541,12 +622,20 @@ func templateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out json.RawMessage
-			if err := g.client().do(cmd.Context(), "POST", "/v1/templates", b, "application/yaml", &out); err != nil {
+			var raw json.RawMessage
+			status, err := g.client().send(cmd.Context(), "POST", "/v1/templates", b, "application/yaml", &raw)
+			if err != nil {
 				return err
 			}
-			_, err = g.stdout.Write(append(out, '\n'))
-			return err
+			if g.jsonOut {
+				return printRawJSON(g.stdout, raw)
+			}
+			var t templateOut
+			if err := json.Unmarshal(raw, &t); err != nil {
+				return err
+			}
+			printRegistered(g.stdout, t, status == http.StatusCreated)
+			return nil
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
@@ -574,4 +663,93 @@ func templateCmd(g *globals) *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+// validation is what template validate found in one file.
+type validation struct {
+	File             string    `json:"file"`
+	Valid            bool      `json:"valid"`
+	Namespace        string    `json:"namespace,omitempty"`
+	Name             string    `json:"name,omitempty"`
+	Version          string    `json:"version,omitempty"`
+	Steps            int       `json:"steps,omitempty"`
+	TopologicalOrder []string  `json:"topological_order,omitempty"`
+	Problems         []problem `json:"problems,omitempty"`
+}
+
+// problem is one thing wrong with a template file, as the API's
+// invalid_template error lists them; Path is empty when the problem is the
+// whole file (unreadable, not YAML).
+type problem struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+func validateFile(path string) validation {
+	v := validation{File: path}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var t *template.Template
+		if t, err = template.Parse(b); err == nil {
+			v.Valid = true
+			v.Namespace, v.Name, v.Version, v.Steps = t.Namespace, t.Name, t.Version, len(t.Steps)
+			v.TopologicalOrder = t.TopologicalOrder()
+			return v
+		}
+	}
+	var ve *template.ValidationError
+	if errors.As(err, &ve) {
+		for _, p := range ve.Problems {
+			v.Problems = append(v.Problems, problem{Path: p.Path, Message: p.Message})
+		}
+	} else {
+		v.Problems = []problem{{Message: err.Error()}}
+	}
+	return v
+}
+
+func printValidation(w io.Writer, v validation) {
+	if !v.Valid {
+		fmt.Fprintf(w, "%s: invalid\n", v.File)
+		for _, p := range v.Problems {
+			msg := p.Message
+			if p.Path != "" {
+				msg = p.Path + ": " + msg
+			}
+			fmt.Fprintf(w, "  %s\n", strings.ReplaceAll(msg, "\n", "\n  "))
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s: ok (%s/%s@%s, %d steps: %s)\n", v.File, v.Namespace, v.Name, v.Version, v.Steps, strings.Join(v.TopologicalOrder, " -> "))
+}
+
+// templateOut is the subset of the API's template the CLI prints.
+type templateOut struct {
+	Namespace    string     `json:"namespace"`
+	Name         string     `json:"name"`
+	Version      string     `json:"version"`
+	Description  string     `json:"description"`
+	ContentHash  string     `json:"content_hash"`
+	RegisteredAt *time.Time `json:"registered_at"`
+	Definition   struct {
+		Steps []struct {
+			Name string `json:"name"`
+		} `json:"steps"`
+	} `json:"definition"`
+}
+
+func printRegistered(w io.Writer, t templateOut, created bool) {
+	what := "registered"
+	if !created {
+		what = "already registered with the same content (unchanged)"
+	}
+	fmt.Fprintf(w, "template %s/%s@%s  %s\n", t.Namespace, t.Name, t.Version, what)
+	fmt.Fprintf(w, "  %d steps  content_hash %s", len(t.Definition.Steps), t.ContentHash)
+	if t.RegisteredAt != nil {
+		fmt.Fprintf(w, "  registered %s", t.RegisteredAt.Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	if t.Description != "" {
+		fmt.Fprintf(w, "  %s\n", t.Description)
+	}
 }

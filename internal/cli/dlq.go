@@ -3,7 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,6 +20,60 @@ type dlqOut struct {
 	Detail           string    `json:"detail"`
 	ResolutionStatus string    `json:"resolution_status"`
 	CreatedAt        time.Time `json:"created_at"`
+}
+
+// dlqEntryOut is one entry as dlq get and dlq update print it.
+type dlqEntryOut struct {
+	dlqOut
+	ResolutionNotes string          `json:"resolution_notes"`
+	ResolvedBy      string          `json:"resolved_by"`
+	UpdatedAt       time.Time       `json:"updated_at"`
+	Snapshot        json.RawMessage `json:"snapshot"`
+}
+
+// dlqSnapshot is the task as it was when the entry was filed.
+type dlqSnapshot struct {
+	TaskState string    `json:"task_state"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Steps     []struct {
+		Name        string          `json:"name"`
+		State       string          `json:"state"`
+		Attempts    int             `json:"attempts"`
+		MaxAttempts int             `json:"max_attempts"`
+		LastError   json.RawMessage `json:"last_error"`
+	} `json:"steps"`
+}
+
+// printDLQEntry prints an entry; with snapshot, also the task and steps as
+// they were when it was filed (dlq update leaves it out: it did not change).
+func printDLQEntry(w io.Writer, e dlqEntryOut, snapshot bool) {
+	fmt.Fprintf(w, "dlq %d  task %s  %s  %s  %s\n", e.ID, e.TaskUUID, e.Namespace, e.Reason, strings.ToUpper(e.ResolutionStatus))
+	fmt.Fprintf(w, "  created %s  updated %s\n", e.CreatedAt.Format(time.RFC3339), e.UpdatedAt.Format(time.RFC3339))
+	if e.Detail != "" {
+		fmt.Fprintf(w, "  detail: %s\n", e.Detail)
+	}
+	if e.ResolvedBy != "" || e.ResolutionNotes != "" {
+		fmt.Fprintf(w, "  by %q  notes: %s\n", e.ResolvedBy, strings.ReplaceAll(e.ResolutionNotes, "\n", "\n    "))
+	}
+	if !snapshot || len(e.Snapshot) == 0 {
+		return
+	}
+	var s dlqSnapshot
+	if json.Unmarshal(e.Snapshot, &s) != nil || s.TaskState == "" {
+		fmt.Fprintf(w, "  snapshot: %s\n", e.Snapshot)
+		return
+	}
+	fmt.Fprintf(w, "  snapshot: task %s at %s\n", s.TaskState, s.UpdatedAt.Format(time.RFC3339))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STEP\tSTATE\tATTEMPTS\tERROR")
+	for _, st := range s.Steps {
+		msg := ""
+		if len(st.LastError) > 0 && string(st.LastError) != "null" {
+			msg = oneLine(errorMessage(st.LastError), 70)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d/%d\t%s\n", st.Name, st.State, st.Attempts, st.MaxAttempts, msg)
+	}
+	tw.Flush()
 }
 
 func dlqCmd(g *globals) *cobra.Command {
@@ -66,12 +122,11 @@ func dlqCmd(g *globals) *cobra.Command {
 		Short: "Show a DLQ entry with its snapshot",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var out json.RawMessage
-			if err := g.client().do(cmd.Context(), "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, "", &out); err != nil {
+			var raw json.RawMessage
+			if err := g.client().do(cmd.Context(), "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, "", &raw); err != nil {
 				return err
 			}
-			_, err := g.stdout.Write(append(out, '\n'))
-			return err
+			return printDLQ(g, raw, true)
 		},
 	}
 	var newStatus, notes, by string
@@ -83,7 +138,7 @@ func dlqCmd(g *globals) *cobra.Command {
 			if newStatus == "" {
 				return &usageError{"dlq update: --status is required"}
 			}
-			var out json.RawMessage
+			var raw json.RawMessage
 			// Only the flags given are sent: the server keeps the notes and
 			// author an earlier update wrote unless told otherwise.
 			body := map[string]string{"resolution_status": newStatus}
@@ -93,11 +148,10 @@ func dlqCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("by") {
 				body["resolved_by"] = by
 			}
-			if err := g.client().do(cmd.Context(), "PATCH", "/v1/dlq/"+url.PathEscape(args[0]), body, "", &out); err != nil {
+			if err := g.client().do(cmd.Context(), "PATCH", "/v1/dlq/"+url.PathEscape(args[0]), body, "", &raw); err != nil {
 				return err
 			}
-			_, err := g.stdout.Write(append(out, '\n'))
-			return err
+			return printDLQ(g, raw, false)
 		},
 	}
 	update.Flags().StringVar(&newStatus, "status", "", "pending, investigating, resolved or ignored")
@@ -105,4 +159,17 @@ func dlqCmd(g *globals) *cobra.Command {
 	update.Flags().StringVar(&by, "by", "", `who (left out: kept; "" clears it)`)
 	cmd.AddCommand(list, get, update)
 	return cmd
+}
+
+// printDLQ prints an entry from the API: all of it with --json.
+func printDLQ(g *globals, raw json.RawMessage, snapshot bool) error {
+	if g.jsonOut {
+		return printRawJSON(g.stdout, raw)
+	}
+	var e dlqEntryOut
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return err
+	}
+	printDLQEntry(g.stdout, e, snapshot)
+	return nil
 }
