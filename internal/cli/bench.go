@@ -54,7 +54,7 @@ share of it. A status line is drawn on stderr while the run goes.
 
 Numbers worth quoting come from a server with its default durability
 ("make bench" starts one); a server with fsync off flatters every commit.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig()
 			if err != nil {
@@ -110,7 +110,7 @@ func benchSummarizeCmd(g *globals) *cobra.Command {
 		Long: `Read reports written by "orchestrator bench --json", group them by
 configuration (scenario, load, mode, tracing, history) and print, per group,
 the median of each number across its runs.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var reports []*bench.Report
 			for _, path := range args {
@@ -166,7 +166,7 @@ func benchWorkerCmd(g *globals) *cobra.Command {
 		Use:    "worker",
 		Short:  "Run a benchmark worker (no-op handlers); started by bench --processes",
 		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.DatabaseURL = envOr("TASKER_BENCH_DATABASE_URL", os.Getenv("DATABASE_URL"))
 			if o.DatabaseURL == "" {

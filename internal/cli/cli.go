@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -49,9 +50,110 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// usageError is a command line the command cannot run: a wrong number of
+// arguments, a missing or invalid flag, an unknown subcommand. It exits 2;
+// every other error (the server's, the database's, a file's) exits 1.
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// commandName is a command's path without the program's name, as usage
+// errors name it: "task get".
+func commandName(cmd *cobra.Command) string {
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}
+
+// Positional-argument checks. Cobra's own fail as plain errors (exit 1),
+// and cobra.NoArgs calls an extra argument an unknown command; these say
+// how many arguments the command takes and got, with its usage line.
+func noArgs(cmd *cobra.Command, args []string) error { return argCount(cmd, args, 0, 0) }
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error { return argCount(cmd, args, n, n) }
+}
+
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error { return argCount(cmd, args, n, -1) }
+}
+
+func maxArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error { return argCount(cmd, args, 0, n) }
+}
+
+// argCount checks that min <= len(args) <= max (max < 0: no upper bound).
+func argCount(cmd *cobra.Command, args []string, min, max int) error {
+	if len(args) >= min && (max < 0 || len(args) <= max) {
+		return nil
+	}
+	// A command with subcommands that takes no arguments was given a
+	// subcommand it does not have.
+	if max == 0 && cmd.HasAvailableSubCommands() {
+		return unknownCommand(cmd, args[0])
+	}
+	var takes string
+	switch {
+	case min == max && min == 0:
+		takes = "no arguments"
+	case min == max:
+		takes = plural(min, "argument")
+	case max < 0:
+		takes = "at least " + plural(min, "argument")
+	case min == 0:
+		takes = "at most " + plural(max, "argument")
+	default:
+		takes = fmt.Sprintf("%d to %d arguments", min, max)
+	}
+	got := fmt.Sprint(len(args))
+	if len(args) > max && max >= 0 {
+		got += fmt.Sprintf(" (%s)", strings.Join(args, " "))
+	}
+	return &usageError{fmt.Sprintf("%s takes %s and got %s\nusage: %s", commandName(cmd), takes, got, cmd.UseLine())}
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func unknownCommand(cmd *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	// Cobra's own default distance, which SuggestionsFor does not apply.
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	return &usageError{msg + "\ncommands: " + strings.Join(names, ", ")}
+}
+
+// asGroups makes every command that only holds subcommands (the root,
+// task, step, ...) run: cobra answers an unknown subcommand of a nested one
+// with its help and exit 0, and of the root with a plain error. Run
+// without arguments they still print their help.
+func asGroups(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		asGroups(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.Args = noArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+}
+
+// flagError makes a flag that does not parse a usage error.
+func flagError(cmd *cobra.Command, err error) error {
+	return &usageError{fmt.Sprintf("%s: %v\nusage: %s", commandName(cmd), err, cmd.UseLine())}
+}
 
 func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
@@ -72,6 +174,8 @@ Start the daemon with "orchestrator serve"; the other commands operate it.`,
 	pf.StringVar(&g.apiKey, "api-key", os.Getenv("TASKER_API_KEY"), "API key for client commands; env TASKER_API_KEY")
 	pf.BoolVar(&g.jsonOut, "json", false, "print JSON instead of human-readable output")
 	root.AddCommand(serveCmd(g), migrateCmd(g), configCmd(g), taskCmd(g), stepCmd(g), templateCmd(g), dlqCmd(g), eventsCmd(g), benchCmd(g), pruneCmd(g))
+	asGroups(root)
+	root.SetFlagErrorFunc(flagError)
 	return root
 }
 
@@ -131,7 +235,7 @@ Configuration: --config FILE (see config/orchestrator.toml), overridden by
 TASKER_* environment variables and DATABASE_URL. On SIGTERM the daemon stops
 in order (not ready, API, loops, telemetry flush, pool) within
 orchestrator.shutdown_timeout; a second SIGTERM stops at once.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig()
 			if err != nil {
@@ -163,12 +267,15 @@ functions) to the database in DATABASE_URL / database.url, printing each one
 it applies (or that there was nothing to apply); "status" lists every
 migration with when it was applied. Safe to run from several replicas at
 once: they take turns on an advisory lock.`,
-		Args:      cobra.MaximumNArgs(1),
+		Args:      maxArgs(1),
 		ValidArgs: []string{"up", "status"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			action := "up"
 			if len(args) == 1 {
 				action = args[0]
+			}
+			if action != "up" && action != "status" {
+				return &usageError{"migrate: unknown action " + action + " (up, status)"}
 			}
 			cfg, err := g.loadConfig()
 			if err != nil {
@@ -214,9 +321,8 @@ once: they take turns on an advisory lock.`,
 					}
 					fmt.Fprintf(g.stdout, "%5d  %-40s %s\n", s.Version, s.Name, applied)
 				}
-				return nil
 			}
-			return &usageError{"migrate: unknown action " + action + " (up, status)"}
+			return nil
 		},
 	}
 	return cmd
@@ -227,7 +333,7 @@ func configCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "print",
 		Short: "Print the effective configuration (file + environment + defaults), secrets masked",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(g.configPath, config.Environ())
 			if err != nil && cfg.Database.URL != "" {

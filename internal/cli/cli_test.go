@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/tasker/tasker/internal/config"
 	"github.com/tasker/tasker/internal/daemon"
 	"github.com/tasker/tasker/internal/demo"
@@ -209,12 +211,17 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "customer_id") {
 		t.Errorf("invalid context: exit %d: %s", code, errOut)
 	}
+	// What the server refuses exits 1, not 2 as a usage error does.
 	_, errOut, code = run(t, server, "task", "get", "not-a-uuid")
-	if code == 0 || !strings.Contains(errOut, "not a UUID") {
+	if code != 1 || !strings.Contains(errOut, "not a UUID") {
 		t.Errorf("bad uuid: exit %d: %s", code, errOut)
 	}
+	_, errOut, code = run(t, server, "step", "retry", payment)
+	if code != 1 || !strings.Contains(errOut, "(HTTP 409 wrong_state)") {
+		t.Errorf("retry of a resolved step: exit %d: %s", code, errOut)
+	}
 	_, errOut, code = run(t, "--server=http://127.0.0.1:1", "task", "list")
-	if code == 0 || !strings.Contains(errOut, "cannot reach the orchestrator") {
+	if code != 1 || !strings.Contains(errOut, "cannot reach the orchestrator") {
 		t.Errorf("unreachable server: exit %d: %s", code, errOut)
 	}
 }
@@ -330,7 +337,73 @@ func TestEveryCommandHasHelp(t *testing.T) {
 			t.Errorf("%v --help: exit %d\n%s", p, code, out)
 		}
 	}
-	if _, errOut, code := run(t, "no-such-command"); code == 0 || !strings.Contains(errOut, "unknown command") {
-		t.Errorf("unknown command: exit %d %s", code, errOut)
+}
+
+// TestUsageErrorsExitTwo: whatever is wrong with a command line (arguments,
+// flags, subcommand) exits 2 with a message saying what, before any
+// server or database is asked.
+func TestUsageErrorsExitTwo(t *testing.T) {
+	t.Parallel()
+	unreachable := "--server=http://127.0.0.1:1"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"task", "get"}, "task get takes 1 argument and got 0\nusage: orchestrator task get TASK_UUID [flags]"},
+		{[]string{"task", "get", "a", "b"}, "task get takes 1 argument and got 2 (a b)"},
+		{[]string{"task", "list", "extra-arg"}, "task list takes no arguments and got 1 (extra-arg)"},
+		{[]string{"template", "validate"}, "template validate takes at least 1 argument and got 0"},
+		{[]string{"migrate", "up", "now"}, "migrate takes at most 1 argument and got 2 (up now)"},
+		{[]string{"migrate", "down"}, "migrate: unknown action down"},
+		{[]string{"no-such-command"}, `unknown command "no-such-command" for "orchestrator"`},
+		{[]string{"task", "gt", "x"}, `unknown command "gt" for "orchestrator task"; did you mean get?`},
+		{[]string{"task", "list", "--bogus"}, "task list: unknown flag: --bogus"},
+		{[]string{"task", "list", "--limit", "many"}, `task list: invalid argument "many" for "--limit" flag`},
+		{[]string{"task", "list", "--limit", "0"}, "task list: --limit must be from 1 to 500, not 0"},
+		{[]string{"task", "list", "--state", "done"}, `task list: --state "done" is not a task state`},
+		{[]string{"task", "submit", "-n", "ecommerce"}, "task submit: --namespace and --name are required"},
+		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--priority", "1001"}, "--priority must be from -1000 to 1000"},
+		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--context", "{"}, "--context is not valid JSON"},
+		{[]string{"step", "resolve", "s", "--result", "{"}, "--result is not valid JSON"},
+		{[]string{"step", "retry", "s", "--result", "{}"}, "step retry: unknown flag: --result"},
+		{[]string{"dlq", "update", "1"}, "dlq update: --status is required"},
+		{[]string{"dlq", "update", "1", "--status", "done"}, `dlq update: --status "done" is not one of pending, investigating, resolved, ignored`},
+		{[]string{"dlq", "list", "--status", "done"}, `dlq list: --status "done" is not one of`},
+		{[]string{"dlq", "list", "--limit", "501"}, "dlq list: --limit must be from 1 to 500, not 501"},
+		{[]string{"events", "tail"}, "events tail: --namespace is required"},
+	} {
+		_, errOut, code := run(t, append([]string{unreachable}, c.args...)...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, want 2 and %q:\n%s", c.args, code, c.want, errOut)
+		}
 	}
+
+	// Every command: too many arguments, and a flag it does not have.
+	root := newRoot(&globals{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}})
+	many := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		path := strings.Fields(commandName(c))
+		if c == root {
+			path = nil
+		}
+		if c.Args == nil || c.Args(c, many) != nil {
+			_, errOut, code := run(t, append(append([]string{unreachable}, path...), many...)...)
+			want := commandName(c) + " takes "
+			if c.HasAvailableSubCommands() {
+				want = `unknown command "a" for "` + c.CommandPath() + `"`
+			}
+			if code != 2 || !strings.Contains(errOut, want) {
+				t.Errorf("%v with 9 arguments: exit %d, want 2 and %q:\n%s", path, code, want, errOut)
+			}
+		}
+		_, errOut, code := run(t, append(append([]string{unreachable}, path...), "--no-such-flag")...)
+		if code != 2 || !strings.Contains(errOut, "unknown flag: --no-such-flag") {
+			t.Errorf("%v --no-such-flag: exit %d:\n%s", path, code, errOut)
+		}
+	}
+	walk(root)
 }

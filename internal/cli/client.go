@@ -17,6 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/template"
 )
 
@@ -255,10 +257,13 @@ func taskSubmitCmd(g *globals) *cobra.Command {
 		Example: `  orchestrator task submit --namespace ecommerce --name order_fulfillment \
     --context '{"customer_id":"c-1","items":[{"sku":"BOOK-1","quantity":1,"unit_price_cents":1500}]}' --wait
   orchestrator task submit -n ecommerce --name order_fulfillment --context @order.json`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if req.Namespace == "" || req.Name == "" {
 				return &usageError{"task submit: --namespace and --name are required"}
+			}
+			if req.Priority < -orchestration.MaxPriority || req.Priority > orchestration.MaxPriority {
+				return &usageError{fmt.Sprintf("task submit: --priority must be from %d to %d, not %d", -orchestration.MaxPriority, orchestration.MaxPriority, req.Priority)}
 			}
 			if ctxArg != "" {
 				raw := []byte(ctxArg)
@@ -408,7 +413,7 @@ func taskGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get TASK_UUID",
 		Short: "Show a task with its steps (states, attempts, results, errors)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := "/v1/tasks/" + url.PathEscape(args[0])
 			if transitions {
@@ -439,8 +444,16 @@ func taskListCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List tasks, newest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if state != "" {
+				if _, err := lifecycle.ParseTaskState(state); err != nil {
+					return &usageError{fmt.Sprintf("task list: --state %q is not a task state (%s)", state, taskStates())}
+				}
+			}
+			if err := checkLimit(cmd, limit); err != nil {
+				return err
+			}
 			q := url.Values{}
 			for k, v := range map[string]string{"namespace": ns, "name": name, "state": state, "cursor": cursor} {
 				if v != "" {
@@ -475,8 +488,27 @@ func taskListCmd(g *globals) *cobra.Command {
 	f.StringVar(&name, "name", "", "only this template name")
 	f.StringVar(&state, "state", "", "only tasks in this state")
 	f.StringVar(&cursor, "cursor", "", "continue after a previous page")
-	f.IntVar(&limit, "limit", 20, "tasks per page (1-500)")
+	f.IntVar(&limit, "limit", 20, fmt.Sprintf("tasks per page (1-%d)", maxListLimit))
 	return cmd
+}
+
+// maxListLimit is the most entries the API's lists return per request.
+const maxListLimit = 500
+
+// checkLimit refuses a --limit the API would refuse, as a usage error.
+func checkLimit(cmd *cobra.Command, limit int) error {
+	if limit < 1 || limit > maxListLimit {
+		return &usageError{fmt.Sprintf("%s: --limit must be from 1 to %d, not %d", commandName(cmd), maxListLimit, limit)}
+	}
+	return nil
+}
+
+func taskStates() string {
+	names := make([]string, len(lifecycle.TaskStates))
+	for i, s := range lifecycle.TaskStates {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
 }
 
 func taskActionCmd(g *globals, action, short string) *cobra.Command {
@@ -484,7 +516,7 @@ func taskActionCmd(g *globals, action, short string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   action + " TASK_UUID",
 		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var t taskOut
 			if err := g.client().do(cmd.Context(), "POST", "/v1/tasks/"+url.PathEscape(args[0])+"/"+action,
@@ -549,7 +581,7 @@ func stepCmd(g *globals) *cobra.Command {
 		c := &cobra.Command{
 			Use:   a.name + " STEP_UUID",
 			Short: a.short,
-			Args:  cobra.ExactArgs(1),
+			Args:  exactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				body := map[string]any{"reason": reason}
 				if result != "" {
@@ -587,7 +619,7 @@ func templateCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "validate FILE...",
 		Short: "Validate template files locally (no server needed); every problem is listed with its path",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			results := make([]validation, 0, len(args))
 			bad := 0
@@ -616,7 +648,7 @@ func templateCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "register FILE",
 		Short: "Register a template version with the server",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := os.ReadFile(args[0])
 			if err != nil {
@@ -641,7 +673,7 @@ func templateCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List registered templates",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var out struct {
 				Templates []struct {

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tasker/tasker/internal/store"
 )
 
 type dlqOut struct {
@@ -83,8 +86,14 @@ func dlqCmd(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List DLQ entries, newest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDLQStatus(cmd, status); err != nil {
+				return err
+			}
+			if err := checkLimit(cmd, limit); err != nil {
+				return err
+			}
 			q := url.Values{}
 			if status != "" {
 				q.Set("status", status)
@@ -114,13 +123,13 @@ func dlqCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	list.Flags().StringVar(&status, "status", "", "only entries with this status (pending, investigating, resolved, ignored)")
+	list.Flags().StringVar(&status, "status", "", "only entries with this status ("+strings.Join(store.DLQStatuses, ", ")+")")
 	list.Flags().StringVarP(&ns, "namespace", "n", "", "only this namespace")
-	list.Flags().IntVar(&limit, "limit", 50, "entries to show (1-500)")
+	list.Flags().IntVar(&limit, "limit", 50, fmt.Sprintf("entries to show (1-%d)", maxListLimit))
 	get := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a DLQ entry with its snapshot",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var raw json.RawMessage
 			if err := g.client().do(cmd.Context(), "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, "", &raw); err != nil {
@@ -133,10 +142,13 @@ func dlqCmd(g *globals) *cobra.Command {
 	update := &cobra.Command{
 		Use:   "update ID --status STATUS",
 		Short: "Set a DLQ entry's investigation status",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if newStatus == "" {
 				return &usageError{"dlq update: --status is required"}
+			}
+			if err := checkDLQStatus(cmd, newStatus); err != nil {
+				return err
 			}
 			var raw json.RawMessage
 			// Only the flags given are sent: the server keeps the notes and
@@ -154,11 +166,19 @@ func dlqCmd(g *globals) *cobra.Command {
 			return printDLQ(g, raw, false)
 		},
 	}
-	update.Flags().StringVar(&newStatus, "status", "", "pending, investigating, resolved or ignored")
+	update.Flags().StringVar(&newStatus, "status", "", strings.Join(store.DLQStatuses, ", "))
 	update.Flags().StringVar(&notes, "notes", "", `investigation notes (replace the entry's; left out: kept; "" clears them)`)
 	update.Flags().StringVar(&by, "by", "", `who (left out: kept; "" clears it)`)
 	cmd.AddCommand(list, get, update)
 	return cmd
+}
+
+// checkDLQStatus refuses a --status the API would refuse, as a usage error.
+func checkDLQStatus(cmd *cobra.Command, status string) error {
+	if status != "" && !slices.Contains(store.DLQStatuses, status) {
+		return &usageError{fmt.Sprintf("%s: --status %q is not one of %s", commandName(cmd), status, strings.Join(store.DLQStatuses, ", "))}
+	}
+	return nil
 }
 
 // printDLQ prints an entry from the API: all of it with --json.

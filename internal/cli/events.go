@@ -56,7 +56,7 @@ Connects to the database in DATABASE_URL (or database.url of --config).`,
 		Example: `  orchestrator events tail --namespace ecommerce
   orchestrator events tail -n ecommerce --type TaskCompleted --type TaskFailed
   orchestrator events tail -n ecommerce --from-start --no-follow | jq .payload`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if namespace == "" {
 				return &usageError{"events tail: --namespace is required"}

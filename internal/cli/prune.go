@@ -35,7 +35,7 @@ the [retention] settings; the flags override them):
 		Example: `  orchestrator prune --dry-run
   orchestrator prune --tasks 2160h --history 720h
   orchestrator prune --archives 24h --json`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig()
 			if err != nil {
