@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -260,9 +261,13 @@ func TestMigrateCommandReportsWhatItApplied(t *testing.T) {
 func TestTemplateValidateCommand(t *testing.T) {
 	t.Parallel()
 	good := filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml")
+	// The steps by level: payment and inventory run at once, which a
+	// chain "a -> b -> c" hid.
 	out, _, code := run(t, "template", "validate", good)
-	if code != 0 || !strings.Contains(out, "validate_cart -> ") {
-		t.Errorf("valid template: exit %d\n%s", code, out)
+	want := good + ": ok (ecommerce/order_fulfillment@1.0.0, 5 steps in 4 levels)\n" +
+		"  levels: 1: validate_cart; 2: process_payment, update_inventory; 3: create_order; 4: send_confirmation\n"
+	if code != 0 || out != want {
+		t.Errorf("valid template: exit %d\n%s\nwant\n%s", code, out, want)
 	}
 	bad := filepath.Join(t.TempDir(), "cyclic.yaml")
 	doc := "namespace: x\nname: y\nversion: '1'\nsteps:\n  - {name: a, handler: h, depends_on: [b]}\n  - {name: b, handler: h, depends_on: [a]}\n"
@@ -276,10 +281,11 @@ func TestTemplateValidateCommand(t *testing.T) {
 	// --json reports each file as data, with the same outcome.
 	var got struct {
 		Files []struct {
-			File     string   `json:"file"`
-			Valid    bool     `json:"valid"`
-			Steps    int      `json:"steps"`
-			Order    []string `json:"topological_order"`
+			File     string     `json:"file"`
+			Valid    bool       `json:"valid"`
+			Steps    int        `json:"steps"`
+			Levels   [][]string `json:"levels"`
+			Order    []string   `json:"topological_order"`
 			Problems []struct {
 				Path    string `json:"path"`
 				Message string `json:"message"`
@@ -290,7 +296,8 @@ func TestTemplateValidateCommand(t *testing.T) {
 	if code != 1 || !decodeIndented(out, &got) || len(got.Files) != 2 || !strings.Contains(errOut, "1 of 2 templates are invalid") {
 		t.Fatalf("validate --json: exit %d\n%s\n%s", code, out, errOut)
 	}
-	if f := got.Files[0]; f.File != good || !f.Valid || f.Steps != 5 || len(f.Order) != 5 || len(f.Problems) != 0 {
+	levels := [][]string{{"validate_cart"}, {"process_payment", "update_inventory"}, {"create_order"}, {"send_confirmation"}}
+	if f := got.Files[0]; f.File != good || !f.Valid || f.Steps != 5 || !slices.EqualFunc(f.Levels, levels, slices.Equal) || len(f.Order) != 5 || len(f.Problems) != 0 {
 		t.Errorf("validate --json, valid file: %+v", f)
 	}
 	if f := got.Files[1]; f.File != bad || f.Valid || len(f.Problems) == 0 ||

@@ -619,7 +619,12 @@ func templateCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "validate FILE...",
 		Short: "Validate template files locally (no server needed); every problem is listed with its path",
-		Args:  minArgs(1),
+		Long: `Validate template files locally (no server needed). Every problem is listed
+with its path. A valid template is shown with its steps by level: level 1
+holds the steps without dependencies, and every other step is one level
+after its deepest parent, so no step depends on a step of its own level and
+the steps of a level can run at once.`,
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			results := make([]validation, 0, len(args))
 			bad := 0
@@ -699,14 +704,15 @@ func templateCmd(g *globals) *cobra.Command {
 
 // validation is what template validate found in one file.
 type validation struct {
-	File             string    `json:"file"`
-	Valid            bool      `json:"valid"`
-	Namespace        string    `json:"namespace,omitempty"`
-	Name             string    `json:"name,omitempty"`
-	Version          string    `json:"version,omitempty"`
-	Steps            int       `json:"steps,omitempty"`
-	TopologicalOrder []string  `json:"topological_order,omitempty"`
-	Problems         []problem `json:"problems,omitempty"`
+	File             string     `json:"file"`
+	Valid            bool       `json:"valid"`
+	Namespace        string     `json:"namespace,omitempty"`
+	Name             string     `json:"name,omitempty"`
+	Version          string     `json:"version,omitempty"`
+	Steps            int        `json:"steps,omitempty"`
+	Levels           [][]string `json:"levels,omitempty"`
+	TopologicalOrder []string   `json:"topological_order,omitempty"`
+	Problems         []problem  `json:"problems,omitempty"`
 }
 
 // problem is one thing wrong with a template file, as the API's
@@ -725,7 +731,7 @@ func validateFile(path string) validation {
 		if t, err = template.Parse(b); err == nil {
 			v.Valid = true
 			v.Namespace, v.Name, v.Version, v.Steps = t.Namespace, t.Name, t.Version, len(t.Steps)
-			v.TopologicalOrder = t.TopologicalOrder()
+			v.Levels, v.TopologicalOrder = t.Levels(), t.TopologicalOrder()
 			return v
 		}
 	}
@@ -752,7 +758,18 @@ func printValidation(w io.Writer, v validation) {
 		}
 		return
 	}
-	fmt.Fprintf(w, "%s: ok (%s/%s@%s, %d steps: %s)\n", v.File, v.Namespace, v.Name, v.Version, v.Steps, strings.Join(v.TopologicalOrder, " -> "))
+	fmt.Fprintf(w, "%s: ok (%s/%s@%s, %d steps in %d levels)\n", v.File, v.Namespace, v.Name, v.Version, v.Steps, len(v.Levels))
+	fmt.Fprintf(w, "  levels: %s\n", levelsLine(v.Levels))
+}
+
+// levelsLine lists a DAG's levels, "1: a; 2: b, c; 3: d". A chain
+// "a -> b -> c -> d" would read as if b and c ran one after the other.
+func levelsLine(levels [][]string) string {
+	parts := make([]string, len(levels))
+	for i, names := range levels {
+		parts[i] = fmt.Sprintf("%d: %s", i+1, strings.Join(names, ", "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // templateOut is the subset of the API's template the CLI prints.

@@ -98,4 +98,20 @@ func checkParsed(t *testing.T, tmpl *Template, err error) {
 	if got := len(tmpl.TopologicalOrder()); got != len(tmpl.Steps) {
 		t.Fatalf("TopologicalOrder has %d of %d steps", got, len(tmpl.Steps))
 	}
+	level := map[string]int{}
+	for l, names := range tmpl.Levels() {
+		for _, n := range names {
+			level[n] = l
+		}
+	}
+	if len(level) != len(tmpl.Steps) {
+		t.Fatalf("Levels has %d of %d steps", len(level), len(tmpl.Steps))
+	}
+	for _, s := range tmpl.Steps {
+		for _, d := range s.DependsOn {
+			if level[d] >= level[s.Name] {
+				t.Fatalf("Levels puts %s at %d, not after its parent %s at %d", s.Name, level[s.Name], d, level[d])
+			}
+		}
+	}
 }

@@ -68,6 +68,47 @@ func (t *Template) TopologicalOrder() []string {
 	return order
 }
 
+// Levels groups the step names by depth: level 0 holds the steps without
+// dependencies, and every other step is one level after its deepest parent.
+// No step depends on a step of its own level or a later one, so the steps
+// of a level can run at once (a step may also start before an earlier
+// level is done, once its own parents are). Within a level, steps are in
+// declaration order. Like TopologicalOrder, it leaves out steps on (or
+// downstream of) a cycle.
+func (t *Template) Levels() [][]string {
+	g := t.graph()
+	waiting := make([]int, len(t.Steps)) // parents not yet placed
+	level := make([]int, len(t.Steps))
+	var ready []int
+	for i, ps := range g.parents {
+		waiting[i] = len(ps)
+		if waiting[i] == 0 {
+			ready = append(ready, i)
+		}
+	}
+	placed := make([]bool, len(t.Steps))
+	depth := 0
+	for len(ready) > 0 {
+		i := ready[0]
+		ready = ready[1:]
+		placed[i] = true
+		depth = max(depth, level[i]+1)
+		for _, c := range g.children[i] {
+			level[c] = max(level[c], level[i]+1)
+			if waiting[c]--; waiting[c] == 0 {
+				ready = append(ready, c)
+			}
+		}
+	}
+	levels := make([][]string, depth)
+	for i := range t.Steps {
+		if placed[i] {
+			levels[level[i]] = append(levels[level[i]], t.Steps[i].Name)
+		}
+	}
+	return levels
+}
+
 // validateGraph reports dependency cycles, each as the path around it
 // starting at its earliest-declared step. Too many steps is reported on its
 // own, and searching such a graph would only cost time.

@@ -64,6 +64,37 @@ func assertParentsFirst(t *testing.T, tmpl *Template, order []string) {
 	}
 }
 
+func TestLevels(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		doc  string
+		want [][]string
+	}{
+		{"linear", baseYAML, [][]string{{"a"}, {"b"}, {"c"}}},
+		{"diamond", "namespace: shop\nname: x\nversion: v\nsteps:\n  - {name: top, handler: h}\n  - {name: right, handler: h, depends_on: [top]}\n  - {name: left, handler: h, depends_on: [top]}\n  - {name: bottom, handler: h, depends_on: [left, right]}\n",
+			[][]string{{"top"}, {"right", "left"}, {"bottom"}}},
+		// A step goes after its deepest parent: "late" depends on a root
+		// and on "mid", so it is level 2, not 1.
+		{"deepest parent", "namespace: shop\nname: x\nversion: v\nsteps:\n  - {name: late, handler: h, depends_on: [root, mid]}\n  - {name: mid, handler: h, depends_on: [root]}\n  - {name: root, handler: h}\n  - {name: other, handler: h}\n",
+			[][]string{{"root", "other"}, {"mid"}, {"late"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := mustParse(t, tc.doc).Levels()
+			if !slices.EqualFunc(got, tc.want, slices.Equal) {
+				t.Errorf("got  %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+	tmpl := mustParse(t, baseYAML)
+	tmpl.Steps = append(tmpl.Steps, Step{Name: "p", DependsOn: []string{"q"}}, Step{Name: "q", DependsOn: []string{"p"}})
+	if got := tmpl.Levels(); !slices.EqualFunc(got, [][]string{{"a"}, {"b"}, {"c"}}, slices.Equal) {
+		t.Errorf("with a cycle: got %v", got)
+	}
+}
+
 func TestTopologicalOrderLeavesOutCycles(t *testing.T) {
 	t.Parallel()
 	tmpl := mustParse(t, baseYAML)
