@@ -207,6 +207,25 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 		t.Errorf("template register --json: exit %d\n%s", code, out)
 	}
 
+	// template list lists every namespace's templates, or one's with -n.
+	out, _, code = run(t, server, "template", "list")
+	if code != 0 || !strings.Contains(out, "cli_audit  ") || !strings.Contains(out, "order_fulfillment") {
+		t.Errorf("template list: exit %d\n%s", code, out)
+	}
+	out, errOut, code = run(t, server, "template", "list", "--namespace", "cli_audit")
+	if code != 0 || !strings.Contains(out, "cli_audit  ") || strings.Contains(out, "order_fulfillment") {
+		t.Errorf("template list --namespace cli_audit: exit %d\n%s%s", code, out, errOut)
+	}
+	var templates struct {
+		Templates []struct {
+			Namespace string `json:"namespace"`
+		} `json:"templates"`
+	}
+	out, errOut, code = run(t, server, "--json", "template", "list", "-n", "ecommerce")
+	if code != 0 || !decodeIndented(out, &templates) || len(templates.Templates) != 1 || templates.Templates[0].Namespace != "ecommerce" {
+		t.Errorf("template list -n ecommerce: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// Bad input: a clear error and a non-zero exit.
 	_, errOut, code = run(t, server, "task", "submit", "-n", "ecommerce", "--name", "order_fulfillment", "--context", `{"items":[]}`)
 	if code == 0 || !strings.Contains(errOut, "customer_id") {

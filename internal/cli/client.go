@@ -675,17 +675,22 @@ the steps of a level can run at once.`,
 			return nil
 		},
 	})
-	cmd.AddCommand(&cobra.Command{
+	var ns string
+	list := &cobra.Command{
 		Use:   "list",
 		Short: "List registered templates",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := "/v1/templates"
+			if ns != "" {
+				path += "?" + url.Values{"namespace": {ns}}.Encode()
+			}
 			var out struct {
 				Templates []struct {
 					Namespace, Name, Version, Description string
 				} `json:"templates"`
 			}
-			if err := g.client().do(cmd.Context(), "GET", "/v1/templates", nil, "", &out); err != nil {
+			if err := g.client().do(cmd.Context(), "GET", path, nil, "", &out); err != nil {
 				return err
 			}
 			if g.jsonOut {
@@ -698,7 +703,9 @@ the steps of a level can run at once.`,
 			}
 			return tw.Flush()
 		},
-	})
+	}
+	list.Flags().StringVarP(&ns, "namespace", "n", "", "only this namespace")
+	cmd.AddCommand(list)
 	return cmd
 }
 
