@@ -19,6 +19,7 @@ import (
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -36,6 +37,19 @@ func (l *logLines) Write(p []byte) (int, error) {
 
 func (l *logLines) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// atLeast waits up to five seconds for n lines whose msg is msg and returns
+// the lines with that msg: the worker logs an archive after it commits, so
+// a test that saw the message archived may look before the line is there.
+func (l *logLines) atLeast(t *testing.T, n int, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	_ = wait.Poll(time.Now().Add(5*time.Second), 10*time.Millisecond, func() (bool, error) {
+		out = l.with(t, msg)
+		return len(out) >= n, nil
+	})
+	return out
 }
 
 // with returns the lines whose msg is msg.
@@ -125,7 +139,7 @@ func TestMalformedStepMessagesAreArchivedWithAReason(t *testing.T) {
 	}
 	enginetest.Eventually(t, 10*time.Second, "the four messages archived", func() bool { return len(archived(t, h, q)) == 4 })
 
-	lines := logs.with(t, "poison step message archived")
+	lines := logs.atLeast(t, 4, "poison step message archived")
 	if len(lines) != 4 {
 		t.Fatalf("%d poison log lines, want 4: %v", len(lines), lines)
 	}
@@ -166,7 +180,7 @@ func TestStepMessageForAnUnknownStepIsArchived(t *testing.T) {
 	})
 	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete)
 	enginetest.Eventually(t, 10*time.Second, "the message archived", func() bool { return len(archived(t, h, q)) == 1 })
-	lines := logs.with(t, "poison step message archived")
+	lines := logs.atLeast(t, 1, "poison step message archived")
 	if len(lines) != 1 || lines[0]["msg_id"] != float64(id) || lines[0]["step_uuid"] != step.String() ||
 		lines[0]["reason"] != "step not found" {
 		t.Errorf("poison log lines %v, want one for msg_id %d, step %s, reason \"step not found\"", lines, id, step)
@@ -227,7 +241,7 @@ func TestStepMessageNamingAnotherHandlersStepUsesNoAttempt(t *testing.T) {
 	if b := stepB(); b.State == lifecycle.StepError {
 		t.Fatalf("step b failed its only attempt through the lying message: %s", b.LastError)
 	}
-	lines := logs.with(t, "poison step message archived")
+	lines := logs.atLeast(t, 1, "poison step message archived")
 	if len(lines) != 1 || lines[0]["step_uuid"] != b.UUID.String() || !strings.Contains(fmt.Sprint(lines[0]["reason"]), "t.b") {
 		t.Errorf("poison log lines %v, want one for step b naming its handler t.b", lines)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -110,6 +111,20 @@ func count(t *testing.T, h *enginetest.Harness, sql string, args ...any) int {
 	return n
 }
 
+// waitPoisonLine waits up to five seconds for the worker's "poison step
+// message archived" line for message id of queue q and returns it, or nil:
+// the worker logs the archive after it commits, so a test that saw the
+// message archived may read the output before the line is there.
+func waitPoisonLine(t *testing.T, node *nodeWorker, q string, id int64) map[string]any {
+	t.Helper()
+	var l map[string]any
+	_ = wait.Poll(time.Now().Add(5*time.Second), 20*time.Millisecond, func() (bool, error) {
+		l = poisonLine(node.logLines(), q, id)
+		return l != nil, nil
+	})
+	return l
+}
+
 // poisonLine returns the worker's "poison step message archived" line for
 // message id of queue q, or nil.
 func poisonLine(lines []map[string]any, q string, id int64) map[string]any {
@@ -175,7 +190,7 @@ func TestNodeWorkerClaimsAFailedBatchOneByOne(t *testing.T) {
 		if state != string(lifecycle.StepEnqueued) || claimedBy != "-" {
 			t.Errorf("B's step is %s, claimed by %s; want enqueued and unclaimed", state, claimedBy)
 		}
-		l := poisonLine(node.logLines(), qA, foreign)
+		l := waitPoisonLine(t, node, qA, foreign)
 		if l == nil || l["step_uuid"] != stepB.String() || !strings.Contains(fmt.Sprint(l["reason"]), "42501") {
 			t.Errorf("poison log line %v, want one naming step %s and SQLSTATE 42501", l, stepB)
 		}
@@ -214,7 +229,9 @@ func TestNodeWorkerClaimsAFailedBatchOneByOne(t *testing.T) {
 		if n := count(t, h, `SELECT count(*) FROM pgmq.a_worker_node_noclaim_queue`); n != 0 {
 			t.Fatalf("%d messages archived because the worker could not claim at all", n)
 		}
-		if !hasLog(node.logLines(), "reading step messages failed; retrying with backoff", map[string]string{"queue": q}) {
+		if wait.Poll(time.Now().Add(5*time.Second), 20*time.Millisecond, func() (bool, error) {
+			return hasLog(node.logLines(), "reading step messages failed; retrying with backoff", map[string]string{"queue": q}), nil
+		}) != nil {
 			t.Error("the Node.js worker did not log its failing claims")
 		}
 		if _, err := h.Pool.Exec(context.Background(), `GRANT EXECUTE ON FUNCTION `+claimFn+` TO tasker_worker`); err != nil {
@@ -260,9 +277,8 @@ func TestNodeWorkerArchivesMessagesWithAnAttemptOutOfRange(t *testing.T) {
 	enginetest.Eventually(t, 10*time.Second, "the five messages archived", func() bool {
 		return count(t, h, `SELECT count(*) FROM pgmq.a_worker_node_attempts_queue`) == len(want)
 	})
-	lines := node.logLines()
 	for id, why := range want {
-		l := poisonLine(lines, q, id)
+		l := waitPoisonLine(t, node, q, id)
 		if l == nil || l["step_uuid"] != step.String() || !strings.Contains(fmt.Sprint(l["reason"]), why) {
 			t.Errorf("message %d: poison log line %v, want one naming step %s and saying %q", id, l, step, why)
 		}
@@ -293,7 +309,7 @@ func TestNodeWorkerArchivesAMessageForAStepThatDoesNotExist(t *testing.T) {
 	})
 	h.WaitTask(task.UUID, 15*time.Second, lifecycle.TaskComplete)
 	enginetest.Eventually(t, 10*time.Second, "the message archived", func() bool { return archivedIn(t, h, q, id) })
-	l := poisonLine(node.logLines(), q, id)
+	l := waitPoisonLine(t, node, q, id)
 	if l == nil || l["level"] != "WARN" || l["step_uuid"] != missing.String() || l["reason"] != "step not found" {
 		t.Errorf("poison log line %v, want a warning naming step %s and reason \"step not found\"", l, missing)
 	}
@@ -346,8 +362,8 @@ steps:
 		if s := stepB(); s.State == lifecycle.StepError {
 			t.Fatalf("step b failed its only attempt through the lying message: %s", s.LastError)
 		}
+		l := waitPoisonLine(t, node, q, lie)
 		lines := node.logLines()
-		l := poisonLine(lines, q, lie)
 		if l == nil || l["step_uuid"] != b.String() || !strings.Contains(fmt.Sprint(l["reason"]), "ecommerce.process_payment") {
 			t.Errorf("poison log line %v, want one for step b naming its handler ecommerce.process_payment", l)
 		}
@@ -398,7 +414,7 @@ steps:
 		if stepRanBy(t, h, task.UUID, step, node.id) {
 			t.Fatalf("node_lie_a's worker ran a step of node_lie_b")
 		}
-		l := poisonLine(node.logLines(), qA, lie)
+		l := waitPoisonLine(t, node, qA, lie)
 		if l == nil || l["step_uuid"] != step.String() || l["reason"] != "the step is of namespace node_lie_b, not node_lie_a" {
 			t.Errorf("poison log line %v, want one for step %s saying it is of namespace node_lie_b", l, step)
 		}
