@@ -123,6 +123,20 @@ func printJSON(w io.Writer, v any) error {
 
 // printRawJSON prints a document as the API sent it (every field, not only
 // those the CLI knows), indented as printJSON indents.
+// printAPIDoc prints a document the API answered: all of it, indented, with
+// --json; otherwise decoded into T and printed for a reader by show.
+func printAPIDoc[T any](g *globals, raw json.RawMessage, show func(io.Writer, T)) error {
+	if g.jsonOut {
+		return printRawJSON(g.stdout, raw)
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return err
+	}
+	show(g.stdout, v)
+	return nil
+}
+
 func printRawJSON(w io.Writer, raw json.RawMessage) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
@@ -423,15 +437,7 @@ func taskGetCmd(g *globals) *cobra.Command {
 			if err := g.client().do(cmd.Context(), "GET", path, nil, "", &raw); err != nil {
 				return err
 			}
-			if g.jsonOut {
-				return printRawJSON(g.stdout, raw)
-			}
-			var t taskOut
-			if err := json.Unmarshal(raw, &t); err != nil {
-				return err
-			}
-			printTask(g.stdout, t)
-			return nil
+			return printAPIDoc(g, raw, printTask)
 		},
 	}
 	cmd.Flags().BoolVar(&transitions, "transitions", false, "include the transition history")
@@ -594,15 +600,7 @@ func stepCmd(g *globals) *cobra.Command {
 				if err := g.client().do(cmd.Context(), "POST", "/v1/steps/"+url.PathEscape(args[0])+"/"+a.name, body, "", &raw); err != nil {
 					return err
 				}
-				if g.jsonOut {
-					return printRawJSON(g.stdout, raw)
-				}
-				var s stepOut
-				if err := json.Unmarshal(raw, &s); err != nil {
-					return err
-				}
-				printStep(g.stdout, s)
-				return nil
+				return printAPIDoc(g, raw, printStep)
 			},
 		}
 		c.Flags().StringVar(&reason, "reason", "", "why (recorded in the transition)")
@@ -664,15 +662,7 @@ the steps of a level can run at once.`,
 			if err != nil {
 				return err
 			}
-			if g.jsonOut {
-				return printRawJSON(g.stdout, raw)
-			}
-			var t templateOut
-			if err := json.Unmarshal(raw, &t); err != nil {
-				return err
-			}
-			printRegistered(g.stdout, t, status == http.StatusCreated)
-			return nil
+			return printAPIDoc(g, raw, func(w io.Writer, t templateOut) { printRegistered(w, t, status == http.StatusCreated) })
 		},
 	})
 	var ns string

@@ -183,13 +183,5 @@ func checkDLQStatus(cmd *cobra.Command, status string) error {
 
 // printDLQ prints an entry from the API: all of it with --json.
 func printDLQ(g *globals, raw json.RawMessage, snapshot bool) error {
-	if g.jsonOut {
-		return printRawJSON(g.stdout, raw)
-	}
-	var e dlqEntryOut
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return err
-	}
-	printDLQEntry(g.stdout, e, snapshot)
-	return nil
+	return printAPIDoc(g, raw, func(w io.Writer, e dlqEntryOut) { printDLQEntry(w, e, snapshot) })
 }
