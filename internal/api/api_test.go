@@ -707,4 +707,99 @@ func TestTaskResolveClosesDLQEntryAsTheCaller(t *testing.T) {
 	if d["resolution_status"] != "resolved" || d["resolved_by"] != "oncall" || !strings.Contains(notes, "task resolved: refunded by hand (by oncall") {
 		t.Errorf("DLQ entry after the resolve: %v", d)
 	}
+	checkOperatorTransitions(t, e, id, key, "error->resolved_manually", "oncall")
+}
+
+// checkOperatorTransitions checks that the task's history has the
+// transitions named by moves ("from->to", of the task or of any step),
+// each recording in its metadata that who asked for it, and that every
+// transition recording a "by" names who.
+func checkOperatorTransitions(t *testing.T, e *env, id string, key []string, moves string, who string) {
+	t.Helper()
+	got := e.do("GET", "/v1/tasks/"+id+"?include=transitions", "", key...)
+	tr, _ := got.body["transitions"].([]any)
+	seen := map[string]bool{}
+	for _, x := range tr {
+		m := x.(map[string]any)
+		move := fmt.Sprint(m["from_state"], "->", m["to_state"])
+		meta, _ := m["metadata"].(map[string]any)
+		by, has := meta["by"]
+		if has && by != who {
+			t.Errorf("transition %s of %v recorded by %v, want %q", move, m["step_name"], by, who)
+		}
+		if has {
+			seen[move] = true
+		}
+	}
+	for _, want := range strings.Split(moves, ",") {
+		if !seen[want] {
+			t.Errorf("no %s transition recorded by %q in %s", want, who, got.raw)
+		}
+	}
+}
+
+// Every operator action records who asked for it in the metadata of the
+// transitions it makes: the API key's name.
+func TestOperatorTransitionsNameTheCaller(t *testing.T) {
+	t.Parallel()
+	auth := api.NewAuthenticator(true, true, true, []api.Credential{
+		{Name: "oncall", Key: "write-key-0123456789", Level: api.PermWrite},
+	}, enginetest.Logger(t))
+	e := newEnv(t, auth, true)
+	key := []string{"X-API-Key", "write-key-0123456789"}
+
+	// A failed task: a step retry revives it, a task retry after it fails
+	// again, then a step resolve.
+	r := e.do("POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"customer_id":"blocked-5","items":[{"sku":"A","quantity":1,"unit_price_cents":100}]}}`, key...)
+	id := r.body["task_uuid"].(string)
+	failedStep := func() string {
+		var step string
+		enginetest.Eventually(t, 30*time.Second, "task fails", func() bool {
+			g := e.do("GET", "/v1/tasks/"+id, "", key...)
+			for _, s := range g.body["steps"].([]any) {
+				if st := s.(map[string]any); st["state"] == "error" {
+					step, _ = st["step_uuid"].(string)
+				}
+			}
+			return g.body["state"] == "error" && step != ""
+		})
+		return step
+	}
+	step := failedStep()
+	if res := e.do("POST", "/v1/steps/"+step+"/retry", `{"reason":"gateway fixed"}`, key...); res.status != 200 {
+		t.Fatalf("step retry: %d %s", res.status, res.raw)
+	}
+	failedStep()
+	if res := e.do("POST", "/v1/tasks/"+id+"/retry", `{"reason":"once more"}`, key...); res.status != 200 {
+		t.Fatalf("task retry: %d %s", res.status, res.raw)
+	}
+	step = failedStep()
+	if res := e.do("POST", "/v1/steps/"+step+"/resolve", `{"reason":"charged by hand","result":{"charged":true}}`, key...); res.status != 200 {
+		t.Fatalf("step resolve: %d %s", res.status, res.raw)
+	}
+	checkOperatorTransitions(t, e, id, key, "error->pending,error->resolved_manually", "oncall")
+
+	// A task cancelled before it finishes (no workers here): the task and
+	// its unfinished steps.
+	e2 := newEnv(t, auth, false)
+	r = e2.do("POST", "/v1/tasks", orderBody(""), key...)
+	id = r.body["task_uuid"].(string)
+	if res := e2.do("POST", "/v1/tasks/"+id+"/cancel", `{"reason":"customer changed their mind"}`, key...); res.status != 200 {
+		t.Fatalf("cancel: %d %s", res.status, res.raw)
+	}
+	g := e2.do("GET", "/v1/tasks/"+id+"?include=transitions", "", key...)
+	cancelled := 0
+	for _, x := range g.body["transitions"].([]any) {
+		m := x.(map[string]any)
+		meta, _ := m["metadata"].(map[string]any)
+		if m["to_state"] == "cancelled" {
+			cancelled++
+			if meta["by"] != "oncall" || meta["reason"] != "customer changed their mind" {
+				t.Errorf("cancel transition of %v: metadata %v, want by oncall with the reason", m["step_name"], meta)
+			}
+		}
+	}
+	if cancelled < 2 {
+		t.Errorf("cancel made %d transitions to cancelled, want the task's and its steps'", cancelled)
+	}
 }

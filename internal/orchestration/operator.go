@@ -31,6 +31,12 @@ func operatorOf(ctx context.Context) string {
 	return "operator"
 }
 
+// actionMeta is the metadata of the transitions an operator action makes:
+// why, and who asked (the API key's name; "operator" without auth).
+func actionMeta(ctx context.Context, reason string) map[string]any {
+	return map[string]any{"reason": reason, "by": operatorOf(ctx)}
+}
+
 // closeDLQEntries resolves the open DLQ entries of a task that an operator
 // action took out of error or blocked_by_failures (from is the state before
 // the action, t the task after it), in the action's transaction: the entry
@@ -88,7 +94,7 @@ func (e *Engine) CancelTask(ctx context.Context, id uuid.UUID, reason string) (s
 			return fmt.Errorf("%w: task %s is %s and cannot be cancelled", ErrWrongState, id, t.State)
 		}
 		j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(&t), nil)
-		meta := map[string]any{"reason": reason}
+		meta := actionMeta(ctx, reason)
 		var changes []stepChange
 		for i := range steps {
 			if !steps[i].State.Terminal() {
@@ -98,7 +104,7 @@ func (e *Engine) CancelTask(ctx context.Context, id uuid.UUID, reason string) (s
 		if err := e.moveStepsRetrying(ctx, tx, j, &t, changes); err != nil {
 			return err
 		}
-		if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskCancel, nil, map[string]any{"reason": reason}); err != nil {
+		if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskCancel, nil, meta); err != nil {
 			return err
 		}
 		out = t
@@ -184,13 +190,13 @@ func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (st
 			s := &steps[i]
 			if s.State == lifecycle.StepError || s.State == lifecycle.StepWaitingForRetry {
 				changes = append(changes, stepChange{step: s, trig: lifecycle.StepRetry,
-					extraAttempts: grantAttempts(tpl, s), meta: map[string]any{"reason": "task retried by operator"}})
+					extraAttempts: grantAttempts(tpl, s), meta: actionMeta(ctx, "task retried by operator")})
 			}
 		}
 		if _, err := e.moveSteps(ctx, tx, j, &t, changes); err != nil {
 			return err
 		}
-		if err := e.moveTask(ctx, tx, j, &t, trig, nil, map[string]any{"reason": reason}); err != nil {
+		if err := e.moveTask(ctx, tx, j, &t, trig, nil, actionMeta(ctx, reason)); err != nil {
 			return err
 		}
 		if err := e.drive(ctx, tx, j, &t, steps); err != nil {
@@ -238,7 +244,7 @@ func (e *Engine) ResolveTask(ctx context.Context, id uuid.UUID, reason string) (
 		}
 		j.Event(lifecycle.EventWorkflowOrchestrationRequested, taskRef(&t), nil)
 		from := t.State
-		if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskResolve, nil, map[string]any{"reason": reason}); err != nil {
+		if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskResolve, nil, actionMeta(ctx, reason)); err != nil {
 			return err
 		}
 		if err := e.closeDLQEntries(ctx, tx, &t, from, "task resolved", reason); err != nil {
@@ -304,7 +310,7 @@ func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepA
 			return err
 		}
 		var change stepChange
-		meta := map[string]any{"reason": reason, "by": "operator"}
+		meta := actionMeta(ctx, reason)
 		switch action {
 		case StepActionResolve:
 			if s.State.Terminal() {
@@ -334,16 +340,16 @@ func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepA
 			if evaluate(steps, j.Now()).failed > 0 {
 				break
 			}
-			if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskRetry, nil, map[string]any{"reason": "step " + string(action) + " by operator"}); err != nil {
+			if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskRetry, nil, actionMeta(ctx, "step "+s.Name+" "+string(action)+" by operator")); err != nil {
 				return err
 			}
 		case lifecycle.TaskBlockedByFailures:
-			if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskUnblocked, nil, nil); err != nil {
+			if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskUnblocked, nil, actionMeta(ctx, "step "+s.Name+" "+string(action)+" by operator")); err != nil {
 				return err
 			}
 		default:
 			if trig, ok := wakeTrigger(t.State); ok {
-				if err := e.moveTask(ctx, tx, j, &t, trig, nil, map[string]any{"reason": "step " + string(action) + " by operator"}); err != nil {
+				if err := e.moveTask(ctx, tx, j, &t, trig, nil, actionMeta(ctx, "step "+s.Name+" "+string(action)+" by operator")); err != nil {
 					return err
 				}
 			}
