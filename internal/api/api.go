@@ -318,7 +318,11 @@ func describeJSONError(err error, body []byte, v any) (msg, field string) {
 	case errors.As(err, &te) && te.Field == "":
 		return "request body must be a JSON object, not JSON " + te.Value, ""
 	case errors.As(err, &te):
-		return fmt.Sprintf("%s: must be %s, not JSON %s", te.Field, jsonTypeName(te.Type), te.Value), te.Field
+		field := te.Field
+		if p := jsonPathAt(body, te.Offset); p != "" {
+			field = p // with the index of an array element: tags[1]
+		}
+		return fmt.Sprintf("%s: must be %s, not JSON %s", field, jsonTypeName(te.Type), te.Value), field
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return "unknown field " + strconv.Quote(field), field
@@ -331,6 +335,74 @@ func describeJSONError(err error, body []byte, v any) (msg, field string) {
 		return fmt.Sprintf("%s: must be %s", name, jsonTypeName(typ)), name
 	}
 	return "request body is not valid JSON: " + err.Error(), ""
+}
+
+// jsonPathAt names the value of body that ends at byte offset off (where
+// encoding/json reports a literal of the wrong type) or whose object or
+// array opens just before it, as a path with array indexes:
+// items[1].quantity. encoding/json's own Field leaves the indexes out. It
+// returns "" when off falls on no value.
+func jsonPathAt(body []byte, off int64) string {
+	type frame struct {
+		array   bool
+		index   int
+		key     string
+		wantKey bool
+	}
+	var stack []frame
+	path := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			switch {
+			case f.array:
+				fmt.Fprintf(&b, "[%d]", f.index)
+			case b.Len() > 0:
+				b.WriteString("." + f.key)
+			default:
+				b.WriteString(f.key)
+			}
+		}
+		return b.String()
+	}
+	done := func() { // a value of the innermost container ended
+		if n := len(stack); n > 0 {
+			if stack[n-1].array {
+				stack[n-1].index++
+			} else {
+				stack[n-1].wantKey = true
+			}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if n := len(stack); n > 0 && !stack[n-1].array && stack[n-1].wantKey {
+			if key, ok := tok.(string); ok {
+				stack[n-1].key, stack[n-1].wantKey = key, false
+				continue
+			}
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			done()
+			continue
+		}
+		if dec.InputOffset() >= off {
+			return path()
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{array: true})
+		default:
+			done()
+		}
+	}
 }
 
 // refusedField finds the top-level field of the struct v points to whose

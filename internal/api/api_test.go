@@ -277,6 +277,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"empty body", "POST", "/v1/tasks", ``, 400, "", "empty", nil},
 		{"unknown field", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","contxt":{}}`, 400, "contxt", "unknown field", nil},
 		{"wrong type", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","priority":"high"}`, 400, "priority", "priority: must be an integer", nil},
+		{"wrong type in an array", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","tags":["rush",1]}`, 400, "tags[1]", "tags[1]: must be a string, not JSON number", nil},
+		{"array in an array", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","tags":[["rush"]]}`, 400, "tags[0]", "tags[0]: must be a string, not JSON array", nil},
 		{"missing namespace", "POST", "/v1/tasks", `{"name":"order_fulfillment"}`, 400, "namespace", "required", nil},
 		{"bad namespace", "POST", "/v1/tasks", `{"namespace":"Robert'); DROP TABLE","name":"x"}`, 400, "namespace", "not a valid namespace", nil},
 		{"unknown namespace", "POST", "/v1/tasks", `{"namespace":"nowhere","name":"x"}`, 404, "", "nowhere", nil},
