@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"reflect"
@@ -367,6 +368,8 @@ func (c Config) Validate() error {
 	}
 	if c.Server.Listen == "" {
 		bad("server.listen", "is required")
+	} else if err := checkListen(c.Server.Listen); err != "" {
+		bad("server.listen", "%s, got %q", err, c.Server.Listen)
 	}
 	if c.Server.ReadTimeout.Duration <= 0 {
 		bad("server.read_timeout", "must be positive")
@@ -499,3 +502,16 @@ func Keys() []string {
 
 // Environ is os.Environ, named for the callers in cmd/.
 func Environ() []string { return os.Environ() }
+
+// checkListen says what is wrong with a listen address, or "".
+func checkListen(addr string) string {
+	const form = "must be host:port or :port (e.g. 127.0.0.1:8080, :8080, [::1]:8080)"
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return form
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "port must be a number from 0 to 65535"
+	}
+	return ""
+}

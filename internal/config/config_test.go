@@ -91,6 +91,10 @@ func TestValidationNamesTheBadKey(t *testing.T) {
 		"TASKER_RETENTION_HISTORY_AFTER=-1h":        "retention.history_after",
 		"TASKER_RETENTION_INTERVAL=0s":              "retention.interval",
 		"TASKER_RETENTION_BATCH_SIZE=0":             "retention.batch_size",
+		"TASKER_SERVER_LISTEN=8080":                 "server.listen",
+		"TASKER_SERVER_LISTEN=localhost":            "server.listen",
+		"TASKER_SERVER_LISTEN=:99999":               "server.listen: port",
+		"TASKER_SERVER_LISTEN=:http":                "server.listen: port",
 	}
 	for kv, want := range cases {
 		_, err := config.Load("", []string{"DATABASE_URL=postgres://a@h/db", kv})
