@@ -422,8 +422,9 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 // readOnce reads up to n messages, claims the steps they name in one round
-// trip, and starts the claimed ones. It returns how many slots it used and
-// how many messages it read.
+// trip (two when the newest of several messages for a step is refused, see
+// startClaimed), and starts the claimed ones. It returns how many slots it
+// used and how many messages it read.
 func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (used, read int, err error) {
 	msgs, err := w.read(ctx, q, n)
 	if err != nil {
@@ -439,15 +440,23 @@ func (w *Worker) readOnce(ctx context.Context, ns, q string, n int) (used, read 
 // startClaimed claims the steps named by msgs, read from namespace ns's
 // queue q, and starts the claimed ones. It returns how many of the n slots
 // it used.
+//
+// One claim round trip claims one message per step. Several messages naming
+// one step (a duplicate delivery, a stale message of an older attempt, or a
+// forged or corrupt one) are never claimed together: step_claim_batch claims
+// a step once, at the highest attempt it is asked for, and answers every
+// entry for that step with the same outcome, so a worker sending two would
+// run the step twice. The newest attempt is claimed first, and what becomes
+// of the others depends on its claim's answer (settleDuplicates): a batch
+// without duplicates makes one round trip, as one with stale duplicates does.
 func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []queue.Message) (int, error) {
 	var ids []uuid.UUID
 	var attempts []int32
 	byStep := map[uuid.UUID]queue.Message{}
 	attemptOf := map[uuid.UUID]int{}
-	// Messages naming a step already in this batch (a duplicate delivery, or
-	// a stale message of an older attempt): only the newest attempt is
-	// claimed; the others are deleted once the claim has been decided.
-	var superseded []int64
+	// The other messages of steps that several messages name; nil when
+	// there are none.
+	var others map[uuid.UUID][]stepMessage
 	for _, m := range msgs {
 		sm, why := decodeStepMessage(m.Body)
 		if why != "" {
@@ -459,11 +468,14 @@ func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []q
 			continue
 		}
 		if prev, dup := byStep[sm.StepUUID]; dup {
+			if others == nil {
+				others = map[uuid.UUID][]stepMessage{}
+			}
 			if sm.Attempt > attemptOf[sm.StepUUID] {
-				superseded = append(superseded, prev.ID)
+				others[sm.StepUUID] = append(others[sm.StepUUID], stepMessage{prev, attemptOf[sm.StepUUID]})
 				byStep[sm.StepUUID], attemptOf[sm.StepUUID] = m, sm.Attempt
 			} else {
-				superseded = append(superseded, m.ID)
+				others[sm.StepUUID] = append(others[sm.StepUUID], stepMessage{m, sm.Attempt})
 			}
 			continue
 		}
@@ -473,28 +485,137 @@ func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []q
 	for _, id := range ids {
 		attempts = append(attempts, int32(attemptOf[id])) // in range: see decodeStepMessage
 	}
-	if len(ids) == 0 {
-		return 0, nil
+	used := 0
+	var err error
+	// At most two rounds: the second claims, for a step whose newest
+	// attempt was refused, the one attempt its claim answer says the step
+	// can still be claimed at (see settleDuplicates).
+	for len(ids) > 0 {
+		claims, cerr := w.claimRound(ctx, q, ids, attempts, byStep)
+		if cerr != nil {
+			// The steps claimed before the error run; the messages not
+			// claimed, and their steps' other messages, come back after
+			// their visibility timeout.
+			err = cerr
+		}
+		used += w.startClaims(ctx, ns, q, n-used, claims, byStep)
+		if cerr != nil || others == nil {
+			break
+		}
+		ids, attempts = w.settleDuplicates(ctx, q, claims, byStep, attemptOf, others)
 	}
+	return used, err
+}
+
+// stepMessage is a decoded step message's attempt with its message.
+type stepMessage struct {
+	msg     queue.Message
+	attempt int
+}
+
+// settleDuplicates decides, from a claim round's answers, what becomes of
+// the other messages (others) of the steps claimed through byStep, and
+// returns the steps to claim again with the attempt to claim each at. A
+// message is deleted only when its claim could not succeed:
+//
+//   - the step was claimed: it is now at the attempt claimed, the newest of
+//     the batch, so every other message is stale;
+//   - its claim was refused: attempt numbers are the step's attempts plus
+//     one when a message is sent and never decrease, so of the other
+//     messages only one for the attempt after those the claim answer
+//     reports can be genuine and claimable (the step has moved past the
+//     older ones, and the newer ones were never sent for it). That one is
+//     claimed in the next round, unless it is for the attempt just refused;
+//     the rest are deleted, as the refused message is. This is how a real
+//     message survives a forged one for a higher attempt of its step.
+//
+// Messages for a step that does not exist are archived as poison, as the
+// claimed one is. A step the round has no answer for (its claim failed)
+// keeps its messages, which come back after their visibility timeout.
+// byStep, attemptOf and others are updated for the next round.
+func (w *Worker) settleDuplicates(ctx context.Context, q string, claims []claim, byStep map[uuid.UUID]queue.Message,
+	attemptOf map[uuid.UUID]int, others map[uuid.UUID][]stepMessage) ([]uuid.UUID, []int32) {
+	var ids []uuid.UUID
+	var attempts []int32
+	var stale []int64
+	for _, c := range claims {
+		rest, ok := others[c.StepUUID]
+		if !ok {
+			continue
+		}
+		delete(others, c.StepUUID)
+		switch {
+		case c.Claimed:
+			for _, o := range rest {
+				stale = append(stale, o.msg.ID)
+			}
+		case c.TaskUUID == uuid.Nil:
+			for _, o := range rest {
+				w.archivePoison(ctx, q, o.msg.ID, c.StepUUID, PoisonUnknownStep, c.Reason)
+			}
+		default:
+			next := c.Attempt + 1
+			if next == attemptOf[c.StepUUID] {
+				// Refused at the step's next attempt: the step is not
+				// claimable now (not enqueued), at any attempt.
+				next = 0
+			}
+			var keep []stepMessage
+			for _, o := range rest {
+				if o.attempt == next {
+					keep = append(keep, o)
+				} else {
+					stale = append(stale, o.msg.ID)
+				}
+			}
+			if len(keep) == 0 {
+				continue
+			}
+			// Never normal: no message for a later attempt than the step's
+			// next one is ever sent.
+			w.logger.Warn("step message for an attempt its step is not at refused; claiming the step through another message of its batch",
+				"queue", q, "step_uuid", c.StepUUID, "refused_msg_id", byStep[c.StepUUID].ID, "refused_attempt", attemptOf[c.StepUUID],
+				"msg_id", keep[0].msg.ID, "attempt", next, "reason", c.Reason)
+			// Copies of the message claimed next stay for the round after,
+			// which settles them by that claim's answer.
+			byStep[c.StepUUID], attemptOf[c.StepUUID] = keep[0].msg, next
+			if len(keep) > 1 {
+				others[c.StepUUID] = keep[1:]
+			}
+			ids = append(ids, c.StepUUID)
+			attempts = append(attempts, int32(next)) // an attempt of a decoded message
+		}
+	}
+	if len(stale) > 0 {
+		if _, err := queue.DeleteBatch(ctx, w.pool, q, stale); err != nil {
+			w.logger.Warn("delete duplicate step messages", "error", err)
+		}
+	}
+	return ids, attempts
+}
+
+// claimRound claims the steps ids at attempts, one message of byStep each,
+// in one round trip. When that fails in a way the same call would fail
+// again, it claims them one by one (claimEach). It returns the claims made,
+// and an error when a claim failed in a way that may pass.
+func (w *Worker) claimRound(ctx context.Context, q string, ids []uuid.UUID, attempts []int32, byStep map[uuid.UUID]queue.Message) ([]claim, error) {
 	claims, err := w.claim(ctx, ids, attempts)
 	switch {
 	case err != nil && permanent(err):
 		// One message can make the whole batch fail (a step of a namespace
 		// this login does not serve: 42501); the others must not wait for
 		// it forever.
-		claims, err = w.claimEach(ctx, q, ids, attempts, byStep, err)
+		return w.claimEach(ctx, q, ids, attempts, byStep, err)
 	case err != nil:
-		err = fmt.Errorf("claim steps: %w", err)
+		return nil, fmt.Errorf("claim steps: %w", err)
 	}
-	if err != nil && len(claims) == 0 {
-		// The messages become visible again after the lease; nothing ran.
-		return 0, err
-	}
-	if len(superseded) > 0 {
-		if _, err := queue.DeleteBatch(ctx, w.pool, q, superseded); err != nil {
-			w.logger.Warn("delete duplicate step messages", "error", err)
-		}
-	}
+	return claims, nil
+}
+
+// startClaims starts the steps claimed through byStep's messages, using at
+// most n slots, and disposes of the messages whose claim failed. It returns
+// how many slots it used.
+func (w *Worker) startClaims(ctx context.Context, ns, q string, n int, claims []claim, byStep map[uuid.UUID]queue.Message) int {
 	used := 0
 	for _, c := range claims {
 		m := byStep[c.StepUUID]
@@ -537,10 +658,7 @@ func (w *Worker) startClaimed(ctx context.Context, ns, q string, n int, msgs []q
 			w.execute(c, h, m.ID, m.Headers)
 		}()
 	}
-	// An err here is claimEach's, a claim that failed in a way that may pass:
-	// the steps claimed before it run, and the messages not claimed come
-	// back after their visibility timeout.
-	return used, err
+	return used
 }
 
 // decodeStepMessage decodes a step message and says what is wrong with one

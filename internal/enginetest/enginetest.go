@@ -5,6 +5,7 @@ package enginetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -218,6 +219,62 @@ func (h *Harness) WaitTask(id uuid.UUID, timeout time.Duration, states ...lifecy
 	}
 	h.T.Fatalf("task %s is %s after %s, want one of %v; steps:%s", id, t.State, timeout, states, b.String())
 	return t
+}
+
+// QueueStepDuplicates leaves step, of a task of namespace ns whose only
+// message is queued, enqueued for attempt real (each earlier attempt claimed
+// and failed, retryably, by hand; the orchestrator must be running and the
+// step must have max_attempts of at least real), and queues, next to its
+// real message, one more message naming the step for each attempt in
+// extra: a copy of that attempt's real message for an earlier attempt, the
+// real message with its attempt changed (a forged or corrupt one)
+// otherwise. It returns the queue.
+func (h *Harness) QueueStepDuplicates(ns string, step uuid.UUID, real int, extra []int) string {
+	h.T.Helper()
+	ctx := context.Background()
+	q, err := queue.WorkerQueue(ns)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	bodies := map[int]json.RawMessage{} // attempt -> its real message
+	for a := 1; ; a++ {
+		var id int64
+		var body json.RawMessage
+		Eventually(h.T, 10*time.Second, fmt.Sprintf("the message of attempt %d queued", a), func() bool {
+			return h.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT msg_id, message FROM pgmq.q_%s
+				WHERE message->>'step_uuid' = $1 AND (message->>'attempt')::int = $2`, q), step.String(), a).Scan(&id, &body) == nil
+		})
+		bodies[a] = body
+		if a == real {
+			break
+		}
+		var claimed bool
+		if err := h.Pool.QueryRow(ctx, `SELECT claimed FROM tasker.step_claim($1, $2, 'earlier-worker', 30)`, step, a).
+			Scan(&claimed); err != nil || !claimed {
+			h.T.Fatalf("claim attempt %d of step %s by hand: claimed %v, %v", a, step, claimed, err)
+		}
+		var accepted bool
+		if err := h.Pool.QueryRow(ctx, `SELECT tasker.step_submit_result($1, $2, 'earlier-worker', false, NULL,
+			'{"message":"failed by the test","retryable":true,"kind":"error"}'::jsonb, $3, '{}'::jsonb)`, step, a, id).
+			Scan(&accepted); err != nil || !accepted {
+			h.T.Fatalf("fail attempt %d of step %s by hand: accepted %v, %v", a, step, accepted, err)
+		}
+	}
+	for _, a := range extra {
+		body, ok := bodies[a]
+		if !ok {
+			var m map[string]any
+			if err := json.Unmarshal(bodies[real], &m); err != nil {
+				h.T.Fatal(err)
+			}
+			m["attempt"] = a
+			body, _ = json.Marshal(m)
+		}
+		if _, err := queue.Send(ctx, h.Pool, q, body, nil, 0); err != nil {
+			h.T.Fatal(err)
+		}
+	}
+	return q
 }
 
 // Counter sums the series of the counter name in the harness's registry whose
