@@ -9,7 +9,11 @@
 //      lease_seconds); a message whose step is not claimable (finished,
 //      or a stale attempt) is deleted (pgmq.delete) and nothing runs; a
 //      message for a handler this worker lacks is pushed back
-//      (pgmq.set_vt(queue, msg_id, 5)) for another worker;
+//      (pgmq.set_vt(queue, msg_id, 5)) for another worker; of several
+//      messages naming one step, the newest attempt is claimed, the others
+//      deleted only when that claim's answer shows they cannot be claimed,
+//      and the step claimed again through the one for its next attempt when
+//      the newest is refused (see settleDuplicates);
 //      poison is archived (pgmq.archive) with a warning naming queue,
 //      msg_id, step_uuid and reason, and nothing runs: a malformed message
 //      (no step_uuid, an attempt outside 1..2147483647) before any SQL; a
@@ -565,7 +569,8 @@ export class Worker {
   }
 
   // readOnce reads up to n messages from namespace ns's queue, claims their
-  // steps in one round trip and starts the claimed ones. It returns how many
+  // steps in one round trip (two when the newest of several messages for a
+  // step is refused) and starts the claimed ones. It returns how many
   // messages it read and how many slots it used.
   async readOnce(ns, queue, n) {
     const { rows: msgs } = await this.pool.query(
@@ -580,10 +585,15 @@ export class Worker {
     }
 
     const byStep = new Map(); // step uuid -> the message to claim it with
-    // Messages naming a step already in this read (a duplicate delivery, or a
-    // stale message of an older attempt): only the newest attempt is claimed;
-    // the others are deleted once the claim has been decided.
-    const superseded = [];
+    // The other messages of steps that several messages name (a duplicate
+    // delivery, a stale message of an older attempt, a forged or corrupt
+    // one): step uuid -> messages. They are never claimed together with the
+    // newest: step_claim_batch claims a step once, at the highest attempt it
+    // is asked for, and answers every entry for it with the same outcome, so
+    // a step sent twice would run twice. The newest attempt is claimed
+    // first, and what becomes of the others depends on its claim's answer
+    // (settleDuplicates).
+    const others = new Map();
     for (const m of msgs) {
       const body = m.message;
       const why = stepMessageProblem(body);
@@ -599,42 +609,121 @@ export class Worker {
       }
       const prev = byStep.get(stepUuid);
       if (prev) {
+        const rest = others.get(stepUuid) || [];
         if (body.attempt > prev.message.attempt) {
-          superseded.push(prev.msg_id);
+          rest.push(prev);
           byStep.set(stepUuid, m);
         } else {
-          superseded.push(m.msg_id);
+          rest.push(m);
         }
+        others.set(stepUuid, rest);
         continue;
       }
       byStep.set(stepUuid, m);
     }
-    if (byStep.size === 0) return { read: msgs.length, used: 0 };
-    const ids = [...byStep.keys()];
-    const attempts = ids.map((id) => byStep.get(id).message.attempt);
-
-    let claims;
-    try {
-      claims = await this.claim(ids, attempts);
-    } catch (err) {
-      // Not permanent: nothing ran, the messages reappear after the lease.
-      if (!permanentError(err)) throw err;
-      // One message can make the whole batch fail (a step of a namespace
-      // this login does not serve: 42501); the others must not wait for it
-      // forever.
-      let error;
-      ({ claims, error } = await this.claimEach(queue, ids, attempts, byStep, err));
-      if (error) {
-        // The steps claimed before it run; the messages not claimed come
-        // back after their visibility timeout.
-        if (claims.length === 0) throw error;
-        this.log.warn('claiming step messages one at a time failed; the rest come back after the lease', { queue, error, claimed: claims.length });
+    let ids = [...byStep.keys()];
+    let used = 0;
+    // At most two rounds: the second claims, for a step whose newest attempt
+    // was refused, the one attempt its claim answer says the step can still
+    // be claimed at. A read without duplicates makes one claim round trip,
+    // as one with stale duplicates does.
+    while (ids.length > 0) {
+      const attempts = ids.map((id) => byStep.get(id).message.attempt);
+      let claims;
+      let error = null;
+      try {
+        claims = await this.claim(ids, attempts);
+      } catch (err) {
+        // Not permanent: nothing more is claimed; the messages not claimed,
+        // and their steps' other messages, reappear after the lease.
+        if (!permanentError(err)) {
+          if (used === 0) throw err;
+          this.log.warn('claiming step messages failed; the rest come back after the lease', { queue, error: err, claimed: used });
+          break;
+        }
+        // One message can make the whole batch fail (a step of a namespace
+        // this login does not serve: 42501); the others must not wait for it
+        // forever.
+        ({ claims, error } = await this.claimEach(queue, ids, attempts, byStep, err));
+        if (error) {
+          // The steps claimed before it run; the messages not claimed come
+          // back after their visibility timeout.
+          if (claims.length === 0 && used === 0) throw error;
+          this.log.warn('claiming step messages one at a time failed; the rest come back after the lease', { queue, error, claimed: used + claims.length });
+        }
       }
+      used += await this.startClaims(ns, queue, n - used, claims, byStep);
+      if (error || others.size === 0) break;
+      ids = await this.settleDuplicates(queue, claims, byStep, others);
     }
-    if (superseded.length > 0) {
-      await this.pool.query('SELECT pgmq.delete($1::text, $2::bigint[])', [queue, superseded])
+    return { read: msgs.length, used };
+  }
+
+  // settleDuplicates decides, from a claim round's answers, what becomes of
+  // the other messages (others) of the steps claimed through byStep, and
+  // returns the steps to claim again (through the message byStep now holds
+  // for each). A message is deleted only when its claim could not succeed:
+  //
+  //   - the step was claimed: it is now at the attempt claimed, the newest
+  //     of the read, so every other message is stale;
+  //   - its claim was refused: attempt numbers are the step's attempts plus
+  //     one when a message is sent and never decrease, so of the other
+  //     messages only one for the attempt after those the claim answer
+  //     reports can be genuine and claimable (the step has moved past the
+  //     older ones, and the newer ones were never sent for it). That one is
+  //     claimed in the next round, unless it is for the attempt just
+  //     refused; the rest are deleted, as the refused message is. This is
+  //     how a real message survives a forged one for a higher attempt.
+  //
+  // Messages for a step that does not exist are archived as poison, as the
+  // claimed one is. A step the round has no answer for (its claim failed)
+  // keeps its messages, which come back after their visibility timeout.
+  async settleDuplicates(queue, claims, byStep, others) {
+    const again = [];
+    const stale = [];
+    for (const c of claims) {
+      const stepUuid = String(c.step_uuid).toLowerCase();
+      const rest = others.get(stepUuid);
+      if (!rest) continue;
+      others.delete(stepUuid);
+      if (c.claimed) {
+        stale.push(...rest.map((m) => m.msg_id));
+        continue;
+      }
+      if (c.task_uuid == null) {
+        for (const m of rest) await this.archivePoison(queue, m.msg_id, c.step_uuid, c.reason || 'step not found');
+        continue;
+      }
+      const refused = byStep.get(stepUuid);
+      // Refused at the step's next attempt: the step is not claimable now
+      // (not enqueued), at any attempt.
+      const next = c.attempt + 1 === refused.message.attempt ? 0 : c.attempt + 1;
+      const keep = rest.filter((m) => m.message.attempt === next);
+      stale.push(...rest.filter((m) => m.message.attempt !== next).map((m) => m.msg_id));
+      if (keep.length === 0) continue;
+      // Never normal: no message for a later attempt than the step's next
+      // one is ever sent.
+      this.log.warn('step message for an attempt its step is not at refused; claiming the step through another message of its read', {
+        queue, step_uuid: c.step_uuid, refused_msg_id: refused.msg_id, refused_attempt: refused.message.attempt,
+        msg_id: keep[0].msg_id, attempt: next, reason: c.reason,
+      });
+      // Copies of the message claimed next stay for the round after, which
+      // settles them by that claim's answer.
+      byStep.set(stepUuid, keep[0]);
+      if (keep.length > 1) others.set(stepUuid, keep.slice(1));
+      again.push(stepUuid);
+    }
+    if (stale.length > 0) {
+      await this.pool.query('SELECT pgmq.delete($1::text, $2::bigint[])', [queue, stale])
         .catch((err) => this.log.warn('deleting duplicate step messages failed', { queue, error: err }));
     }
+    return again;
+  }
+
+  // startClaims starts the steps claimed through byStep's messages, using at
+  // most n slots, and disposes of the messages whose claim failed. It returns
+  // how many slots it used.
+  async startClaims(ns, queue, n, claims, byStep) {
     let used = 0;
     for (const c of claims) {
       const m = byStep.get(String(c.step_uuid).toLowerCase());
@@ -673,7 +762,7 @@ export class Worker {
       });
       this.inflight.add(tracked);
     }
-    return { read: msgs.length, used };
+    return used;
   }
 
   // claim calls tasker.step_claim_batch for the steps ids at attempts (one
