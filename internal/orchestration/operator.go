@@ -196,7 +196,13 @@ func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (st
 		if _, err := e.moveSteps(ctx, tx, j, &t, changes); err != nil {
 			return err
 		}
-		if err := e.moveTask(ctx, tx, j, &t, trig, nil, actionMeta(ctx, reason)); err != nil {
+		meta := actionMeta(ctx, reason)
+		if n, err := e.resendEnqueued(ctx, tx, &t, steps); err != nil {
+			return err
+		} else if n > 0 {
+			meta["resent_step_messages"] = n
+		}
+		if err := e.moveTask(ctx, tx, j, &t, trig, nil, meta); err != nil {
 			return err
 		}
 		if err := e.drive(ctx, tx, j, &t, steps); err != nil {
@@ -209,6 +215,25 @@ func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (st
 		return nil
 	})
 	return out, err
+}
+
+// resendEnqueued sends the messages of the task's enqueued steps again
+// (store.StepsResendTx): a task in error with a step still enqueued was
+// given up as stale while that step waited in its queue, and its message
+// may be gone. It returns how many it sent.
+func (e *Engine) resendEnqueued(ctx context.Context, tx store.Tx, t *store.Task, steps []store.Step) (int, error) {
+	var waiting []*store.Step
+	for i := range steps {
+		if steps[i].State == lifecycle.StepEnqueued {
+			waiting = append(waiting, &steps[i])
+		}
+	}
+	n, err := e.store.StepsResendTx(ctx, tx, t, waiting, map[string]string{"traceparent": t.TraceParent})
+	for _, s := range waiting[:n] {
+		e.logger.Info("step message sent again by a task retry", "task_uuid", t.UUID, "step_uuid", s.UUID,
+			"step_name", s.Name, "attempt", s.Attempts+1)
+	}
+	return n, err
 }
 
 // grantAttempts is how many attempts an operator retry adds to a step so

@@ -64,7 +64,7 @@ func staleDetail(t *store.Task, steps []store.Step, threshold time.Duration, sou
 	hint := ""
 	for _, s := range steps {
 		if s.State == lifecycle.StepEnqueued {
-			hint = fmt.Sprintf("; steps waited in worker_%s_queue without being claimed: is a worker for namespace %s running?", t.Namespace, t.Namespace)
+			hint = fmt.Sprintf("; steps waited in worker_%s_queue without being claimed: is a worker for namespace %s running? A task retry sends their messages again", t.Namespace, t.Namespace)
 			break
 		}
 	}

@@ -6,9 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/worker"
 )
 
 // TestStaleTaskMovesToErrorWithDLQEntry: no worker serves the namespace, so
@@ -60,9 +64,63 @@ steps:
 		t.Errorf("a task within its threshold was moved to %s", p.State)
 	}
 	// The operator can revive it once a worker exists: retry puts the task
-	// back to work (its enqueued step keeps its message).
-	if _, err := h.Engine.RetryTask(context.Background(), stale.UUID, "worker deployed"); err != nil {
+	// back to work. Its step's message is still queued and the retry sends
+	// another; the step runs once and the spare message is dropped.
+	retryStaleAndFinish(t, h, stale.UUID)
+}
+
+// retryStaleAndFinish retries a task given up as stale, with its lonely
+// step enqueued, starts a worker for it and checks that the task completes
+// with the step run once and the worker queue left empty.
+func retryStaleAndFinish(t *testing.T, h *enginetest.Harness, id uuid.UUID) {
+	t.Helper()
+	l := newLedger()
+	h.Worker(workerConfig("orphaned"), map[string]worker.Handler{"nobody.home": echo(l)})
+	if _, err := h.Engine.RetryTask(context.Background(), id, "worker deployed"); err != nil {
 		t.Fatal(err)
+	}
+	h.WaitTask(id, 20*time.Second, lifecycle.TaskComplete)
+	if n := l.count(id, "lonely"); n != 1 {
+		t.Errorf("the stale step ran %d times, want once", n)
+	}
+	enginetest.Eventually(t, 10*time.Second, "worker queue empty", func() bool {
+		m, err := queue.QueueMetrics(context.Background(), h.Pool, "worker_orphaned_queue")
+		return err == nil && m.Length == 0
+	})
+}
+
+// A stale task whose step's message is gone (here purged by hand) is not
+// stranded: the operator's task retry sends the message again. Nothing
+// else would: the step stays enqueued, and the lease reaper only looks at
+// steps in progress.
+func TestTaskRetryResendsALostStepMessage(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{
+		StaleInterval: 100 * time.Millisecond, StaleAfter: time.Hour}})
+	h.Register(`
+namespace: orphaned
+name: nobody_home
+version: 1.0.0
+stale_after_seconds: 1
+steps:
+  - {name: lonely, handler: nobody.home}
+`)
+	task := h.Submit(orchestration.TaskRequest{Namespace: "orphaned", Name: "nobody_home"})
+	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskError)
+	if n, err := queue.Purge(context.Background(), h.Pool, "worker_orphaned_queue"); err != nil || n != 1 {
+		t.Fatalf("purge the step's message: %d, %v", n, err)
+	}
+	retryStaleAndFinish(t, h, task.UUID)
+	tr, _, err := h.Store.TaskTransitions(context.Background(), task.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, x := range tr {
+		found = found || (x.From == string(lifecycle.TaskError) && strings.Contains(string(x.Metadata), `"resent_step_messages": 1`))
+	}
+	if !found {
+		t.Errorf("the retry's transition does not count the message sent again: %+v", tr)
 	}
 }
 

@@ -134,6 +134,52 @@ type Dispatched struct {
 	MsgID    int64
 }
 
+// StepsResendTx sends the messages of enqueued steps of task t again, for
+// the attempt they wait to start (attempts plus one), without moving them:
+// an operator retrying a task given up as stale cannot tell a step whose
+// message waits for a worker from one whose message is gone (purged,
+// archived as poison by a misconfigured worker), and nothing else would
+// ever send it. Where the first message is still there, a worker claims
+// through one of the two and the claim of the other fails; that one is
+// deleted. It returns how many messages it sent.
+func (s *Store) StepsResendTx(ctx context.Context, tx Tx, t *Task, steps []*Step, headers map[string]string) (int, error) {
+	if len(steps) == 0 {
+		return 0, nil
+	}
+	q, err := queue.WorkerQueue(t.Namespace)
+	if err != nil {
+		return 0, fmt.Errorf("resend step messages: %w", err)
+	}
+	bodies := make([]json.RawMessage, len(steps))
+	hdrs := make([]map[string]string, len(steps))
+	for i, st := range steps {
+		if st.State != lifecycle.StepEnqueued {
+			return 0, fmt.Errorf("resend step messages: step %s is %s, not enqueued", st.UUID, st.State)
+		}
+		b, err := json.Marshal(queue.StepMessage{TaskUUID: t.UUID, StepUUID: st.UUID, StepName: st.Name,
+			Handler: st.Handler, Namespace: t.Namespace, CorrelationID: t.CorrelationID, Attempt: st.Attempts + 1})
+		if err != nil {
+			return 0, fmt.Errorf("encode step message: %w", err)
+		}
+		bodies[i], hdrs[i] = b, headers
+	}
+	tx.tx.inserted(q)
+	if buf := tx.tx.buf; buf != nil {
+		for i, b := range bodies {
+			hb, err := queue.EncodeHeaders(hdrs[i])
+			if err != nil {
+				return 0, err
+			}
+			buf.send(q, b, hb)
+		}
+		return len(bodies), nil
+	}
+	if _, err := queue.SendBatch(ctx, tx.tx, q, bodies, hdrs, 0); err != nil {
+		return 0, fmt.Errorf("resend step messages: %w", err)
+	}
+	return len(bodies), nil
+}
+
 // StepsDispatchTx moves pending steps of task t to enqueued and sends their
 // messages to the namespace's worker queue, in the caller's transaction.
 // headers[i] are the message headers for steps[i]. In a deferred
