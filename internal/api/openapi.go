@@ -19,7 +19,7 @@ var routeDocs = map[string]struct {
 	"GET /v1/tasks":                                  {"List tasks, newest first, with filters and cursor paging.", "", "TaskList", "200", []string{"namespace", "name", "state", "initiator", "created_after", "created_before", "limit", "cursor"}},
 	"GET /v1/tasks/{task_uuid}":                      {"Get a task with its steps (states, attempts, results, errors); include=transitions adds the transition history.", "", "Task", "200", []string{"include"}},
 	"POST /v1/tasks/{task_uuid}/cancel":              {"Cancel a task that has not finished; its unfinished steps are cancelled.", "TaskAction", "Task", "200", nil},
-	"POST /v1/tasks/{task_uuid}/retry":               {"Retry a task in error or blocked_by_failures: failed steps get their attempts back and the task runs again.", "TaskAction", "Task", "200", nil},
+	"POST /v1/tasks/{task_uuid}/retry":               {"Retry a task in error or blocked_by_failures: failed steps get their attempts back, steps still enqueued get their messages sent again, and the task runs again.", "TaskAction", "Task", "200", nil},
 	"POST /v1/tasks/{task_uuid}/resolve":             {"Mark a task in error or blocked_by_failures as resolved manually.", "TaskAction", "Task", "200", nil},
 	"GET /v1/steps/{step_uuid}":                      {"Get a step.", "", "Step", "200", nil},
 	"POST /v1/steps/{step_uuid}/resolve":             {"Resolve a step manually, optionally supplying its result; its task moves on.", "StepAction", "Step", "200", nil},

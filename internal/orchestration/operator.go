@@ -160,7 +160,8 @@ func (e *Engine) moveStepsRetrying(ctx context.Context, tx store.Tx, j *telemetr
 // hold policy: its failed steps get their attempts back and return to
 // pending, and the task goes error -> pending (or blocked_by_failures ->
 // evaluating_results, the move a step retry of a held task makes) and is
-// driven again at once.
+// driven again at once. Steps still enqueued get their messages sent again
+// (resendEnqueued).
 func (e *Engine) RetryTask(ctx context.Context, id uuid.UUID, reason string) (store.Task, error) {
 	if err := ValidateText("reason", reason, MaxReasonLen); err != nil {
 		return store.Task{}, err
