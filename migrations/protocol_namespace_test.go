@@ -104,7 +104,7 @@ func checkProtocolUnchanged(t *testing.T, db *pgxpool.Pool) {
 		"tasker.step_submit_results(uuid[],integer[],text,boolean[],jsonb[],jsonb[],bigint[],jsonb[])": "TABLE(step_uuid uuid, accepted boolean)",
 		"tasker.step_submit_result(uuid,integer,text,boolean,jsonb,jsonb,bigint,jsonb)":                "boolean",
 		"tasker.step_heartbeat(uuid,integer,text,integer,bigint)":                                      "boolean",
-		"tasker.step_release(uuid,integer,text,bigint)":                                                "boolean",
+		"tasker.step_release(uuid,integer,text,bigint,boolean)":                                        "boolean",
 	} {
 		if got := scalar[string](t, db, `SELECT pg_get_function_result($1::regprocedure)`, fn); got != want {
 			t.Errorf("%s returns %s, want %s", fn, got, want)

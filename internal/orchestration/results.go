@@ -295,14 +295,24 @@ func (e *Engine) applyResult(ctx context.Context, tx store.Tx, j *telemetry.Jour
 	return true, nil
 }
 
-// failureChange decides what a failed attempt leads to: another attempt
-// after a backoff, or a permanent error.
+// failureChange decides what a failed attempt (a failed result, or an
+// expired or released lease) leads to: another attempt after a backoff, at
+// once for a step released before its handler started, or a permanent
+// error.
 func (e *Engine) failureChange(s *store.Step, why string) stepChange {
+	leased := s.State == lifecycle.StepInProgress
 	var se StepError
-	// A failed result carries this attempt's error; for an expired lease the
-	// stored error is an earlier attempt's (or a release's) and says nothing
-	// about this one, so only the step's own setting counts.
-	if len(s.LastError) > 0 && s.State != lifecycle.StepInProgress {
+	rel, released := releaseOf(s)
+	switch {
+	case released:
+		// The worker gave the attempt back (tasker.step_release); the
+		// release's retryable says nothing about the step.
+		why, se.Message = rel.reason(), rel.Message
+	case len(s.LastError) > 0 && !leased:
+		// A failed result carries this attempt's error; for an expired
+		// lease the stored error is an earlier attempt's (or an earlier
+		// release's) and says nothing about this one, so only the step's
+		// own setting counts.
 		_ = json.Unmarshal(s.LastError, &se) // a malformed error object is treated as retryable
 	}
 	retryable := s.Retryable && (se.Retryable == nil || *se.Retryable)
@@ -310,30 +320,78 @@ func (e *Engine) failureChange(s *store.Step, why string) stepChange {
 	if se.Message != "" {
 		meta["error"] = se.Message
 	}
+	if released && !rel.handlerStarted() {
+		// Nothing of the step ran, so nothing can be unsafe to repeat and
+		// there is no failure to back off from: it is retried at once,
+		// whatever its retryable setting, on the attempt the release gave
+		// back (max_attempts grew by one).
+		at := e.clock()
+		return stepChange{step: s, trig: lifecycle.StepLeaseExpiredRetry, nextAttemptAt: &at, meta: meta, leaseGuard: true}
+	}
 	if retryable && s.Attempts < s.MaxAttempts {
 		at := e.clock().Add(e.backoffFor(s, s.Attempts))
 		trig := lifecycle.StepRetryScheduled
-		if s.State == lifecycle.StepInProgress {
+		if leased {
 			trig = lifecycle.StepLeaseExpiredRetry
 		}
-		return stepChange{step: s, trig: trig, nextAttemptAt: &at, meta: meta, leaseGuard: s.State == lifecycle.StepInProgress}
+		return stepChange{step: s, trig: trig, nextAttemptAt: &at, meta: meta, leaseGuard: leased}
 	}
 	switch {
+	case !retryable && released:
+		// The handler started and was abandoned: it may have had side
+		// effects that a step which is not retryable must not repeat.
+		meta["why_final"] = "released by its worker while its handler ran, and the step is not retryable"
 	case !retryable:
 		meta["why_final"] = "error is not retryable"
 	default:
 		meta["why_final"] = fmt.Sprintf("attempts exhausted (%d of %d)", s.Attempts, s.MaxAttempts)
 	}
 	trig := lifecycle.StepFailedPermanently
-	if s.State == lifecycle.StepInProgress {
+	if leased {
 		trig = lifecycle.StepLeaseExpiredFail
 	}
-	return stepChange{step: s, trig: trig, meta: meta, leaseGuard: s.State == lifecycle.StepInProgress}
+	return stepChange{step: s, trig: trig, meta: meta, leaseGuard: leased}
+}
+
+// stepRelease is the last_error tasker.step_release stores when a worker
+// gives a claimed step back (migration 00026).
+type stepRelease struct {
+	Message        string `json:"message"`
+	Kind           string `json:"kind"`
+	Attempt        *int   `json:"attempt"`
+	HandlerStarted *bool  `json:"handler_started"`
+}
+
+// releaseOf returns the release of step s's current attempt, if its worker
+// released it. A step in progress keeps the last_error of its earlier
+// attempts, so a release counts only when it names this attempt; one
+// stored before 00026 names none and does not count (the lease expiry is
+// then judged as any other).
+func releaseOf(s *store.Step) (stepRelease, bool) {
+	var r stepRelease
+	if s.State != lifecycle.StepInProgress || len(s.LastError) == 0 || json.Unmarshal(s.LastError, &r) != nil {
+		return stepRelease{}, false
+	}
+	return r, r.Kind == "released" && r.Attempt != nil && *r.Attempt == s.Attempts
+}
+
+// handlerStarted reports whether the released attempt's handler had
+// started; a release that does not say is taken to have started it.
+func (r stepRelease) handlerStarted() bool { return r.HandlerStarted == nil || *r.HandlerStarted }
+
+// reason is the transition's reason for ending a released attempt.
+func (r stepRelease) reason() string {
+	if r.handlerStarted() {
+		return "released by its worker after its handler started"
+	}
+	return "released by its worker before its handler ran"
 }
 
 // ReapExpiredLeases finds steps whose worker stopped renewing its lease (it
-// died or lost its connection) and ends that attempt: the step is retried
-// after its backoff, or fails when attempts are exhausted. It returns the
+// died or lost its connection) or gave the step back (tasker.step_release
+// ends the lease at once) and ends that attempt: the step is retried after
+// its backoff (at once when it was released unrun), or fails when attempts
+// are exhausted or it is not retryable (failureChange). It returns the
 // number of steps reaped.
 func (e *Engine) ReapExpiredLeases(ctx context.Context, limit int) (int, error) {
 	tasks, err := e.store.TasksWithExpiredLeases(ctx, limit)
