@@ -196,14 +196,15 @@ steps:
     handler: t.a
   - name: b
     handler: t.b
-    retry: {max_attempts: 1, backoff: {base_ms: 50, cap_ms: 100}}
+    retry: {max_attempts: 1, retryable: false, backoff: {base_ms: 50, cap_ms: 100}}
 `
 
 // TestStepMessageNamingAnotherHandlersStepUsesNoAttempt: a message that
 // claims, in the name of a handler this worker has, a step whose handler it
 // lacks does not run anything (a nil handler) nor use up the step's one
 // attempt: the step is given back, the message archived, and a worker with
-// the step's handler runs it.
+// the step's handler runs it. Step b is not retryable: released unrun, it
+// is retried all the same (the reaper used to fail it for good).
 func TestStepMessageNamingAnotherHandlersStepUsesNoAttempt(t *testing.T) {
 	t.Parallel()
 	const ns = "liar"
@@ -250,8 +251,8 @@ func TestStepMessageNamingAnotherHandlersStepUsesNoAttempt(t *testing.T) {
 		"t.b": func(ctx context.Context, s *worker.Step) (any, error) { return "b", nil },
 	})
 	if got := h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete, lifecycle.TaskError); got.State != lifecycle.TaskComplete {
-		e := lastError(t, h, orchestration.TaskRequest{}, task.UUID)
-		t.Fatalf("task is %s (last error %v), want complete: step b lost its only attempt", got.State, e)
+		b := stepB()
+		t.Fatalf("task is %s (step b %s, last error %s), want complete: step b lost its only attempt", got.State, b.State, b.LastError)
 	}
 	if got := <-ranA; got != "a" || len(ranA) != 0 {
 		t.Errorf("t.a ran for step %s and %d more, want step a once", got, len(ranA))

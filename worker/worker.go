@@ -321,9 +321,11 @@ func (w *Worker) handlerNames() []string {
 
 // Stop stops claiming new steps, waits up to ShutdownTimeout for running
 // handlers to finish and submit, then cancels the rest and releases their
-// steps so the orchestrator retries them promptly. When it returns, every
-// finished step's result has been stored, refused, or given up. Safe to call
-// twice.
+// steps so the orchestrator ends their attempts promptly: it retries them
+// if they are retryable (a step whose handler had not started yet, at
+// once whatever its setting) and fails them otherwise. When it returns,
+// every finished step's result has been stored, refused, or given up. Safe
+// to call twice.
 func (w *Worker) Stop() {
 	w.stopOnce.Do(func() {
 		if !w.started {
@@ -860,6 +862,14 @@ func (w *Worker) execute(c claim, h Handler, msgID int64, headers map[string]str
 	log := w.logger.With("task_uuid", step.TaskUUID, "step_uuid", step.StepUUID, "step_name", step.Name,
 		"namespace", step.Namespace, "correlation_id", step.CorrelationID, "attempt", step.Attempt)
 	ctx, span := w.obs.StepClaimed(w.hardCtx, step)
+	if w.hardCtx.Err() != nil {
+		// A hard stop came before the handler: give the step back unrun
+		// rather than start a handler only to cancel it. Unrun, the step
+		// is retried at once even if it is not retryable.
+		w.release(step, msgID, false, log)
+		span.End(outcomeReleased, 0, nil)
+		return
+	}
 	timeout := step.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
@@ -892,8 +902,9 @@ func (w *Worker) execute(c claim, h Handler, msgID int64, headers map[string]str
 	default:
 	}
 	if w.hardCtx.Err() != nil && herr != nil {
-		// Hard stop: give the step back rather than report a failure we caused.
-		w.release(step, msgID, log)
+		// Hard stop: give the step back rather than report a failure we
+		// caused. Its handler ran: a step that is not retryable fails.
+		w.release(step, msgID, true, log)
 		span.End(outcomeReleased, elapsed, herr)
 		return
 	}
@@ -948,12 +959,20 @@ func (w *Worker) heartbeat(step *Step, msgID int64, stop <-chan struct{}, lost c
 	}
 }
 
-func (w *Worker) release(step *Step, msgID int64, log *slog.Logger) {
-	if _, err := w.stepRelease(step.StepUUID, step.Attempt, &msgID); err != nil {
-		log.Warn("release step at shutdown failed; its lease will expire", "error", err)
+// release gives a claimed step back at shutdown; handlerStarted says
+// whether its handler was invoked (the orchestrator retries a step released
+// unrun whatever its retryable setting, and one whose handler started only
+// if it is retryable).
+func (w *Worker) release(step *Step, msgID int64, handlerStarted bool, log *slog.Logger) {
+	if _, err := w.stepRelease(step.StepUUID, step.Attempt, &msgID, handlerStarted); err != nil {
+		log.Warn("release step at shutdown failed; its lease will expire", "handler_started", handlerStarted, "error", err)
 		return
 	}
-	log.Info("step released at shutdown; it will be retried")
+	if handlerStarted {
+		log.Info("step released at shutdown; it will be retried if it is retryable")
+		return
+	}
+	log.Info("step released unrun at shutdown; it will be retried")
 }
 
 // giveBack releases a step claimed through a message that named it in the
@@ -962,26 +981,30 @@ func (w *Worker) release(step *Step, msgID int64, log *slog.Logger) {
 // the lease at once, the orchestrator's reaper retries the step through its
 // own namespace's queue with a message naming its own handler, and the
 // attempt the reaper counts is given back (max_attempts grows by one), so
-// the step has as many attempts left as before. No msg_id is passed:
+// the step has as many attempts left as before. The release says the
+// handler did not start, so the step is retried at once even if it is not
+// retryable. No msg_id is passed:
 // step_release would delete that id from the queue of the step's namespace,
 // where it may be another message; the caller archives the message from
 // the queue it came from.
 func (w *Worker) giveBack(c claim, why string) {
 	log := w.logger.With("task_uuid", c.TaskUUID, "step_uuid", c.StepUUID, "step_name", c.StepName,
 		"namespace", c.Namespace, "attempt", c.Attempt)
-	if _, err := w.stepRelease(c.StepUUID, c.Attempt, nil); err != nil {
+	if _, err := w.stepRelease(c.StepUUID, c.Attempt, nil, false); err != nil {
 		log.Warn("release of a step claimed through a misleading message failed; its lease will expire", "reason", why, "error", err)
 		return
 	}
 	log.Info("step claimed through a misleading message released unrun; it will be retried", "reason", why)
 }
 
-// stepRelease calls tasker.step_release; msgID may be nil.
-func (w *Worker) stepRelease(step uuid.UUID, attempt int, msgID *int64) (bool, error) {
+// stepRelease calls tasker.step_release; msgID may be nil. handlerStarted
+// needs migration 00026.
+func (w *Worker) stepRelease(step uuid.UUID, attempt int, msgID *int64, handlerStarted bool) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var ok bool
-	err := w.pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, $3, $4)`, step, attempt, w.cfg.WorkerID, msgID).Scan(&ok)
+	err := w.pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, $3, $4, $5)`,
+		step, attempt, w.cfg.WorkerID, msgID, handlerStarted).Scan(&ok)
 	return ok, err
 }
 

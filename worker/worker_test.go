@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
@@ -157,6 +159,134 @@ func TestHardStopReleasesSteps(t *testing.T) {
 	})
 	// The lease was 60 s: completing well before that proves the release.
 	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete)
+}
+
+// oneStepNotRetryable is oneStep for a step that must not run again once
+// its handler has started, with three attempts.
+const oneStepNotRetryable = `
+namespace: %s
+name: one
+version: 1.0.0
+steps:
+  - name: only
+    handler: t.only
+    retry: {max_attempts: 3, retryable: false, backoff: {base_ms: 50, cap_ms: 100}}
+`
+
+// received waits (bounded) for a value on ch.
+func received[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: not within 20s", what)
+	}
+	var zero T
+	return zero
+}
+
+// TestHardStopFailsAStepThatIsNotRetryable: a handler that outlives the
+// shutdown timeout is cancelled and its step released, as in
+// TestHardStopReleasesSteps; the step is not retryable and its handler ran
+// (it may have had side effects), so the orchestrator fails it instead of
+// running it again, promptly, and the failing transition says why.
+func TestHardStopFailsAStepThatIsNotRetryable(t *testing.T) {
+	t.Parallel()
+	const ns = "hardstop_once"
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(fmt.Sprintf(oneStepNotRetryable, ns))
+	started := make(chan struct{}, 10)
+	w := h.Worker(worker.Config{Namespaces: []string{ns}, ShutdownTimeout: 200 * time.Millisecond, LeaseDuration: 60 * time.Second},
+		map[string]worker.Handler{
+			"t.only": func(ctx context.Context, s *worker.Step) (any, error) {
+				started <- struct{}{}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			},
+		})
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "one"})
+	received(t, started, "the handler started")
+	w.Stop()
+	// The lease was 60 s: failing well before that proves the release.
+	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskError)
+	var trigger, why string
+	if err := h.Pool.QueryRow(context.Background(), `
+		SELECT metadata->>'trigger', metadata->>'why_final' FROM tasker.workflow_step_transitions
+		 WHERE task_uuid = $1 AND to_state = 'error'`, task.UUID).Scan(&trigger, &why); err != nil {
+		t.Fatal(err)
+	}
+	if trigger != string(lifecycle.StepLeaseExpiredFail) || why != "released by its worker while its handler ran, and the step is not retryable" {
+		t.Errorf("the step failed on %s because %q; want lease_expired_fail saying it was released while its handler ran", trigger, why)
+	}
+	if len(started) != 0 {
+		t.Errorf("the handler ran %d more times", len(started))
+	}
+}
+
+// heldObserver holds each claimed step before its handler until the worker
+// hard-stops: the worker passes StepClaimed its hard-stop context.
+type heldObserver struct {
+	*outcomeObserver
+	claimed chan uuid.UUID
+}
+
+func (o heldObserver) StepClaimed(ctx context.Context, s *worker.Step) (context.Context, worker.StepSpan) {
+	o.claimed <- s.StepUUID
+	select {
+	case <-ctx.Done():
+	case <-time.After(30 * time.Second): // the test fails on the handler's run
+	}
+	return o.outcomeObserver.StepClaimed(ctx, s)
+}
+
+// TestHardStopBeforeTheHandlerReleasesTheStepUnrun: a step the hard stop
+// catches between its claim and its handler is given back without starting
+// the handler (the worker called it with a cancelled context), and, since
+// nothing of it ran, the orchestrator retries it at once although it is not
+// retryable, with the attempt the release gave back.
+func TestHardStopBeforeTheHandlerReleasesTheStepUnrun(t *testing.T) {
+	t.Parallel()
+	const ns = "hardstop_unrun"
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(fmt.Sprintf(oneStepNotRetryable, ns))
+	held := heldObserver{outcomeObserver: newOutcomeObserver(), claimed: make(chan uuid.UUID, 10)}
+	logs := &logLines{}
+	var calls atomic.Int32
+	w := h.Worker(worker.Config{Namespaces: []string{ns}, ShutdownTimeout: 200 * time.Millisecond, LeaseDuration: 60 * time.Second,
+		Observer: held, Logger: logs.logger()},
+		map[string]worker.Handler{
+			"t.only": func(ctx context.Context, s *worker.Step) (any, error) { calls.Add(1); return "stopped worker", nil },
+		})
+	task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "one"})
+	step := received(t, held.claimed, "the step claimed")
+	w.Stop()
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("the handler was started %d times after the hard stop", n)
+	}
+	if lines := logs.atLeast(t, 1, "step released unrun at shutdown; it will be retried"); len(lines) != 1 || lines[0]["step_uuid"] != step.String() {
+		t.Errorf("release log lines %v, want one for step %s", lines, step)
+	}
+	held.mu.Lock()
+	outcomes := held.outcomes[step]
+	held.mu.Unlock()
+	if len(outcomes) != 1 || outcomes[0] != "released" {
+		t.Errorf("outcomes reported %v, want [released]", outcomes)
+	}
+
+	h.Worker(worker.Config{Namespaces: []string{ns}}, map[string]worker.Handler{
+		"t.only": func(ctx context.Context, s *worker.Step) (any, error) { return "next worker", nil },
+	})
+	// The lease was 60 s: completing well before that proves the release.
+	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskComplete)
+	steps, err := h.Store.TaskSteps(context.Background(), task.UUID)
+	if err != nil || len(steps) != 1 {
+		t.Fatalf("steps: %d, %v", len(steps), err)
+	}
+	if s := steps[0]; s.Attempts != 2 || s.MaxAttempts != 4 || string(s.Results) != `"next worker"` {
+		t.Errorf("step took %d of %d attempts with result %s; want 2 of 4 (one given back) and the next worker's result",
+			s.Attempts, s.MaxAttempts, s.Results)
+	}
 }
 
 // TestDuplicateDeliveryRunsOnce: the same step message is delivered twice
