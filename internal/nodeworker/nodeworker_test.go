@@ -626,7 +626,7 @@ func TestNodeWorkerSIGTERMFinishesOrReleasesInFlightSteps(t *testing.T) {
 		if took < 900*time.Millisecond || took > 10*time.Second {
 			t.Errorf("exit took %s; want about the 1s shutdown bound", took)
 		}
-		if !hasLog(node.logLines(), "step released at shutdown; it will be retried", map[string]string{"task_uuid": task.UUID.String(), "step_name": "validate_cart"}) {
+		if !hasLog(node.logLines(), "step released at shutdown; it will be retried if it is retryable", map[string]string{"task_uuid": task.UUID.String(), "step_name": "validate_cart"}) {
 			t.Error("the Node.js worker did not log the release of its running step")
 		}
 
@@ -653,6 +653,48 @@ func TestNodeWorkerSIGTERMFinishesOrReleasesInFlightSteps(t *testing.T) {
 		}
 		if !slices.Equal(claims, []string{node.id, goID}) {
 			t.Errorf("validate_cart claimed by %v, want [%s %s]", claims, node.id, goID)
+		}
+	})
+
+	// A step that is not retryable, released while its handler ran, may
+	// have had side effects: it fails (promptly: the release ended its 60s
+	// lease), and the failing transition says why.
+	t.Run("a step that is not retryable fails when released while its handler ran", func(t *testing.T) {
+		t.Parallel()
+		h := enginetest.New(t, enginetest.Options{})
+		h.Register(`
+namespace: node_release_once
+name: once
+version: 1.0.0
+steps:
+  - name: validate_cart
+    handler: ecommerce.validate_cart
+    retry: {max_attempts: 3, retryable: false}
+`)
+		node := startNode(t, h, root, map[string]string{
+			"TASKER_WORKER_NAMESPACES":               "node_release_once",
+			"TASKER_HANDLERS":                        "ecommerce.validate_cart",
+			"TASKER_DEMO_DELAY":                      "10m",
+			"TASKER_WORKER_LEASE_SECONDS":            "60",
+			"TASKER_WORKER_SHUTDOWN_TIMEOUT_SECONDS": "1",
+		})
+		task := h.Submit(orchestration.TaskRequest{Namespace: "node_release_once", Name: "once", Context: json.RawMessage(demo.SampleContext(8))})
+		waitInProgressBy(t, h, task.UUID, "validate_cart", node.id)
+		if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := node.waitExit(15 * time.Second); code != 0 {
+			t.Fatalf("the Node.js worker exited with %d after SIGTERM, want 0", code)
+		}
+		h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskError)
+		var trigger, why string
+		if err := h.Pool.QueryRow(context.Background(), `
+			SELECT metadata->>'trigger', metadata->>'why_final' FROM tasker.workflow_step_transitions
+			 WHERE task_uuid = $1 AND to_state = 'error'`, task.UUID).Scan(&trigger, &why); err != nil {
+			t.Fatal(err)
+		}
+		if trigger != string(lifecycle.StepLeaseExpiredFail) || why != "released by its worker while its handler ran, and the step is not retryable" {
+			t.Errorf("validate_cart failed on %s because %q; want lease_expired_fail saying it was released while its handler ran", trigger, why)
 		}
 	})
 
@@ -683,7 +725,7 @@ func TestNodeWorkerSIGTERMFinishesOrReleasesInFlightSteps(t *testing.T) {
 		if took := time.Since(sent); took > 15*time.Second {
 			t.Errorf("exit took %s after two signals; the second must not wait for the 120s bound", took)
 		}
-		if !hasLog(node.logLines(), "step released at shutdown; it will be retried", map[string]string{"task_uuid": task.UUID.String()}) {
+		if !hasLog(node.logLines(), "step released at shutdown; it will be retried if it is retryable", map[string]string{"task_uuid": task.UUID.String()}) {
 			t.Error("the Node.js worker did not release its running step")
 		}
 	})

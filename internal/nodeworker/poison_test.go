@@ -328,7 +328,8 @@ func TestNodeWorkerReleasesAStepClaimedThroughAMisleadingMessage(t *testing.T) {
 
 	// Before: the Node worker called its handler for process_payment, which
 	// it does not have ("fn is not a function"), and submitted that as a
-	// failure of b's only attempt.
+	// failure of b's only attempt. Then the reaper failed b, which is not
+	// retryable, when the worker released it unrun.
 	t.Run("a step of a handler the worker lacks", func(t *testing.T) {
 		t.Parallel()
 		const ns = "node_liar"
@@ -342,7 +343,7 @@ steps:
     handler: ecommerce.validate_cart
   - name: b
     handler: ecommerce.process_payment
-    retry: {max_attempts: 1, backoff: {base_ms: 50, cap_ms: 100}}
+    retry: {max_attempts: 1, retryable: false, backoff: {base_ms: 50, cap_ms: 100}}
 `)
 		task := h.Submit(orchestration.TaskRequest{Namespace: ns, Name: "two", Context: json.RawMessage(demo.SampleContext(6))})
 		b := taskSteps(t, h, task.UUID)["b"].UUID

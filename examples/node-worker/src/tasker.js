@@ -26,7 +26,8 @@
 //      nothing is archived; transient errors archive nothing either);
 //      a step claimed through a message of another namespace's queue, or
 //      whose handler this worker lacks, is given back unrun
-//      (tasker.step_release without msg_id) and the message archived;
+//      (tasker.step_release without msg_id, handler_started false) and the
+//      message archived;
 //   3. run the handler with an AbortSignal (per-step timeout, lease lost,
 //      hard shutdown) while tasker.step_heartbeat renews the lease and the
 //      message's visibility every lease/3;
@@ -34,7 +35,9 @@
 //      worker_id, success, result, error, msg_id, headers), which also
 //      deletes the message and notifies the orchestrator;
 //   5. on shutdown: stop reading, wait (bounded) for running handlers, then
-//      abort the rest and give their steps back with tasker.step_release.
+//      abort the rest and give their steps back with tasker.step_release
+//      (handler_started true; false for a step the hard stop caught before
+//      its handler).
 
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
@@ -819,7 +822,8 @@ export class Worker {
   // the step through its own namespace's queue with a message naming its
   // own handler, and the attempt the reaper counts is given back
   // (max_attempts grows by one), so the step has as many attempts left as
-  // before. No msg_id is passed: step_release would delete that id from the
+  // before. The release says the handler did not start, so the step is
+  // retried at once even if it is not retryable. No msg_id is passed: step_release would delete that id from the
   // queue of the step's namespace, where it may be another message; the
   // caller archives the message from the queue it came from.
   async giveBack(c, why) {
@@ -828,8 +832,8 @@ export class Worker {
     });
     try {
       const { rows } = await raceAbort(
-        this.pool.query('SELECT tasker.step_release($1::uuid, $2::integer, $3::text, $4::bigint) AS released',
-          [c.step_uuid, c.attempt, this.workerId, null]),
+        this.pool.query('SELECT tasker.step_release($1::uuid, $2::integer, $3::text, $4::bigint, $5::boolean) AS released',
+          [c.step_uuid, c.attempt, this.workerId, null, false]),
         AbortSignal.timeout(5000),
       );
       if (rows[0]?.released) log.info('step claimed through a misleading message released unrun; it will be retried', { reason: why });
@@ -876,6 +880,14 @@ export class Worker {
       namespace: step.namespace, correlation_id: step.correlationId, attempt: step.attempt, msg_id: msg.msg_id,
     });
     log.debug('step claimed');
+    if (this.hardAbort.signal.aborted) {
+      // A hard stop came before the handler (while the read that claimed
+      // the step was finishing): give the step back unrun rather than start
+      // a handler only to abort it. Unrun, it is retried at once even if it
+      // is not retryable.
+      await this.release(step, log, false);
+      return;
+    }
 
     const ac = new AbortController();
     const abort = (reason) => { if (!ac.signal.aborted) ac.abort(reason); };
@@ -885,7 +897,6 @@ export class Worker {
     );
     const onHardStop = () => abort(new StepError('worker shutting down', { retryable: true, kind: 'shutdown' }));
     this.hardAbort.signal.addEventListener('abort', onHardStop, { once: true });
-    if (this.hardAbort.signal.aborted) onHardStop();
 
     // Heartbeat every lease/3. False means the step is no longer ours
     // (cancelled, resolved, reaped): abort the handler.
@@ -930,8 +941,9 @@ export class Worker {
       return;
     }
     if (failure && this.hardAbort.signal.aborted) {
-      // Hard stop: give the step back rather than report a failure we caused.
-      await this.release(step, log);
+      // Hard stop: give the step back rather than report a failure we
+      // caused. Its handler ran: a step that is not retryable fails.
+      await this.release(step, log, true);
       return;
     }
     if (failure instanceof Error && !(failure instanceof StepError)) {
@@ -940,16 +952,22 @@ export class Worker {
     await this.submit(step, msg.msg_id, headers, result, failure, durationMs, log);
   }
 
-  async release(step, log) {
+  // release gives a claimed step back at shutdown; handlerStarted says
+  // whether its handler was called (the orchestrator retries a step
+  // released unrun whatever its retryable setting, and one whose handler
+  // started only if it is retryable).
+  async release(step, log, handlerStarted) {
     try {
       const { rows } = await raceAbort(
-        this.pool.query('SELECT tasker.step_release($1::uuid, $2::integer, $3::text) AS released', [step.stepUuid, step.attempt, this.workerId]),
+        this.pool.query('SELECT tasker.step_release($1::uuid, $2::integer, $3::text, $4::bigint, $5::boolean) AS released',
+          [step.stepUuid, step.attempt, this.workerId, null, handlerStarted]),
         AbortSignal.timeout(5000),
       );
-      if (rows[0]?.released) log.info('step released at shutdown; it will be retried');
-      else log.info('step not released: it was no longer this worker\'s');
+      if (!rows[0]?.released) log.info('step not released: it was no longer this worker\'s');
+      else if (handlerStarted) log.info('step released at shutdown; it will be retried if it is retryable');
+      else log.info('step released unrun at shutdown; it will be retried');
     } catch (err) {
-      log.warn('releasing the step at shutdown failed; its lease will expire', { error: err });
+      log.warn('releasing the step at shutdown failed; its lease will expire', { handler_started: handlerStarted, error: err });
     }
   }
 
