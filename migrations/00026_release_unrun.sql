@@ -23,7 +23,9 @@
 -- current attempt was released with handler_started false, and treats any
 -- other release as before (internal/orchestration/results.go,
 -- failureChange). The three- and four-argument calls keep working through
--- the defaults and mean what they meant.
+-- the defaults and mean what they meant. A release repeated for the same
+-- attempt no longer adds a second attempt, and cannot turn a handler said
+-- to have started into one that did not.
 --
 -- A new parameter is a new signature: the four-argument guard and its
 -- unchecked definition are dropped and recreated with five, in 00021's
@@ -49,10 +51,23 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_ns      text;
     v_started boolean := coalesce(p_handler_started, true);
+    v_prev    jsonb;
+    v_again   boolean;
 BEGIN
+    -- A release repeated for the same attempt (a client retrying a call
+    -- whose answer it lost) gives nothing back twice, and a handler once
+    -- said to have started stays started.
+    SELECT ws.last_error INTO v_prev FROM tasker.workflow_steps ws
+     WHERE ws.step_uuid = p_step_uuid AND ws.state = 'in_progress'
+       AND ws.claimed_by = p_worker_id AND ws.attempts = p_attempt
+       FOR UPDATE;
+    v_again := coalesce(v_prev->>'kind' = 'released' AND v_prev->>'attempt' = p_attempt::text, false);
+    IF v_again THEN
+        v_started := v_started OR coalesce((v_prev->>'handler_started')::boolean, true);
+    END IF;
     UPDATE tasker.workflow_steps ws
        SET lease_expires_at = clock_timestamp() - interval '1 millisecond',
-           max_attempts = ws.max_attempts + 1,
+           max_attempts = ws.max_attempts + CASE WHEN v_again THEN 0 ELSE 1 END,
            last_error = jsonb_build_object(
                'message', 'released by worker ' || p_worker_id
                           || CASE WHEN v_started THEN ' after its handler started' ELSE ' without running its handler' END

@@ -133,6 +133,30 @@ func TestStepReleasedUnrunIsRetriedAtOnce(t *testing.T) {
 	c.claim(2, "w2")
 }
 
+// TestRepeatedReleaseGivesOneAttemptBack: a worker that calls
+// step_release again for the same attempt (it lost the first answer) does
+// not get a second attempt back, and a release once said to follow the
+// handler's start stays one when repeated as unrun. Each call added an
+// attempt, so a client looping on release could keep a step alive forever.
+func TestRepeatedReleaseGivesOneAttemptBack(t *testing.T) {
+	t.Parallel()
+	c := newReleaseCase(t, "release_twice")
+	c.claim(1, "w1")
+	c.release(`SELECT tasker.step_release($1, 1, 'w1', NULL)`)
+	c.release(`SELECT tasker.step_release($1, 1, 'w1', NULL, false)`)
+	c.release(`SELECT tasker.step_release($1, 1, 'w1', NULL, false)`)
+	s := c.row()
+	var e map[string]any
+	if err := json.Unmarshal(s.LastError, &e); err != nil || s.MaxAttempts != 3 || e["handler_started"] != true {
+		t.Errorf("after three releases of attempt 1: max_attempts %d, last_error %v (%v); want 3 (one given back), handler_started true",
+			s.MaxAttempts, e, err)
+	}
+	c.reap()
+	if s := c.row(); s.State != lifecycle.StepError {
+		t.Errorf("step is %s, want error: its handler started and it is not retryable", s.State)
+	}
+}
+
 // TestStepReleasedWhileItsHandlerRanFailsUnlessRetryable: a release after
 // the handler started (a worker's shutdown) keeps the step's own setting: a
 // step that is not retryable fails, since its handler may have had side
