@@ -42,7 +42,8 @@ type TemplateFunc func(ctx context.Context, id int64) (*template.Template, error
 //   - task.start_requested                      → TaskInitiated
 //   - step → complete                           → StepCompleted
 //   - step → resolved_manually with a result    → StepCompleted (resolved_manually: true)
-//   - step → waiting_for_retry (failed attempt) → StepFailed (will_retry: true)
+//   - step → waiting_for_retry (failed attempt) → StepFailed (will_retry: true), unless the
+//     attempt was given back before its handler ran (Record.Unrun)
 //   - step → error                              → StepFailed (will_retry: false)
 //   - any of the four above                     → WorkflowProgressed, once per task and transaction, after its last step event
 //   - task → complete / error / cancelled       → TaskCompleted / TaskFailed / TaskCancelled
@@ -166,6 +167,9 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 				base.ifResult = true
 				evs = append(evs, with(base, domainevents.StepCompleted), business(base, domainevents.OutcomeSuccess))
 			case lifecycle.StepWaitingForRetry:
+				if r.Unrun {
+					break // given back before its handler ran: nothing failed
+				}
 				switch lifecycle.StepState(r.From) {
 				case lifecycle.StepEnqueuedAsErrorForOrchestration, lifecycle.StepInProgress:
 					ev := with(base, domainevents.StepFailed)

@@ -467,3 +467,57 @@ steps:
 		t.Fatalf("TaskFailed payload %+v", tf)
 	}
 }
+
+// A worker that gives a step back before its handler ran (tasker.step_release
+// with handler_started false) ends an attempt in which nothing failed: the
+// reaper's retry publishes no StepFailed, and the step's later success is
+// the only step event. A release after the handler started is an abandoned
+// attempt and still publishes StepFailed.
+func TestReleaseBeforeTheHandlerPublishesNoStepFailed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, enginetest.Options{Service: orchestration.ServiceConfig{ReapInterval: 50 * time.Millisecond}})
+	h.Register(`
+namespace: giveback
+name: giveback
+version: 1.0.0
+steps:
+  - name: work
+    handler: giveback.work
+    retry:
+      max_attempts: 3
+      backoff: {base_ms: 0, cap_ms: 0}
+`)
+	ctx := context.Background()
+	claimAndRelease := func(task uuid.UUID, attempt int, started bool) {
+		t.Helper()
+		var step uuid.UUID
+		enginetest.Eventually(t, 10*time.Second, "step enqueued for the attempt", func() bool {
+			steps, err := h.Store.TaskSteps(ctx, task)
+			if err != nil || steps[0].State != lifecycle.StepEnqueued || steps[0].Attempts != attempt-1 {
+				return false
+			}
+			step = steps[0].UUID
+			return true
+		})
+		var ok bool
+		if err := h.Pool.QueryRow(ctx, `SELECT claimed FROM tasker.step_claim($1, $2, 'shy-worker', 60)`,
+			step, attempt).Scan(&ok); err != nil || !ok {
+			t.Fatalf("claim attempt %d: %v %v", attempt, ok, err)
+		}
+		if err := h.Pool.QueryRow(ctx, `SELECT tasker.step_release($1, $2, 'shy-worker', NULL, $3)`,
+			step, attempt, started).Scan(&ok); err != nil || !ok {
+			t.Fatalf("release attempt %d: %v %v", attempt, ok, err)
+		}
+	}
+	unrun := h.Submit(orchestration.TaskRequest{Namespace: "giveback", Name: "giveback"})
+	ran := h.Submit(orchestration.TaskRequest{Namespace: "giveback", Name: "giveback"})
+	claimAndRelease(unrun.UUID, 1, false)
+	claimAndRelease(ran.UUID, 1, true)
+	startWorker(h, "giveback", map[string]worker.Handler{"giveback.work": okHandler})
+	h.WaitTask(unrun.UUID, 20*time.Second, lifecycle.TaskComplete)
+	h.WaitTask(ran.UUID, 20*time.Second, lifecycle.TaskComplete)
+	evs := queueEvents(t, h, "giveback")
+	assertSeq(t, taskEvents(evs, unrun.UUID), "TaskInitiated", "StepCompleted:work", "WorkflowProgressed", "TaskCompleted")
+	assertSeq(t, taskEvents(evs, ran.UUID), "TaskInitiated", "StepFailed:work", "WorkflowProgressed",
+		"StepCompleted:work", "WorkflowProgressed", "TaskCompleted")
+}

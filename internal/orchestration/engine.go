@@ -228,6 +228,9 @@ type stepChange struct {
 	extraAttempts int
 	leaseGuard    bool
 	meta          map[string]any
+	// unrun: the attempt this change ends was given back before its
+	// handler ran (telemetry.Record.Unrun).
+	unrun bool
 }
 
 // moveSteps applies step triggers in one statement and updates the in-memory
@@ -263,6 +266,7 @@ func (e *Engine) moveSteps(ctx context.Context, tx store.Tx, j *telemetry.Journa
 	for _, m := range moved {
 		c := byID[m.UUID]
 		j.StepTransition(taskRef(t), stepRef(c.step), m.From, m.To, c.step.StateEnteredAt)
+		j.Records[len(j.Records)-1].Unrun = c.unrun
 		c.step.State, c.step.StateEnteredAt, c.step.NextAttemptAt = m.To, now, c.nextAttemptAt
 		c.step.MaxAttempts += c.extraAttempts
 		if c.results != nil {

@@ -326,7 +326,7 @@ func (e *Engine) failureChange(s *store.Step, why string) stepChange {
 		// whatever its retryable setting, on the attempt the release gave
 		// back (max_attempts grew by one).
 		at := e.clock()
-		return stepChange{step: s, trig: lifecycle.StepLeaseExpiredRetry, nextAttemptAt: &at, meta: meta, leaseGuard: true}
+		return stepChange{step: s, trig: lifecycle.StepLeaseExpiredRetry, nextAttemptAt: &at, meta: meta, leaseGuard: true, unrun: true}
 	}
 	if retryable && s.Attempts < s.MaxAttempts {
 		at := e.clock().Add(e.backoffFor(s, s.Attempts))

@@ -76,6 +76,10 @@ type Record struct {
 	// EmitRoot for KindTaskFinished: this is the task's first end, so its
 	// root span is due.
 	EmitRoot bool
+	// Unrun, for a KindStepTransition out of in_progress: the attempt it
+	// ends never ran its handler (its worker gave the step back first), so
+	// no business failure happened (no StepFailed domain event).
+	Unrun bool
 }
 
 // Journal collects what happened inside one database transaction so that it
