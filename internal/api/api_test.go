@@ -683,15 +683,20 @@ func TestDLQUpdateKeepsFieldsNotSent(t *testing.T) {
 	}
 }
 
+// oncallAuth is auth with one write key, named oncall, and the header
+// that sends it.
+func oncallAuth(t *testing.T) (*api.Authenticator, []string) {
+	return api.NewAuthenticator(true, true, true, []api.Credential{
+		{Name: "oncall", Key: "write-key-0123456789", Level: api.PermWrite},
+	}, enginetest.Logger(t)), []string{"X-API-Key", "write-key-0123456789"}
+}
+
 // A task action over HTTP closes the task's open DLQ entry in the name of
 // the API key that asked for it.
 func TestTaskResolveClosesDLQEntryAsTheCaller(t *testing.T) {
 	t.Parallel()
-	auth := api.NewAuthenticator(true, true, true, []api.Credential{
-		{Name: "oncall", Key: "write-key-0123456789", Level: api.PermWrite},
-	}, enginetest.Logger(t))
+	auth, key := oncallAuth(t)
 	e := newEnv(t, auth, true)
-	key := []string{"X-API-Key", "write-key-0123456789"}
 	r := e.do("POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"customer_id":"blocked-4","items":[{"sku":"A","quantity":1,"unit_price_cents":100}]}}`, key...)
 	id := r.body["task_uuid"].(string)
 	enginetest.Eventually(t, 30*time.Second, "task fails", func() bool {
@@ -744,11 +749,8 @@ func checkOperatorTransitions(t *testing.T, e *env, id string, key []string, mov
 // transitions it makes: the API key's name.
 func TestOperatorTransitionsNameTheCaller(t *testing.T) {
 	t.Parallel()
-	auth := api.NewAuthenticator(true, true, true, []api.Credential{
-		{Name: "oncall", Key: "write-key-0123456789", Level: api.PermWrite},
-	}, enginetest.Logger(t))
+	auth, key := oncallAuth(t)
 	e := newEnv(t, auth, true)
-	key := []string{"X-API-Key", "write-key-0123456789"}
 
 	// A failed task: a step retry revives it, a task retry after it fails
 	// again, then a step resolve.

@@ -20,16 +20,7 @@ import (
 // the task is moved to error with a DLQ entry that says why.
 func TestStaleTaskMovesToErrorWithDLQEntry(t *testing.T) {
 	t.Parallel()
-	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{
-		StaleInterval: 100 * time.Millisecond, StaleAfter: time.Hour}})
-	h.Register(`
-namespace: orphaned
-name: nobody_home
-version: 1.0.0
-stale_after_seconds: 1
-steps:
-  - {name: lonely, handler: nobody.home}
-`)
+	h := orphanedHarness(t)
 	// A second template without its own threshold uses the daemon default
 	// (an hour here), so its task must not be touched.
 	h.Register(linearTemplate("patient"))
@@ -69,6 +60,24 @@ steps:
 	retryStaleAndFinish(t, h, stale.UUID)
 }
 
+// orphanedHarness runs an orchestrator that looks for stale tasks every
+// 100 ms, with template orphaned/nobody_home: one step, lonely, of a
+// handler no worker has yet, stale after a second.
+func orphanedHarness(t *testing.T) *enginetest.Harness {
+	t.Helper()
+	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{
+		StaleInterval: 100 * time.Millisecond, StaleAfter: time.Hour}})
+	h.Register(`
+namespace: orphaned
+name: nobody_home
+version: 1.0.0
+stale_after_seconds: 1
+steps:
+  - {name: lonely, handler: nobody.home}
+`)
+	return h
+}
+
 // retryStaleAndFinish retries a task given up as stale, with its lonely
 // step enqueued, starts a worker for it and checks that the task completes
 // with the step run once and the worker queue left empty.
@@ -95,16 +104,7 @@ func retryStaleAndFinish(t *testing.T, h *enginetest.Harness, id uuid.UUID) {
 // steps in progress.
 func TestTaskRetryResendsALostStepMessage(t *testing.T) {
 	t.Parallel()
-	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{
-		StaleInterval: 100 * time.Millisecond, StaleAfter: time.Hour}})
-	h.Register(`
-namespace: orphaned
-name: nobody_home
-version: 1.0.0
-stale_after_seconds: 1
-steps:
-  - {name: lonely, handler: nobody.home}
-`)
+	h := orphanedHarness(t)
 	task := h.Submit(orchestration.TaskRequest{Namespace: "orphaned", Name: "nobody_home"})
 	h.WaitTask(task.UUID, 20*time.Second, lifecycle.TaskError)
 	if n, err := queue.Purge(context.Background(), h.Pool, "worker_orphaned_queue"); err != nil || n != 1 {
