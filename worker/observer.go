@@ -41,6 +41,20 @@ type StepSpan interface {
 	End(outcome Outcome, handlerDuration time.Duration, err error)
 }
 
+// EventPublisher is an Observer that publishes the worker-side system
+// events (step.execution_requested, step.before_handle, step.handle,
+// step.result_submitted and the two transitions' step.before_transition)
+// itself, as OTelObserver does. The worker says so in each result notice
+// (header tasker-worker-events: published), and the orchestrator leaves
+// those events to it; for a worker whose observer is not an EventPublisher
+// (the default: none), the orchestrator publishes them when it processes
+// the step's result, timed by the claim and the submission it recorded.
+type EventPublisher interface {
+	Observer
+	// PublishesWorkerEvents reports whether the observer publishes them.
+	PublishesWorkerEvents() bool
+}
+
 // PoisonObserver is an Observer that also counts the step messages the
 // worker archives because they can never be processed (OTelObserver does:
 // tasker_poison_messages_total). It is an interface of its own, which the

@@ -60,6 +60,10 @@ func NewOTelObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*OTelObs
 	return o, nil
 }
 
+// PublishesWorkerEvents implements EventPublisher: the observer publishes
+// the worker-side events, so the orchestrator does not repeat them.
+func (o *OTelObserver) PublishesWorkerEvents() bool { return true }
+
 // PoisonMessage implements PoisonObserver.
 func (o *OTelObserver) PoisonMessage(queue, reason string) {
 	o.poison.Add(context.Background(), 1, o.attrs.Option(otelAttrKey{kind: otelPoison, a: queue, b: reason}))
@@ -235,4 +239,7 @@ func otelAttrs(k otelAttrKey) []attribute.KeyValue {
 	}
 }
 
-var _ PoisonObserver = (*OTelObserver)(nil)
+var (
+	_ PoisonObserver = (*OTelObserver)(nil)
+	_ EventPublisher = (*OTelObserver)(nil)
+)

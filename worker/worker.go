@@ -36,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/pgtext"
 	"github.com/tasker/tasker/internal/pgxuuid"
 	"github.com/tasker/tasker/internal/queue"
@@ -153,12 +154,15 @@ func Retryable(err error) error {
 
 // Worker runs handlers for steps of its namespaces.
 type Worker struct {
-	pool     *pgxpool.Pool
-	cfg      Config
-	logger   *slog.Logger
-	obs      Observer
-	mu       sync.RWMutex
-	handlers map[string]Handler
+	pool   *pgxpool.Pool
+	cfg    Config
+	logger *slog.Logger
+	obs    Observer
+	// publishesEvents: obs publishes the worker-side events itself, and
+	// the result notices say so (lifecycle.WorkerEventsHeader).
+	publishesEvents bool
+	mu              sync.RWMutex
+	handlers        map[string]Handler
 
 	listener *queue.Listener
 	wakes    map[string]<-chan struct{}
@@ -230,8 +234,10 @@ func New(pool *pgxpool.Pool, cfg Config) (*Worker, error) {
 	if obs == nil {
 		obs = nopObserver{}
 	}
+	pub, _ := obs.(EventPublisher)
 	return &Worker{pool: pool, cfg: cfg, logger: cfg.Logger.With("worker_id", cfg.WorkerID), obs: obs,
-		handlers: map[string]Handler{}, unknown: map[string]time.Time{}}, nil
+		publishesEvents: pub != nil && pub.PublishesWorkerEvents(),
+		handlers:        map[string]Handler{}, unknown: map[string]time.Time{}}, nil
 }
 
 // ID is the worker id used in claims.
@@ -1063,7 +1069,11 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 		errors.As(herr, &e)
 		errJSON, _ = json.Marshal(map[string]any{"message": pgtext.ReplaceNUL(herr.Error()), "retryable": e.Retryable, "kind": pgtext.ReplaceNUL(e.Kind)})
 	}
-	headers, _ := json.Marshal(map[string]string{"traceparent": span.TraceParent()})
+	hdr := map[string]string{"traceparent": span.TraceParent()}
+	if w.publishesEvents {
+		hdr[lifecycle.WorkerEventsHeader] = lifecycle.WorkerEventsPublished
+	}
+	headers, _ := json.Marshal(hdr)
 	ctx := span.BeforeSubmit(context.Background())
 	s := &submission{step: step, msgID: msgID, success: success, result: resJSON, errJSON: errJSON, headers: headers,
 		deadline: time.Now().Add(w.cfg.LeaseDuration), done: make(chan submitReply, 1)}

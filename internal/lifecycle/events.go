@@ -23,6 +23,21 @@ const (
 	EventTaskRetryRequested          EventName = "task.retry_requested"
 )
 
+// onBehalf ends the publication point of the events the orchestrator
+// publishes for workers that do not.
+const onBehalf = " (no " + WorkerEventsHeader + " header on the result notice; see the README's worker protocol)"
+
+// WorkerEventsHeader is the result-notice header by which a worker says
+// that it published the worker-side events of the step itself (the Go SDK
+// with an OTel observer sends WorkerEventsPublished). For a notice without
+// it (a worker in another language, a Go worker without an observer) the
+// orchestrator publishes them on the worker's behalf when it processes the
+// result, from the claim and submission the step's transitions recorded.
+const (
+	WorkerEventsHeader    = "tasker-worker-events"
+	WorkerEventsPublished = "published"
+)
+
 // Step events (12).
 const (
 	EventStepInitializeRequested EventName = "step.initialize_requested"
@@ -223,25 +238,25 @@ var catalog = []EventInfo{
 	{
 		Name: EventStepExecutionRequested, Category: CategoryStep, Emitter: EmitterWorker,
 		Description: "A worker claimed the step, counting an attempt and taking a lease (enqueued → in_progress).",
-		PublishedAt: "worker, after the claim function reports the step claimed",
+		PublishedAt: "worker, after the claim function reports the step claimed; for a worker that publishes no events of its own, the orchestrator result processor, stamped with the claim's time" + onBehalf,
 		Span:        spanStepStateTransition,
 	},
 	{
 		Name: EventStepBeforeHandle, Category: CategoryStep, Emitter: EmitterWorker,
 		Description: "The worker is about to call the step's handler.",
-		PublishedAt: "worker, after the claim and before the handler is called",
+		PublishedAt: "worker, after the claim and before the handler is called; for a worker that publishes no events of its own, the orchestrator result processor, stamped with the claim's time" + onBehalf,
 		Span:        spanStepExecution,
 	},
 	{
 		Name: EventStepHandle, Category: CategoryStep, Emitter: EmitterWorker,
 		Description: "The step's handler is running.",
-		PublishedAt: "worker, as the handler is called",
+		PublishedAt: "worker, as the handler is called; for a worker that publishes no events of its own, the orchestrator result processor, stamped with the claim's time (handler_execution then spans claim to submission)" + onBehalf,
 		Span:        spanHandlerExecution,
 	},
 	{
 		Name: EventStepResultSubmitted, Category: CategoryStep, Emitter: EmitterWorker,
 		Description: "The worker posted the handler's outcome (in_progress → enqueued_for_orchestration or enqueued_as_error_for_orchestration).",
-		PublishedAt: "worker, after the submit function commits the result, the transition and the notice to orchestration_step_results",
+		PublishedAt: "worker, after the submit function commits the result, the transition and the notice to orchestration_step_results; for a worker that publishes no events of its own, the orchestrator result processor, stamped with the submission's time" + onBehalf,
 		Span:        spanResultSubmission,
 	},
 	{

@@ -359,7 +359,13 @@ func TestNodeAndGoWorkersCompleteTheDemoWorkflowTogether(t *testing.T) {
 	// have it push back the first steps while node is still starting.
 	node.waitStarted()
 	goID := "go-test-" + uuid.NewString()[:8]
-	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, WorkerID: goID, Concurrency: 4},
+	// The Go worker publishes its own worker-side events; the Node.js
+	// worker publishes none, so the orchestrator publishes its runs.
+	obs, err := worker.NewOTelObserver(h.Provider.TracerProvider(), h.Provider.MeterProvider())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, WorkerID: goID, Concurrency: 4, Observer: obs},
 		subset(demo.Handlers(0), goHandlers))
 
 	type submitted struct {
@@ -510,6 +516,10 @@ func TestNodeAndGoWorkersCompleteTheDemoWorkflowTogether(t *testing.T) {
 		}
 	}
 
+	// Every run of every step is in the task's trace once: a Node.js run
+	// as the orchestrator reported it, a Go run as the Go worker did.
+	checkRunSpans(t, h, ids, node.id, goID)
+
 	// The Node worker's logs are JSON lines that name the task, the step and
 	// the correlation id of each step it ran.
 	lines := node.logLines()
@@ -528,6 +538,87 @@ func TestNodeAndGoWorkersCompleteTheDemoWorkflowTogether(t *testing.T) {
 	}
 	if node.exited() {
 		t.Errorf("the Node.js worker exited during the test: %v", node.err)
+	}
+}
+
+// checkRunSpans checks that each run a worker submitted (an in_progress →
+// enqueued_(as_error_)for_orchestration transition) has exactly one
+// step_execution span with the run's attempt: reported by the orchestrator,
+// naming the worker, for the Node.js worker's runs; the Go worker's own for
+// its runs.
+func checkRunSpans(t *testing.T, h *enginetest.Harness, tasks []uuid.UUID, nodeID, goID string) {
+	t.Helper()
+	rows, err := h.Pool.Query(context.Background(), `
+		SELECT step_uuid::text || '/' || (metadata->>'attempt'), metadata->>'worker_id'
+		  FROM tasker.workflow_step_transitions
+		 WHERE task_uuid = ANY ($1) AND from_state = 'in_progress'
+		   AND to_state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')`, tasks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := map[string]string{}
+	for rows.Next() {
+		var k, w string
+		if err := rows.Scan(&k, &w); err != nil {
+			t.Fatal(err)
+		}
+		runs[k] = w
+	}
+	rows.Close()
+	if len(runs) == 0 {
+		t.Fatal("no runs recorded")
+	}
+	spansOf := func() map[string][]map[string]string {
+		out := map[string][]map[string]string{}
+		for _, s := range h.Spans.GetSpans() {
+			if s.Name != "step_execution" {
+				continue
+			}
+			a := map[string]string{}
+			for _, kv := range s.Attributes {
+				a[string(kv.Key)] = kv.Value.Emit()
+			}
+			k := a["step_uuid"] + "/" + a["attempt"]
+			out[k] = append(out[k], a)
+		}
+		return out
+	}
+	// A Go run's spans are exported when its attempt ends, which may be
+	// after its task finished.
+	enginetest.Eventually(t, 10*time.Second, "a step_execution span for every run", func() bool {
+		got := spansOf()
+		for k := range runs {
+			if len(got[k]) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	got := spansOf()
+	nodeRuns := 0
+	for k, w := range runs {
+		spans := got[k]
+		if len(spans) != 1 {
+			t.Errorf("run %s by %s has %d step_execution spans, want 1", k, w, len(spans))
+			continue
+		}
+		a := spans[0]
+		switch w {
+		case nodeID:
+			nodeRuns++
+			if a["reported_by"] != "orchestrator" || a["worker_id"] != nodeID {
+				t.Errorf("Node.js run %s: step_execution %v, want reported_by=orchestrator worker_id=%s", k, a, nodeID)
+			}
+		case goID:
+			if a["reported_by"] != "" {
+				t.Errorf("Go run %s: step_execution reported by %s, want the worker's own", k, a["reported_by"])
+			}
+		default:
+			t.Errorf("run %s by unknown worker %q", k, w)
+		}
+	}
+	if nodeRuns == 0 {
+		t.Error("no run of the Node.js worker to check")
 	}
 }
 

@@ -215,18 +215,64 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 		if err := e.store.MessagesDeleteTx(ctx, tx, queue.StepResultsQueue, ids); err != nil {
 			return err
 		}
+		var unreported []unreportedRun
 		for i := range tasks {
-			if err := e.applyTaskNotices(ctx, tx, j, &tasks[i], stepsByTask[tasks[i].UUID], byTask[tasks[i].UUID]); err != nil {
+			if err := e.applyTaskNotices(ctx, tx, j, &tasks[i], stepsByTask[tasks[i].UUID], byTask[tasks[i].UUID], &unreported); err != nil {
 				return err
 			}
 		}
-		return nil
+		return e.reportWorkerRuns(ctx, tx, j, unreported)
 	})
 	return poison, err
 }
 
+// unreportedRun is an applied result whose worker did not say that it
+// published its worker-side events (lifecycle.WorkerEventsHeader).
+type unreportedRun struct {
+	task telemetry.TaskRef
+	step telemetry.StepRef
+}
+
+// reportWorkerRuns publishes, for workers that do not publish their own
+// (another language's, a Go worker without an observer), the worker-side
+// events of the runs whose results this transaction applied, timed by the
+// claim and the submission the steps' transitions recorded. A run whose
+// recorded submission is of another attempt than the notice's is left out.
+func (e *Engine) reportWorkerRuns(ctx context.Context, tx store.Tx, j *telemetry.Journal, runs []unreportedRun) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(runs))
+	for i, r := range runs {
+		ids[i] = r.step.UUID
+	}
+	recorded, err := e.store.StepRunsTx(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	byStep := make(map[uuid.UUID]store.StepRun, len(recorded))
+	for _, r := range recorded {
+		byStep[r.StepUUID] = r
+	}
+	for _, u := range runs {
+		r, ok := byStep[u.step.UUID]
+		if !ok || r.Attempt != u.step.Attempt {
+			continue
+		}
+		// The Go SDK's labels for a result stored (worker.Outcome).
+		outcome := "success"
+		if r.SubmittedTo == lifecycle.StepEnqueuedAsErrorForOrchestration {
+			outcome = "failure"
+		}
+		j.WorkerRun(u.task, u.step, r.ClaimedAt, r.SubmittedAt, r.SubmittedTo, outcome, r.WorkerID)
+	}
+	return nil
+}
+
 // applyTaskNotices applies one locked task's result notices and drives it.
-func (e *Engine) applyTaskNotices(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step, notices []noticeMsg) error {
+// An applied notice without lifecycle.WorkerEventsHeader is added to
+// unreported.
+func (e *Engine) applyTaskNotices(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step, notices []noticeMsg, unreported *[]unreportedRun) error {
 	ref := taskRef(t)
 	applied := 0
 	start := j.Now()
@@ -238,6 +284,15 @@ func (e *Engine) applyTaskNotices(ctx context.Context, tx store.Tx, j *telemetry
 		}
 		if ok {
 			applied++
+			// A re-driven result (no notice) says nothing about its worker.
+			if nm.msgID != 0 && nm.headers[lifecycle.WorkerEventsHeader] != lifecycle.WorkerEventsPublished {
+				for i := range steps {
+					if s := &steps[i]; s.UUID == nm.n.StepUUID {
+						*unreported = append(*unreported, unreportedRun{task: ref,
+							step: telemetry.StepRef{UUID: s.UUID, Name: s.Name, Handler: s.Handler, Attempt: nm.n.Attempt}})
+					}
+				}
+			}
 		}
 	}
 	j.Phase(telemetry.PhaseResultEvaluation, ref, start)

@@ -323,3 +323,56 @@ func (s *Store) StrandedResults(ctx context.Context, olderThan time.Duration, li
 	}
 	return out, rows.Err()
 }
+
+// StepRun is one attempt of a step as its transitions recorded it: the
+// worker's claim (enqueued → in_progress) and its submission of the
+// outcome (in_progress → enqueued_(as_error_)for_orchestration).
+type StepRun struct {
+	StepUUID    uuid.UUID
+	Attempt     int
+	WorkerID    string
+	ClaimedAt   time.Time
+	SubmittedAt time.Time
+	// SubmittedTo is the state the submission moved the step to.
+	SubmittedTo lifecycle.StepState
+}
+
+// StepRunsTx reads, in the caller's transaction, the latest submitted run
+// of each of the steps: the newest submission transition and the claim
+// before it. A step with no submission is left out. It walks each step's
+// transitions backwards by primary key, a few rows per step.
+func (s *Store) StepRunsTx(ctx context.Context, tx Tx, steps []uuid.UUID) ([]StepRun, error) {
+	if len(steps) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.tx.Query(ctx, `
+		SELECT u.s, coalesce((sub.metadata->>'attempt')::integer, 0), coalesce(sub.metadata->>'worker_id', ''),
+		       cl.created_at, sub.created_at, sub.to_state
+		  FROM unnest($1::uuid[]) AS u(s)
+		 CROSS JOIN LATERAL (
+		       SELECT w.sort_key, w.created_at, w.metadata, w.to_state
+		         FROM tasker.workflow_step_transitions w
+		        WHERE w.step_uuid = u.s AND w.from_state = 'in_progress'
+		          AND w.to_state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')
+		        ORDER BY w.sort_key DESC LIMIT 1) sub
+		 CROSS JOIN LATERAL (
+		       SELECT w.created_at
+		         FROM tasker.workflow_step_transitions w
+		        WHERE w.step_uuid = u.s AND w.sort_key < sub.sort_key AND w.to_state = 'in_progress'
+		        ORDER BY w.sort_key DESC LIMIT 1) cl`, steps)
+	if err != nil {
+		return nil, fmt.Errorf("step runs: %w", err)
+	}
+	defer rows.Close()
+	var out []StepRun
+	for rows.Next() {
+		var r StepRun
+		var to string
+		if err := rows.Scan(&r.StepUUID, &r.Attempt, &r.WorkerID, &r.ClaimedAt, &r.SubmittedAt, &to); err != nil {
+			return nil, fmt.Errorf("step runs: %w", err)
+		}
+		r.SubmittedTo = lifecycle.StepState(to)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

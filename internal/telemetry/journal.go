@@ -51,6 +51,7 @@ const (
 	KindPhase
 	KindTaskFinished
 	KindTaskCreated
+	KindWorkerRun
 )
 
 // Record is one fact observed inside a database transaction.
@@ -68,14 +69,18 @@ type Record struct {
 	// PrevEnteredAt is when the task or step entered From, for state
 	// duration metrics; zero when unknown.
 	PrevEnteredAt time.Time
-	// Phase, with At as its start and End as its end, for KindPhase.
+	// Phase, with At as its start and End as its end, for KindPhase (for
+	// KindWorkerRun, At is the claim and End the submission).
 	Phase Phase
 	End   time.Time
-	// Outcome for KindTaskFinished (the terminal state).
+	// Outcome for KindTaskFinished (the terminal state), and for
+	// KindWorkerRun (success or failure).
 	Outcome string
 	// EmitRoot for KindTaskFinished: this is the task's first end, so its
 	// root span is due.
 	EmitRoot bool
+	// Worker is the worker id, for KindWorkerRun.
+	Worker string
 	// Unrun, for a KindStepTransition out of in_progress: the attempt it
 	// ends never ran its handler (its worker gave the step back first), so
 	// no business failure happened (no StepFailed domain event).
@@ -128,6 +133,18 @@ func (j *Journal) StepTransition(task TaskRef, step StepRef, from, to lifecycle.
 	s := step
 	j.Records = append(j.Records, Record{Kind: KindStepTransition, At: j.now(), Task: task, Step: &s,
 		From: string(from), To: string(to), PrevEnteredAt: prevEnteredAt})
+}
+
+// WorkerRun records, on behalf of a worker that does not publish its own
+// worker-side events (lifecycle.WorkerEventsHeader), one run of a step: its
+// claim at claimedAt (enqueued → in_progress) and the submission of its
+// outcome at submittedAt (in_progress → submittedTo), as the step's
+// transitions recorded them. outcome is "success" or "failure", as the Go
+// SDK labels its handler metrics.
+func (j *Journal) WorkerRun(task TaskRef, step StepRef, claimedAt, submittedAt time.Time, submittedTo lifecycle.StepState, outcome, workerID string) {
+	s := step
+	j.Records = append(j.Records, Record{Kind: KindWorkerRun, At: claimedAt, End: submittedAt, Task: task, Step: &s,
+		From: string(lifecycle.StepInProgress), To: string(submittedTo), Outcome: outcome, Worker: workerID})
 }
 
 // Phase records an orchestration phase that ran from start until now.

@@ -46,6 +46,7 @@ const (
 	attrsState                      // state=a, namespace=b
 	attrsCompletion                 // namespace=a, outcome=b
 	attrsEvent                      // event=a, namespace=b
+	attrsHandler                    // handler_name=a, namespace=b, outcome=c
 )
 
 func buildAttrs(k attrKey) []attribute.KeyValue {
@@ -56,6 +57,8 @@ func buildAttrs(k attrKey) []attribute.KeyValue {
 		return []attribute.KeyValue{attribute.String("state", k.a), attribute.String("namespace", k.b)}
 	case attrsCompletion:
 		return []attribute.KeyValue{attribute.String("namespace", k.a), attribute.String("outcome", k.b)}
+	case attrsHandler:
+		return []attribute.KeyValue{attribute.String("handler_name", k.a), attribute.String("namespace", k.b), attribute.String("outcome", k.c)}
 	default:
 		return []attribute.KeyValue{attribute.String("event", k.a), attribute.String("namespace", k.b)}
 	}

@@ -66,6 +66,13 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 	batches := map[[16]byte]*batch{}
 	var order [][16]byte
 	for _, r := range j.Records {
+		if r.Kind == KindWorkerRun {
+			// A worker's run has spans of its own (step_execution), not
+			// part of any orchestration batch.
+			p.record(ctx, r)
+			p.emitWorkerRun(ctx, r)
+			continue
+		}
 		k := [16]byte(r.Task.UUID)
 		b := batches[k]
 		if b == nil {
@@ -120,6 +127,15 @@ func (p *Publisher) record(ctx context.Context, r Record) {
 		for _, ev := range taskEvents(r) {
 			p.count(ctx, ev, ns)
 		}
+	case KindWorkerRun:
+		p.m.StepTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, string(lifecycle.StepEnqueued), string(lifecycle.StepInProgress), ns))
+		p.m.StepTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, r.From, r.To, ns))
+		for _, ev := range workerRunEvents {
+			p.count(ctx, ev, ns)
+		}
+		handler := p.m.attrSet(attrsHandler, r.Step.Handler, ns, r.Outcome)
+		p.m.StepExecution.Record(ctx, r.End.Sub(r.At).Seconds(), handler)
+		p.m.StepAttempts.Add(ctx, 1, handler)
 	case KindTaskFinished:
 		p.m.TaskCompletion.Record(ctx, r.At.Sub(r.Task.CreatedAt).Seconds(), p.m.attrSet(attrsCompletion, ns, r.Outcome, ""))
 	}
@@ -149,6 +165,64 @@ func stepEvents(r Record) []lifecycle.EventName {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// workerRunEvents are the events of a worker's run of a step, in order:
+// the claim's transition (step.before_transition,
+// step.execution_requested), the handler's start (step.before_handle,
+// step.handle), the submission's transition (step.before_transition,
+// step.result_submitted).
+var workerRunEvents = []lifecycle.EventName{
+	lifecycle.EventStepBeforeTransition, lifecycle.EventStepExecutionRequested,
+	lifecycle.EventStepBeforeHandle, lifecycle.EventStepHandle,
+	lifecycle.EventStepBeforeTransition, lifecycle.EventStepResultSubmitted,
+}
+
+// emitWorkerRun emits, for a worker that does not publish them itself, the
+// spans and events a Go SDK worker's OTel observer would have: a
+// step_execution span from the claim to the submission, with the claim's
+// and the submission's step_state_transition spans, a handler_execution
+// span and a result_submission span. The times are the ones the step's
+// transitions recorded; the handler's own start and end are not known to
+// the orchestrator, so handler_execution spans the whole run and the span
+// says who reported it (reported_by = orchestrator).
+func (p *Publisher) emitWorkerRun(ctx context.Context, r Record) {
+	if !p.traced(r.Task) {
+		return
+	}
+	claimed, submitted := r.At, r.End
+	if submitted.Before(claimed) {
+		submitted = claimed
+	}
+	base := eventAttrs(Record{Task: r.Task, Step: r.Step})
+	claim := []attribute.KeyValue{attribute.String("from_state", string(lifecycle.StepEnqueued)), attribute.String("to_state", string(lifecycle.StepInProgress))}
+	submit := []attribute.KeyValue{attribute.String("from_state", r.From), attribute.String("to_state", r.To)}
+	with := func(extra ...attribute.KeyValue) trace.SpanStartEventOption {
+		return trace.WithAttributes(append(append([]attribute.KeyValue{}, base...), extra...)...)
+	}
+	sctx, span := p.tracer.Start(parentContext(ctx, r.Task), "step_execution", trace.WithTimestamp(claimed),
+		with(attribute.String("handler_name", r.Step.Handler), attribute.String("worker_id", r.Worker),
+			attribute.String("reported_by", "orchestrator")))
+	_, ts := p.tracer.Start(sctx, "step_state_transition", trace.WithTimestamp(claimed), with(claim...))
+	ts.AddEvent(string(lifecycle.EventStepBeforeTransition), trace.WithTimestamp(claimed), with(claim...))
+	ts.AddEvent(string(lifecycle.EventStepExecutionRequested), trace.WithTimestamp(claimed), with(claim...))
+	ts.End(trace.WithTimestamp(claimed.Add(minSpan)))
+	span.AddEvent(string(lifecycle.EventStepBeforeHandle), trace.WithTimestamp(claimed), with())
+	_, hs := p.tracer.Start(sctx, "handler_execution", trace.WithTimestamp(claimed), with(attribute.String("handler_name", r.Step.Handler)))
+	hs.AddEvent(string(lifecycle.EventStepHandle), trace.WithTimestamp(claimed), with())
+	hs.End(trace.WithTimestamp(spanEnd(claimed, submitted)))
+	_, us := p.tracer.Start(sctx, "step_state_transition", trace.WithTimestamp(submitted), with(submit...))
+	us.AddEvent(string(lifecycle.EventStepBeforeTransition), trace.WithTimestamp(submitted), with(submit...))
+	us.End(trace.WithTimestamp(submitted.Add(minSpan)))
+	_, rs := p.tracer.Start(sctx, "result_submission", trace.WithTimestamp(submitted), with())
+	rs.AddEvent(string(lifecycle.EventStepResultSubmitted), trace.WithTimestamp(submitted),
+		with(append(submit, attribute.String("outcome", r.Outcome))...))
+	rs.End(trace.WithTimestamp(submitted.Add(minSpan)))
+	span.SetAttributes(attribute.String("outcome", r.Outcome))
+	if r.To == string(lifecycle.StepEnqueuedAsErrorForOrchestration) {
+		span.SetStatus(codes.Error, "handler failed")
+	}
+	span.End(trace.WithTimestamp(later(spanEnd(claimed, submitted), submitted.Add(2*minSpan))))
 }
 
 func stateLabel(s string) string {
