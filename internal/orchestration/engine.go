@@ -266,7 +266,11 @@ func (e *Engine) moveSteps(ctx context.Context, tx store.Tx, j *telemetry.Journa
 	for _, m := range moved {
 		c := byID[m.UUID]
 		j.StepTransition(taskRef(t), stepRef(c.step), m.From, m.To, c.step.StateEnteredAt)
-		j.Records[len(j.Records)-1].Unrun = c.unrun
+		r := &j.Records[len(j.Records)-1]
+		r.Unrun = c.unrun
+		r.Reason, _ = c.meta["reason"].(string)
+		r.Final, _ = c.meta["why_final"].(string)
+		r.Error, _ = c.meta["error"].(string)
 		c.step.State, c.step.StateEnteredAt, c.step.NextAttemptAt = m.To, now, c.nextAttemptAt
 		c.step.MaxAttempts += c.extraAttempts
 		if c.results != nil {

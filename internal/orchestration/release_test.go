@@ -130,6 +130,29 @@ func TestStepReleasedUnrunIsRetriedAtOnce(t *testing.T) {
 		m["reason"] != "released by its worker before its handler ran" || m["why_final"] != nil {
 		t.Errorf("the reap's transition = %v, want lease_expired_retry to waiting_for_retry for a release before the handler ran", m)
 	}
+	// The trace tells the release from a worker that died: the reap's
+	// step_state_transition span carries the reason.
+	reasons := 0
+	for _, sp := range c.h.Spans.GetSpans() {
+		var from, reason string
+		for _, kv := range sp.Attributes {
+			switch kv.Key {
+			case "from_state":
+				from = kv.Value.AsString()
+			case "reason":
+				reason = kv.Value.AsString()
+			}
+		}
+		if sp.Name == "step_state_transition" && from == string(lifecycle.StepInProgress) {
+			reasons++
+			if reason != "released by its worker before its handler ran" {
+				t.Errorf("the reap's span has reason %q, want the release's", reason)
+			}
+		}
+	}
+	if reasons != 1 {
+		t.Errorf("%d step_state_transition spans out of in_progress, want 1 (the reap)", reasons)
+	}
 	c.claim(2, "w2")
 }
 

@@ -231,6 +231,7 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 type unreportedRun struct {
 	task telemetry.TaskRef
 	step telemetry.StepRef
+	err  string // the failure's message
 }
 
 // reportWorkerRuns publishes, for workers that do not publish their own
@@ -264,7 +265,7 @@ func (e *Engine) reportWorkerRuns(ctx context.Context, tx store.Tx, j *telemetry
 		if r.SubmittedTo == lifecycle.StepEnqueuedAsErrorForOrchestration {
 			outcome = "failure"
 		}
-		j.WorkerRun(u.task, u.step, r.ClaimedAt, r.SubmittedAt, r.SubmittedTo, outcome, r.WorkerID)
+		j.WorkerRun(u.task, u.step, r.ClaimedAt, r.SubmittedAt, r.SubmittedTo, outcome, r.WorkerID, u.err)
 	}
 	return nil
 }
@@ -288,7 +289,12 @@ func (e *Engine) applyTaskNotices(ctx context.Context, tx store.Tx, j *telemetry
 			if nm.msgID != 0 && nm.headers[lifecycle.WorkerEventsHeader] != lifecycle.WorkerEventsPublished {
 				for i := range steps {
 					if s := &steps[i]; s.UUID == nm.n.StepUUID {
-						*unreported = append(*unreported, unreportedRun{task: ref,
+						var se StepError
+						if !nm.n.Success {
+							// The failure's error (read for failures only).
+							_ = json.Unmarshal(s.LastError, &se)
+						}
+						*unreported = append(*unreported, unreportedRun{task: ref, err: se.Message,
 							step: telemetry.StepRef{UUID: s.UUID, Name: s.Name, Handler: s.Handler, Attempt: nm.n.Attempt}})
 					}
 				}

@@ -81,6 +81,13 @@ type Record struct {
 	EmitRoot bool
 	// Worker is the worker id, for KindWorkerRun.
 	Worker string
+	// Reason says why a step transition out of a failure happened (an
+	// expired lease, a release, a failed handler), and Final why it is the
+	// step's last (attempts exhausted, not retryable); Error is the
+	// failure's message. For KindStepTransition and, Error only, for a
+	// failed KindWorkerRun. They become span attributes (reason,
+	// why_final, error), so a trace says why a step failed or was retried.
+	Reason, Final, Error string
 	// Unrun, for a KindStepTransition out of in_progress: the attempt it
 	// ends never ran its handler (its worker gave the step back first), so
 	// no business failure happened (no StepFailed domain event).
@@ -141,10 +148,11 @@ func (j *Journal) StepTransition(task TaskRef, step StepRef, from, to lifecycle.
 // outcome at submittedAt (in_progress → submittedTo), as the step's
 // transitions recorded them. outcome is "success" or "failure", as the Go
 // SDK labels its handler metrics.
-func (j *Journal) WorkerRun(task TaskRef, step StepRef, claimedAt, submittedAt time.Time, submittedTo lifecycle.StepState, outcome, workerID string) {
+// errMessage is the failure's message, if any.
+func (j *Journal) WorkerRun(task TaskRef, step StepRef, claimedAt, submittedAt time.Time, submittedTo lifecycle.StepState, outcome, workerID, errMessage string) {
 	s := step
 	j.Records = append(j.Records, Record{Kind: KindWorkerRun, At: claimedAt, End: submittedAt, Task: task, Step: &s,
-		From: string(lifecycle.StepInProgress), To: string(submittedTo), Outcome: outcome, Worker: workerID})
+		From: string(lifecycle.StepInProgress), To: string(submittedTo), Outcome: outcome, Worker: workerID, Error: errMessage})
 }
 
 // Phase records an orchestration phase that ran from start until now.

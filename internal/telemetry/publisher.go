@@ -220,9 +220,37 @@ func (p *Publisher) emitWorkerRun(ctx context.Context, r Record) {
 	rs.End(trace.WithTimestamp(submitted.Add(minSpan)))
 	span.SetAttributes(attribute.String("outcome", r.Outcome))
 	if r.To == string(lifecycle.StepEnqueuedAsErrorForOrchestration) {
-		span.SetStatus(codes.Error, "handler failed")
+		// As the Go SDK's observer records a handler's error.
+		msg := firstOf(r.Error, "handler failed")
+		span.AddEvent("exception", trace.WithTimestamp(submitted), with(attribute.String("exception.message", msg)))
+		span.SetStatus(codes.Error, msg)
 	}
 	span.End(trace.WithTimestamp(later(spanEnd(claimed, submitted), submitted.Add(2*minSpan))))
+}
+
+// whyAttrs are a step transition's reason, why_final and error, where it
+// has them.
+func whyAttrs(r Record) []attribute.KeyValue {
+	var a []attribute.KeyValue
+	if r.Reason != "" {
+		a = append(a, attribute.String("reason", r.Reason))
+	}
+	if r.Final != "" {
+		a = append(a, attribute.String("why_final", r.Final))
+	}
+	if r.Error != "" {
+		a = append(a, attribute.String("error", r.Error))
+	}
+	return a
+}
+
+func firstOf(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 func stateLabel(s string) string {
@@ -346,9 +374,12 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 			}
 			lastEnd = later(lastEnd, end)
 			_, s := p.tracer.Start(pctx, "step_state_transition", trace.WithTimestamp(r.At),
-				trace.WithAttributes(eventAttrs(r)...))
+				trace.WithAttributes(append(eventAttrs(r), whyAttrs(r)...)...))
 			for _, ev := range stepEvents(r) {
 				s.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
+			}
+			if r.To == string(lifecycle.StepError) {
+				s.SetStatus(codes.Error, firstOf(r.Error, r.Final, r.Reason))
 			}
 			s.End(trace.WithTimestamp(end))
 		case KindEvent:

@@ -2,11 +2,13 @@ package telemetry_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/tasker/tasker/internal/enginetest"
@@ -14,6 +16,9 @@ import (
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/worker"
 )
+
+// flakyError is the error flakyHandler's first attempt fails with.
+var flakyError = context.DeadlineExceeded.Error()
 
 // recordedRun is one attempt of a step as its transitions recorded it.
 type recordedRun struct {
@@ -190,6 +195,13 @@ func TestOrchestratorPublishesTheRunsOfWorkersThatDoNot(t *testing.T) {
 						beforeTransition++
 						continue
 					}
+					if ev.Name == "exception" && sp.Name == "step_execution" && r.outcome == "failure" {
+						found["exception"]++
+						if msg := attrMap(ev.Attributes)["exception.message"]; msg != flakyError {
+							t.Errorf("run %s: exception.message %q, want the handler's error %q", k, msg, flakyError)
+						}
+						continue
+					}
 					w, ok := want[ev.Name]
 					if !ok {
 						t.Errorf("run %s: unexpected event %s on %s", k, ev.Name, sp.Name)
@@ -210,9 +222,32 @@ func TestOrchestratorPublishesTheRunsOfWorkersThatDoNot(t *testing.T) {
 					t.Errorf("run %s: %s published %d times, want 1", k, ev, found[ev])
 				}
 			}
+			if r.outcome == "failure" {
+				if found["exception"] != 1 || s.Status.Code != codes.Error || s.Status.Description != flakyError {
+					t.Errorf("run %s failed: %d exception events, status %v %q; want one, and Error %q", k, found["exception"],
+						s.Status.Code, s.Status.Description, flakyError)
+				}
+			} else if s.Status.Code == codes.Error {
+				t.Errorf("run %s succeeded, yet its step_execution has status Error", k)
+			}
 			if beforeTransition != 2 {
 				t.Errorf("run %s: step.before_transition published %d times, want 2 (claim, submission)", k, beforeTransition)
 			}
+		}
+		// The orchestrator's own transition out of each failure says why.
+		retries := 0
+		for _, sp := range spans {
+			a := attrMap(sp.Attributes)
+			if sp.Name != "step_state_transition" || a["from_state"] != string(lifecycle.StepEnqueuedAsErrorForOrchestration) {
+				continue
+			}
+			retries++
+			if a["to_state"] != string(lifecycle.StepWaitingForRetry) || a["reason"] != "handler failed" || a["error"] != flakyError {
+				t.Errorf("step_state_transition out of a failure has %v; want to waiting_for_retry, reason \"handler failed\", error %q", a, flakyError)
+			}
+		}
+		if retries != 3 {
+			t.Errorf("%d step_state_transition spans out of a failure, want 3 (one per task)", retries)
 		}
 		checkHierarchy(t, spans)
 		checkNesting(t, spans)
@@ -242,4 +277,52 @@ func TestOrchestratorPublishesTheRunsOfWorkersThatDoNot(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestStepFailureSpansSayWhy: the orchestrator's step_state_transition
+// span of a step failing for good carries the failure (reason, why_final,
+// error) and has status Error with the handler's message, so a trace shows
+// why a task failed without a look at the database.
+func TestStepFailureSpansSayWhy(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(`
+namespace: declines
+name: charge
+version: 1.0.0
+steps:
+  - name: charge
+    handler: declines.charge
+`)
+	h.Worker(worker.Config{Namespaces: []string{"declines"}}, map[string]worker.Handler{
+		"declines.charge": func(context.Context, *worker.Step) (any, error) {
+			return nil, worker.Permanent(errors.New("card declined"))
+		},
+	})
+	id := h.Submit(orchestration.TaskRequest{Namespace: "declines", Name: "charge"}).UUID
+	h.WaitTask(id, 30*time.Second, lifecycle.TaskError)
+	var found int
+	for _, s := range h.Spans.GetSpans() {
+		a := attrMap(s.Attributes)
+		if s.Name != "step_state_transition" || a["task_uuid"] != id.String() || a["to_state"] != string(lifecycle.StepError) {
+			continue
+		}
+		found++
+		if a["reason"] != "handler failed" || a["why_final"] != "error is not retryable" || a["error"] != "card declined" {
+			t.Errorf("step_state_transition into error has %v; want reason, why_final and error", a)
+		}
+		if s.Status.Code != codes.Error || s.Status.Description != "card declined" {
+			t.Errorf("step_state_transition into error has status %v %q, want Error \"card declined\"", s.Status.Code, s.Status.Description)
+		}
+	}
+	if found != 1 {
+		t.Fatalf("%d step_state_transition spans into error, want 1", found)
+	}
+	// A step that completes has none of these.
+	for _, s := range h.Spans.GetSpans() {
+		a := attrMap(s.Attributes)
+		if s.Name == "step_state_transition" && a["to_state"] == string(lifecycle.StepEnqueued) && (a["reason"] != "" || a["error"] != "") {
+			t.Errorf("a dispatch carries failure attributes: %v", a)
+		}
+	}
 }
