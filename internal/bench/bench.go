@@ -72,6 +72,10 @@ type Options struct {
 	// ResultBytes pads every step's result to about this many bytes (0: a
 	// few bytes), as handlers returning real data would.
 	ResultBytes int
+	// DomainEvents, when not nil, are the only domain events the
+	// scenario's template publishes (empty: none); nil publishes all of
+	// them, the default of a template that does not choose.
+	DomainEvents []string
 
 	// Tracing exports every span: to OTLPEndpoint when set, otherwise to an
 	// in-process receiver that discards them.
@@ -174,7 +178,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tpl, err := sc.Template()
+	tpl, err := sc.WithDomainEvents(o.DomainEvents).Template()
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +189,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
 		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing, TraceSampling: traceSampling(o),
-		ResultBytes: o.ResultBytes,
+		ResultBytes: o.ResultBytes, DomainEvents: domainEventsLabel(o.DomainEvents),
 		Started:     time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
 	}

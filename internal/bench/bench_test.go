@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"maps"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -187,5 +190,85 @@ func TestReadProcStatOfSelf(t *testing.T) {
 	}
 	if st.comm == "" {
 		t.Error("empty comm")
+	}
+}
+
+// TestDomainEventsOption: --domain-events chooses what the scenario's
+// template publishes, so that a run measures the engine with the domain
+// events a deployment selects; the report says which.
+func TestDomainEventsOption(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		flag  string
+		label string
+		want  map[string]int // domain events per type, for 3 linear4 tasks
+	}{
+		{"none", "none", map[string]int{}},
+		{"TaskCompleted, StepCompleted,TaskCompleted", "TaskCompleted,StepCompleted", map[string]int{"TaskCompleted": 3, "StepCompleted": 12}},
+		{"all", "", map[string]int{"TaskInitiated": 3, "StepCompleted": 12, "WorkflowProgressed": 12, "TaskCompleted": 3}},
+	} {
+		t.Run(tc.flag, func(t *testing.T) {
+			t.Parallel()
+			events, err := ParseDomainEvents(tc.flag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			rep, err := Run(ctx, Options{
+				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: "linear4", Tasks: 3, DomainEvents: events,
+				Workers: 1, Concurrency: 4, Submitters: 2, Timeout: time.Minute, SkipFloor: true, Keep: true,
+				Progress: io.Discard, Logger: enginetest.Logger(t),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, _ := url.Parse(serverURL(t))
+			server, err := pgx.Connect(ctx, serverURL(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer server.Close(ctx)
+			t.Cleanup(func() {
+				_, _ = server.Exec(context.Background(), `DROP DATABASE IF EXISTS "`+rep.Database+`" WITH (FORCE)`)
+			})
+			u.Path = "/" + rep.Database
+			conn, err := pgx.Connect(ctx, u.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			rows, err := conn.Query(ctx, `SELECT message->>'event_type', count(*)::int FROM pgmq.q_domain_events_bench GROUP BY 1`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]int{}
+			for rows.Next() {
+				var typ string
+				var n int
+				if err := rows.Scan(&typ, &n); err != nil {
+					t.Fatal(err)
+				}
+				got[typ] = n
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(got, tc.want) {
+				t.Errorf("--domain-events %q published %v, want %v", tc.flag, got, tc.want)
+			}
+			if rep.DomainEvents != tc.label {
+				t.Errorf("report's domain_events = %q, want %q", rep.DomainEvents, tc.label)
+			}
+			var table bytes.Buffer
+			rep.Print(&table)
+			if want := map[string]string{"none": "no domain events", "": "all domain events"}[tc.label]; want != "" && !strings.Contains(table.String(), want) {
+				t.Errorf("table does not say %q:\n%s", want, table.String())
+			}
+		})
+	}
+	if _, err := ParseDomainEvents("TaskCompleted,StepDone"); err == nil || !strings.Contains(err.Error(), `"StepDone"`) ||
+		!strings.Contains(err.Error(), "WorkflowProgressed") {
+		t.Errorf("unknown type: error %v, want one naming it and listing the types", err)
 	}
 }

@@ -33,6 +33,9 @@ type Report struct {
 	TraceSampling string `json:"trace_sampling,omitempty"`
 	// ResultBytes is the size each step's result was padded to (0: none).
 	ResultBytes int `json:"result_bytes,omitempty"`
+	// DomainEvents are the domain events the template published: empty
+	// for all of them (the default), "none", or a comma-separated list.
+	DomainEvents string `json:"domain_events,omitempty"`
 
 	// HistoryTasks is the number of completed tasks seeded before the run
 	// (Options.History, namespace "history"); the task, step and latency
@@ -134,6 +137,9 @@ func (r *Report) Label() string {
 	if r.ResultBytes > 0 {
 		s += fmt.Sprintf(" results %dB", r.ResultBytes)
 	}
+	if r.DomainEvents != "" {
+		s += " domain-events " + r.DomainEvents
+	}
 	return s
 }
 
@@ -154,7 +160,13 @@ func (r *Report) Print(w io.Writer) {
 	if r.ResultBytes > 0 {
 		results = fmt.Sprintf(", results of ~%d bytes", r.ResultBytes)
 	}
-	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %s%s", r.Mode, r.Workers, r.Concurrency, r.Batch, tracing, results)
+	events := "all domain events"
+	if r.DomainEvents == "none" {
+		events = "no domain events"
+	} else if r.DomainEvents != "" {
+		events = "domain events " + r.DomainEvents
+	}
+	row("setup", "%s, %d workers x concurrency %d, batch %d, tracing %s%s, %s", r.Mode, r.Workers, r.Concurrency, r.Batch, tracing, results, events)
 	row("server", "PostgreSQL %s, fsync=%s synchronous_commit=%s, database %s", r.Server.Version, r.Server.Fsync, r.Server.SynchronousCommit, r.Database)
 	if r.HistoryTasks > 0 {
 		row("history", "%d completed tasks seeded (namespace history, not counted below) in %.1fs, VACUUM ANALYZE + CHECKPOINT %.1fs, database %s",

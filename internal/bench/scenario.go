@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,6 +25,22 @@ type Scenario struct {
 	Description string
 	// steps lists each step with its parents, in a topological order.
 	steps []scenarioStep
+	// domainEvents, when set, is the template's domain_events list (nil:
+	// the key is left out, so the template publishes all of them).
+	domainEvents *[]string
+}
+
+// WithDomainEvents returns the scenario with a template that publishes only
+// the given domain events (none for an empty list); nil keeps the default,
+// all of them.
+func (s Scenario) WithDomainEvents(events []string) Scenario {
+	if events == nil {
+		s.domainEvents = nil
+		return s
+	}
+	ev := append([]string{}, events...)
+	s.domainEvents = &ev
+	return s
 }
 
 type scenarioStep struct {
@@ -35,11 +52,16 @@ type scenarioStep struct {
 func (s Scenario) StepsPerTask() int { return len(s.steps) }
 
 // YAML is the scenario's task template. Retry settings, timeouts and domain
-// events are left at their defaults: the benchmark measures what a user gets
+// events are left at their defaults (all domain events, unless
+// WithDomainEvents chose others): the benchmark measures what a user gets
 // out of the box.
 func (s Scenario) YAML() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "namespace: %s\nname: %s\nversion: \"1\"\ndescription: %q\nsteps:\n", Namespace, s.Name, s.Description)
+	fmt.Fprintf(&b, "namespace: %s\nname: %s\nversion: \"1\"\ndescription: %q\n", Namespace, s.Name, s.Description)
+	if s.domainEvents != nil {
+		fmt.Fprintf(&b, "domain_events: [%s]\n", strings.Join(*s.domainEvents, ", "))
+	}
+	b.WriteString("steps:\n")
 	for _, st := range s.steps {
 		fmt.Fprintf(&b, "  - name: %s\n    handler: %s\n", st.name, Handler)
 		if len(st.parents) > 0 {
@@ -112,4 +134,38 @@ func Scenarios() []Scenario {
 		out = append(out, scenarios[n])
 	}
 	return out
+}
+
+// ParseDomainEvents reads a --domain-events value: "all" (nil: the
+// template's default), "none" (an empty list) or a comma-separated list of
+// the domain event types of DESIGN §7.
+func ParseDomainEvents(v string) ([]string, error) {
+	switch strings.TrimSpace(v) {
+	case "", "all":
+		return nil, nil
+	case "none":
+		return []string{}, nil
+	}
+	var out []string
+	for _, name := range strings.Split(v, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(template.AllDomainEvents, name) {
+			return nil, fmt.Errorf("domain events: unknown type %q; want all, none or a list of %s", name, strings.Join(template.AllDomainEvents, ", "))
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+func domainEventsLabel(events []string) string {
+	switch {
+	case events == nil:
+		return ""
+	case len(events) == 0:
+		return "none"
+	default:
+		return strings.Join(events, ",")
+	}
 }

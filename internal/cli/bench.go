@@ -19,7 +19,7 @@ import (
 // `bench worker` (the worker process of --processes).
 func benchCmd(g *globals) *cobra.Command {
 	var o bench.Options
-	var logLevel string
+	var logLevel, domainEvents string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Benchmark the engine on a fresh database: throughput, latency, database and CPU cost per step",
@@ -35,6 +35,10 @@ in DATABASE_URL / database.url (dropped at the end unless --keep):
 Closed loop (default): --tasks tasks are submitted at once by --submitters
 goroutines. Open loop: --rate tasks/s for --duration, each submitted on
 schedule whatever happens to the others.
+
+The scenario's template publishes every domain event, as a template that
+does not choose does; --domain-events none (or a list of types) measures the
+engine with only those a deployment selects.
 
 --history N first seeds N completed tasks (a four-step chain, namespace
 "history") into the fresh database and runs VACUUM ANALYZE, so that the run
@@ -63,6 +67,9 @@ Numbers worth quoting come from a server with its default durability
 			if _, err := bench.ScenarioByName(o.Scenario); err != nil {
 				return &usageError{err.Error()}
 			}
+			if o.DomainEvents, err = bench.ParseDomainEvents(domainEvents); err != nil {
+				return &usageError{"--domain-events: " + err.Error()}
+			}
 			o.DatabaseURL, o.Config, o.ConfigPath = cfg.Database.URL, cfg, g.configPath
 			o.Logger = NewLogger(config.Log{Level: logLevel, Format: "text"}, g.stderr)
 			o.Progress, o.ProgressTTY = g.stderr, isTerminal(g.stderr)
@@ -89,6 +96,7 @@ Numbers worth quoting come from a server with its default durability
 	f.IntVar(&o.Concurrency, "concurrency", bench.DefaultConcurrency, "steps each worker runs at once")
 	f.IntVar(&o.Batch, "batch", 0, "steps a worker claims per read (default: --concurrency)")
 	f.IntVar(&o.ResultBytes, "result-bytes", 0, "pad each step's result to about this many bytes (0: {\"ok\": true})")
+	f.StringVar(&domainEvents, "domain-events", "all", "domain events the scenario's template publishes: all, none, or a comma-separated list (TaskInitiated,StepCompleted,…)")
 	f.BoolVar(&o.Tracing, "tracing", false, "export every span (to --otlp-endpoint, or to an in-process receiver that discards them)")
 	f.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "OTLP endpoint for --tracing (implies --tracing)")
 	f.StringVar(&o.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol for --otlp-endpoint: grpc or http/protobuf")
