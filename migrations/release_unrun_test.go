@@ -13,9 +13,15 @@ import (
 )
 
 // releaseFunctions describes tasker.step_release and its unchecked
-// definition as the catalog has them: signature, arguments and defaults,
-// SECURITY DEFINER, settings, who may execute it, and a hash of the body.
+// definition as the catalog has them (protocolFunctions).
 func releaseFunctions(t *testing.T, db *pgxpool.Pool) []string {
+	return protocolFunctions(t, db, "step_release", "step_release_unchecked")
+}
+
+// protocolFunctions describes the named functions of schema tasker as the
+// catalog has them: signature, arguments and defaults, SECURITY DEFINER,
+// settings, who may execute it, and a hash of the body.
+func protocolFunctions(t *testing.T, db *pgxpool.Pool, names ...string) []string {
 	t.Helper()
 	rows, err := db.Query(context.Background(), `
 		SELECT format('%s(%s) definer=%s config=%s execute=%s body=%s',
@@ -27,8 +33,8 @@ func releaseFunctions(t *testing.T, db *pgxpool.Pool) []string {
 		                WHERE a.privilege_type = 'EXECUTE'),
 		              md5(p.prosrc))
 		  FROM pg_proc p
-		 WHERE p.pronamespace = 'tasker'::regnamespace AND p.proname IN ('step_release', 'step_release_unchecked')
-		 ORDER BY 1`)
+		 WHERE p.pronamespace = 'tasker'::regnamespace AND p.proname = ANY ($1)
+		 ORDER BY 1`, names)
 	if err != nil {
 		t.Fatal(err)
 	}
