@@ -681,6 +681,31 @@ func TestDLQUpdateKeepsFieldsNotSent(t *testing.T) {
 				g.body["resolution_status"], g.body["resolution_notes"], g.body["resolved_by"], s.status, s.notes, s.by)
 		}
 	}
+
+	// Retried, the task fails again and files a second entry; reopening
+	// the first would give the task two open entries: a 409 that names the
+	// open one, and nothing changes (it was a 500 from the unique index).
+	if r := e.do("POST", "/v1/tasks/"+id+"/retry", `{"reason":"try again"}`); r.status != 200 {
+		t.Fatalf("retry: %d %s", r.status, r.raw)
+	}
+	var second string
+	enginetest.Eventually(t, 30*time.Second, "a second DLQ entry", func() bool {
+		entries, _ := e.do("GET", "/v1/dlq?status=pending", "").body["entries"].([]any)
+		if len(entries) == 1 {
+			second = fmt.Sprint(entries[0].(map[string]any)["dlq_id"])
+		}
+		return second != ""
+	})
+	for _, status := range []string{"pending", "investigating"} {
+		r := e.do("PATCH", path, `{"resolution_status":"`+status+`"}`)
+		if r.status != http.StatusConflict || !strings.Contains(errMessage(r), "already has an open entry ("+second+")") ||
+			strings.HasSuffix(errMessage(r), ": conflict") {
+			t.Errorf("reopening the first entry as %s: %d %s, want 409 naming entry %s", status, r.status, r.raw, second)
+		}
+	}
+	if g := e.do("GET", path, ""); g.body["resolution_status"] != "resolved" {
+		t.Errorf("the refused reopening changed the first entry to %v", g.body["resolution_status"])
+	}
 }
 
 // oncallAuth is auth with one write key, named oncall, and the header

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DLQEntry is an investigation record for a task that could not finish.
@@ -104,6 +105,18 @@ func (s *Store) DLQUpdate(ctx context.Context, id int64, status string, notes, b
 		RETURNING `+dlqColumns, id, status, notes, by))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return d, fmt.Errorf("DLQ entry %d: %w", id, ErrNotFound)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "dlq_entries_open_task_idx" {
+		// A task has one open entry at most; reopening an older one
+		// while a newer one is open would make two.
+		var open int64
+		_ = s.pool.QueryRow(ctx, `
+			SELECT o.dlq_id FROM tasker.dlq_entries d
+			  JOIN tasker.dlq_entries o ON o.task_uuid = d.task_uuid AND o.resolution_status IN ('pending', 'investigating')
+			 WHERE d.dlq_id = $1`, id).Scan(&open)
+		return d, Conflict("DLQ entry %d cannot be set to %s: its task already has an open entry (%d), and a task has one open entry at most",
+			id, status, open)
 	}
 	if err != nil {
 		return d, fmt.Errorf("update DLQ entry %d: %w", id, err)

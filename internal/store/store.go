@@ -28,6 +28,18 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
+// conflictError is an ErrConflict whose message is complete in itself (no
+// trailing ": conflict"), for errors a client reads.
+type conflictError struct{ msg string }
+
+func (e conflictError) Error() string { return e.msg }
+func (e conflictError) Unwrap() error { return ErrConflict }
+
+// Conflict returns an error that is ErrConflict with the given message.
+func Conflict(format string, args ...any) error {
+	return conflictError{msg: fmt.Sprintf(format, args...)}
+}
+
 // IsLockTimeout reports whether err is Postgres giving up on a row lock
 // after the transaction's lock_timeout (SQLSTATE 55P03).
 func IsLockTimeout(err error) bool {
