@@ -190,7 +190,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
 		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing, TraceSampling: traceSampling(o),
 		ResultBytes: o.ResultBytes, DomainEvents: domainEventsLabel(o.DomainEvents),
-		Started:     time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
+		Started: time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
 	}
 	if o.Processes {
