@@ -507,9 +507,10 @@ func TestSubmitsOneByOneWithoutTheBatchFunction(t *testing.T) {
 	}
 }
 
-// A result Postgres cannot store (a NUL character) fails the step for good,
-// with an error that says why, instead of a submission rejected on every
-// attempt until the lease runs out; a NUL in an error message is replaced.
+// A result Postgres cannot store (a NUL character, a number beyond
+// numeric's range) fails the step for good, with an error that says why,
+// instead of a submission rejected on every attempt until the lease runs
+// out; a NUL in an error message is replaced.
 func TestUnstorableResultFailsTheStepPermanently(t *testing.T) {
 	t.Parallel()
 	const ns = "nulresult"
@@ -518,10 +519,13 @@ func TestUnstorableResultFailsTheStepPermanently(t *testing.T) {
 	w := h.Worker(worker.Config{Namespaces: []string{ns}, Concurrency: 2},
 		map[string]worker.Handler{
 			"t.only": func(ctx context.Context, s *worker.Step) (any, error) {
-				var c struct{ Err bool }
+				var c struct{ Err, Big bool }
 				_ = s.DecodeContext(&c)
 				if c.Err {
 					return nil, worker.Permanent(errors.New("bad\x00byte"))
+				}
+				if c.Big {
+					return map[string]json.RawMessage{"v": json.RawMessage(`1e1000000`)}, nil
 				}
 				return map[string]string{"v": "a\x00b"}, nil
 			},
@@ -529,7 +533,8 @@ func TestUnstorableResultFailsTheStepPermanently(t *testing.T) {
 	defer w.Stop()
 	res := submitN(h, ns, "one", 1, `{}`)[0]
 	errTask := submitN(h, ns, "one", 1, `{"err":true}`)[0]
-	for id, want := range map[uuid.UUID]string{res: `\u0000`, errTask: "bad\uFFFDbyte"} {
+	bigTask := submitN(h, ns, "one", 1, `{"big":true}`)[0]
+	for id, want := range map[uuid.UUID]string{res: `\u0000`, errTask: "bad\uFFFDbyte", bigTask: "handler result contains a number that Postgres cannot store"} {
 		var steps []store.Step
 		enginetest.Eventually(t, 20*time.Second, "the step's failure stored", func() bool {
 			steps, _ = h.Store.TaskSteps(context.Background(), id)

@@ -1057,11 +1057,14 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 		case err != nil:
 			success = false
 			herr = Permanent(fmt.Errorf("handler result is not JSON-encodable: %w", err))
-		case pgtext.HasNULEscape(resJSON):
-			// It could never be stored: every attempt would end in a
-			// rejected submission and an expired lease.
-			success, resJSON = false, nil
-			herr = Permanent(errors.New(`handler result contains the character \u0000, which Postgres cannot store`))
+		default:
+			if perr := pgtext.CheckJSON(resJSON); perr != nil {
+				// It could never be stored (a NUL character, a number
+				// beyond numeric's range): every attempt would end in a
+				// rejected submission and an expired lease.
+				success, resJSON = false, nil
+				herr = Permanent(fmt.Errorf("handler result %w", perr))
+			}
 		}
 	}
 	if !success {

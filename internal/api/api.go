@@ -7,6 +7,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -304,7 +305,37 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, optional 
 		writeError(w, http.StatusBadRequest, "invalid_json", "request body has data after the JSON object", "")
 		return false
 	}
+	// encoding/json replaces invalid UTF-8 and unpaired surrogate escapes
+	// with U+FFFD in the strings it decodes: refuse them instead of storing
+	// text the client did not send. (A NUL character, and a number jsonb
+	// cannot hold, each field's own check names.)
+	if off, err := pgtext.FindJSONProblem(body); errors.Is(err, pgtext.ErrInvalidUTF8) || errors.Is(err, pgtext.ErrSurrogate) {
+		field := problemField(body, off, v)
+		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("%s: %v", cmp.Or(field, "request body"), err), field)
+		return false
+	}
 	return true
+}
+
+// problemField names the value of body at byte offset off for an error: its
+// path with array indexes (tags[1]), or, inside a member that v keeps as raw
+// JSON (a task's context, a step's result), that member, as the member's
+// own checks name it.
+func problemField(body []byte, off int, v any) string {
+	path := jsonPathAt(body, int64(off)+1)
+	top := path
+	if i := strings.IndexAny(path, ".["); i >= 0 {
+		top = path[:i]
+	}
+	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+		for i := range t.Elem().NumField() {
+			f := t.Elem().Field(i)
+			if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name == top && f.Type == reflect.TypeFor[json.RawMessage]() {
+				return top
+			}
+		}
+	}
+	return path
 }
 
 // describeJSONError says what is wrong with a body that did not decode into

@@ -343,6 +343,9 @@ func TestTextPostgresCannotStoreIsRefused(t *testing.T) {
 	task := e.do("POST", "/v1/tasks", orderBody(""))
 	id := task.body["task_uuid"].(string)
 	step := task.body["steps"].([]any)[0].(map[string]any)["step_uuid"].(string)
+	// A template without a context schema: the context is checked for
+	// what jsonb cannot hold, not refused by the schema first.
+	e.h.Register("namespace: plain\nname: free\nversion: \"1\"\nsteps:\n  - {name: a, handler: plain.a}\n")
 	tplJSON := `{"namespace":"x","name":"t","version":"1","description":"a\u0000b","steps":[{"name":"a","handler":"h"}]}`
 	tplYAML := "namespace: x\nname: t\nversion: \"1\"\nsteps:\n  - {name: a, handler: h, description: \"a\\0b\"}\n"
 	yaml := []string{"Content-Type", "application/yaml"}
@@ -365,6 +368,14 @@ func TestTextPostgresCannotStoreIsRefused(t *testing.T) {
 		{"task name", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order\u0000"}`, "name", nil},
 		{"task context surrogate", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","context":{"customer_id":"\udc00"}}`, "context", nil},
 		{"task context UTF-8", "POST", "/v1/tasks", "{\"namespace\":\"ecommerce\",\"name\":\"order_fulfillment\",\"context\":{\"customer_id\":\"\xff\"}}", "context", nil},
+		{"task reason UTF-8", "POST", "/v1/tasks", "{\"namespace\":\"ecommerce\",\"name\":\"order_fulfillment\",\"reason\":\"a\xffb\"}", "reason", nil},
+		{"task reason surrogate", "POST", "/v1/tasks", `{"namespace":"ecommerce","name":"order_fulfillment","reason":"a\ud800b"}`, "reason", nil},
+		{"task tag UTF-8", "POST", "/v1/tasks", "{\"namespace\":\"ecommerce\",\"name\":\"order_fulfillment\",\"tags\":[\"ok\",\"a\xff\"]}", "tags[1]", nil},
+		{"retry reason UTF-8", "POST", "/v1/tasks/" + id + "/retry", "{\"reason\":\"bad \xff byte\"}", "reason", nil},
+		{"dlq notes surrogate", "PATCH", "/v1/dlq/1", `{"resolution_status":"resolved","resolution_notes":"\udc00"}`, "resolution_notes", nil},
+		{"task context number", "POST", "/v1/tasks", `{"namespace":"plain","name":"free","context":{"x":1e1000000}}`, "context", nil},
+		{"task context tiny number", "POST", "/v1/tasks", `{"namespace":"plain","name":"free","context":{"x":[1,1e-1000000]}}`, "context", nil},
+		{"step result number", "POST", "/v1/steps/" + step + "/resolve", `{"result":{"v":1e1000000}}`, "result", nil},
 		{"list filter", "GET", "/v1/tasks?initiator=a%00b", "", "initiator", nil},
 		{"list filter UTF-8", "GET", "/v1/tasks?namespace=a%FFb", "", "namespace", nil},
 		{"dlq filter", "GET", "/v1/dlq?namespace=a%00b", "", "namespace", nil},
