@@ -264,6 +264,12 @@ func mediaType(w http.ResponseWriter, r *http.Request, accepted ...string) (mt s
 // refused, one object only. It writes the error response itself and returns
 // false when the body is unusable.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	_, ok := s.decode(w, r, v, false)
+	return ok
+}
+
+// decodeBodyBytes is decodeBody that also returns the body it decoded.
+func (s *Server) decodeBodyBytes(w http.ResponseWriter, r *http.Request, v any) ([]byte, bool) {
 	return s.decode(w, r, v, false)
 }
 
@@ -271,39 +277,40 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool 
 // empty body leaves v as it is, however it was framed (Content-Length: 0, or
 // chunked with no bytes).
 func (s *Server) decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	return s.decode(w, r, v, true)
+	_, ok := s.decode(w, r, v, true)
+	return ok
 }
 
-func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, optional bool) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body exceeds %d bytes", s.maxBodyBytes), "")
-			return false
+			return nil, false
 		}
 		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body", "")
-		return false
+		return nil, false
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if !optional {
 			writeError(w, http.StatusBadRequest, "invalid_json", "request body is empty; a JSON object is required", "")
 		}
-		return optional
+		return nil, optional
 	}
 	if _, ok := mediaType(w, r, "application/json"); !ok {
-		return false
+		return nil, false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		msg, field := describeJSONError(err, body, v)
 		writeError(w, http.StatusBadRequest, "invalid_json", msg, field)
-		return false
+		return nil, false
 	}
 	if dec.More() {
 		writeError(w, http.StatusBadRequest, "invalid_json", "request body has data after the JSON object", "")
-		return false
+		return nil, false
 	}
 	// encoding/json replaces invalid UTF-8 and unpaired surrogate escapes
 	// with U+FFFD in the strings it decodes: refuse them instead of storing
@@ -312,9 +319,9 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, optional 
 	if off, err := pgtext.FindJSONProblem(body); errors.Is(err, pgtext.ErrInvalidUTF8) || errors.Is(err, pgtext.ErrSurrogate) {
 		field := problemField(body, off, v)
 		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("%s: %v", cmp.Or(field, "request body"), err), field)
-		return false
+		return nil, false
 	}
-	return true
+	return body, true
 }
 
 // problemField names the value of body at byte offset off for an error: its

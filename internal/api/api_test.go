@@ -195,6 +195,24 @@ func TestTaskEndpoints(t *testing.T) {
 	if r := e.do("POST", "/v1/steps/"+stepID+"/retry", ""); r.status != http.StatusConflict {
 		t.Errorf("retry of a complete step: %d %s, want 409", r.status, r.raw)
 	}
+	// A field the repeat gives is compared even when it is a zero value:
+	// "priority": 0 against 5, "tags": [] against ["vip"]; leaving them
+	// out is still a replay.
+	k2 := e.do("POST", "/v1/tasks", orderBody(`,"priority":5,"tags":["vip"],"idempotency_key":"k-2"`))
+	if k2.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", k2.status, k2.raw)
+	}
+	for _, tc := range []struct{ body, field string }{
+		{orderBody(`,"priority":0,"idempotency_key":"k-2"`), "priority"},
+		{orderBody(`,"tags":[],"idempotency_key":"k-2"`), "tags"},
+		{orderBody(`,"idempotency_key":"k-2"`), ""},
+	} {
+		r := e.do("POST", "/v1/tasks", tc.body)
+		if tc.field == "" && (r.status != http.StatusOK || r.body["task_uuid"] != k2.body["task_uuid"]) ||
+			tc.field != "" && (r.status != http.StatusConflict || errField(r) != tc.field) {
+			t.Errorf("repeat %s: %d %s, want 409 naming %q (200, a replay, when empty)", tc.body, r.status, r.raw, tc.field)
+		}
+	}
 }
 
 func TestCancelResolveAndRetryOverHTTP(t *testing.T) {

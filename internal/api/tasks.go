@@ -110,9 +110,11 @@ func stepView(s store.Step, deps []string) StepView {
 
 func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	var req orchestration.TaskRequest
-	if !s.decodeBody(w, r, &req) {
+	body, ok := s.decodeBodyBytes(w, r, &req)
+	if !ok {
 		return
 	}
+	req.Given = orchestration.GivenFields(body)
 	if k := r.Header.Get("Idempotency-Key"); k != "" && req.IdempotencyKey == "" {
 		req.IdempotencyKey = k
 	}

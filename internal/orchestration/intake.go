@@ -1,14 +1,15 @@
 package orchestration
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,25 @@ type TaskRequest struct {
 	// same namespace, name and key returns the first task instead of
 	// creating another.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Given names the members the request's JSON had (GivenFields), so
+	// that a repeat with an idempotency key is compared on what it said,
+	// zero values included ("priority": 0, "tags": []). Nil: the non-zero
+	// fields count as given.
+	Given map[string]bool `json:"-"`
+}
+
+// GivenFields returns the member names of the JSON object body (nil when it
+// is not one), for TaskRequest.Given.
+func GivenFields(body []byte) map[string]bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return nil
+	}
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
 
 // FieldError names the request field that is wrong.
@@ -164,25 +184,26 @@ func (r *TaskRequest) identityHash() string {
 
 // DiffersFrom names the first field in which r asks for something other
 // than task t, the task its idempotency key created first ("" when r is a
-// repeat of it). The context is always compared, as JSON values (key order
-// and spacing do not matter; none means {}); the other fields only when r
-// gives them, so a retry that sends less than the first request still
-// matches.
+// repeat of it). The context is always compared, as JSON values (key order,
+// spacing and the spelling of a number do not matter, its value does, to
+// the last digit; none means {}); the other fields only when r gives them
+// (r.Given, else a non-zero value), so a retry that sends less than the
+// first request still matches.
 func (r *TaskRequest) DiffersFrom(t store.Task) string {
 	reqCtx := r.Context
 	if len(reqCtx) == 0 || strings.TrimSpace(string(reqCtx)) == "null" {
 		reqCtx = json.RawMessage(`{}`)
 	}
-	var a, b any
-	if json.Unmarshal(reqCtx, &a) != nil || json.Unmarshal(t.Context, &b) != nil || !reflect.DeepEqual(a, b) {
+	if !sameJSON(reqCtx, t.Context) {
 		return "context"
 	}
+	given := func(name string, nonZero bool) bool { return nonZero || r.Given[name] }
 	switch {
 	case r.Version != "" && r.Version != t.Version:
 		return "version"
-	case len(r.Tags) > 0 && !slices.Equal(r.Tags, t.Tags):
+	case given("tags", len(r.Tags) > 0) && !slices.Equal(r.Tags, t.Tags) && len(r.Tags)+len(t.Tags) > 0:
 		return "tags"
-	case r.Priority != 0 && r.Priority != t.Priority:
+	case given("priority", r.Priority != 0) && r.Priority != t.Priority:
 		return "priority"
 	case r.Initiator != "" && r.Initiator != t.Initiator:
 		return "initiator"
@@ -196,6 +217,97 @@ func (r *TaskRequest) DiffersFrom(t store.Task) string {
 		return "parent_correlation_id"
 	}
 	return ""
+}
+
+// sameJSON reports whether the JSON texts a and b hold the same value:
+// objects with the same members, arrays with the same elements in order,
+// numbers of the same value however written (1e2 and 100; not 1 and 1.0001,
+// nor two integers beyond float64's precision that differ).
+func sameJSON(a, b []byte) bool {
+	va, ok := decodeNumbers(a)
+	if !ok {
+		return false
+	}
+	vb, ok := decodeNumbers(b)
+	return ok && sameValue(va, vb)
+}
+
+func decodeNumbers(b []byte) (any, bool) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	return v, dec.Decode(&v) == nil
+}
+
+func sameValue(a, b any) bool {
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !sameValue(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !sameValue(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case json.Number:
+		y, ok := b.(json.Number)
+		if !ok {
+			return false
+		}
+		if x == y {
+			return true
+		}
+		p, okP := canonicalNumber(string(x))
+		q, okQ := canonicalNumber(string(y))
+		return okP && okQ && p == q
+	default:
+		return a == b
+	}
+}
+
+// canonicalNumber writes the JSON number n as its significant digits
+// (without leading or trailing zeros) and a power of ten, "-125e-2" for
+// -1.250, "0" for any zero, so that two spellings of one value compare
+// equal, in time linear in their length (no arithmetic on the value).
+func canonicalNumber(n string) (string, bool) {
+	neg := strings.HasPrefix(n, "-")
+	mant, exp, hasExp := strings.Cut(strings.ToLower(strings.TrimPrefix(n, "-")), "e")
+	e := int64(0)
+	if hasExp {
+		v, err := strconv.ParseInt(exp, 10, 64)
+		if err != nil {
+			return "", false
+		}
+		e = v
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(intPart+frac, "0")
+	if digits == "" {
+		return "0", true
+	}
+	e -= int64(len(frac))
+	sig := strings.TrimRight(digits, "0")
+	e += int64(len(digits) - len(sig))
+	sign := ""
+	if neg {
+		sign = "-"
+	}
+	return sign + sig + "e" + strconv.FormatInt(e, 10), true
 }
 
 // CreateTask validates and persists a task request, then initializes the task

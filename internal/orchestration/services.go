@@ -334,6 +334,7 @@ func DecodeTaskRequest(body []byte) (TaskRequest, error) {
 	if dec.More() {
 		return r, fmt.Errorf("%w: task request has trailing data after the JSON object", ErrInvalid)
 	}
+	r.Given = GivenFields(body)
 	return r, nil
 }
 
