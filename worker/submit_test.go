@@ -352,14 +352,25 @@ func TestStopFlushesSubmissions(t *testing.T) {
 	}
 }
 
-// TestBadResultDoesNotHoldUpItsBatch: a result the database refuses (JSON
-// with a NUL character, which jsonb cannot store) makes its whole batch
-// fail; the other results of the batch are then stored one by one, and the
-// bad one is given up at once instead of retried until its lease ends.
+// TestBadResultDoesNotHoldUpItsBatch: a result the database refuses makes
+// its whole batch fail; the other results of the batch are then stored one
+// by one, and the bad one is given up at once instead of retried until its
+// lease ends. (What jsonb cannot hold the SDK refuses before it submits; a
+// trigger of this test's database stands for a refusal it cannot foresee,
+// such as a constraint an operator added.)
 func TestBadResultDoesNotHoldUpItsBatch(t *testing.T) {
 	t.Parallel()
 	const ns, n = "badbatch", 6
 	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	if _, err := h.Pool.Exec(context.Background(), `
+		CREATE FUNCTION tasker.test_refuse_result() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+		    RAISE EXCEPTION 'this result is refused by the test' USING ERRCODE = 'check_violation';
+		END $$;
+		CREATE TRIGGER test_refuse_result BEFORE UPDATE OF results ON tasker.workflow_steps
+		   FOR EACH ROW WHEN (NEW.results ? 'refuse') EXECUTE FUNCTION tasker.test_refuse_result();`); err != nil {
+		t.Fatal(err)
+	}
 	h.Register(fmt.Sprintf(oneStep, ns, 30, 1))
 	h.Register(fmt.Sprintf(`
 namespace: %s
@@ -393,9 +404,8 @@ steps:
 		var c struct{ Bad bool }
 		_ = s.DecodeContext(&c)
 		if c.Bad {
-			// Valid JSON that jsonb cannot hold (the exponent overflows
-			// numeric): the database rejects the whole batch.
-			return json.RawMessage(`{"n":1e1000000}`), nil
+			// The test's trigger refuses it: the whole batch fails.
+			return map[string]bool{"refuse": true}, nil
 		}
 		return "ok", nil
 	})
@@ -434,7 +444,7 @@ steps:
 	singles := 0
 	for _, c := range tr.snapshot() {
 		switch {
-		case c.batch && c.steps == n && c.code == "22003":
+		case c.batch && c.steps == n && c.code == "23514":
 			failedBatch = true
 		case !c.batch:
 			singles++
@@ -442,7 +452,7 @@ steps:
 	}
 	// The warm-up step alone, the batch, then its results one by one.
 	if !failedBatch || singles != n+1 {
-		t.Errorf("submission calls %+v; want a batch of %d failing with 22003 (numeric overflow), then %d single calls", tr.snapshot(), n, n)
+		t.Errorf("submission calls %+v; want a batch of %d failing with 23514 (the trigger), then %d single calls", tr.snapshot(), n, n)
 	}
 }
 
