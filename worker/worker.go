@@ -44,8 +44,15 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultConcurrency     = 10
-	DefaultLeaseDuration   = 30 * time.Second
+	DefaultConcurrency   = 10
+	DefaultLeaseDuration = 30 * time.Second
+	// SubmitRetryBeyondLease is how much longer than its lease a result is
+	// retried when the database cannot be reached: longer than the
+	// orchestrator's reap grace after an outage (orchestrator.reap_grace,
+	// 1 minute by default), during which an expired lease is not reaped and
+	// a late submission is still accepted. A result that arrives after its
+	// step was reaped is refused and changes nothing.
+	SubmitRetryBeyondLease = 90 * time.Second
 	DefaultPollInterval    = 1 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 )
@@ -1046,7 +1053,10 @@ type submitReply struct {
 // transaction; the step keeps its slot until then, so a worker never holds
 // more finished-but-unsubmitted steps than its concurrency. Transient
 // database errors are retried for a while: the lease (renewed no more)
-// bounds how long a result can wait before the attempt is retried elsewhere.
+// bounds how long a result can wait before the attempt is retried elsewhere,
+// plus SubmitRetryBeyondLease: the orchestrator leaves expired leases alone
+// for a while after a database outage, so a result that could not be
+// submitted during one is still taken after it.
 func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed time.Duration, span StepSpan, log *slog.Logger) {
 	success := herr == nil
 	var resJSON, errJSON []byte
@@ -1079,7 +1089,7 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 	headers, _ := json.Marshal(hdr)
 	ctx := span.BeforeSubmit(context.Background())
 	s := &submission{step: step, msgID: msgID, success: success, result: resJSON, errJSON: errJSON, headers: headers,
-		deadline: time.Now().Add(w.cfg.LeaseDuration), done: make(chan submitReply, 1)}
+		deadline: time.Now().Add(w.cfg.LeaseDuration + SubmitRetryBeyondLease), done: make(chan submitReply, 1)}
 	reply := submitReply{alone: true}
 	if !w.batchUnsupported.Load() {
 		w.submits <- s
@@ -1180,9 +1190,10 @@ func (w *Worker) submitBatch(batch []*submission) {
 			return
 		}
 		now := time.Now()
+		stopping := w.hardCtx.Err() != nil
 		keep := batch[:0]
 		for _, s := range batch {
-			if now.After(s.deadline) {
+			if stopping || now.After(s.deadline) {
 				s.done <- submitReply{err: err}
 			} else {
 				keep = append(keep, s)
@@ -1192,7 +1203,9 @@ func (w *Worker) submitBatch(batch []*submission) {
 			return
 		}
 		w.logger.Debug("submitting step results failed; retrying", "steps", len(batch), "attempt", attempt, "error", err)
-		sleepCtx(context.Background(), submitBackoff(attempt))
+		// A hard stop (Stop's timeout ran out) ends the retries: the
+		// results are lost and their leases expire, as after a crash.
+		sleepCtx(w.hardCtx, submitBackoff(attempt))
 	}
 }
 
@@ -1268,10 +1281,10 @@ func (w *Worker) submitOne(ctx context.Context, s *submission) (bool, error) {
 		if err == nil {
 			return accepted, nil
 		}
-		if permanent(err) || time.Now().After(s.deadline) {
+		if permanent(err) || time.Now().After(s.deadline) || w.hardCtx.Err() != nil {
 			return false, err
 		}
-		sleepCtx(context.Background(), submitBackoff(attempt))
+		sleepCtx(w.hardCtx, submitBackoff(attempt))
 	}
 }
 

@@ -46,6 +46,7 @@ const (
 	DefaultPollInterval      = 1 * time.Second
 	DefaultTimerInterval     = 1 * time.Second
 	DefaultReapInterval      = 2 * time.Second
+	DefaultReapGrace         = time.Minute
 	DefaultMaxReadCount      = 10
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultTemplatesDir      = "config/templates"
@@ -120,6 +121,10 @@ type Orchestrator struct {
 	TimerInterval Duration `toml:"timer_interval"`
 	// ReapInterval is how often expired step leases are looked for. Default 2s.
 	ReapInterval Duration `toml:"reap_interval"`
+	// ReapGrace is how long expired leases are left alone after the
+	// orchestrator could not reach the database, so that workers can renew
+	// or submit after the outage. Default 1m.
+	ReapGrace Duration `toml:"reap_grace"`
 	// MaxReadCount is how often a command message may be read before it is
 	// archived as poison. Default 10.
 	MaxReadCount int `toml:"max_read_count"`
@@ -227,7 +232,7 @@ func Default() Config {
 		Orchestrator: Orchestrator{Enabled: true, BatchSize: DefaultBatchSize, ResultLoops: 1,
 			VisibilityTimeout: Duration{DefaultVisibilityTimeout}, PollInterval: Duration{DefaultPollInterval},
 			TimerInterval: Duration{DefaultTimerInterval}, ReapInterval: Duration{DefaultReapInterval},
-			MaxReadCount: DefaultMaxReadCount, TemplatesDir: DefaultTemplatesDir,
+			ReapGrace: Duration{DefaultReapGrace}, MaxReadCount: DefaultMaxReadCount, TemplatesDir: DefaultTemplatesDir,
 			StaleTaskTimeout: Duration{DefaultStaleTaskTimeout}, StaleCheckInterval: Duration{DefaultStaleCheck},
 			ShutdownTimeout: Duration{DefaultShutdownTimeout}},
 		Telemetry: Telemetry{ServiceName: DefaultServiceName, OTLPProtocol: "grpc", TraceSampleRatio: 1, MetricsEnabled: true},
@@ -392,6 +397,7 @@ func (c Config) Validate() error {
 	}
 	for key, d := range map[string]Duration{"orchestrator.poll_interval": o.PollInterval,
 		"orchestrator.timer_interval": o.TimerInterval, "orchestrator.reap_interval": o.ReapInterval,
+		"orchestrator.reap_grace":       o.ReapGrace,
 		"orchestrator.shutdown_timeout": o.ShutdownTimeout, "orchestrator.stale_task_timeout": o.StaleTaskTimeout,
 		"orchestrator.stale_check_interval": o.StaleCheckInterval} {
 		if d.Duration <= 0 {

@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 			BatchSize: cfg.Orchestrator.BatchSize, ResultLoops: cfg.Orchestrator.ResultLoops,
 			VisibilityTimeout: cfg.Orchestrator.VisibilityTimeout.Duration,
 			PollInterval:      cfg.Orchestrator.PollInterval.Duration, TimerInterval: cfg.Orchestrator.TimerInterval.Duration,
-			ReapInterval: cfg.Orchestrator.ReapInterval.Duration, MaxReadCount: cfg.Orchestrator.MaxReadCount,
+			ReapInterval: cfg.Orchestrator.ReapInterval.Duration, ReapGrace: cfg.Orchestrator.ReapGrace.Duration, MaxReadCount: cfg.Orchestrator.MaxReadCount,
 			StaleAfter: cfg.Orchestrator.StaleTaskTimeout.Duration, StaleInterval: cfg.Orchestrator.StaleCheckInterval.Duration,
 			Retention: RetentionPolicy(cfg.Retention), RetentionInterval: cfg.Retention.Interval.Duration,
 			Pruned: d.telemetry.RetentionDeleted,

@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -911,83 +909,6 @@ steps:
 	})
 }
 
-// flakyProxy forwards TCP connections to the database until cut, which
-// closes every connection and refuses new ones until restore.
-type flakyProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-}
-
-func startProxy(t *testing.T, target string) *flakyProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &flakyProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	// Ends when the listener is closed at cleanup.
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.cut()
-	})
-	return p
-}
-
-func (p *flakyProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			_ = c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
-			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
-			p.mu.Unlock()
-		}
-		// Each ends when either side closes (cut closes both).
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-func (p *flakyProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-func (p *flakyProxy) restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = false
-}
-
 func TestNodeWorkerRetriesWhileTheDatabaseIsUnreachable(t *testing.T) {
 	t.Parallel()
 	root := repoRoot(t)
@@ -998,8 +919,8 @@ func TestNodeWorkerRetriesWhileTheDatabaseIsUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy := enginetest.StartProxy(t, u.Host)
+	u.Host = proxy.Addr()
 	// The Node worker reaches the database through the proxy (a later
 	// DATABASE_URL in the child's environment wins).
 	node := startNode(t, h, root, map[string]string{"DATABASE_URL": u.String(), "TASKER_DEMO_DELAY": "0"})
@@ -1008,7 +929,7 @@ func TestNodeWorkerRetriesWhileTheDatabaseIsUnreachable(t *testing.T) {
 	}
 	h.WaitTask(submit(1), 30*time.Second, lifecycle.TaskComplete)
 
-	proxy.cut()
+	proxy.Cut()
 	during := submit(2) // the orchestrator still reaches the database
 	// Keep the database away until the worker has failed to read and its
 	// listener has failed to reconnect a few times (backing off: 100ms, 200ms,
@@ -1021,7 +942,7 @@ func TestNodeWorkerRetriesWhileTheDatabaseIsUnreachable(t *testing.T) {
 	if st := taskSteps(t, h, during)["validate_cart"].State; st == lifecycle.StepComplete {
 		t.Fatalf("validate_cart completed while the worker could not reach the database")
 	}
-	proxy.restore()
+	proxy.Restore()
 	h.WaitTask(during, 30*time.Second, lifecycle.TaskComplete)
 	if !strings.Contains(node.out.String(), `"msg":"reading step messages recovered"`) {
 		t.Error("the Node.js worker did not log its recovery")

@@ -24,6 +24,7 @@ const (
 	DefaultPollInterval      = 1 * time.Second
 	DefaultTimerInterval     = 1 * time.Second
 	DefaultReapInterval      = 2 * time.Second
+	DefaultReapGrace         = time.Minute
 	DefaultMaxReadCount      = 10
 	DefaultStaleAfter        = time.Hour
 	DefaultStaleInterval     = 15 * time.Second
@@ -50,6 +51,12 @@ type ServiceConfig struct {
 	TimerInterval time.Duration
 	// ReapInterval is how often expired step leases are looked for.
 	ReapInterval time.Duration
+	// ReapGrace is how long, after the timers last failed to reach the
+	// database, expired leases are left alone: the workers' heartbeats and
+	// submissions failed during the outage too, and a worker whose step
+	// ran on gets this long to reconnect, renew its lease or submit its
+	// result, instead of losing the attempt. Default 1 minute.
+	ReapGrace time.Duration
 	// MaxReadCount is how many times a command message may be read before
 	// it is treated as poison and archived.
 	MaxReadCount int
@@ -87,6 +94,9 @@ func (c *ServiceConfig) defaults() {
 	}
 	if c.ReapInterval <= 0 {
 		c.ReapInterval = DefaultReapInterval
+	}
+	if c.ReapGrace <= 0 {
+		c.ReapGrace = DefaultReapGrace
 	}
 	if c.MaxReadCount <= 0 {
 		c.MaxReadCount = DefaultMaxReadCount
@@ -383,9 +393,21 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 
 func (o *Orchestrator) timersLoop(ctx context.Context) {
 	var pause errorPause
-	var lastReap, lastStale time.Time
+	var lastReap, lastStale, lastFailure time.Time
+	graceLogged := false
 	for ctx.Err() == nil {
 		reap := time.Since(lastReap) >= o.cfg.ReapInterval
+		if reap && !lastFailure.IsZero() && time.Since(lastFailure) < o.cfg.ReapGrace {
+			// The database was out of reach: so were the workers'
+			// heartbeats and submissions. Reaping now would take their
+			// attempts from steps whose handlers ran on.
+			if !graceLogged {
+				o.logger.Info("reaching the database again; steps whose lease expired meanwhile are reaped after a grace period, so that their workers can renew the lease or submit",
+					"grace", o.cfg.ReapGrace.String())
+				graceLogged = true
+			}
+			reap = false
+		}
 		stale := time.Since(lastStale) >= o.cfg.StaleInterval
 		err := o.TimersOnce(ctx, reap)
 		if err == nil && stale {
@@ -399,6 +421,7 @@ func (o *Orchestrator) timersLoop(ctx context.Context) {
 				return
 			}
 			pause.failed(ctx, o.logger, "timers", err)
+			lastFailure, graceLogged = time.Now(), false
 			continue
 		}
 		if reap {

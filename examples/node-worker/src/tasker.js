@@ -61,6 +61,11 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 // The largest attempt a claim can be made for: attempts are Postgres integers.
 const MAX_ATTEMPT = 2147483647;
+// How much longer than its lease a result is retried while the database
+// cannot be reached: longer than the orchestrator's reap grace after an
+// outage (orchestrator.reap_grace, 1 minute by default). As the Go SDK's
+// worker.SubmitRetryBeyondLease.
+const SUBMIT_RETRY_BEYOND_LEASE_MS = 90_000;
 // SQLSTATE classes of errors the same call raises again (the Go SDK's
 // classification): feature not supported, data exception, integrity
 // constraint violation, syntax error or access rule violation (42501:
@@ -972,8 +977,12 @@ export class Worker {
   }
 
   // submit posts the outcome with tasker.step_submit_result, retrying
-  // database errors until the lease would have expired (after which the
-  // attempt is retried elsewhere and a late result would be refused anyway).
+  // database errors for the lease and SUBMIT_RETRY_BEYOND_LEASE_MS more:
+  // after a database outage the orchestrator leaves expired leases alone
+  // for a while (orchestrator.reap_grace, 1 minute by default), so a result
+  // that could not be submitted during the outage is still taken; one that
+  // comes after its step was retried elsewhere is refused and changes
+  // nothing. A hard stop ends the retries (the lease then expires).
   async submit(step, msgId, headers, result, failure, durationMs, log) {
     let success = failure === null;
     let resultJSON = null;
@@ -991,7 +1000,7 @@ export class Worker {
       payload = errorPayload(failure);
       errorJSON = JSON.stringify(payload);
     }
-    const deadline = Date.now() + this.leaseSeconds * 1000;
+    const deadline = Date.now() + this.leaseSeconds * 1000 + SUBMIT_RETRY_BEYOND_LEASE_MS;
     for (let attempt = 1; ; attempt++) {
       try {
         const { rows } = await this.pool.query(
@@ -1008,12 +1017,12 @@ export class Worker {
         }
         return;
       } catch (err) {
-        if (Date.now() > deadline) {
+        if (Date.now() > deadline || this.hardAbort.signal.aborted) {
           log.error('could not submit the step result; the step will be retried after its lease expires', { error: err });
           return;
         }
         if (attempt === 1) log.warn('submitting the step result failed; retrying', { error: err });
-        await sleep(Math.min(attempt * 250, 3000));
+        await sleep(Math.min(attempt * 250, 3000), this.hardAbort.signal);
       }
     }
   }
