@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tasker/tasker/internal/suggest"
 )
 
 // The strict pre-check. Before decoding, the document tree (YAML, or JSON
@@ -216,7 +218,7 @@ func (c *checker) checkMerge(v *yaml.Node, s *shape, path string) {
 
 func (c *checker) unknownKey(k *yaml.Node, s *shape, path string) {
 	msg := fmt.Sprintf("line %d: unknown key %s", k.Line, quoteShort(k.Value))
-	if guess, ok := closest(k.Value, s.keys()); ok {
+	if guess, ok := suggest.Closest(k.Value, s.keys()); ok {
 		msg += fmt.Sprintf(" (did you mean %q?)", guess)
 	}
 	c.probs.add(path, "%s; known keys: %s", msg, strings.Join(s.keys(), ", "))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tasker/tasker/internal/pgtext"
 	"github.com/tasker/tasker/internal/queue"
+	"github.com/tasker/tasker/internal/suggest"
 )
 
 // Name patterns. The lengths agree with MaxNameLen and MaxHandlerLen (a test
@@ -199,7 +200,7 @@ func (t *Template) unknownStepMessage(dep string) string {
 	if len(names) > MaxSteps {
 		return msg
 	}
-	if guess, ok := closest(dep, names); ok {
+	if guess, ok := suggest.Closest(dep, names); ok {
 		msg += fmt.Sprintf(" (did you mean %q?)", guess)
 	}
 	return msg

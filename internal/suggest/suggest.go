@@ -1,10 +1,17 @@
-package template
+// Package suggest finds the name a mistyped one was probably meant to be,
+// for "did you mean" hints in error messages (template keys and step names,
+// API query parameters).
+package suggest
 
-// closest returns the candidate nearest to s when it is near enough to be a
+// maxLen bounds the names Closest considers: anything longer is not a typo
+// of a short name, and the edit distance is quadratic.
+const maxLen = 256
+
+// Closest returns the candidate nearest to s when it is near enough to be a
 // likely typo (an edit distance of at most 2, and less than half of s).
-func closest(s string, candidates []string) (string, bool) {
-	if len(s) > 4*MaxNameLen {
-		return "", false // not a typo; spare the quadratic distance
+func Closest(s string, candidates []string) (string, bool) {
+	if len(s) > maxLen {
+		return "", false
 	}
 	best, bestDist := "", 3
 	for _, c := range candidates {
