@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
@@ -27,6 +29,7 @@ import (
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/pgtext"
 	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/suggest"
 )
 
 // Readiness reports whether the daemon can serve work.
@@ -101,7 +104,7 @@ func (s *Server) routes() []route {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range s.routes() {
-		mux.Handle(r.Method+" "+r.Path, s.auth.Require(r.Perm, r.Handler))
+		mux.Handle(r.Method+" "+r.Path, s.auth.Require(r.Perm, checkQuery(r.Method, r.Path, r.Handler)))
 	}
 	mux.Handle("GET /healthz", s.auth.Public(PublicHealth, http.HandlerFunc(s.healthz)))
 	mux.Handle("GET /readyz", s.auth.Public(PublicHealth, http.HandlerFunc(s.readyz)))
@@ -135,6 +138,49 @@ func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 		}
 	}
 	return allow
+}
+
+// checkQuery answers 400 for a query string the route does not take: one
+// that does not parse (url.Values would drop the pair silently), a parameter
+// the route does not know, or one given twice. Handlers read one value per
+// parameter and ignore the rest, so without this a mistyped filter
+// (staet=error) would answer 200 with everything, which a client cannot tell
+// from a match. The parameters a route takes are those its OpenAPI document
+// lists (routeDocs), so the two cannot drift apart.
+func checkQuery(method, path string, next http.Handler) http.Handler {
+	known := routeDocs[method+" "+path].Query
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request", "the query string does not parse: "+err.Error(), "")
+			return
+		}
+		// Sorted, so that a request with several wrong parameters is always
+		// answered about the same one.
+		for _, name := range slices.Sorted(maps.Keys(q)) {
+			if !slices.Contains(known, name) {
+				writeError(w, http.StatusBadRequest, "invalid_request", unknownParameter(method, path, known, name), name)
+				return
+			}
+			if n := len(q[name]); n > 1 {
+				writeError(w, http.StatusBadRequest, "invalid_request",
+					fmt.Sprintf("query parameter %s is given %d times; it takes one value", name, n), name)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func unknownParameter(method, path string, known []string, name string) string {
+	msg := fmt.Sprintf("unknown query parameter %q", name)
+	if guess, ok := suggest.Closest(name, known); ok {
+		msg += fmt.Sprintf(" (did you mean %q?)", guess)
+	}
+	if len(known) == 0 {
+		return msg + fmt.Sprintf("; %s %s takes no query parameters", method, path)
+	}
+	return msg + fmt.Sprintf("; %s %s takes %s", method, path, strings.Join(known, ", "))
 }
 
 // refuseUnstorableURL answers 400 for a request whose path or query holds

@@ -861,3 +861,55 @@ func TestOperatorTransitionsNameTheCaller(t *testing.T) {
 		t.Errorf("cancel made %d transitions to cancelled, want the task's and its steps'", cancelled)
 	}
 }
+
+// TestUnknownQueryParametersAreRefused: a query parameter a route does not
+// take, one given twice, or a query string that does not parse is a 400
+// naming it, never silently ignored (a mistyped filter would list
+// everything).
+func TestUnknownQueryParametersAreRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	task := e.do("POST", "/v1/tasks", orderBody(""))
+	id := task.body["task_uuid"].(string)
+	step := task.body["steps"].([]any)[0].(map[string]any)["step_uuid"].(string)
+	for _, tc := range []struct {
+		name, method, path, field, text string
+	}{
+		{"typo in a task filter", "GET", "/v1/tasks?staet=error", "staet", `did you mean "state"?`},
+		{"unknown task filter", "GET", "/v1/tasks?color=red", "color", "namespace, name, state"},
+		{"typo in a DLQ filter", "GET", "/v1/dlq?stauts=pending", "stauts", `did you mean "status"?`},
+		{"cursor on the DLQ", "GET", "/v1/dlq?cursor=abc", "cursor", "unknown query parameter"},
+		{"typo in a template filter", "GET", "/v1/templates?namespce=ecommerce", "namespce", `did you mean "namespace"?`},
+		{"typo of include", "GET", "/v1/tasks/" + id + "?includ=transitions", "includ", `did you mean "include"?`},
+		{"parameter of a step", "GET", "/v1/steps/" + step + "?include=transitions", "include", "takes no query parameters"},
+		{"parameter of a template", "GET", "/v1/templates/ecommerce/order_fulfillment?version=1.0.0", "version", "takes no query parameters"},
+		{"parameter of a DLQ entry", "GET", "/v1/dlq/1?include=snapshot", "include", "takes no query parameters"},
+		{"parameter of a submission", "POST", "/v1/tasks?idempotency_key=k", "idempotency_key", "takes no query parameters"},
+		{"filter given twice", "GET", "/v1/tasks?state=error&state=complete", "state", "2 times"},
+		{"limit given twice", "GET", "/v1/dlq?limit=5&limit=6", "limit", "2 times"},
+		{"include given twice", "GET", "/v1/tasks/" + id + "?include=transitions&include=transitions", "include", "2 times"},
+		{"semicolon separator", "GET", "/v1/tasks?state=error;staet=x", "", "query string"},
+		{"bad escape", "GET", "/v1/tasks?state=%zz", "", "query string"},
+	} {
+		r := e.do(tc.method, tc.path, "")
+		if r.status != http.StatusBadRequest || errField(r) != tc.field || !strings.Contains(errMessage(r), tc.text) {
+			t.Errorf("%s: %s %s: %d %s, want 400 with field %q mentioning %q", tc.name, tc.method, tc.path, r.status, r.raw, tc.field, tc.text)
+		}
+	}
+	// Every parameter the OpenAPI document lists is taken (empty is as if
+	// left out), so the document and the check agree.
+	doc := e.do("GET", "/v1/openapi.json", "")
+	for path, item := range doc.body["paths"].(map[string]any) {
+		for method, op := range item.(map[string]any) {
+			params, _ := op.(map[string]any)["parameters"].([]any)
+			for _, p := range params {
+				if p := p.(map[string]any); p["in"] == "query" {
+					url := strings.NewReplacer("{task_uuid}", id, "{step_uuid}", step, "{dlq_id}", "1").Replace(path) + "?" + p["name"].(string) + "="
+					if r := e.do(strings.ToUpper(method), url, ""); strings.Contains(errMessage(r), "query parameter") {
+						t.Errorf("%s %s: %d %s: a documented parameter is refused", method, url, r.status, r.raw)
+					}
+				}
+			}
+		}
+	}
+}

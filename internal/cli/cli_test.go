@@ -93,6 +93,27 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "step_failed") {
 		t.Errorf("dlq list: exit %d\n%s", code, out)
 	}
+	// Every filter of the list commands is a query parameter the API takes
+	// (it refuses any other), and a page's cursor leads to the next page.
+	out, errOut, code = run(t, server, "dlq", "list", "--status", "pending", "-n", "ecommerce", "--limit", "5")
+	if code != 0 || !strings.Contains(out, "step_failed") {
+		t.Errorf("dlq list with every filter: exit %d\n%s%s", code, out, errOut)
+	}
+	var page struct {
+		Tasks []struct {
+			TaskUUID string `json:"task_uuid"`
+		} `json:"tasks"`
+		NextCursor string `json:"next_cursor"`
+	}
+	out, errOut, code = run(t, server, "--json", "task", "list", "-n", "ecommerce", "--name", "order_fulfillment", "--limit", "1")
+	if code != 0 || json.Unmarshal([]byte(out), &page) != nil || len(page.Tasks) != 1 || page.NextCursor == "" {
+		t.Fatalf("task list with every filter: exit %d\n%s%s", code, out, errOut)
+	}
+	first := page.Tasks[0].TaskUUID
+	out, errOut, code = run(t, server, "--json", "task", "list", "--state", "complete", "--cursor", page.NextCursor, "--limit", "1")
+	if code != 0 || json.Unmarshal([]byte(out), &page) != nil || len(page.Tasks) != 1 || page.Tasks[0].TaskUUID == first {
+		t.Errorf("task list --cursor: exit %d, not the next page\n%s%s", code, out, errOut)
+	}
 	// dlq update sends only the flags given: a status change keeps the
 	// notes and author of the update before it; --notes "" clears.
 	out, _, _ = run(t, server, "--json", "dlq", "list")
