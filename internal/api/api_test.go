@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -911,5 +912,51 @@ func TestUnknownQueryParametersAreRefused(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestIncludeAndCursorAreChecked: an include value or a cursor the API does
+// not know is a 400 naming it: include=notransitions must not include
+// transitions, and a made-up cursor must not answer an empty page, which a
+// client reads as the end of the list.
+func TestIncludeAndCursorAreChecked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	task := e.do("POST", "/v1/tasks", orderBody(""))
+	e.do("POST", "/v1/tasks", orderBody("")) // a second page
+	id := task.body["task_uuid"].(string)
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, tc := range []struct {
+		name, path, field, text string
+	}{
+		{"unknown include", "/v1/tasks/" + id + "?include=bogus", "include", "transitions"},
+		{"include by substring", "/v1/tasks/" + id + "?include=notransitions", "include", "transitions"},
+		{"include typo", "/v1/tasks/" + id + "?include=transitons", "include", `did you mean "transitions"?`},
+		{"include empty item", "/v1/tasks/" + id + "?include=transitions,", "include", "comma-separated"},
+		{"cursor of {}", "/v1/tasks?cursor=" + b64(`{}`), "cursor", "not a cursor"},
+		{"cursor of null", "/v1/tasks?cursor=" + b64(`null`), "cursor", "not a cursor"},
+		{"cursor not base64", "/v1/tasks?cursor=abc", "cursor", "not a cursor"},
+		{"cursor without its UUID", "/v1/tasks?cursor=" + b64(`{"c":"2026-01-02T15:04:05Z"}`), "cursor", "not a cursor"},
+		{"cursor without its time", "/v1/tasks?cursor=" + b64(`{"u":"`+id+`"}`), "cursor", "not a cursor"},
+		{"cursor with a nil UUID", "/v1/tasks?cursor=" + b64(`{"c":"2026-01-02T15:04:05Z","u":"00000000-0000-0000-0000-000000000000"}`), "cursor", "not a cursor"},
+		{"cursor with an extra field", "/v1/tasks?cursor=" + b64(`{"c":"2026-01-02T15:04:05Z","u":"`+id+`","x":1}`), "cursor", "not a cursor"},
+		{"cursor of an array", "/v1/tasks?cursor=" + b64(`[]`), "cursor", "not a cursor"},
+	} {
+		r := e.do("GET", tc.path, "")
+		if r.status != http.StatusBadRequest || errField(r) != tc.field || !strings.Contains(errMessage(r), tc.text) {
+			t.Errorf("%s: GET %s: %d %s, want 400 with field %q mentioning %q", tc.name, tc.path, r.status, r.raw, tc.field, tc.text)
+		}
+	}
+	// A cursor the API handed out still pages, to the older task.
+	page := e.do("GET", "/v1/tasks?limit=1", "")
+	next, _ := page.body["next_cursor"].(string)
+	if r := e.do("GET", "/v1/tasks?limit=1&cursor="+next, ""); r.status != 200 || r.body["tasks"].([]any)[0].(map[string]any)["task_uuid"] != id {
+		t.Errorf("next_cursor %q: %d %s, want the older task", next, r.status, r.raw)
+	}
+	if r := e.do("GET", "/v1/tasks/"+id+"?include=transitions", ""); r.status != 200 || r.body["transitions"] == nil {
+		t.Errorf("include=transitions: %d %.300s, want the history", r.status, r.raw)
+	}
+	if r := e.do("GET", "/v1/tasks/"+id+"?include=", ""); r.status != 200 || r.body["transitions"] != nil {
+		t.Errorf("include empty: %d %.300s, want no history", r.status, r.raw)
 	}
 }

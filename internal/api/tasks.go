@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/store"
+	"github.com/tasker/tasker/internal/suggest"
 )
 
 // TaskView is a task as the API shows it.
@@ -190,19 +192,71 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	include, ok := parseInclude(w, r)
+	if !ok {
+		return
+	}
 	t, err := s.store.TaskGet(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	include := r.URL.Query().Get("include")
-	s.writeTask(w, r, t, http.StatusOK, strings.Contains(include, "transitions"))
+	s.writeTask(w, r, t, http.StatusOK, slices.Contains(include, "transitions"))
+}
+
+// includeValues are what ?include= of GET /v1/tasks/{task_uuid} can add.
+var includeValues = []string{"transitions"}
+
+// parseInclude reads ?include=, a comma-separated list of includeValues
+// ("" for none). A value it does not know is refused rather than ignored:
+// a client asking for something it does not get should hear so.
+func parseInclude(w http.ResponseWriter, r *http.Request) ([]string, bool) {
+	raw := r.URL.Query().Get("include")
+	if raw == "" {
+		return nil, true
+	}
+	list := strings.Split(raw, ",")
+	for _, v := range list {
+		if !slices.Contains(includeValues, v) {
+			msg := fmt.Sprintf("include: %q is not something a task can include", v)
+			if guess, ok := suggest.Closest(v, includeValues); ok {
+				msg += fmt.Sprintf(" (did you mean %q?)", guess)
+			}
+			writeError(w, http.StatusBadRequest, "invalid_request",
+				msg+"; include takes a comma-separated list of: "+strings.Join(includeValues, ", "), "include")
+			return nil, false
+		}
+	}
+	return list, true
 }
 
 // cursor encodes the keyset position of the last task of a page.
 type cursor struct {
 	CreatedAt time.Time `json:"c"`
 	UUID      uuid.UUID `json:"u"`
+}
+
+// String is the cursor as the API hands it out: base64url of its JSON.
+func (c cursor) String() string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "" // a time json cannot write (year > 9999): no cursor
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// parseCursor accepts exactly a cursor this API handed out: the encoding of
+// a real position (a time and a task UUID), byte for byte. Anything else
+// that happens to decode, such as {} or null (e30, bnVsbA) or a field left
+// out, would be a zero position that pages from nowhere: an empty page,
+// which a client takes for the end of the list.
+func parseCursor(s string) (cursor, bool) {
+	var c cursor
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || json.Unmarshal(raw, &c) != nil || c.CreatedAt.IsZero() || c.UUID == uuid.Nil {
+		return cursor{}, false
+	}
+	return c, c.String() == s
 }
 
 func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
@@ -233,13 +287,9 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if c := q.Get("cursor"); c != "" {
-		var cur cursor
-		raw, err := base64.RawURLEncoding.DecodeString(c)
-		if err == nil {
-			err = json.Unmarshal(raw, &cur)
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_request", "cursor is not a cursor returned by this API", "cursor")
+		cur, ok := parseCursor(c)
+		if !ok {
+			writeError(w, http.StatusBadRequest, "invalid_request", "cursor is not a cursor returned by this API (pass next_cursor as it came)", "cursor")
 			return
 		}
 		f.AfterCreatedAt, f.AfterUUID = &cur.CreatedAt, cur.UUID
@@ -258,8 +308,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(tasks) == f.Limit {
 		last := tasks[len(tasks)-1]
-		b, _ := json.Marshal(cursor{CreatedAt: last.CreatedAt, UUID: last.UUID})
-		out.NextCursor = base64.RawURLEncoding.EncodeToString(b)
+		out.NextCursor = cursor{CreatedAt: last.CreatedAt, UUID: last.UUID}.String()
 	}
 	writeJSON(w, http.StatusOK, out)
 }
