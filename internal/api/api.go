@@ -18,6 +18,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"reflect"
 	"slices"
 	"strconv"
@@ -123,7 +124,40 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path), "")
 	})
-	return s.recoverPanics(refuseUnstorableURL(mux))
+	return s.recoverPanics(refuseUncleanPath(refuseUnstorableURL(mux)))
+}
+
+// refuseUncleanPath answers 404 in the API's error shape for a path with an
+// empty, "." or ".." segment (/v1//tasks, /v1/./templates). ServeMux would
+// redirect it to the cleaned path with an HTML body: not the API's shape,
+// and for ".." a different resource than the one the client named.
+func refuseUncleanPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// "OPTIONS *" has no path; ServeMux answers it.
+		if p := r.URL.Path; r.RequestURI != "*" && cleanPath(p) != p {
+			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf(
+				"no route for %s %s: the path is not clean (it has an empty, \".\" or \"..\" segment) and is not redirected; the clean path is %s",
+				r.Method, p, cleanPath(p)), "")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is the path ServeMux would redirect p to: rooted, without
+// empty, "." or ".." segments, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // allowedMethods lists the methods mux routes r's path for, other than

@@ -960,3 +960,45 @@ func TestIncludeAndCursorAreChecked(t *testing.T) {
 		t.Errorf("include empty: %d %.300s, want no history", r.status, r.raw)
 	}
 }
+
+// TestUncleanPathsAreNotRedirected: a path with an empty, "." or ".."
+// segment is a 404 in the API's error shape, not ServeMux's redirect with
+// an HTML body (which, for "..", leads to another resource).
+func TestUncleanPathsAreNotRedirected(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct{ method, path, clean string }{
+		{"GET", "/v1//tasks", "/v1/tasks"},
+		{"GET", "/v1/./templates", "/v1/templates"},
+		{"GET", "/v1/tasks/../dlq", "/v1/dlq"},
+		{"GET", "/v1/tasks/%2E%2E/dlq", "/v1/dlq"},
+		{"GET", "//v1/tasks", "/v1/tasks"},
+		{"GET", "/v1/templates/./", "/v1/templates/"},
+		{"POST", "/v1//tasks", "/v1/tasks"},
+	} {
+		req, err := http.NewRequest(tc.method, e.srv.URL+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		var body struct {
+			Error struct{ Code, Message string }
+		}
+		_ = json.Unmarshal(raw, &body)
+		if res.StatusCode != http.StatusNotFound || res.Header.Get("Location") != "" || res.Header.Get("Content-Type") != "application/json" ||
+			body.Error.Code != "not_found" || !strings.Contains(body.Error.Message, "not clean") || !strings.HasSuffix(body.Error.Message, " "+tc.clean) {
+			t.Errorf("%s %s: %d Location %q Content-Type %q %s, want a JSON 404 saying the path is not clean, naming %s",
+				tc.method, tc.path, res.StatusCode, res.Header.Get("Location"), res.Header.Get("Content-Type"), raw, tc.clean)
+		}
+	}
+	// A clean path is served as before.
+	if r := e.do("GET", "/v1/templates", ""); r.status != 200 {
+		t.Errorf("GET /v1/templates: %d %s", r.status, r.raw)
+	}
+}
