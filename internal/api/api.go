@@ -105,7 +105,7 @@ func (s *Server) routes() []route {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range s.routes() {
-		mux.Handle(r.Method+" "+r.Path, s.auth.Require(r.Perm, checkQuery(r.Method, r.Path, r.Handler)))
+		mux.Handle(r.Method+" "+r.Path, s.auth.Require(r.Perm, refuseContentEncoding(checkQuery(r.Method, r.Path, r.Handler))))
 	}
 	mux.Handle("GET /healthz", s.auth.Public(PublicHealth, http.HandlerFunc(s.healthz)))
 	mux.Handle("GET /readyz", s.auth.Public(PublicHealth, http.HandlerFunc(s.readyz)))
@@ -215,6 +215,28 @@ func unknownParameter(method, path string, known []string, name string) string {
 		return msg + fmt.Sprintf("; %s %s takes no query parameters", method, path)
 	}
 	return msg + fmt.Sprintf("; %s %s takes %s", method, path, strings.Join(known, ", "))
+}
+
+// refuseContentEncoding answers 415 for a request whose body is encoded
+// (Content-Encoding: gzip, br, ...): the API reads bodies as they come, so
+// a compressed one would fail as invalid JSON, and a plain one labelled
+// compressed would be read against its label. Identity is no encoding.
+func refuseContentEncoding(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody { // no body: nothing is encoded
+			for _, v := range r.Header.Values("Content-Encoding") {
+				for _, enc := range strings.Split(v, ",") {
+					if enc = strings.TrimSpace(enc); enc != "" && !strings.EqualFold(enc, "identity") {
+						w.Header().Set("Accept-Encoding", "identity") // RFC 7694
+						writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", fmt.Sprintf(
+							"Content-Encoding %s is not supported: send the request body unencoded (identity)", enc), "")
+						return
+					}
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // refuseUnstorableURL answers 400 for a request whose path or query holds

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -1000,5 +1002,48 @@ func TestUncleanPathsAreNotRedirected(t *testing.T) {
 	// A clean path is served as before.
 	if r := e.do("GET", "/v1/templates", ""); r.status != 200 {
 		t.Errorf("GET /v1/templates: %d %s", r.status, r.raw)
+	}
+}
+
+// TestEncodedBodiesAre415: a request body with a Content-Encoding other
+// than identity is a 415 saying the encoding is not supported, whether the
+// body is compressed (it would be read as broken JSON) or plain (the header
+// would be ignored).
+func TestEncodedBodiesAre415(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(orderBody("")))
+	zw.Close()
+	yamlDoc := "namespace: billing\nname: invoice\nversion: 1.0.0\nsteps:\n  - {name: render, handler: billing.render}\n"
+	for _, tc := range []struct{ name, method, path, body, encoding, text string }{
+		{"gzip body", "POST", "/v1/tasks", gz.String(), "gzip", "gzip"},
+		{"plain body labelled gzip", "POST", "/v1/tasks", orderBody(""), "gzip", "gzip"},
+		{"labelled twice", "POST", "/v1/tasks", orderBody(""), "identity, br", "br"},
+		{"template", "POST", "/v1/templates/validate", yamlDoc, "deflate", "deflate"},
+		{"action", "POST", "/v1/tasks/01a21a1a-6905-7d33-8b68-ec8ffcfb9368/cancel", `{"reason":"x"}`, "gzip", "gzip"},
+		{"DLQ update", "PATCH", "/v1/dlq/1", `{"resolution_status":"resolved"}`, "zstd", "zstd"},
+	} {
+		ct := "application/json"
+		if strings.HasPrefix(tc.body, "namespace:") {
+			ct = "application/yaml"
+		}
+		r := e.do(tc.method, tc.path, tc.body, "Content-Type", ct, "Content-Encoding", tc.encoding)
+		if r.status != http.StatusUnsupportedMediaType || !strings.Contains(errMessage(r), "Content-Encoding "+tc.text+" is not supported") ||
+			r.header.Get("Accept-Encoding") != "identity" {
+			t.Errorf("%s: %d %s, want 415 saying Content-Encoding %s is not supported", tc.name, r.status, r.raw, tc.text)
+		}
+	}
+	// Identity is no encoding; a request without a body has nothing encoded.
+	if r := e.do("POST", "/v1/tasks", orderBody(""), "Content-Encoding", "identity"); r.status != http.StatusCreated {
+		t.Errorf("Content-Encoding identity: %d %s, want 201", r.status, r.raw)
+	}
+	if r := e.do("GET", "/v1/tasks", "", "Content-Encoding", "gzip"); r.status != http.StatusOK {
+		t.Errorf("GET without a body, Content-Encoding gzip: %d %s, want 200", r.status, r.raw)
+	}
+	var n int
+	if err := e.h.Pool.QueryRow(t.Context(), `SELECT count(*) FROM tasker.tasks`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d tasks (%v), want only the identity one", n, err)
 	}
 }
