@@ -344,14 +344,22 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // mediaType returns the request's media type, lowercased and without
 // parameters, or "" when it sends no Content-Type. A type that is not one of
-// accepted is answered with 415 and ok false.
+// accepted, or a charset other than UTF-8, is answered with 415 and ok
+// false.
 func mediaType(w http.ResponseWriter, r *http.Request, accepted ...string) (mt string, ok bool) {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
 		return "", true
 	}
-	mt, _, err := mime.ParseMediaType(ct)
+	mt, params, err := mime.ParseMediaType(ct)
 	if err == nil && slices.Contains(accepted, mt) {
+		// Bodies are read as UTF-8: one in another charset would be
+		// misread, not converted.
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type",
+				fmt.Sprintf("charset %q is not supported: the body must be UTF-8 (charset=utf-8, or no charset)", cs), "")
+			return "", false
+		}
 		return mt, true
 	}
 	want := accepted[0]

@@ -1047,3 +1047,30 @@ func TestEncodedBodiesAre415(t *testing.T) {
 		t.Errorf("%d tasks (%v), want only the identity one", n, err)
 	}
 }
+
+// TestCharsetsOtherThanUTF8Are415: bodies are read as UTF-8, so a
+// Content-Type naming another charset is a 415 naming it rather than a body
+// silently misread.
+func TestCharsetsOtherThanUTF8Are415(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	yamlDoc := "namespace: billing\nname: invoice\nversion: 1.0.0\nsteps:\n  - {name: render, handler: billing.render}\n"
+	for _, tc := range []struct{ method, path, body, ct, charset string }{
+		{"POST", "/v1/tasks", orderBody(""), "application/json; charset=latin1", "latin1"},
+		{"POST", "/v1/tasks", orderBody(""), "application/json; charset=UTF-16", "UTF-16"},
+		{"POST", "/v1/tasks", orderBody(""), `application/json; charset="utf8"`, "utf8"},
+		{"POST", "/v1/templates/validate", yamlDoc, "application/yaml; charset=iso-8859-1", "iso-8859-1"},
+		{"POST", "/v1/tasks/01a21a1a-6905-7d33-8b68-ec8ffcfb9368/cancel", `{"reason":"x"}`, "application/json; charset=utf-16le", "utf-16le"},
+		{"PATCH", "/v1/dlq/1", `{"resolution_status":"resolved"}`, "application/json;charset=windows-1252", "windows-1252"},
+	} {
+		r := e.do(tc.method, tc.path, tc.body, "Content-Type", tc.ct)
+		if r.status != http.StatusUnsupportedMediaType || !strings.Contains(errMessage(r), `charset "`+tc.charset+`" is not supported`) {
+			t.Errorf("%s %s as %s: %d %s, want 415 naming the charset", tc.method, tc.path, tc.ct, r.status, r.raw)
+		}
+	}
+	for _, ct := range []string{"application/json; charset=utf-8", `application/json; charset="UTF-8"`, "application/json"} {
+		if r := e.do("POST", "/v1/tasks", orderBody(""), "Content-Type", ct); r.status != http.StatusCreated {
+			t.Errorf("submit as %s: %d %s, want 201", ct, r.status, r.raw)
+		}
+	}
+}
