@@ -1074,3 +1074,61 @@ func TestCharsetsOtherThanUTF8Are415(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyKeyHeader: errors in the Idempotency-Key header name the
+// header (a client would look for idempotency_key in its body in vain); a
+// header and a body key that differ are refused, naming both, where the
+// body's used to win silently.
+func TestIdempotencyKeyHeader(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	for _, tc := range []struct {
+		name, body string
+		keys       []string
+		text       []string
+	}{
+		{"too long", orderBody(""), []string{strings.Repeat("k", orchestration.MaxTextFieldLen+1)}, []string{"Idempotency-Key header", "256"}},
+		{"invalid UTF-8", orderBody(""), []string{"k\xff"}, []string{"Idempotency-Key header", "UTF-8"}},
+		{"given twice", orderBody(""), []string{"k-1", "k-2"}, []string{"Idempotency-Key header", "2 times"}},
+		{"differs from the body's", orderBody(`,"idempotency_key":"body-key"`), []string{"header-key"}, []string{"Idempotency-Key header", "idempotency_key", "header-key", "body-key"}},
+	} {
+		req, err := http.NewRequest("POST", e.srv.URL+"/v1/tasks", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for _, k := range tc.keys {
+			req.Header.Add("Idempotency-Key", k)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		r := resp{status: res.StatusCode, raw: string(raw)}
+		_ = json.Unmarshal(raw, &r.body)
+		ok := r.status == http.StatusBadRequest && errField(r) == "Idempotency-Key"
+		for _, text := range tc.text {
+			ok = ok && strings.Contains(errMessage(r), text)
+		}
+		if !ok {
+			t.Errorf("%s: %d %s, want 400 with field Idempotency-Key mentioning %q", tc.name, r.status, r.raw, tc.text)
+		}
+	}
+	var n int
+	if err := e.h.Pool.QueryRow(t.Context(), `SELECT count(*) FROM tasker.tasks`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("refused requests created %d tasks (%v)", n, err)
+	}
+	// The same key in both is one key; the header alone is the key too.
+	first := e.do("POST", "/v1/tasks", orderBody(`,"idempotency_key":"k-same"`), "Idempotency-Key", "k-same")
+	again := e.do("POST", "/v1/tasks", orderBody(""), "Idempotency-Key", "k-same")
+	if first.status != http.StatusCreated || again.status != http.StatusOK || again.body["task_uuid"] != first.body["task_uuid"] {
+		t.Errorf("same key in header and body, then in the header: %d then %d %s, want 201 then 200 with the same task", first.status, again.status, again.raw)
+	}
+	// The body's idempotency_key keeps naming the body field.
+	long := e.do("POST", "/v1/tasks", orderBody(`,"idempotency_key":"`+strings.Repeat("k", orchestration.MaxTextFieldLen+1)+`"`))
+	if long.status != http.StatusBadRequest || errField(long) != "idempotency_key" {
+		t.Errorf("long body key: %d %s, want 400 with field idempotency_key", long.status, long.raw)
+	}
+}

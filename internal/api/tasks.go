@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -117,8 +118,8 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Given = orchestration.GivenFields(body)
-	if k := r.Header.Get("Idempotency-Key"); k != "" && req.IdempotencyKey == "" {
-		req.IdempotencyKey = k
+	if !idempotencyKeyHeader(w, r, &req) {
+		return
 	}
 	t, created, err := s.engine.CreateTask(r.Context(), req)
 	if err != nil {
@@ -142,6 +143,42 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/tasks/"+t.UUID.String())
 	s.writeTask(w, r, t, status, false)
+}
+
+// idempotencyKeyHeader puts the Idempotency-Key header, when one is sent,
+// into req as its key. Its errors name the header, not the body field the
+// engine would name: a client looking for idempotency_key in its body would
+// not find it. A header and a body key that differ are refused: either
+// could be the one the client meant. An empty header is no header, as an
+// empty idempotency_key is no key.
+func idempotencyKeyHeader(w http.ResponseWriter, r *http.Request, req *orchestration.TaskRequest) bool {
+	const header = "Idempotency-Key"
+	keys := r.Header.Values(header)
+	if len(keys) > 1 {
+		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("the %s header is given %d times; send one key", header, len(keys)), header)
+		return false
+	}
+	if len(keys) == 0 || keys[0] == "" {
+		return true
+	}
+	k := keys[0]
+	if err := orchestration.ValidateText(header, k, orchestration.MaxTextFieldLen); err != nil {
+		msg := err.Error()
+		var fe *orchestration.FieldError
+		if errors.As(err, &fe) {
+			msg = fe.Message
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("the %s header %s", header, msg), header)
+		return false
+	}
+	if req.IdempotencyKey != "" && req.IdempotencyKey != k {
+		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf(
+			"the %s header %q and the body's idempotency_key %q differ: send the key once, or the same key in both",
+			header, k, req.IdempotencyKey), header)
+		return false
+	}
+	req.IdempotencyKey = k
+	return true
 }
 
 func (s *Server) writeTask(w http.ResponseWriter, r *http.Request, t store.Task, status int, transitions bool) {
