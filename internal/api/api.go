@@ -2,7 +2,8 @@
 // handlers that translate wire types to domain calls. No SQL here.
 //
 // Every error is {"error": {"code": "...", "message": "...", "field": "..."}}
-// with a message that names what is wrong; database error text never leaks.
+// with a message that names what is wrong (an invalid template's adds
+// "problems"); database error text never leaks.
 package api
 
 import (

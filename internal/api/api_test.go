@@ -632,6 +632,38 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 	if strings.Join(documented, "\n") != strings.Join(routed, "\n") {
 		t.Errorf("OpenAPI paths:\n%s\nrouter:\n%s", strings.Join(documented, "\n"), strings.Join(routed, "\n"))
 	}
+	// Every key of the error bodies the API sends is in the Error schema:
+	// a field error, and an invalid template with its problems.
+	props := func(schema any) map[string]any {
+		p, _ := schema.(map[string]any)["properties"].(map[string]any)
+		return p
+	}
+	errSchema := props(props(r.body["components"].(map[string]any)["schemas"].(map[string]any)["Error"])["error"])
+	problemSchema, _ := errSchema["problems"].(map[string]any)
+	for _, bad := range []resp{
+		e.do("GET", "/v1/tasks?state=done", ""),
+		e.do("POST", "/v1/templates/validate", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","depends_on":["ghost"]}]}`),
+	} {
+		errBody, _ := bad.body["error"].(map[string]any)
+		if len(errBody) == 0 {
+			t.Fatalf("not an error body: %s", bad.raw)
+		}
+		for k, v := range errBody {
+			if errSchema[k] == nil {
+				t.Errorf("error key %q of %s is not in the Error schema", k, bad.raw)
+			}
+			if k != "problems" {
+				continue
+			}
+			for _, p := range v.([]any) {
+				for pk := range p.(map[string]any) {
+					if problemSchema == nil || props(problemSchema["items"])[pk] == nil {
+						t.Errorf("problem key %q of %s is not in the Error schema", pk, bad.raw)
+					}
+				}
+			}
+		}
+	}
 	// Every documented route answers something other than the catch-all 404.
 	for _, rt := range routed {
 		method, path, _ := strings.Cut(rt, " ")

@@ -54,6 +54,10 @@ func (s *Server) OpenAPI() map[string]any {
 		for _, q := range doc.Query {
 			params = append(params, map[string]any{"name": q, "in": "query", "required": false, "schema": map[string]any{"type": "string"}})
 		}
+		if key == "POST /v1/tasks" {
+			params = append(params, map[string]any{"name": "Idempotency-Key", "in": "header", "required": false, "schema": map[string]any{"type": "string"},
+				"description": "the body's idempotency_key, sent as a header; when both are sent they must be the same key"})
+		}
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
@@ -91,7 +95,7 @@ func (s *Server) OpenAPI() map[string]any {
 	return map[string]any{
 		"openapi": "3.0.3",
 		"info": map[string]any{"title": "Tasker orchestrator API", "version": "1.0.0",
-			"description": "Submit and inspect workflow tasks, operate on steps, manage templates. Errors are {\"error\":{\"code\",\"message\",\"field\"}}."},
+			"description": "Submit and inspect workflow tasks, operate on steps, manage templates. Errors are {\"error\":{\"code\",\"message\",\"field\"}}; an invalid template's add \"problems\": [{\"path\",\"message\"}]."},
 		"paths": paths,
 		"components": map[string]any{
 			"securitySchemes": map[string]any{
@@ -131,7 +135,12 @@ var (
 
 func schemas() map[string]any {
 	return map[string]any{
-		"Error": obj(map[string]any{"error": obj(map[string]any{"code": str, "message": str, "field": str}, "code", "message")}, "error"),
+		"Error": obj(map[string]any{"error": obj(map[string]any{
+			"code": str, "message": str,
+			"field": map[string]any{"type": "string", "description": "the body field, query parameter, path parameter or header that is wrong, when one is"},
+			"problems": map[string]any{"type": "array", "description": "an invalid template's problems, each with the path in the template it concerns",
+				"items": obj(map[string]any{"path": str, "message": str}, "path", "message")},
+		}, "code", "message")}, "error"),
 		"TaskRequest": obj(map[string]any{
 			"namespace": str, "name": str, "version": str, "context": anyObj, "initiator": str, "source_system": str,
 			"reason": str, "tags": strList, "priority": integer, "correlation_id": uuidStr,
