@@ -177,23 +177,25 @@ func documentError(msg string) error {
 // fromNode checks, decodes, defaults and validates a document tree.
 func fromNode(root *yaml.Node, jsonInput bool) (*Template, error) {
 	// The checker follows aliases; checkExpansion has bounded what that
-	// costs (JSON has no aliases). The decoder's type errors are only a
-	// fallback for anything the checker lets through.
+	// costs (JSON has no aliases). The decoder's errors are only a fallback
+	// for anything the checker lets through: the checker's come first, as
+	// they name the field (the decoder gives up on a number it cannot hold
+	// without saying where).
 	var doc docTemplate
 	decodeErr := root.Decode(&doc)
-	var typeErr *yaml.TypeError
-	if decodeErr != nil && !errors.As(decodeErr, &typeErr) {
-		return nil, documentError(strings.TrimPrefix(decodeErr.Error(), "yaml: "))
-	}
 	c := checker{jsonInput: jsonInput}
 	c.checkDocument(root)
-	onlyUnknownKeys := typeErr == nil && c.probs.dropped == 0 && len(c.probs.list) == c.unknownKeys
+	onlyUnknownKeys := decodeErr == nil && c.probs.dropped == 0 && len(c.probs.list) == c.unknownKeys
 	if err := c.probs.err(); err != nil && !onlyUnknownKeys {
 		return nil, err
 	}
-	if typeErr != nil {
+	if decodeErr != nil {
 		// The checker should have caught whatever the decoder refused; if
 		// it did not, the decoder's own words are better than nothing.
+		var typeErr *yaml.TypeError
+		if !errors.As(decodeErr, &typeErr) {
+			return nil, documentError(strings.TrimPrefix(decodeErr.Error(), "yaml: "))
+		}
 		var p problems
 		for _, msg := range typeErr.Errors {
 			p.add("", "%s", msg)

@@ -140,7 +140,7 @@ func TestParseStrict(t *testing.T) {
 		{"duplicate key", "namespace: shop\nname: x\nname: y\nversion: v\nsteps: []\n", "name", []string{"line 3: duplicate key (first at line 2)"}},
 		{"string for int", "namespace: shop\nname: x\nversion: v\nsteps:\n  - name: a\n    handler: h\n    timeout_seconds: soon\n", "steps[0] (a).timeout_seconds", []string{`line 7: expected an integer, got a string "soon"`}},
 		{"float for int", "namespace: shop\nname: x\nversion: v\nsteps:\n  - {name: a, handler: h, timeout_seconds: 1.5}\n", "steps[0] (a).timeout_seconds", []string{"expected an integer"}},
-		{"int out of range", "namespace: shop\nname: x\nversion: v\nsteps:\n  - {name: a, handler: h, timeout_seconds: 99999999999999999999}\n", "steps[0] (a).timeout_seconds", []string{"expected an integer"}},
+		{"int out of range", "namespace: shop\nname: x\nversion: v\nsteps:\n  - {name: a, handler: h, timeout_seconds: 99999999999999999999}\n", "steps[0] (a).timeout_seconds", []string{"line 5: must be between 1 and 86400, got 99999999999999999999"}},
 		{"yes is not a bool", "namespace: shop\nname: x\nversion: v\nsteps:\n  - {name: a, handler: h, retry: {retryable: yes}}\n", "steps[0] (a).retry.retryable", []string{"expected true or false"}},
 		{"bool for string", "namespace: shop\nname: true\nversion: v\nsteps: []\n", "name", []string{"expected a string, got true (quote it)"}},
 		{"mapping for list", "namespace: shop\nname: x\nversion: v\nsteps: {name: a}\n", "steps", []string{"line 4: expected a list, got a mapping"}},
@@ -236,6 +236,127 @@ func TestParseJSONStrict(t *testing.T) {
 			_, err := ParseJSON([]byte(tc.doc))
 			wantProblem(t, err, tc.path, tc.fragments...)
 		})
+	}
+}
+
+// TestNumbersNoIntHoldsNameTheField: a number too large for an int, or
+// not a whole number, in any whole-number setting is refused at the
+// setting's path in plain words, the same from JSON as from YAML. The YAML
+// decoder used to refuse JSON's numbers first, in its own terms ("cannot
+// decode !!float ... as a !!int") and without a path.
+func TestNumbersNoIntHoldsNameTheField(t *testing.T) {
+	t.Parallel()
+	// Every whole-number setting, found from the format's description so
+	// that a new one is covered too: its keys and its path in a problem.
+	type intField struct {
+		keys []string
+		path string
+	}
+	var fields []intField
+	var walk func(s *shape, keys []string, path string)
+	walk = func(s *shape, keys []string, path string) {
+		for _, f := range s.fields {
+			k, p := append(slices.Clone(keys), f.key), join(path, f.key)
+			switch f.shape.kind {
+			case kindInt:
+				fields = append(fields, intField{k, p})
+			case kindMap:
+				walk(f.shape, k, p)
+			case kindList:
+				if f.key == "steps" {
+					walk(f.shape.elem, k, "steps[0] (a)")
+				}
+			}
+		}
+	}
+	walk(templateShape, nil, "")
+	if len(fields) < 5 {
+		t.Fatalf("found only %v", fields)
+	}
+	// doc is the base template with the setting at keys written as lit.
+	doc := func(keys []string, lit string) string {
+		const mark = "NUMBER_HERE"
+		step := map[string]any{"name": "a", "handler": "h"}
+		root := map[string]any{"namespace": "shop", "name": "x", "version": "v", "steps": []any{step}}
+		m := root
+		if keys[0] == "steps" {
+			m, keys = step, keys[1:]
+		}
+		for _, k := range keys[:len(keys)-1] {
+			inner := map[string]any{}
+			m[k], m = inner, inner
+		}
+		m[keys[len(keys)-1]] = mark
+		b, err := json.Marshal(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Replace(string(b), `"`+mark+`"`, lit, 1)
+	}
+	cases := []struct{ lit, want string }{
+		{"99999999999999999999999", ", got 99999999999999999999999"},
+		{"-99999999999999999999999", ", got -99999999999999999999999"},
+		{"9223372036854775808", ", got 9223372036854775808"},
+		{"-9223372036854775809", ", got -9223372036854775809"},
+		{"1" + strings.Repeat("0", 400), "(401 characters)"},
+		{"1.5", `expected an integer, got a number "1.5"`},
+		{"1e400", `expected an integer, got a number "1e400"`},
+		{"-1e400", `expected an integer, got a number "-1e400"`},
+	}
+	for _, f := range fields {
+		for _, tc := range cases {
+			// JSON is YAML too: the same text read as YAML (plain scalars,
+			// resolved YAML's way) must give the same problem.
+			text := doc(f.keys, tc.lit)
+			for format, parse := range map[string]func([]byte) (*Template, error){"json": ParseJSON, "yaml": Parse} {
+				_, err := parse([]byte(text))
+				probs := problemsOf(t, err)
+				if len(probs) != 1 || probs[0].Path != f.path || !strings.Contains(probs[0].Message, tc.want) || strings.Contains(probs[0].Message, "!!") {
+					t.Errorf("%s %s = %s: want one problem at %s saying %q, got:\n%v", format, f.path, tc.lit, f.path, tc.want, err)
+				}
+				if !strings.HasPrefix(tc.want, "expected") && !strings.HasPrefix(probs[0].Message, "line 1: must be between ") {
+					t.Errorf("%s %s = %s: %q does not give the range", format, f.path, tc.lit, probs[0].Message)
+				}
+			}
+		}
+	}
+	// Block YAML says the same, with the line.
+	_, err := Parse([]byte("namespace: shop\nname: x\nversion: v\nstale_after_seconds: 1e400\nsteps:\n  - name: a\n    handler: h\n    timeout_seconds: -99999999999999999999999\n"))
+	wantProblem(t, err, "stale_after_seconds", `line 4: expected an integer, got a number "1e400"`)
+	wantProblem(t, err, "steps[0] (a).timeout_seconds", "line 8: must be between 1 and 86400, got -99999999999999999999999")
+}
+
+// TestSchemaNumbersBeyondInt64: a context schema is arbitrary JSON, so an
+// integer too large for 64 bits is a number like any other, read the same
+// from JSON as from YAML; one too large for a float64 (which canonical JSON
+// uses) is refused at its path. Neither reaches the user in the decoder's
+// words.
+func TestSchemaNumbersBeyondInt64(t *testing.T) {
+	t.Parallel()
+	withSchema := func(schema string) string {
+		return `{"namespace":"shop","name":"x","version":"v","context_schema":` + schema + `,"steps":[{"name":"a","handler":"h"}]}`
+	}
+	big := withSchema(`{"type":"object","properties":{"n":{"type":"integer","maximum":99999999999999999999999,"minimum":-99999999999999999999999}}}`)
+	fromJSON, err := ParseJSON([]byte(big))
+	if err != nil {
+		t.Fatalf("JSON: %v", err)
+	}
+	fromYAML := mustParse(t, "namespace: shop\nname: x\nversion: v\ncontext_schema:\n  type: object\n  properties:\n    n: {type: integer, maximum: 99999999999999999999999, minimum: -99999999999999999999999}\nsteps: [{name: a, handler: h}]\n")
+	if fromJSON.Hash() != fromYAML.Hash() {
+		t.Errorf("the same schema hashes differently from JSON and YAML:\n%s\n%s", fromJSON.ContextSchema, fromYAML.ContextSchema)
+	}
+	if err := fromJSON.ValidateContext([]byte(`{"n":5}`)); err != nil {
+		t.Errorf("context within the bounds: %v", err)
+	}
+	for _, lit := range []string{"1e400", "-1e400", "1" + strings.Repeat("0", 400)} {
+		text := withSchema(`{"type":"object","properties":{"n":{"maximum":` + lit + `}}}`)
+		for format, parse := range map[string]func([]byte) (*Template, error){"json": ParseJSON, "yaml": Parse} {
+			_, err := parse([]byte(text))
+			probs := problemsOf(t, err)
+			if len(probs) != 1 || probs[0].Path != "context_schema.properties.n.maximum" || !strings.Contains(probs[0].Message, "out of range") || strings.Contains(probs[0].Message, "!!") {
+				t.Errorf("%s maximum %.20s: want one problem at context_schema.properties.n.maximum, got:\n%v", format, lit, err)
+			}
+		}
 	}
 }
 

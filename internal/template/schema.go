@@ -40,7 +40,7 @@ func schemaFromNode(n *yaml.Node) (json.RawMessage, error) {
 		return nil, problemError("context_schema", fmt.Sprintf("line %d: a JSON Schema must be a mapping, got %s", n.Line, describe(n)))
 	}
 	var p problems
-	prepareSchemaNode(n, map[*yaml.Node]bool{}, &p)
+	prepareSchemaNode(n, "context_schema", map[*yaml.Node]bool{}, &p)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -56,34 +56,79 @@ func schemaFromNode(n *yaml.Node) (json.RawMessage, error) {
 }
 
 // prepareSchemaNode makes plain scalars that YAML would read as timestamps
-// (`2024-01-31`) strings, as JSON has no timestamps, and reports duplicate
-// keys in the words the checker uses. seen keeps aliased nodes from being
-// walked more than once.
-func prepareSchemaNode(n *yaml.Node, seen map[*yaml.Node]bool, p *problems) {
+// (`2024-01-31`) strings, as JSON has no timestamps, prepares numbers (see
+// prepareSchemaNumber) and reports duplicate keys in the words the checker
+// uses. path names n (`context_schema.properties.n`); seen keeps aliased
+// nodes from being walked more than once.
+func prepareSchemaNode(n *yaml.Node, path string, seen map[*yaml.Node]bool, p *problems) {
 	if n == nil || seen[n] {
 		return
 	}
 	seen[n] = true
-	if n.Kind == yaml.ScalarNode && n.Style&yaml.TaggedStyle == 0 && n.ShortTag() == "!!timestamp" {
-		n.Tag = "!!str"
-	}
-	if n.Kind == yaml.MappingNode {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		stringifyTimestamp(n)
+		prepareSchemaNumber(n, path, p)
+	case yaml.MappingNode:
 		lines := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				prepareSchemaNode(k, path, seen, p) // refused as a key later
+				prepareSchemaNode(v, path, seen, p)
+				continue
+			}
+			stringifyTimestamp(k)
+			if k.ShortTag() == "!!merge" {
+				prepareSchemaNode(v, path, seen, p) // merged into this mapping
 				continue
 			}
 			if first, dup := lines[k.Value]; dup {
 				p.add("context_schema", "line %d: duplicate key %s (first at line %d)", k.Line, quoteShort(k.Value), first)
 			}
 			lines[k.Value] = k.Line
+			prepareSchemaNode(v, path+pathKey(k.Value), seen, p)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			prepareSchemaNode(c, fmt.Sprintf("%s[%d]", path, i), seen, p)
+		}
+	case yaml.AliasNode:
+		prepareSchemaNode(n.Alias, path, seen, p)
+	}
+}
+
+func stringifyTimestamp(n *yaml.Node) {
+	if n.Style&yaml.TaggedStyle == 0 && n.ShortTag() == "!!timestamp" {
+		n.Tag = "!!str"
+	}
+}
+
+// prepareSchemaNumber makes a number read the same whether the schema came
+// as JSON or as YAML, and refuses one a float64 cannot hold. YAML reads an
+// integer too large for 64 bits as a float, and a float too large as a
+// string; given the tags JSON input carries, the decoder would instead give
+// up on either without saying where.
+func prepareSchemaNumber(n *yaml.Node, path string, p *problems) {
+	if !numberSpelling(n) {
+		return
+	}
+	v := strings.ReplaceAll(n.Value, "_", "")
+	if !yamlFloatRE.MatchString(v) {
+		return // hexadecimal, octal, .inf, .nan: as YAML reads them
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		p.add(path, "line %d: number %s is out of range: a context schema's numbers must lie within about ±1.8e308", n.Line, shortNumber(n.Value))
+		return
+	}
+	if n.ShortTag() == "!!int" {
+		_, errInt := strconv.ParseInt(v, 10, 64)
+		_, errUint := strconv.ParseUint(v, 10, 64)
+		if errInt != nil && errUint != nil {
+			n.Tag, n.Value = "!!float", strconv.FormatFloat(f, 'g', -1, 64)
 		}
 	}
-	for _, c := range n.Content {
-		prepareSchemaNode(c, seen, p)
-	}
-	prepareSchemaNode(n.Alias, seen, p)
 }
 
 // canonicalValue turns a decoded YAML or JSON value into one json.Marshal

@@ -1,7 +1,10 @@
 package template
 
 import (
+	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -31,6 +34,10 @@ type shape struct {
 	kind   valueKind
 	fields []field // kindMap
 	elem   *shape  // kindList
+	// limits says which whole numbers a kindInt field takes, in Validate's
+	// words: the checker gives it for a number too large for an int, which
+	// Validate never sees.
+	limits string
 }
 
 type field struct {
@@ -40,16 +47,15 @@ type field struct {
 
 var (
 	stringShape  = &shape{kind: kindString}
-	intShape     = &shape{kind: kindInt}
 	boolShape    = &shape{kind: kindBool}
 	stringsShape = &shape{kind: kindStrings}
 
 	backoffShape = &shape{kind: kindMap, fields: []field{
-		{"base_ms", intShape},
-		{"cap_ms", intShape},
+		{"base_ms", &shape{kind: kindInt, limits: baseMsLimits}},
+		{"cap_ms", &shape{kind: kindInt, limits: capMsLimits}},
 	}}
 	retryShape = &shape{kind: kindMap, fields: []field{
-		{"max_attempts", intShape},
+		{"max_attempts", &shape{kind: kindInt, limits: maxAttemptsLimits}},
 		{"retryable", boolShape},
 		{"backoff", backoffShape},
 	}}
@@ -62,7 +68,7 @@ var (
 		{"handler", stringShape},
 		{"description", stringShape},
 		{"depends_on", stringsShape},
-		{"timeout_seconds", intShape},
+		{"timeout_seconds", &shape{kind: kindInt, limits: timeoutLimits}},
 		{"retry", retryShape},
 		{"events", &shape{kind: kindList, elem: eventShape}},
 	}}
@@ -72,7 +78,7 @@ var (
 		{"version", stringShape},
 		{"description", stringShape},
 		{"failure_policy", stringShape},
-		{"stale_after_seconds", intShape},
+		{"stale_after_seconds", &shape{kind: kindInt, limits: staleAfterLimits}},
 		{"context_schema", &shape{kind: kindSchema}},
 		{"domain_events", stringsShape},
 		{"steps", &shape{kind: kindList, elem: stepShape}},
@@ -157,7 +163,7 @@ func (c *checker) check(n *yaml.Node, s *shape, path string) {
 	case kindString:
 		c.checkString(n, path)
 	case kindInt:
-		c.checkInt(n, path)
+		c.checkInt(n, s, path)
 	case kindBool:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
 			c.wrongType(n, path, "true or false")
@@ -239,15 +245,76 @@ func (c *checker) checkString(n *yaml.Node, path string) {
 	c.wrongType(n, path, "a string")
 }
 
-func (c *checker) checkInt(n *yaml.Node, path string) {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-		c.wrongType(n, path, "an integer")
+func (c *checker) checkInt(n *yaml.Node, s *shape, path string) {
+	// An integer too large for an int is out of the field's range, whatever
+	// YAML makes of it (a float, or a string past a float's range) and
+	// however the decoder would word its refusal.
+	if isInt, fits := integerLiteral(n); isInt && !fits {
+		c.probs.add(path, "line %d: %s, got %s", n.Line, s.limits, shortNumber(n.Value))
 		return
 	}
 	var v int
-	if err := n.Decode(&v); err != nil {
-		c.probs.add(path, "line %d: integer %s is out of range", n.Line, quoteShort(n.Value))
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&v) != nil {
+		c.wrongType(n, path, "an integer")
 	}
+}
+
+// integerLiteral reports whether a scalar is written as an integer, of any
+// size (a JSON integer, or a plain YAML one: `30`, `-7`, `0x1e`, `1_000`;
+// not a quoted string), and whether that integer fits an int.
+func integerLiteral(n *yaml.Node) (isInt, fits bool) {
+	if !numberSpelling(n) {
+		return false, false
+	}
+	v := strings.ReplaceAll(n.Value, "_", "")
+	if !yamlIntRE.MatchString(v) {
+		return false, false
+	}
+	_, err := strconv.ParseInt(v, 0, strconv.IntSize)
+	switch {
+	case err == nil:
+		return true, true
+	case errors.Is(err, strconv.ErrRange):
+		return true, false
+	}
+	return false, false // `09`: not octal; YAML reads it as a float
+}
+
+// numberSpelling reports whether a scalar is written as a number: a JSON
+// number, a plain YAML scalar YAML reads as one, or one YAML would read as
+// one but for its size (`1e400` is then a string).
+func numberSpelling(n *yaml.Node) bool {
+	if n.Kind != yaml.ScalarNode {
+		return false
+	}
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		return true
+	case "!!str":
+		const notPlain = yaml.TaggedStyle | yaml.DoubleQuotedStyle | yaml.SingleQuotedStyle | yaml.LiteralStyle | yaml.FoldedStyle
+		if n.Style&notPlain != 0 {
+			return false
+		}
+		v := strings.ReplaceAll(n.Value, "_", "")
+		return yamlIntRE.MatchString(v) || yamlFloatRE.MatchString(v)
+	}
+	return false
+}
+
+// How YAML spells an integer (underscores removed) and a decimal float (its
+// resolver's own pattern). Both cover JSON's numbers.
+var (
+	yamlIntRE   = regexp.MustCompile(`^[-+]?([0-9]+|0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+)$`)
+	yamlFloatRE = regexp.MustCompile(`^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`)
+)
+
+// shortNumber is a number as written, cut to a readable length.
+func shortNumber(s string) string {
+	const max = 40
+	if len(s) <= max {
+		return s
+	}
+	return fmt.Sprintf("%s... (%d characters)", s[:max], len(s))
 }
 
 func (c *checker) wrongType(n *yaml.Node, path, want string) {
@@ -287,6 +354,9 @@ func describe(n *yaml.Node) string {
 	case yaml.ScalarNode:
 		switch n.ShortTag() {
 		case "!!str":
+			if numberSpelling(n) {
+				return "a number " + quoteShort(n.Value)
+			}
 			return "a string " + quoteShort(n.Value)
 		case "!!int":
 			return "an integer " + quoteShort(n.Value)

@@ -22,6 +22,16 @@ var (
 	eventNameRE = regexp.MustCompile(`^[A-Z][A-Za-z0-9]{0,63}$`)
 )
 
+// The ranges of the whole-number settings, worded as their problems say
+// them. The checker words a number too large for an int with them too.
+var (
+	staleAfterLimits  = fmt.Sprintf("must be between 0 (the daemon's default) and %d", MaxStaleAfterSeconds)
+	timeoutLimits     = fmt.Sprintf("must be between 1 and %d", MaxTimeoutSeconds)
+	maxAttemptsLimits = fmt.Sprintf("must be between 1 (no retry) and %d", MaxAttemptsLimit)
+	baseMsLimits      = fmt.Sprintf("must be between 0 and cap_ms (at most %d)", MaxBackoffCapMs)
+	capMsLimits       = fmt.Sprintf("must be between base_ms and %d", MaxBackoffCapMs)
+)
+
 // Validate checks the template and returns a *ValidationError listing every
 // problem found, or nil. It validates the values as they are: Parse applies
 // the defaults before calling it.
@@ -49,7 +59,7 @@ func (t *Template) validateHeader(p *problems) {
 		p.add("failure_policy", "must be %q or %q, got %s", FailFast, Hold, quoteShort(string(t.FailurePolicy)))
 	}
 	if t.StaleAfterSeconds < 0 || t.StaleAfterSeconds > MaxStaleAfterSeconds {
-		p.add("stale_after_seconds", "must be between 0 (the daemon's default) and %d, got %d", MaxStaleAfterSeconds, t.StaleAfterSeconds)
+		p.add("stale_after_seconds", "%s, got %d", staleAfterLimits, t.StaleAfterSeconds)
 	}
 }
 
@@ -115,7 +125,7 @@ func (s *Step) validate(p *problems, path string) {
 	checkPattern(p, path+".handler", s.Handler, handlerRE, "a letter, then up to 127 letters, digits, '_', '.', ':', '/' or '-'")
 	checkDescription(p, path+".description", s.Description)
 	if s.TimeoutSeconds < 1 || s.TimeoutSeconds > MaxTimeoutSeconds {
-		p.add(path+".timeout_seconds", "must be between 1 and %d, got %d", MaxTimeoutSeconds, s.TimeoutSeconds)
+		p.add(path+".timeout_seconds", "%s, got %d", timeoutLimits, s.TimeoutSeconds)
 	}
 	s.Retry.validate(p, path+".retry")
 	validateEvents(p, path+".events", s.Events)
@@ -123,7 +133,7 @@ func (s *Step) validate(p *problems, path string) {
 
 func (r Retry) validate(p *problems, path string) {
 	if r.MaxAttempts < 1 || r.MaxAttempts > MaxAttemptsLimit {
-		p.add(path+".max_attempts", "must be between 1 (no retry) and %d, got %d", MaxAttemptsLimit, r.MaxAttempts)
+		p.add(path+".max_attempts", "%s, got %d", maxAttemptsLimits, r.MaxAttempts)
 	}
 	if r.BackoffBaseMs < 0 {
 		p.add(path+".backoff.base_ms", "must not be negative, got %d", r.BackoffBaseMs)
