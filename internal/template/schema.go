@@ -131,14 +131,22 @@ func prepareSchemaNumber(n *yaml.Node, path string, p *problems) {
 	}
 }
 
+// errSchemaTooDeep and errSchemaTooLarge concern the whole schema: they
+// are not prefixed with where the walk stopped (64 levels of "[0]: ").
+var (
+	errSchemaTooDeep  = fmt.Errorf("nested more than %d levels deep", maxSchemaDepth)
+	errSchemaTooLarge = fmt.Errorf("more than %d values", maxSchemaNodes)
+)
+
 // canonicalValue turns a decoded YAML or JSON value into one json.Marshal
-// encodes canonically. count bounds the total size, aliases included.
+// encodes canonically. count bounds the total size, aliases included. Other
+// errors than the two above are prefixed with the key or index they concern.
 func canonicalValue(v any, depth int, count *int) (any, error) {
 	if depth > maxSchemaDepth {
-		return nil, fmt.Errorf("nested more than %d levels deep", maxSchemaDepth)
+		return nil, errSchemaTooDeep
 	}
 	if *count++; *count > maxSchemaNodes {
-		return nil, fmt.Errorf("more than %d values", maxSchemaNodes)
+		return nil, errSchemaTooLarge
 	}
 	switch x := v.(type) {
 	case nil, bool, string:
@@ -148,7 +156,7 @@ func canonicalValue(v any, depth int, count *int) (any, error) {
 		for k, e := range x {
 			c, err := canonicalValue(e, depth+1, count)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", k, err)
+				return nil, wrapSchemaError(k, err)
 			}
 			out[k] = c
 		}
@@ -169,7 +177,7 @@ func canonicalValue(v any, depth int, count *int) (any, error) {
 		for i, e := range x {
 			c, err := canonicalValue(e, depth+1, count)
 			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", i, err)
+				return nil, wrapSchemaError(fmt.Sprintf("[%d]", i), err)
 			}
 			out[i] = c
 		}
@@ -188,6 +196,13 @@ func canonicalValue(v any, depth int, count *int) (any, error) {
 		return x.Format(time.RFC3339Nano), nil
 	}
 	return nil, fmt.Errorf("unsupported value %T", v)
+}
+
+func wrapSchemaError(where string, err error) error {
+	if errors.Is(err, errSchemaTooDeep) || errors.Is(err, errSchemaTooLarge) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", where, err)
 }
 
 var jsonNumberRE = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)

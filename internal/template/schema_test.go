@@ -2,6 +2,7 @@ package template
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -140,6 +141,30 @@ func TestSchemaHasNoExternalAccess(t *testing.T) {
 		tmpl.ContextSchema = json.RawMessage(schema)
 		if err := tmpl.Validate(); err == nil {
 			t.Errorf("accepted %s", schema)
+		}
+	}
+}
+
+// TestSchemaTooDeepIsOneShortProblem: a schema nested past the limit is
+// refused in one short message that gives the limit, not one that spells
+// the way down ("[0]: " once per level).
+func TestSchemaTooDeepIsOneShortProblem(t *testing.T) {
+	t.Parallel()
+	deep := strings.Repeat("[", maxSchemaDepth+5) + strings.Repeat("]", maxSchemaDepth+5)
+	docs := map[string]func() (*Template, error){
+		"yaml": func() (*Template, error) {
+			return Parse([]byte("namespace: shop\nname: x\nversion: v\ncontext_schema: {type: object, default: " + deep + "}\nsteps: [{name: a, handler: h}]\n"))
+		},
+		"json": func() (*Template, error) {
+			return ParseJSON([]byte(`{"namespace":"shop","name":"x","version":"v","context_schema":{"type":"object","default":` + deep + `},"steps":[{"name":"a","handler":"h"}]}`))
+		},
+	}
+	for format, parse := range docs {
+		_, err := parse()
+		probs := problemsOf(t, err)
+		want := fmt.Sprintf("nested more than %d levels deep", maxSchemaDepth)
+		if len(probs) != 1 || probs[0].Path != "context_schema" || probs[0].Message != want {
+			t.Errorf("%s: want one problem at context_schema saying %q, got:\n%.300v", format, want, err)
 		}
 	}
 }
