@@ -418,6 +418,11 @@ func TestTextPostgresCannotStoreIsRefused(t *testing.T) {
 		{"template validate", "/v1/templates/validate", tplJSON, "description", nil},
 		{"YAML template step description", "/v1/templates", tplYAML, "steps[0] (a).description", yaml},
 		{"template context_schema", "/v1/templates", `{"namespace":"x","name":"t","version":"1","context_schema":{"type":"object","title":"\u0000"},"steps":[{"name":"a","handler":"h"}]}`, "context_schema", nil},
+		{"template description UTF-8", "/v1/templates", "{\"namespace\":\"x\",\"name\":\"t\",\"version\":\"1\",\"description\":\"a\xffb\",\"steps\":[{\"name\":\"a\",\"handler\":\"h\"}]}", "description", nil},
+		{"template description surrogate", "/v1/templates/validate", `{"namespace":"x","name":"t","version":"1","description":"a\ud800b","steps":[{"name":"a","handler":"h"}]}`, "description", nil},
+		{"template step description surrogate", "/v1/templates", `{"namespace":"x","name":"t","version":"1","steps":[{"name":"a","handler":"h","description":"\udc00"}]}`, "steps[0] (a).description", nil},
+		{"template context_schema surrogate", "/v1/templates", `{"namespace":"x","name":"t","version":"1","context_schema":{"type":"object","title":"\ud800"},"steps":[{"name":"a","handler":"h"}]}`, "context_schema", nil},
+		{"template context_schema UTF-8", "/v1/templates/validate", "{\"namespace\":\"x\",\"name\":\"t\",\"version\":\"1\",\"context_schema\":{\"type\":\"object\",\"title\":\"\xc3\"},\"steps\":[{\"name\":\"a\",\"handler\":\"h\"}]}", "context_schema", nil},
 	} {
 		r := e.do("POST", tc.path, tc.body, tc.headers...)
 		errBody, _ := r.body["error"].(map[string]any)

@@ -8,14 +8,21 @@ import (
 	"io"
 	"regexp"
 	"sort"
+	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tasker/tasker/internal/pgtext"
 )
 
 // JSON input is turned into the same node tree YAML gives, with lines, so
 // that both formats go through one checker, one decoder and one set of
 // messages. Building the tree token by token is also what lets a duplicate
-// key be refused: encoding/json would silently keep the last one.
+// key be refused: encoding/json would silently keep the last one. It would
+// also silently replace invalid UTF-8 and unpaired surrogate escapes
+// (\ud800) in a string with U+FFFD, where YAML refuses them: such strings
+// are noted, for the checker to refuse with their path.
 
 // maxJSONDepth bounds nesting; far deeper than any template needs.
 const maxJSONDepth = 200
@@ -26,13 +33,16 @@ type jsonReader struct {
 	data  []byte
 	dec   *json.Decoder
 	lines []int // offsets of '\n'
+	// unstorable maps the string nodes (keys and values) whose text is not
+	// what the document holds, to why: see checker.unstorable.
+	unstorable map[*yaml.Node]error
 }
 
-func parseJSON(data []byte) (*yaml.Node, error) {
+func parseJSON(data []byte) (*yaml.Node, map[*yaml.Node]error, error) {
 	if err := checkSize(data); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	r := &jsonReader{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
+	r := &jsonReader{data: data, dec: json.NewDecoder(bytes.NewReader(data)), unstorable: map[*yaml.Node]error{}}
 	r.dec.UseNumber()
 	for i, b := range data {
 		if b == '\n' {
@@ -41,12 +51,12 @@ func parseJSON(data []byte) (*yaml.Node, error) {
 	}
 	n, err := r.value(0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := r.dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, documentError(fmt.Sprintf("line %d: unexpected data after the JSON document", r.line(r.next())))
+		return nil, nil, documentError(fmt.Sprintf("line %d: unexpected data after the JSON document", r.line(r.next())))
 	}
-	return &yaml.Node{Kind: yaml.DocumentNode, Line: n.Line, Content: []*yaml.Node{n}}, nil
+	return &yaml.Node{Kind: yaml.DocumentNode, Line: n.Line, Content: []*yaml.Node{n}}, r.unstorable, nil
 }
 
 // value reads one JSON value.
@@ -54,7 +64,8 @@ func (r *jsonReader) value(depth int) (*yaml.Node, error) {
 	if depth > maxJSONDepth {
 		return nil, documentError(fmt.Sprintf("line %d: nested more than %d levels deep", r.line(r.next()), maxJSONDepth))
 	}
-	line := r.line(r.next())
+	start := r.next()
+	line := r.line(start)
 	tok, err := r.dec.Token()
 	if err != nil {
 		return nil, r.syntaxError(err)
@@ -69,7 +80,9 @@ func (r *jsonReader) value(depth int) (*yaml.Node, error) {
 		}
 		return nil, documentError(fmt.Sprintf("line %d: unexpected %q", line, t))
 	case string:
-		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: t, Style: yaml.DoubleQuotedStyle, Line: line}, nil
+		n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: t, Style: yaml.DoubleQuotedStyle, Line: line}
+		r.noteUnstorable(n, start)
+		return n, nil
 	case json.Number:
 		tag := "!!float"
 		if jsonIntRE.MatchString(string(t)) {
@@ -87,17 +100,18 @@ func (r *jsonReader) value(depth int) (*yaml.Node, error) {
 func (r *jsonReader) object(line, depth int) (*yaml.Node, error) {
 	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: line}
 	for r.dec.More() {
-		keyLine := r.line(r.next())
+		keyStart := r.next()
 		tok, err := r.dec.Token()
 		if err != nil {
 			return nil, r.syntaxError(err)
 		}
 		key, _ := tok.(string) // the decoder only returns strings here
+		k := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key, Style: yaml.DoubleQuotedStyle, Line: r.line(keyStart)}
+		r.noteUnstorable(k, keyStart)
 		v, err := r.value(depth + 1)
 		if err != nil {
 			return nil, err
 		}
-		k := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key, Style: yaml.DoubleQuotedStyle, Line: keyLine}
 		n.Content = append(n.Content, k, v)
 	}
 	return n, r.closing()
@@ -113,6 +127,22 @@ func (r *jsonReader) array(line, depth int) (*yaml.Node, error) {
 		n.Content = append(n.Content, v)
 	}
 	return n, r.closing()
+}
+
+// noteUnstorable records string node n, just read from the token at offset
+// start, if the decoder replaced invalid UTF-8 or an unpaired surrogate
+// escape in it with U+FFFD. A NUL character comes through as it is and is
+// refused wherever it is, as from YAML (by Validate, or by the patterns and
+// lists a field's value must match), so a string whose first problem is a
+// \u0000 is refused for that.
+func (r *jsonReader) noteUnstorable(n *yaml.Node, start int) {
+	if !strings.ContainsRune(n.Value, utf8.RuneError) {
+		return // nothing was replaced
+	}
+	_, err := pgtext.FindJSONProblem(r.data[start:r.dec.InputOffset()])
+	if errors.Is(err, pgtext.ErrInvalidUTF8) || errors.Is(err, pgtext.ErrSurrogate) {
+		r.unstorable[n] = err
+	}
 }
 
 // closing reads the '}' or ']' that ends a value.

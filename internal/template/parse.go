@@ -20,18 +20,18 @@ func Parse(data []byte) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fromNode(root, false)
+	return fromNode(root, checker{})
 }
 
 // ParseJSON reads the same document written as JSON (as the REST API takes
 // it, and as JSON writes it), with the same strictness: duplicate and
 // unknown keys are refused.
 func ParseJSON(data []byte) (*Template, error) {
-	root, err := parseJSON(data)
+	root, unstorable, err := parseJSON(data)
 	if err != nil {
 		return nil, err
 	}
-	return fromNode(root, true)
+	return fromNode(root, checker{jsonInput: true, unstorable: unstorable})
 }
 
 // LoadDir parses every *.yaml and *.yml file in dir (not its subdirectories;
@@ -174,8 +174,9 @@ func documentError(msg string) error {
 	return &ValidationError{Problems: []Problem{newProblem("", msg)}}
 }
 
-// fromNode checks, decodes, defaults and validates a document tree.
-func fromNode(root *yaml.Node, jsonInput bool) (*Template, error) {
+// fromNode checks (with c, set up for the input's format), decodes, defaults
+// and validates a document tree.
+func fromNode(root *yaml.Node, c checker) (*Template, error) {
 	// The checker follows aliases; checkExpansion has bounded what that
 	// costs (JSON has no aliases). The decoder's errors are only a fallback
 	// for anything the checker lets through: the checker's come first, as
@@ -183,7 +184,6 @@ func fromNode(root *yaml.Node, jsonInput bool) (*Template, error) {
 	// without saying where).
 	var doc docTemplate
 	decodeErr := root.Decode(&doc)
-	c := checker{jsonInput: jsonInput}
 	c.checkDocument(root)
 	onlyUnknownKeys := decodeErr == nil && c.probs.dropped == 0 && len(c.probs.list) == c.unknownKeys
 	if err := c.probs.err(); err != nil && !onlyUnknownKeys {

@@ -360,6 +360,49 @@ func TestSchemaNumbersBeyondInt64(t *testing.T) {
 	}
 }
 
+// TestParseJSONRefusesTextPostgresCannotStore: invalid UTF-8 and unpaired
+// surrogate escapes in a JSON template's strings are refused at their path,
+// as YAML's parser refuses them, rather than stored as the U+FFFD
+// encoding/json puts in their place.
+func TestParseJSONRefusesTextPostgresCannotStore(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, doc, path, want string
+	}{
+		{"description UTF-8", `{"namespace":"shop","name":"x","version":"v","description":"a` + "\xff" + `b","steps":[{"name":"a","handler":"h"}]}`, "description", "is not valid UTF-8"},
+		{"description surrogate", `{"namespace":"shop","name":"x","version":"v","description":"a\ud800b","steps":[{"name":"a","handler":"h"}]}`, "description", "unpaired UTF-16 surrogate"},
+		{"low surrogate alone", `{"namespace":"shop","name":"x","version":"v","description":"\udc00","steps":[{"name":"a","handler":"h"}]}`, "description", "unpaired UTF-16 surrogate"},
+		{"namespace", `{"namespace":"sh` + "\xc3" + `op","name":"x","version":"v","steps":[{"name":"a","handler":"h"}]}`, "namespace", "is not valid UTF-8"},
+		{"step description", `{"namespace":"shop","name":"x","version":"v","steps":[{"name":"a","handler":"h","description":"\ud800\ud800"}]}`, "steps[0] (a).description", "surrogate"},
+		{"depends_on item", `{"namespace":"shop","name":"x","version":"v","steps":[{"name":"a","handler":"h"},{"name":"b","handler":"h","depends_on":["a` + "\xff" + `"]}]}`, "steps[1] (b).depends_on[0]", "is not valid UTF-8"},
+		{"domain_events item", `{"namespace":"shop","name":"x","version":"v","domain_events":["\udfff"],"steps":[{"name":"a","handler":"h"}]}`, "domain_events[0]", "surrogate"},
+		{"event name", `{"namespace":"shop","name":"x","version":"v","steps":[{"name":"a","handler":"h","events":[{"name":"Paid\ud800"}]}]}`, "steps[0] (a).events[0].name", "surrogate"},
+		{"key", `{"namespace":"shop","name":"x","version":"v","descr` + "\xff" + `iption":"","steps":[{"name":"a","handler":"h"}]}`, "", "line 1: a key is not valid UTF-8"},
+		{"schema string", `{"namespace":"shop","name":"x","version":"v","context_schema":{"type":"object",` + "\n" + `"title":"\ud800"},"steps":[{"name":"a","handler":"h"}]}`, "context_schema", "line 2: contains an unpaired UTF-16 surrogate"},
+		{"schema key", `{"namespace":"shop","name":"x","version":"v","context_schema":{"type":"object","properties":{"` + "\xff" + `":{}}},"steps":[{"name":"a","handler":"h"}]}`, "context_schema", "is not valid UTF-8"},
+		{"schema deep", `{"namespace":"shop","name":"x","version":"v","context_schema":{"type":"object","properties":{"n":{"enum":["ok",["\udc00"]]}}},"steps":[{"name":"a","handler":"h"}]}`, "context_schema", "surrogate"},
+	}
+	for _, tc := range cases {
+		_, err := ParseJSON([]byte(tc.doc))
+		probs := problemsOf(t, err)
+		if len(probs) != 1 || probs[0].Path != tc.path || !strings.Contains(probs[0].Message, tc.want) {
+			t.Errorf("%s: want one problem at %q saying %q, got:\n%v", tc.name, tc.path, tc.want, err)
+		}
+		if _, err := Parse([]byte(tc.doc)); err == nil {
+			t.Errorf("%s: YAML accepts what JSON refuses", tc.name)
+		}
+	}
+	// What encoding/json decodes faithfully stays accepted: a surrogate
+	// pair, and U+FFFD itself, escaped or not.
+	tmpl, err := ParseJSON([]byte(`{"namespace":"shop","name":"x","version":"v","description":"\ud83d\ude00 \ufffd \uFFFD","context_schema":{"type":"object","title":"\ufffd\ud83d\ude00"},"steps":[{"name":"a","handler":"h"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "\U0001F600 \uFFFD \uFFFD"; tmpl.Description != want {
+		t.Errorf("description %q, want %q", tmpl.Description, want)
+	}
+}
+
 func TestParseTooLarge(t *testing.T) {
 	t.Parallel()
 	big := make([]byte, MaxDocumentBytes+1)

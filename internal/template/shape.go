@@ -111,6 +111,11 @@ type checker struct {
 	probs     problems
 	// schema is the context_schema value node, if the document has one.
 	schema *yaml.Node
+	// unstorable maps the string nodes of JSON input that held text
+	// Postgres cannot store (invalid UTF-8, an unpaired surrogate escape),
+	// which encoding/json replaced with U+FFFD, to why. YAML input never
+	// gets that far: its parser refuses such text.
+	unstorable map[*yaml.Node]error
 	// unknownKeys counts the problems that are unknown keys: a document
 	// whose only problems they are decodes fine (the keys are ignored), so
 	// its settings can be validated too and every problem reported at once.
@@ -137,6 +142,10 @@ func (c *checker) check(n *yaml.Node, s *shape, path string) {
 		// null is the same as leaving the key out.
 		return
 	}
+	if err := c.unstorable[n]; err != nil {
+		c.probs.add(path, "%v", err)
+		return
+	}
 	switch s.kind {
 	case kindMap:
 		if n.Kind != yaml.MappingNode {
@@ -158,7 +167,12 @@ func (c *checker) check(n *yaml.Node, s *shape, path string) {
 			return
 		}
 		for i, item := range n.Content {
-			c.checkString(resolve(item), fmt.Sprintf("%s[%d]", path, i))
+			item, itemPath := resolve(item), fmt.Sprintf("%s[%d]", path, i)
+			if err := c.unstorable[item]; err != nil {
+				c.probs.add(itemPath, "%v", err)
+				continue
+			}
+			c.checkString(item, itemPath)
 		}
 	case kindString:
 		c.checkString(n, path)
@@ -170,6 +184,22 @@ func (c *checker) check(n *yaml.Node, s *shape, path string) {
 		}
 	case kindSchema:
 		c.schema = n
+		c.checkSchemaText(n)
+	}
+}
+
+// checkSchemaText refuses the strings in a context schema that held text
+// Postgres cannot store, at the path its other problems of stored text
+// have.
+func (c *checker) checkSchemaText(n *yaml.Node) {
+	if len(c.unstorable) == 0 {
+		return
+	}
+	if err := c.unstorable[n]; err != nil {
+		c.probs.add("context_schema", "line %d: %v", n.Line, err)
+	}
+	for _, child := range n.Content {
+		c.checkSchemaText(child) // JSON input: no aliases, no cycles
 	}
 }
 
@@ -181,6 +211,10 @@ func (c *checker) checkMap(n *yaml.Node, s *shape, path string, seen map[string]
 		k, v := resolve(n.Content[i]), n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
 			c.probs.add(path, "line %d: a key must be a string, got %s", k.Line, describe(k))
+			continue
+		}
+		if err := c.unstorable[k]; err != nil {
+			c.probs.add(path, "line %d: a key %v", k.Line, err)
 			continue
 		}
 		if k.ShortTag() == "!!merge" {
