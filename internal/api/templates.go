@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +48,11 @@ func (s *Server) readTemplate(w http.ResponseWriter, r *http.Request) (*template
 		} else {
 			writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body", "")
 		}
+		return nil, false
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		// In the words decode uses for other endpoints' bodies.
+		writeTemplateError(w, &template.ValidationError{Problems: []template.Problem{{Message: "request body is empty; a template document is required"}}})
 		return nil, false
 	}
 	var t *template.Template

@@ -42,6 +42,9 @@ func parseJSON(data []byte) (*yaml.Node, map[*yaml.Node]error, error) {
 	if err := checkSize(data); err != nil {
 		return nil, nil, err
 	}
+	if len(bytes.Trim(data, " \t\r\n")) == 0 {
+		return nil, nil, documentError("the document is empty") // as from YAML
+	}
 	r := &jsonReader{data: data, dec: json.NewDecoder(bytes.NewReader(data)), unstorable: map[*yaml.Node]error{}}
 	r.dec.UseNumber()
 	for i, b := range data {

@@ -226,6 +226,8 @@ func TestParseJSONStrict(t *testing.T) {
 		{"trailing data", `{"namespace":"shop"} {}`, "", []string{"unexpected data after"}},
 		{"syntax", "{\n\"namespace\": shop}", "", []string{"line 2", "invalid JSON"}},
 		{"truncated", `{"namespace":`, "", []string{"ends early"}},
+		{"empty", ``, "", []string{"the document is empty"}},
+		{"blank", " \r\n\t", "", []string{"the document is empty"}},
 		{"array", `[]`, "", []string{"must be a mapping"}},
 		{"deep", strings.Repeat("[", 300) + strings.Repeat("]", 300), "", []string{"nested more than"}},
 		{"duplicate key in schema", `{"namespace":"shop","name":"x","version":"v","context_schema":{"type":"object","type":"string"},"steps":[{"name":"a","handler":"h"}]}`, "context_schema", []string{`line 1: duplicate key "type"`}},
