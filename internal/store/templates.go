@@ -62,7 +62,7 @@ func (s *Store) TemplateRegister(ctx context.Context, t *template.Template) (rec
 			return fmt.Errorf("read template %s: %w", t.Key(), err)
 		}
 		if existingHash != hash {
-			return fmt.Errorf("template %s is already registered with different content; register a new version: %w", t.Key(), ErrConflict)
+			return fmt.Errorf("%w: template %s is already registered with different content; register a new version", ErrConflict, t.Key())
 		}
 		rec = TemplateRecord{ID: id, Template: t, Hash: hash, CreatedAt: at}
 		return nil
