@@ -579,6 +579,46 @@ func TestTemplateEndpoints(t *testing.T) {
 	}
 }
 
+// TestTemplateProblemsNameTheField: what a black-box probe of the template
+// endpoints found answered without a path, in the YAML decoder's words
+// (!!int, !!float) or at great length, is a problem at the field's path in
+// plain words.
+func TestTemplateProblemsNameTheField(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	yaml := []string{"Content-Type", "application/yaml"}
+	deep := strings.Repeat("[", 70) + strings.Repeat("]", 70)
+	for _, tc := range []struct {
+		name, body, path, text string
+		headers                []string
+	}{
+		{"timeout beyond int", `{"namespace":"t1","name":"j","version":"1","steps":[{"name":"a","handler":"h.a","timeout_seconds":99999999999999999999999}]}`,
+			"steps[0] (a).timeout_seconds", "must be between 1 and 86400, got 99999999999999999999999", nil},
+		{"timeout beyond int in YAML", "namespace: t1\nname: j\nversion: \"1\"\nsteps:\n  - {name: a, handler: h.a, timeout_seconds: 99999999999999999999999}\n",
+			"steps[0] (a).timeout_seconds", "must be between 1 and 86400, got 99999999999999999999999", yaml},
+		{"stale_after beyond float", `{"namespace":"t1","name":"j","version":"1","stale_after_seconds":1e400,"steps":[{"name":"a","handler":"h.a"}]}`,
+			"stale_after_seconds", `expected an integer, got a number "1e400"`, nil},
+		{"schema number beyond float", `{"namespace":"t1","name":"j","version":"1","context_schema":{"type":"object","maximum":1e400},"steps":[{"name":"a","handler":"h.a"}]}`,
+			"context_schema.maximum", "out of range", nil},
+		{"schema nested too deep", "namespace: t1\nname: j\nversion: \"1\"\ncontext_schema: {type: object, default: " + deep + "}\nsteps: [{name: a, handler: h.a}]\n",
+			"context_schema", "nested more than 64 levels deep", yaml},
+	} {
+		for _, path := range []string{"/v1/templates/validate", "/v1/templates"} {
+			r := e.do("POST", path, tc.body, tc.headers...)
+			errBody, _ := r.body["error"].(map[string]any)
+			problems, _ := errBody["problems"].([]any)
+			if r.status != http.StatusBadRequest || len(problems) != 1 || strings.Contains(r.raw, "!!") {
+				t.Errorf("%s: POST %s: %d %.500s, want 400 with one problem", tc.name, path, r.status, r.raw)
+				continue
+			}
+			p := problems[0].(map[string]any)
+			if msg := p["message"].(string); p["path"] != tc.path || !strings.Contains(msg, tc.text) || len(msg) > 120 {
+				t.Errorf("%s: POST %s: problem %.300v, want it at %s saying %q in a line", tc.name, path, p, tc.path, tc.text)
+			}
+		}
+	}
+}
+
 func TestAuth(t *testing.T) {
 	t.Parallel()
 	auth := api.NewAuthenticator(true, true, true, []api.Credential{
