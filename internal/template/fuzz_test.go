@@ -3,6 +3,7 @@ package template
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -51,9 +52,16 @@ func FuzzParseJSON(f *testing.F) {
 	f.Add([]byte(`{"namespace":"shop","name":"x","version":"v","context_schema":{"type":"object","minimum":-0.0,"maximum":1E+2},"steps":[{"name":"a","handler":"h"}]}`))
 	f.Add([]byte(`[`))
 	f.Add([]byte(`{"steps":[{"retry":{"backoff":{"cap_ms":1e3}}}]}`))
+	f.Add([]byte(`{"namespace":"t1","name":"j","version":"1","stale_after_seconds":1e400,"steps":[{"name":"a","handler":"h.a","timeout_seconds":99999999999999999999999}]}`))
+	f.Add([]byte(`{"namespace":"t1","name":"j","version":"1","context_schema":{"type":"object","maximum":-99999999999999999999999,"title":"\ud800"},"steps":[{"name":"a","handler":"h.a"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tmpl, err := ParseJSON(data)
 		checkParsed(t, tmpl, err)
+		// JSON has no YAML tags to get wrong: the YAML decoder's refusals
+		// ("cannot decode !!float `1e23` as a !!int") must not show.
+		if strings.Contains(fmt.Sprint(err), "cannot decode") || strings.Contains(fmt.Sprint(err), "cannot unmarshal") {
+			t.Fatalf("problem in the YAML decoder's words: %v", err)
+		}
 	})
 }
 
