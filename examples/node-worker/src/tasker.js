@@ -39,6 +39,7 @@
 //      (handler_started true; false for a step the hard stop caught before
 //      its handler).
 
+import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -367,6 +368,13 @@ class Listener {
  * timeout, when the step is taken away (cancelled, resolved, lease lost) and
  * at a hard shutdown; the worker stops waiting for the handler then.
  */
+// hardStopListeners is how many listeners a worker's stop signals may
+// have: a few per running step (the handler's signal, its heartbeat, a
+// submission's retry sleep), plus the read loops and the shutdown.
+export function hardStopListeners(concurrency) {
+  return 4 * concurrency + 16;
+}
+
 export class Worker {
   constructor({
     connectionString,
@@ -431,6 +439,10 @@ export class Worker {
     this.slots = new Slots(concurrency);
     this.readAbort = new AbortController(); // stop reading (graceful)
     this.hardAbort = new AbortController(); // abort running handlers
+    // Every running step (its handler, heartbeat and retry sleeps) listens
+    // for the hard stop: allow that many listeners without Node's
+    // MaxListenersExceededWarning, which fired above 10 running steps.
+    setMaxListeners(hardStopListeners(concurrency), this.hardAbort.signal, this.readAbort.signal);
     this.wakes = new Map(); // namespace -> Wake
     this.readLoops = [];
     this.inflight = new Set();

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as demo from '../src/handlers.js';
 import {
   StepError, errorPayload, permanent, workerQueue, notifyChannel, quoteIdent, stepMessageProblem, permanentError,
+  Worker, sleep,
 } from '../src/tasker.js';
 import { parseDuration } from '../src/config.js';
 import { Logger } from '../src/log.js';
@@ -179,4 +180,26 @@ test('the logger writes JSON lines with its fields', () => {
   assert.equal(line.worker_id, 'w1');
   assert.equal(line.task_uuid, TASK);
   assert.equal(line.error, 'x');
+});
+
+test('a worker running more than ten steps raises no MaxListenersExceededWarning', async () => {
+  const concurrency = 16;
+  const w = new Worker({ connectionString: 'postgres://127.0.0.1:1/unused', namespaces: ['ecommerce'], concurrency });
+  const warnings = [];
+  const onWarning = (warning) => warnings.push(warning.name);
+  process.on('warning', onWarning);
+  try {
+    // Each running step's handler, heartbeat and a submission retry's
+    // sleep listen for the hard stop at once.
+    const listeners = Array.from({ length: 3 * concurrency }, () => () => {});
+    for (const l of listeners) w.hardAbort.signal.addEventListener('abort', l);
+    const sleeping = Array.from({ length: concurrency }, () => sleep(20, w.hardAbort.signal));
+    await Promise.all(sleeping);
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const l of listeners) w.hardAbort.signal.removeEventListener('abort', l);
+  } finally {
+    process.off('warning', onWarning);
+    await w.pool.end();
+  }
+  assert.deepEqual(warnings.filter((name) => name === 'MaxListenersExceededWarning'), []);
 });
