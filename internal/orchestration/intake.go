@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -272,42 +271,12 @@ func sameValue(a, b any) bool {
 		if x == y {
 			return true
 		}
-		p, okP := canonicalNumber(string(x))
-		q, okQ := canonicalNumber(string(y))
+		p, okP := pgtext.NumberKey(string(x))
+		q, okQ := pgtext.NumberKey(string(y))
 		return okP && okQ && p == q
 	default:
 		return a == b
 	}
-}
-
-// canonicalNumber writes the JSON number n as its significant digits
-// (without leading or trailing zeros) and a power of ten, "-125e-2" for
-// -1.250, "0" for any zero, so that two spellings of one value compare
-// equal, in time linear in their length (no arithmetic on the value).
-func canonicalNumber(n string) (string, bool) {
-	neg := strings.HasPrefix(n, "-")
-	mant, exp, hasExp := strings.Cut(strings.ToLower(strings.TrimPrefix(n, "-")), "e")
-	e := int64(0)
-	if hasExp {
-		v, err := strconv.ParseInt(exp, 10, 64)
-		if err != nil {
-			return "", false
-		}
-		e = v
-	}
-	intPart, frac, _ := strings.Cut(mant, ".")
-	digits := strings.TrimLeft(intPart+frac, "0")
-	if digits == "" {
-		return "0", true
-	}
-	e -= int64(len(frac))
-	sig := strings.TrimRight(digits, "0")
-	e += int64(len(digits) - len(sig))
-	sign := ""
-	if neg {
-		sign = "-"
-	}
-	return sign + sig + "e" + strconv.FormatInt(e, 10), true
 }
 
 // CreateTask validates and persists a task request, then initializes the task

@@ -117,38 +117,85 @@ const (
 // before the decimal point. A literal that is not a number is left to the
 // JSON parser (true).
 func numericFits(n []byte) bool {
-	s := string(n)
-	s = strings.TrimPrefix(s, "-")
-	mant, exp, hasExp := strings.Cut(strings.ToLower(s), "e")
-	e := int64(0)
-	if hasExp {
-		v, err := strconv.ParseInt(exp, 10, 64)
-		if err != nil {
-			var ne *strconv.NumError
-			return !(errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange)) // huge exponent: does not fit
-		}
-		if v >= maxNumericExponentAbs || v <= -maxNumericExponentAbs {
-			return false
-		}
-		e = v
+	num, ok := splitNumber(string(n))
+	if !ok {
+		// Only an exponent too large for int64 makes it here (the JSON
+		// parser refuses the rest): it does not fit.
+		return !num.expOverflow
 	}
-	intPart, frac, _ := strings.Cut(mant, ".")
-	if int64(len(frac))-e > maxNumericScale {
+	e := num.exp
+	if e >= maxNumericExponentAbs || e <= -maxNumericExponentAbs {
 		return false
 	}
-	digits := strings.TrimLeft(intPart, "0")
+	if int64(len(num.frac))-e > maxNumericScale {
+		return false
+	}
+	digits := strings.TrimLeft(num.intPart, "0")
 	var weight int64
 	switch {
 	case digits != "":
 		weight = int64(len(digits)) + e
 	default:
-		lead := len(frac) - len(strings.TrimLeft(frac, "0"))
-		if lead == len(frac) {
+		lead := len(num.frac) - len(strings.TrimLeft(num.frac, "0"))
+		if lead == len(num.frac) {
 			return true // zero
 		}
 		weight = e - int64(lead)
 	}
 	return weight <= maxNumericIntDigits
+}
+
+// number is a JSON number literal taken apart: its value is
+// ±intPart.frac × 10^exp.
+type number struct {
+	neg           bool
+	intPart, frac string
+	exp           int64
+	// expOverflow: the exponent does not fit an int64.
+	expOverflow bool
+}
+
+// splitNumber takes apart the JSON number literal n (ok false when its
+// exponent is not an int64; the digits are not checked).
+func splitNumber(n string) (number, bool) {
+	var num number
+	num.neg = strings.HasPrefix(n, "-")
+	mant, exp, hasExp := strings.Cut(strings.ToLower(strings.TrimPrefix(n, "-")), "e")
+	if hasExp {
+		v, err := strconv.ParseInt(exp, 10, 64)
+		if err != nil {
+			var ne *strconv.NumError
+			num.expOverflow = errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange)
+			return num, false
+		}
+		num.exp = v
+	}
+	num.intPart, num.frac, _ = strings.Cut(mant, ".")
+	return num, true
+}
+
+// NumberKey writes the JSON number literal n as its significant digits
+// (without leading or trailing zeros) and a power of ten, "-125e-2" for
+// -1.250 and "0" for any zero, so that two spellings of one value have the
+// same key (1e2 and 100), in time linear in their length: no arithmetic on
+// the value. ok is false when n's exponent is not an int64.
+func NumberKey(n string) (key string, ok bool) {
+	num, ok := splitNumber(n)
+	if !ok {
+		return "", false
+	}
+	digits := strings.TrimLeft(num.intPart+num.frac, "0")
+	if digits == "" {
+		return "0", true
+	}
+	e := num.exp - int64(len(num.frac))
+	sig := strings.TrimRight(digits, "0")
+	e += int64(len(digits) - len(sig))
+	sign := ""
+	if num.neg {
+		sign = "-"
+	}
+	return sign + sig + "e" + strconv.FormatInt(e, 10), true
 }
 
 // unicodeEscape decodes the escape \uXXXX at b[i:].

@@ -87,3 +87,32 @@ func TestFindJSONProblemSaysWhere(t *testing.T) {
 		}
 	}
 }
+
+// TestNumberKey: spellings of one value share a key; different values,
+// however close, do not.
+func TestNumberKey(t *testing.T) {
+	same := [][]string{
+		{"100", "1e2", "1E+2", "100.000", "0.1e3", "10e1"},
+		{"-1.25", "-125e-2", "-0.0125E2"},
+		{"0", "-0", "0.000", "0e99"},
+		{"12345678901234567890", "1.2345678901234567890e19"},
+	}
+	for _, group := range same {
+		want, _ := NumberKey(group[0])
+		for _, n := range group[1:] {
+			if got, ok := NumberKey(n); !ok || got != want {
+				t.Errorf("NumberKey(%s) = %q, %v; want %q, the key of %s", n, got, ok, want, group[0])
+			}
+		}
+	}
+	for _, pair := range [][2]string{{"12345678901234567890", "12345678901234567891"}, {"1", "-1"}, {"1", "1.0001"}, {"1e2", "1e-2"}} {
+		a, _ := NumberKey(pair[0])
+		b, _ := NumberKey(pair[1])
+		if a == b {
+			t.Errorf("%s and %s share the key %q", pair[0], pair[1], a)
+		}
+	}
+	if _, ok := NumberKey("1e99999999999999999999"); ok {
+		t.Error("an exponent beyond int64 has a key")
+	}
+}
