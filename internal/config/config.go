@@ -54,6 +54,7 @@ const (
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "json"
 	DefaultStatementTimeout  = 30 * time.Second
+	DefaultConnectWait       = time.Minute
 	DefaultStaleTaskTimeout  = time.Hour
 	DefaultStaleCheck        = 15 * time.Second
 	DefaultArchiveRetention  = 7 * 24 * time.Hour
@@ -88,6 +89,11 @@ type Database struct {
 	// StatementTimeout bounds every statement on the daemon's connections.
 	// Default 30s.
 	StatementTimeout Duration `toml:"statement_timeout"`
+	// ConnectWait is how long the daemon keeps trying to reach the database
+	// when it starts (a database that starts at the same time, or is
+	// restarting); a refused password or an unknown database fails at
+	// once. 0 tries once. Default 60s.
+	ConnectWait Duration `toml:"connect_wait"`
 }
 
 // Server configures the HTTP API.
@@ -226,7 +232,7 @@ type APIKey struct {
 func Default() Config {
 	return Config{
 		Database: Database{MaxConns: DefaultMaxConns, MigrateOnStart: true,
-			StatementTimeout: Duration{DefaultStatementTimeout}},
+			StatementTimeout: Duration{DefaultStatementTimeout}, ConnectWait: Duration{DefaultConnectWait}},
 		Server: Server{Listen: DefaultListen, ReadTimeout: Duration{DefaultReadTimeout},
 			WriteTimeout: Duration{DefaultWriteTimeout}, MaxBodyBytes: DefaultMaxBodyBytes},
 		Orchestrator: Orchestrator{Enabled: true, BatchSize: DefaultBatchSize, ResultLoops: 1,
@@ -367,6 +373,9 @@ func (c Config) Validate() error {
 	}
 	if c.Database.MaxConns < 2 || c.Database.MaxConns > 1000 {
 		bad("database.max_conns", "must be between 2 and 1000, got %d", c.Database.MaxConns)
+	}
+	if c.Database.ConnectWait.Duration < 0 {
+		bad("database.connect_wait", "must not be negative")
 	}
 	if c.Database.StatementTimeout.Duration < 0 {
 		bad("database.statement_timeout", "must not be negative")

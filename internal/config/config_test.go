@@ -95,6 +95,8 @@ func TestValidationNamesTheBadKey(t *testing.T) {
 		"TASKER_SERVER_LISTEN=localhost":            "server.listen",
 		"TASKER_SERVER_LISTEN=:99999":               "server.listen: port",
 		"TASKER_SERVER_LISTEN=:http":                "server.listen: port",
+		"TASKER_DATABASE_CONNECT_WAIT=-1s":          "database.connect_wait",
+		"TASKER_ORCHESTRATOR_REAP_GRACE=0s":         "orchestrator.reap_grace",
 	}
 	for kv, want := range cases {
 		_, err := config.Load("", []string{"DATABASE_URL=postgres://a@h/db", kv})

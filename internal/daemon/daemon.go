@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -76,7 +78,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 		}
 	}()
 
-	pool, err := openPool(ctx, cfg.Database)
+	pool, err := openPool(ctx, cfg.Database, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +241,11 @@ func (d *Daemon) closeAll() {
 	}
 }
 
-func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
+// openPool connects with the daemon's settings. With db.ConnectWait set it
+// keeps trying for that long, with backoff and a log line per failure,
+// while the database cannot be reached (refused, timed out, starting up);
+// a refused login or an unknown database fails at once.
+func openPool(ctx context.Context, db config.Database, logger *slog.Logger) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		return nil, fmt.Errorf("database.url: %w", err)
@@ -251,17 +257,58 @@ func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 	pc.ConnConfig.RuntimeParams["application_name"] = "tasker-orchestrator"
 	store.WithNotifyAfterCommit(pc)
 	store.WithBinaryUUIDs(pc)
+	wait := db.ConnectWait.Duration
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		pool, err := connectOnce(ctx, pc.Copy())
+		if err == nil {
+			if attempt > 1 {
+				logger.Info("database reachable", "after", time.Since(start).Round(time.Millisecond).String())
+			}
+			return pool, nil
+		}
+		if wait <= 0 || !connectRetryable(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to database: %w", err)
+		}
+		if waited := time.Since(start); waited >= wait {
+			return nil, fmt.Errorf("connect to database: gave up after %s (database.connect_wait): %w", waited.Round(time.Second), err)
+		}
+		pause := min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)
+		logger.Warn("database not reachable yet; retrying", "error", err.Error(), "retry_in", pause.String(),
+			"waiting_up_to", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to database: %w", ctx.Err())
+		case <-time.After(pause):
+		}
+	}
+}
+
+// connectOnce makes a pool and checks that a connection can be made.
+func connectOnce(ctx context.Context, pc *pgxpool.Config) (*pgxpool.Pool, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(cctx, pc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to database: %w", err)
+		return nil, err
 	}
 	if err := pool.Ping(cctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to database: %w", err)
+		return nil, err
 	}
 	return pool, nil
+}
+
+// connectRetryable reports whether a failed connection may succeed later:
+// the server refused the connection, did not answer, or is starting or
+// shutting down. A refused login (SQLSTATE class 28), an unknown database
+// (3D000) or any other answer from the server will not change by waiting.
+func connectRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "57P03" || strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01"
+	}
+	return true
 }
 
 // AppliedMigration is a migration that Migrate applied.
@@ -275,7 +322,7 @@ type AppliedMigration struct {
 // logs each one it applies and returns them (none when the database was up
 // to date).
 func Migrate(ctx context.Context, dbURL string, logger *slog.Logger) ([]AppliedMigration, error) {
-	pool, err := openPool(ctx, config.Database{URL: dbURL, MaxConns: 2})
+	pool, err := openPool(ctx, config.Database{URL: dbURL, MaxConns: 2}, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +406,7 @@ type MigrationState struct {
 
 // MigrationStatus lists the embedded migrations and whether each is applied.
 func MigrationStatus(ctx context.Context, dbURL string) ([]MigrationState, error) {
-	pool, err := openPool(ctx, config.Database{URL: dbURL, MaxConns: 2})
+	pool, err := openPool(ctx, config.Database{URL: dbURL, MaxConns: 2}, slog.Default())
 	if err != nil {
 		return nil, err
 	}
@@ -396,7 +443,10 @@ func RetentionPolicy(r config.Retention) store.RetentionPolicy {
 // commands that work on it directly (orchestrator prune). close releases
 // the pool.
 func OpenStore(ctx context.Context, db config.Database) (st *store.Store, close func(), err error) {
-	pool, err := openPool(ctx, db)
+	// An operator's command fails at once rather than wait for the
+	// database as the daemon does.
+	db.ConnectWait = config.Duration{}
+	pool, err := openPool(ctx, db, slog.Default())
 	if err != nil {
 		return nil, nil, err
 	}

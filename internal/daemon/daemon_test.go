@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,9 +142,23 @@ func TestDaemonServesAndStopsInOrder(t *testing.T) {
 func TestStartFailsClearly(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	cfg.Database.ConnectWait = config.Duration{Duration: 1500 * time.Millisecond}
+	start := time.Now()
 	_, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
-	if err == nil || !strings.Contains(err.Error(), "connect to database") {
-		t.Errorf("unreachable database: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "connect to database: gave up after") || !strings.Contains(err.Error(), "database.connect_wait") {
+		t.Errorf("unreachable database: %v, want the error to say it gave up after database.connect_wait", err)
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Errorf("gave up after %s, before database.connect_wait", d)
+	}
+	// An unknown database does not appear by waiting: it fails at once.
+	u, _ := url.Parse(testdb.URL(t))
+	u.Path = "/no_such_database"
+	cfg = testConfig(t, u.String())
+	start = time.Now()
+	_, err = daemon.Start(context.Background(), cfg, enginetest.Logger(t))
+	if err == nil || !strings.Contains(err.Error(), "no_such_database") || time.Since(start) > 10*time.Second {
+		t.Errorf("unknown database: %v after %s, want a prompt error naming it", err, time.Since(start))
 	}
 	cfg = testConfig(t, testdb.URL(t))
 	cfg.Orchestrator.TemplatesDir = t.TempDir()
@@ -314,5 +329,38 @@ func TestMigrationStatusNamesEveryMigration(t *testing.T) {
 		if !strings.HasPrefix(m.Name, want) {
 			t.Errorf("migration %d is named %q, want a name starting %q", m.Version, m.Name, want)
 		}
+	}
+}
+
+// TestStartWaitsForTheDatabase: a daemon started while its database cannot
+// be reached yet (started at the same time, restarting) keeps trying for
+// database.connect_wait and starts once it can, instead of exiting.
+func TestStartWaitsForTheDatabase(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := enginetest.StartProxy(t, u.Host)
+	proxy.Cut()
+	u.Host = proxy.Addr()
+	cfg := testConfig(t, u.String())
+	cfg.Database.ConnectWait = config.Duration{Duration: 30 * time.Second}
+	go func() {
+		time.Sleep(2 * time.Second)
+		proxy.Restore()
+	}()
+	start := time.Now()
+	d, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
+	if err != nil {
+		t.Fatalf("start while the database comes up: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Stop() })
+	if el := time.Since(start); el < 2*time.Second {
+		t.Errorf("started after %s, before the database could be reached", el)
+	}
+	if s := status("http://" + d.Addr() + "/readyz"); s != http.StatusOK {
+		t.Errorf("/readyz = %d after the start", s)
 	}
 }
