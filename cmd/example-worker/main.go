@@ -42,6 +42,26 @@ func main() {
 	}
 }
 
+const usage = `usage: example-worker
+
+Runs the handlers of the demo workflow (config/templates/order_fulfillment.yaml)
+with the Go worker SDK until SIGINT or SIGTERM, then finishes or releases the
+steps it is running.
+
+Environment:
+  DATABASE_URL                      Postgres connection string (required)
+  TASKER_WORKER_NAMESPACES          namespaces to serve, comma-separated (default ecommerce)
+  TASKER_WORKER_CONCURRENCY         steps run at once (default 10)
+  TASKER_WORKER_METRICS_LISTEN      address of /metrics (default 127.0.0.1:9091; empty disables it)
+  TASKER_DEMO_DELAY                 simulated work per step (default 50ms)
+  TASKER_TELEMETRY_TRACING_ENABLED  true to export traces (default false)
+  TASKER_TELEMETRY_OTLP_ENDPOINT    OTLP endpoint: host:port for grpc, http://host:port for http/protobuf
+  TASKER_TELEMETRY_OTLP_PROTOCOL    grpc or http/protobuf (default grpc)
+  OTEL_EXPORTER_OTLP_*              the standard OpenTelemetry exporter variables
+  OTEL_SERVICE_NAME                 service name in traces (default tasker-example-worker)
+  GOGC                              garbage collector target (default 400)
+`
+
 func env(k, def string) string {
 	if v, ok := os.LookupEnv(k); ok {
 		return v
@@ -50,9 +70,12 @@ func env(k, def string) string {
 }
 
 func run() error {
-	if len(os.Args) > 1 && (os.Args[1] == "-h" || os.Args[1] == "--help") {
-		fmt.Println("usage: example-worker  (configured by environment; see the package comment or README)")
-		return nil
+	if len(os.Args) > 1 {
+		if os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+			fmt.Print(usage)
+			return nil
+		}
+		return fmt.Errorf("unexpected argument %q: this worker takes no arguments, only environment variables (see --help)", os.Args[1])
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	dbURL := os.Getenv("DATABASE_URL")
