@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -34,6 +37,21 @@ func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
 // one JSON object printed indented, as every command prints its JSON.
 func decodeIndented(out string, v any) bool {
 	return json.Unmarshal([]byte(out), v) == nil && strings.HasPrefix(out, "{\n  \"")
+}
+
+// apiGet is the JSON document the API answers a GET with.
+func apiGet(t *testing.T, url string) any {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return v
 }
 
 // TestOperatorCommandsAgainstARealDaemon drives the CLI as an operator
@@ -245,6 +263,39 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 	out, errOut, code = run(t, server, "--json", "template", "list", "-n", "ecommerce")
 	if code != 0 || !decodeIndented(out, &templates) || len(templates.Templates) != 1 || templates.Templates[0].Namespace != "ecommerce" {
 		t.Errorf("template list -n ecommerce: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// --json prints the API's own document, whatever the command: the keys
+	// are the API's (snake_case, none dropped, none added).
+	base := "http://" + d.Addr()
+	for _, c := range []struct {
+		api  string
+		args []string
+	}{
+		{"/v1/templates", []string{"template", "list"}},
+		{"/v1/templates?namespace=cli_audit", []string{"template", "list", "-n", "cli_audit"}},
+		{"/v1/tasks?limit=20&state=complete", []string{"task", "list", "--state", "complete"}},
+		{"/v1/dlq?limit=50", []string{"dlq", "list"}},
+	} {
+		out, errOut, code := run(t, append([]string{server, "--json"}, c.args...)...)
+		var got any
+		if code != 0 || !decodeIndented(out, &got) || !reflect.DeepEqual(got, apiGet(t, base+c.api)) {
+			t.Errorf("%v --json: exit %d, not GET %s as the API sent it:\n%s%s", c.args, code, c.api, out, errOut)
+		}
+	}
+	// submit, get and cancel print one task with the same keys.
+	out, errOut, code = run(t, server, "--json", "task", "submit", "-n", "cli_audit", "--name", "audit", "--tag", "probe")
+	var submitted map[string]any
+	if code != 0 || !decodeIndented(out, &submitted) || submitted["tags"] == nil {
+		t.Fatalf("task submit --json: exit %d\n%s%s", code, out, errOut)
+	}
+	id, _ := submitted["task_uuid"].(string)
+	for _, args := range [][]string{{"task", "get", id}, {"task", "cancel", id}} {
+		out, errOut, code := run(t, append([]string{server, "--json"}, args...)...)
+		var doc map[string]any
+		if code != 0 || !decodeIndented(out, &doc) || !slices.Equal(slices.Sorted(maps.Keys(doc)), slices.Sorted(maps.Keys(submitted))) {
+			t.Errorf("%v --json: exit %d, keys differ from task submit --json's %v:\n%s%s", args, code, slices.Sorted(maps.Keys(submitted)), out, errOut)
+		}
 	}
 
 	// Bad input: a clear error and a non-zero exit.

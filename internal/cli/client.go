@@ -121,8 +121,6 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// printRawJSON prints a document as the API sent it (every field, not only
-// those the CLI knows), indented as printJSON indents.
 // printAPIDoc prints a document the API answered: all of it, indented, with
 // --json; otherwise decoded into T and printed for a reader by show.
 func printAPIDoc[T any](g *globals, raw json.RawMessage, show func(io.Writer, T)) error {
@@ -137,6 +135,10 @@ func printAPIDoc[T any](g *globals, raw json.RawMessage, show func(io.Writer, T)
 	return nil
 }
 
+// printRawJSON prints a document as the API sent it (every field, not only
+// those the CLI knows), indented as printJSON indents. With --json every
+// client command prints the API's own document this way, so its keys are
+// those the OpenAPI document describes.
 func printRawJSON(w io.Writer, raw json.RawMessage) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
@@ -167,7 +169,8 @@ func errorMessage(raw json.RawMessage) string {
 	return string(raw)
 }
 
-// taskOut is the subset of the API's task the CLI prints.
+// taskOut is the subset of the API's task the CLI prints for a reader
+// (--json prints the API's document as received).
 type taskOut struct {
 	TaskUUID      string          `json:"task_uuid"`
 	Namespace     string          `json:"namespace"`
@@ -297,27 +300,23 @@ func taskSubmitCmd(g *globals) *cobra.Command {
 				req.SourceSystem = "cli"
 			}
 			c := g.client()
-			var t taskOut
-			if err := c.do(cmd.Context(), "POST", "/v1/tasks", req, "", &t); err != nil {
+			var raw json.RawMessage
+			if err := c.do(cmd.Context(), "POST", "/v1/tasks", req, "", &raw); err != nil {
 				return err
 			}
 			if !wait {
-				if g.jsonOut {
-					return printJSON(g.stdout, t)
-				}
-				printTask(g.stdout, t)
-				return nil
+				return printAPIDoc(g, raw, printTask)
 			}
-			final, err := follow(cmd.Context(), c, t.TaskUUID, timeout, g)
+			var t taskOut
+			if err := json.Unmarshal(raw, &t); err != nil {
+				return err
+			}
+			final, finalRaw, err := follow(cmd.Context(), c, t.TaskUUID, timeout, g)
 			if err != nil {
 				return err
 			}
-			if g.jsonOut {
-				if err := printJSON(g.stdout, final); err != nil {
-					return err
-				}
-			} else {
-				printTask(g.stdout, final)
+			if err := printAPIDoc(g, finalRaw, printTask); err != nil {
+				return err
 			}
 			if final.State != "complete" {
 				return fmt.Errorf("task %s ended %s", final.TaskUUID, final.State)
@@ -345,7 +344,10 @@ func taskSubmitCmd(g *globals) *cobra.Command {
 // terminal it redraws one line; otherwise (a log, CI) it prints a line when
 // the progress changes, and at most every followQuietEvery while it does
 // not, so a long wait neither floods the log nor looks hung.
-func follow(ctx context.Context, c *client, id string, timeout time.Duration, g *globals) (taskOut, error) {
+//
+// It returns the task as printTask reads it and as the API sent it, which
+// --json prints.
+func follow(ctx context.Context, c *client, id string, timeout time.Duration, g *globals) (taskOut, json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tty := isTerminal(g.stderr) && !g.jsonOut
@@ -353,8 +355,12 @@ func follow(ctx context.Context, c *client, id string, timeout time.Duration, g 
 	start := time.Now()
 	for {
 		var t taskOut
-		if err := c.do(ctx, "GET", "/v1/tasks/"+id, nil, "", &t); err != nil {
-			return t, err
+		var raw json.RawMessage
+		if err := c.do(ctx, "GET", "/v1/tasks/"+id, nil, "", &raw); err != nil {
+			return t, nil, err
+		}
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return t, nil, err
 		}
 		if tty {
 			fmt.Fprintf(g.stderr, "\r\033[K%s %s", progressLine(t), time.Since(start).Round(100*time.Millisecond))
@@ -365,14 +371,14 @@ func follow(ctx context.Context, c *client, id string, timeout time.Duration, g 
 			if tty {
 				fmt.Fprintln(g.stderr)
 			}
-			return t, nil
+			return t, raw, nil
 		}
 		select {
 		case <-ctx.Done():
 			if tty {
 				fmt.Fprintln(g.stderr)
 			}
-			return t, fmt.Errorf("task %s still %s after %s", id, t.State, timeout)
+			return t, nil, fmt.Errorf("task %s still %s after %s", id, t.State, timeout)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -467,15 +473,19 @@ func taskListCmd(g *globals) *cobra.Command {
 				}
 			}
 			q.Set("limit", fmt.Sprint(limit))
+			var raw json.RawMessage
+			if err := g.client().do(cmd.Context(), "GET", "/v1/tasks?"+q.Encode(), nil, "", &raw); err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return printRawJSON(g.stdout, raw)
+			}
 			var out struct {
 				Tasks      []taskOut `json:"tasks"`
 				NextCursor string    `json:"next_cursor"`
 			}
-			if err := g.client().do(cmd.Context(), "GET", "/v1/tasks?"+q.Encode(), nil, "", &out); err != nil {
+			if err := json.Unmarshal(raw, &out); err != nil {
 				return err
-			}
-			if g.jsonOut {
-				return printJSON(g.stdout, out)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TASK\tTEMPLATE\tSTATE\tCREATED")
@@ -524,16 +534,12 @@ func taskActionCmd(g *globals, action, short string) *cobra.Command {
 		Short: short,
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var t taskOut
+			var raw json.RawMessage
 			if err := g.client().do(cmd.Context(), "POST", "/v1/tasks/"+url.PathEscape(args[0])+"/"+action,
-				map[string]string{"reason": reason}, "", &t); err != nil {
+				map[string]string{"reason": reason}, "", &raw); err != nil {
 				return err
 			}
-			if g.jsonOut {
-				return printJSON(g.stdout, t)
-			}
-			printTask(g.stdout, t)
-			return nil
+			return printAPIDoc(g, raw, printTask)
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the transition)")
@@ -675,16 +681,18 @@ the steps of a level can run at once.`,
 			if ns != "" {
 				path += "?" + url.Values{"namespace": {ns}}.Encode()
 			}
-			var out struct {
-				Templates []struct {
-					Namespace, Name, Version, Description string
-				} `json:"templates"`
-			}
-			if err := g.client().do(cmd.Context(), "GET", path, nil, "", &out); err != nil {
+			var raw json.RawMessage
+			if err := g.client().do(cmd.Context(), "GET", path, nil, "", &raw); err != nil {
 				return err
 			}
 			if g.jsonOut {
-				return printJSON(g.stdout, out)
+				return printRawJSON(g.stdout, raw)
+			}
+			var out struct {
+				Templates []templateOut `json:"templates"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
 			}
 			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAMESPACE\tNAME\tVERSION\tDESCRIPTION")

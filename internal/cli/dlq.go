@@ -102,14 +102,18 @@ func dlqCmd(g *globals) *cobra.Command {
 				q.Set("namespace", ns)
 			}
 			q.Set("limit", fmt.Sprint(limit))
-			var out struct {
-				Entries []dlqOut `json:"entries"`
-			}
-			if err := g.client().do(cmd.Context(), "GET", "/v1/dlq?"+q.Encode(), nil, "", &out); err != nil {
+			var raw json.RawMessage
+			if err := g.client().do(cmd.Context(), "GET", "/v1/dlq?"+q.Encode(), nil, "", &raw); err != nil {
 				return err
 			}
 			if g.jsonOut {
-				return printJSON(g.stdout, out)
+				return printRawJSON(g.stdout, raw)
+			}
+			var out struct {
+				Entries []dlqOut `json:"entries"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
 			}
 			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTASK\tNAMESPACE\tREASON\tSTATUS\tCREATED\tDETAIL")
