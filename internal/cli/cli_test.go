@@ -246,6 +246,24 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 		t.Errorf("template register --json: exit %d\n%s", code, out)
 	}
 
+	// An invalid template: each problem once, "path: message", and a
+	// problem of the whole file without an empty path before it.
+	badTpl := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(badTpl, []byte("namespace: cli_audit\nname: bad\nversion: '1'\nsteps:\n  - {name: a, handler: h, depends_on: [nope]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = run(t, server, "template", "register", badTpl)
+	if code != 1 || strings.Count(errOut, "nope") != 1 || !strings.Contains(errOut, "(HTTP 400 invalid_template)\n  steps[0] (a).depends_on[0]: unknown step \"nope\"\n") {
+		t.Errorf("template register of an invalid template: exit %d, want each problem once:\n%s", code, errOut)
+	}
+	if err := os.WriteFile(badTpl, []byte("{not yaml: ["), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = run(t, server, "template", "register", badTpl)
+	if code != 1 || !strings.Contains(errOut, "(HTTP 400 invalid_template)\n  ") || strings.Contains(errOut, "  : ") || strings.Count(errOut, "line 1") != 1 {
+		t.Errorf("template register of a file that is not YAML: exit %d, want the problem once without an empty path:\n%s", code, errOut)
+	}
+
 	// template list lists every namespace's templates, or one's with -n.
 	out, _, code = run(t, server, "template", "list")
 	if code != 0 || !strings.Contains(out, "cli_audit  ") || !strings.Contains(out, "order_fulfillment") {

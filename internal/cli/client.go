@@ -47,12 +47,25 @@ type apiError struct {
 	} `json:"error"`
 }
 
+// err renders the error: the message, then each problem once as
+// "path: message" ("message" alone when the problem has no path, such as a
+// body that is not YAML). The API's message for a list of problems is
+// those problems joined; the list is printed instead, under a heading made
+// of the code ("invalid template").
 func (e *apiError) err() error {
-	msg := fmt.Sprintf("%s (HTTP %d %s)", e.Error.Message, e.Status, e.Error.Code)
-	for _, p := range e.Error.Problems {
-		msg += fmt.Sprintf("\n  %s: %s", p.Path, p.Message)
+	msg := e.Error.Message
+	if len(e.Error.Problems) > 0 && e.Error.Code != "" {
+		msg = strings.ReplaceAll(e.Error.Code, "_", " ")
 	}
-	return fmt.Errorf("%s", msg)
+	msg = fmt.Sprintf("%s (HTTP %d %s)", msg, e.Status, e.Error.Code)
+	for _, p := range e.Error.Problems {
+		line := p.Message
+		if p.Path != "" {
+			line = p.Path + ": " + line
+		}
+		msg += "\n  " + strings.ReplaceAll(line, "\n", "\n  ")
+	}
+	return errors.New(msg)
 }
 
 func (c *client) do(ctx context.Context, method, path string, body any, contentType string, out any) error {
