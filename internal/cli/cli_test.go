@@ -316,6 +316,13 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 		}
 	}
 
+	// A --wait that runs out of time says so, naming the task; the server
+	// was reached.
+	out, errOut, code = run(t, server, "task", "submit", "-n", "cli_audit", "--name", "audit", "--wait", "--timeout", "1ms")
+	if code != 1 || !regexp.MustCompile(`timed out after 1ms waiting for task [0-9a-f-]{36}`).MatchString(errOut) || strings.Contains(errOut, "cannot reach") {
+		t.Errorf("task submit --wait --timeout 1ms: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// Bad input: a clear error and a non-zero exit.
 	_, errOut, code = run(t, server, "task", "submit", "-n", "ecommerce", "--name", "order_fulfillment", "--context", `{"items":[]}`)
 	if code == 0 || !strings.Contains(errOut, "customer_id") {
@@ -480,6 +487,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"task", "submit", "-n", "ecommerce"}, "task submit: --namespace and --name are required"},
 		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--priority", "1001"}, "--priority must be from -1000 to 1000"},
 		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--context", "{"}, "--context is not valid JSON"},
+		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--wait", "--timeout", "0"}, "task submit: --timeout must be positive, not 0s"},
+		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--wait", "--timeout=-1s"}, "task submit: --timeout must be positive, not -1s"},
 		{[]string{"step", "resolve", "s", "--result", "{"}, "--result is not valid JSON"},
 		{[]string{"step", "retry", "s", "--result", "{}"}, "step retry: unknown flag: --result"},
 		{[]string{"dlq", "update", "1"}, "dlq update: --status is required"},

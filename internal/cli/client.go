@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -104,12 +105,12 @@ func (c *client) send(ctx context.Context, method, path string, body any, conten
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("cannot reach the orchestrator at %s (is `orchestrator serve` running? set --server or TASKER_SERVER): %w", c.base, err)
+		return 0, c.transportError(ctx, method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return resp.StatusCode, err
+		return resp.StatusCode, c.transportError(ctx, method, path, err)
 	}
 	if resp.StatusCode >= 400 {
 		ae := &apiError{Status: resp.StatusCode}
@@ -126,6 +127,25 @@ func (c *client) send(ctx context.Context, method, path string, body any, conten
 		return resp.StatusCode, json.Unmarshal(data, out)
 	}
 	return resp.StatusCode, nil
+}
+
+// transportError says why a request got no answer. Only a failure to
+// connect is "cannot reach": the caller's context ending (a --timeout, an
+// interrupt) is returned as such, wrapping ctx.Err(), for the caller to say
+// what it was waiting for; the server not answering in time is a timeout.
+func (c *client) transportError(ctx context.Context, method, path string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s %s: %w", method, path, ctxErr)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Timeout() {
+		return fmt.Errorf("the orchestrator at %s did not answer %s %s within %s", c.base, method, path, c.http.Timeout)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return fmt.Errorf("cannot reach the orchestrator at %s (is `orchestrator serve` running? set --server or TASKER_SERVER): %w", c.base, err)
+	}
+	return fmt.Errorf("%s %s at %s: %w", method, path, c.base, err)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -292,6 +312,9 @@ func taskSubmitCmd(g *globals) *cobra.Command {
 			if req.Namespace == "" || req.Name == "" {
 				return &usageError{"task submit: --namespace and --name are required"}
 			}
+			if timeout <= 0 {
+				return &usageError{fmt.Sprintf("task submit: --timeout must be positive, not %s", timeout)}
+			}
 			if req.Priority < -orchestration.MaxPriority || req.Priority > orchestration.MaxPriority {
 				return &usageError{fmt.Sprintf("task submit: --priority must be from %d to %d, not %d", -orchestration.MaxPriority, orchestration.MaxPriority, req.Priority)}
 			}
@@ -370,6 +393,9 @@ func follow(ctx context.Context, c *client, id string, timeout time.Duration, g 
 		var t taskOut
 		var raw json.RawMessage
 		if err := c.do(ctx, "GET", "/v1/tasks/"+id, nil, "", &raw); err != nil {
+			if ctx.Err() == context.DeadlineExceeded {
+				return t, nil, fmt.Errorf("timed out after %s waiting for task %s", timeout, id)
+			}
 			return t, nil, err
 		}
 		if err := json.Unmarshal(raw, &t); err != nil {
@@ -391,7 +417,10 @@ func follow(ctx context.Context, c *client, id string, timeout time.Duration, g 
 			if tty {
 				fmt.Fprintln(g.stderr)
 			}
-			return t, nil, fmt.Errorf("task %s still %s after %s", id, t.State, timeout)
+			if ctx.Err() == context.DeadlineExceeded {
+				return t, nil, fmt.Errorf("timed out after %s waiting for task %s (still %s)", timeout, id, t.State)
+			}
+			return t, nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
