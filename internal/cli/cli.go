@@ -30,17 +30,30 @@ type globals struct {
 	logLevel   string
 	stdout     io.Writer
 	stderr     io.Writer
+	// interrupts returns a context cancelled by the first SIGINT or
+	// SIGTERM (a client command's wait ends then); tests replace it.
+	interrupts func(context.Context) (context.Context, context.CancelFunc)
 }
 
 // Execute runs the command line and returns the process exit code.
 func Execute(args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr}
+	return execute(&globals{stdout: stdout, stderr: stderr, interrupts: func(ctx context.Context) (context.Context, context.CancelFunc) {
+		return signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	}}, args)
+}
+
+func execute(g *globals, args []string) int {
 	root := newRoot(g)
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(stderr, "error:", err)
+		var ie *interruptedError
+		if errors.As(err, &ie) {
+			fmt.Fprintln(g.stderr, err)
+			return exitInterrupted
+		}
+		fmt.Fprintln(g.stderr, "error:", err)
 		var ue *usageError
 		if errors.As(err, &ue) {
 			return 2
@@ -49,6 +62,17 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// exitInterrupted is the exit status of a command stopped by SIGINT or
+// SIGTERM, the shell's 128+SIGINT.
+const exitInterrupted = 130
+
+// interruptedError is a client command stopped by a signal while it waited;
+// what it waited for goes on without it, and the message says how to
+// follow it.
+type interruptedError struct{ msg string }
+
+func (e *interruptedError) Error() string { return e.msg }
 
 // usageError is a command line the command cannot run: a wrong number of
 // arguments, a missing or invalid flag, an unknown subcommand. It exits 2;

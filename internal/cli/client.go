@@ -347,8 +347,20 @@ func taskSubmitCmd(g *globals) *cobra.Command {
 			if err := json.Unmarshal(raw, &t); err != nil {
 				return err
 			}
-			final, finalRaw, err := follow(cmd.Context(), c, t.TaskUUID, timeout, g)
+			// The task exists from here on, whatever becomes of the wait:
+			// its UUID is what the user needs to find it again.
+			fmt.Fprintf(g.stderr, "task %s created; waiting for it to end (Ctrl-C stops waiting, not the task)\n", t.TaskUUID)
+			waitCtx, stop := g.interrupts(cmd.Context())
+			defer stop()
+			final, finalRaw, err := follow(waitCtx, c, t.TaskUUID, timeout, g)
 			if err != nil {
+				if waitCtx.Err() != nil && cmd.Context().Err() == nil {
+					follow := "orchestrator task get " + t.TaskUUID
+					if f := cmd.Flags().Lookup("server"); f != nil && f.Changed {
+						follow = fmt.Sprintf("orchestrator --server %s task get %s", g.server, t.TaskUUID)
+					}
+					return &interruptedError{fmt.Sprintf("interrupted: task %s keeps running; follow it with: %s", t.TaskUUID, follow)}
+				}
 				return err
 			}
 			if err := printAPIDoc(g, finalRaw, printTask); err != nil {

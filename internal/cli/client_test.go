@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -34,5 +37,54 @@ func TestWaitTimeoutIsNotUnreachable(t *testing.T) {
 	_, errOut, code := run(t, "--server", srv.URL, "task", "submit", "-n", "ns", "--name", "t", "--wait", "--timeout", "300ms")
 	if code != 1 || !strings.Contains(errOut, "timed out after 300ms waiting for task "+id) || strings.Contains(errOut, "cannot reach") {
 		t.Errorf("exit %d, want 1 and a timeout naming the task:\n%s", code, errOut)
+	}
+}
+
+// notifyingWriter is a buffer that closes seen when a write contains want.
+type notifyingWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *notifyingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if strings.Contains(string(p), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return w.buf.Write(p)
+}
+
+// An interrupt during task submit --wait (the injected interrupts context
+// ends as SIGINT would end it) tells the user the task's UUID, that it keeps
+// running and how to follow it, and exits 130; the UUID was printed as
+// soon as the task was created.
+func TestWaitInterruptedNamesTheTask(t *testing.T) {
+	t.Parallel()
+	const id = "01a21a1a-6905-7d33-8b68-ec8ffcfb9368"
+	srv := slowTaskServer(t, id)
+	stderr := &notifyingWriter{want: "task " + id + " created", seen: make(chan struct{})}
+	g := &globals{stdout: &bytes.Buffer{}, stderr: stderr, interrupts: func(ctx context.Context) (context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(ctx)
+		// Ends when the UUID has been printed or the command returns.
+		go func() {
+			select {
+			case <-stderr.seen:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		return ctx, cancel
+	}}
+	code := execute(g, []string{"--server", srv.URL, "task", "submit", "-n", "ns", "--name", "t", "--wait", "--timeout", "3s"})
+	stderr.mu.Lock()
+	errOut := stderr.buf.String()
+	stderr.mu.Unlock()
+	want := "interrupted: task " + id + " keeps running; follow it with: orchestrator --server " + srv.URL + " task get " + id + "\n"
+	if code != exitInterrupted || !strings.HasPrefix(errOut, "task "+id+" created; ") || !strings.HasSuffix(errOut, want) {
+		t.Errorf("exit %d, want 130, the UUID when created and %q:\n%s", code, want, errOut)
 	}
 }
