@@ -503,6 +503,26 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		}
 	}
 
+	// A --server that is not an http(s) URL with a host, before anything
+	// is sent; template validate needs no server.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--server", "localhost:8080", "task", "list"}, `task list: --server "localhost:8080" is not an http or https URL with a host; did you mean http://localhost:8080?`},
+		{[]string{"--server", "http://[bad", "dlq", "list"}, `dlq list: --server "http://[bad" is not an http or https URL with a host (such as http://127.0.0.1:8080)`},
+		{[]string{"--server", "ftp://host", "step", "retry", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368"}, `step retry: --server "ftp://host" is not an http or https URL`},
+		{[]string{"--server", "http://", "template", "list"}, `template list: --server "http://" is not an http or https URL with a host`},
+	} {
+		_, errOut, code := run(t, c.args...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, want 2 and %q:\n%s", c.args, code, c.want, errOut)
+		}
+	}
+	if _, errOut, code := run(t, "--server", "localhost:8080", "template", "validate", filepath.Join("..", "..", "config", "templates", "order_fulfillment.yaml")); code != 0 {
+		t.Errorf("template validate with a bad --server: exit %d\n%s", code, errOut)
+	}
+
 	// Every command: too many arguments, and a flag it does not have.
 	root := newRoot(&globals{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}})
 	many := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}
@@ -531,4 +551,15 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// A bad TASKER_SERVER is named as such. Not parallel: it sets the
+// environment.
+func TestBadServerFromEnvironment(t *testing.T) {
+	t.Setenv("TASKER_SERVER", "localhost:8080")
+	_, errOut, code := run(t, "task", "get", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368")
+	want := `task get: TASKER_SERVER "localhost:8080" is not an http or https URL with a host; did you mean http://localhost:8080?`
+	if code != 2 || !strings.Contains(errOut, want) {
+		t.Errorf("exit %d, want 2 and %q:\n%s", code, want, errOut)
+	}
 }

@@ -34,6 +34,35 @@ func (g *globals) client() *client {
 	return &client{base: strings.TrimSuffix(g.server, "/"), apiKey: g.apiKey, http: &http.Client{Timeout: 30 * time.Second}}
 }
 
+// localCommand annotates a client group's command that needs no server
+// (template validate): a bad --server does not stop it.
+const localCommand = "local"
+
+// checkServer refuses, as a usage error, a --server (or TASKER_SERVER) that
+// is not an http or https URL with a host, before a client command sends
+// anything: the HTTP client's own errors ("unsupported protocol scheme")
+// would be reported as an unreachable server.
+func (g *globals) checkServer(cmd *cobra.Command, _ []string) error {
+	if cmd.HasSubCommands() || cmd.Annotations[localCommand] != "" {
+		return nil
+	}
+	u, err := url.Parse(g.server)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+		return nil
+	}
+	name := "--server"
+	if f := cmd.Flags().Lookup("server"); f != nil && !f.Changed && os.Getenv("TASKER_SERVER") != "" {
+		name = "TASKER_SERVER"
+	}
+	msg := fmt.Sprintf("%s: %s %q is not an http or https URL with a host", commandName(cmd), name, g.server)
+	if u, err := url.Parse("http://" + g.server); err == nil && u.Host != "" && !strings.Contains(g.server, "://") {
+		msg += fmt.Sprintf("; did you mean http://%s?", g.server)
+	} else {
+		msg += " (such as http://127.0.0.1:8080)"
+	}
+	return &usageError{msg}
+}
+
 // apiError is the API's error body.
 type apiError struct {
 	Status int
@@ -278,7 +307,7 @@ func printTask(w io.Writer, t taskOut) {
 }
 
 func taskCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "task", Short: "Submit, inspect, cancel and retry tasks"}
+	cmd := &cobra.Command{Use: "task", Short: "Submit, inspect, cancel and retry tasks", PersistentPreRunE: g.checkServer}
 	cmd.AddCommand(taskSubmitCmd(g), taskGetCmd(g), taskListCmd(g), taskActionCmd(g, "cancel", "Cancel a task that has not finished"),
 		taskActionCmd(g, "retry", "Retry a task in error or blocked_by_failures (failed steps get their attempts back; enqueued steps get their messages sent again)"),
 		taskActionCmd(g, "resolve", "Mark a task in error or blocked_by_failures as resolved manually"))
@@ -638,7 +667,7 @@ func printStep(w io.Writer, s stepOut) {
 }
 
 func stepCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "step", Short: "Operate on steps: manual resolution, retry"}
+	cmd := &cobra.Command{Use: "step", Short: "Operate on steps: manual resolution, retry", PersistentPreRunE: g.checkServer}
 	for _, a := range []struct{ name, short string }{
 		{"resolve", "Resolve a step manually (optionally with --result JSON its dependents receive)"},
 		{"retry", "Retry a failed step with fresh attempts"},
@@ -673,10 +702,11 @@ func stepCmd(g *globals) *cobra.Command {
 }
 
 func templateCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "template", Short: "Validate, register and list task templates"}
+	cmd := &cobra.Command{Use: "template", Short: "Validate, register and list task templates", PersistentPreRunE: g.checkServer}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "validate FILE...",
-		Short: "Validate template files locally (no server needed); every problem is listed with its path",
+		Use:         "validate FILE...",
+		Short:       "Validate template files locally (no server needed); every problem is listed with its path",
+		Annotations: map[string]string{localCommand: "true"},
 		Long: `Validate template files locally (no server needed). Every problem is listed
 with its path. A valid template is shown with its steps by level: level 1
 holds the steps without dependencies, and every other step is one level

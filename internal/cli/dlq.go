@@ -80,7 +80,7 @@ func printDLQEntry(w io.Writer, e dlqEntryOut, snapshot bool) {
 }
 
 func dlqCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "dlq", Short: "Inspect and triage tasks that could not finish (stale or failed)"}
+	cmd := &cobra.Command{Use: "dlq", Short: "Inspect and triage tasks that could not finish (stale or failed)", PersistentPreRunE: g.checkServer}
 	var status, ns string
 	var limit int
 	list := &cobra.Command{
