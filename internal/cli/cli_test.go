@@ -329,9 +329,9 @@ func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
 		t.Errorf("invalid context: exit %d: %s", code, errOut)
 	}
 	// What the server refuses exits 1, not 2 as a usage error does.
-	_, errOut, code = run(t, server, "task", "get", "not-a-uuid")
-	if code != 1 || !strings.Contains(errOut, "not a UUID") {
-		t.Errorf("bad uuid: exit %d: %s", code, errOut)
+	_, errOut, code = run(t, server, "task", "get", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368")
+	if code != 1 || !strings.Contains(errOut, "(HTTP 404 ") {
+		t.Errorf("unknown task: exit %d: %s", code, errOut)
 	}
 	_, errOut, code = run(t, server, "step", "retry", payment)
 	if code != 1 || !strings.Contains(errOut, "(HTTP 409 wrong_state)") {
@@ -489,7 +489,16 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--context", "{"}, "--context is not valid JSON"},
 		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--wait", "--timeout", "0"}, "task submit: --timeout must be positive, not 0s"},
 		{[]string{"task", "submit", "-n", "ecommerce", "--name", "x", "--wait", "--timeout=-1s"}, "task submit: --timeout must be positive, not -1s"},
-		{[]string{"step", "resolve", "s", "--result", "{"}, "--result is not valid JSON"},
+		{[]string{"step", "resolve", "01a21a1a-6905-7d33-8b68-ec8ffcfb9368", "--result", "{"}, "--result is not valid JSON"},
+		{[]string{"task", "get", "not-a-uuid"}, "task get: task_uuid \"not-a-uuid\" is not a UUID\nusage: orchestrator task get TASK_UUID"},
+		{[]string{"task", "cancel", "x"}, `task cancel: task_uuid "x" is not a UUID`},
+		{[]string{"task", "retry", "x"}, `task retry: task_uuid "x" is not a UUID`},
+		{[]string{"task", "resolve", "x"}, `task resolve: task_uuid "x" is not a UUID`},
+		{[]string{"step", "resolve", "x"}, `step resolve: step_uuid "x" is not a UUID`},
+		{[]string{"step", "retry", "x"}, `step retry: step_uuid "x" is not a UUID`},
+		{[]string{"dlq", "get", "x"}, `dlq get: dlq_id "x" is not a positive integer`},
+		{[]string{"dlq", "get", "0"}, `dlq get: dlq_id "0" is not a positive integer`},
+		{[]string{"dlq", "update", "--status", "resolved", "--", "-3"}, `dlq update: dlq_id "-3" is not a positive integer`},
 		{[]string{"step", "retry", "s", "--result", "{}"}, "step retry: unknown flag: --result"},
 		{[]string{"dlq", "update", "1"}, "dlq update: --status is required"},
 		{[]string{"dlq", "update", "1", "--status", "done"}, `dlq update: --status "done" is not one of pending, investigating, resolved, ignored`},

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/tasker/tasker/internal/lifecycle"
@@ -32,6 +33,20 @@ type client struct {
 
 func (g *globals) client() *client {
 	return &client{base: strings.TrimSuffix(g.server, "/"), apiKey: g.apiKey, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// uuidArg takes one argument, a UUID (the API's path parameter name); one
+// that is not is a usage error, not a request the server refuses.
+func uuidArg(name string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := argCount(cmd, args, 1, 1); err != nil {
+			return err
+		}
+		if _, err := uuid.Parse(args[0]); err != nil {
+			return &usageError{fmt.Sprintf("%s: %s %q is not a UUID\nusage: %s", commandName(cmd), name, args[0], cmd.UseLine())}
+		}
+		return nil
+	}
 }
 
 // localCommand annotates a client group's command that needs no server
@@ -516,7 +531,7 @@ func taskGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get TASK_UUID",
 		Short: "Show a task with its steps (states, attempts, results, errors)",
-		Args:  exactArgs(1),
+		Args:  uuidArg("task_uuid"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := "/v1/tasks/" + url.PathEscape(args[0])
 			if transitions {
@@ -615,7 +630,7 @@ func taskActionCmd(g *globals, action, short string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   action + " TASK_UUID",
 		Short: short,
-		Args:  exactArgs(1),
+		Args:  uuidArg("task_uuid"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var raw json.RawMessage
 			if err := g.client().do(cmd.Context(), "POST", "/v1/tasks/"+url.PathEscape(args[0])+"/"+action,
@@ -676,7 +691,7 @@ func stepCmd(g *globals) *cobra.Command {
 		c := &cobra.Command{
 			Use:   a.name + " STEP_UUID",
 			Short: a.short,
-			Args:  exactArgs(1),
+			Args:  uuidArg("step_uuid"),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				body := map[string]any{"reason": reason}
 				if result != "" {

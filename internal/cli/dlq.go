@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -133,7 +134,7 @@ func dlqCmd(g *globals) *cobra.Command {
 	get := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a DLQ entry with its snapshot",
-		Args:  exactArgs(1),
+		Args:  dlqIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var raw json.RawMessage
 			if err := g.client().do(cmd.Context(), "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, "", &raw); err != nil {
@@ -146,7 +147,7 @@ func dlqCmd(g *globals) *cobra.Command {
 	update := &cobra.Command{
 		Use:   "update ID --status STATUS",
 		Short: "Set a DLQ entry's investigation status",
-		Args:  exactArgs(1),
+		Args:  dlqIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if newStatus == "" {
 				return &usageError{"dlq update: --status is required"}
@@ -175,6 +176,18 @@ func dlqCmd(g *globals) *cobra.Command {
 	update.Flags().StringVar(&by, "by", "", `who (left out: kept; "" clears it)`)
 	cmd.AddCommand(list, get, update)
 	return cmd
+}
+
+// dlqIDArg takes one argument, a DLQ entry's id (a positive integer); one
+// that is not is a usage error, not a request the server refuses.
+func dlqIDArg(cmd *cobra.Command, args []string) error {
+	if err := argCount(cmd, args, 1, 1); err != nil {
+		return err
+	}
+	if id, err := strconv.ParseInt(args[0], 10, 64); err != nil || id < 1 {
+		return &usageError{fmt.Sprintf("%s: dlq_id %q is not a positive integer\nusage: %s", commandName(cmd), args[0], cmd.UseLine())}
+	}
+	return nil
 }
 
 // checkDLQStatus refuses a --status the API would refuse, as a usage error.
