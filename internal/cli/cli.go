@@ -174,6 +174,30 @@ func asGroups(cmd *cobra.Command) {
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 }
 
+// helpCmd replaces cobra's help command, which answers a command it does
+// not know with the root's help and exit 0: here that is a usage error
+// naming the unknown command.
+func helpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  `Help provides help for any command: orchestrator help task submit.`,
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := c.Root().Find(args)
+			if err != nil {
+				return &usageError{fmt.Sprintf("help: %v", err)}
+			}
+			if len(rest) > 0 {
+				if !target.HasAvailableSubCommands() {
+					return &usageError{fmt.Sprintf("help: %q has no subcommands (got %s)", commandName(target), strings.Join(rest, " "))}
+				}
+				return unknownCommand(target, rest[0])
+			}
+			return target.Help()
+		},
+	}
+}
+
 // flagError makes a flag that does not parse a usage error.
 func flagError(cmd *cobra.Command, err error) error {
 	return &usageError{fmt.Sprintf("%s: %v\nusage: %s", commandName(cmd), err, cmd.UseLine())}
@@ -198,6 +222,7 @@ Start the daemon with "orchestrator serve"; the other commands operate it.`,
 	pf.StringVar(&g.apiKey, "api-key", os.Getenv("TASKER_API_KEY"), "API key for client commands; env TASKER_API_KEY")
 	pf.BoolVar(&g.jsonOut, "json", false, "print JSON instead of human-readable output")
 	root.AddCommand(serveCmd(g), migrateCmd(g), configCmd(g), taskCmd(g), stepCmd(g), templateCmd(g), dlqCmd(g), eventsCmd(g), benchCmd(g), pruneCmd(g))
+	root.SetHelpCommand(helpCmd())
 	asGroups(root)
 	root.SetFlagErrorFunc(flagError)
 	return root

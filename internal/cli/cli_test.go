@@ -462,6 +462,19 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	}
 }
 
+// help COMMAND shows the command's help; task list --state lists the
+// states it takes, as dlq list --status does.
+func TestHelpCommand(t *testing.T) {
+	t.Parallel()
+	out, errOut, code := run(t, "help", "task", "list")
+	if code != 0 || !strings.HasPrefix(out, "List tasks, newest first\n") || !strings.Contains(out, "only tasks in this state ("+taskStates()+")") {
+		t.Errorf("help task list: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, code := run(t, "help"); code != 0 || !strings.Contains(out, "Available Commands:") {
+		t.Errorf("help: exit %d\n%s", code, out)
+	}
+}
+
 // TestUsageErrorsExitTwo: whatever is wrong with a command line (arguments,
 // flags, subcommand) exits 2 with a message saying what, before any
 // server or database is asked.
@@ -481,6 +494,9 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"no-such-command"}, `unknown command "no-such-command" for "orchestrator"`},
 		{[]string{"task", "gt", "x"}, `unknown command "gt" for "orchestrator task"; did you mean get?`},
 		{[]string{"task", "list", "--bogus"}, "task list: unknown flag: --bogus"},
+		{[]string{"help", "nosuch"}, `unknown command "nosuch" for "orchestrator"`},
+		{[]string{"help", "task", "nosuch"}, `unknown command "nosuch" for "orchestrator task"`},
+		{[]string{"help", "task", "get", "x"}, `help: "task get" has no subcommands (got x)`},
 		{[]string{"task", "list", "--limit", "many"}, `task list: invalid argument "many" for "--limit" flag`},
 		{[]string{"task", "list", "--limit", "0"}, "task list: --limit must be from 1 to 500, not 0"},
 		{[]string{"task", "list", "--state", "done"}, `task list: --state "done" is not a task state`},

@@ -600,7 +600,7 @@ func taskListCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVarP(&ns, "namespace", "n", "", "only this namespace")
 	f.StringVar(&name, "name", "", "only this template name")
-	f.StringVar(&state, "state", "", "only tasks in this state")
+	f.StringVar(&state, "state", "", "only tasks in this state ("+taskStates()+")")
 	f.StringVar(&cursor, "cursor", "", "continue after a previous page")
 	f.IntVar(&limit, "limit", 20, fmt.Sprintf("tasks per page (1-%d)", maxListLimit))
 	return cmd
