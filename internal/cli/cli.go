@@ -384,19 +384,29 @@ func configCmd(g *globals) *cobra.Command {
 		Short: "Print the effective configuration (file + environment + defaults), secrets masked",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(g.configPath, config.Environ())
-			if err != nil && cfg.Database.URL != "" {
+			cfg, err := g.loadConfig()
+			// Printing is useful before the database is known: a missing
+			// database.url alone is a note. Anything else serve would
+			// refuse is an error here too.
+			if err != nil && !config.OnlyURLMissing(err) {
 				return err
 			}
 			masked := cfg.Masked()
 			if g.jsonOut {
-				return printJSON(g.stdout, masked)
+				m, err := masked.Map()
+				if err != nil {
+					return err
+				}
+				if err := printJSON(g.stdout, m); err != nil {
+					return err
+				}
+			} else {
+				out, err := masked.TOML()
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(g.stdout, out)
 			}
-			out, err := masked.TOML()
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(g.stdout, out)
 			if cfg.Database.URL == "" {
 				fmt.Fprintln(g.stderr, "note: database.url is not set (set DATABASE_URL); serve would refuse to start")
 			}

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -250,20 +252,30 @@ func Default() Config {
 }
 
 // Load reads the defaults, then the TOML file at path (if path is not
-// empty), then the environment, and validates the result.
+// empty), then the environment, and validates the result. The error reports
+// every problem found: a file that does not parse (or has an unknown key)
+// together with every bad environment variable; otherwise every invalid key
+// (a *ValidationError).
 func Load(path string, environ []string) (Config, error) {
 	cfg := Default()
+	var fileErr error
 	if path != "" {
 		md, err := toml.DecodeFile(path, &cfg)
 		if err != nil {
-			return cfg, fmt.Errorf("config file %s: %w", path, err)
-		}
-		if undec := md.Undecoded(); len(undec) > 0 {
-			return cfg, fmt.Errorf("config file %s: unknown key %q", path, undec[0].String())
+			fileErr = fmt.Errorf("config file %s: %w", path, err)
+		} else if undec := md.Undecoded(); len(undec) > 0 {
+			keys := make([]string, len(undec))
+			for i, k := range undec {
+				keys[i] = fmt.Sprintf("%q", k.String())
+			}
+			fileErr = fmt.Errorf("config file %s: unknown key %s", path, strings.Join(keys, ", "))
 		}
 	}
-	if err := applyEnv(&cfg, environ); err != nil {
-		return cfg, err
+	envErr := applyEnv(&cfg, environ)
+	if fileErr != nil || envErr != nil {
+		// Validating what a broken file left half-decoded would report
+		// noise; these are the errors to fix first.
+		return cfg, errors.Join(fileErr, envErr)
 	}
 	return cfg, cfg.Validate()
 }
@@ -286,20 +298,17 @@ func applyEnv(cfg *Config, environ []string) error {
 	if v, ok := env["DATABASE_URL"]; ok && v != "" {
 		cfg.Database.URL = v
 	}
-	var err error
+	var errs []error
 	walk(reflect.ValueOf(cfg).Elem(), "", func(key string, f reflect.Value, _ reflect.StructField) {
-		if err != nil {
-			return
-		}
 		v, ok := env[EnvName(key)]
 		if !ok {
 			return
 		}
 		if e := setFromString(f, v); e != nil {
-			err = fmt.Errorf("%s (%s): %w", EnvName(key), key, e)
+			errs = append(errs, fmt.Errorf("%s (%s): %w", EnvName(key), key, e))
 		}
 	})
-	return err
+	return errors.Join(errs...)
 }
 
 // walk visits every scalar field with its dotted TOML key.
@@ -360,14 +369,55 @@ func setFromString(f reflect.Value, s string) error {
 	return nil
 }
 
-// Validate checks every key and names the first bad one.
+// Problem is one invalid key.
+type Problem struct {
+	Key     string // dotted TOML key, e.g. "database.max_conns"
+	Message string
+}
+
+// ValidationError lists every invalid key of a configuration.
+type ValidationError struct{ Problems []Problem }
+
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.Key + ": " + p.Message
+	}
+	return "invalid configuration:\n  " + strings.Join(lines, "\n  ")
+}
+
+// msgURLRequired is the problem of a configuration without database.url.
+const msgURLRequired = "is required (or set DATABASE_URL)"
+
+// OnlyURLMissing reports whether err (from Load or Validate) says nothing
+// but that database.url is not set: the configuration is otherwise valid,
+// which is enough to print it.
+func OnlyURLMissing(err error) bool {
+	var ve *ValidationError
+	return errors.As(err, &ve) && len(ve.Problems) == 1 &&
+		ve.Problems[0].Key == "database.url" && ve.Problems[0].Message == msgURLRequired
+}
+
+// CheckListen says what is wrong with a listen address (server.listen, or a
+// flag that overrides it), or returns "".
+func CheckListen(addr string) string {
+	if addr == "" {
+		return "is required"
+	}
+	if msg := checkListen(addr); msg != "" {
+		return fmt.Sprintf("%s, got %q", msg, addr)
+	}
+	return ""
+}
+
+// Validate checks every key and names every bad one (a *ValidationError).
 func (c Config) Validate() error {
-	var problems []string
+	var problems []Problem
 	bad := func(key, format string, args ...any) {
-		problems = append(problems, fmt.Sprintf("%s: %s", key, fmt.Sprintf(format, args...)))
+		problems = append(problems, Problem{Key: key, Message: fmt.Sprintf(format, args...)})
 	}
 	if c.Database.URL == "" {
-		bad("database.url", "is required (or set DATABASE_URL)")
+		bad("database.url", msgURLRequired)
 	} else if u, err := url.Parse(c.Database.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		bad("database.url", "must be a postgres:// URL")
 	}
@@ -380,10 +430,8 @@ func (c Config) Validate() error {
 	if c.Database.StatementTimeout.Duration < 0 {
 		bad("database.statement_timeout", "must not be negative")
 	}
-	if c.Server.Listen == "" {
-		bad("server.listen", "is required")
-	} else if err := checkListen(c.Server.Listen); err != "" {
-		bad("server.listen", "%s, got %q", err, c.Server.Listen)
+	if msg := CheckListen(c.Server.Listen); msg != "" {
+		bad("server.listen", "%s", msg)
 	}
 	if c.Server.ReadTimeout.Duration <= 0 {
 		bad("server.read_timeout", "must be positive")
@@ -473,7 +521,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(problems, "\n  "))
+		// Map iteration above is unordered; the report is stable.
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Key < problems[j].Key })
+		return &ValidationError{Problems: problems}
 	}
 	return nil
 }
@@ -481,18 +531,52 @@ func (c Config) Validate() error {
 // Masked returns a copy with secrets replaced, for printing.
 func (c Config) Masked() Config {
 	out := c
-	if u, err := url.Parse(c.Database.URL); err == nil && u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-		out.Database.URL = u.String()
-	}
+	out.Database.URL = MaskURL(c.Database.URL)
 	out.Auth.Keys = make([]APIKey, len(c.Auth.Keys))
 	for i, k := range c.Auth.Keys {
-		k.Key = "xxxxx"
+		k.Key = masked
 		out.Auth.Keys[i] = k
 	}
 	return out
+}
+
+const masked = "xxxxx"
+
+var (
+	// password=... in a key=value connection string; the value may be
+	// quoted ('a b', with \' and \\ escapes).
+	dsnPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+	// user:password@ in a URL that net/url does not parse.
+	userinfoPassword = regexp.MustCompile(`(://[^/:@]*:)[^@/]*@`)
+)
+
+// MaskURL replaces every password in a Postgres connection string, URL or
+// key=value form, with xxxxx: the one in the user info and a password
+// parameter in the query string (libpq accepts both).
+func MaskURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		// Not a URL net/url understands (a key=value DSN, or a URL
+		// with characters it refuses): mask by pattern.
+		return dsnPassword.ReplaceAllString(userinfoPassword.ReplaceAllString(s, "${1}"+masked+"@"), "${1}"+masked)
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), masked)
+		}
+	}
+	if u.RawQuery != "" {
+		// Rewritten in place, keeping the parameters' order.
+		params := strings.Split(u.RawQuery, "&")
+		for i, p := range params {
+			k, _, _ := strings.Cut(p, "=")
+			if name, err := url.QueryUnescape(k); err == nil && strings.EqualFold(name, "password") {
+				params[i] = k + "=" + masked
+			}
+		}
+		u.RawQuery = strings.Join(params, "&")
+	}
+	return u.String()
 }
 
 // TOML renders the configuration as TOML.
@@ -502,6 +586,20 @@ func (c Config) TOML() (string, error) {
 		return "", err
 	}
 	return b.String(), nil
+}
+
+// Map renders the configuration as nested maps keyed by the TOML keys (as
+// the file and the TASKER_* variables name them), for JSON output.
+func (c Config) Map() (map[string]any, error) {
+	text, err := c.TOML()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	if _, err := toml.Decode(text, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Keys lists every scalar key with its environment variable, for docs and

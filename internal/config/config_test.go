@@ -135,3 +135,86 @@ func TestMaskedHidesSecrets(t *testing.T) {
 		t.Errorf("masked config lost non-secret fields:\n%s", out)
 	}
 }
+
+// TestLoadReportsFileAndEnvironmentErrors: a broken file does not hide a
+// bad variable, and every bad variable is named.
+func TestLoadReportsFileAndEnvironmentErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := []string{"DATABASE_URL=postgres://a@h/db", "TASKER_ORCHESTRATOR_BATCH_SIZE=abc", "TASKER_SERVER_READ_TIMEOUT=soon"}
+	for name, body := range map[string]string{
+		"syntax":  "[database\nurl = 1\n",
+		"unknown": "[database]\nmax_conn = 5\n",
+		"type":    "[database]\nmax_conns = \"many\"\n",
+	} {
+		path := filepath.Join(dir, name+".toml")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := config.Load(path, env)
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		for _, want := range []string{path, "TASKER_ORCHESTRATOR_BATCH_SIZE", "TASKER_SERVER_READ_TIMEOUT"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error does not name %s:\n%v", name, want, err)
+			}
+		}
+		if config.OnlyURLMissing(err) {
+			t.Errorf("%s: a broken file counts as only a missing URL", name)
+		}
+	}
+}
+
+// TestOnlyURLMissing: a configuration without database.url is otherwise
+// checked in full; only the missing URL alone is tolerable.
+func TestOnlyURLMissing(t *testing.T) {
+	t.Parallel()
+	_, err := config.Load("", nil)
+	if !config.OnlyURLMissing(err) {
+		t.Errorf("no URL, nothing else wrong: %v", err)
+	}
+	_, err = config.Load("", []string{"TASKER_DATABASE_MAX_CONNS=1"})
+	if err == nil || config.OnlyURLMissing(err) || !strings.Contains(err.Error(), "database.max_conns") {
+		t.Errorf("no URL and max_conns = 1: %v", err)
+	}
+	_, err = config.Load("", []string{"TASKER_ORCHESTRATOR_BATCH_SIZE=abc"})
+	if err == nil || config.OnlyURLMissing(err) {
+		t.Errorf("no URL and a bad variable: %v", err)
+	}
+}
+
+func TestMaskURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres://bob:s3cret@h/db":                         "postgres://bob:xxxxx@h/db",
+		"postgres://bob:s3cret@h/db?password=qsecret":        "postgres://bob:xxxxx@h/db?password=xxxxx",
+		"postgres://bob@h/db?sslmode=disable&password=q&x=1": "postgres://bob@h/db?sslmode=disable&password=xxxxx&x=1",
+		"postgres://bob@h/db?PassWord=q":                     "postgres://bob@h/db?PassWord=xxxxx",
+		"postgres://bob@h/db":                                "postgres://bob@h/db",
+		"host=h user=bob password=s3cret dbname=db":          "host=h user=bob password=xxxxx dbname=db",
+		"host=h password = 'a b\\' c' dbname=db":             "host=h password = xxxxx dbname=db",
+		"postgres://bob:%zz@h/db":                            "postgres://bob:xxxxx@h/db",
+	} {
+		got := config.MaskURL(in)
+		if got != want {
+			t.Errorf("MaskURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestMapUsesTheTOMLKeys: JSON output names keys as the file does.
+func TestMapUsesTheTOMLKeys(t *testing.T) {
+	t.Parallel()
+	m, err := config.Default().Map()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _ := m["database"].(map[string]any)
+	if db == nil || db["max_conns"] == nil || db["statement_timeout"] != "30s" {
+		t.Errorf("database section: %#v", m["database"])
+	}
+	if _, ok := m["Database"]; ok {
+		t.Error("Go field names in the map")
+	}
+}
