@@ -69,7 +69,7 @@ the [retention] settings; the flags override them):
 			defer cancel()
 			st, closeStore, err := daemon.OpenStore(ctx, cfg.Database)
 			if err != nil {
-				return err
+				return daemon.ExplainDatabaseError(err)
 			}
 			defer closeStore()
 
@@ -80,7 +80,7 @@ the [retention] settings; the flags override them):
 			if dryRun {
 				est, err := st.PruneEstimate(ctx, policy)
 				if err != nil {
-					return err
+					return daemon.ExplainDatabaseError(err)
 				}
 				if g.jsonOut {
 					return printJSON(g.stdout, est)
@@ -103,7 +103,7 @@ the [retention] settings; the flags override them):
 				if ctx.Err() != nil {
 					fmt.Fprintf(g.stderr, "stopped: %s before the signal; run again to go on\n", pruneSummary(res))
 				}
-				return err
+				return daemon.ExplainDatabaseError(err)
 			}
 			if g.jsonOut {
 				return printJSON(g.stdout, res)

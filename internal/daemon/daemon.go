@@ -70,6 +70,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 // Start builds and starts everything; startup errors are returned
 // synchronously. Stop the daemon with Stop.
 func Start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon, error) {
+	d, err := start(ctx, cfg, logger)
+	// A database without the schema (serve --no-migrate, or
+	// database.migrate_on_start = false) fails on its first query.
+	return d, ExplainDatabaseError(err)
+}
+
+func start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, logger: logger, serveErr: make(chan error, 1), startedAt: time.Now()}
 	ok := false
 	defer func() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -362,5 +363,17 @@ func TestStartWaitsForTheDatabase(t *testing.T) {
 	}
 	if s := status("http://" + d.Addr() + "/readyz"); s != http.StatusOK {
 		t.Errorf("/readyz = %d after the start", s)
+	}
+}
+
+// TestStartOnAnUnmigratedDatabase: with migrations off, a database without
+// the schema fails with advice, not a raw SQL error.
+func TestStartOnAnUnmigratedDatabase(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, testdb.EmptyURL(t))
+	cfg.Database.MigrateOnStart = false
+	_, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
+	if !errors.Is(err, daemon.ErrNotMigrated) || !strings.Contains(err.Error(), "orchestrator migrate") {
+		t.Errorf("unmigrated database: %v", err)
 	}
 }
