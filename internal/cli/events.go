@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tasker/tasker/domainevents"
+	"github.com/tasker/tasker/internal/daemon"
 	ide "github.com/tasker/tasker/internal/domainevents"
 	"github.com/tasker/tasker/internal/queue"
 )
@@ -123,9 +125,18 @@ func runTail(ctx context.Context, g *globals, dbURL string, tc ide.TailConfig, a
 		return fmt.Errorf("connect to database: %w", err)
 	}
 	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return daemon.ExplainDatabaseError(fmt.Errorf("connect to database: %w", err))
+	}
 	q, _ := queue.DomainEventsQueue(tc.Namespace)
-	if _, err := queue.QueueMetrics(ctx, pool, q); err != nil {
-		return fmt.Errorf("namespace %s has no domain event queue %s (is a template of that namespace registered?): %w", tc.Namespace, q, err)
+	// Only a queue that is not there means no template registered it; a
+	// database that is down or not migrated says so.
+	queues, err := queue.List(ctx, pool)
+	if err != nil {
+		return daemon.ExplainDatabaseError(err)
+	}
+	if !slices.Contains(queues, q) {
+		return fmt.Errorf("namespace %s has no domain event queue %s (is a template of that namespace registered?)", tc.Namespace, q)
 	}
 	if tc.Follow {
 		logger := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
