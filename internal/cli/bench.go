@@ -60,15 +60,18 @@ Numbers worth quoting come from a server with its default durability
 ("make bench" starts one); a server with fsync off flatters every commit.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Flags first: a wrong flag is a usage error whatever the
+			// configuration.
+			if err := checkBenchFlags(&o); err != nil {
+				return err
+			}
+			var err error
+			if o.DomainEvents, err = bench.ParseDomainEvents(domainEvents); err != nil {
+				return &usageError{"bench: --domain-events: " + err.Error()}
+			}
 			cfg, err := g.loadConfig()
 			if err != nil {
 				return err
-			}
-			if _, err := bench.ScenarioByName(o.Scenario); err != nil {
-				return &usageError{err.Error()}
-			}
-			if o.DomainEvents, err = bench.ParseDomainEvents(domainEvents); err != nil {
-				return &usageError{"--domain-events: " + err.Error()}
 			}
 			o.DatabaseURL, o.Config, o.ConfigPath = cfg.Database.URL, cfg, g.configPath
 			o.Logger = NewLogger(config.Log{Level: logLevel, Format: "text"}, g.stderr)
@@ -109,6 +112,37 @@ Numbers worth quoting come from a server with its default durability
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the orchestrator and workers")
 	cmd.AddCommand(benchSummarizeCmd(g), benchWorkerCmd(g))
 	return cmd
+}
+
+// checkBenchFlags refuses values that bench.Run would otherwise replace
+// with its defaults without a word (--tasks -5 ran 1000 tasks).
+func checkBenchFlags(o *bench.Options) error {
+	if _, err := bench.ScenarioByName(o.Scenario); err != nil {
+		return &usageError{"bench: --scenario: " + err.Error()}
+	}
+	for _, f := range []struct {
+		name     string
+		v, least int
+	}{
+		{"tasks", o.Tasks, 1}, {"submitters", o.Submitters, 1}, {"workers", o.Workers, 1},
+		{"concurrency", o.Concurrency, 1}, {"batch", o.Batch, 0}, {"result-bytes", o.ResultBytes, 0},
+		{"history", o.History, 0},
+	} {
+		if f.v < f.least {
+			return &usageError{fmt.Sprintf("bench: --%s must be at least %d, got %d", f.name, f.least, f.v)}
+		}
+	}
+	switch {
+	case o.Rate < 0:
+		return &usageError{fmt.Sprintf("bench: --rate must not be negative, got %v", o.Rate)}
+	case o.Duration < 0:
+		return &usageError{fmt.Sprintf("bench: --duration must not be negative, got %s", o.Duration)}
+	case o.Timeout <= 0:
+		return &usageError{fmt.Sprintf("bench: --timeout must be positive, got %s", o.Timeout)}
+	case (o.Rate > 0) != (o.Duration > 0):
+		return &usageError{"bench: an open-loop run needs both --rate and --duration"}
+	}
+	return nil
 }
 
 func benchSummarizeCmd(g *globals) *cobra.Command {

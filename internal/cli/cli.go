@@ -286,11 +286,18 @@ in order (not ready, API, loops, telemetry flush, pool) within
 orchestrator.shutdown_timeout; a second SIGTERM stops at once.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Checked as server.listen is, before the database is
+			// asked for anything.
+			if cmd.Flags().Changed("listen") {
+				if msg := config.CheckListen(listen); msg != "" {
+					return &usageError{fmt.Sprintf("serve: --listen %s\nusage: %s", msg, cmd.UseLine())}
+				}
+			}
 			cfg, err := g.loadConfig()
 			if err != nil {
 				return err
 			}
-			if listen != "" {
+			if cmd.Flags().Changed("listen") {
 				cfg.Server.Listen = listen
 			}
 			if noMigrate {

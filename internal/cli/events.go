@@ -66,6 +66,12 @@ Connects to the database in DATABASE_URL (or database.url of --config).`,
 			if err := queue.ValidateNamespace(namespace); err != nil {
 				return &usageError{"events tail: " + err.Error()}
 			}
+			if limit < 0 {
+				return &usageError{fmt.Sprintf("events tail: --limit must not be negative (0: no limit), got %d", limit)}
+			}
+			if poll <= 0 {
+				return &usageError{fmt.Sprintf("events tail: --poll-interval must be positive, got %s", poll)}
+			}
 			asJSON, err := tailFormat(g, format)
 			if err != nil {
 				return err
