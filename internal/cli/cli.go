@@ -283,7 +283,9 @@ against one database.
 Configuration: --config FILE (see config/orchestrator.toml), overridden by
 TASKER_* environment variables and DATABASE_URL. On SIGTERM the daemon stops
 in order (not ready, API, loops, telemetry flush, pool) within
-orchestrator.shutdown_timeout; a second SIGTERM stops at once.`,
+orchestrator.shutdown_timeout (requests get half of it, the loops the rest)
+and exits 0; a shutdown that did not finish in time is logged at ERROR and
+exits 1; a second SIGTERM stops at once (exit 130).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Checked as server.listen is, before the database is

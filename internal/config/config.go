@@ -146,7 +146,11 @@ type Orchestrator struct {
 	// TemplatesDir holds the task templates registered at start. Default
 	// config/templates; empty registers none.
 	TemplatesDir string `toml:"templates_dir"`
-	// ShutdownTimeout bounds the whole graceful shutdown. Default 30s.
+	// ShutdownTimeout bounds the graceful shutdown: in-flight HTTP
+	// requests get up to half of it, the orchestration loops the rest (at
+	// least the other half), the telemetry flush and the pool close a
+	// tenth more each. A step that does not finish in time makes the
+	// shutdown incomplete: logged at ERROR, and serve exits 1. Default 30s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 }
 

@@ -190,46 +190,94 @@ func (d *Daemon) Addr() string { return d.ln.Addr().String() }
 // Engine exposes the orchestration engine (tests, bench).
 func (d *Daemon) Engine() *orchestration.Engine { return d.engine }
 
-// Stop shuts down in order, each step bounded by what is left of the
-// configured shutdown timeout. Safe to call twice.
+// ErrShutdownIncomplete is Stop's error when a step of the shutdown did
+// not finish within its share of orchestrator.shutdown_timeout; serve then
+// exits 1.
+var ErrShutdownIncomplete = errors.New("shutdown incomplete")
+
+// Stop shuts down in order. Each step has its own bound, so that one that
+// hangs does not take the time of the next: in-flight HTTP requests get up
+// to half of orchestrator.shutdown_timeout, the orchestration loops what is
+// left of it (at least the other half), and the telemetry flush and the
+// pool close a tenth of it more each. A step that does not finish in time
+// is logged at ERROR and named in the returned error (wrapping
+// ErrShutdownIncomplete). Safe to call twice.
 func (d *Daemon) Stop() error {
 	d.stopOnce.Do(func() {
 		start := time.Now()
-		deadline := start.Add(d.cfg.Orchestrator.ShutdownTimeout.Duration)
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		defer cancel()
-		d.logger.Info("shutting down")
+		total := d.cfg.Orchestrator.ShutdownTimeout.Duration
+		deadline := start.Add(total)
+		extra := max(total/10, 100*time.Millisecond)
+		var unfinished []string
+		d.logger.Info("shutting down", "shutdown_timeout", total.String())
 		// 1. Not ready: load balancers stop sending work.
 		d.api.SetShuttingDown()
 		// 2. Stop the API: finish in-flight requests, refuse new ones.
-		if err := d.http.Shutdown(ctx); err != nil {
-			d.logger.Warn("HTTP shutdown did not finish in time", "error", err)
+		httpCtx, cancel := context.WithTimeout(context.Background(), total/2)
+		err := d.http.Shutdown(httpCtx)
+		cancel()
+		if err != nil {
+			d.logger.Error("HTTP requests did not finish in time; closing their connections",
+				"error", err, "waited", (total / 2).String())
+			unfinished = append(unfinished, "HTTP requests")
 			_ = d.http.Close()
 		}
 		// 3+4. Stop the loops: each finishes (or rolls back) the transaction
 		// it is in; nothing is half-applied, unprocessed messages reappear
 		// after their visibility timeout for another replica.
+		loopsStopped := true
 		if d.orchestrator != nil {
-			done := make(chan struct{})
-			// Ends when the loops have stopped.
-			go func() { d.orchestrator.Stop(); close(done) }()
-			select {
-			case <-done:
-			case <-ctx.Done():
-				d.logger.Warn("orchestration loops did not stop in time")
+			if !within(time.Until(deadline), d.orchestrator.Stop) {
+				loopsStopped = false
+				d.logger.Error("orchestration loops did not stop in time", "waited", time.Since(start).String())
+				unfinished = append(unfinished, "orchestration loops")
 			}
 		}
 		if d.listener != nil {
 			d.listener.Stop()
 		}
 		// 5. Flush telemetry, then 6. close the pool last.
-		if err := d.telemetry.Shutdown(ctx); err != nil {
+		flushCtx, cancel := context.WithTimeout(context.Background(), extra)
+		if err := d.telemetry.Shutdown(flushCtx); err != nil {
 			d.logger.Warn("telemetry flush failed", "error", err)
 		}
-		d.pool.Close()
+		cancel()
+		// Close waits for every connection to be released: loops that
+		// did not stop may hold one for as long as their statement runs.
+		switch {
+		case !loopsStopped:
+			// Ends when the loops release their connections.
+			go d.pool.Close()
+			unfinished = append(unfinished, "database pool close")
+		case !within(extra, d.pool.Close):
+			unfinished = append(unfinished, "database pool close")
+		}
+		if len(unfinished) > 0 {
+			d.stopErr = fmt.Errorf("%w within orchestrator.shutdown_timeout (%s): %s did not finish",
+				ErrShutdownIncomplete, total, strings.Join(unfinished, ", "))
+			d.logger.Error("stopped; shutdown incomplete", "unfinished", unfinished,
+				"shutdown_seconds", time.Since(start).Seconds())
+			return
+		}
 		d.logger.Info("stopped", "shutdown_seconds", time.Since(start).Seconds())
 	})
 	return d.stopErr
+}
+
+// within runs fn and reports whether it returned within d; if not, fn
+// goes on in the background.
+func within(d time.Duration, fn func()) bool {
+	done := make(chan struct{})
+	// Ends when fn returns (the process may exit first).
+	go func() { fn(); close(done) }()
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // closeAll releases what a failed Start built.

@@ -1,12 +1,14 @@
 package daemon_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -375,5 +377,86 @@ func TestStartOnAnUnmigratedDatabase(t *testing.T) {
 	_, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
 	if !errors.Is(err, daemon.ErrNotMigrated) || !strings.Contains(err.Error(), "orchestrator migrate") {
 		t.Errorf("unmigrated database: %v", err)
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestShutdownPastItsTimeoutIsReported: a request held open uses the HTTP
+// share of the shutdown timeout, not the loops' share; the loops still stop,
+// and the incomplete shutdown is an error, logged at ERROR, not "stopped"
+// at INFO.
+func TestShutdownPastItsTimeoutIsReported(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, testdb.URL(t))
+	cfg.Orchestrator.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
+	var logs lockedBuffer
+	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A request whose body never finishes arriving keeps its connection
+	// active until the server closes it.
+	conn, err := net.Dial("tcp", d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// "Expect: 100-continue" is answered when the handler starts reading
+	// the body: then the request is in flight.
+	if _, err := fmt.Fprint(conn, "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(line, "100 Continue") {
+		t.Fatalf("the request did not start: %q, %v", line, err)
+	}
+	if _, err := fmt.Fprint(conn, "{"); err != nil {
+		t.Fatal(err)
+	}
+	err = d.Stop()
+	if !errors.Is(err, daemon.ErrShutdownIncomplete) || !strings.Contains(err.Error(), "HTTP requests") ||
+		strings.Contains(err.Error(), "orchestration loops") {
+		t.Errorf("Stop: %v, want an incomplete shutdown naming the HTTP requests only", err)
+	}
+	out := logs.String()
+	if strings.Contains(out, "orchestration loops did not stop in time") {
+		t.Errorf("the loops got no time of their own:\n%s", out)
+	}
+	var sawIncomplete bool
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var rec struct {
+			Level, Msg string
+		}
+		_ = json.Unmarshal([]byte(line), &rec)
+		if rec.Msg == "stopped" {
+			t.Errorf("incomplete shutdown logged as %s %q", rec.Level, rec.Msg)
+		}
+		if rec.Level == "ERROR" && strings.Contains(rec.Msg, "shutdown incomplete") {
+			sawIncomplete = true
+		}
+	}
+	if !sawIncomplete {
+		t.Errorf("no ERROR line says the shutdown was incomplete:\n%s", out)
+	}
+	if err2 := d.Stop(); err2 != err {
+		t.Errorf("second Stop: %v, want %v", err2, err)
 	}
 }
