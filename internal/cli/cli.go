@@ -252,18 +252,47 @@ func NewLogger(c config.Log, w io.Writer) *slog.Logger {
 }
 
 // signalContext is cancelled by the first SIGINT/SIGTERM; a second one exits
-// the process at once (hard stop).
+// the process at once (hard stop). What happens is said in plain text on
+// stderr, for the interactive commands.
 func signalContext(stderr io.Writer) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
+	return onSignals(subscribeSignals(), func(sig os.Signal, second bool) {
+		if second {
+			fmt.Fprintln(stderr, "second signal: stopping now")
+			return
+		}
+		fmt.Fprintf(stderr, "received %s: shutting down gracefully (send again to stop at once)\n", sig)
+	})
+}
+
+// loggedSignalContext is signalContext for serve: what happens is a log
+// record, so that its output stays one log format (JSON lines by default).
+func loggedSignalContext(logger *slog.Logger) (context.Context, context.CancelFunc) {
+	return onSignals(subscribeSignals(), func(sig os.Signal, second bool) {
+		if second {
+			logger.Warn("second signal: stopping now", "signal", sig.String())
+			return
+		}
+		logger.Info("signal received: shutting down gracefully (send again to stop at once)", "signal", sig.String())
+	})
+}
+
+func subscribeSignals() <-chan os.Signal {
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	return ch
+}
+
+// onSignals cancels the context on the first signal from ch and exits the
+// process with 130 on the second, announcing each with say.
+func onSignals(ch <-chan os.Signal, say func(sig os.Signal, second bool)) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
 	// Ends with the process.
 	go func() {
 		sig := <-ch
-		fmt.Fprintf(stderr, "received %s: shutting down gracefully (send again to stop at once)\n", sig)
+		say(sig, false)
 		cancel()
-		<-ch
-		fmt.Fprintln(stderr, "second signal: stopping now")
+		sig = <-ch
+		say(sig, true)
 		os.Exit(130)
 	}()
 	return ctx, cancel
@@ -306,7 +335,7 @@ exits 1; a second SIGTERM stops at once (exit 130).`,
 				cfg.Database.MigrateOnStart = false
 			}
 			logger := NewLogger(cfg.Log, g.stderr)
-			ctx, cancel := signalContext(g.stderr)
+			ctx, cancel := loggedSignalContext(logger)
 			defer cancel()
 			return daemon.Run(ctx, cfg, logger)
 		},

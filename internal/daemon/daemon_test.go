@@ -207,12 +207,15 @@ type proc struct {
 	done chan error
 }
 
-func startServe(t *testing.T, dbURL, addr string, shutdown time.Duration) *proc {
+// startServe runs `orchestrator serve`; env is added to (and overrides) the
+// test's settings.
+func startServe(t *testing.T, dbURL, addr string, shutdown time.Duration, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(orchestratorBinary(t), "serve", "--listen", addr)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "TASKER_LOG_FORMAT=text",
 		"TASKER_ORCHESTRATOR_TEMPLATES_DIR="+filepath.Join(repoRoot(t), "config", "templates"),
 		"TASKER_ORCHESTRATOR_SHUTDOWN_TIMEOUT="+shutdown.String(), "TASKER_ORCHESTRATOR_POLL_INTERVAL=200ms")
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -458,5 +461,37 @@ func TestShutdownPastItsTimeoutIsReported(t *testing.T) {
 	}
 	if err2 := d.Stop(); err2 != err {
 		t.Errorf("second Stop: %v, want %v", err2, err)
+	}
+}
+
+// TestServeLogsTheSignal: with JSON logs, everything serve writes on a
+// SIGTERM is a JSON log record, the signal included, and it exits 0.
+func TestServeLogsTheSignal(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, testdb.URL(t), freeAddr(t), 5*time.Second, "TASKER_LOG_FORMAT=json")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after SIGTERM")
+	}
+	var sawSignal bool
+	for _, line := range strings.Split(strings.TrimSpace(p.out.String()), "\n") {
+		var rec struct{ Msg, Signal string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("not a JSON log line: %q", line)
+		}
+		if rec.Signal == "terminated" && strings.Contains(rec.Msg, "shutting down gracefully") {
+			sawSignal = true
+		}
+	}
+	if !sawSignal {
+		t.Errorf("the signal is not logged:\n%s", p.out)
 	}
 }
