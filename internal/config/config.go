@@ -143,7 +143,8 @@ type Orchestrator struct {
 	StaleTaskTimeout Duration `toml:"stale_task_timeout"`
 	// StaleCheckInterval is how often stale tasks are looked for. Default 15s.
 	StaleCheckInterval Duration `toml:"stale_check_interval"`
-	// TemplatesDir holds the task templates registered at start. Default
+	// TemplatesDir holds the task templates registered at start; a
+	// relative path is relative to the daemon's working directory. Default
 	// config/templates; empty registers none.
 	TemplatesDir string `toml:"templates_dir"`
 	// ShutdownTimeout bounds the graceful shutdown: in-flight HTTP

@@ -8,11 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -404,7 +407,17 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]Ap
 func registerTemplates(ctx context.Context, st *store.Store, dir string, logger *slog.Logger) error {
 	tpls, err := template.LoadDir(dir)
 	if err != nil {
-		return fmt.Errorf("orchestrator.templates_dir: %w", err)
+		// A relative directory (the default config/templates among them)
+		// is relative to the working directory: say which one was meant.
+		where := dir
+		if abs, aerr := filepath.Abs(dir); aerr == nil && abs != dir {
+			where = fmt.Sprintf("%s (%s)", dir, abs)
+		}
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("orchestrator.templates_dir %s: no such directory; set orchestrator.templates_dir "+
+				"(or TASKER_ORCHESTRATOR_TEMPLATES_DIR) to the directory of the task templates, or to \"\" to register none: %w", where, err)
+		}
+		return fmt.Errorf("orchestrator.templates_dir %s: %w", where, err)
 	}
 	for _, t := range tpls {
 		_, created, err := st.TemplateRegister(ctx, t)

@@ -495,3 +495,17 @@ func TestServeLogsTheSignal(t *testing.T) {
 		t.Errorf("the signal is not logged:\n%s", p.out)
 	}
 }
+
+// TestMissingTemplatesDirSaysWhere: the default templates_dir is relative
+// to the working directory; the error names the absolute directory it
+// looked in and the key to set.
+func TestMissingTemplatesDirSaysWhere(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, testdb.URL(t))
+	cfg.Orchestrator.TemplatesDir = filepath.Join("no", "such", "templates")
+	abs, _ := filepath.Abs(cfg.Orchestrator.TemplatesDir)
+	_, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
+	if err == nil || !strings.Contains(err.Error(), abs) || !strings.Contains(err.Error(), "TASKER_ORCHESTRATOR_TEMPLATES_DIR") {
+		t.Errorf("missing templates dir: %v, want it to name %s and how to set it", err, abs)
+	}
+}
