@@ -2,10 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tasker/tasker/internal/config"
 	"github.com/tasker/tasker/internal/daemon"
 	"github.com/tasker/tasker/internal/store"
 )
@@ -113,19 +115,31 @@ the [retention] settings; the flags override them):
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&tasks, "tasks", 0, "delete tasks finished longer ago than this (0 keeps; default retention.tasks_after)")
-	f.DurationVar(&history, "history", 0, "prune the history of tasks finished longer ago than this (0 keeps; default retention.history_after)")
-	f.DurationVar(&archives, "archives", 0, "delete queue archive messages older than this (0 keeps; default retention.archive_after)")
-	f.IntVar(&batch, "batch", 0, "rows per transaction (default retention.batch_size)")
+	// The flags' own values only count when given (Changed); their help
+	// shows the defaults of the keys they override. The configuration may
+	// set others: `orchestrator config print` shows them.
+	def := config.Default().Retention
+	f.DurationVar(&tasks, "tasks", 0, "delete tasks finished longer ago than this (0 keeps; default retention.tasks_after: "+keep(def.TasksAfter.Duration)+")")
+	f.DurationVar(&history, "history", 0, "prune the history of tasks finished longer ago than this (0 keeps; default retention.history_after: "+keep(def.HistoryAfter.Duration)+")")
+	f.DurationVar(&archives, "archives", 0, "delete queue archive messages older than this (0 keeps; default retention.archive_after: "+keep(def.ArchiveAfter.Duration)+")")
+	f.IntVar(&batch, "batch", 0, fmt.Sprintf("rows per transaction (default retention.batch_size: %d)", def.BatchSize))
 	f.BoolVar(&dryRun, "dry-run", false, "count what would be deleted; delete nothing")
 	return cmd
 }
 
+// keep formats a cut-off as the config file writes it: 0, 168h, 90m.
 func keep(d time.Duration) string {
 	if d == 0 {
 		return "0"
 	}
-	return d.String()
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func pruneSummary(r store.PruneResult) string {

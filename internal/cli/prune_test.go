@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/orchestration"
@@ -68,5 +69,23 @@ steps:
 	}
 	if _, errOut, code := run(t, "prune", "--tasks", "10m"); code != 2 || !strings.Contains(errOut, "retention.tasks_after") {
 		t.Errorf("prune --tasks 10m: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestPruneHelpShowsTheDefaults: --help names each cut-off's default as
+// the config file writes it.
+func TestPruneHelpShowsTheDefaults(t *testing.T) {
+	t.Parallel()
+	out, _, code := run(t, "prune", "--help")
+	for _, want := range []string{"retention.archive_after: 168h)", "retention.tasks_after: 0)", "retention.batch_size: 1000)"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("prune --help lacks %q:\n%s", want, out)
+		}
+	}
+	for d, want := range map[time.Duration]string{0: "0", 168 * time.Hour: "168h", 90 * time.Minute: "1h30m",
+		10 * time.Minute: "10m", 90 * time.Second: "1m30s", 1500 * time.Millisecond: "1.5s"} {
+		if got := keep(d); got != want {
+			t.Errorf("keep(%s) = %q, want %q", d, got, want)
+		}
 	}
 }
