@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker/tasker/internal/config"
 )
 
 // freshDatabase is a database created for one benchmark run on the server
@@ -66,17 +68,8 @@ func (d *freshDatabase) drop(ctx context.Context) error {
 	return nil
 }
 
-// redact hides a URL's password.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
+// redact hides the URL's passwords (user info and query string).
+func redact(raw string) string { return config.MaskURL(raw) }
 
 // isLocalServer reports whether the URL names a server on this machine, so
 // that its processes can be found in /proc.
