@@ -353,18 +353,21 @@ func TestStartWaitsForTheDatabase(t *testing.T) {
 	u.Host = proxy.Addr()
 	cfg := testConfig(t, u.String())
 	cfg.Database.ConnectWait = config.Duration{Duration: 30 * time.Second}
+	// The database becomes reachable once the daemon has tried, and
+	// failed, three times.
 	go func() {
-		time.Sleep(2 * time.Second)
+		for proxy.Refused() < 3 {
+			time.Sleep(20 * time.Millisecond)
+		}
 		proxy.Restore()
 	}()
-	start := time.Now()
 	d, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
 	if err != nil {
 		t.Fatalf("start while the database comes up: %v", err)
 	}
 	t.Cleanup(func() { _ = d.Stop() })
-	if el := time.Since(start); el < 2*time.Second {
-		t.Errorf("started after %s, before the database could be reached", el)
+	if n := proxy.Refused(); n < 3 {
+		t.Errorf("started after %d refused connections, before the database could be reached", n)
 	}
 	if s := status("http://" + d.Addr() + "/readyz"); s != http.StatusOK {
 		t.Errorf("/readyz = %d after the start", s)

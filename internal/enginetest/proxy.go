@@ -16,6 +16,9 @@ type Proxy struct {
 	mu     sync.Mutex
 	down   bool
 	conns  map[net.Conn]struct{}
+	// refused and accepted count the connections refused while cut and
+	// forwarded, so that a test can wait for a client to have tried.
+	refused, accepted int
 }
 
 // StartProxy listens on a loopback port and forwards to target (host:port)
@@ -49,6 +52,9 @@ func (p *Proxy) serve() {
 		down := p.down
 		p.mu.Unlock()
 		if down {
+			p.mu.Lock()
+			p.refused++
+			p.mu.Unlock()
 			_ = c.Close()
 			continue
 		}
@@ -59,6 +65,7 @@ func (p *Proxy) serve() {
 		}
 		p.mu.Lock()
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.accepted++
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
 			_, _ = io.Copy(dst, src)
@@ -83,6 +90,20 @@ func (p *Proxy) Cut() {
 	for c := range p.conns {
 		_ = c.Close()
 	}
+}
+
+// Refused is how many connections the proxy refused while cut.
+func (p *Proxy) Refused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
+}
+
+// Accepted is how many connections the proxy has forwarded.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
 }
 
 // Restore accepts connections again.

@@ -57,13 +57,23 @@ func TestLeasesExpiredInAnOutageWaitOutTheGrace(t *testing.T) {
 	}
 
 	proxy.Cut()
-	time.Sleep(2500 * time.Millisecond) // the timers fail meanwhile; the leases expire
+	// The orchestrator's loops fail to reach the database, and the leases
+	// expire meanwhile.
+	enginetest.Eventually(t, 10*time.Second, "the orchestrator failed to reconnect, the leases expired", func() bool {
+		var expired int
+		_ = direct.QueryRow(ctx, `SELECT count(*) FROM tasker.workflow_steps
+			WHERE task_uuid = ANY ($1) AND lease_expires_at < clock_timestamp()`, []uuid.UUID{alive, dead}).Scan(&expired)
+		return proxy.Refused() >= 3 && expired == 2
+	})
 	proxy.Restore()
 	restored := time.Now()
+	forwarded := proxy.Accepted()
+	enginetest.Eventually(t, 10*time.Second, "the orchestrator reconnected", func() bool { return proxy.Accepted() > forwarded })
 
-	// The timers reach the database again within about a second; two
-	// seconds later the expired leases are still there, and the live
-	// worker's result is taken.
+	// Two seconds later (the reaper runs every 100 ms: a deliberate
+	// window, since what is checked is that nothing happened in it) the
+	// expired leases are still there, and the live worker's result is
+	// taken.
 	time.Sleep(2 * time.Second)
 	var accepted bool
 	if err := direct.QueryRow(ctx, `SELECT tasker.step_submit_result($1, 1, 'w1', true, '{"ok":true}', NULL)`, stepOf(alive)).Scan(&accepted); err != nil {
