@@ -515,10 +515,16 @@ func TestAPIRoleRunsTheDaemonWithoutDDL(t *testing.T) {
 		t.Errorf("cancel as tasker_api: status %d, state %v", st, m["state"])
 	}
 	stale := submitStuck()
-	time.Sleep(20 * time.Millisecond)
-	if _, err := h.Engine.MarkStaleTasks(ctx, time.Millisecond, 100); err != nil {
-		t.Errorf("stale check as tasker_api: %v", err)
-	}
+	// The task is stale once it is older than the 1 ms threshold: check
+	// until the stale check (run as tasker_api) has moved it.
+	enginetest.Eventually(t, 10*time.Second, "the stuck task marked stale by tasker_api", func() bool {
+		if _, err := h.Engine.MarkStaleTasks(ctx, time.Millisecond, 100); err != nil {
+			t.Fatalf("stale check as tasker_api: %v", err)
+		}
+		var n int
+		_ = admin.Pool.QueryRow(ctx, `SELECT count(*) FROM tasker.dlq_entries WHERE task_uuid = $1`, stale).Scan(&n)
+		return n == 1
+	})
 	var dlqID int64
 	if err := admin.Pool.QueryRow(ctx, `SELECT dlq_id FROM tasker.dlq_entries WHERE task_uuid = $1`, stale).Scan(&dlqID); err != nil {
 		t.Fatalf("DLQ entry of the stale task: %v", err)

@@ -356,9 +356,7 @@ func TestStartWaitsForTheDatabase(t *testing.T) {
 	// The database becomes reachable once the daemon has tried, and
 	// failed, three times.
 	go func() {
-		for proxy.Refused() < 3 {
-			time.Sleep(20 * time.Millisecond)
-		}
+		proxy.WaitRefused(3, 20*time.Second)
 		proxy.Restore()
 	}()
 	d, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))

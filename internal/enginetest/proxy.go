@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy forwards TCP connections to a database until Cut, which closes
@@ -19,6 +20,8 @@ type Proxy struct {
 	// refused and accepted count the connections refused while cut and
 	// forwarded, so that a test can wait for a client to have tried.
 	refused, accepted int
+	// changed is closed and replaced whenever a count changes.
+	changed chan struct{}
 }
 
 // StartProxy listens on a loopback port and forwards to target (host:port)
@@ -29,7 +32,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, changed: make(chan struct{})}
 	// Ends when the listener is closed at cleanup.
 	go p.serve()
 	t.Cleanup(func() {
@@ -54,6 +57,7 @@ func (p *Proxy) serve() {
 		if down {
 			p.mu.Lock()
 			p.refused++
+			p.signal()
 			p.mu.Unlock()
 			_ = c.Close()
 			continue
@@ -66,6 +70,7 @@ func (p *Proxy) serve() {
 		p.mu.Lock()
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.accepted++
+		p.signal()
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
 			_, _ = io.Copy(dst, src)
@@ -89,6 +94,32 @@ func (p *Proxy) Cut() {
 	p.down = true
 	for c := range p.conns {
 		_ = c.Close()
+	}
+}
+
+// signal wakes WaitRefused; the caller holds p.mu.
+func (p *Proxy) signal() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// WaitRefused waits until the proxy has refused at least n connections, or
+// timeout has passed; it reports whether it had.
+func (p *Proxy) WaitRefused(n int, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		refused, changed := p.refused, p.changed
+		p.mu.Unlock()
+		if refused >= n {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return false
+		}
 	}
 }
 
