@@ -69,11 +69,11 @@ run() {
 
 if wants single; then
   stage "single: $(tasks 3000) one-step tasks, closed loop"
-  run single --scenario single --tasks "$(tasks 3000)"
+  run single --scenario single --tasks "$(tasks 3000)" --model
 fi
 if wants linear4; then
   stage "linear4: $(tasks 5000) tasks of 4 chained steps, closed loop"
-  run linear4 --scenario linear4 --tasks "$(tasks 5000)"
+  run linear4 --scenario linear4 --tasks "$(tasks 5000)" --model
 fi
 if wants diamond; then
   stage "diamond: $(tasks 1000) tasks of 1->2->1 steps, closed loop"

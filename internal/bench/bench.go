@@ -98,6 +98,9 @@ type Options struct {
 
 	// SkipFloor skips the raw PGMQ measurement.
 	SkipFloor bool
+	// Model also runs the design model (model.go) on the run's tasks, for
+	// scenarios that are one chain of steps (single, linear4).
+	Model bool
 	// Keep leaves the benchmark database in place.
 	Keep bool
 	// CPUProfile writes a CPU profile of the measured window (in-process).
@@ -118,6 +121,11 @@ func (o *Options) defaults() error {
 	}
 	if o.Scenario == "" {
 		o.Scenario = "single"
+	}
+	if o.Model {
+		if sc, err := ScenarioByName(o.Scenario); err == nil && sc.Chain() == 0 {
+			return fmt.Errorf("--model runs chains of steps (single, linear4), not scenario %s", o.Scenario)
+		}
 	}
 	if o.Tasks <= 0 {
 		o.Tasks = DefaultTasks
@@ -402,6 +410,16 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 		rep.Floor = f
 	}
+	if o.Model && out.stepsComplete > 0 {
+		md, err := measureModel(ctx, o, db.url, conn, probe, statsAfter)
+		if err != nil {
+			return rep, err
+		}
+		if md.StepsPerSec > 0 {
+			md.Ratio = rep.StepsPerSec / md.StepsPerSec
+		}
+		rep.Model = md
+	}
 	rep.Machine.LoadAvgAfter = loadAvg()
 	if rep.Machine.LoadAvgBefore > float64(rep.Machine.CPUs)/2 || rep.Machine.LoadAvgAfter > float64(rep.Machine.CPUs) {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the machine was busy (load average %.1f before, %.1f after, %d CPUs): other work skews these numbers",
@@ -676,6 +694,70 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	}
 	f.DB = counters(before, after, walBefore, walAfter, n, 0)
 	return f, nil
+}
+
+// measureModel runs the design model on as many tasks as the closed loop
+// ran (or the open loop's rate times its duration) and measures it like the
+// engine run. before are the statistics after the engine's run; the floor,
+// when it ran, is counted out by reading them again.
+func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe, before dbStats) (*Model, error) {
+	sc, err := ScenarioByName(o.Scenario)
+	if err != nil {
+		return nil, err
+	}
+	chain := sc.Chain()
+	if chain == 0 {
+		return nil, fmt.Errorf("--model: scenario %s is not a chain of steps; the model runs single and linear4", o.Scenario)
+	}
+	tasks := o.Tasks
+	if o.Rate > 0 {
+		tasks = max(1, int(o.Rate*o.Duration.Seconds()))
+	}
+	if !o.SkipFloor {
+		if before, err = readStats(ctx, conn); err != nil {
+			return nil, err
+		}
+	}
+	// The engine's transactions run with generic plans and no sequential
+	// scans (internal/store); the model's sessions do too.
+	pool, err := openPool(ctx, dbURL, "tasker-bench-model", int32(o.Workers+4), nil, func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+		c.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
+	})
+	if err != nil {
+		return nil, err
+	}
+	md := &Model{Tasks: tasks, StepsPerTask: chain, Steps: tasks * chain, Batch: o.Batch, Workers: o.Workers,
+		ResultLoops: max(o.Config.Orchestrator.ResultLoops, 1)}
+	walBefore, err := walPosition(ctx, conn)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	mp := &cpuProbe{pg: probe.pg, pgErr: probe.pgErr}
+	start := mp.read()
+	elapsed, err := runModel(ctx, pool, tasks, chain, o.Batch, o.Workers, md.ResultLoops)
+	end := mp.read()
+	pool.Close()
+	if err != nil {
+		return nil, errors.Join(err, dropModel(ctx, conn))
+	}
+	walAfter, err := walPosition(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	md.Seconds = elapsed.Seconds()
+	md.StepsPerSec = float64(md.Steps) / md.Seconds
+	md.CPU = mp.between(start, end)
+	if err := waitIdle(ctx, conn, 30*time.Second); err != nil {
+		return nil, err
+	}
+	after, err := readStats(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	md.DB = counters(before, after, walBefore, walAfter, md.Steps, 0)
+	return md, dropModel(ctx, conn)
 }
 
 // traceSampling says which traces a run records (telemetry.DescribeSampling);

@@ -43,7 +43,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			var progress bytes.Buffer
 			rep, err := Run(ctx, Options{
 				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: tc.scenario, Tasks: tc.tasks,
-				Workers: 2, Concurrency: 4, Submitters: 4, Timeout: time.Minute,
+				Workers: 2, Concurrency: 4, Submitters: 4, Timeout: time.Minute, Model: true,
 				Progress: &progress, Logger: enginetest.Logger(t),
 			})
 			if err != nil {
@@ -93,6 +93,10 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			if f := rep.Floor; f == nil || f.Messages != int(steps) || f.MsgsPerSec <= 0 || f.Ratio <= 0 || f.DB.Commits <= 0 {
 				t.Errorf("floor = %+v, want %d messages, rate, ratio and commits > 0", f, steps)
 			}
+			if md := rep.Model; md == nil || md.Steps != int(steps) || md.StepsPerTask != sc.StepsPerTask() || md.StepsPerSec <= 0 || md.Ratio <= 0 ||
+				md.DB.Commits <= 0 || md.DB.RowsPerStep < 5 {
+				t.Errorf("model = %+v, want %d steps, rate, ratio, commits > 0 and >= 5 rows per step", md, steps)
+			}
 			if !strings.Contains(progress.String(), "tasks done") {
 				t.Errorf("no progress line on the progress writer: %q", progress.String())
 			}
@@ -111,7 +115,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			// Both outputs render, and saved reports summarize to themselves.
 			var table, js bytes.Buffer
 			rep.Print(&table)
-			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor"} {
+			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model"} {
 				if !strings.Contains(table.String(), want) {
 					t.Errorf("table lacks %q:\n%s", want, table.String())
 				}
@@ -124,7 +128,8 @@ func TestRunReportsACompleteRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			sum := Summarize([]*Report{&back, rep, &back})
-			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 {
+			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 ||
+				sum[0].ModelStepsPS != rep.Model.StepsPerSec {
 				t.Errorf("summary of three copies = %+v, want the report's own numbers", sum)
 			}
 		})

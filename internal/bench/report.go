@@ -79,6 +79,7 @@ type Report struct {
 	// CPUPerStepMicros is CPU time per completed step, by component.
 	CPUPerStepMicros map[string]float64 `json:"cpu_per_step_us,omitempty"`
 	Floor            *Floor             `json:"floor,omitempty"`
+	Model            *Model             `json:"model,omitempty"`
 	// TraceExport is what the in-process OTLP receiver got (--tracing
 	// without an endpoint).
 	TraceExport *TraceExport `json:"trace_export,omitempty"`
@@ -208,6 +209,12 @@ func (r *Report) Print(w io.Writer) {
 		row("pgmq floor per msg", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s",
 			f.DB.CommitsPerStep, f.DB.RowsPerStep, f.DB.WALBytesPerStep, perUnit(f.CPU.Postgres, f.Messages))
 	}
+	if md := r.Model; md != nil {
+		row("design model", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model",
+			md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio)
+		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
+			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))
+	}
 	if t := r.TraceExport; t != nil {
 		row("traces exported", "%d OTLP requests, %.1f KB per step (received and discarded)", t.Requests, float64(t.Bytes)/1024/float64(max(r.StepsCompleted, 1)))
 	}
@@ -294,8 +301,13 @@ type Summary struct {
 	AppCores      float64 `json:"app_cores"`
 	FloorMsgsPS   float64 `json:"floor_msgs_per_sec"`
 	FloorRatio    float64 `json:"floor_ratio"`
-	LoadAvgMax    float64 `json:"loadavg_max"`
-	Incomplete    int     `json:"incomplete_runs"`
+	// ModelStepsPS and ModelRatio are the design model's (runs with --model
+	// only; 0 otherwise), ModelPgCPU its Postgres µs per step.
+	ModelStepsPS float64 `json:"model_steps_per_sec,omitempty"`
+	ModelRatio   float64 `json:"model_ratio,omitempty"`
+	ModelPgCPU   float64 `json:"model_postgres_cpu_per_step_us,omitempty"`
+	LoadAvgMax   float64 `json:"loadavg_max"`
+	Incomplete   int     `json:"incomplete_runs"`
 	// Functions are the SQL functions with the most self time per step
 	// (median across runs; calls and per-call times likewise).
 	Functions []FuncTime `json:"functions,omitempty"`
@@ -359,6 +371,26 @@ func Summarize(reports []*Report) []Summary {
 			}
 			return r.Floor.Ratio
 		})
+		if rs[0].Model != nil {
+			s.ModelStepsPS = med(func(r *Report) float64 {
+				if r.Model == nil {
+					return 0
+				}
+				return r.Model.StepsPerSec
+			})
+			s.ModelRatio = med(func(r *Report) float64 {
+				if r.Model == nil {
+					return 0
+				}
+				return r.Model.Ratio
+			})
+			s.ModelPgCPU = med(func(r *Report) float64 {
+				if r.Model == nil || r.Model.CPU.Postgres == nil || r.Model.Steps == 0 {
+					return 0
+				}
+				return *r.Model.CPU.Postgres * 1e6 / float64(r.Model.Steps)
+			})
+		}
 		s.Functions = medianFunctions(rs, 6)
 		s.Waits = medianWaits(rs)
 		for _, r := range rs {
@@ -465,6 +497,21 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 			s.Label, s.CommitsPerSt, s.RowsPerStep, s.WALPerStep, s.SeqReadPerSt, s.PgCPUPerStep, s.AppCPUPerStep, s.PgCores, s.AppCores)
 	}
 	_ = tw.Flush()
+	modelled := false
+	for _, s := range ss {
+		modelled = modelled || s.ModelStepsPS > 0
+	}
+	if modelled {
+		fmt.Fprintln(w, "\nthe design model (DESIGN's per-step SQL, no engine; same runs, median)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "configuration\tmodel steps/s\tengine of model\tmodel postgres µs/step\t")
+		for _, s := range ss {
+			if s.ModelStepsPS > 0 {
+				fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t\n", s.Label, s.ModelStepsPS, 100*s.ModelRatio, s.ModelPgCPU)
+			}
+		}
+		_ = tw.Flush()
+	}
 	fmt.Fprintln(w, "\nwhat the database sessions were doing (average sessions, sampled; median)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, s := range ss {

@@ -51,6 +51,17 @@ type scenarioStep struct {
 // StepsPerTask is the number of steps one task of the scenario runs.
 func (s Scenario) StepsPerTask() int { return len(s.steps) }
 
+// Chain is the number of steps of a scenario whose steps form one chain
+// (each step the only child of the one before), 0 for any other shape.
+func (s Scenario) Chain() int {
+	for i, st := range s.steps {
+		if i == 0 && len(st.parents) != 0 || i > 0 && (len(st.parents) != 1 || st.parents[0] != s.steps[i-1].name) {
+			return 0
+		}
+	}
+	return len(s.steps)
+}
+
 // YAML is the scenario's task template. Retry settings, timeouts and domain
 // events are left at their defaults (all domain events, unless
 // WithDomainEvents chose others): the benchmark measures what a user gets

@@ -1,0 +1,554 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker/tasker/internal/queue"
+)
+
+// The design model is the bare SQL of DESIGN's per-step protocol, with no
+// engine around it: its own task and step tables with the state column, the
+// append-only transition tables with their most_recent flag and partial
+// unique index (DESIGN §2), and two PGMQ queues tuned as the engine's are.
+// Per step it runs what the design cannot do without, in batches:
+//
+//   - dispatch: the step pending → enqueued (a compare-and-swap, a transition
+//     row and the previous row's most_recent flip) and its message inserted;
+//   - claim: a worker reads a batch of messages (asynchronous commit, as the
+//     engine's reads) and moves them enqueued → in_progress with a lease;
+//   - submit: in_progress → enqueued_for_orchestration with the result, a
+//     result notice inserted and the step message deleted, one transaction
+//     per batch;
+//   - result processing: the orchestrator reads a batch of notices and, in
+//     one transaction, deletes them, moves each step to complete, dispatches
+//     the chain's next step or moves the task to complete.
+//
+// What it leaves out is what the engine adds on top of that: the task's own
+// per-result states (steps_in_process → evaluating_results →
+// enqueuing_steps), domain events, the orchestrator's readiness evaluation
+// over a DAG, trace context, metrics, idempotency and leases' reaping. The
+// engine's steps/s over the model's says how much of the design's own speed
+// the engine keeps on the same database in the same run.
+type Model struct {
+	Tasks        int     `json:"tasks"`
+	StepsPerTask int     `json:"steps_per_task"`
+	Steps        int     `json:"steps"`
+	Batch        int     `json:"batch"`
+	Workers      int     `json:"workers"`
+	ResultLoops  int     `json:"result_loops"`
+	Seconds      float64 `json:"seconds"`
+	StepsPerSec  float64 `json:"steps_per_sec"`
+	// Ratio is the engine's steps/s divided by StepsPerSec.
+	Ratio float64    `json:"ratio"`
+	CPU   CPU        `json:"cpu"`
+	DB    DBCounters `json:"db"`
+}
+
+const (
+	modelWorkQueue    = "bench_model_work"
+	modelResultsQueue = "bench_model_results"
+	// modelResultBatch is how many notices one result transaction takes,
+	// the orchestrator's default batch_size.
+	modelResultBatch = 50
+	// modelCreateBatch is how many tasks one creation transaction inserts,
+	// the intake's largest group commit.
+	modelCreateBatch = 100
+)
+
+const modelSchema = `
+DROP SCHEMA IF EXISTS bench_model CASCADE;
+CREATE SCHEMA bench_model;
+CREATE TABLE bench_model.tasks (
+	task_uuid uuid PRIMARY KEY,
+	state text NOT NULL,
+	context jsonb NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	completed_at timestamptz
+);
+CREATE TABLE bench_model.steps (
+	step_uuid uuid PRIMARY KEY,
+	task_uuid uuid NOT NULL REFERENCES bench_model.tasks,
+	position int NOT NULL,
+	state text NOT NULL,
+	attempts int NOT NULL DEFAULT 0,
+	worker_id text,
+	lease_expires_at timestamptz,
+	results jsonb,
+	UNIQUE (task_uuid, position)
+);
+CREATE TABLE bench_model.task_transitions (
+	task_uuid uuid NOT NULL,
+	sort_key int NOT NULL,
+	from_state text,
+	to_state text NOT NULL,
+	most_recent boolean NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (task_uuid, sort_key)
+);
+CREATE UNIQUE INDEX ON bench_model.task_transitions (task_uuid) WHERE most_recent;
+CREATE TABLE bench_model.step_transitions (
+	step_uuid uuid NOT NULL,
+	sort_key int NOT NULL,
+	from_state text,
+	to_state text NOT NULL,
+	most_recent boolean NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (step_uuid, sort_key)
+);
+CREATE UNIQUE INDEX ON bench_model.step_transitions (step_uuid) WHERE most_recent;
+`
+
+// modelMoveSQL moves the steps $1 from state $2 to $3 (a compare-and-swap:
+// steps not in $2 are left alone), flips their most_recent transition and
+// appends the new one; it returns the steps moved. $4 is the lease (NULL
+// clears it), $5 the worker, $6 the results (one per step, NULL for none).
+const modelMoveSQL = `
+WITH moved AS (
+	UPDATE bench_model.steps s
+	   SET state = $3, lease_expires_at = $4, worker_id = coalesce($5, s.worker_id),
+	       attempts = s.attempts + CASE WHEN $3 = 'in_progress' THEN 1 ELSE 0 END,
+	       results = coalesce(u.r, s.results)
+	  FROM unnest($1::uuid[], $6::jsonb[]) AS u(id, r)
+	 WHERE s.step_uuid = u.id AND s.state = $2
+	RETURNING s.step_uuid, s.task_uuid, s.position
+), flipped AS (
+	UPDATE bench_model.step_transitions t SET most_recent = false
+	 WHERE t.most_recent AND t.step_uuid = ANY (ARRAY(SELECT step_uuid FROM moved))
+	RETURNING t.step_uuid, t.sort_key
+), logged AS (
+	INSERT INTO bench_model.step_transitions (step_uuid, sort_key, from_state, to_state, most_recent)
+	SELECT step_uuid, sort_key + 1, $2, $3, true FROM flipped
+)
+SELECT step_uuid, task_uuid, position FROM moved`
+
+// modelMessage is the body of the model's step messages and notices.
+type modelMessage struct {
+	Task uuid.UUID `json:"task_uuid"`
+	Step uuid.UUID `json:"step_uuid"`
+	Name string    `json:"step_name"`
+	// Handler, Namespace and Correlation give the message a step message's
+	// size and shape.
+	Handler     string    `json:"handler,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Correlation uuid.UUID `json:"correlation_id"`
+	Attempt     int       `json:"attempt,omitempty"`
+}
+
+// modelRun is one run of the model.
+type modelRun struct {
+	pool        *pgxpool.Pool
+	tasks       int
+	chain       int
+	batch       int
+	workers     int
+	insertWork  string
+	insertNote  string
+	deleteWork  string
+	deleteNote  string
+	completed   atomic.Int64
+	stepsDone   atomic.Int64
+	traceparent []byte
+}
+
+// runModel runs tasks chains of chain steps through the model with workers
+// worker loops reading up to batch messages and one result loop, and
+// returns the time from the first creation to the last task's completion.
+// The schema and queues are created first (outside the time) and left for
+// the caller to measure and drop (dropModel).
+func runModel(ctx context.Context, pool *pgxpool.Pool, tasks, chain, batch, workers, resultLoops int) (time.Duration, error) {
+	if chain < 1 {
+		return 0, fmt.Errorf("model: a chain of %d steps", chain)
+	}
+	m := &modelRun{pool: pool, tasks: tasks, chain: chain, batch: batch, workers: workers}
+	if err := m.setUp(ctx); err != nil {
+		return 0, fmt.Errorf("model: set up: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers+resultLoops+1)
+	fail := func(err error) {
+		if ctx.Err() == nil {
+			errs <- err
+			cancel()
+		}
+	}
+	start := time.Now()
+	wg.Add(1)
+	// Ends when every task is created or ctx is cancelled.
+	go func() {
+		defer wg.Done()
+		for made := 0; made < tasks && ctx.Err() == nil; {
+			k := min(modelCreateBatch, tasks-made)
+			if err := m.create(ctx, k); err != nil {
+				fail(fmt.Errorf("model: create: %w", err))
+				return
+			}
+			made += k
+		}
+	}()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		// Ends when every task is complete or ctx is cancelled.
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("model-worker-%d", w)
+			for m.completed.Load() < int64(tasks) && ctx.Err() == nil {
+				n, err := m.work(ctx, id)
+				if err != nil {
+					fail(fmt.Errorf("model: worker: %w", err))
+					return
+				}
+				if n == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	for r := 0; r < max(resultLoops, 1); r++ {
+		wg.Add(1)
+		// Ends when every task is complete or ctx is cancelled.
+		go m.resultLoop(ctx, &wg, fail)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return elapsed, err
+	}
+	if got := m.completed.Load(); got < int64(tasks) {
+		return elapsed, fmt.Errorf("model: %d of %d tasks completed: %w", got, tasks, ctx.Err())
+	}
+	if got := m.stepsDone.Load(); got != int64(tasks*chain) {
+		return elapsed, fmt.Errorf("model: %d steps completed, want %d", got, tasks*chain)
+	}
+	return elapsed, nil
+}
+
+// resultLoop runs result rounds until every task is complete, ctx is
+// cancelled or a round fails.
+func (m *modelRun) resultLoop(ctx context.Context, wg *sync.WaitGroup, fail func(error)) {
+	defer wg.Done()
+	for m.completed.Load() < int64(m.tasks) && ctx.Err() == nil {
+		n, err := m.results(ctx)
+		if err != nil {
+			fail(fmt.Errorf("model: results: %w", err))
+			return
+		}
+		if n == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func (m *modelRun) setUp(ctx context.Context) error {
+	if _, err := m.pool.Exec(ctx, modelSchema); err != nil {
+		return err
+	}
+	for _, q := range []string{modelWorkQueue, modelResultsQueue} {
+		if err := queue.Create(ctx, m.pool, q); err != nil {
+			return err
+		}
+		// The engine's queues are tuned for reads (migration 00020).
+		if _, err := m.pool.Exec(ctx, `SELECT tasker.tune_queue_for_reads($1)`, q); err != nil {
+			return err
+		}
+	}
+	var err error
+	if m.insertWork, err = queue.InsertSQL(modelWorkQueue); err != nil {
+		return err
+	}
+	if m.insertNote, err = queue.InsertSQL(modelResultsQueue); err != nil {
+		return err
+	}
+	if m.deleteWork, err = queue.DeleteSQL(modelWorkQueue); err != nil {
+		return err
+	}
+	if m.deleteNote, err = queue.DeleteSQL(modelResultsQueue); err != nil {
+		return err
+	}
+	m.traceparent, _ = json.Marshal(map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+	return nil
+}
+
+// dropModel drops the model's queues and schema.
+func dropModel(ctx context.Context, db queue.DB) error {
+	for _, q := range []string{modelWorkQueue, modelResultsQueue} {
+		if _, err := queue.Drop(ctx, db, q); err != nil {
+			return fmt.Errorf("model: drop %s: %w", q, err)
+		}
+	}
+	if _, err := db.Exec(ctx, `DROP SCHEMA IF EXISTS bench_model CASCADE`); err != nil {
+		return fmt.Errorf("model: drop schema: %w", err)
+	}
+	return nil
+}
+
+// stepMessage is a step's message body and headers for InsertSQL.
+func (m *modelRun) stepMessage(task, step uuid.UUID, position int) ([]byte, []byte) {
+	body, _ := json.Marshal(modelMessage{Task: task, Step: step, Name: fmt.Sprintf("step_%d", position),
+		Handler: Handler, Namespace: Namespace, Correlation: task, Attempt: 1})
+	return body, m.traceparent
+}
+
+// create inserts k tasks with their chains in one transaction: each task
+// steps_in_process, its first step enqueued with its message, the others
+// pending, every row with its first transition.
+func (m *modelRun) create(ctx context.Context, k int) error {
+	taskIDs := make([]uuid.UUID, k)
+	stepIDs := make([]uuid.UUID, 0, k*m.chain)
+	stepTasks := make([]uuid.UUID, 0, k*m.chain)
+	positions := make([]int32, 0, k*m.chain)
+	var bodies, headers [][]byte
+	for i := range taskIDs {
+		taskIDs[i] = uuid.Must(uuid.NewV7())
+		for p := 1; p <= m.chain; p++ {
+			s := uuid.Must(uuid.NewV7())
+			stepIDs, stepTasks, positions = append(stepIDs, s), append(stepTasks, taskIDs[i]), append(positions, int32(p))
+			if p == 1 {
+				b, h := m.stepMessage(taskIDs[i], s, p)
+				bodies, headers = append(bodies, b), append(headers, h)
+			}
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(`
+WITH t AS (
+	INSERT INTO bench_model.tasks (task_uuid, state, context)
+	SELECT id, 'steps_in_process', '{"order_id": 1}' FROM unnest($1::uuid[]) AS id
+	RETURNING task_uuid
+)
+INSERT INTO bench_model.task_transitions (task_uuid, sort_key, from_state, to_state, most_recent)
+SELECT task_uuid, 1, 'pending', 'steps_in_process', true FROM t`, taskIDs)
+	b.Queue(`
+WITH s AS (
+	INSERT INTO bench_model.steps (step_uuid, task_uuid, position, state)
+	SELECT id, t, p, CASE WHEN p = 1 THEN 'enqueued' ELSE 'pending' END
+	  FROM unnest($1::uuid[], $2::uuid[], $3::int[]) AS u(id, t, p)
+	RETURNING step_uuid, position
+)
+INSERT INTO bench_model.step_transitions (step_uuid, sort_key, from_state, to_state, most_recent)
+SELECT step_uuid, 1, NULL, 'pending', position <> 1 FROM s
+UNION ALL
+SELECT step_uuid, 2, 'pending', 'enqueued', true FROM s WHERE position = 1`, stepIDs, stepTasks, positions)
+	b.Queue(m.insertWork, bodies, headers)
+	return pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, b).Close()
+	})
+}
+
+// work is one round of a worker: read up to batch step messages, claim
+// them, run nothing, and submit their results. It returns the number of
+// messages read.
+func (m *modelRun) work(ctx context.Context, worker string) (int, error) {
+	msgs, err := queue.ReadAsync(ctx, m.pool, modelWorkQueue, 30*time.Second, m.batch)
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	ids := make([]uuid.UUID, len(msgs))
+	msgIDs := make([]int64, len(msgs))
+	for i, msg := range msgs {
+		var body modelMessage
+		if err := json.Unmarshal(msg.Body, &body); err != nil {
+			return 0, fmt.Errorf("message %d: %w", msg.ID, err)
+		}
+		ids[i], msgIDs[i] = body.Step, msg.ID
+	}
+	// The claim commits asynchronously, as the Go SDK's does.
+	claim := &pgx.Batch{}
+	claim.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	claim.Queue(modelMoveSQL, ids, "enqueued", "in_progress", time.Now().Add(5*time.Minute), worker, make([][]byte, len(ids)))
+	claimed, err := m.moved(ctx, claim, 1)
+	if err != nil {
+		return 0, fmt.Errorf("claim: %w", err)
+	}
+	if len(claimed) != len(ids) {
+		return 0, fmt.Errorf("claim: %d of %d steps claimed", len(claimed), len(ids))
+	}
+	results := make([][]byte, len(ids))
+	notes := make([][]byte, len(ids))
+	noteHeaders := make([][]byte, len(ids))
+	for i, r := range claimed {
+		results[i] = []byte(`{"ok": true}`)
+		notes[i], _ = json.Marshal(modelMessage{Task: r.task, Step: r.step, Correlation: r.task})
+		noteHeaders[i] = m.traceparent
+		ids[i] = r.step
+	}
+	submit := &pgx.Batch{}
+	submit.Queue(modelMoveSQL, ids, "in_progress", "enqueued_for_orchestration", nil, nil, results)
+	submit.Queue(m.insertNote, notes, noteHeaders)
+	submit.Queue(m.deleteWork, msgIDs)
+	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		res := tx.SendBatch(ctx, submit)
+		moved, err := collectMoved(res)
+		if err == nil && len(moved) != len(ids) {
+			err = fmt.Errorf("%d of %d steps moved", len(moved), len(ids))
+		}
+		return errors.Join(err, res.Close())
+	})
+	if err != nil {
+		return 0, fmt.Errorf("submit: %w", err)
+	}
+	return len(msgs), nil
+}
+
+// modelMoved is one row of modelMoveSQL's answer.
+type modelMoved struct {
+	step, task uuid.UUID
+	position   int32
+}
+
+func collectMoved(res pgx.BatchResults) ([]modelMoved, error) {
+	rows, err := res.Query()
+	if err != nil {
+		return nil, err
+	}
+	var out []modelMoved
+	for rows.Next() {
+		var r modelMoved
+		if err := rows.Scan(&r.step, &r.task, &r.position); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// moved sends b as one implicit transaction and returns the rows of its
+// statement at index at (a modelMoveSQL); the statements before it are
+// execs.
+func (m *modelRun) moved(ctx context.Context, b *pgx.Batch, at int) ([]modelMoved, error) {
+	res := m.pool.SendBatch(ctx, b)
+	for i := 0; i < at; i++ {
+		if _, err := res.Exec(); err != nil {
+			return nil, errors.Join(err, res.Close())
+		}
+	}
+	out, err := collectMoved(res)
+	return out, errors.Join(err, res.Close())
+}
+
+// results is one round of the result loop: in one transaction, read up to
+// modelResultBatch notices, delete them, move their steps to complete and
+// then either dispatch each chain's next step or complete its task. It
+// returns the number of notices read.
+func (m *modelRun) results(ctx context.Context) (int, error) {
+	var n, stepsDone, tasksDone int
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		msgs, err := queue.Read(ctx, tx, modelResultsQueue, 30*time.Second, modelResultBatch)
+		if err != nil || len(msgs) == 0 {
+			return err
+		}
+		n = len(msgs)
+		ids := make([]uuid.UUID, len(msgs))
+		msgIDs := make([]int64, len(msgs))
+		for i, msg := range msgs {
+			var body modelMessage
+			if err := json.Unmarshal(msg.Body, &body); err != nil {
+				return fmt.Errorf("notice %d: %w", msg.ID, err)
+			}
+			ids[i], msgIDs[i] = body.Step, msg.ID
+		}
+		b := &pgx.Batch{}
+		b.Queue(m.deleteNote, msgIDs)
+		b.Queue(modelMoveSQL, ids, "enqueued_for_orchestration", "complete", nil, nil, make([][]byte, len(ids)))
+		res := tx.SendBatch(ctx, b)
+		_, err = res.Exec()
+		var done []modelMoved
+		if err == nil {
+			done, err = collectMoved(res)
+		}
+		if err = errors.Join(err, res.Close()); err != nil {
+			return err
+		}
+		if len(done) != len(ids) {
+			return fmt.Errorf("%d of %d steps completed", len(done), len(ids))
+		}
+		// The next step of each chain, or the task's end.
+		var nextTasks []uuid.UUID
+		var nextPositions []int32
+		var finished []uuid.UUID
+		for _, d := range done {
+			if int(d.position) < m.chain {
+				nextTasks, nextPositions = append(nextTasks, d.task), append(nextPositions, d.position+1)
+			} else {
+				finished = append(finished, d.task)
+			}
+		}
+		b = &pgx.Batch{}
+		if len(nextTasks) > 0 {
+			// Found by (task, position): the engine's readiness check
+			// reads the finished step's children the same way, by key.
+			b.Queue(`SELECT s.step_uuid, s.task_uuid, s.position FROM bench_model.steps s
+				JOIN unnest($1::uuid[], $2::int[]) AS u(t, p) ON s.task_uuid = u.t AND s.position = u.p`, nextTasks, nextPositions)
+		}
+		if len(finished) > 0 {
+			b.Queue(`
+WITH moved AS (
+	UPDATE bench_model.tasks SET state = 'complete', completed_at = now()
+	 WHERE task_uuid = ANY ($1::uuid[]) AND state = 'steps_in_process'
+	RETURNING task_uuid
+), flipped AS (
+	UPDATE bench_model.task_transitions t SET most_recent = false
+	 WHERE t.most_recent AND t.task_uuid = ANY (ARRAY(SELECT task_uuid FROM moved))
+	RETURNING t.task_uuid, t.sort_key
+)
+INSERT INTO bench_model.task_transitions (task_uuid, sort_key, from_state, to_state, most_recent)
+SELECT task_uuid, sort_key + 1, 'steps_in_process', 'complete', true FROM flipped`, finished)
+		}
+		res = tx.SendBatch(ctx, b)
+		var next []modelMoved
+		if len(nextTasks) > 0 {
+			next, err = collectMoved(res)
+		}
+		if err == nil && len(finished) > 0 {
+			tag, xerr := res.Exec()
+			if err = xerr; err == nil && tag.RowsAffected() != int64(len(finished)) {
+				err = fmt.Errorf("%d of %d tasks completed", tag.RowsAffected(), len(finished))
+			}
+		}
+		if err = errors.Join(err, res.Close()); err != nil {
+			return err
+		}
+		if len(next) > 0 {
+			nextIDs := make([]uuid.UUID, len(next))
+			bodies := make([][]byte, len(next))
+			headers := make([][]byte, len(next))
+			for i, s := range next {
+				nextIDs[i] = s.step
+				bodies[i], headers[i] = m.stepMessage(s.task, s.step, int(s.position))
+			}
+			b = &pgx.Batch{}
+			b.Queue(modelMoveSQL, nextIDs, "pending", "enqueued", nil, nil, make([][]byte, len(nextIDs)))
+			b.Queue(m.insertWork, bodies, headers)
+			res = tx.SendBatch(ctx, b)
+			dispatched, err := collectMoved(res)
+			if err == nil && len(dispatched) != len(next) {
+				err = fmt.Errorf("%d of %d steps dispatched", len(dispatched), len(next))
+			}
+			if err = errors.Join(err, res.Close()); err != nil {
+				return err
+			}
+		}
+		stepsDone, tasksDone = len(done), len(finished)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	m.stepsDone.Add(int64(stepsDone))
+	m.completed.Add(int64(tasksDone))
+	return n, nil
+}
