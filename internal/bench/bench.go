@@ -98,9 +98,10 @@ type Options struct {
 
 	// SkipFloor skips the raw PGMQ measurement.
 	SkipFloor bool
-	// Model also runs the design model (model.go) on the run's tasks, for
-	// scenarios that are one chain of steps (single, linear4).
-	Model bool
+	// Model, when ModelBare or ModelFull, also runs that design model
+	// (model.go) on the run's tasks, for scenarios that are one chain of
+	// steps (single, linear4); "" runs none.
+	Model string
 	// Keep leaves the benchmark database in place.
 	Keep bool
 	// CPUProfile writes a CPU profile of the measured window (in-process).
@@ -122,7 +123,10 @@ func (o *Options) defaults() error {
 	if o.Scenario == "" {
 		o.Scenario = "single"
 	}
-	if o.Model {
+	if o.Model != "" && o.Model != ModelBare && o.Model != ModelFull {
+		return fmt.Errorf("--model %q: want %s (DESIGN's per-step SQL) or %s (with the task's states and domain events)", o.Model, ModelBare, ModelFull)
+	}
+	if o.Model != "" {
 		if sc, err := ScenarioByName(o.Scenario); err == nil && sc.Chain() == 0 {
 			return fmt.Errorf("--model runs chains of steps (single, linear4), not scenario %s", o.Scenario)
 		}
@@ -410,7 +414,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 		rep.Floor = f
 	}
-	if o.Model && out.stepsComplete > 0 {
+	if o.Model != "" && out.stepsComplete > 0 {
 		md, err := measureModel(ctx, o, db.url, conn, probe, statsAfter)
 		if err != nil {
 			return rep, err
@@ -727,7 +731,7 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	if err != nil {
 		return nil, err
 	}
-	md := &Model{Tasks: tasks, StepsPerTask: chain, Steps: tasks * chain, Batch: o.Batch, Workers: o.Workers,
+	md := &Model{Kind: o.Model, Tasks: tasks, StepsPerTask: chain, Steps: tasks * chain, Batch: o.Batch, Workers: o.Workers,
 		ResultLoops: max(o.Config.Orchestrator.ResultLoops, 1)}
 	walBefore, err := walPosition(ctx, conn)
 	if err != nil {
@@ -736,7 +740,7 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	}
 	mp := &cpuProbe{pg: probe.pg, pgErr: probe.pgErr}
 	start := mp.read()
-	elapsed, err := runModel(ctx, pool, tasks, chain, o.Batch, o.Workers, md.ResultLoops)
+	elapsed, err := runModel(ctx, pool, o.Model, tasks, chain, o.Batch, o.Workers, md.ResultLoops)
 	end := mp.read()
 	pool.Close()
 	if err != nil {

@@ -43,7 +43,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			var progress bytes.Buffer
 			rep, err := Run(ctx, Options{
 				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: tc.scenario, Tasks: tc.tasks,
-				Workers: 2, Concurrency: 4, Submitters: 4, Timeout: time.Minute, Model: true,
+				Workers: 2, Concurrency: 4, Submitters: 4, Timeout: time.Minute, Model: ModelBare,
 				Progress: &progress, Logger: enginetest.Logger(t),
 			})
 			if err != nil {

@@ -33,13 +33,26 @@ import (
 //     one transaction, deletes them, moves each step to complete, dispatches
 //     the chain's next step or moves the task to complete.
 //
-// What it leaves out is what the engine adds on top of that: the task's own
-// per-result states (steps_in_process → evaluating_results →
-// enqueuing_steps), domain events, the orchestrator's readiness evaluation
-// over a DAG, trace context, metrics, idempotency and leases' reaping. The
-// engine's steps/s over the model's says how much of the design's own speed
-// the engine keeps on the same database in the same run.
+// The bare model (ModelBare) leaves out two things DESIGN also asks for on
+// every step, which the full model (ModelFull) adds:
+//
+//   - the task's own states per result (DESIGN §3): steps_in_process →
+//     evaluating_results → enqueuing_steps → steps_in_process, or
+//     evaluating_results → complete at the end, each a transition row, in
+//     the result transaction;
+//   - domain events (DESIGN §7) as a template that does not choose publishes
+//     them: TaskInitiated at creation, StepCompleted (with the result) and
+//     WorkflowProgressed per step and TaskCompleted at the end, in the
+//     transaction of the change they report, on a tuned PGMQ queue, with
+//     envelopes of the engine's sizes.
+//
+// Neither has the rest of the engine: the readiness evaluation over a DAG,
+// trace context, metrics, idempotency, leases' reaping, the protocol's
+// checks. The engine's steps/s over a model's says how much of the design's
+// own speed the engine keeps on the same database in the same run.
 type Model struct {
+	// Kind is ModelBare or ModelFull.
+	Kind         string  `json:"kind"`
 	Tasks        int     `json:"tasks"`
 	StepsPerTask int     `json:"steps_per_task"`
 	Steps        int     `json:"steps"`
@@ -54,9 +67,16 @@ type Model struct {
 	DB    DBCounters `json:"db"`
 }
 
+// The kinds of model (Options.Model).
+const (
+	ModelBare = "bare"
+	ModelFull = "full"
+)
+
 const (
 	modelWorkQueue    = "bench_model_work"
 	modelResultsQueue = "bench_model_results"
+	modelEventsQueue  = "bench_model_events"
 	// modelResultBatch is how many notices one result transaction takes,
 	// the orchestrator's default batch_size.
 	modelResultBatch = 50
@@ -131,6 +151,69 @@ WITH moved AS (
 )
 SELECT step_uuid, task_uuid, position FROM moved`
 
+// modelTaskCompleteSQL completes the tasks $1 (the bare model's only task
+// transition after creation).
+const modelTaskCompleteSQL = `
+WITH moved AS (
+	UPDATE bench_model.tasks SET state = 'complete', completed_at = now()
+	 WHERE task_uuid = ANY ($1::uuid[]) AND state = 'steps_in_process'
+	RETURNING task_uuid
+), flipped AS (
+	UPDATE bench_model.task_transitions t SET most_recent = false
+	 WHERE t.most_recent AND t.task_uuid = ANY (ARRAY(SELECT task_uuid FROM moved))
+	RETURNING t.task_uuid, t.sort_key
+)
+INSERT INTO bench_model.task_transitions (task_uuid, sort_key, from_state, to_state, most_recent)
+SELECT task_uuid, sort_key + 1, 'steps_in_process', 'complete', true FROM flipped`
+
+// modelTaskStatesSQL moves each task $1 through DESIGN §3's states for one
+// result: steps_in_process → evaluating_results → enqueuing_steps →
+// steps_in_process, or → evaluating_results → complete where $2 (its last
+// step finished). The row is updated once; every move is a transition row.
+const modelTaskStatesSQL = `
+WITH u AS (
+	SELECT * FROM unnest($1::uuid[], $2::boolean[]) AS u(t, fin)
+), moved AS (
+	UPDATE bench_model.tasks k
+	   SET state = CASE WHEN u.fin THEN 'complete' ELSE 'steps_in_process' END,
+	       completed_at = CASE WHEN u.fin THEN now() END
+	  FROM u
+	 WHERE k.task_uuid = ANY ($1::uuid[]) AND k.task_uuid = u.t AND k.state = 'steps_in_process'
+	RETURNING k.task_uuid, u.fin
+), flipped AS (
+	UPDATE bench_model.task_transitions t SET most_recent = false
+	 WHERE t.most_recent AND t.task_uuid = ANY (ARRAY(SELECT task_uuid FROM moved))
+	RETURNING t.task_uuid, t.sort_key
+)
+INSERT INTO bench_model.task_transitions (task_uuid, sort_key, from_state, to_state, most_recent)
+SELECT f.task_uuid, f.sort_key + s.i, s.fr, s.tt, s.i = cardinality(a.tts)
+  FROM flipped f JOIN moved m ON m.task_uuid = f.task_uuid,
+       LATERAL (SELECT CASE WHEN m.fin THEN ARRAY['evaluating_results', 'complete']
+                            ELSE ARRAY['evaluating_results', 'enqueuing_steps', 'steps_in_process'] END) AS a(tts),
+       LATERAL unnest(ARRAY['steps_in_process'] || a.tts[1:cardinality(a.tts) - 1], a.tts) WITH ORDINALITY AS s(fr, tt, i)`
+
+// event is a domain event envelope of the engine's size (540–845 bytes in
+// the engine's linear4 run) for InsertSQL.
+func (m *modelRun) event(kind string, task, step uuid.UUID, result []byte) []byte {
+	payload := map[string]any{"task_uuid": task, "namespace": Namespace, "template": "model", "version": "1"}
+	if step != uuid.Nil {
+		payload["step_uuid"], payload["step_name"], payload["attempt"] = step, "step", 1
+	}
+	if result != nil {
+		payload["result"] = json.RawMessage(result)
+	}
+	if kind == "workflow.progressed" {
+		payload["steps_total"], payload["steps_complete"], payload["state"] = m.chain, 1, "steps_in_process"
+	}
+	b, _ := json.Marshal(map[string]any{
+		"event_id": uuid.Must(uuid.NewV7()), "event_type": kind, "event_version": "1.0",
+		"occurred_at": time.Now().UTC().Format(time.RFC3339Nano), "correlation_id": task,
+		"source": "tasker-orchestrator", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"payload": payload,
+	})
+	return b
+}
+
 // modelMessage is the body of the model's step messages and notices.
 type modelMessage struct {
 	Task uuid.UUID `json:"task_uuid"`
@@ -147,6 +230,8 @@ type modelMessage struct {
 // modelRun is one run of the model.
 type modelRun struct {
 	pool        *pgxpool.Pool
+	full        bool
+	insertEvent string
 	tasks       int
 	chain       int
 	batch       int
@@ -165,11 +250,14 @@ type modelRun struct {
 // returns the time from the first creation to the last task's completion.
 // The schema and queues are created first (outside the time) and left for
 // the caller to measure and drop (dropModel).
-func runModel(ctx context.Context, pool *pgxpool.Pool, tasks, chain, batch, workers, resultLoops int) (time.Duration, error) {
+func runModel(ctx context.Context, pool *pgxpool.Pool, kind string, tasks, chain, batch, workers, resultLoops int) (time.Duration, error) {
 	if chain < 1 {
 		return 0, fmt.Errorf("model: a chain of %d steps", chain)
 	}
-	m := &modelRun{pool: pool, tasks: tasks, chain: chain, batch: batch, workers: workers}
+	if kind != ModelBare && kind != ModelFull {
+		return 0, fmt.Errorf("model: unknown kind %q (%s or %s)", kind, ModelBare, ModelFull)
+	}
+	m := &modelRun{pool: pool, full: kind == ModelFull, tasks: tasks, chain: chain, batch: batch, workers: workers}
 	if err := m.setUp(ctx); err != nil {
 		return 0, fmt.Errorf("model: set up: %w", err)
 	}
@@ -256,7 +344,7 @@ func (m *modelRun) setUp(ctx context.Context) error {
 	if _, err := m.pool.Exec(ctx, modelSchema); err != nil {
 		return err
 	}
-	for _, q := range []string{modelWorkQueue, modelResultsQueue} {
+	for _, q := range modelQueues {
 		if err := queue.Create(ctx, m.pool, q); err != nil {
 			return err
 		}
@@ -278,13 +366,20 @@ func (m *modelRun) setUp(ctx context.Context) error {
 	if m.deleteNote, err = queue.DeleteSQL(modelResultsQueue); err != nil {
 		return err
 	}
+	if m.insertEvent, err = queue.InsertSQL(modelEventsQueue); err != nil {
+		return err
+	}
 	m.traceparent, _ = json.Marshal(map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
 	return nil
 }
 
+// modelQueues are the model's queues (the events queue stays empty in the
+// bare model).
+var modelQueues = []string{modelWorkQueue, modelResultsQueue, modelEventsQueue}
+
 // dropModel drops the model's queues and schema.
 func dropModel(ctx context.Context, db queue.DB) error {
-	for _, q := range []string{modelWorkQueue, modelResultsQueue} {
+	for _, q := range modelQueues {
 		if _, err := queue.Drop(ctx, db, q); err != nil {
 			return fmt.Errorf("model: drop %s: %w", q, err)
 		}
@@ -343,6 +438,13 @@ SELECT step_uuid, 1, NULL, 'pending', position <> 1 FROM s
 UNION ALL
 SELECT step_uuid, 2, 'pending', 'enqueued', true FROM s WHERE position = 1`, stepIDs, stepTasks, positions)
 	b.Queue(m.insertWork, bodies, headers)
+	if m.full {
+		events, eventHeaders := make([][]byte, k), make([][]byte, k)
+		for i, id := range taskIDs {
+			events[i], eventHeaders[i] = m.event("task.initiated", id, uuid.Nil, nil), m.traceparent
+		}
+		b.Queue(m.insertEvent, events, eventHeaders)
+	}
 	return pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
 		return tx.SendBatch(ctx, b).Close()
 	})
@@ -494,29 +596,45 @@ func (m *modelRun) results(ctx context.Context) (int, error) {
 			b.Queue(`SELECT s.step_uuid, s.task_uuid, s.position FROM bench_model.steps s
 				JOIN unnest($1::uuid[], $2::int[]) AS u(t, p) ON s.task_uuid = u.t AND s.position = u.p`, nextTasks, nextPositions)
 		}
-		if len(finished) > 0 {
-			b.Queue(`
-WITH moved AS (
-	UPDATE bench_model.tasks SET state = 'complete', completed_at = now()
-	 WHERE task_uuid = ANY ($1::uuid[]) AND state = 'steps_in_process'
-	RETURNING task_uuid
-), flipped AS (
-	UPDATE bench_model.task_transitions t SET most_recent = false
-	 WHERE t.most_recent AND t.task_uuid = ANY (ARRAY(SELECT task_uuid FROM moved))
-	RETURNING t.task_uuid, t.sort_key
-)
-INSERT INTO bench_model.task_transitions (task_uuid, sort_key, from_state, to_state, most_recent)
-SELECT task_uuid, sort_key + 1, 'steps_in_process', 'complete', true FROM flipped`, finished)
+		taskRows := len(finished) // transition rows the task statement writes
+		switch {
+		case m.full:
+			// Every task with a finished step moves through its per-result
+			// states; the continuing ones end in steps_in_process again.
+			tasks, fin := make([]uuid.UUID, len(done)), make([]bool, len(done))
+			for i, d := range done {
+				tasks[i], fin[i] = d.task, int(d.position) == m.chain
+			}
+			taskRows = 3*len(done) - len(finished)
+			b.Queue(modelTaskStatesSQL, tasks, fin)
+		case len(finished) > 0:
+			b.Queue(modelTaskCompleteSQL, finished)
+		}
+		if m.full {
+			events := make([][]byte, 0, 2*len(done)+len(finished))
+			for _, d := range done {
+				events = append(events,
+					m.event("step.completed", d.task, d.step, []byte(`{"ok": true}`)),
+					m.event("workflow.progressed", d.task, d.step, nil))
+			}
+			for _, t := range finished {
+				events = append(events, m.event("task.completed", t, uuid.Nil, nil))
+			}
+			headers := make([][]byte, len(events))
+			for i := range headers {
+				headers[i] = m.traceparent
+			}
+			b.Queue(m.insertEvent, events, headers)
 		}
 		res = tx.SendBatch(ctx, b)
 		var next []modelMoved
 		if len(nextTasks) > 0 {
 			next, err = collectMoved(res)
 		}
-		if err == nil && len(finished) > 0 {
+		if err == nil && taskRows > 0 {
 			tag, xerr := res.Exec()
-			if err = xerr; err == nil && tag.RowsAffected() != int64(len(finished)) {
-				err = fmt.Errorf("%d of %d tasks completed", tag.RowsAffected(), len(finished))
+			if err = xerr; err == nil && tag.RowsAffected() != int64(taskRows) {
+				err = fmt.Errorf("%d task transitions written, want %d", tag.RowsAffected(), taskRows)
 			}
 		}
 		if err = errors.Join(err, res.Close()); err != nil {

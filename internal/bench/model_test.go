@@ -17,18 +17,39 @@ import (
 // the design asks for.
 func TestDesignModelRunsEveryStepThroughItsStates(t *testing.T) {
 	t.Parallel()
+	for _, kind := range []string{ModelBare, ModelFull} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			testDesignModel(t, kind)
+		})
+	}
+}
+
+func testDesignModel(t *testing.T, kind string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	pool := testdb.Pool(t, testdb.URL(t))
 	const tasks, chain = 23, 3 // creation batches are not all full
-	elapsed, err := runModel(ctx, pool, tasks, chain, 4, 2, 2)
+	elapsed, err := runModel(ctx, pool, kind, tasks, chain, 4, 2, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if elapsed <= 0 {
 		t.Errorf("elapsed = %v", elapsed)
 	}
-	var complete, steps, stepsComplete, badHistories, badTasks, queued int
+	// The bare model's task goes from creation straight to complete; the
+	// full model's passes through DESIGN §3's states for each result.
+	taskHistory := []string{"steps_in_process:false", "complete:true"}
+	wantEvents := 0
+	if kind == ModelFull {
+		taskHistory = []string{"steps_in_process:false"}
+		for i := 1; i < chain; i++ {
+			taskHistory = append(taskHistory, "evaluating_results:false", "enqueuing_steps:false", "steps_in_process:false")
+		}
+		taskHistory = append(taskHistory, "evaluating_results:false", "complete:true")
+		wantEvents = tasks * (2 + 2*chain) // initiated, completed; per step completed, progressed
+	}
+	var complete, steps, stepsComplete, badHistories, badTasks, queued, events int
 	err = pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM bench_model.tasks WHERE state = 'complete' AND completed_at IS NOT NULL),
 		(SELECT count(*) FROM bench_model.steps),
@@ -40,9 +61,12 @@ func TestDesignModelRunsEveryStepThroughItsStates(t *testing.T) {
 				<> ARRAY[false, false, false, false, true]),
 		(SELECT count(*) FROM bench_model.tasks t WHERE
 			(SELECT array_agg(to_state || ':' || most_recent ORDER BY sort_key) FROM bench_model.task_transitions WHERE task_uuid = t.task_uuid)
-				<> ARRAY['steps_in_process:false', 'complete:true']),
-		(SELECT count(*) FROM pgmq.q_bench_model_work) + (SELECT count(*) FROM pgmq.q_bench_model_results)`).
-		Scan(&complete, &steps, &stepsComplete, &badHistories, &badTasks, &queued)
+				<> $1::text[]
+			OR (SELECT array_agg(sort_key ORDER BY sort_key) FROM bench_model.task_transitions WHERE task_uuid = t.task_uuid)
+				<> (SELECT array_agg(i) FROM generate_series(1, cardinality($1::text[])) AS i)),
+		(SELECT count(*) FROM pgmq.q_bench_model_work) + (SELECT count(*) FROM pgmq.q_bench_model_results),
+		(SELECT count(*) FROM pgmq.q_bench_model_events)`, taskHistory).
+		Scan(&complete, &steps, &stepsComplete, &badHistories, &badTasks, &queued, &events)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +78,9 @@ func TestDesignModelRunsEveryStepThroughItsStates(t *testing.T) {
 	}
 	if queued != 0 {
 		t.Errorf("%d messages left in the model's queues", queued)
+	}
+	if events != wantEvents {
+		t.Errorf("%d domain events, want %d", events, wantEvents)
 	}
 
 	if err := dropModel(ctx, pool); err != nil {
@@ -75,8 +102,15 @@ func TestScenarioChains(t *testing.T) {
 			t.Errorf("%s: Chain() = %d, want %d", sc.Name, got, want[sc.Name])
 		}
 	}
-	o := Options{DatabaseURL: "postgres://x", Scenario: "diamond", Model: true}
+	o := Options{DatabaseURL: "postgres://x", Scenario: "diamond", Model: ModelBare}
 	if err := o.defaults(); err == nil || !strings.Contains(err.Error(), "diamond") {
 		t.Errorf("--model with diamond: %v, want an error naming the scenario", err)
+	}
+}
+
+func TestModelKindIsChecked(t *testing.T) {
+	o := Options{DatabaseURL: "postgres://x", Scenario: "linear4", Model: "fast"}
+	if err := o.defaults(); err == nil || !strings.Contains(err.Error(), `"fast"`) {
+		t.Errorf("--model fast: %v, want an error naming the value", err)
 	}
 }

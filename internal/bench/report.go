@@ -141,6 +141,9 @@ func (r *Report) Label() string {
 	if r.DomainEvents != "" {
 		s += " domain-events " + r.DomainEvents
 	}
+	if r.Model != nil && r.Model.Kind != ModelBare {
+		s += " model " + r.Model.Kind
+	}
 	return s
 }
 
@@ -210,7 +213,7 @@ func (r *Report) Print(w io.Writer) {
 			f.DB.CommitsPerStep, f.DB.RowsPerStep, f.DB.WALBytesPerStep, perUnit(f.CPU.Postgres, f.Messages))
 	}
 	if md := r.Model; md != nil {
-		row("design model", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model",
+		row("design model ("+md.Kind+")", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model",
 			md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio)
 		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
 			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))

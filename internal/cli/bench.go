@@ -107,7 +107,9 @@ Numbers worth quoting come from a server with its default durability
 	f.BoolVar(&o.Processes, "processes", false, "run the orchestrator and workers as separate processes")
 	f.BoolVar(&o.Keep, "keep", false, "keep the benchmark database")
 	f.BoolVar(&o.SkipFloor, "no-floor", false, "skip the raw PGMQ floor measurement")
-	f.BoolVar(&o.Model, "model", false, "also run the design model: DESIGN's per-step SQL with no engine around it, on as many tasks (single and linear4)")
+	f.StringVar(&o.Model, "model", "", "also run a design model on as many tasks (single, linear4): "+
+		"bare (DESIGN's per-step SQL, no engine around it; the default of a bare --model) or full (with the task's per-result states and domain events)")
+	f.Lookup("model").NoOptDefVal = bench.ModelBare
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured window to this file (in-process only)")
 	f.DurationVar(&o.Timeout, "timeout", bench.DefaultTimeout, "give up when the tasks have not finished after this long")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the orchestrator and workers")
