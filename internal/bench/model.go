@@ -192,25 +192,32 @@ SELECT f.task_uuid, f.sort_key + s.i, s.fr, s.tt, s.i = cardinality(a.tts)
                             ELSE ARRAY['evaluating_results', 'enqueuing_steps', 'steps_in_process'] END) AS a(tts),
        LATERAL unnest(ARRAY['steps_in_process'] || a.tts[1:cardinality(a.tts) - 1], a.tts) WITH ORDINALITY AS s(fr, tt, i)`
 
-// event is a domain event envelope of the engine's size (540–845 bytes in
-// the engine's linear4 run) for InsertSQL.
+// event is a domain event with the engine's envelope and payload fields
+// (domainevents.Event: 430–630 bytes, against 540–845 in the engine's linear4
+// run) for InsertSQL.
 func (m *modelRun) event(kind string, task, step uuid.UUID, result []byte) []byte {
-	payload := map[string]any{"task_uuid": task, "namespace": Namespace, "template": "model", "version": "1"}
+	payload := map[string]any{"task_name": "model", "task_version": "1", "initiator": "bench",
+		"source_system": "bench", "reason": "benchmark", "tags": []string{}, "priority": 0, "step_count": m.chain}
+	env := map[string]any{
+		"event_id": uuid.Must(uuid.NewV7()), "event_type": kind, "schema_version": 1, "namespace": Namespace,
+		"task_uuid": task, "correlation_id": task, "occurred_at": time.Now().UTC(),
+	}
+	if kind == "task.initiated" {
+		payload["context"] = json.RawMessage(`{"order_id": 1}`)
+	}
 	if step != uuid.Nil {
-		payload["step_uuid"], payload["step_name"], payload["attempt"] = step, "step", 1
+		env["step_uuid"] = step
+		payload["step_name"], payload["handler"], payload["attempt"], payload["max_attempts"] = "step", Handler, 1, 3
+		payload["resolved_manually"] = false
 	}
 	if result != nil {
 		payload["result"] = json.RawMessage(result)
 	}
 	if kind == "workflow.progressed" {
-		payload["steps_total"], payload["steps_complete"], payload["state"] = m.chain, 1, "steps_in_process"
+		payload["steps_complete"], payload["state"] = 1, "steps_in_process"
 	}
-	b, _ := json.Marshal(map[string]any{
-		"event_id": uuid.Must(uuid.NewV7()), "event_type": kind, "event_version": "1.0",
-		"occurred_at": time.Now().UTC().Format(time.RFC3339Nano), "correlation_id": task,
-		"source": "tasker-orchestrator", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-		"payload": payload,
-	})
+	env["payload"] = payload
+	b, _ := json.Marshal(env)
 	return b
 }
 
