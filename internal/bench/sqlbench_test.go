@@ -46,6 +46,10 @@ type fixture struct {
 	engine *orchestration.Engine
 	sc     Scenario
 	queue  string
+	// pg reads the server's CPU time (nil when the server is not on this
+	// machine); pgStart and goStart are the readings at startTimer.
+	pg               *pgCPU
+	pgStart, goStart float64
 }
 
 func newFixture(b *testing.B, scenario string) *fixture {
@@ -71,7 +75,38 @@ func newFixture(b *testing.B, scenario string) *fixture {
 		b.Fatal(err)
 	}
 	f.queue, _ = queue.WorkerQueue(Namespace)
+	if conn, err := f.pool.Acquire(f.ctx); err == nil {
+		f.pg, _ = findPostgres(f.ctx, conn.Conn(), url)
+		conn.Release()
+	}
 	return f
+}
+
+// startTimer starts the measured window: b's timer and the CPU readings.
+func (f *fixture) startTimer() {
+	f.b.ResetTimer()
+	f.goStart = selfCPU()
+	if f.pg != nil {
+		f.pgStart, _ = f.pg.seconds()
+	}
+}
+
+// stopTimer ends the measured window of b.N rounds of n steps and reports,
+// per step, the wall time (ns/step), the server's CPU time (pg-µs/step, on
+// a local server) and this process's (go-µs/step). On a shared machine the
+// CPU times vary much less than the wall time: they do not count the time
+// the work waited for a core.
+func (f *fixture) stopTimer(n int) {
+	f.b.StopTimer()
+	steps := float64(f.b.N * n)
+	goEnd := selfCPU()
+	f.b.ReportMetric(float64(f.b.Elapsed().Nanoseconds())/steps, "ns/step")
+	f.b.ReportMetric((goEnd-f.goStart)*1e6/steps, "go-µs/step")
+	if f.pg != nil {
+		if end, err := f.pg.seconds(); err == nil {
+			f.b.ReportMetric((end-f.pgStart)*1e6/steps, "pg-µs/step")
+		}
+	}
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -193,10 +228,6 @@ func (f *fixture) submit(m stepMsg) {
 	}
 }
 
-func reportPerStep(b *testing.B, n int) {
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/step")
-}
-
 // BenchmarkStepClaimBatch: a worker claims n steps (tasker.step_claim_batch:
 // the compare-and-swap, the transition rows, the task context and the
 // dependency results).
@@ -207,14 +238,13 @@ func BenchmarkStepClaimBatch(b *testing.B) {
 			f.createTasks(b.N * n)
 			msgs := f.readSteps(b.N * n)
 			b.ReportAllocs()
-			b.ResetTimer()
+			f.startTimer()
 			for i := 0; i < b.N; i++ {
 				if got := f.claim(msgs[i*n : (i+1)*n]); got != n {
 					b.Fatalf("claimed %d of %d", got, n)
 				}
 			}
-			b.StopTimer()
-			reportPerStep(b, n)
+			f.stopTimer(n)
 		})
 	}
 }
@@ -231,12 +261,11 @@ func BenchmarkStepSubmitResult(b *testing.B) {
 			msgs := f.readSteps(b.N * n)
 			f.claimAll(msgs)
 			b.ReportAllocs()
-			b.ResetTimer()
+			f.startTimer()
 			for i := 0; i < b.N*n; i++ {
 				f.submit(msgs[i])
 			}
-			b.StopTimer()
-			reportPerStep(b, n)
+			f.stopTimer(n)
 		})
 	}
 }
@@ -253,7 +282,7 @@ func BenchmarkStepSubmitResults(b *testing.B) {
 			f.claimAll(msgs)
 			const tp = `{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`
 			b.ReportAllocs()
-			b.ResetTimer()
+			f.startTimer()
 			for i := 0; i < b.N; i++ {
 				batch := msgs[i*n : (i+1)*n]
 				steps := make([]uuid.UUID, n)
@@ -281,8 +310,7 @@ func BenchmarkStepSubmitResults(b *testing.B) {
 					}
 				}
 			}
-			b.StopTimer()
-			reportPerStep(b, n)
+			f.stopTimer(n)
 		})
 	}
 }
@@ -303,7 +331,7 @@ func BenchmarkProcessResults(b *testing.B) {
 			}
 			orch := orchestration.NewOrchestrator(f.engine, orchestration.ServiceConfig{BatchSize: n}, nil, nil, quietLogger())
 			b.ReportAllocs()
-			b.ResetTimer()
+			f.startTimer()
 			for i := 0; i < b.N; i++ {
 				got, err := orch.ResultsOnce(f.ctx)
 				if err != nil {
@@ -313,8 +341,7 @@ func BenchmarkProcessResults(b *testing.B) {
 					b.Fatalf("processed %d notices, want %d", got, n)
 				}
 			}
-			b.StopTimer()
-			reportPerStep(b, n)
+			f.stopTimer(n)
 			// Each task's second step is now dispatched.
 			if next := f.readSteps(b.N * n); len(next) != b.N*n {
 				b.Fatalf("%d second steps dispatched, want %d", len(next), b.N*n)
@@ -342,7 +369,7 @@ func BenchmarkTransitionSteps(b *testing.B) {
 					Meta: map[string]any{"trigger": string(lifecycle.StepResultProcessed)}}
 			}
 			b.ReportAllocs()
-			b.ResetTimer()
+			f.startTimer()
 			for i := 0; i < b.N; i++ {
 				var moved []store.StepMoved
 				err := f.store.InTx(f.ctx, func(tx store.Tx) error {
@@ -357,8 +384,7 @@ func BenchmarkTransitionSteps(b *testing.B) {
 					b.Fatalf("moved %d of %d steps", len(moved), n)
 				}
 			}
-			b.StopTimer()
-			reportPerStep(b, n)
+			f.stopTimer(n)
 		})
 	}
 }
@@ -371,15 +397,14 @@ func BenchmarkCreateTask(b *testing.B) {
 		b.Run(scenario, func(b *testing.B) {
 			f := newFixture(b, scenario)
 			b.ReportAllocs()
-			b.ResetTimer()
+			f.startTimer()
 			for i := 0; i < b.N; i++ {
 				if _, _, err := f.engine.CreateTask(f.ctx, orchestration.TaskRequest{Namespace: Namespace, Name: scenario,
 					Context: json.RawMessage(`{"i":1}`)}); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.StopTimer()
-			reportPerStep(b, f.sc.StepsPerTask())
+			f.stopTimer(f.sc.StepsPerTask())
 		})
 	}
 }
