@@ -130,6 +130,11 @@ func (o *Options) defaults() error {
 		if sc, err := ScenarioByName(o.Scenario); err == nil && sc.Chain() == 0 {
 			return fmt.Errorf("--model runs chains of steps (single, linear4), not scenario %s", o.Scenario)
 		}
+		if o.Rate > 0 {
+			// An open loop's steps/s is its rate: over the model's
+			// closed-loop throughput it would say nothing.
+			return errors.New("--model compares closed-loop throughput; it cannot go with --rate")
+		}
 	}
 	if o.Tasks <= 0 {
 		o.Tasks = DefaultTasks
@@ -701,22 +706,15 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 }
 
 // measureModel runs the design model on as many tasks as the closed loop
-// ran (or the open loop's rate times its duration) and measures it like the
-// engine run. before are the statistics after the engine's run; the floor,
-// when it ran, is counted out by reading them again.
+// ran and measures it like the engine run. before are the statistics after
+// the engine's run; the floor, when it ran, is counted out by reading them
+// again.
 func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe, before dbStats) (*Model, error) {
 	sc, err := ScenarioByName(o.Scenario)
 	if err != nil {
 		return nil, err
 	}
-	chain := sc.Chain()
-	if chain == 0 {
-		return nil, fmt.Errorf("--model: scenario %s is not a chain of steps; the model runs single and linear4", o.Scenario)
-	}
-	tasks := o.Tasks
-	if o.Rate > 0 {
-		tasks = max(1, int(o.Rate*o.Duration.Seconds()))
-	}
+	chain, tasks := sc.Chain(), o.Tasks // defaults() refused other shapes and open loops
 	if !o.SkipFloor {
 		if before, err = readStats(ctx, conn); err != nil {
 			return nil, err

@@ -108,9 +108,13 @@ func TestScenarioChains(t *testing.T) {
 	}
 }
 
-func TestModelKindIsChecked(t *testing.T) {
+func TestModelOptionsAreChecked(t *testing.T) {
 	o := Options{DatabaseURL: "postgres://x", Scenario: "linear4", Model: "fast"}
 	if err := o.defaults(); err == nil || !strings.Contains(err.Error(), `"fast"`) {
 		t.Errorf("--model fast: %v, want an error naming the value", err)
+	}
+	o = Options{DatabaseURL: "postgres://x", Scenario: "single", Model: ModelBare, Rate: 100, Duration: time.Second}
+	if err := o.defaults(); err == nil || !strings.Contains(err.Error(), "--rate") {
+		t.Errorf("--model with an open loop: %v, want an error naming --rate", err)
 	}
 }

@@ -58,7 +58,14 @@ share of it. A status line is drawn on stderr while the run goes.
 
 Numbers worth quoting come from a server with its default durability
 ("make bench" starts one); a server with fsync off flatters every commit.`,
-		Args: noArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			// --model's value is optional, so "--model full" leaves "full"
+			// as an argument.
+			if len(args) > 0 && (args[0] == bench.ModelBare || args[0] == bench.ModelFull) && cmd.Flags().Changed("model") {
+				return &usageError{fmt.Sprintf("bench: give --model its value with '=': --model=%s", args[0])}
+			}
+			return noArgs(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Flags first: a wrong flag is a usage error whatever the
 			// configuration.
@@ -144,6 +151,17 @@ func checkBenchFlags(o *bench.Options) error {
 		return &usageError{fmt.Sprintf("bench: --timeout must be positive, got %s", o.Timeout)}
 	case (o.Rate > 0) != (o.Duration > 0):
 		return &usageError{"bench: an open-loop run needs both --rate and --duration"}
+	}
+	if o.Model != "" {
+		sc, _ := bench.ScenarioByName(o.Scenario)
+		switch {
+		case o.Model != bench.ModelBare && o.Model != bench.ModelFull:
+			return &usageError{fmt.Sprintf("bench: --model %q: want %s or %s", o.Model, bench.ModelBare, bench.ModelFull)}
+		case sc.Chain() == 0:
+			return &usageError{fmt.Sprintf("bench: --model runs chains of steps (single, linear4), not scenario %s", o.Scenario)}
+		case o.Rate > 0:
+			return &usageError{"bench: --model compares closed-loop throughput; it cannot go with --rate"}
+		}
 	}
 	return nil
 }
