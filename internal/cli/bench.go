@@ -54,7 +54,11 @@ to completed_at); step dispatch latency (enqueued to claimed); commits, rows
 written and WAL bytes per step; CPU time of Postgres, the orchestrator and
 the workers; and the raw PGMQ floor: as many messages as steps through
 send_batch/read/delete on the same database, with the engine's steps/s as a
-share of it. A status line is drawn on stderr while the run goes.
+share of it. With --model (single and linear4, closed loop) the same
+database then runs the design model: DESIGN's per-step SQL with no engine
+around it, on as many tasks (--model=full adds the task's per-result
+states and the domain events), with the engine's steps/s as a share of it.
+A status line is drawn on stderr while the run goes.
 
 Numbers worth quoting come from a server with its default durability
 ("make bench" starts one); a server with fsync off flatters every commit.`,
