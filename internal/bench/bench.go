@@ -673,35 +673,17 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 		return nil, err
 	}
 	f := &Floor{Messages: n, Batch: o.Batch, Consumers: consumers}
-	walBefore, err := walPosition(ctx, conn)
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	floorProbe := &cpuProbe{pg: probe.pg, pgErr: probe.pgErr}
-	start := floorProbe.read()
-	elapsed, err := runFloor(ctx, pool, n, o.Batch, consumers)
-	end := floorProbe.read()
-	walAfter, werr := walPosition(ctx, conn)
-	pool.Close()
+	w, err := measureWindow(ctx, conn, probe, before, n, func() (time.Duration, error) {
+		defer pool.Close()
+		return runFloor(ctx, pool, n, o.Batch, consumers)
+	})
 	if err != nil {
 		return nil, err
 	}
-	if werr != nil {
-		return nil, werr
-	}
-	f.Seconds = elapsed.Seconds()
+	f.Seconds = w.elapsed.Seconds()
 	f.MsgsPerSec = float64(n) / f.Seconds
-	f.CPU = floorProbe.between(start, end)
+	f.CPU, f.DB = w.cpu, w.db
 	f.CPU.InProcess = nil // the driver's own CPU is not the floor's subject
-	if err := waitIdle(ctx, conn, 30*time.Second); err != nil {
-		return nil, err
-	}
-	after, err := readStats(ctx, conn)
-	if err != nil {
-		return nil, err
-	}
-	f.DB = counters(before, after, walBefore, walAfter, n, 0)
 	return f, nil
 }
 
@@ -731,35 +713,59 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	}
 	md := &Model{Kind: o.Model, Tasks: tasks, StepsPerTask: chain, Steps: tasks * chain, Batch: o.Batch, Workers: o.Workers,
 		ResultLoops: max(o.Config.Orchestrator.ResultLoops, 1)}
-	walBefore, err := walPosition(ctx, conn)
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	mp := &cpuProbe{pg: probe.pg, pgErr: probe.pgErr}
-	start := mp.read()
-	elapsed, err := runModel(ctx, pool, o.Model, tasks, chain, o.Batch, o.Workers, md.ResultLoops)
-	end := mp.read()
-	pool.Close()
+	// The model's tables are dropped after the statistics are read: a
+	// dropped table's counters leave pg_stat_user_tables.
+	w, err := measureWindow(ctx, conn, probe, before, md.Steps, func() (time.Duration, error) {
+		defer pool.Close()
+		return runModel(ctx, pool, o.Model, tasks, chain, o.Batch, o.Workers, md.ResultLoops)
+	})
 	if err != nil {
 		return nil, errors.Join(err, dropModel(ctx, conn))
 	}
+	md.Seconds = w.elapsed.Seconds()
+	md.StepsPerSec = float64(md.Steps) / md.Seconds
+	md.CPU, md.DB = w.cpu, w.db
+	return md, dropModel(ctx, conn)
+}
+
+// window is what measureWindow measured.
+type window struct {
+	elapsed time.Duration
+	cpu     CPU
+	db      DBCounters
+}
+
+// measureWindow measures run like the engine's run: CPU (the server's
+// through probe's reader, and this process's) and WAL over run, then the
+// database counters from before, per unit, once every connection has left
+// (run closes its own before it returns).
+func measureWindow(ctx context.Context, conn *pgx.Conn, probe *cpuProbe, before dbStats, units int, run func() (time.Duration, error)) (window, error) {
+	var w window
+	walBefore, err := walPosition(ctx, conn)
+	if err != nil {
+		return w, err
+	}
+	p := &cpuProbe{pg: probe.pg, pgErr: probe.pgErr}
+	start := p.read()
+	elapsed, err := run()
+	end := p.read()
+	if err != nil {
+		return w, err
+	}
 	walAfter, err := walPosition(ctx, conn)
 	if err != nil {
-		return nil, err
+		return w, err
 	}
-	md.Seconds = elapsed.Seconds()
-	md.StepsPerSec = float64(md.Steps) / md.Seconds
-	md.CPU = mp.between(start, end)
+	w.elapsed, w.cpu = elapsed, p.between(start, end)
 	if err := waitIdle(ctx, conn, 30*time.Second); err != nil {
-		return nil, err
+		return w, err
 	}
 	after, err := readStats(ctx, conn)
 	if err != nil {
-		return nil, err
+		return w, err
 	}
-	md.DB = counters(before, after, walBefore, walAfter, md.Steps, 0)
-	return md, dropModel(ctx, conn)
+	w.db = counters(before, after, walBefore, walAfter, units, 0)
+	return w, nil
 }
 
 // traceSampling says which traces a run records (telemetry.DescribeSampling);

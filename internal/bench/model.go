@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
 )
 
@@ -221,19 +222,6 @@ func (m *modelRun) event(kind string, task, step uuid.UUID, result []byte) []byt
 	return b
 }
 
-// modelMessage is the body of the model's step messages and notices.
-type modelMessage struct {
-	Task uuid.UUID `json:"task_uuid"`
-	Step uuid.UUID `json:"step_uuid"`
-	Name string    `json:"step_name"`
-	// Handler, Namespace and Correlation give the message a step message's
-	// size and shape.
-	Handler     string    `json:"handler,omitempty"`
-	Namespace   string    `json:"namespace,omitempty"`
-	Correlation uuid.UUID `json:"correlation_id"`
-	Attempt     int       `json:"attempt,omitempty"`
-}
-
 // modelRun is one run of the model.
 type modelRun struct {
 	pool        *pgxpool.Pool
@@ -399,8 +387,8 @@ func dropModel(ctx context.Context, db queue.DB) error {
 
 // stepMessage is a step's message body and headers for InsertSQL.
 func (m *modelRun) stepMessage(task, step uuid.UUID, position int) ([]byte, []byte) {
-	body, _ := json.Marshal(modelMessage{Task: task, Step: step, Name: fmt.Sprintf("step_%d", position),
-		Handler: Handler, Namespace: Namespace, Correlation: task, Attempt: 1})
+	body, _ := json.Marshal(queue.StepMessage{TaskUUID: task, StepUUID: step, StepName: fmt.Sprintf("step_%d", position),
+		Handler: Handler, Namespace: Namespace, CorrelationID: task, Attempt: 1})
 	return body, m.traceparent
 }
 
@@ -468,11 +456,11 @@ func (m *modelRun) work(ctx context.Context, worker string) (int, error) {
 	ids := make([]uuid.UUID, len(msgs))
 	msgIDs := make([]int64, len(msgs))
 	for i, msg := range msgs {
-		var body modelMessage
+		var body queue.StepMessage
 		if err := json.Unmarshal(msg.Body, &body); err != nil {
 			return 0, fmt.Errorf("message %d: %w", msg.ID, err)
 		}
-		ids[i], msgIDs[i] = body.Step, msg.ID
+		ids[i], msgIDs[i] = body.StepUUID, msg.ID
 	}
 	// The claim commits asynchronously, as the Go SDK's does.
 	claim := &pgx.Batch{}
@@ -490,7 +478,7 @@ func (m *modelRun) work(ctx context.Context, worker string) (int, error) {
 	noteHeaders := make([][]byte, len(ids))
 	for i, r := range claimed {
 		results[i] = []byte(`{"ok": true}`)
-		notes[i], _ = json.Marshal(modelMessage{Task: r.task, Step: r.step, Correlation: r.task})
+		notes[i], _ = json.Marshal(orchestration.ResultNotice{TaskUUID: r.task, StepUUID: r.step, Attempt: 1, Success: true})
 		noteHeaders[i] = m.traceparent
 		ids[i] = r.step
 	}
@@ -564,11 +552,11 @@ func (m *modelRun) results(ctx context.Context) (int, error) {
 		ids := make([]uuid.UUID, len(msgs))
 		msgIDs := make([]int64, len(msgs))
 		for i, msg := range msgs {
-			var body modelMessage
+			var body orchestration.ResultNotice
 			if err := json.Unmarshal(msg.Body, &body); err != nil {
 				return fmt.Errorf("notice %d: %w", msg.ID, err)
 			}
-			ids[i], msgIDs[i] = body.Step, msg.ID
+			ids[i], msgIDs[i] = body.StepUUID, msg.ID
 		}
 		b := &pgx.Batch{}
 		b.Queue(m.deleteNote, msgIDs)

@@ -375,23 +375,21 @@ func Summarize(reports []*Report) []Summary {
 			return r.Floor.Ratio
 		})
 		if rs[0].Model != nil {
-			s.ModelStepsPS = med(func(r *Report) float64 {
-				if r.Model == nil {
+			model := func(f func(*Model) float64) float64 {
+				return med(func(r *Report) float64 {
+					if r.Model == nil || r.Model.Steps == 0 {
+						return 0
+					}
+					return f(r.Model)
+				})
+			}
+			s.ModelStepsPS = model(func(m *Model) float64 { return m.StepsPerSec })
+			s.ModelRatio = model(func(m *Model) float64 { return m.Ratio })
+			s.ModelPgCPU = model(func(m *Model) float64 {
+				if m.CPU.Postgres == nil {
 					return 0
 				}
-				return r.Model.StepsPerSec
-			})
-			s.ModelRatio = med(func(r *Report) float64 {
-				if r.Model == nil {
-					return 0
-				}
-				return r.Model.Ratio
-			})
-			s.ModelPgCPU = med(func(r *Report) float64 {
-				if r.Model == nil || r.Model.CPU.Postgres == nil || r.Model.Steps == 0 {
-					return 0
-				}
-				return *r.Model.CPU.Postgres * 1e6 / float64(r.Model.Steps)
+				return *m.CPU.Postgres * 1e6 / float64(m.Steps)
 			})
 		}
 		s.Functions = medianFunctions(rs, 6)
