@@ -117,9 +117,10 @@ type Orchestrator struct {
 	Enabled bool `toml:"enabled"`
 	// BatchSize is how many queue messages one read takes. Default 50.
 	BatchSize int `toml:"batch_size"`
-	// ResultLoops is how many step-result loops run side by side in this
-	// process, each reading and processing its own batches (as replicas
-	// do). Default 1.
+	// ResultLoops is how many step-result loops may run side by side in
+	// this process, each reading and processing its own batches (as
+	// replicas do); the second and later join only while reads come back
+	// full. Default 2.
 	ResultLoops int `toml:"result_loops"`
 	// VisibilityTimeout hides a message being processed. Default 30s.
 	VisibilityTimeout Duration `toml:"visibility_timeout"`
@@ -242,7 +243,7 @@ func Default() Config {
 			StatementTimeout: Duration{DefaultStatementTimeout}, ConnectWait: Duration{DefaultConnectWait}},
 		Server: Server{Listen: DefaultListen, ReadTimeout: Duration{DefaultReadTimeout},
 			WriteTimeout: Duration{DefaultWriteTimeout}, MaxBodyBytes: DefaultMaxBodyBytes},
-		Orchestrator: Orchestrator{Enabled: true, BatchSize: DefaultBatchSize, ResultLoops: 1,
+		Orchestrator: Orchestrator{Enabled: true, BatchSize: DefaultBatchSize, ResultLoops: 2,
 			VisibilityTimeout: Duration{DefaultVisibilityTimeout}, PollInterval: Duration{DefaultPollInterval},
 			TimerInterval: Duration{DefaultTimerInterval}, ReapInterval: Duration{DefaultReapInterval},
 			ReapGrace: Duration{DefaultReapGrace}, MaxReadCount: DefaultMaxReadCount, TemplatesDir: DefaultTemplatesDir,

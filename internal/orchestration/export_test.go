@@ -30,3 +30,7 @@ func (e *Engine) CreateTogether(ctx context.Context, reqs []TaskRequest, bad int
 	}
 	return tasks, errs
 }
+
+// HelperReads is how many reads the helper result loops (the second and
+// later of ResultLoops) have made.
+func (o *Orchestrator) HelperReads() int64 { return o.helperReads.Load() }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,10 +36,13 @@ const (
 type ServiceConfig struct {
 	// BatchSize is how many queue messages one read takes.
 	BatchSize int
-	// ResultLoops is how many step-result loops run side by side, each
+	// ResultLoops is how many step-result loops may run side by side, each
 	// reading and processing its own batches as replicas' loops do (a task
 	// whose results two loops hold at once is locked by one and waits for
-	// the other). Default 1.
+	// the other). The first loop always runs; the others join only while
+	// there is a backlog, that is while reads come back full, and go idle
+	// again at the first read that is not, so that at low load one loop
+	// takes every notice as it arrives. Default 2.
 	ResultLoops int
 	// VisibilityTimeout hides a read message from other replicas while it
 	// is processed; a replica that dies mid-batch releases its messages
@@ -81,7 +85,7 @@ func (c *ServiceConfig) defaults() {
 		c.BatchSize = DefaultBatchSize
 	}
 	if c.ResultLoops <= 0 {
-		c.ResultLoops = 1
+		c.ResultLoops = 2
 	}
 	if c.VisibilityTimeout <= 0 {
 		c.VisibilityTimeout = DefaultVisibilityTimeout
@@ -130,6 +134,11 @@ type Orchestrator struct {
 
 	resultsWake  <-chan struct{}
 	requestsWake <-chan struct{}
+	// backlog calls one idle helper result loop in: a loop that read a
+	// full batch signals it (ResultLoops > 1 only).
+	backlog chan struct{}
+	// helperReads counts the reads of the helper result loops (tests).
+	helperReads atomic.Int64
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -140,7 +149,8 @@ type Orchestrator struct {
 // Subscriptions are made here, so the listener must be started after.
 func NewOrchestrator(engine *Engine, cfg ServiceConfig, listener *queue.Listener, poison PoisonCounter, logger *slog.Logger) *Orchestrator {
 	cfg.defaults()
-	o := &Orchestrator{engine: engine, cfg: cfg, logger: logger, listener: listener, poison: poison}
+	o := &Orchestrator{engine: engine, cfg: cfg, logger: logger, listener: listener, poison: poison,
+		backlog: make(chan struct{}, 1)}
 	if listener != nil {
 		// The result loops share one wake-up channel: a notice wakes one
 		// waiting loop, not all of them to race for it with empty reads; a
@@ -164,7 +174,8 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		if o.cfg.ResultLoops > 1 {
 			name = fmt.Sprintf("step_results_%d", i+1)
 		}
-		loops = append(loops, loop{name, func(ctx context.Context) { o.resultsLoop(ctx, name) }})
+		helper := i > 0
+		loops = append(loops, loop{name, func(ctx context.Context) { o.resultsLoop(ctx, name, helper) }})
 	}
 	loops = append(loops, loop{"task_requests", o.requestsLoop}, loop{"timers", o.timersLoop})
 	if o.cfg.Retention.Enabled() {
@@ -232,21 +243,59 @@ func (p *errorPause) ok(logger *slog.Logger, loop string) {
 	p.streak = 0
 }
 
-func (o *Orchestrator) resultsLoop(ctx context.Context, name string) {
+// resultsLoop reads and processes result notices until ctx ends. The first
+// loop waits for a notification or the poll interval when a read comes back
+// short. A helper (the second and later of ResultLoops) waits instead for a
+// backlog signal, sent by any loop whose read came back full, and runs only
+// while its own reads are full: under a backlog the loops overlap one
+// another's waits on the database, and at low load one loop handles each
+// notice as it comes without the others taking turns at it.
+func (o *Orchestrator) resultsLoop(ctx context.Context, name string, helper bool) {
 	var pause errorPause
+	idle := helper
 	for ctx.Err() == nil {
+		if idle {
+			select {
+			case <-ctx.Done():
+				return
+			case <-o.backlog:
+			}
+			idle = false
+		}
+		if helper {
+			o.helperReads.Add(1)
+		}
 		n, err := o.ResultsOnce(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			pause.failed(ctx, o.logger, name, err)
+			idle = helper
 			continue
 		}
 		pause.ok(o.logger, name)
-		if n < o.cfg.BatchSize {
-			o.wait(ctx, o.resultsWake, o.cfg.PollInterval)
+		if n >= o.cfg.BatchSize {
+			o.callHelper()
+			continue
 		}
+		if helper {
+			idle = true
+			continue
+		}
+		o.wait(ctx, o.resultsWake, o.cfg.PollInterval)
+	}
+}
+
+// callHelper signals the backlog to one idle helper loop, if any runs; a
+// signal already pending is enough.
+func (o *Orchestrator) callHelper() {
+	if o.cfg.ResultLoops < 2 {
+		return
+	}
+	select {
+	case o.backlog <- struct{}{}:
+	default:
 	}
 }
 

@@ -446,3 +446,74 @@ func TestResultLoopsSideBySide(t *testing.T) {
 		assertTransitionsOnce(t, h, id)
 	}
 }
+
+// At low load the helper result loops stay idle: with each notice read
+// alone (the batch never fills), the first loop takes every one and the
+// helpers make no read at all.
+func TestHelperResultLoopsIdleAtLowLoad(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{Service: orchestration.ServiceConfig{ResultLoops: 3, BatchSize: 50}})
+	tpl := h.Register(linearTemplate("loops_idle"))
+	l := newLedger()
+	h.Worker(worker.Config{Namespaces: []string{tpl.Namespace}}, map[string]worker.Handler{"t.echo": echo(l)})
+	for i := 0; i < 4; i++ {
+		task := h.Submit(orchestration.TaskRequest{Namespace: tpl.Namespace, Name: "linear"})
+		h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+		assertTransitionsOnce(t, h, task.UUID)
+	}
+	if n := h.Orch.HelperReads(); n != 0 {
+		t.Errorf("helper result loops made %d reads at one notice at a time, want 0", n)
+	}
+}
+
+// Under a backlog the helper result loops join: with notices waiting when
+// the loops start, the first loop's read comes back full and calls a
+// helper in; every task still completes with every step run and applied
+// once.
+func TestHelperResultLoopsJoinUnderBacklog(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	tpl := h.Register(linearTemplate("loops_backlog"))
+	l := newLedger()
+	h.Worker(worker.Config{Namespaces: []string{tpl.Namespace}, Concurrency: 8}, map[string]worker.Handler{"t.echo": echo(l)})
+	const tasks = 12
+	var ids []uuid.UUID
+	for i := 0; i < tasks; i++ {
+		ids = append(ids, h.Submit(orchestration.TaskRequest{Namespace: tpl.Namespace, Name: "linear",
+			Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}).UUID)
+	}
+	// The first steps run and their notices wait: no loop reads them yet.
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_orchestration_step_results`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == tasks {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d result notices waiting after 30s, want %d", waiting, tasks)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	o := orchestration.NewOrchestrator(h.Engine, orchestration.ServiceConfig{ResultLoops: 3, BatchSize: 2,
+		PollInterval: 100 * time.Millisecond, TimerInterval: 100 * time.Millisecond}, nil, nil, h.Logger)
+	if err := o.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer o.Stop()
+	for _, id := range ids {
+		h.WaitTask(id, 60*time.Second, lifecycle.TaskComplete)
+		for _, s := range []string{"first", "second", "third"} {
+			if n := l.count(id, s); n != 1 {
+				t.Errorf("task %s step %s ran %d times, want 1", id, s, n)
+			}
+		}
+		assertTransitionsOnce(t, h, id)
+	}
+	if n := o.HelperReads(); n == 0 {
+		t.Error("no helper result loop read while 12 notices waited for batches of 2")
+	}
+}
