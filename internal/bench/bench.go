@@ -376,7 +376,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return rep, err
 	}
 	rep.TasksCompleted, rep.TasksFailed, rep.StepsCompleted = out.complete, out.failed, out.stepsComplete
-	rep.Latency, rep.Dispatch = out.latency, out.dispatch
+	rep.Latency, rep.Dispatch, rep.StateTimes = out.latency, out.dispatch, out.stateTimes
 	if !out.first.IsZero() && out.last.After(out.first) {
 		rep.WallSeconds = out.last.Sub(out.first).Seconds()
 		rep.TasksPerSec = float64(out.complete) / rep.WallSeconds

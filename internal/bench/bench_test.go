@@ -71,6 +71,17 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			if rep.Dispatch.N != steps || rep.Dispatch.P50 < 0 || rep.Dispatch.P99 < rep.Dispatch.P50 {
 				t.Errorf("dispatch latency %+v: want %d samples, 0 <= p50 <= p99", rep.Dispatch, steps)
 			}
+			// Without retries every step passes once through each reported
+			// state; time in enqueued is the dispatch latency.
+			for _, st := range StateTimeStates {
+				l, ok := rep.StateTimes[st]
+				if !ok || l.N != steps || l.P50 < 0 || l.P50 > l.P95 || l.P95 > l.P99 || l.P99 > l.Max {
+					t.Errorf("time in %s = %+v (reported %v): want %d samples, 0 <= p50 <= p95 <= p99 <= max", st, l, ok, steps)
+				}
+			}
+			if got := rep.StateTimes["enqueued"]; got != rep.Dispatch {
+				t.Errorf("time in enqueued = %+v, want the dispatch latency %+v", got, rep.Dispatch)
+			}
 			// Every step writes at least its five transition rows (pending,
 			// enqueued, in_progress, enqueued_for_orchestration, complete)
 			// in at least three transactions (claim, submit, result).
@@ -115,7 +126,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			// Both outputs render, and saved reports summarize to themselves.
 			var table, js bytes.Buffer
 			rep.Print(&table)
-			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model"} {
+			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model", "time in step state", "enqueued_for_orchestration"} {
 				if !strings.Contains(table.String(), want) {
 					t.Errorf("table lacks %q:\n%s", want, table.String())
 				}
@@ -131,6 +142,16 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 ||
 				sum[0].ModelStepsPS != rep.Model.StepsPerSec {
 				t.Errorf("summary of three copies = %+v, want the report's own numbers", sum)
+			}
+			for _, st := range StateTimeStates {
+				if len(sum) == 1 && (sum[0].StateP50[st] != rep.StateTimes[st].P50 || sum[0].StateP99[st] != rep.StateTimes[st].P99) {
+					t.Errorf("summary's time in %s = %v / %v, want the report's %+v", st, sum[0].StateP50[st], sum[0].StateP99[st], rep.StateTimes[st])
+				}
+			}
+			var summary bytes.Buffer
+			PrintSummaries(&summary, sum)
+			if !strings.Contains(summary.String(), "time in step state") {
+				t.Errorf("summary lacks the time in step state:\n%s", summary.String())
 			}
 		})
 	}

@@ -327,8 +327,17 @@ type outcome struct {
 	first, last             time.Time
 	latency                 Latency
 	dispatch                Latency
-	notTerminal             int64
+	// stateTimes is how long steps stayed in each state of StateTimeStates.
+	stateTimes  map[string]Latency
+	notTerminal int64
 }
+
+// StateTimeStates are the step states whose dwell times a run reports:
+// waiting for a worker (enqueued), with the worker (in_progress: the claim,
+// the handler and the submission) and waiting for the orchestrator
+// (enqueued_for_orchestration: the notice, the wake-up and the result
+// transaction). For a single-step task they add up to its latency.
+var StateTimeStates = []string{"enqueued", "in_progress", "enqueued_for_orchestration"}
 
 // readOutcome reads completion, throughput bounds and latencies from the
 // tables. Timestamps are the database's transaction start times (now()):
@@ -391,7 +400,47 @@ func readOutcome(ctx context.Context, conn *pgx.Conn) (outcome, error) {
 		return o, fmt.Errorf("read dispatch latency: %w", err)
 	}
 	o.dispatch.P50, o.dispatch.P95, o.dispatch.P99, o.dispatch.Max = deref(d50), deref(d95), deref(d99), deref(dmax)
+	if o.stateTimes, err = readStateTimes(ctx, conn); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// readStateTimes reads how long the run's steps stayed in each state of
+// StateTimeStates: from the transition into the state to the next
+// transition of the same step (both at their transactions' start).
+func readStateTimes(ctx context.Context, conn *pgx.Conn) (map[string]Latency, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT e.to_state, count(*),
+		       percentile_cont(0.50) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+		       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+		  FROM (SELECT e.to_state, extract(epoch FROM c.created_at - e.created_at) * 1000 AS ms
+		          FROM tasker.tasks t
+		          JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
+		          JOIN tasker.workflow_step_transitions e ON e.step_uuid = s.step_uuid
+		          JOIN tasker.workflow_step_transitions c
+		            ON c.step_uuid = e.step_uuid AND c.sort_key = e.sort_key + 1
+		         WHERE t.namespace = $1 AND e.to_state = ANY ($2)) e
+		 GROUP BY e.to_state`, Namespace, StateTimeStates)
+	if err != nil {
+		return nil, fmt.Errorf("read step state times: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Latency{}
+	for rows.Next() {
+		var state string
+		var l Latency
+		var p50, p95, p99, mx *float64
+		if err := rows.Scan(&state, &l.N, &p50, &p95, &p99, &mx); err != nil {
+			return nil, fmt.Errorf("read step state times: %w", err)
+		}
+		l.P50, l.P95, l.P99, l.Max = deref(p50), deref(p95), deref(p99), deref(mx)
+		out[state] = l
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read step state times: %w", err)
+	}
+	return out, nil
 }
 
 func deref(p *float64) float64 {

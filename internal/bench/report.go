@@ -67,9 +67,12 @@ type Report struct {
 	Latency Latency `json:"latency"`
 	// Dispatch is per step, from the transaction that enqueued it (it was
 	// found ready) to the one that claimed it.
-	Dispatch Latency    `json:"dispatch"`
-	DB       DBCounters `json:"db"`
-	CPU      CPU        `json:"cpu"`
+	Dispatch Latency `json:"dispatch"`
+	// StateTimes is, per step state of StateTimeStates, how long steps
+	// stayed in it: where a task's latency went.
+	StateTimes map[string]Latency `json:"step_state_times,omitempty"`
+	DB         DBCounters         `json:"db"`
+	CPU        CPU                `json:"cpu"`
 	// Functions is where Postgres spent its time, by SQL function, largest
 	// self time first (empty when the server would not time functions).
 	Functions []FuncTime `json:"functions,omitempty"`
@@ -184,6 +187,17 @@ func (r *Report) Print(w io.Writer) {
 	row("throughput", "%.0f tasks/s, %.0f steps/s", r.TasksPerSec, r.StepsPerSec)
 	row("latency submit->complete", "p50 %s  p95 %s  p99 %s  max %s", ms(r.Latency.P50), ms(r.Latency.P95), ms(r.Latency.P99), ms(r.Latency.Max))
 	row("dispatch ready->claimed", "p50 %s  p99 %s  max %s", ms(r.Dispatch.P50), ms(r.Dispatch.P99), ms(r.Dispatch.Max))
+	for i, st := range StateTimeStates {
+		l, ok := r.StateTimes[st]
+		if !ok {
+			continue
+		}
+		label := ""
+		if i == 0 {
+			label = "time in step state"
+		}
+		row(label, "%-26s p50 %s  p99 %s  max %s", st, ms(l.P50), ms(l.P99), ms(l.Max))
+	}
 	row("database per step", "%.2f commits, %.1f rows written (ins %d, upd %d, del %d), %.0f B WAL",
 		r.DB.CommitsPerStep, r.DB.RowsPerStep, r.DB.RowsInserted, r.DB.RowsUpdated, r.DB.RowsDeleted, r.DB.WALBytesPerStep)
 	row("table reads per step", "%.0f rows by sequential scans (%d scans), %.0f index scans",
@@ -283,27 +297,31 @@ func (r *Report) JSON(w io.Writer) error {
 // Summary is the median, over repeated runs of one configuration, of the
 // headline numbers.
 type Summary struct {
-	Label         string  `json:"label"`
-	Runs          int     `json:"runs"`
-	Tasks         int64   `json:"tasks"`
-	TasksPerSec   float64 `json:"tasks_per_sec"`
-	StepsPerSec   float64 `json:"steps_per_sec"`
-	LatencyP50    float64 `json:"latency_p50_ms"`
-	LatencyP95    float64 `json:"latency_p95_ms"`
-	LatencyP99    float64 `json:"latency_p99_ms"`
-	LatencyMax    float64 `json:"latency_max_ms"`
-	DispatchP50   float64 `json:"dispatch_p50_ms"`
-	DispatchP99   float64 `json:"dispatch_p99_ms"`
-	CommitsPerSt  float64 `json:"commits_per_step"`
-	RowsPerStep   float64 `json:"rows_per_step"`
-	WALPerStep    float64 `json:"wal_bytes_per_step"`
-	SeqReadPerSt  float64 `json:"seq_tuples_read_per_step"`
-	PgCPUPerStep  float64 `json:"postgres_cpu_per_step_us"`
-	AppCPUPerStep float64 `json:"app_cpu_per_step_us"`
-	PgCores       float64 `json:"postgres_cores"`
-	AppCores      float64 `json:"app_cores"`
-	FloorMsgsPS   float64 `json:"floor_msgs_per_sec"`
-	FloorRatio    float64 `json:"floor_ratio"`
+	Label       string  `json:"label"`
+	Runs        int     `json:"runs"`
+	Tasks       int64   `json:"tasks"`
+	TasksPerSec float64 `json:"tasks_per_sec"`
+	StepsPerSec float64 `json:"steps_per_sec"`
+	LatencyP50  float64 `json:"latency_p50_ms"`
+	LatencyP95  float64 `json:"latency_p95_ms"`
+	LatencyP99  float64 `json:"latency_p99_ms"`
+	LatencyMax  float64 `json:"latency_max_ms"`
+	DispatchP50 float64 `json:"dispatch_p50_ms"`
+	DispatchP99 float64 `json:"dispatch_p99_ms"`
+	// StateP50 and StateP99 are, per step state of StateTimeStates, the
+	// medians of the runs' p50 and p99 time in it.
+	StateP50      map[string]float64 `json:"step_state_p50_ms,omitempty"`
+	StateP99      map[string]float64 `json:"step_state_p99_ms,omitempty"`
+	CommitsPerSt  float64            `json:"commits_per_step"`
+	RowsPerStep   float64            `json:"rows_per_step"`
+	WALPerStep    float64            `json:"wal_bytes_per_step"`
+	SeqReadPerSt  float64            `json:"seq_tuples_read_per_step"`
+	PgCPUPerStep  float64            `json:"postgres_cpu_per_step_us"`
+	AppCPUPerStep float64            `json:"app_cpu_per_step_us"`
+	PgCores       float64            `json:"postgres_cores"`
+	AppCores      float64            `json:"app_cores"`
+	FloorMsgsPS   float64            `json:"floor_msgs_per_sec"`
+	FloorRatio    float64            `json:"floor_ratio"`
 	// ModelStepsPS and ModelRatio are the design model's (runs with --model
 	// only; 0 otherwise), ModelPgCPU its Postgres µs per step.
 	ModelStepsPS float64 `json:"model_steps_per_sec,omitempty"`
@@ -391,6 +409,16 @@ func Summarize(reports []*Report) []Summary {
 				}
 				return *m.CPU.Postgres * 1e6 / float64(m.Steps)
 			})
+		}
+		for _, st := range StateTimeStates {
+			if _, ok := rs[0].StateTimes[st]; !ok {
+				continue
+			}
+			if s.StateP50 == nil {
+				s.StateP50, s.StateP99 = map[string]float64{}, map[string]float64{}
+			}
+			s.StateP50[st] = med(func(r *Report) float64 { return r.StateTimes[st].P50 })
+			s.StateP99[st] = med(func(r *Report) float64 { return r.StateTimes[st].P99 })
 		}
 		s.Functions = medianFunctions(rs, 6)
 		s.Waits = medianWaits(rs)
@@ -510,6 +538,31 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 			if s.ModelStepsPS > 0 {
 				fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t\n", s.Label, s.ModelStepsPS, 100*s.ModelRatio, s.ModelPgCPU)
 			}
+		}
+		_ = tw.Flush()
+	}
+	timed := false
+	for _, s := range ss {
+		timed = timed || len(s.StateP50) > 0
+	}
+	if timed {
+		fmt.Fprintln(w, "\ntime in step state: waiting for a worker, with the worker, waiting for the orchestrator (median of the runs' p50 / p99)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "configuration\t")
+		for _, st := range StateTimeStates {
+			fmt.Fprintf(tw, "%s\t", st)
+		}
+		fmt.Fprintln(tw)
+		for _, s := range ss {
+			fmt.Fprintf(tw, "%s\t", s.Label)
+			for _, st := range StateTimeStates {
+				if p50, ok := s.StateP50[st]; ok {
+					fmt.Fprintf(tw, "%s / %s\t", ms(p50), ms(s.StateP99[st]))
+				} else {
+					fmt.Fprint(tw, "-\t")
+				}
+			}
+			fmt.Fprintln(tw)
 		}
 		_ = tw.Flush()
 	}
