@@ -47,21 +47,41 @@ func execute(g *globals, args []string) int {
 	root.SetArgs(args)
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
-	if err := root.Execute(); err != nil {
-		var ie *interruptedError
-		if errors.As(err, &ie) {
-			fmt.Fprintln(g.stderr, err)
-			return exitInterrupted
-		}
-		fmt.Fprintln(g.stderr, "error:", err)
-		var ue *usageError
-		if errors.As(err, &ue) {
-			return 2
-		}
+	return exitStatus(g.stderr, root.Execute())
+}
+
+// exitStatus reports a command's error on w, unless the command logged it
+// already, and returns the exit status: 0 without an error, 2 for a usage
+// error, 130 when interrupted, 1 otherwise.
+func exitStatus(w io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	var ie *interruptedError
+	if errors.As(err, &ie) {
+		fmt.Fprintln(w, err)
+		return exitInterrupted
+	}
+	var le *loggedError
+	if errors.As(err, &le) {
 		return 1
 	}
-	return 0
+	fmt.Fprintln(w, "error:", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
 }
+
+// loggedError is an error the command has already written to its log (at
+// ERROR, with its details): serve's incomplete shutdown or failed HTTP
+// server. It exits 1 without a second, plain-text copy, so that serve's
+// output stays one log format.
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
 
 // exitInterrupted is the exit status of a command stopped by SIGINT or
 // SIGTERM, the shell's 128+SIGINT.
@@ -337,7 +357,11 @@ exits 1; a second SIGTERM stops at once (exit 130).`,
 			logger := NewLogger(cfg.Log, g.stderr)
 			ctx, cancel := loggedSignalContext(logger)
 			defer cancel()
-			return daemon.Run(ctx, cfg, logger)
+			err = daemon.Run(ctx, cfg, logger)
+			if errors.Is(err, daemon.ErrShutdownIncomplete) || errors.Is(err, daemon.ErrServeFailed) {
+				return &loggedError{err}
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override server.listen (host:port)")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -586,5 +587,29 @@ func TestBadServerFromEnvironment(t *testing.T) {
 	want := `task get: TASKER_SERVER "localhost:8080" is not an http or https URL with a host; did you mean http://localhost:8080?`
 	if code != 2 || !strings.Contains(errOut, want) {
 		t.Errorf("exit %d, want 2 and %q:\n%s", code, want, errOut)
+	}
+}
+
+// An error the command logged already (serve's incomplete shutdown or
+// failed HTTP server) exits 1 without a plain-text copy on stderr; every
+// other error is printed once, with its exit status.
+func TestExitStatusPrintsWhatWasNotLogged(t *testing.T) {
+	cases := []struct {
+		err    error
+		status int
+		out    string
+	}{
+		{nil, 0, ""},
+		{errors.New("boom"), 1, "error: boom\n"},
+		{&usageError{"bad flag"}, 2, "error: bad flag\n"},
+		{&interruptedError{"interrupted; the task goes on"}, exitInterrupted, "interrupted; the task goes on\n"},
+		{&loggedError{fmt.Errorf("%w: loops did not finish", daemon.ErrShutdownIncomplete)}, 1, ""},
+		{&loggedError{daemon.ErrServeFailed}, 1, ""},
+	}
+	for _, c := range cases {
+		var w bytes.Buffer
+		if got := exitStatus(&w, c.err); got != c.status || w.String() != c.out {
+			t.Errorf("exitStatus(%v) = %d, printed %q; want %d, %q", c.err, got, w.String(), c.status, c.out)
+		}
 	}
 }

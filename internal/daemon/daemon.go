@@ -62,12 +62,26 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	return d.Wait(ctx)
+}
+
+// ErrServeFailed is Wait's error when the HTTP server stopped on its own
+// (its listener failed): the daemon then shuts down, and serve exits 1 so
+// that a supervisor restarts it.
+var ErrServeFailed = errors.New("HTTP server failed")
+
+// Wait blocks until ctx is cancelled or the HTTP server fails, then stops
+// the daemon (Stop). It returns Stop's error, joined with one wrapping
+// ErrServeFailed when the server failed; both are logged at ERROR first.
+func (d *Daemon) Wait(ctx context.Context) error {
+	var served error
 	select {
 	case <-ctx.Done():
 	case err := <-d.serveErr:
-		logger.Error("HTTP server failed", "error", err)
+		d.logger.Error("HTTP server failed; shutting down", "error", err)
+		served = fmt.Errorf("%w: %v", ErrServeFailed, err)
 	}
-	return d.Stop()
+	return errors.Join(served, d.Stop())
 }
 
 // Start builds and starts everything; startup errors are returned

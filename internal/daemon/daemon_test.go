@@ -510,3 +510,38 @@ func TestMissingTemplatesDirSaysWhere(t *testing.T) {
 		t.Errorf("missing templates dir: %v, want it to name %s and how to set it", err, abs)
 	}
 }
+
+// When the HTTP server stops on its own (its listener fails), the daemon
+// logs it, shuts down in order, and returns an error: serve exits 1 and a
+// supervisor restarts it, instead of a clean exit 0.
+func TestHTTPServerFailureStopsWithAnError(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, testdb.URL(t))
+	var logs lockedBuffer
+	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CloseListener(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = d.Wait(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("Wait returned only when its context ended: the server's failure was not noticed")
+	}
+	if !errors.Is(err, daemon.ErrServeFailed) || errors.Is(err, daemon.ErrShutdownIncomplete) {
+		t.Errorf("Wait: %v, want the server's failure and a complete shutdown", err)
+	}
+	var failed, stopped bool
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec struct{ Level, Msg string }
+		_ = json.Unmarshal([]byte(line), &rec)
+		failed = failed || rec.Level == "ERROR" && strings.HasPrefix(rec.Msg, "HTTP server failed")
+		stopped = stopped || rec.Msg == "stopped"
+	}
+	if !failed || !stopped {
+		t.Errorf("logs: server failure at ERROR %v, stopped %v, want both:\n%s", failed, stopped, logs.String())
+	}
+}
