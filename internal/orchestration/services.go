@@ -152,9 +152,9 @@ func NewOrchestrator(engine *Engine, cfg ServiceConfig, listener *queue.Listener
 	o := &Orchestrator{engine: engine, cfg: cfg, logger: logger, listener: listener, poison: poison,
 		backlog: make(chan struct{}, 1)}
 	if listener != nil {
-		// The result loops share one wake-up channel: a notice wakes one
-		// waiting loop, not all of them to race for it with empty reads; a
-		// loop that read a full batch reads again without waiting.
+		// Only the first result loop waits on the wake-ups; a loop that
+		// read a full batch reads again without waiting and calls a helper
+		// in (resultsLoop).
 		o.resultsWake = listener.Subscribe(queue.StepResultsQueue)
 		o.requestsWake = listener.Subscribe(queue.TaskRequestsQueue)
 	}
