@@ -2,7 +2,6 @@ package migrations_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 
@@ -12,7 +11,6 @@ import (
 
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/orchestration"
-	"github.com/tasker/tasker/internal/testdb"
 )
 
 // TestClaimOfOneStepAnswersAsTheBatch (00031): a one-entry call of
@@ -132,31 +130,7 @@ func (rollbackError) Error() string { return "rolled back on purpose" }
 // the claim of a database migrated to 00030, and Up again what it made.
 func TestClaimOneStepMigrationDownAndUpAgain(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	db, p := migratingDB(t)
-	claim := func(db *pgxpool.Pool) []string {
+	downAndUpAgain(t, 30, func(db *pgxpool.Pool) []string {
 		return protocolFunctions(t, db, "step_claim_batch", "step_claim")
-	}
-	refURL := testdb.EmptyURL(t)
-	if _, err := migrationProvider(t, refURL).UpTo(ctx, 30); err != nil {
-		t.Fatalf("reference database up to 30: %v", err)
-	}
-	at30 := claim(testdb.Pool(t, refURL))
-	up := claim(db)
-	if fmt.Sprint(up) == fmt.Sprint(at30) {
-		t.Fatal("the claim after up is 00030's")
-	}
-	if _, err := p.DownTo(ctx, 30); err != nil {
-		t.Fatalf("down to 30: %v", err)
-	}
-	if got := claim(db); fmt.Sprint(got) != fmt.Sprint(at30) {
-		t.Errorf("after down:\n%s\nwant, as migrated to 30:\n%s", strings.Join(got, "\n"), strings.Join(at30, "\n"))
-	}
-	if _, err := p.Up(ctx); err != nil {
-		t.Fatalf("up again: %v", err)
-	}
-	if got := claim(db); fmt.Sprint(got) != fmt.Sprint(up) {
-		t.Errorf("after up again:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(up, "\n"))
-	}
-	checkProtocolUnchanged(t, db)
+	}, nil)
 }

@@ -2,14 +2,11 @@ package migrations_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/tasker/tasker/internal/testdb"
 )
 
 // releaseFunctions describes tasker.step_release and its unchecked
@@ -51,50 +48,28 @@ func protocolFunctions(t *testing.T, db *pgxpool.Pool, names ...string) []string
 // database migrated to 00025 has, and Up again exactly what it made.
 func TestReleaseMigrationDownAndUpAgain(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	db, p := migratingDB(t)
-
-	refURL := testdb.EmptyURL(t)
-	if _, err := migrationProvider(t, refURL).UpTo(ctx, 25); err != nil {
-		t.Fatalf("reference database up to 25: %v", err)
-	}
-	at25 := releaseFunctions(t, testdb.Pool(t, refURL))
-	up := releaseFunctions(t, db)
-
-	for _, c := range []struct {
-		fns     []string
-		guard   string
-		inner   string
-		started bool
-	}{
-		{at25, "tasker.step_release(uuid,integer,text,bigint)", "tasker.step_release_unchecked(uuid,integer,text,bigint)", false},
-		{up, "tasker.step_release(uuid,integer,text,bigint,boolean)", "tasker.step_release_unchecked(uuid,integer,text,bigint,boolean)", true},
-	} {
-		all := strings.Join(c.fns, "\n")
-		if len(c.fns) != 2 || !strings.HasPrefix(c.fns[0], c.guard+"(") || !strings.HasPrefix(c.fns[1], c.inner+"(") ||
-			strings.Contains(all, "p_handler_started boolean DEFAULT true") != c.started {
-			t.Fatalf("functions:\n%s\nwant %s and %s only", all, c.guard, c.inner)
-		}
-		// The guard is the worker's and the API's, the unchecked definition
-		// its owner's only; both run as the owner with the path pinned.
-		for i, want := range []string{"execute=owner,tasker_api,tasker_worker ", "execute=owner "} {
-			if !strings.Contains(c.fns[i], want) || !strings.Contains(c.fns[i], `definer=true config={"search_path=pg_catalog, pg_temp"}`) {
-				t.Errorf("%s: want SECURITY DEFINER, search_path pinned and %s", c.fns[i], want)
+	downAndUpAgain(t, 25, func(db *pgxpool.Pool) []string { return releaseFunctions(t, db) }, func(up, at25 []string) {
+		for _, c := range []struct {
+			fns     []string
+			guard   string
+			inner   string
+			started bool
+		}{
+			{at25, "tasker.step_release(uuid,integer,text,bigint)", "tasker.step_release_unchecked(uuid,integer,text,bigint)", false},
+			{up, "tasker.step_release(uuid,integer,text,bigint,boolean)", "tasker.step_release_unchecked(uuid,integer,text,bigint,boolean)", true},
+		} {
+			all := strings.Join(c.fns, "\n")
+			if len(c.fns) != 2 || !strings.HasPrefix(c.fns[0], c.guard+"(") || !strings.HasPrefix(c.fns[1], c.inner+"(") ||
+				strings.Contains(all, "p_handler_started boolean DEFAULT true") != c.started {
+				t.Fatalf("functions:\n%s\nwant %s and %s only", all, c.guard, c.inner)
+			}
+			// The guard is the worker's and the API's, the unchecked definition
+			// its owner's only; both run as the owner with the path pinned.
+			for i, want := range []string{"execute=owner,tasker_api,tasker_worker ", "execute=owner "} {
+				if !strings.Contains(c.fns[i], want) || !strings.Contains(c.fns[i], `definer=true config={"search_path=pg_catalog, pg_temp"}`) {
+					t.Errorf("%s: want SECURITY DEFINER, search_path pinned and %s", c.fns[i], want)
+				}
 			}
 		}
-	}
-
-	if _, err := p.DownTo(ctx, 25); err != nil {
-		t.Fatalf("down to 25: %v", err)
-	}
-	if got := releaseFunctions(t, db); fmt.Sprint(got) != fmt.Sprint(at25) {
-		t.Errorf("after down:\n%s\nwant, as migrated to 25:\n%s", strings.Join(got, "\n"), strings.Join(at25, "\n"))
-	}
-	if _, err := p.Up(ctx); err != nil {
-		t.Fatalf("up again: %v", err)
-	}
-	if got := releaseFunctions(t, db); fmt.Sprint(got) != fmt.Sprint(up) {
-		t.Errorf("after up again:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(up, "\n"))
-	}
-	checkProtocolUnchanged(t, db)
+	})
 }

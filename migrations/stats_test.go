@@ -3,6 +3,8 @@ package migrations_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -54,4 +56,40 @@ func migratingDB(t *testing.T) (*pgxpool.Pool, *goose.Provider) {
 	}
 	t.Cleanup(db.Close)
 	return db, migrationProvider(t, dbURL)
+}
+
+// downAndUpAgain checks a migration's Down and Up: a database migrated to
+// the latest version reads (through read) differently from a reference
+// database migrated to version only; check, when not nil, looks at both
+// readings; down to version it reads as the reference, and up again as it
+// did. The protocol functions' results are unchanged at the end.
+func downAndUpAgain(t *testing.T, version int64, read func(*pgxpool.Pool) []string, check func(up, atVersion []string)) {
+	t.Helper()
+	ctx := context.Background()
+	db, p := migratingDB(t)
+	refURL := testdb.EmptyURL(t)
+	if _, err := migrationProvider(t, refURL).UpTo(ctx, version); err != nil {
+		t.Fatalf("reference database up to %d: %v", version, err)
+	}
+	atVersion := read(testdb.Pool(t, refURL))
+	up := read(db)
+	if fmt.Sprint(up) == fmt.Sprint(atVersion) {
+		t.Fatalf("after up, as migrated to %d:\n%s", version, strings.Join(up, "\n"))
+	}
+	if check != nil {
+		check(up, atVersion)
+	}
+	if _, err := p.DownTo(ctx, version); err != nil {
+		t.Fatalf("down to %d: %v", version, err)
+	}
+	if got := read(db); fmt.Sprint(got) != fmt.Sprint(atVersion) {
+		t.Errorf("after down:\n%s\nwant, as migrated to %d:\n%s", strings.Join(got, "\n"), version, strings.Join(atVersion, "\n"))
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if got := read(db); fmt.Sprint(got) != fmt.Sprint(up) {
+		t.Errorf("after up again:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(up, "\n"))
+	}
+	checkProtocolUnchanged(t, db)
 }
