@@ -16,6 +16,7 @@ import (
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -484,19 +485,12 @@ func TestHelperResultLoopsJoinUnderBacklog(t *testing.T) {
 	}
 	// The first steps run and their notices wait: no loop reads them yet.
 	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var waiting int
-		if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_orchestration_step_results`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting == tasks {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d result notices waiting after 30s, want %d", waiting, tasks)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var waiting int
+	if err := wait.Poll(time.Now().Add(30*time.Second), 20*time.Millisecond, func() (bool, error) {
+		err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_orchestration_step_results`).Scan(&waiting)
+		return waiting == tasks, err
+	}); err != nil {
+		t.Fatalf("%d result notices waiting, want %d: %v", waiting, tasks, err)
 	}
 	o := orchestration.NewOrchestrator(h.Engine, orchestration.ServiceConfig{ResultLoops: 3, BatchSize: 2,
 		PollInterval: 100 * time.Millisecond, TimerInterval: 100 * time.Millisecond}, nil, nil, h.Logger)
