@@ -248,7 +248,15 @@ DECLARE
     v_role text;
     v regclass := to_regclass('goose_db_version');
 BEGIN
-    FOR v_role IN SELECT rolname FROM pg_catalog.pg_roles WHERE rolname LIKE 'tasker\_worker\_%' LOOP
+    -- The worker roles granted something on this database's queues: roles
+    -- are cluster-wide, and one that holds nothing here may be dropped by
+    -- another database's owner meanwhile (a REVOKE naming it would fail);
+    -- one that holds a grant here cannot be dropped.
+    FOR v_role IN SELECT DISTINCT r.rolname
+                    FROM pg_catalog.pg_class c
+                         CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+                         JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+                   WHERE c.relnamespace = 'pgmq'::regnamespace AND r.rolname LIKE 'tasker\_worker\_%' LOOP
         EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA pgmq FROM %I', v_role);
         EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgmq FROM %I', v_role);
     END LOOP;
