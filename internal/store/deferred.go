@@ -19,7 +19,7 @@ import (
 // buffer of writes not applied yet; every statement issued through it
 // applies the buffer first, so the transaction always reads its own writes.
 type txConn struct {
-	raw pgx.Tx
+	raw *pipeTx
 	buf *writeBuffer
 	// sent names the queues inserted into, whose listeners are woken after
 	// the commit (Store.notify).

@@ -91,14 +91,23 @@ func New(pool *pgxpool.Pool) *Store {
 // the insert committed. A wake-up lost to a crash right after the commit
 // costs latency only: consumers poll as a fallback.
 func (s *Store) notify(ctx context.Context, queues map[string]struct{}) {
+	if sql, args := s.notifyStatement(queues); sql != "" {
+		_, _ = s.pool.Exec(context.WithoutCancel(ctx), sql, args...)
+	}
+}
+
+// notifyStatement is the statement (and its arguments) that wakes the
+// listeners of queues, or "" when there is nothing to send: no queues, or a
+// pool whose insert triggers notify themselves.
+func (s *Store) notifyStatement(queues map[string]struct{}) (string, []any) {
 	if !s.afterCommit || len(queues) == 0 {
-		return
+		return "", nil
 	}
 	chans := make([]string, 0, len(queues))
 	for q := range queues {
 		chans = append(chans, queue.NotifyChannel(q))
 	}
-	_, _ = s.pool.Exec(context.WithoutCancel(ctx), `SELECT pg_notify(c, '') FROM unnest($1::text[]) AS c`, chans)
+	return `SELECT pg_notify(c, '') FROM unnest($1::text[]) AS c`, []any{chans}
 }
 
 // Tx is an open transaction; obtain one with InTx or InTxDeferred.
@@ -147,23 +156,32 @@ func (s *Store) inTx(ctx context.Context, deferred bool, fn func(Tx) error) erro
 // deferredBegin starts an engine transaction with generic plans and without
 // sequential scans: its statements are lookups by keys with an index, and
 // their custom plans were made again on almost every execution (the
-// protocol functions do the same, migrations 00012 and 00013). Sent as one
-// simple-protocol message, it costs no extra round trip.
-const deferredBegin = `BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off`
+// protocol functions do the same, migrations 00012 and 00013). Like a plain
+// BEGIN it goes out with the transaction's first statement (pipeTx).
+var (
+	deferredBegin = []string{"BEGIN", "SET LOCAL plan_cache_mode = force_generic_plan", "SET LOCAL enable_seqscan = off"}
+	plainBegin    = []string{"BEGIN"}
+)
 
 func (s *Store) inTxOnce(ctx context.Context, deferred bool, fn func(Tx) error) error {
-	opts := pgx.TxOptions{}
-	if deferred {
-		opts.BeginQuery = deferredBegin
-	}
-	tx, err := s.pool.BeginTx(ctx, opts)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	// Rollback after a successful commit is a no-op; it releases the
-	// connection on every error path.
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	c := &txConn{raw: tx}
+	p := &pipeTx{conn: conn, opening: plainBegin}
+	if deferred {
+		p.opening = deferredBegin
+	}
+	ended := false
+	// A transaction that did not reach its COMMIT is rolled back; the
+	// connection goes back to the pool (or, when it is not idle, is closed).
+	defer func() {
+		if !ended {
+			p.rollback(context.WithoutCancel(ctx))
+		}
+		conn.Release()
+	}()
+	c := &txConn{raw: p}
 	if deferred {
 		c.buf = &writeBuffer{}
 	}
@@ -173,10 +191,14 @@ func (s *Store) inTxOnce(ctx context.Context, deferred bool, fn func(Tx) error) 
 	if err := c.flush(ctx); err != nil {
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	// Sent or not, the COMMIT ends the transaction: one that failed is
+	// rolled back by the server, and a connection left in a transaction is
+	// not reused.
+	ended = true
+	sql, args := s.notifyStatement(c.sent)
+	if err := p.commit(ctx, sql, args...); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	s.notify(ctx, c.sent)
 	return nil
 }
 
