@@ -492,7 +492,15 @@ func (b *intakeBatcher) do(ctx context.Context, e *Engine, r *createReq) createR
 // fails, each in its own; every request's done channel is closed.
 func (e *Engine) createBatch(ctx context.Context, batch []*createReq) {
 	results := make([]createRes, len(batch))
+	hashes := make([]string, len(batch))
+	for i, r := range batch {
+		hashes[i] = r.nt.IdentityHash
+	}
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		// Every request's duplicate check in one statement.
+		if err := e.store.TaskIdentitiesTx(ctx, tx, hashes); err != nil {
+			return err
+		}
 		for i, r := range batch {
 			task, created, err := e.insertAndStart(ctx, tx, j, r.nt)
 			if err != nil {

@@ -71,6 +71,94 @@ func (c *creates) add(pc *pendingCreate) {
 	}
 }
 
+// TaskIdentitiesTx looks up, in one statement, the tasks that already have
+// the given identity hashes, so that TaskCreateTx of each of them in this
+// transaction need not (a creation batch's lookups in one round trip
+// instead of one per task). It also reads the transaction's start time.
+func (s *Store) TaskIdentitiesTx(ctx context.Context, tx Tx, hashes []string) error {
+	c := tx.tx
+	var missing []string
+	for _, h := range hashes {
+		if _, ok := c.identities[h]; !ok {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) == 0 && !c.now.IsZero() {
+		return nil
+	}
+	found, err := c.lookupIdentities(ctx, missing)
+	if err != nil {
+		return fmt.Errorf("look up task identities: %w", err)
+	}
+	if c.identities == nil {
+		c.identities = make(map[string]*Task, len(missing))
+	}
+	for _, h := range missing {
+		c.identities[h] = nil
+	}
+	for i := range found {
+		c.identities[found[i].IdentityHash] = &found[i].Task
+	}
+	return nil
+}
+
+type identityTask struct {
+	Task
+	IdentityHash string
+}
+
+// extraColumns scans a row's trailing columns, after those a scan function
+// reads, into extra.
+type extraColumns struct {
+	pgx.Row
+	extra []any
+}
+
+func (r extraColumns) Scan(dest ...any) error { return r.Row.Scan(append(dest, r.extra...)...) }
+
+// lookupIdentities reads the committed or flushed tasks with these identity
+// hashes (none when hashes is empty), and the transaction's start time if
+// it was not read yet, in one round trip. It does not apply the buffer: a
+// task still pending in it is found there.
+func (c *txConn) lookupIdentities(ctx context.Context, hashes []string) ([]identityTask, error) {
+	b := &pgx.Batch{}
+	if c.now.IsZero() {
+		b.Queue(`SELECT now()`)
+	}
+	if len(hashes) > 0 {
+		b.Queue(`SELECT `+taskColumns+`, t.identity_hash FROM tasker.tasks t WHERE t.identity_hash = ANY ($1)`, hashes)
+	}
+	res := c.raw.SendBatch(ctx, b)
+	var found []identityTask
+	err := func() error {
+		if c.now.IsZero() {
+			if err := res.QueryRow().Scan(&c.now); err != nil {
+				return err
+			}
+		}
+		if len(hashes) == 0 {
+			return nil
+		}
+		rows, err := res.Query()
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var it identityTask
+			if it.Task, err = scanTask(extraColumns{rows, []any{&it.IdentityHash}}); err != nil {
+				return err
+			}
+			found = append(found, it)
+		}
+		return rows.Err()
+	}()
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	return found, err
+}
+
 // taskCreateDeferred is TaskCreateTx in a deferred transaction.
 func (s *Store) taskCreateDeferred(ctx context.Context, tx Tx, nt NewTask) (Task, []Step, bool, error) {
 	c := tx.tx
@@ -80,34 +168,22 @@ func (s *Store) taskCreateDeferred(ctx context.Context, tx Tx, nt NewTask) (Task
 	// The transaction's start time is every row's created_at, as the
 	// column default would make it; a task with this identity committed or
 	// flushed earlier is returned instead.
-	b := &pgx.Batch{}
-	if c.now.IsZero() {
-		b.Queue(`SELECT now()`)
-	}
-	b.Queue(`SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.identity_hash = $1`, nt.IdentityHash)
-	res := c.raw.SendBatch(ctx, b)
-	var existing []Task
-	err := func() error {
-		if c.now.IsZero() {
-			if err := res.QueryRow().Scan(&c.now); err != nil {
-				return err
-			}
+	existing, looked := c.identities[nt.IdentityHash]
+	if !looked || c.now.IsZero() {
+		var hashes []string
+		if !looked {
+			hashes = []string{nt.IdentityHash}
 		}
-		rows, err := res.Query()
+		found, err := c.lookupIdentities(ctx, hashes)
 		if err != nil {
-			return err
+			return Task{}, nil, false, fmt.Errorf("create task: %w", err)
 		}
-		existing, err = scanTasks(rows, "existing task by identity")
-		return err
-	}()
-	if cerr := res.Close(); err == nil {
-		err = cerr
+		if len(found) > 0 {
+			existing = &found[0].Task
+		}
 	}
-	if err != nil {
-		return Task{}, nil, false, fmt.Errorf("create task: %w", err)
-	}
-	if len(existing) > 0 {
-		return existing[0], nil, false, nil
+	if existing != nil {
+		return *existing, nil, false, nil
 	}
 	t, steps := newTaskRows(nt, c.now)
 	pc := &pendingCreate{task: t, nt: nt}

@@ -26,6 +26,11 @@ type txConn struct {
 	sent map[string]struct{}
 	// now is the transaction's start time, once read (new tasks' created_at).
 	now time.Time
+	// identities are the tasks found by identity hash (TaskIdentitiesTx),
+	// nil for a hash no committed or flushed task had when looked up. A
+	// task created in the transaction is found in the buffer while it is
+	// pending; once flushed, its hash is dropped here and looked up again.
+	identities map[string]*Task
 }
 
 // inserted records an insert into a queue.
@@ -181,6 +186,9 @@ func (c *txConn) queueFlush(batch *pgx.Batch) (func(pgx.BatchResults) error, err
 		var err error
 		if readCreates, err = c.queueCreates(batch, &b.creates); err != nil {
 			return nil, err
+		}
+		for _, pc := range b.creates.list {
+			delete(c.identities, pc.nt.IdentityHash)
 		}
 	}
 	sendTo := make([]string, 0, len(b.sends))

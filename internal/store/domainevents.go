@@ -150,6 +150,11 @@ func (s *Store) DomainEventStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, 
 // DomainEventDataTx is DomainEventTasksTx and DomainEventStepsTx in one
 // round trip.
 func (s *Store) DomainEventDataTx(ctx context.Context, tx Tx, taskIDs, stepIDs, failedOf []uuid.UUID) ([]DomainEventTask, []DomainEventStep, error) {
+	if len(stepIDs) == 0 && len(failedOf) == 0 {
+		if tasks, ok, err := tx.tx.buf.createdEventTasks(taskIDs); ok || err != nil {
+			return tasks, nil, err
+		}
+	}
 	b := &pgx.Batch{}
 	b.Queue(domainEventTasksSQL, nonNil(taskIDs))
 	b.Queue(domainEventStepsSQL, nonNil(stepIDs), nonNil(failedOf))
@@ -221,4 +226,63 @@ func scanDomainEventSteps(rows pgx.Rows) ([]DomainEventStep, error) {
 		return nil, fmt.Errorf("read steps for domain events: %w", err)
 	}
 	return out, nil
+}
+
+// createdEventTasks answers DomainEventTasksTx from the buffer when every
+// task asked for is one created in this transaction and not written yet (a
+// creation batch's TaskInitiated events): the rows the insert will write,
+// without the round trip that would flush and read them back. ok is false
+// when any task is not pending in the buffer (or there is no buffer).
+func (b *writeBuffer) createdEventTasks(ids []uuid.UUID) (tasks []DomainEventTask, ok bool, err error) {
+	if b == nil || len(ids) == 0 || len(b.creates.list) == 0 {
+		return nil, false, nil
+	}
+	tasks = make([]DomainEventTask, 0, len(ids))
+	for _, id := range ids {
+		pc := b.creates.byTask[id]
+		if pc == nil {
+			return nil, false, nil
+		}
+		d := DomainEventTask{Task: pc.task, StepCounts: make(map[string]int, 2), StepCount: len(pc.steps)}
+		if pc.terminal {
+			// The insert sets completed_at to now(), the transaction's
+			// start, which is also the task's created_at.
+			at := pc.task.CreatedAt
+			d.CompletedAt = &at
+			d.RootSpanEmitted = true
+		}
+		for _, ps := range pc.steps {
+			d.StepCounts[string(ps.state)]++
+		}
+		// The most recent transition's metadata "reason", as
+		// metadata->>'reason' reads it.
+		if n := len(pc.trans); n > 0 {
+			if d.TransitionReason, err = metadataText(pc.trans[n-1].meta, "reason"); err != nil {
+				return nil, false, fmt.Errorf("read tasks for domain events: task %s: %w", id, err)
+			}
+		}
+		tasks = append(tasks, d)
+	}
+	return tasks, true, nil
+}
+
+// metadataText is metadata->>key: the key's string, or its JSON text for
+// another kind of value, or "" when absent or null.
+func metadataText(meta []byte, key string) (string, error) {
+	if len(meta) == 0 {
+		return "", nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(meta, &m); err != nil {
+		return "", fmt.Errorf("transition metadata: %w", err)
+	}
+	v, ok := m[key]
+	if !ok || string(v) == "null" {
+		return "", nil
+	}
+	var str string
+	if json.Unmarshal(v, &str) == nil {
+		return str, nil
+	}
+	return string(v), nil
 }

@@ -22,3 +22,12 @@ func QueryRowTx(ctx context.Context, tx Tx, sql string, args ...any) pgx.Row {
 func QueryTx(ctx context.Context, tx Tx, sql string, args ...any) (pgx.Rows, error) {
 	return tx.tx.Query(ctx, sql, args...)
 }
+
+// PendingCreates is the number of tasks created in tx and not written yet
+// (tests).
+func PendingCreates(tx Tx) int {
+	if tx.tx.buf == nil {
+		return 0
+	}
+	return len(tx.tx.buf.creates.list)
+}
