@@ -82,19 +82,27 @@ func remoteParent(ctx context.Context, tp string) context.Context {
 }
 
 // StepClaimed implements Observer.
+//
+// A step whose span is not recorded (tracing off, or a trace the sampler
+// left out) gets no child spans, events or attributes, which would be
+// built only to be dropped; its metrics are recorded all the same. The
+// span's attributes are therefore set once it is known to record, not at
+// its start (the SDK's samplers decide on the parent and the trace id).
 func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Context, StepSpan) {
 	now := time.Now()
-	base := []attribute.KeyValue{
-		attribute.String("correlation_id", s.CorrelationID.String()),
-		attribute.String("task_uuid", s.TaskUUID.String()),
-		attribute.String("namespace", s.Namespace),
-		attribute.String("step_uuid", s.StepUUID.String()),
-		attribute.String("step_name", s.Name),
-		attribute.Int("attempt", s.Attempt),
+	sctx, span := o.tracer.Start(remoteParent(ctx, s.TraceParent), "step_execution", trace.WithTimestamp(now))
+	ss := &otelStepSpan{o: o, step: s, ctx: sctx, span: span, rec: span.IsRecording()}
+	if ss.rec {
+		ss.base = []attribute.KeyValue{
+			attribute.String("correlation_id", s.CorrelationID.String()),
+			attribute.String("task_uuid", s.TaskUUID.String()),
+			attribute.String("namespace", s.Namespace),
+			attribute.String("step_uuid", s.StepUUID.String()),
+			attribute.String("step_name", s.Name),
+			attribute.Int("attempt", s.Attempt),
+		}
+		span.SetAttributes(append(ss.base, attribute.String("handler_name", s.Handler))...)
 	}
-	sctx, span := o.tracer.Start(remoteParent(ctx, s.TraceParent), "step_execution",
-		trace.WithTimestamp(now), trace.WithAttributes(append(base, attribute.String("handler_name", s.Handler))...))
-	ss := &otelStepSpan{o: o, step: s, ctx: sctx, span: span, base: base}
 	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now, time.Now(), true)
 	return sctx, ss
 }
@@ -104,6 +112,8 @@ type otelStepSpan struct {
 	step    *Step
 	ctx     context.Context
 	span    trace.Span
+	// rec: the step's span is recorded; base are then its attributes.
+	rec     bool
 	base    []attribute.KeyValue
 	mu      sync.Mutex
 	handler trace.Span
@@ -122,7 +132,9 @@ func (s *otelStepSpan) submittedAt(at time.Time) {
 }
 
 func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.Time, extra ...attribute.KeyValue) {
-	span.AddEvent(string(name), trace.WithTimestamp(at), trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), extra...)...))
+	if s.rec {
+		span.AddEvent(string(name), trace.WithTimestamp(at), trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), extra...)...))
+	}
 	s.o.events.Add(context.Background(), 1, s.o.attrs.Option(otelAttrKey{kind: otelEvent, a: string(name), b: s.step.Namespace}))
 }
 
@@ -132,10 +144,13 @@ func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.
 // submission's step.result_submitted goes on the result_submission span, as
 // the event catalog says).
 func (s *otelStepSpan) transition(from, to lifecycle.StepState, at, end time.Time, mapped bool) {
-	_, ts := s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at),
-		trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...),
-			attribute.String("from_state", string(from)), attribute.String("to_state", string(to)))...))
-	states := []attribute.KeyValue{attribute.String("from_state", string(from)), attribute.String("to_state", string(to))}
+	ts := unrecorded
+	var states []attribute.KeyValue
+	if s.rec {
+		states = []attribute.KeyValue{attribute.String("from_state", string(from)), attribute.String("to_state", string(to))}
+		_, ts = s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at),
+			trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), states...)...))
+	}
 	s.event(ts, lifecycle.EventStepBeforeTransition, at, states...)
 	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok && mapped {
 		s.event(ts, ev, at, states...)
@@ -144,11 +159,18 @@ func (s *otelStepSpan) transition(from, to lifecycle.StepState, at, end time.Tim
 	s.o.transitions.Add(context.Background(), 1, s.o.attrs.Option(otelAttrKey{kind: otelTransition, a: string(from), b: string(to), c: s.step.Namespace}))
 }
 
+// unrecorded stands for the child spans of a step whose span is not
+// recorded: its End and AddEvent do nothing.
+var unrecorded = trace.SpanFromContext(context.Background())
+
 func (s *otelStepSpan) BeforeHandle(ctx context.Context) context.Context {
 	now := time.Now()
 	s.event(s.span, lifecycle.EventStepBeforeHandle, now)
-	hctx, hs := s.o.tracer.Start(ctx, "handler_execution", trace.WithTimestamp(now),
-		trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), attribute.String("handler_name", s.step.Handler))...))
+	hctx, hs := ctx, unrecorded
+	if s.rec {
+		hctx, hs = s.o.tracer.Start(ctx, "handler_execution", trace.WithTimestamp(now),
+			trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), attribute.String("handler_name", s.step.Handler))...))
+	}
 	s.event(hs, lifecycle.EventStepHandle, now)
 	s.mu.Lock()
 	s.handler = hs
@@ -162,6 +184,10 @@ func (s *otelStepSpan) BeforeSubmit(ctx context.Context) context.Context {
 	if s.handler != nil {
 		s.handler.End()
 		s.handler = nil
+	}
+	if !s.rec {
+		s.submit = unrecorded
+		return ctx
 	}
 	sctx, sub := s.o.tracer.Start(trace.ContextWithSpan(ctx, s.span), "result_submission",
 		trace.WithAttributes(s.base...))
@@ -200,16 +226,22 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 				to = lifecycle.StepEnqueuedAsErrorForOrchestration
 			}
 			s.transition(lifecycle.StepInProgress, to, now, now.Add(time.Microsecond), false)
-			s.event(s.submit, lifecycle.EventStepResultSubmitted, now, attribute.String("from_state", string(lifecycle.StepInProgress)),
-				attribute.String("to_state", string(to)), attribute.String("outcome", label))
+			var attrs []attribute.KeyValue
+			if s.rec {
+				attrs = []attribute.KeyValue{attribute.String("from_state", string(lifecycle.StepInProgress)),
+					attribute.String("to_state", string(to)), attribute.String("outcome", label)}
+			}
+			s.event(s.submit, lifecycle.EventStepResultSubmitted, now, attrs...)
 		}
 		s.submit.End(trace.WithTimestamp(now.Add(time.Microsecond)))
 	}
-	if err != nil {
+	if err != nil && s.rec {
 		s.span.RecordError(err, trace.WithAttributes(s.base...))
 		s.span.SetStatus(codes.Error, err.Error())
 	}
-	s.span.SetAttributes(attribute.String("outcome", label))
+	if s.rec {
+		s.span.SetAttributes(attribute.String("outcome", label))
+	}
 	s.span.End(trace.WithTimestamp(end))
 }
 

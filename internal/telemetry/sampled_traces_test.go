@@ -121,6 +121,52 @@ func TestRatioZeroTracesNothing(t *testing.T) {
 	if got := completions(t, h); got != len(tasks) {
 		t.Errorf("completions counted %d, want %d", got, len(tasks))
 	}
+	// The worker's own measurements count every step it ran, with no span
+	// recorded: its submissions (transition and event) and handler runs.
+	steps := 2 * len(tasks)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"tasker_step_state_transitions_total", map[string]string{"from_state": "in_progress", "to_state": "enqueued_for_orchestration"}},
+		{"tasker_step_state_transitions_total", map[string]string{"from_state": "enqueued", "to_state": "in_progress"}},
+		{"tasker_events_total", map[string]string{"event": string(lifecycle.EventStepResultSubmitted)}},
+		{"tasker_events_total", map[string]string{"event": string(lifecycle.EventStepHandle)}},
+		{"tasker_step_attempts_total", map[string]string{"outcome": "success"}},
+	} {
+		if got := counted(t, h, c.name, c.labels); got != steps {
+			t.Errorf("%s %v = %d, want %d (one per step run)", c.name, c.labels, got, steps)
+		}
+	}
+}
+
+// counted sums the series of counter name whose labels include labels.
+func counted(t *testing.T, h *enginetest.Harness, name string, labels map[string]string) int {
+	t.Helper()
+	mfs, err := h.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			n += int(m.GetCounter().GetValue())
+		}
+	}
+	return n
 }
 
 func completions(t *testing.T, h *enginetest.Harness) int {

@@ -1,0 +1,64 @@
+package worker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/tasker/tasker/worker"
+)
+
+// BenchmarkObserverStep: what the OTel observer costs the worker per step
+// (claim, handler, submission, end), with its metrics recorded, when the
+// step's trace is not recorded (tracing off, or a trace the sampler left
+// out) and when it is.
+func BenchmarkObserverStep(b *testing.B) {
+	step := &worker.Step{TaskUUID: uuid.Must(uuid.NewV7()), StepUUID: uuid.Must(uuid.NewV7()), CorrelationID: uuid.Must(uuid.NewV7()),
+		Namespace: "bench", Name: "only", Handler: "bench.noop", Attempt: 1,
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}
+	sampled := *step
+	sampled.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	run := func(b *testing.B, obs *worker.OTelObserver, s *worker.Step) {
+		b.ReportAllocs()
+		for range b.N {
+			ctx, span := obs.StepClaimed(context.Background(), s)
+			span.BeforeHandle(ctx)
+			span.BeforeSubmit(ctx)
+			_ = span.TraceParent()
+			span.End("success", time.Millisecond, nil)
+		}
+	}
+	meters := sdkmetric.NewMeterProvider()
+	b.Cleanup(func() { _ = meters.Shutdown(context.Background()) })
+	b.Run("tracing=off", func(b *testing.B) {
+		obs, err := worker.NewOTelObserver(tracenoop.NewTracerProvider(), meters)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, obs, step)
+	})
+	b.Run("trace=unsampled", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider()
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		obs, err := worker.NewOTelObserver(tp, meters)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, obs, step)
+	})
+	b.Run("trace=sampled", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider() // no exporter: spans are recorded, then dropped
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		obs, err := worker.NewOTelObserver(tp, metricnoop.NewMeterProvider())
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, obs, &sampled)
+	})
+}
