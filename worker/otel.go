@@ -108,10 +108,10 @@ func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Contex
 }
 
 type otelStepSpan struct {
-	o       *OTelObserver
-	step    *Step
-	ctx     context.Context
-	span    trace.Span
+	o    *OTelObserver
+	step *Step
+	ctx  context.Context
+	span trace.Span
 	// rec: the step's span is recorded; base are then its attributes.
 	rec     bool
 	base    []attribute.KeyValue
