@@ -235,11 +235,11 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 		}
 		s.submit.End(trace.WithTimestamp(now.Add(time.Microsecond)))
 	}
-	if err != nil && s.rec {
-		s.span.RecordError(err, trace.WithAttributes(s.base...))
-		s.span.SetStatus(codes.Error, err.Error())
-	}
 	if s.rec {
+		if err != nil {
+			s.span.RecordError(err, trace.WithAttributes(s.base...))
+			s.span.SetStatus(codes.Error, err.Error())
+		}
 		s.span.SetAttributes(attribute.String("outcome", label))
 	}
 	s.span.End(trace.WithTimestamp(end))

@@ -76,7 +76,16 @@ func (c *creates) add(pc *pendingCreate) {
 // transaction need not (a creation batch's lookups in one round trip
 // instead of one per task). It also reads the transaction's start time.
 func (s *Store) TaskIdentitiesTx(ctx context.Context, tx Tx, hashes []string) error {
-	c := tx.tx
+	if err := tx.tx.lookUpIdentities(ctx, hashes); err != nil {
+		return fmt.Errorf("look up task identities: %w", err)
+	}
+	return nil
+}
+
+// lookUpIdentities fills c.identities for the hashes it does not hold yet,
+// and reads the transaction's start time if it was not read yet, in one
+// round trip (none when there is nothing to read).
+func (c *txConn) lookUpIdentities(ctx context.Context, hashes []string) error {
 	var missing []string
 	for _, h := range hashes {
 		if _, ok := c.identities[h]; !ok {
@@ -86,9 +95,9 @@ func (s *Store) TaskIdentitiesTx(ctx context.Context, tx Tx, hashes []string) er
 	if len(missing) == 0 && !c.now.IsZero() {
 		return nil
 	}
-	found, err := c.lookupIdentities(ctx, missing)
+	found, err := c.readIdentities(ctx, missing)
 	if err != nil {
-		return fmt.Errorf("look up task identities: %w", err)
+		return err
 	}
 	if c.identities == nil {
 		c.identities = make(map[string]*Task, len(missing))
@@ -116,11 +125,11 @@ type extraColumns struct {
 
 func (r extraColumns) Scan(dest ...any) error { return r.Row.Scan(append(dest, r.extra...)...) }
 
-// lookupIdentities reads the committed or flushed tasks with these identity
+// readIdentities reads the committed or flushed tasks with these identity
 // hashes (none when hashes is empty), and the transaction's start time if
 // it was not read yet, in one round trip. It does not apply the buffer: a
 // task still pending in it is found there.
-func (c *txConn) lookupIdentities(ctx context.Context, hashes []string) ([]identityTask, error) {
+func (c *txConn) readIdentities(ctx context.Context, hashes []string) ([]identityTask, error) {
 	b := &pgx.Batch{}
 	if c.now.IsZero() {
 		b.Queue(`SELECT now()`)
@@ -168,21 +177,10 @@ func (s *Store) taskCreateDeferred(ctx context.Context, tx Tx, nt NewTask) (Task
 	// The transaction's start time is every row's created_at, as the
 	// column default would make it; a task with this identity committed or
 	// flushed earlier is returned instead.
-	existing, looked := c.identities[nt.IdentityHash]
-	if !looked || c.now.IsZero() {
-		var hashes []string
-		if !looked {
-			hashes = []string{nt.IdentityHash}
-		}
-		found, err := c.lookupIdentities(ctx, hashes)
-		if err != nil {
-			return Task{}, nil, false, fmt.Errorf("create task: %w", err)
-		}
-		if len(found) > 0 {
-			existing = &found[0].Task
-		}
+	if err := c.lookUpIdentities(ctx, []string{nt.IdentityHash}); err != nil {
+		return Task{}, nil, false, fmt.Errorf("create task: %w", err)
 	}
-	if existing != nil {
+	if existing := c.identities[nt.IdentityHash]; existing != nil {
 		return *existing, nil, false, nil
 	}
 	t, steps := newTaskRows(nt, c.now)
