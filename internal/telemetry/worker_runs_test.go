@@ -301,12 +301,23 @@ steps:
 	})
 	id := h.Submit(orchestration.TaskRequest{Namespace: "declines", Name: "charge"}).UUID
 	h.WaitTask(id, 30*time.Second, lifecycle.TaskError)
-	var found int
-	for _, s := range h.Spans.GetSpans() {
-		a := attrMap(s.Attributes)
-		if s.Name != "step_state_transition" || a["task_uuid"] != id.String() || a["to_state"] != string(lifecycle.StepError) {
-			continue
+	// The spans are published just after the commit that the state shows.
+	intoError := func() []tracetest.SpanStub {
+		var out []tracetest.SpanStub
+		for _, s := range h.Spans.GetSpans() {
+			a := attrMap(s.Attributes)
+			if s.Name == "step_state_transition" && a["task_uuid"] == id.String() && a["to_state"] == string(lifecycle.StepError) {
+				out = append(out, s)
+			}
 		}
+		return out
+	}
+	enginetest.Eventually(t, 10*time.Second, "the step_state_transition span into error exported", func() bool {
+		return len(intoError()) > 0
+	})
+	var found int
+	for _, s := range intoError() {
+		a := attrMap(s.Attributes)
 		found++
 		if a["reason"] != "handler failed" || a["why_final"] != "error is not retryable" || a["error"] != "card declined" {
 			t.Errorf("step_state_transition into error has %v; want reason, why_final and error", a)
