@@ -57,6 +57,7 @@ Environment:
   TASKER_TELEMETRY_TRACING_ENABLED  true to export traces (default false)
   TASKER_TELEMETRY_OTLP_ENDPOINT    OTLP endpoint: host:port for grpc, http://host:port for http/protobuf
   TASKER_TELEMETRY_OTLP_PROTOCOL    grpc or http/protobuf (default grpc)
+  TASKER_TELEMETRY_OTLP_ENCODER     tasker (its own OTLP encoder) or sdk (the OpenTelemetry SDK's exporters) (default tasker)
   OTEL_EXPORTER_OTLP_*              the standard OpenTelemetry exporter variables
   OTEL_SERVICE_NAME                 service name in traces (default tasker-example-worker)
   GOGC                              garbage collector target (default 400)
@@ -97,6 +98,7 @@ func run() error {
 	tel, err := telemetry.NewProvider(ctx, telemetry.Options{
 		ServiceName: env("OTEL_SERVICE_NAME", "tasker-example-worker"), TracingEnabled: tracing,
 		OTLPEndpoint: os.Getenv("TASKER_TELEMETRY_OTLP_ENDPOINT"), OTLPProtocol: env("TASKER_TELEMETRY_OTLP_PROTOCOL", "grpc"),
+		OTLPEncoder:    env("TASKER_TELEMETRY_OTLP_ENCODER", "tasker"),
 		MetricsEnabled: true, Logger: logger,
 	})
 	if err != nil {

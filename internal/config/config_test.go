@@ -81,6 +81,7 @@ func TestValidationNamesTheBadKey(t *testing.T) {
 		"TASKER_ORCHESTRATOR_RESULT_LOOPS=33":       "orchestrator.result_loops",
 		"TASKER_LOG_LEVEL=loud":                     "log.level",
 		"TASKER_TELEMETRY_OTLP_PROTOCOL=carrier":    "telemetry.otlp_protocol",
+		"TASKER_TELEMETRY_OTLP_ENCODER=fast":        "telemetry.otlp_encoder",
 		"TASKER_AUTH_ENABLED=true":                  "auth.keys",
 		"TASKER_TELEMETRY_TRACE_SAMPLE_RATIO=2":     "telemetry.trace_sample_ratio",
 		"TASKER_TELEMETRY_TRACE_SAMPLE_RATIO=most":  "TASKER_TELEMETRY_TRACE_SAMPLE_RATIO",

@@ -118,6 +118,7 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Daemon
 	d.telemetry, err = telemetry.NewProvider(ctx, telemetry.Options{
 		ServiceName: cfg.Telemetry.ServiceName, TracingEnabled: cfg.Telemetry.TracingEnabled,
 		OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPProtocol: cfg.Telemetry.OTLPProtocol,
+		OTLPEncoder:      cfg.Telemetry.OTLPEncoder,
 		TraceSampleRatio: &cfg.Telemetry.TraceSampleRatio, MetricsEnabled: cfg.Telemetry.MetricsEnabled, Logger: logger,
 	})
 	if err != nil {

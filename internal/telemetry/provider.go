@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/otlptranslator"
+	"github.com/tasker/tasker/internal/otlpwire"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -42,6 +43,11 @@ type Options struct {
 	// OTEL_EXPORTER_OTLP_* environment, which is honoured otherwise.
 	OTLPEndpoint string
 	OTLPProtocol string
+	// OTLPEncoder chooses the span exporter: "tasker" or "" (internal/otlpwire,
+	// its own protobuf encoder) or "sdk" (the OpenTelemetry SDK's exporters).
+	// otlpwire hands over to the SDK's when the environment names TLS
+	// certificate files, which it does not read.
+	OTLPEncoder string
 	// SpanExporter, when set, replaces OTLP (tests record spans in memory).
 	SpanExporter sdktrace.SpanExporter
 	// SyncExport exports each span as it ends (tests); default batches.
@@ -157,6 +163,20 @@ func newOTLPExporter(ctx context.Context, opts Options) (sdktrace.SpanExporter, 
 	if proto == "" {
 		proto = "grpc"
 	}
+	switch opts.OTLPEncoder {
+	case "", EncoderTasker:
+		cfg, unsupported, err := otlpwire.Resolve(proto, opts.OTLPEndpoint, os.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("otlp exporter: %w", err)
+		}
+		if unsupported == "" {
+			return otlpwire.New(cfg)
+		}
+		opts.Logger.Info("otlp exporter: using the OpenTelemetry SDK's, which reads TLS certificate files", "reason", unsupported)
+	case EncoderSDK:
+	default:
+		return nil, fmt.Errorf("unknown OTLP encoder %q (want %s or %s)", opts.OTLPEncoder, EncoderTasker, EncoderSDK)
+	}
 	switch proto {
 	case "grpc":
 		var o []otlptracegrpc.Option
@@ -181,6 +201,12 @@ func newOTLPExporter(ctx context.Context, opts Options) (sdktrace.SpanExporter, 
 	}
 	return nil, fmt.Errorf("unknown OTLP protocol %q", proto)
 }
+
+// The span exporters Options.OTLPEncoder chooses from.
+const (
+	EncoderTasker = "tasker"
+	EncoderSDK    = "sdk"
+)
 
 // Publisher returns the journal publisher.
 func (p *Provider) Publisher() *Publisher { return p.publisher }
