@@ -124,6 +124,7 @@ func sdkRequest(t testing.TB, spans []sdktrace.ReadOnlySpan) *coltracepb.ExportT
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer exp.Shutdown(context.Background())
 	if err := exp.ExportSpans(context.Background(), spans); err != nil {
 		t.Fatal(err)
 	}

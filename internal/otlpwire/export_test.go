@@ -114,6 +114,7 @@ func TestHTTPExportReportsRejectionsAndGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer x.Shutdown(context.Background())
 	err = x.ExportSpans(context.Background(), spans)
 	if err == nil || !strings.Contains(err.Error(), "400 Bad Request") || !strings.Contains(err.Error(), "bad span data") {
 		t.Fatalf("400 should fail at once, naming the status and the body: %v", err)
@@ -123,6 +124,7 @@ func TestHTTPExportReportsRejectionsAndGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer y.Shutdown(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()
 	err = y.ExportSpans(ctx, spans)
@@ -199,9 +201,7 @@ func TestGRPCExportReachesACollector(t *testing.T) {
 }
 
 func TestGRPCExportFailsOnWhatCannotBeRetried(t *testing.T) {
-	c := &collector{}
-	addr := startCollector(t, c)
-	// A collector without the trace service answers Unimplemented.
+	// A gRPC server without the trace service answers Unimplemented.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,6 @@ func TestGRPCExportFailsOnWhatCannotBeRetried(t *testing.T) {
 	s := grpc.NewServer()
 	go s.Serve(ln) // ends at s.Stop below
 	defer s.Stop()
-	_ = addr
 	x, err := New(Config{Protocol: ProtocolGRPC, Endpoint: ln.Addr().String(), Insecure: true})
 	if err != nil {
 		t.Fatal(err)
