@@ -330,6 +330,7 @@ func openPool(ctx context.Context, db config.Database, logger *slog.Logger) (*pg
 	pc.ConnConfig.RuntimeParams["application_name"] = "tasker-orchestrator"
 	store.WithNotifyAfterCommit(pc)
 	store.WithBinaryUUIDs(pc)
+	store.WithoutJIT(pc)
 	wait := db.ConnectWait.Duration
 	start := time.Now()
 	for attempt := 1; ; attempt++ {

@@ -88,7 +88,7 @@ func New(t testing.TB, opts Options) *Harness {
 	h.Pool = testdb.Pool(t, h.URL)
 	// The engine's own pool is configured as the daemon's is: queue
 	// wake-ups after commit.
-	h.Store = store.New(testdb.Pool(t, h.URL, store.WithNotifyAfterCommit, store.WithBinaryUUIDs))
+	h.Store = store.New(testdb.Pool(t, h.URL, store.WithNotifyAfterCommit, store.WithBinaryUUIDs, store.WithoutJIT))
 	h.Spans = tracetest.NewInMemoryExporter()
 	h.Registry = prometheus.NewRegistry()
 	ctx := context.Background()

@@ -76,6 +76,13 @@ func WithNotifyAfterCommit(cfg *pgxpool.Config) {
 	cfg.ConnConfig.RuntimeParams[NotifySetting] = "after_commit"
 }
 
+// WithoutJIT turns Postgres's JIT compilation off for the pool's sessions.
+// The engine's statements touch a few dozen rows each, through generic plans
+// whose cost estimates can pass jit_above_cost for large templates; they were
+// then compiled on every run, 8 ms for 0.6 ms of work, while task locks were
+// held (migration 00032, docs/performance.md).
+func WithoutJIT(cfg *pgxpool.Config) { cfg.ConnConfig.RuntimeParams["jit"] = "off" }
+
 // WithBinaryUUIDs makes the pool's connections send and receive
 // github.com/google/uuid values in binary form (internal/pgxuuid): pgx
 // otherwise encodes them as text through driver.Valuer, 15 % of the
