@@ -60,7 +60,7 @@ func New(cfg Config) (*Exporter, error) {
 		if cfg.Insecure {
 			creds = insecure.NewCredentials()
 		}
-		conn, err := grpc.NewClient(cfg.Endpoint, grpc.WithTransportCredentials(creds))
+		conn, err := grpc.NewClient(cfg.Endpoint, grpc.WithTransportCredentials(creds), grpc.WithUserAgent(userAgent))
 		if err != nil {
 			return nil, fmt.Errorf("otlp grpc endpoint %q: %w", cfg.Endpoint, err)
 		}
@@ -107,6 +107,14 @@ func (x *Exporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpa
 			x.buf = nil
 		}
 	}()
+	if _, ok := ctx.Deadline(); !ok {
+		// The batch span processor gives each export a deadline; a caller
+		// that does not (a simple span processor) must not wait for ever
+		// on a collector that is down.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, MaxRetryTime)
+		defer cancel()
+	}
 	return retry(ctx, func(ctx context.Context) (time.Duration, error) {
 		actx, cancel := context.WithTimeout(ctx, x.cfg.Timeout)
 		defer cancel()
@@ -124,6 +132,12 @@ func (x *Exporter) Shutdown(ctx context.Context) error {
 	x.stopped = true
 	return x.stop()
 }
+
+// MaxRetryTime bounds an export's retries when its context has no deadline.
+const MaxRetryTime = 30 * time.Second
+
+// userAgent names the exporter to collectors.
+const userAgent = "tasker-otlpwire/1"
 
 // retryableError is a failure OTLP allows to retry, after wait when the
 // server said how long.
@@ -166,6 +180,7 @@ func (x *Exporter) sendHTTP(ctx context.Context, client *http.Client, body []byt
 		return fmt.Errorf("otlp http export: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("User-Agent", userAgent)
 	if x.cfg.Gzip {
 		req.Header.Set("Content-Encoding", "gzip")
 	}

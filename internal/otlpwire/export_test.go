@@ -94,7 +94,7 @@ func TestHTTPExportRetriesWhatOTLPAllowsAndSendsHeadersAndGzip(t *testing.T) {
 		t.Fatalf("collector got %d spans, want %d", n, len(spans))
 	}
 	if hdr.Get("Authorization") != "Bearer t0ken" || hdr.Get("Content-Type") != "application/x-protobuf" ||
-		hdr.Get("Content-Encoding") != "gzip" {
+		hdr.Get("Content-Encoding") != "gzip" || !strings.HasPrefix(hdr.Get("User-Agent"), "tasker-otlpwire/") {
 		t.Fatalf("headers %v", hdr)
 	}
 }
