@@ -334,48 +334,18 @@ func (e *encoder) anyValue(v attribute.Value) {
 	case attribute.FLOAT64:
 		e.oneofDouble(v.AsFloat64())
 	case attribute.BOOLSLICE:
-		a := e.begin(fAnyArray)
-		for _, x := range v.AsBoolSlice() {
-			m := e.begin(fArrayValues)
-			e.oneofBool(x)
-			e.end(m)
-		}
-		e.end(a)
+		appendArray(e, v.AsBoolSlice(), (*encoder).oneofBool)
 	case attribute.INT64SLICE:
-		a := e.begin(fAnyArray)
-		for _, x := range v.AsInt64Slice() {
-			m := e.begin(fArrayValues)
-			e.oneofInt(x)
-			e.end(m)
-		}
-		e.end(a)
+		appendArray(e, v.AsInt64Slice(), (*encoder).oneofInt)
 	case attribute.FLOAT64SLICE:
-		a := e.begin(fAnyArray)
-		for _, x := range v.AsFloat64Slice() {
-			m := e.begin(fArrayValues)
-			e.oneofDouble(x)
-			e.end(m)
-		}
-		e.end(a)
+		appendArray(e, v.AsFloat64Slice(), (*encoder).oneofDouble)
 	case attribute.STRINGSLICE:
-		a := e.begin(fAnyArray)
-		for _, x := range v.AsStringSlice() {
-			m := e.begin(fArrayValues)
-			e.oneofString(x)
-			e.end(m)
-		}
-		e.end(a)
+		appendArray(e, v.AsStringSlice(), (*encoder).oneofString)
 	case attribute.BYTESLICE:
 		e.b = protowire.AppendTag(e.b, fAnyBytes, protowire.BytesType)
 		e.b = protowire.AppendBytes(e.b, v.AsByteSlice())
 	case attribute.SLICE:
-		a := e.begin(fAnyArray)
-		for _, x := range v.AsSlice() {
-			m := e.begin(fArrayValues)
-			e.anyValue(x)
-			e.end(m)
-		}
-		e.end(a)
+		appendArray(e, v.AsSlice(), (*encoder).anyValue)
 	case attribute.MAP:
 		a := e.begin(fAnyKvlist)
 		for _, kv := range v.AsMap() {
@@ -386,6 +356,18 @@ func (e *encoder) anyValue(v attribute.Value) {
 	default:
 		e.oneofString("INVALID") // as the SDK's exporters do
 	}
+}
+
+// appendArray writes an ArrayValue of xs, each element an AnyValue written
+// by put.
+func appendArray[T any](e *encoder, xs []T, put func(*encoder, T)) {
+	a := e.begin(fAnyArray)
+	for _, x := range xs {
+		m := e.begin(fArrayValues)
+		put(e, x)
+		e.end(m)
+	}
+	e.end(a)
 }
 
 func (e *encoder) oneofString(s string) {
