@@ -46,7 +46,7 @@ func sampleSpans(t testing.TB) []sdktrace.ReadOnlySpan {
 	mk := func(res *resource.Resource) *sdktrace.TracerProvider {
 		return sdktrace.NewTracerProvider(sdktrace.WithSyncer(rec), sdktrace.WithResource(res),
 			sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{
-				AttributeValueLengthLimit: -1, AttributeCountLimit: 12, EventCountLimit: 3, LinkCountLimit: 2,
+				AttributeValueLengthLimit: -1, AttributeCountLimit: 15, EventCountLimit: 3, LinkCountLimit: 2,
 				AttributePerEventCountLimit: 4, AttributePerLinkCountLimit: 2,
 			}))
 	}
@@ -78,7 +78,9 @@ func sampleSpans(t testing.TB) []sdktrace.ReadOnlySpan {
 			attribute.Int64("zero", 0), attribute.Int64("neg", -7), attribute.Int64("big", 1<<62), attribute.Float64("pi", 3.14159),
 			attribute.Float64("fzero", 0), attribute.BoolSlice("bs", []bool{true, false}), attribute.Int64Slice("is", []int64{1, -2, 0}),
 			attribute.Float64Slice("fs", []float64{0.5, -1}), attribute.StringSlice("ss", []string{"a", "", "c"}),
-			attribute.String("long", long),
+			attribute.String("long", long), attribute.ByteSlice("bytes", []byte{0, 1, 2}),
+			attribute.Slice("mixed", attribute.IntValue(1), attribute.StringValue("two"), attribute.SliceValue(attribute.BoolValue(false))),
+			attribute.Map("map", attribute.String("k", "v"), attribute.Map("inner", attribute.Int("n", 0))),
 		),
 		trace.WithLinks(trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
 			TraceID: trace.TraceID{9}, SpanID: trace.SpanID{8}, TraceFlags: trace.FlagsSampled}),
