@@ -46,7 +46,7 @@ func sampleSpans(t testing.TB) []sdktrace.ReadOnlySpan {
 	mk := func(res *resource.Resource) *sdktrace.TracerProvider {
 		return sdktrace.NewTracerProvider(sdktrace.WithSyncer(rec), sdktrace.WithResource(res),
 			sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{
-				AttributeValueLengthLimit: -1, AttributeCountLimit: 15, EventCountLimit: 3, LinkCountLimit: 2,
+				AttributeValueLengthLimit: -1, AttributeCountLimit: 18, EventCountLimit: 3, LinkCountLimit: 2,
 				AttributePerEventCountLimit: 4, AttributePerLinkCountLimit: 2,
 			}))
 	}
@@ -85,7 +85,7 @@ func sampleSpans(t testing.TB) []sdktrace.ReadOnlySpan {
 		trace.WithLinks(trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
 			TraceID: trace.TraceID{9}, SpanID: trace.SpanID{8}, TraceFlags: trace.FlagsSampled}),
 			Attributes: []attribute.KeyValue{attribute.String("link", "a"), attribute.Int("n", 1), attribute.Int("over", 2)}}))
-	root.SetAttributes(attribute.Int("a1", 1), attribute.Int("a2", 2)) // beyond the count limit: dropped
+	root.SetAttributes(attribute.Int("a1", 1), attribute.Int("a2", 2)) // the second is beyond the count limit: dropped
 	for i := range 5 {                                                 // beyond the event limit: dropped
 		root.AddEvent("event", trace.WithTimestamp(at.Add(time.Duration(i)*time.Millisecond)),
 			trace.WithAttributes(attribute.Int("i", i), attribute.String("k1", "v"), attribute.String("k2", "v"),
