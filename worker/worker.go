@@ -372,6 +372,7 @@ func (w *Worker) Stop() {
 func (w *Worker) readLoop(ctx context.Context, ns string) {
 	q, _ := queue.WorkerQueue(ns)
 	failures := 0
+	backlog := false // the last read came back full
 	for ctx.Err() == nil {
 		// Take at least one slot before reading, so we never claim a step we
 		// cannot start at once.
@@ -380,17 +381,19 @@ func (w *Worker) readLoop(ctx context.Context, ns string) {
 			return
 		case w.slots <- struct{}{}:
 		}
-		free := 1
-	more:
-		for free < w.cfg.BatchSize {
-			select {
-			case w.slots <- struct{}{}:
-				free++
-			default:
-				break more
-			}
+		free := 1 + w.takeFreeSlots(w.cfg.BatchSize-1)
+		if backlog && free < w.cfg.BatchSize {
+			// Steps are waiting and most slots are busy. The slots of a
+			// batch of results come free together as their submission
+			// commits, but one goroutine at a time: gather them while they
+			// keep coming rather than read and claim a step or two per
+			// round trip (each read and claim has a fixed cost). Slots that
+			// come free one by one, as long handlers end, are not waited
+			// for beyond one short gap.
+			free += gatherSlots(ctx, w.slots, w.cfg.BatchSize-free, slotGatherGap, slotGatherMax)
 		}
 		n, read, err := w.readOnce(ctx, ns, q, free)
+		backlog = err == nil && read == free
 		if n < free {
 			for i := n; i < free; i++ {
 				<-w.slots
@@ -425,6 +428,51 @@ func (w *Worker) readLoop(ctx context.Context, ns string) {
 			t.Stop()
 		}
 	}
+}
+
+// Slot gathering under a backlog (readLoop): a slot that comes free within
+// slotGatherGap of the previous one is taken, for at most slotGatherMax.
+// The slots of a batch of results come free within microseconds of each
+// other; a long handler's do not, and cost at most one gap.
+const (
+	slotGatherGap = 200 * time.Microsecond
+	slotGatherMax = 2 * time.Millisecond
+)
+
+// takeFreeSlots takes up to n slots that are free now and says how many.
+func (w *Worker) takeFreeSlots(n int) int {
+	for i := 0; i < n; i++ {
+		select {
+		case w.slots <- struct{}{}:
+		default:
+			return i
+		}
+	}
+	return n
+}
+
+// gatherSlots takes up to n slots as they come free, while each comes
+// within gap of the one before and for at most max in all, and says how
+// many it took.
+func gatherSlots(ctx context.Context, slots chan<- struct{}, n int, gap, max time.Duration) int {
+	deadline := time.Now().Add(max)
+	t := time.NewTimer(gap)
+	defer t.Stop()
+	for i := 0; i < n; i++ {
+		select {
+		case slots <- struct{}{}:
+			left := time.Until(deadline)
+			if left <= 0 {
+				return i + 1
+			}
+			t.Reset(min(gap, left))
+		case <-t.C:
+			return i
+		case <-ctx.Done():
+			return i
+		}
+	}
+	return n
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
