@@ -373,10 +373,14 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 				ph.end = later(ph.end, end)
 			}
 			lastEnd = later(lastEnd, end)
+			// One attribute slice for the span and its events: the SDK
+			// copies what it is given.
+			ea := eventAttrs(r)
 			_, s := p.tracer.Start(pctx, "step_state_transition", trace.WithTimestamp(r.At),
-				trace.WithAttributes(append(eventAttrs(r), whyAttrs(r)...)...))
+				trace.WithAttributes(append(ea[:len(ea):len(ea)], whyAttrs(r)...)...))
+			evAttrs := trace.WithAttributes(ea...)
 			for _, ev := range stepEvents(r) {
-				s.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
+				s.AddEvent(string(ev), trace.WithTimestamp(r.At), evAttrs)
 			}
 			if r.To == string(lifecycle.StepError) {
 				s.SetStatus(codes.Error, firstOf(r.Error, r.Final, r.Reason))
@@ -422,8 +426,11 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 	for _, e := range own {
 		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
 	}
-	for _, ev := range taskEvents(r) {
-		span.AddEvent(string(ev), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
+	if evs := taskEvents(r); len(evs) > 0 {
+		evAttrs := trace.WithAttributes(eventAttrs(r)...)
+		for _, ev := range evs {
+			span.AddEvent(string(ev), trace.WithTimestamp(r.At), evAttrs)
+		}
 	}
 	span.End(trace.WithTimestamp(later(spanEnd(start, r.At), childEnd)))
 	// Root events (workflow.task_completed/failed) are recorded after the
