@@ -17,29 +17,7 @@ import (
 // it: the step's completion, the task's evaluation and the next step's
 // dispatch (five transitions, their events).
 func BenchmarkPublishMetrics(b *testing.B) {
-	ctx := context.Background()
-	p, err := telemetry.NewProvider(ctx, telemetry.Options{MetricsEnabled: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = p.Shutdown(ctx) })
-	pub := p.Publisher()
-	task := telemetry.TaskRef{UUID: uuid.New(), Namespace: "bench", Name: "linear4", CreatedAt: time.Now()}
-	done := telemetry.StepRef{UUID: uuid.New(), Name: "a", Handler: "bench.noop", Attempt: 1}
-	next := telemetry.StepRef{UUID: uuid.New(), Name: "b", Handler: "bench.noop", Attempt: 1}
-	j := telemetry.NewJournal(nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		j.Reset()
-		at := j.Now()
-		j.StepTransition(task, done, lifecycle.StepEnqueuedForOrchestration, lifecycle.StepComplete, at)
-		j.TaskTransition(task, lifecycle.TaskStepsInProcess, lifecycle.TaskEvaluatingResults, lifecycle.TaskStepResultReceived, at)
-		j.Event(lifecycle.EventWorkflowStepCompleted, task, &done)
-		j.TaskTransition(task, lifecycle.TaskEvaluatingResults, lifecycle.TaskEnqueuingSteps, lifecycle.TaskReadyStepsFound, at)
-		j.StepTransition(task, next, lifecycle.StepPending, lifecycle.StepEnqueued, at)
-		j.TaskTransition(task, lifecycle.TaskEnqueuingSteps, lifecycle.TaskStepsInProcess, lifecycle.TaskStepsEnqueued, at)
-		pub.Publish(ctx, j)
-	}
+	benchmarkPublishRound(b, telemetry.Options{MetricsEnabled: true})
 }
 
 // discard is a span exporter that keeps nothing.
@@ -52,8 +30,15 @@ func (discard) Shutdown(context.Context) error                             { ret
 // recorded (the spans and span events DESIGN §4 asks for), exported to
 // nowhere: what building them costs.
 func BenchmarkPublishTraced(b *testing.B) {
+	benchmarkPublishRound(b, telemetry.Options{MetricsEnabled: true, SpanExporter: discard{}})
+}
+
+// benchmarkPublishRound publishes one linear4 round per iteration through a
+// provider built with opts. The task is sampled, so that with a span
+// exporter every span is recorded.
+func benchmarkPublishRound(b *testing.B, opts telemetry.Options) {
 	ctx := context.Background()
-	p, err := telemetry.NewProvider(ctx, telemetry.Options{MetricsEnabled: true, SpanExporter: discard{}})
+	p, err := telemetry.NewProvider(ctx, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
