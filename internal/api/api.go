@@ -82,6 +82,7 @@ type route struct {
 func (s *Server) routes() []route {
 	return []route{
 		{"POST", "/v1/tasks", PermWrite, s.createTask},
+		{"POST", "/v1/tasks/batch", PermWrite, s.createTasks},
 		{"GET", "/v1/tasks", PermRead, s.listTasks},
 		{"GET", "/v1/tasks/{task_uuid}", PermRead, s.getTask},
 		{"POST", "/v1/tasks/{task_uuid}/cancel", PermWrite, s.cancelTask},
@@ -321,25 +322,32 @@ func writeError(w http.ResponseWriter, status int, code, msg, field string) {
 // fail maps a domain error to its HTTP status; unknown errors are logged
 // and answered without their text (it may hold SQL).
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, d := s.errorFor(r, err)
+	writeError(w, status, d.Code, d.Message, d.Field)
+}
+
+// errorFor is the HTTP status and error body of a domain error (fail's
+// mapping; a batch submission uses it for each failed task).
+func (s *Server) errorFor(r *http.Request, err error) (int, errorDetail) {
 	var fe *orchestration.FieldError
 	switch {
 	case errors.As(err, &fe):
-		writeError(w, http.StatusBadRequest, "invalid_request", fe.Error(), fe.Field)
+		return http.StatusBadRequest, errorDetail{"invalid_request", fe.Error(), fe.Field}
 	case errors.Is(err, orchestration.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error(), "")
+		return http.StatusBadRequest, errorDetail{"invalid_request", err.Error(), ""}
 	case errors.Is(err, orchestration.ErrUnknownTarget):
-		writeError(w, http.StatusNotFound, "unknown_template", err.Error(), "")
+		return http.StatusNotFound, errorDetail{"unknown_template", err.Error(), ""}
 	case errors.Is(err, orchestration.ErrNotFound), errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error(), "")
+		return http.StatusNotFound, errorDetail{"not_found", err.Error(), ""}
 	case errors.Is(err, orchestration.ErrWrongState):
-		writeError(w, http.StatusConflict, "wrong_state", err.Error(), "")
+		return http.StatusConflict, errorDetail{"wrong_state", err.Error(), ""}
 	case errors.Is(err, store.ErrConflict), errors.Is(err, orchestration.ErrConflict):
-		writeError(w, http.StatusConflict, "conflict", err.Error(), "")
+		return http.StatusConflict, errorDetail{"conflict", err.Error(), ""}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusServiceUnavailable, "timeout", "the request was cancelled or timed out", "")
+		return http.StatusServiceUnavailable, errorDetail{"timeout", "the request was cancelled or timed out", ""}
 	default:
 		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeError(w, http.StatusInternalServerError, "internal", "internal error; see the orchestrator log", "")
+		return http.StatusInternalServerError, errorDetail{"internal", "internal error; see the orchestrator log", ""}
 	}
 }
 

@@ -16,6 +16,7 @@ var routeDocs = map[string]struct {
 	Query   []string
 }{
 	"POST /v1/tasks":                                 {"Submit a task (an instance of a registered template). A repeated idempotency key returns the existing task with 200, or 409 when the request differs from the first one.", "TaskRequest", "Task", "201", nil},
+	"POST /v1/tasks/batch":                           {"Submit up to 1000 tasks in one request, created together in shared transactions. Each task request is answered in its place with the status POST /v1/tasks would give it: 201 with the task, 200 with the task its idempotency key created before, or an error status whose field names the request (tasks[3].context); one bad request does not fail the others. The Idempotency-Key header does not apply: each request carries its own idempotency_key.", "TaskBatch", "TaskBatchResult", "200", nil},
 	"GET /v1/tasks":                                  {"List tasks, newest first, with filters and cursor paging.", "", "TaskList", "200", []string{"namespace", "name", "state", "initiator", "created_after", "created_before", "limit", "cursor"}},
 	"GET /v1/tasks/{task_uuid}":                      {"Get a task with its steps (states, attempts, results, errors); include=transitions adds the transition history.", "", "Task", "200", []string{"include"}},
 	"POST /v1/tasks/{task_uuid}/cancel":              {"Cancel a task that has not finished; its unfinished steps are cancelled.", "TaskAction", "Task", "200", nil},
@@ -157,6 +158,13 @@ func schemas() map[string]any {
 			"updated_at": timeStr, "completed_at": timeStr, "steps": map[string]any{"type": "array", "items": ref("Step")},
 			"step_counts": map[string]any{"type": "object", "additionalProperties": integer},
 			"transitions": map[string]any{"type": "array", "items": anyObj}}),
+		"TaskBatch": obj(map[string]any{"tasks": map[string]any{"type": "array", "items": ref("TaskRequest"), "minItems": 1, "maxItems": MaxBatchTasks}}, "tasks"),
+		"TaskBatchResult": obj(map[string]any{
+			"results": map[string]any{"type": "array", "description": "one per task request, in the order of the requests", "items": obj(map[string]any{
+				"index": integer, "status": map[string]any{"type": "integer", "description": "the status POST /v1/tasks would have answered this request with"},
+				"task": ref("Task"), "idempotent_replay": boolean,
+				"error": obj(map[string]any{"code": str, "message": str, "field": str}, "code", "message")}, "index", "status")},
+			"created": integer, "replayed": integer, "failed": integer}, "results", "created", "replayed", "failed"),
 		"TaskList":       obj(map[string]any{"tasks": map[string]any{"type": "array", "items": ref("Task")}, "next_cursor": str}),
 		"TaskAction":     obj(map[string]any{"reason": str}),
 		"StepAction":     obj(map[string]any{"reason": str, "result": map[string]any{}}),

@@ -286,6 +286,44 @@ func (e *Engine) CreateTask(ctx context.Context, req TaskRequest) (store.Task, b
 	return e.createTask(ctx, req, nil)
 }
 
+// CreateResult is the outcome of one request of CreateTasks: the task and
+// whether this request created it (false: its idempotency key was seen
+// before, and Task is that task), or the request's error.
+type CreateResult struct {
+	Task    store.Task
+	Created bool
+	Err     error
+}
+
+// CreateTasks is CreateTask for several requests at once (the API's batch
+// submission). Each request is validated alone, so a bad one fails alone
+// with its own error; the valid ones are queued together, in order, and
+// created in shared transactions of up to maxIntakeBatch tasks, with any
+// submissions arriving meanwhile. Two requests with the same idempotency key
+// create one task: the later one's result is that task with Created false.
+// The results are in the order of reqs.
+func (e *Engine) CreateTasks(ctx context.Context, reqs []TaskRequest) []CreateResult {
+	out := make([]CreateResult, len(reqs))
+	batch := make([]*createReq, 0, len(reqs))
+	at := make([]int, 0, len(reqs))
+	for i, req := range reqs {
+		nt, key, err := e.prepare(ctx, req)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		batch = append(batch, &createReq{nt: nt, key: key})
+		at = append(at, i)
+	}
+	if len(batch) == 0 {
+		return out
+	}
+	for k, res := range e.intake.doMany(ctx, e, batch) {
+		out[at[k]] = CreateResult{Task: res.task, Created: res.created, Err: res.err}
+	}
+	return out
+}
+
 // createTask is CreateTask; when msgID is set, the request came from the
 // task request queue and its message is deleted in the same transaction.
 func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) (store.Task, bool, error) {
@@ -450,10 +488,30 @@ func newIntakeBatcher() *intakeBatcher {
 }
 
 func (b *intakeBatcher) do(ctx context.Context, e *Engine, r *createReq) createRes {
-	r.done = make(chan struct{})
+	return b.doMany(ctx, e, []*createReq{r})[0]
+}
+
+// doMany queues rs together, in their order, and returns their results in
+// that order once each is done (or ctx is). Queued together, they share
+// transactions of up to maxIntakeBatch tasks.
+func (b *intakeBatcher) doMany(ctx context.Context, e *Engine, rs []*createReq) []createRes {
+	for _, r := range rs {
+		r.done = make(chan struct{})
+	}
 	b.mu.Lock()
-	b.pending = append(b.pending, r)
+	b.pending = append(b.pending, rs...)
 	b.mu.Unlock()
+	out := make([]createRes, len(rs))
+	for i, r := range rs {
+		out[i] = b.wait(ctx, e, r)
+	}
+	return out
+}
+
+// wait returns r's result once a transaction has carried it out, running
+// the queued requests (r's among them, in order) whenever fewer than
+// maxIntakeBatches transactions are in flight.
+func (b *intakeBatcher) wait(ctx context.Context, e *Engine, r *createReq) createRes {
 	for {
 		select {
 		case <-r.done:

@@ -3,6 +3,7 @@ package orchestration_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -114,5 +115,67 @@ func TestFailedRequestInABatchFailsAlone(t *testing.T) {
 	}
 	if n != 4 {
 		t.Errorf("%d tasks started, want the 4 good ones", n)
+	}
+}
+
+// CreateTasks answers each request in its place: a bad request with its own
+// error, two requests with one idempotency key with one task, and the valid
+// ones created together in transactions of up to 100 tasks.
+func TestCreateTasksAnswersEachRequest(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(linearTemplate("many"))
+	ctx := context.Background()
+
+	const n = 250
+	reqs := make([]orchestration.TaskRequest, n)
+	for i := range reqs {
+		reqs[i] = orchestration.TaskRequest{Namespace: "many", Name: "linear",
+			Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+	}
+	reqs[7].Name = "no_such_template"
+	reqs[120].Namespace = ""
+	reqs[30].IdempotencyKey, reqs[230].IdempotencyKey = "twice", "twice"
+
+	res := h.Engine.CreateTasks(ctx, reqs)
+	if len(res) != n {
+		t.Fatalf("%d results for %d requests", len(res), n)
+	}
+	if res[7].Err == nil || !errors.Is(res[7].Err, orchestration.ErrUnknownTarget) || !strings.Contains(res[7].Err.Error(), "no_such_template") {
+		t.Errorf("request 7 (unknown template): %v, want ErrUnknownTarget naming it", res[7].Err)
+	}
+	var fe *orchestration.FieldError
+	if !errors.As(res[120].Err, &fe) || fe.Field != "namespace" {
+		t.Errorf("request 120 (no namespace): %v, want a FieldError on namespace", res[120].Err)
+	}
+	for i, r := range res {
+		if i == 7 || i == 120 {
+			continue
+		}
+		if r.Err != nil {
+			t.Fatalf("request %d: %v", i, r.Err)
+		}
+		if i == 230 {
+			if r.Created || r.Task.UUID != res[30].Task.UUID {
+				t.Errorf("request 230 repeats 30's key: task %s created %v, want 30's %s, not created", r.Task.UUID, r.Created, res[30].Task.UUID)
+			}
+			continue
+		}
+		if !r.Created {
+			t.Errorf("request %d: not created", i)
+		}
+		if want := fmt.Sprintf(`{"i":%d}`, i); strings.ReplaceAll(string(r.Task.Context), " ", "") != want {
+			t.Errorf("request %d answered with the task of context %s, want %s", i, r.Task.Context, want)
+		}
+	}
+	var tasks, txs int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT created_at) FROM tasker.tasks WHERE namespace = 'many'`).Scan(&tasks, &txs); err != nil {
+		t.Fatal(err)
+	}
+	if tasks != n-3 {
+		t.Errorf("%d tasks, want %d (two bad requests, one repeated key)", tasks, n-3)
+	}
+	if txs > 3 {
+		t.Errorf("%d tasks were created in %d transactions, want at most 3 (100 per transaction)", tasks, txs)
 	}
 }
