@@ -59,6 +59,10 @@ type Options struct {
 	// once by Submitters goroutines).
 	Tasks      int
 	Submitters int
+	// SubmitBatch is how many tasks a closed-loop submitter submits per
+	// call (Engine.CreateTasks in process, POST /v1/tasks/batch with
+	// --processes); 1 (the default) submits each alone.
+	SubmitBatch int
 	// Rate and Duration make an open-loop run: Rate tasks per second, each
 	// submitted on schedule whatever happens to the others, for Duration.
 	Rate     float64
@@ -139,6 +143,9 @@ func (o *Options) defaults() error {
 	if o.Tasks <= 0 {
 		o.Tasks = DefaultTasks
 	}
+	if o.SubmitBatch <= 0 {
+		o.SubmitBatch = 1
+	}
 	if o.Submitters <= 0 {
 		o.Submitters = DefaultSubmitters
 	}
@@ -181,8 +188,10 @@ func (o *Options) defaults() error {
 // errTimeout is returned when the tasks did not finish within Options.Timeout.
 var errTimeout = errors.New("timed out")
 
-// submitFunc creates one task.
-type submitFunc func(ctx context.Context, req orchestration.TaskRequest) error
+// submitFunc creates the tasks of reqs: one alone as a client submits one
+// task (Engine.CreateTask, POST /v1/tasks), several as one batch
+// submission (Engine.CreateTasks, POST /v1/tasks/batch).
+type submitFunc func(ctx context.Context, reqs []orchestration.TaskRequest) error
 
 // Run runs one benchmark and returns its report. Everything it creates (a
 // database, processes, goroutines) is gone when it returns, except the
@@ -217,6 +226,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		rep.Load, rep.RatePerSec, rep.DurationSec = "open", o.Rate, o.Duration.Seconds()
 	} else {
 		rep.Submitters = o.Submitters
+		if o.SubmitBatch > 1 {
+			rep.SubmitBatch = o.SubmitBatch
+		}
 	}
 
 	// A fresh database: the run measures an engine on empty tables (or on
@@ -490,9 +502,17 @@ func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtoc
 	}
 	engine := d.Engine()
 	return &system{
-		submit: func(ctx context.Context, req orchestration.TaskRequest) error {
-			_, _, err := engine.CreateTask(ctx, req)
-			return err
+		submit: func(ctx context.Context, reqs []orchestration.TaskRequest) error {
+			if len(reqs) == 1 {
+				_, _, err := engine.CreateTask(ctx, reqs[0])
+				return err
+			}
+			for i, r := range engine.CreateTasks(ctx, reqs) {
+				if r.Err != nil {
+					return fmt.Errorf("task %d of the batch: %w", i, r.Err)
+				}
+			}
+			return nil
 		},
 		// Workers first: they finish their steps while the orchestrator
 		// still processes results.
@@ -547,17 +567,21 @@ func drive(ctx context.Context, o Options, sc Scenario, total int, submit submit
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					i := int(next.Add(1)) - 1
-					if i >= total {
+					from := int(next.Add(int64(o.SubmitBatch))) - o.SubmitBatch
+					if from >= total {
 						return
 					}
-					if err := submit(ctx, request(i)); err != nil {
+					reqs := make([]orchestration.TaskRequest, 0, o.SubmitBatch)
+					for i := from; i < min(from+o.SubmitBatch, total); i++ {
+						reqs = append(reqs, request(i))
+					}
+					if err := submit(ctx, reqs); err != nil {
 						if ctx.Err() == nil {
-							fail(fmt.Errorf("submit task %d: %w", i, err))
+							fail(fmt.Errorf("submit tasks %d–%d: %w", from, from+len(reqs)-1, err))
 						}
 						return
 					}
-					submitted.Add(1)
+					submitted.Add(int64(len(reqs)))
 				}
 			}()
 		}
@@ -589,7 +613,7 @@ func drive(ctx context.Context, o Options, sc Scenario, total int, submit submit
 				go func() {
 					defer inflight.Done()
 					defer func() { <-sem }()
-					if err := submit(ctx, request(i)); err != nil {
+					if err := submit(ctx, []orchestration.TaskRequest{request(i)}); err != nil {
 						if ctx.Err() == nil {
 							fail(fmt.Errorf("submit task %d: %w", i, err))
 						}

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,17 +36,22 @@ func serverURL(t testing.TB) string {
 func TestRunReportsACompleteRun(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		scenario string
-		tasks    int
-	}{{"single", 20}, {"linear4", 5}} {
-		t.Run(tc.scenario, func(t *testing.T) {
+		scenario    string
+		tasks       int
+		submitBatch int
+	}{{"single", 20, 0}, {"linear4", 5, 0}, {"single", 23, 5}} {
+		name := tc.scenario
+		if tc.submitBatch > 1 {
+			name += fmt.Sprintf("/batches_of_%d", tc.submitBatch)
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			var progress bytes.Buffer
 			rep, err := Run(ctx, Options{
 				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: tc.scenario, Tasks: tc.tasks,
-				Workers: 2, Concurrency: 4, Submitters: 4, Timeout: time.Minute, Model: ModelBare,
+				Workers: 2, Concurrency: 4, Submitters: 4, SubmitBatch: tc.submitBatch, Timeout: time.Minute, Model: ModelBare,
 				Progress: &progress, Logger: enginetest.Logger(t),
 			})
 			if err != nil {
@@ -107,6 +115,9 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			if md := rep.Model; md == nil || md.Steps != int(steps) || md.StepsPerTask != sc.StepsPerTask() || md.StepsPerSec <= 0 || md.Ratio <= 0 ||
 				md.DB.Commits <= 0 || md.DB.RowsPerStep < 5 {
 				t.Errorf("model = %+v, want %d steps, rate, ratio, commits > 0 and >= 5 rows per step", md, steps)
+			}
+			if rep.SubmitBatch != tc.submitBatch {
+				t.Errorf("report's submit batch = %d, want %d", rep.SubmitBatch, tc.submitBatch)
 			}
 			if !strings.Contains(progress.String(), "tasks done") {
 				t.Errorf("no progress line on the progress writer: %q", progress.String())
@@ -296,5 +307,34 @@ func TestDomainEventsOption(t *testing.T) {
 	if _, err := ParseDomainEvents("TaskCompleted,StepDone"); err == nil || !strings.Contains(err.Error(), `"StepDone"`) ||
 		!strings.Contains(err.Error(), "WorkflowProgressed") {
 		t.Errorf("unknown type: error %v, want one naming it and listing the types", err)
+	}
+}
+
+// With --processes the orchestrator and the workers are processes of the
+// orchestrator binary and tasks go through the REST API: one alone with
+// POST /v1/tasks, several with POST /v1/tasks/batch (11 tasks in batches of
+// 5: two batches and one lone task).
+func TestRunWithProcessesSubmitsThroughTheAPI(t *testing.T) {
+	t.Parallel()
+	exe := filepath.Join(t.TempDir(), "orchestrator")
+	build := exec.Command("go", "build", "-o", exe, "github.com/tasker/tasker/cmd/orchestrator")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the orchestrator: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		DatabaseURL: serverURL(t), Config: config.Default(), Scenario: "single", Tasks: 11, SubmitBatch: 5,
+		Workers: 1, Concurrency: 4, Submitters: 2, Timeout: time.Minute, SkipFloor: true,
+		Processes: true, Executable: exe, Progress: io.Discard, Logger: enginetest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TasksCompleted != 11 || rep.TasksFailed != 0 || rep.StepsCompleted != 11 {
+		t.Errorf("%d tasks complete, %d failed, %d steps; want 11, 0, 11", rep.TasksCompleted, rep.TasksFailed, rep.StepsCompleted)
+	}
+	if rep.CPU.Orchestrator == nil || *rep.CPU.Orchestrator <= 0 || rep.CPU.Workers == nil || *rep.CPU.Workers <= 0 {
+		t.Errorf("CPU of the orchestrator %v and the workers %v: want both measured", deref(rep.CPU.Orchestrator), deref(rep.CPU.Workers))
 	}
 }

@@ -209,13 +209,19 @@ func (s *processStack) waitReady(ctx context.Context, timeout time.Duration) err
 	}
 }
 
-// submit creates a task through the REST API, as a client would.
-func (s *processStack) submit(ctx context.Context, req orchestration.TaskRequest) error {
-	body, err := json.Marshal(req)
+// submit creates tasks through the REST API, as a client would: one with
+// POST /v1/tasks, several with POST /v1/tasks/batch.
+func (s *processStack) submit(ctx context.Context, reqs []orchestration.TaskRequest) error {
+	path, want := "/v1/tasks", http.StatusCreated
+	var payload any = reqs[0]
+	if len(reqs) > 1 {
+		path, want, payload = "/v1/tasks/batch", http.StatusOK, map[string]any{"tasks": reqs}
+	}
+	body, err := json.Marshal(payload)
 	if err != nil {
 		return err
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.apiBase+"/v1/tasks", bytes.NewReader(body))
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.apiBase+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -226,8 +232,29 @@ func (s *processStack) submit(ctx context.Context, req orchestration.TaskRequest
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("POST /v1/tasks: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	if resp.StatusCode != want {
+		return fmt.Errorf("POST %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if len(reqs) > 1 {
+		var res struct {
+			Created int `json:"created"`
+			Results []struct {
+				Error *struct {
+					Message string `json:"message"`
+				} `json:"error"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal(b, &res); err != nil {
+			return fmt.Errorf("POST %s: %w", path, err)
+		}
+		if res.Created != len(reqs) {
+			for _, r := range res.Results {
+				if r.Error != nil {
+					return fmt.Errorf("POST %s: %d of %d tasks created: %s", path, res.Created, len(reqs), r.Error.Message)
+				}
+			}
+			return fmt.Errorf("POST %s: %d of %d tasks created", path, res.Created, len(reqs))
+		}
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ type Report struct {
 	Concurrency int     `json:"concurrency"`
 	Batch       int     `json:"batch"`
 	Submitters  int     `json:"submitters,omitempty"`
+	SubmitBatch int     `json:"submit_batch,omitempty"`
 	Tracing     bool    `json:"tracing"`
 	// TraceSampling is which traces were recorded when Tracing: a
 	// ratio ("1": all) or the OTEL_TRACES_SAMPLER setting.
@@ -154,7 +155,10 @@ func (r *Report) Label() string {
 func (r *Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
-	load := "closed loop (all submitted at once)"
+	load := fmt.Sprintf("closed loop (all submitted at once by %d submitters)", r.Submitters)
+	if r.SubmitBatch > 1 {
+		load = fmt.Sprintf("closed loop (all submitted at once by %d submitters, in batches of %d)", r.Submitters, r.SubmitBatch)
+	}
 	if r.Load == "open" {
 		load = fmt.Sprintf("open loop, %.0f tasks/s for %.0fs", r.RatePerSec, r.DurationSec)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tasker/tasker/internal/api"
 	"github.com/tasker/tasker/internal/bench"
 	"github.com/tasker/tasker/internal/config"
 )
@@ -104,6 +105,7 @@ Numbers worth quoting come from a server with its default durability
 	f.StringVar(&o.Scenario, "scenario", "single", "workflow shape: "+strings.Join(bench.ScenarioNames(), ", "))
 	f.IntVar(&o.Tasks, "tasks", bench.DefaultTasks, "tasks to run (closed loop)")
 	f.IntVar(&o.Submitters, "submitters", bench.DefaultSubmitters, "concurrent submitters (closed loop)")
+	f.IntVar(&o.SubmitBatch, "submit-batch", 1, fmt.Sprintf("tasks each submitter submits per call, as one batch submission (POST /v1/tasks/batch; closed loop; 1 to %d)", api.MaxBatchTasks))
 	f.Float64Var(&o.Rate, "rate", 0, "open loop: tasks submitted per second (with --duration)")
 	f.DurationVar(&o.Duration, "duration", 0, "open loop: how long to submit at --rate")
 	f.IntVar(&o.Workers, "workers", bench.DefaultWorkers, "worker count (each with its own connection pool)")
@@ -138,7 +140,7 @@ func checkBenchFlags(o *bench.Options) error {
 		name     string
 		v, least int
 	}{
-		{"tasks", o.Tasks, 1}, {"submitters", o.Submitters, 1}, {"workers", o.Workers, 1},
+		{"tasks", o.Tasks, 1}, {"submitters", o.Submitters, 1}, {"submit-batch", o.SubmitBatch, 1}, {"workers", o.Workers, 1},
 		{"concurrency", o.Concurrency, 1}, {"batch", o.Batch, 0}, {"result-bytes", o.ResultBytes, 0},
 		{"history", o.History, 0},
 	} {
@@ -155,6 +157,10 @@ func checkBenchFlags(o *bench.Options) error {
 		return &usageError{fmt.Sprintf("bench: --timeout must be positive, got %s", o.Timeout)}
 	case (o.Rate > 0) != (o.Duration > 0):
 		return &usageError{"bench: an open-loop run needs both --rate and --duration"}
+	case o.SubmitBatch > api.MaxBatchTasks:
+		return &usageError{fmt.Sprintf("bench: --submit-batch must be at most %d (a batch submission's limit), got %d", api.MaxBatchTasks, o.SubmitBatch)}
+	case o.SubmitBatch > 1 && o.Rate > 0:
+		return &usageError{"bench: --submit-batch is for the closed loop; an open loop submits each task on its own schedule"}
 	}
 	if o.Model != "" {
 		sc, _ := bench.ScenarioByName(o.Scenario)
