@@ -323,7 +323,7 @@ func printTask(w io.Writer, t taskOut) {
 
 func taskCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Submit, inspect, cancel and retry tasks", PersistentPreRunE: g.checkServer}
-	cmd.AddCommand(taskSubmitCmd(g), taskGetCmd(g), taskListCmd(g), taskActionCmd(g, "cancel", "Cancel a task that has not finished"),
+	cmd.AddCommand(taskSubmitCmd(g), taskSubmitBatchCmd(g), taskGetCmd(g), taskListCmd(g), taskActionCmd(g, "cancel", "Cancel a task that has not finished"),
 		taskActionCmd(g, "retry", "Retry a task in error or blocked_by_failures (failed steps get their attempts back; enqueued steps get their messages sent again)"),
 		taskActionCmd(g, "resolve", "Mark a task in error or blocked_by_failures as resolved manually"))
 	return cmd
