@@ -34,3 +34,35 @@ func (e *Engine) CreateTogether(ctx context.Context, reqs []TaskRequest, bad int
 // HelperReads is how many reads the helper result loops (the second and
 // later of ResultLoops) have made.
 func (o *Orchestrator) HelperReads() int64 { return o.helperReads.Load() }
+
+// QueuedOutcome is one request's result in CreateQueued.
+type QueuedOutcome struct {
+	Task    store.Task
+	Created bool
+	Skipped bool
+	Err     error
+}
+
+// CreateQueued creates the requests of reqs, read from the task request
+// queue as messages ids, as RequestsOnce does (createQueued); the request
+// at index bad (if any) gets a template id that does not exist, so that it
+// fails inside the shared transaction.
+func (e *Engine) CreateQueued(ctx context.Context, ids []int64, reqs []TaskRequest, bad int) []QueuedOutcome {
+	items := make([]*queuedCreate, len(reqs))
+	for i, r := range reqs {
+		nt, key, err := e.prepare(ctx, r)
+		if err != nil {
+			panic(err)
+		}
+		if i == bad {
+			nt.TemplateID = -1
+		}
+		items[i] = &queuedCreate{msgID: ids[i], nt: nt, key: key}
+	}
+	e.createQueued(ctx, items)
+	out := make([]QueuedOutcome, len(items))
+	for i, it := range items {
+		out[i] = QueuedOutcome{Task: it.res.task, Created: it.res.created, Skipped: it.skipped, Err: it.res.err}
+	}
+	return out
+}

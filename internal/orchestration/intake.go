@@ -331,6 +331,11 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 	if err != nil {
 		return store.Task{}, false, err
 	}
+	return e.createPrepared(ctx, nt, key, msgID)
+}
+
+// createPrepared is createTask for a request prepare has turned into rows.
+func (e *Engine) createPrepared(ctx context.Context, nt store.NewTask, key string, msgID *int64) (store.Task, bool, error) {
 	if msgID == nil {
 		// API submissions that arrive together share a transaction.
 		res := e.intake.do(ctx, e, &createReq{nt: nt, key: key})
@@ -338,7 +343,7 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 	}
 	var task store.Task
 	var created, skipped bool
-	err = e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		var err error
 		skipped = false
 		deleted, err := e.store.MessageDeleteTx(ctx, tx, queue.TaskRequestsQueue, *msgID)
@@ -362,6 +367,80 @@ func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) 
 		return store.Task{}, false, nil
 	}
 	return task, created, nil
+}
+
+// queuedCreate is a request read from the task request queue, prepared,
+// and its outcome.
+type queuedCreate struct {
+	msgID int64
+	nt    store.NewTask
+	key   string
+	res   createRes
+	// skipped: the message was gone when the transaction deleted it (another
+	// replica read it after its visibility timeout and created the task).
+	skipped bool
+}
+
+// createQueued creates the tasks of queued requests in one transaction that
+// also deletes their messages, so that a message is deleted exactly when its
+// task is created; a message already gone is skipped. If that transaction
+// fails, each request is created in a transaction of its own, so one bad
+// request fails alone.
+func (e *Engine) createQueued(ctx context.Context, items []*queuedCreate) {
+	if len(items) == 0 {
+		return
+	}
+	byMsg := make(map[int64]*queuedCreate, len(items))
+	ids := make([]int64, len(items))
+	for i, it := range items {
+		byMsg[it.msgID] = it
+		ids[i] = it.msgID
+	}
+	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+		for _, it := range items {
+			it.res, it.skipped = createRes{}, true
+		}
+		deleted, err := e.store.MessagesDeleteNowTx(ctx, tx, queue.TaskRequestsQueue, ids)
+		if err != nil {
+			return err
+		}
+		hashes := make([]string, 0, len(deleted))
+		for _, id := range deleted {
+			if it := byMsg[id]; it != nil {
+				it.skipped = false
+				hashes = append(hashes, it.nt.IdentityHash)
+			}
+		}
+		// Every request's duplicate check in one statement.
+		if err := e.store.TaskIdentitiesTx(ctx, tx, hashes); err != nil {
+			return err
+		}
+		for _, it := range items {
+			if it.skipped {
+				continue
+			}
+			task, created, err := e.insertAndStart(ctx, tx, j, it.nt)
+			if err != nil {
+				return err
+			}
+			it.res = createRes{task: task, created: created}
+		}
+		return nil
+	})
+	if err == nil {
+		return
+	}
+	if len(items) == 1 {
+		it := items[0]
+		it.res, it.skipped = createRes{err: fmt.Errorf("create task %s: %w", it.key, err)}, false
+		return
+	}
+	for _, it := range items {
+		it.res, it.skipped = createRes{}, false
+		task, created, err := e.createPrepared(ctx, it.nt, it.key, &it.msgID)
+		it.res = createRes{task: task, created: created, err: err}
+		it.skipped = err == nil && task.UUID == uuid.Nil
+	}
 }
 
 // prepare validates a request against its template and builds the rows of

@@ -407,6 +407,11 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Each request is checked alone; the valid ones are created together
+	// (createQueued), in one transaction with the deletion of their
+	// messages.
+	var valid []*queuedCreate
+	reqs := map[int64]TaskRequest{}
 	for _, m := range msgs {
 		if m.ReadCount > o.cfg.MaxReadCount {
 			o.archivePoison(ctx, queue.TaskRequestsQueue, m.ID, fmt.Sprintf("read %d times without being processed", m.ReadCount))
@@ -416,28 +421,50 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 		label := "malformed"
 		if err == nil {
 			label = "invalid_request"
-			var task store.Task
-			var created bool
-			task, created, err = o.engine.createTask(ctx, req, &m.ID)
-			if err == nil && !created && task.UUID != uuid.Nil {
-				if field := req.DiffersFrom(task); field != "" {
-					o.logger.Warn("task request reused an idempotency key with a different request; the first task stands",
-						"queue", queue.TaskRequestsQueue, "msg_id", m.ID, "idempotency_key", req.IdempotencyKey,
-						"task_uuid", task.UUID, "differs_in", field)
-				}
+			var nt store.NewTask
+			var key string
+			if nt, key, err = o.engine.prepare(ctx, req); err == nil {
+				valid = append(valid, &queuedCreate{msgID: m.ID, nt: nt, key: key})
+				reqs[m.ID] = req
+				continue
 			}
 		}
-		switch {
-		case err == nil:
-		case errors.Is(err, ErrUnknownTarget):
-			o.archivePoisonAs(ctx, queue.TaskRequestsQueue, m.ID, err.Error(), "unknown_template")
-		case errors.Is(err, ErrInvalid):
-			o.archivePoisonAs(ctx, queue.TaskRequestsQueue, m.ID, err.Error(), label)
-		default:
+		if err := o.refuseRequest(ctx, m.ID, err, label); err != nil {
+			return len(msgs), err
+		}
+	}
+	o.engine.createQueued(ctx, valid)
+	for _, it := range valid {
+		err := it.res.err
+		if err == nil && !it.res.created && it.res.task.UUID != uuid.Nil {
+			req := reqs[it.msgID]
+			if field := req.DiffersFrom(it.res.task); field != "" {
+				o.logger.Warn("task request reused an idempotency key with a different request; the first task stands",
+					"queue", queue.TaskRequestsQueue, "msg_id", it.msgID, "idempotency_key", req.IdempotencyKey,
+					"task_uuid", it.res.task.UUID, "differs_in", field)
+			}
+		}
+		if err := o.refuseRequest(ctx, it.msgID, err, "invalid_request"); err != nil {
 			return len(msgs), err
 		}
 	}
 	return len(msgs), nil
+}
+
+// refuseRequest archives the queued request msgID when err says it can
+// never succeed (an unknown template, an invalid request; label names the
+// kind), and returns any other error (nil for nil).
+func (o *Orchestrator) refuseRequest(ctx context.Context, msgID int64, err error, label string) error {
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrUnknownTarget):
+		o.archivePoisonAs(ctx, queue.TaskRequestsQueue, msgID, err.Error(), "unknown_template")
+	case errors.Is(err, ErrInvalid):
+		o.archivePoisonAs(ctx, queue.TaskRequestsQueue, msgID, err.Error(), label)
+	default:
+		return err
+	}
+	return nil
 }
 
 func (o *Orchestrator) timersLoop(ctx context.Context) {

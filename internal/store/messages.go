@@ -21,6 +21,16 @@ func (s *Store) MessageDeleteTx(ctx context.Context, tx Tx, queueName string, id
 	return queue.Delete(ctx, tx.tx, queueName, id)
 }
 
+// MessagesDeleteNowTx deletes messages in the caller's transaction at once
+// (after its buffered writes) and returns the ids that were there: a
+// message another transaction deleted first is not among them.
+func (s *Store) MessagesDeleteNowTx(ctx context.Context, tx Tx, queueName string, ids []int64) ([]int64, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return queue.DeleteBatch(ctx, tx.tx, queueName, ids)
+}
+
 // MessagesDeleteTx deletes messages in the caller's transaction (in a
 // deferred transaction, with its buffered writes).
 func (s *Store) MessagesDeleteTx(ctx context.Context, tx Tx, queueName string, ids []int64) error {
