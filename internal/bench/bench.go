@@ -20,6 +20,7 @@ import (
 	"github.com/tasker/tasker/internal/config"
 	"github.com/tasker/tasker/internal/daemon"
 	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/telemetry"
 	"github.com/tasker/tasker/internal/template"
@@ -63,6 +64,10 @@ type Options struct {
 	// call (Engine.CreateTasks in process, POST /v1/tasks/batch with
 	// --processes); 1 (the default) submits each alone.
 	SubmitBatch int
+	// ViaQueue submits the tasks as messages on the task request queue
+	// (pgmq.send, or pgmq.send_batch for a batch), as a client in any
+	// language can, instead of through the engine or the API.
+	ViaQueue bool
 	// Rate and Duration make an open-loop run: Rate tasks per second, each
 	// submitted on schedule whatever happens to the others, for Duration.
 	Rate     float64
@@ -188,6 +193,27 @@ func (o *Options) defaults() error {
 // errTimeout is returned when the tasks did not finish within Options.Timeout.
 var errTimeout = errors.New("timed out")
 
+// queueSubmit sends task requests to the task request queue: one with
+// pgmq.send, several with one pgmq.send_batch.
+func queueSubmit(pool *pgxpool.Pool) submitFunc {
+	return func(ctx context.Context, reqs []orchestration.TaskRequest) error {
+		bodies := make([]json.RawMessage, len(reqs))
+		for i, r := range reqs {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			bodies[i] = b
+		}
+		if len(bodies) == 1 {
+			_, err := queue.Send(ctx, pool, queue.TaskRequestsQueue, bodies[0], nil, 0)
+			return err
+		}
+		_, err := queue.SendBatch(ctx, pool, queue.TaskRequestsQueue, bodies, nil, 0)
+		return err
+	}
+}
+
 // submitFunc creates the tasks of reqs: one alone as a client submits one
 // task (Engine.CreateTask, POST /v1/tasks), several as one batch
 // submission (Engine.CreateTasks, POST /v1/tasks/batch).
@@ -305,6 +331,19 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	probe.children = sut.children
 	submit, stopSUT := sut.submit, sut.stop
+	closeClients := func() {}
+	if o.ViaQueue {
+		// The clients' own connections, as another service's would be.
+		clients, err := openPool(ctx, db.url, "tasker-bench-client", int32(min(o.Submitters, 64)+1), nil)
+		if err != nil {
+			return nil, err
+		}
+		var once sync.Once
+		closeClients = func() { once.Do(clients.Close) }
+		defer closeClients()
+		submit = queueSubmit(clients)
+		rep.Via = "queue"
+	}
 	sutRunning := true
 	defer func() {
 		if sutRunning {
@@ -372,6 +411,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	pool.Close()
 	poolOpen = false
+	closeClients()
 	if sink != nil {
 		// Read after the stop: the exporters flush their last batches then.
 		rep.TraceExport = &TraceExport{Requests: sink.requests.Load(), Bytes: sink.bytes.Load()}

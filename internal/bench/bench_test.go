@@ -39,10 +39,14 @@ func TestRunReportsACompleteRun(t *testing.T) {
 		scenario    string
 		tasks       int
 		submitBatch int
-	}{{"single", 20, 0}, {"linear4", 5, 0}, {"single", 23, 5}} {
+		viaQueue    bool
+	}{{"single", 20, 0, false}, {"linear4", 5, 0, false}, {"single", 23, 5, false}, {"single", 12, 0, true}, {"single", 17, 4, true}} {
 		name := tc.scenario
 		if tc.submitBatch > 1 {
 			name += fmt.Sprintf("/batches_of_%d", tc.submitBatch)
+		}
+		if tc.viaQueue {
+			name += "/via_queue"
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -51,7 +55,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			var progress bytes.Buffer
 			rep, err := Run(ctx, Options{
 				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: tc.scenario, Tasks: tc.tasks,
-				Workers: 2, Concurrency: 4, Submitters: 4, SubmitBatch: tc.submitBatch, Timeout: time.Minute, Model: ModelBare,
+				Workers: 2, Concurrency: 4, Submitters: 4, SubmitBatch: tc.submitBatch, ViaQueue: tc.viaQueue, Timeout: time.Minute, Model: ModelBare,
 				Progress: &progress, Logger: enginetest.Logger(t),
 			})
 			if err != nil {
@@ -116,8 +120,8 @@ func TestRunReportsACompleteRun(t *testing.T) {
 				md.DB.Commits <= 0 || md.DB.RowsPerStep < 5 {
 				t.Errorf("model = %+v, want %d steps, rate, ratio, commits > 0 and >= 5 rows per step", md, steps)
 			}
-			if rep.SubmitBatch != tc.submitBatch {
-				t.Errorf("report's submit batch = %d, want %d", rep.SubmitBatch, tc.submitBatch)
+			if rep.SubmitBatch != tc.submitBatch || (rep.Via == "queue") != tc.viaQueue {
+				t.Errorf("report's submit batch = %d, via %q; want %d, via the queue %v", rep.SubmitBatch, rep.Via, tc.submitBatch, tc.viaQueue)
 			}
 			if !strings.Contains(progress.String(), "tasks done") {
 				t.Errorf("no progress line on the progress writer: %q", progress.String())

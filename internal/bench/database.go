@@ -456,7 +456,10 @@ func deref(p *float64) float64 {
 // tables hold; the namespace is checked on the few rows the index returns.
 func activeTasks(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 	var n int64
-	err := pool.QueryRow(ctx, `SELECT count(*) FROM tasker.tasks
-		WHERE state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually') AND namespace = $1`, Namespace).Scan(&n)
+	// Requests still waiting on the task request queue (--via-queue) are
+	// tasks to come.
+	err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tasker.tasks
+		WHERE state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually') AND namespace = $1)
+		+ (SELECT count(*) FROM pgmq.q_orchestration_task_requests)`, Namespace).Scan(&n)
 	return n, err
 }

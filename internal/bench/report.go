@@ -28,7 +28,9 @@ type Report struct {
 	Batch       int     `json:"batch"`
 	Submitters  int     `json:"submitters,omitempty"`
 	SubmitBatch int     `json:"submit_batch,omitempty"`
-	Tracing     bool    `json:"tracing"`
+	// Via is "queue" when the tasks were sent to the task request queue.
+	Via     string `json:"via,omitempty"`
+	Tracing bool   `json:"tracing"`
 	// TraceSampling is which traces were recorded when Tracing: a
 	// ratio ("1": all) or the OTEL_TRACES_SAMPLER setting.
 	TraceSampling string `json:"trace_sampling,omitempty"`
@@ -124,6 +126,12 @@ func loadAvg() float64 {
 // Label identifies a configuration, for grouping repeated runs.
 func (r *Report) Label() string {
 	s := r.Scenario
+	if r.SubmitBatch > 1 {
+		s += fmt.Sprintf(" submit-batch %d", r.SubmitBatch)
+	}
+	if r.Via == "queue" {
+		s += " via-queue"
+	}
 	if r.Load == "open" {
 		s += fmt.Sprintf(" open %.0f/s %.0fs", r.RatePerSec, r.DurationSec)
 	}
@@ -161,6 +169,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	if r.Load == "open" {
 		load = fmt.Sprintf("open loop, %.0f tasks/s for %.0fs", r.RatePerSec, r.DurationSec)
+	}
+	if r.Via == "queue" {
+		load += ", sent to the task request queue"
 	}
 	row("scenario", "%s (%d steps/task), %s", r.Scenario, r.StepsPerTask, load)
 	tracing := fmt.Sprint(r.Tracing)

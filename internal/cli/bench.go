@@ -108,6 +108,7 @@ Numbers worth quoting come from a server with its default durability
 	f.IntVar(&o.SubmitBatch, "submit-batch", 1, fmt.Sprintf("tasks each submitter submits per call, as one batch submission (POST /v1/tasks/batch; closed loop; 1 to %d)", api.MaxBatchTasks))
 	f.Float64Var(&o.Rate, "rate", 0, "open loop: tasks submitted per second (with --duration)")
 	f.DurationVar(&o.Duration, "duration", 0, "open loop: how long to submit at --rate")
+	f.BoolVar(&o.ViaQueue, "via-queue", false, "send the tasks to the orchestration_task_requests queue (pgmq.send; pgmq.send_batch with --submit-batch), as clients in any language can, instead of through the engine (in-process) or the REST API (--processes)")
 	f.IntVar(&o.Workers, "workers", bench.DefaultWorkers, "worker count (each with its own connection pool)")
 	f.IntVar(&o.Concurrency, "concurrency", bench.DefaultConcurrency, "steps each worker runs at once")
 	f.IntVar(&o.Batch, "batch", 0, "steps a worker claims per read (default: --concurrency)")
