@@ -338,7 +338,10 @@ func TestRunWithProcessesSubmitsThroughTheAPI(t *testing.T) {
 	if rep.TasksCompleted != 11 || rep.TasksFailed != 0 || rep.StepsCompleted != 11 {
 		t.Errorf("%d tasks complete, %d failed, %d steps; want 11, 0, 11", rep.TasksCompleted, rep.TasksFailed, rep.StepsCompleted)
 	}
-	if rep.CPU.Orchestrator == nil || *rep.CPU.Orchestrator <= 0 || rep.CPU.Workers == nil || *rep.CPU.Workers <= 0 {
-		t.Errorf("CPU of the orchestrator %v and the workers %v: want both measured", deref(rep.CPU.Orchestrator), deref(rep.CPU.Workers))
+	// Measured per process (a tiny run's workers may use less than a clock
+	// tick of CPU, so only the orchestrator's is surely above zero).
+	if rep.CPU.Orchestrator == nil || *rep.CPU.Orchestrator <= 0 || rep.CPU.Workers == nil || rep.CPU.InProcess != nil {
+		t.Errorf("CPU of the orchestrator %v, the workers %v, in-process %v: want the first two measured, the last absent",
+			deref(rep.CPU.Orchestrator), deref(rep.CPU.Workers), deref(rep.CPU.InProcess))
 	}
 }
