@@ -19,7 +19,7 @@
 #
 # Environment: BENCH_RUNS (3), BENCH_SCALE (1: multiplies every task count
 # and open-loop duration), BENCH_ONLY (a space-separated subset of: single
-# linear4 diamond fanout tracing open open10 profile sql), BENCH_SQL_COUNT (the
+# linear4 diamond fanout tracing open open10 clients profile sql), BENCH_SQL_COUNT (the
 # -benchtime count, 8), BENCH_TIMEOUT (per run, 5m).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 bin=${BENCH_BIN:-bin/orchestrator}
 runs=${BENCH_RUNS:-3}
 scale=${BENCH_SCALE:-1}
-only=${BENCH_ONLY:-single linear4 diamond fanout tracing open open10 profile sql}
+only=${BENCH_ONLY:-single linear4 diamond fanout tracing open open10 clients profile sql}
 sql_count=${BENCH_SQL_COUNT:-8}
 timeout=${BENCH_TIMEOUT:-5m}
 
@@ -94,6 +94,17 @@ fi
 if wants open10; then
   stage "open loop: single at 10 tasks/s for $(tasks 10)s"
   run open10 --scenario single --rate 10 --duration "$(tasks 10)s"
+fi
+
+if wants clients; then
+  # Few clients: 8 submitting one task per request, the same 8 with batch
+  # submissions (POST /v1/tasks/batch), and with batches on the task
+  # request queue (pgmq.send_batch), all through the API or the queue as
+  # separate processes would.
+  stage "few clients: single, $(tasks 3000) tasks from 8 clients, one per request / batches of 100 / batches on the queue"
+  run clients1 --scenario single --tasks "$(tasks 3000)" --submitters 8 --processes
+  run clients100 --scenario single --tasks "$(tasks 3000)" --submitters 8 --submit-batch 100 --processes
+  run clientsq --scenario single --tasks "$(tasks 3000)" --submitters 8 --submit-batch 100 --processes --via-queue
 fi
 
 if ls "$out"/*.json >/dev/null 2>&1; then
