@@ -405,7 +405,11 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, optional 
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body exceeds %d bytes", s.maxBodyBytes), "")
+			msg := fmt.Sprintf("request body exceeds %d bytes (server.max_body_bytes)", s.maxBodyBytes)
+			if r.URL.Path == "/v1/tasks/batch" {
+				msg += ": send fewer task requests per batch"
+			}
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", msg, "")
 			return nil, false
 		}
 		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body", "")

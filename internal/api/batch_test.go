@@ -152,7 +152,7 @@ func TestBatchSubmissionRefusals(t *testing.T) {
 		{"unknown member", `{"tasks":[` + one + `],"mode":"atomic"}`, nil, 400, "mode", "unknown field"},
 		{"malformed", `{"tasks":[` + one, nil, 400, "", "JSON"},
 		{"idempotency header", `{"tasks":[` + one + `]}`, []string{"Idempotency-Key", "k"}, 400, "Idempotency-Key", "idempotency_key"},
-		{"too large", `{"tasks":[` + strings.Repeat(one+",", 400) + one + `]}`, nil, 413, "", "exceeds"},
+		{"too large", `{"tasks":[` + strings.Repeat(one+",", 400) + one + `]}`, nil, 413, "", "send fewer task requests per batch"},
 	} {
 		r := e.do("POST", "/v1/tasks/batch", tc.body, tc.headers...)
 		if r.status != tc.status || errField(r) != tc.field || !strings.Contains(errMessage(r), tc.says) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -59,14 +60,17 @@ func (s *batchSummary) add(o batchOutcome) {
 
 func taskSubmitBatchCmd(g *globals) *cobra.Command {
 	var defaults struct{ namespace, name, initiator, source string }
-	var size int
+	var size, maxBytes int
 	cmd := &cobra.Command{
 		Use:   "submit-batch FILE",
 		Short: "Submit many tasks from a JSON Lines file (one task request per line; - reads stdin), in batches",
 		Long: `Submit many tasks from a JSON Lines file: each line one task request, the
 body POST /v1/tasks takes ({"namespace":…,"name":…,"context":{…},…}); blank
 lines are skipped. Requests go in batches of --batch-size through
-POST /v1/tasks/batch, created together on the server.
+POST /v1/tasks/batch, created together on the server; a batch is also cut
+before its body would pass --max-batch-bytes, which must stay under the
+server's server.max_body_bytes (2 MiB by default). A line too large for the
+server by itself fails alone (413).
 
 --namespace, --name, --initiator and --source-system fill the members a line
 leaves out, so a file of {"context":{…}} lines can name its template once.
@@ -85,6 +89,9 @@ creates only what is missing.`,
 			if size < 1 || size > api.MaxBatchTasks {
 				return &usageError{fmt.Sprintf("task submit-batch: --batch-size must be from 1 to %d, not %d", api.MaxBatchTasks, size)}
 			}
+			if maxBytes < 1024 {
+				return &usageError{fmt.Sprintf("task submit-batch: --max-batch-bytes must be at least 1024, not %d", maxBytes)}
+			}
 			var in io.Reader = os.Stdin
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
@@ -99,7 +106,8 @@ creates only what is missing.`,
 			c := g.client()
 			var sum batchSummary
 			var batch []batchLine
-			sent := 0 // lines sent (or answered locally) so far
+			batchBytes := 0
+			sent := 0 // lines sent so far
 			flush := func() error {
 				if len(batch) == 0 {
 					return nil
@@ -110,7 +118,7 @@ creates only what is missing.`,
 						first, last, err, first, sum.Created, sum.Replayed, sum.Failed)
 				}
 				sent += len(batch)
-				batch = batch[:0]
+				batch, batchBytes = batch[:0], 0
 				fmt.Fprintf(g.stderr, "submitted %d task requests: %d created, %d replayed, %d failed\n", sent, sum.Created, sum.Replayed, sum.Failed)
 				return nil
 			}
@@ -127,7 +135,14 @@ creates only what is missing.`,
 						sum.add(o)
 						fmt.Fprintf(g.stderr, "line %d: %s\n", n, msg)
 					} else {
+						// {"tasks":[…]}: 12 bytes, and a comma per request.
+						if len(batch) > 0 && 12+batchBytes+len(req)+1 > maxBytes {
+							if err := flush(); err != nil {
+								return err
+							}
+						}
 						batch = append(batch, batchLine{line: n, req: req})
+						batchBytes += len(req) + 1
 						if len(batch) == size {
 							if err := flush(); err != nil {
 								return err
@@ -158,6 +173,7 @@ creates only what is missing.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&size, "batch-size", 500, fmt.Sprintf("task requests per POST /v1/tasks/batch (1 to %d)", api.MaxBatchTasks))
+	f.IntVar(&maxBytes, "max-batch-bytes", 1<<20, "largest request body to send; keep it under the server's server.max_body_bytes")
 	f.StringVarP(&defaults.namespace, "namespace", "n", "", "namespace of the lines that give none")
 	f.StringVar(&defaults.name, "name", "", "template name of the lines that give none")
 	f.StringVar(&defaults.initiator, "initiator", os.Getenv("USER"), "initiator of the lines that give none")
@@ -198,7 +214,18 @@ func sendBatch(cmd *cobra.Command, g *globals, c *client, batch []batchLine, sum
 	}
 	var res api.TaskBatchResult
 	var raw json.RawMessage
-	if err := c.do(cmd.Context(), "POST", "/v1/tasks/batch", api.TaskBatchRequest{Tasks: reqs}, "", &raw); err != nil {
+	status, err := c.send(cmd.Context(), "POST", "/v1/tasks/batch", api.TaskBatchRequest{Tasks: reqs}, "", &raw)
+	if err != nil {
+		if status == http.StatusRequestEntityTooLarge && len(batch) == 1 {
+			// One line the server finds too large fails alone.
+			o := batchOutcome{Line: batch[0].line, Status: status, Error: &batchLineError{Code: "too_large", Message: err.Error()}}
+			fmt.Fprintf(g.stderr, "line %d: %s\n", o.Line, o.Error.Message)
+			sum.add(o)
+			return nil
+		}
+		if status == http.StatusRequestEntityTooLarge {
+			return fmt.Errorf("%w (lower --max-batch-bytes below the server's server.max_body_bytes)", err)
+		}
 		return err
 	}
 	if err := json.Unmarshal(raw, &res); err != nil || len(res.Results) != len(batch) {

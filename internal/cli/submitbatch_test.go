@@ -25,6 +25,7 @@ func TestTaskSubmitBatchFromAFile(t *testing.T) {
 	cfg.Database.URL = dbURL
 	cfg.Server.Listen = "127.0.0.1:0"
 	cfg.Orchestrator.TemplatesDir = filepath.Join("..", "..", "config", "templates")
+	cfg.Server.MaxBodyBytes = 64 << 10
 	d, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -40,17 +41,18 @@ func TestTaskSubmitBatchFromAFile(t *testing.T) {
 		`{"context":{"customer_id":"c-1","items":[]}}`,        // 5 refused by the server: items must not be empty
 		`{"context":` + sample + `,"idempotency_key":"once"}`, // 6 created
 		`{"context":` + sample + `,"idempotency_key":"once"}`, // 7 replay of 6
+		`{"context":{"customer_id":"` + strings.Repeat("c", 70<<10) + `","items":[]}}`, // 8 too large for the server by itself
 	}
 	file := filepath.Join(t.TempDir(), "tasks.jsonl")
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, code := run(t, "--server=http://"+d.Addr(), "--json", "task", "submit-batch", "-n", "ecommerce", "--name", "order_fulfillment",
-		"--batch-size", "2", file)
-	if code != 1 || !strings.Contains(errOut, "2 of 6 task requests failed") {
+		"--batch-size", "2", "--max-batch-bytes", "32768", file)
+	if code != 1 || !strings.Contains(errOut, "3 of 7 task requests failed") {
 		t.Errorf("exit %d, want 1 and the count of failures:\n%s", code, errOut)
 	}
-	for _, want := range []string{"line 4: not a JSON object", "line 5: context", "submitted 2 task requests", "submitted 5 task requests"} {
+	for _, want := range []string{"line 4: not a JSON object", "line 5: context", "submitted 2 task requests", "submitted 5 task requests", "line 8: ", "server.max_body_bytes"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)
 		}
@@ -59,13 +61,13 @@ func TestTaskSubmitBatchFromAFile(t *testing.T) {
 	if !decodeIndented(out, &sum) {
 		t.Fatalf("--json output: %q", out)
 	}
-	if sum.Created != 3 || sum.Replayed != 1 || sum.Failed != 2 || len(sum.Results) != 6 {
-		t.Fatalf("summary %+v, want 3 created, 1 replayed, 2 failed of 6", sum)
+	if sum.Created != 3 || sum.Replayed != 1 || sum.Failed != 3 || len(sum.Results) != 7 {
+		t.Fatalf("summary %+v, want 3 created, 1 replayed, 3 failed of 7", sum)
 	}
 	want := []struct {
 		line, status int
 		field        string
-	}{{1, 201, ""}, {3, 201, ""}, {4, 400, ""}, {5, 400, "context"}, {6, 201, ""}, {7, 200, ""}}
+	}{{1, 201, ""}, {3, 201, ""}, {4, 400, ""}, {5, 400, "context"}, {6, 201, ""}, {7, 200, ""}, {8, 413, ""}}
 	for i, w := range want {
 		o := sum.Results[i]
 		if o.Line != w.line || o.Status != w.status || (w.status < 300) != (o.TaskUUID != "" && o.Error == nil) ||
