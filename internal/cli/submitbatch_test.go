@@ -38,9 +38,9 @@ func TestTaskSubmitBatchFromAFile(t *testing.T) {
 		``,                           // 2 blank
 		`{"context":` + sample + `}`, // 3 created, template from the flags
 		`not json`,                   // 4 refused here
-		`{"context":{"customer_id":"c-1","items":[]}}`,        // 5 refused by the server: items must not be empty
-		`{"context":` + sample + `,"idempotency_key":"once"}`, // 6 created
-		`{"context":` + sample + `,"idempotency_key":"once"}`, // 7 replay of 6
+		`{"context":{"customer_id":"c-1","items":[]}}`,                                 // 5 refused by the server: items must not be empty
+		`{"context":` + sample + `,"idempotency_key":"once"}`,                          // 6 created
+		`{"context":` + sample + `,"idempotency_key":"once"}`,                          // 7 replay of 6
 		`{"context":{"customer_id":"` + strings.Repeat("c", 70<<10) + `","items":[]}}`, // 8 too large for the server by itself
 	}
 	file := filepath.Join(t.TempDir(), "tasks.jsonl")
