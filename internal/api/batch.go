@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tasker/tasker/internal/orchestration"
 )
 
@@ -95,7 +97,21 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request) {
 	// guessing which tasks exist.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), batchTimeout)
 	defer cancel()
-	for k, res := range s.engine.CreateTasks(ctx, reqs) {
+	results := s.engine.CreateTasks(ctx, reqs)
+	// The tasks that idempotency keys had created before, as they are now
+	// (POST /v1/tasks answers a replay with the task's current state), in
+	// one read: a client retrying a whole batch replays every request.
+	var replayed []uuid.UUID
+	for _, res := range results {
+		if res.Err == nil && !res.Created {
+			replayed = append(replayed, res.Task.UUID)
+		}
+	}
+	fresh, err := s.store.TasksGet(r.Context(), replayed)
+	if err != nil {
+		fresh = nil // answered as they were found by the creation
+	}
+	for k, res := range results {
 		i := at[k]
 		item := &out.Results[i]
 		if res.Err != nil {
@@ -109,8 +125,8 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request) {
 			// As POST /v1/tasks: the task the key created, unless this
 			// request asks for something else.
 			item.Status, item.IdempotentReplay = http.StatusOK, true
-			if fresh, err := s.store.TaskGet(r.Context(), t.UUID); err == nil {
-				t = fresh
+			if ft, ok := fresh[t.UUID]; ok {
+				t = ft
 			}
 			if field := reqs[k].DiffersFrom(t); field != "" {
 				item.Status, item.IdempotentReplay = http.StatusConflict, false

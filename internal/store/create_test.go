@@ -362,3 +362,41 @@ func TestDeferredDispatchWritesWhatDispatchStepsWould(t *testing.T) {
 		t.Fatal("dispatching enqueued steps again succeeded")
 	}
 }
+
+// TasksGet reads several tasks in one statement, as TaskGet reads one; a
+// task that does not exist is left out.
+func TestTasksGetReadsSeveral(t *testing.T) {
+	t.Parallel()
+	f := newCreateFixture(t)
+	var ids []uuid.UUID
+	for i := range 3 {
+		nt := f.newTask(fmt.Sprintf("get-%d", i))
+		if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
+			_, _, _, err := f.st.TaskCreateTx(f.ctx, tx, nt)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, nt.UUID)
+	}
+	missing := uuid.Must(uuid.NewV7())
+	got, err := f.st.TasksGet(f.ctx, append([]uuid.UUID{missing}, ids...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d tasks, want the 3 that exist", len(got))
+	}
+	for _, id := range ids {
+		one, err := f.st.TaskGet(f.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got[id], one) {
+			t.Errorf("task %s: TasksGet %+v, TaskGet %+v", id, got[id], one)
+		}
+	}
+	if none, err := f.st.TasksGet(f.ctx, nil); err != nil || len(none) != 0 {
+		t.Errorf("no ids: %v, %v", none, err)
+	}
+}

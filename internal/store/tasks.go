@@ -212,6 +212,23 @@ func (s *Store) TaskGet(ctx context.Context, id uuid.UUID) (Task, error) {
 	return t, nil
 }
 
+// TasksGet reads tasks without locking them, in one statement; a task that
+// does not exist is not in the map.
+func (s *Store) TasksGet(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]Task, error) {
+	out := make(map[uuid.UUID]Task, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	tasks, err := tasksQuery(ctx, s.pool, "read tasks", `SELECT `+taskColumns+` FROM tasker.tasks t WHERE t.task_uuid = ANY ($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tasks {
+		out[t.UUID] = t
+	}
+	return out, nil
+}
+
 // TaskStepsTx returns a task's steps in template (topological) order.
 func (s *Store) TaskStepsTx(ctx context.Context, tx Tx, id uuid.UUID) ([]Step, error) {
 	return stepsQuery(ctx, tx.tx, `SELECT `+stepColumns+` FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position`, id)
