@@ -11,9 +11,11 @@ import (
 	"github.com/tasker/tasker/domainevents"
 )
 
-// TestEnvelopeIsWhatJSONMarshalGives: the spliced envelope is byte for
-// byte json.Marshal's, for payloads with HTML-sensitive characters,
-// unicode, whitespace in results, and with and without a step.
+// TestEnvelopeIsWhatJSONMarshalGives: the envelope written by hand is byte
+// for byte json.Marshal's, for payloads with HTML-sensitive characters,
+// unicode, whitespace in results, with and without a step, and for event
+// types and namespaces that need escaping, times in other zones and an
+// empty payload.
 func TestEnvelopeIsWhatJSONMarshalGives(t *testing.T) {
 	step := uuid.Must(uuid.NewV7())
 	results := []json.RawMessage{
@@ -47,6 +49,47 @@ func TestEnvelopeIsWhatJSONMarshalGives(t *testing.T) {
 			if err != nil || back.EventID != ev.EventID || !bytes.Equal(back.Payload, payload) {
 				t.Errorf("payload %d: decoded %v, %v", i, back.EventID, err)
 			}
+		}
+	}
+
+	zone := time.FixedZone("x", -(3*3600 + 30*60))
+	for _, tc := range []struct {
+		typ, ns string
+		at      time.Time
+		payload json.RawMessage
+	}{
+		{"order.paid<&>", "ns", time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), json.RawMessage(`{}`)},
+		{"café \u2028 \"quoted\" back\\slash", "n_s", time.Date(2026, 1, 2, 3, 4, 5, 10, zone), json.RawMessage(`[1]`)},
+		{"tab\there\x01", "ns", time.Date(1999, 12, 31, 23, 59, 59, 999999999, time.Local), nil},
+		{"bad utf8 \xff", "ns", time.Time{}, json.RawMessage(`null`)},
+	} {
+		ev := domainevents.Event{EventID: uuid.Must(uuid.NewV7()), EventType: tc.typ, SchemaVersion: 12, Namespace: tc.ns,
+			TaskUUID: uuid.Must(uuid.NewV7()), CorrelationID: uuid.New(), OccurredAt: tc.at, Payload: tc.payload}
+		want, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := envelope(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("type %q: envelope differs\n got %s\nwant %s", tc.typ, got, want)
+		}
+	}
+}
+
+func BenchmarkEnvelope(b *testing.B) {
+	step := uuid.Must(uuid.NewV7())
+	payload, _ := json.Marshal(domainevents.StepCompletedPayload{StepName: "charge_card", Handler: "payments.charge", Attempt: 1, MaxAttempts: 3,
+		Result: json.RawMessage(`{"charge_id": "ch_123", "amount_cents": 4200}`)})
+	ev := domainevents.Event{EventID: uuid.Must(uuid.NewV7()), EventType: "StepCompleted", SchemaVersion: domainevents.SchemaVersion,
+		Namespace: "ecommerce", TaskUUID: uuid.Must(uuid.NewV7()), StepUUID: &step, CorrelationID: uuid.Must(uuid.NewV7()),
+		OccurredAt: time.Now().UTC(), Payload: payload}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := envelope(ev); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
