@@ -411,6 +411,7 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 	// (createQueued), in one transaction with the deletion of their
 	// messages.
 	var valid []*queuedCreate
+	var failed error
 	reqs := map[int64]TaskRequest{}
 	for _, m := range msgs {
 		if m.ReadCount > o.cfg.MaxReadCount {
@@ -430,7 +431,11 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 			}
 		}
 		if err := o.refuseRequest(ctx, m.ID, err, label); err != nil {
-			return len(msgs), err
+			// A transient failure (the database): the requests already
+			// checked are still created; the rest come back after their
+			// visibility timeout.
+			failed = err
+			break
 		}
 	}
 	o.engine.createQueued(ctx, valid)
@@ -444,11 +449,11 @@ func (o *Orchestrator) RequestsOnce(ctx context.Context) (int, error) {
 					"task_uuid", it.res.task.UUID, "differs_in", field)
 			}
 		}
-		if err := o.refuseRequest(ctx, it.msgID, err, "invalid_request"); err != nil {
-			return len(msgs), err
+		if err := o.refuseRequest(ctx, it.msgID, err, "invalid_request"); err != nil && failed == nil {
+			failed = err
 		}
 	}
-	return len(msgs), nil
+	return len(msgs), failed
 }
 
 // refuseRequest archives the queued request msgID when err says it can
