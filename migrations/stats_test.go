@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pressly/goose/v3"
@@ -92,4 +93,25 @@ func downAndUpAgain(t *testing.T, version int64, read func(*pgxpool.Pool) []stri
 		t.Errorf("after up again:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(up, "\n"))
 	}
 	checkProtocolUnchanged(t, db)
+}
+
+// countOf runs a query returning one count.
+func countOf(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// stepNamed is the step of task called name.
+func stepNamed(t *testing.T, pool *pgxpool.Pool, task uuid.UUID, name string) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	if err := pool.QueryRow(context.Background(), `SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = $2`,
+		task, name).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -39,23 +39,8 @@ func TestStepsAndEdgesAreNotCheckedButDieWithTheirRows(t *testing.T) {
 	doomed := h.Submit(orchestration.TaskRequest{Namespace: "su_chain", Name: "xyz"}).UUID
 	kept := h.Submit(orchestration.TaskRequest{Namespace: "su_chain", Name: "xyz", Context: []byte(`{"k":1}`)}).UUID
 
-	count := func(sql string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := h.Pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return n
-	}
-	stepOf := func(task uuid.UUID, name string) uuid.UUID {
-		t.Helper()
-		var id uuid.UUID
-		if err := h.Pool.QueryRow(ctx, `SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = $2`,
-			task, name).Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
+	count := func(sql string, args ...any) int { t.Helper(); return countOf(t, h.Pool, sql, args...) }
+	stepOf := func(task uuid.UUID, name string) uuid.UUID { t.Helper(); return stepNamed(t, h.Pool, task, name) }
 	x, y, z := stepOf(doomed, "x"), stepOf(doomed, "y"), stepOf(doomed, "z")
 
 	// Inserting a step and an edge probes no primary key of the parents.

@@ -25,23 +25,8 @@ func TestTransitionRowsAreNotCheckedButDieWithTheirRows(t *testing.T) {
 	req.Context = json.RawMessage(`{"other": true}`)
 	kept := h.Submit(req).UUID
 
-	count := func(sql string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := h.Pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		return n
-	}
-	stepOf := func(task uuid.UUID, name string) uuid.UUID {
-		t.Helper()
-		var id uuid.UUID
-		if err := h.Pool.QueryRow(ctx, `SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = $2`,
-			task, name).Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
+	count := func(sql string, args ...any) int { t.Helper(); return countOf(t, h.Pool, sql, args...) }
+	stepOf := func(task uuid.UUID, name string) uuid.UUID { t.Helper(); return stepNamed(t, h.Pool, task, name) }
 	a, b := stepOf(doomed, "a"), stepOf(doomed, "b")
 
 	// Inserting transitions probes no primary key of the parent tables.

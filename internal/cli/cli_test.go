@@ -55,21 +55,34 @@ func apiGet(t *testing.T, url string) any {
 	return v
 }
 
-// TestOperatorCommandsAgainstARealDaemon drives the CLI as an operator
-// would: submit with --wait, get, list, a failing task, the DLQ.
-func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
-	t.Parallel()
-	dbURL := testdb.URL(t)
+// startDaemon starts the daemon on dbURL with the repository's templates
+// and an ephemeral port, configured further by adjust; it stops with the
+// test.
+func startDaemon(t *testing.T, dbURL string, adjust func(*config.Config)) *daemon.Daemon {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Database.URL = dbURL
 	cfg.Server.Listen = "127.0.0.1:0"
 	cfg.Orchestrator.TemplatesDir = filepath.Join("..", "..", "config", "templates")
-	cfg.Orchestrator.PollInterval = config.Duration{Duration: 200 * time.Millisecond}
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	d, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = d.Stop() })
+	return d
+}
+
+// TestOperatorCommandsAgainstARealDaemon drives the CLI as an operator
+// would: submit with --wait, get, list, a failing task, the DLQ.
+func TestOperatorCommandsAgainstARealDaemon(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	d := startDaemon(t, dbURL, func(cfg *config.Config) {
+		cfg.Orchestrator.PollInterval = config.Duration{Duration: 200 * time.Millisecond}
+	})
 	h := enginetest.New(t, enginetest.Options{DatabaseURL: dbURL, NoOrchestrator: true})
 	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}}, demo.Handlers(0))
 	server := "--server=http://" + d.Addr()

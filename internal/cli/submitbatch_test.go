@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -9,9 +8,7 @@ import (
 	"testing"
 
 	"github.com/tasker/tasker/internal/config"
-	"github.com/tasker/tasker/internal/daemon"
 	"github.com/tasker/tasker/internal/demo"
-	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/testdb"
 )
 
@@ -20,17 +17,7 @@ import (
 // request at all; the exit status says that some failed.
 func TestTaskSubmitBatchFromAFile(t *testing.T) {
 	t.Parallel()
-	dbURL := testdb.URL(t)
-	cfg := config.Default()
-	cfg.Database.URL = dbURL
-	cfg.Server.Listen = "127.0.0.1:0"
-	cfg.Orchestrator.TemplatesDir = filepath.Join("..", "..", "config", "templates")
-	cfg.Server.MaxBodyBytes = 64 << 10
-	d, err := daemon.Start(context.Background(), cfg, enginetest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Stop() })
+	d := startDaemon(t, testdb.URL(t), func(cfg *config.Config) { cfg.Server.MaxBodyBytes = 64 << 10 })
 
 	sample := demo.SampleContext(1)
 	lines := []string{

@@ -10,16 +10,10 @@ import (
 // submissions would; the request at index bad gets a template id that does
 // not exist, so that its insert fails inside the shared transaction.
 func (e *Engine) CreateTogether(ctx context.Context, reqs []TaskRequest, bad int) ([]store.Task, []error) {
+	nts, keys := e.prepareAll(ctx, reqs, bad)
 	batch := make([]*createReq, len(reqs))
-	for i, r := range reqs {
-		nt, key, err := e.prepare(ctx, r)
-		if err != nil {
-			panic(err)
-		}
-		if i == bad {
-			nt.TemplateID = -1
-		}
-		batch[i] = &createReq{nt: nt, key: key, done: make(chan struct{})}
+	for i := range reqs {
+		batch[i] = &createReq{nt: nts[i], key: keys[i], done: make(chan struct{})}
 	}
 	e.createBatch(ctx, batch)
 	tasks := make([]store.Task, len(reqs))
@@ -48,7 +42,24 @@ type QueuedOutcome struct {
 // at index bad (if any) gets a template id that does not exist, so that it
 // fails inside the shared transaction.
 func (e *Engine) CreateQueued(ctx context.Context, ids []int64, reqs []TaskRequest, bad int) []QueuedOutcome {
+	nts, keys := e.prepareAll(ctx, reqs, bad)
 	items := make([]*queuedCreate, len(reqs))
+	for i := range reqs {
+		items[i] = &queuedCreate{msgID: ids[i], nt: nts[i], key: keys[i]}
+	}
+	e.createQueued(ctx, items)
+	out := make([]QueuedOutcome, len(items))
+	for i, it := range items {
+		out[i] = QueuedOutcome{Task: it.res.task, Created: it.res.created, Skipped: it.skipped, Err: it.res.err}
+	}
+	return out
+}
+
+// prepareAll prepares reqs (which must be valid); the request at index bad
+// (if any) gets a template id that does not exist, so that it fails inside
+// a shared creation transaction.
+func (e *Engine) prepareAll(ctx context.Context, reqs []TaskRequest, bad int) ([]store.NewTask, []string) {
+	nts, keys := make([]store.NewTask, len(reqs)), make([]string, len(reqs))
 	for i, r := range reqs {
 		nt, key, err := e.prepare(ctx, r)
 		if err != nil {
@@ -57,12 +68,7 @@ func (e *Engine) CreateQueued(ctx context.Context, ids []int64, reqs []TaskReque
 		if i == bad {
 			nt.TemplateID = -1
 		}
-		items[i] = &queuedCreate{msgID: ids[i], nt: nt, key: key}
+		nts[i], keys[i] = nt, key
 	}
-	e.createQueued(ctx, items)
-	out := make([]QueuedOutcome, len(items))
-	for i, it := range items {
-		out[i] = QueuedOutcome{Task: it.res.task, Created: it.res.created, Skipped: it.skipped, Err: it.res.err}
-	}
-	return out
+	return nts, keys
 }

@@ -151,23 +151,53 @@ func afterPaymentProcessed(hs *enginetest.Harness, h worker.Handler) worker.Hand
 		if err := s.DecodeContext(&order); err != nil || strings.HasPrefix(order.CustomerID, "blocked") || order.Simulate != nil {
 			return h(ctx, s)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			var state string
-			err := hs.Pool.QueryRow(ctx, `SELECT state FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = 'process_payment'`,
-				s.TaskUUID).Scan(&state)
-			if err != nil || !slices.Contains([]string{"pending", "enqueued", "in_progress", "enqueued_for_orchestration",
-				"enqueued_as_error_for_orchestration"}, state) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(10 * time.Millisecond):
-			}
+		if err := waitForStepPast(ctx, hs, s.TaskUUID, "process_payment", "pending", "enqueued", "in_progress",
+			"enqueued_for_orchestration", "enqueued_as_error_for_orchestration"); err != nil {
+			return nil, err
 		}
 		return h(ctx, s)
 	}
+}
+
+// blockedAfterInventorySubmitted runs h, in a task whose payment is
+// declined (a "blocked" customer), once the task's update_inventory step
+// has submitted its result (or after 5 s). The decline fails the task at
+// once (fail_fast); an update_inventory still running then would end its
+// span after the task's root span, which checkNesting rejects — a race the
+// loaded test machine lost now and then.
+func blockedAfterInventorySubmitted(hs *enginetest.Harness, h worker.Handler) worker.Handler {
+	return func(ctx context.Context, s *worker.Step) (any, error) {
+		var order struct {
+			CustomerID string `json:"customer_id"`
+		}
+		if err := s.DecodeContext(&order); err != nil || !strings.HasPrefix(order.CustomerID, "blocked") {
+			return h(ctx, s)
+		}
+		if err := waitForStepPast(ctx, hs, s.TaskUUID, "update_inventory", "pending", "enqueued", "in_progress"); err != nil {
+			return nil, err
+		}
+		return h(ctx, s)
+	}
+}
+
+// waitForStepPast waits (5 s at most) until the task's step name is in none
+// of the states.
+func waitForStepPast(ctx context.Context, hs *enginetest.Harness, task uuid.UUID, name string, states ...string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var state string
+		err := hs.Pool.QueryRow(ctx, `SELECT state FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = $2`,
+			task, name).Scan(&state)
+		if err != nil || !slices.Contains(states, state) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // TestEveryCatalogEventIsPublishedAtItsSpan runs the lifecycle scenarios
@@ -188,6 +218,7 @@ func TestEveryCatalogEventIsPublishedAtItsSpan(t *testing.T) {
 	handlers := demo.Handlers(0)
 	handlers["ecommerce.process_payment_flaky"] = flakyHandler()
 	handlers["ecommerce.update_inventory"] = afterPaymentProcessed(h, handlers["ecommerce.update_inventory"])
+	handlers["ecommerce.process_payment"] = blockedAfterInventorySubmitted(h, handlers["ecommerce.process_payment"])
 	h.Worker(worker.Config{Namespaces: []string{demo.Namespace}, Observer: obs, Concurrency: 4}, handlers)
 
 	var tasks []uuid.UUID
