@@ -3,6 +3,7 @@ package domainevents
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,17 +35,7 @@ func TestEnvelopeIsWhatJSONMarshalGives(t *testing.T) {
 				Namespace: "ns", TaskUUID: uuid.Must(uuid.NewV7()), StepUUID: sid, CorrelationID: uuid.Must(uuid.NewV7()),
 				OccurredAt: time.Date(2026, 11, 27, 9, 0, 0, 123456789, time.UTC), Payload: payload,
 				MsgID: 7, ReadCount: 2, Headers: map[string]string{"x": "y"}}
-			want, err := json.Marshal(ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := envelope(ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("payload %d (step %v): envelope differs\n got %.300s\nwant %.300s", i, sid != nil, got, want)
-			}
+			got := checkEnvelope(t, ev, fmt.Sprintf("payload %d (step %v)", i, sid != nil))
 			back, err := domainevents.Decode(got)
 			if err != nil || back.EventID != ev.EventID || !bytes.Equal(back.Payload, payload) {
 				t.Errorf("payload %d: decoded %v, %v", i, back.EventID, err)
@@ -65,18 +56,26 @@ func TestEnvelopeIsWhatJSONMarshalGives(t *testing.T) {
 	} {
 		ev := domainevents.Event{EventID: uuid.Must(uuid.NewV7()), EventType: tc.typ, SchemaVersion: 12, Namespace: tc.ns,
 			TaskUUID: uuid.Must(uuid.NewV7()), CorrelationID: uuid.New(), OccurredAt: tc.at, Payload: tc.payload}
-		want, err := json.Marshal(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := envelope(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("type %q: envelope differs\n got %s\nwant %s", tc.typ, got, want)
-		}
+		checkEnvelope(t, ev, fmt.Sprintf("type %q", tc.typ))
 	}
+}
+
+// checkEnvelope returns envelope(ev), failing the test (naming what) when
+// it is not byte for byte json.Marshal(ev).
+func checkEnvelope(t *testing.T, ev domainevents.Event, what string) []byte {
+	t.Helper()
+	want, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := envelope(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s: envelope differs\n got %.300s\nwant %.300s", what, got, want)
+	}
+	return got
 }
 
 func BenchmarkEnvelope(b *testing.B) {
