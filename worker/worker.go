@@ -85,6 +85,18 @@ type Config struct {
 	DisableNotify bool
 	// Observer receives the worker-side lifecycle events; default none.
 	Observer Observer
+	// AsyncSubmit lets result submissions commit without waiting for their
+	// WAL flush, as claims always do. A result then reaches the
+	// orchestrator as soon as Postgres has written it, and the disk's flush
+	// (and its stalls) leaves every step's latency. The price is paid only
+	// if Postgres itself crashes; a worker's or an orchestrator's crash
+	// loses nothing either way. Results submitted in the last few hundred
+	// milliseconds before such a crash may be forgotten with it, and their
+	// steps run again: at once if their claims were forgotten too, else
+	// once their leases expire, counting the attempt, as after this
+	// worker's own crash. Default false: a submission returns once it is
+	// on disk.
+	AsyncSubmit bool
 }
 
 // Handler runs one step. The returned value (JSON-encoded) is the step's
@@ -846,6 +858,10 @@ const claimSQL = `
 		       correlation_id, coalesce(traceparent, ''), task_context, dependency_results
 		  FROM tasker.step_claim_batch($1::uuid[], $2::int[], $3::text, $4::int)`
 
+// asyncCommitSQL, first in a pipeline, makes the implicit transaction it
+// opens commit without waiting for its WAL flush.
+const asyncCommitSQL = `SELECT set_config('synchronous_commit', 'off', true)`
+
 // claim claims the steps in one round trip: a pipeline of
 // set_config('synchronous_commit', 'off') and the claim, one implicit
 // transaction that does not wait for its WAL flush. A claim forgotten by a
@@ -858,7 +874,7 @@ const claimSQL = `
 // stay durable.
 func (w *Worker) claim(ctx context.Context, ids []uuid.UUID, attempts []int32) ([]claim, error) {
 	b := &pgx.Batch{}
-	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	b.Queue(asyncCommitSQL)
 	b.Queue(claimSQL, ids, attempts, w.cfg.WorkerID, int32(w.cfg.LeaseDuration/time.Second))
 	res := w.pool.SendBatch(ctx, b)
 	out, err := readClaims(res)
@@ -1294,17 +1310,17 @@ func (w *Worker) storeBatch(batch []*submission) ([]bool, error) {
 	for _, s := range batch {
 		s.sentAt = sent
 	}
-	rows, err := w.pool.Query(ctx, `SELECT step_uuid, accepted FROM tasker.step_submit_results(
-		$1::uuid[], $2::integer[], $3::text, $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::jsonb[])`,
-		ids, attempts, w.cfg.WorkerID, success, results, errs, msgIDs, headers)
-	if err != nil {
-		return nil, fmt.Errorf("submit %d step results: %w", n, err)
-	}
 	type row struct {
 		StepUUID uuid.UUID
 		Accepted bool
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	var got []row
+	err := w.submitCall(ctx, func(rows pgx.Rows) (err error) {
+		got, err = pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		return err
+	}, `SELECT step_uuid, accepted FROM tasker.step_submit_results(
+		$1::uuid[], $2::integer[], $3::text, $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::jsonb[])`,
+		ids, attempts, w.cfg.WorkerID, success, results, errs, msgIDs, headers)
 	if err != nil {
 		return nil, fmt.Errorf("submit %d step results: %w", n, err)
 	}
@@ -1342,9 +1358,44 @@ func (w *Worker) storeOne(ctx context.Context, s *submission) (bool, error) {
 	defer cancel()
 	var accepted bool
 	s.sentAt = time.Now()
-	err := w.pool.QueryRow(ctx, `SELECT tasker.step_submit_result($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb)`,
-		s.step.StepUUID, s.step.Attempt, w.cfg.WorkerID, s.success, nullJSON(s.result), nullJSON(s.errJSON), s.msgID, s.headers).Scan(&accepted)
+	err := w.submitCall(ctx, func(rows pgx.Rows) (err error) {
+		accepted, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[bool])
+		return err
+	}, `SELECT tasker.step_submit_result($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb)`,
+		s.step.StepUUID, s.step.Attempt, w.cfg.WorkerID, s.success, nullJSON(s.result), nullJSON(s.errJSON), s.msgID, s.headers)
 	return accepted, err
+}
+
+// submitCall runs a submission statement in an implicit transaction of its
+// own and hands its rows to read. With Config.AsyncSubmit the transaction
+// is a pipeline of set_config('synchronous_commit', 'off') and the
+// statement, as a claim's is: it commits without waiting for its WAL
+// flush, and the session's own setting is left as it was.
+func (w *Worker) submitCall(ctx context.Context, read func(pgx.Rows) error, sql string, args ...any) error {
+	if !w.cfg.AsyncSubmit {
+		rows, err := w.pool.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		return read(rows)
+	}
+	b := &pgx.Batch{}
+	b.Queue(asyncCommitSQL)
+	b.Queue(sql, args...)
+	res := w.pool.SendBatch(ctx, b)
+	_, err := res.Exec()
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = res.Query(); err == nil {
+			err = read(rows)
+		}
+	}
+	// Close reports the end of the implicit transaction: a submission whose
+	// commit failed was not stored.
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
 }
 
 func submitBackoff(attempt int) time.Duration {

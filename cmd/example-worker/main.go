@@ -52,6 +52,9 @@ Environment:
   DATABASE_URL                      Postgres connection string (required)
   TASKER_WORKER_NAMESPACES          namespaces to serve, comma-separated (default ecommerce)
   TASKER_WORKER_CONCURRENCY         steps run at once (default 10)
+  TASKER_WORKER_ASYNC_SUBMIT        true to submit results without waiting for their WAL flush
+                                    (lower latency; a Postgres crash may forget the last results,
+                                    whose steps then run again) (default false)
   TASKER_WORKER_METRICS_LISTEN      address of /metrics (default 127.0.0.1:9091; empty disables it)
   TASKER_DEMO_DELAY                 simulated work per step (default 50ms)
   TASKER_TELEMETRY_TRACING_ENABLED  true to export traces (default false)
@@ -68,6 +71,19 @@ func env(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// envBool reads a true/false variable; unset or empty is false.
+func envBool(k string) (bool, error) {
+	v := os.Getenv(k)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s is %q; want true or false", k, v)
+	}
+	return b, nil
 }
 
 func run() error {
@@ -87,6 +103,10 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("TASKER_WORKER_CONCURRENCY: %w", err)
 	}
+	asyncSubmit, err := envBool("TASKER_WORKER_ASYNC_SUBMIT")
+	if err != nil {
+		return err
+	}
 	delay, err := time.ParseDuration(env("TASKER_DEMO_DELAY", "50ms"))
 	if err != nil {
 		return fmt.Errorf("TASKER_DEMO_DELAY: %w", err)
@@ -94,7 +114,10 @@ func run() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 
-	tracing, _ := strconv.ParseBool(env("TASKER_TELEMETRY_TRACING_ENABLED", "false"))
+	tracing, err := envBool("TASKER_TELEMETRY_TRACING_ENABLED")
+	if err != nil {
+		return err
+	}
 	tel, err := telemetry.NewProvider(ctx, telemetry.Options{
 		ServiceName: env("OTEL_SERVICE_NAME", "tasker-example-worker"), TracingEnabled: tracing,
 		OTLPEndpoint: os.Getenv("TASKER_TELEMETRY_OTLP_ENDPOINT"), OTLPProtocol: env("TASKER_TELEMETRY_OTLP_PROTOCOL", "grpc"),
@@ -143,7 +166,7 @@ func run() error {
 
 	w, err := worker.New(pool, worker.Config{
 		Namespaces:  strings.Split(env("TASKER_WORKER_NAMESPACES", demo.Namespace), ","),
-		Concurrency: concurrency, Logger: logger, Observer: obs,
+		Concurrency: concurrency, AsyncSubmit: asyncSubmit, Logger: logger, Observer: obs,
 	})
 	if err != nil {
 		return err

@@ -14,7 +14,7 @@ func TestUsageListsEveryVariable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reads := regexp.MustCompile(`(?:env|os\.Getenv|os\.LookupEnv)\("([A-Z_]+)"`).FindAllStringSubmatch(string(src), -1)
+	reads := regexp.MustCompile(`(?:env|envBool|os\.Getenv|os\.LookupEnv)\("([A-Z_]+)"`).FindAllStringSubmatch(string(src), -1)
 	if len(reads) < 5 {
 		t.Fatalf("found %d environment reads in main.go; the pattern is out of date", len(reads))
 	}

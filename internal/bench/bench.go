@@ -81,6 +81,9 @@ type Options struct {
 	// ResultBytes pads every step's result to about this many bytes (0: a
 	// few bytes), as handlers returning real data would.
 	ResultBytes int
+	// AsyncSubmit makes the workers' submissions commit without waiting
+	// for their WAL flush (worker.Config.AsyncSubmit).
+	AsyncSubmit bool
 	// DomainEvents, when not nil, are the only domain events the
 	// scenario's template publishes (empty: none); nil publishes all of
 	// them, the default of a template that does not choose.
@@ -241,7 +244,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
 		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing, TraceSampling: traceSampling(o),
-		ResultBytes: o.ResultBytes, DomainEvents: domainEventsLabel(o.DomainEvents),
+		ResultBytes: o.ResultBytes, AsyncSubmit: o.AsyncSubmit, DomainEvents: domainEventsLabel(o.DomainEvents),
 		Started: time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
 	}
@@ -535,7 +538,7 @@ func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtoc
 		return nil, fmt.Errorf("start the orchestrator: %w", err)
 	}
 	ws, err := startWorkers(ctx, WorkerOptions{DatabaseURL: dbURL, Concurrency: o.Concurrency, Batch: o.Batch, ResultBytes: o.ResultBytes,
-		Tracing: o.Tracing, OTLPEndpoint: otlpEndpoint, OTLPProtocol: otlpProtocol, Logger: o.Logger}, o.Workers)
+		AsyncSubmit: o.AsyncSubmit, Tracing: o.Tracing, OTLPEndpoint: otlpEndpoint, OTLPProtocol: otlpProtocol, Logger: o.Logger}, o.Workers)
 	if err != nil {
 		_ = d.Stop()
 		return nil, fmt.Errorf("start the workers: %w", err)

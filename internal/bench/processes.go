@@ -135,6 +135,9 @@ func startProcesses(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpPro
 	for i := 0; i < o.Workers; i++ {
 		wargs := []string{"bench", "worker", "--concurrency", strconv.Itoa(o.Concurrency), "--batch", strconv.Itoa(o.Batch),
 			"--result-bytes", strconv.Itoa(o.ResultBytes)}
+		if o.AsyncSubmit {
+			wargs = append(wargs, "--async-submit")
+		}
 		if o.Tracing {
 			wargs = append(wargs, "--tracing", "--otlp-endpoint", otlpEndpoint, "--otlp-protocol", otlpProtocol)
 		}

@@ -36,6 +36,9 @@ type Report struct {
 	TraceSampling string `json:"trace_sampling,omitempty"`
 	// ResultBytes is the size each step's result was padded to (0: none).
 	ResultBytes int `json:"result_bytes,omitempty"`
+	// AsyncSubmit is set when the workers' submissions did not wait for
+	// their WAL flush.
+	AsyncSubmit bool `json:"async_submit,omitempty"`
 	// DomainEvents are the domain events the template published: empty
 	// for all of them (the default), "none", or a comma-separated list.
 	DomainEvents string `json:"domain_events,omitempty"`
@@ -150,6 +153,9 @@ func (r *Report) Label() string {
 	if r.ResultBytes > 0 {
 		s += fmt.Sprintf(" results %dB", r.ResultBytes)
 	}
+	if r.AsyncSubmit {
+		s += " async-submit"
+	}
 	if r.DomainEvents != "" {
 		s += " domain-events " + r.DomainEvents
 	}
@@ -181,6 +187,9 @@ func (r *Report) Print(w io.Writer) {
 	results := ""
 	if r.ResultBytes > 0 {
 		results = fmt.Sprintf(", results of ~%d bytes", r.ResultBytes)
+	}
+	if r.AsyncSubmit {
+		results += ", submissions not waiting for their flush"
 	}
 	events := "all domain events"
 	if r.DomainEvents == "none" {

@@ -25,6 +25,8 @@ type WorkerOptions struct {
 	Batch       int
 	// ResultBytes pads each result to about this many bytes.
 	ResultBytes int
+	// AsyncSubmit is worker.Config.AsyncSubmit.
+	AsyncSubmit bool
 	// Tracing exports the workers' spans by OTLP to OTLPEndpoint
 	// (OTLPProtocol grpc or http/protobuf).
 	Tracing      bool
@@ -89,7 +91,7 @@ func startWorkers(ctx context.Context, o WorkerOptions, n int) (*workerSet, erro
 		s.pools = append(s.pools, pool)
 		w, err := worker.New(pool, worker.Config{
 			Namespaces: []string{Namespace}, Concurrency: o.Concurrency, BatchSize: o.Batch,
-			Logger: o.Logger, Observer: obs, ShutdownTimeout: 10 * time.Second,
+			AsyncSubmit: o.AsyncSubmit, Logger: o.Logger, Observer: obs, ShutdownTimeout: 10 * time.Second,
 		})
 		if err != nil {
 			return nil, err
