@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -40,7 +41,6 @@ func TestProtocolLocksStepsInStepOrder(t *testing.T) {
 	mid := sorted[n/2]
 	// The call lists the steps in neither order.
 	args := []uuid.UUID{sorted[5], sorted[1], sorted[7], sorted[3], sorted[0], sorted[6], sorted[2], sorted[4]}
-	attempts := make([]int32, n)
 
 	run := func(what string, call func(conn *pgxpool.Conn) error) {
 		t.Helper()
@@ -82,44 +82,31 @@ func TestProtocolLocksStepsInStepOrder(t *testing.T) {
 		}
 	}
 
-	run("a claim of 8 steps", func(conn *pgxpool.Conn) error {
-		rows, err := conn.Query(ctx, `SELECT claimed FROM tasker.step_claim_batch($1::uuid[], $2::int[], 'w', 30)`, args, plusOne(attempts))
+	// allTrue runs a call whose one column says, for each step, whether it
+	// was taken.
+	allTrue := func(conn *pgxpool.Conn, sql string, args ...any) error {
+		rows, err := conn.Query(ctx, sql, args...)
 		if err != nil {
 			return err
 		}
-		claimed, err := pgx.CollectRows(rows, pgx.RowTo[bool])
-		if err == nil && slices.Contains(claimed, false) {
-			err = errors.New("not every step claimed")
+		taken, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		if err == nil && (len(taken) != n || slices.Contains(taken, false)) {
+			err = fmt.Errorf("answers %v, want %d times true", taken, n)
 		}
 		return err
+	}
+	// Every step is at attempt 0: the messages are for attempt 1.
+	attempts := slices.Repeat([]int32{1}, n)
+	run("a claim of 8 steps", func(conn *pgxpool.Conn) error {
+		return allTrue(conn, `SELECT claimed FROM tasker.step_claim_batch($1::uuid[], $2::int[], 'w', 30)`, args, attempts)
 	})
 	run("a submission of 8 results", func(conn *pgxpool.Conn) error {
-		results := make([]string, n)
-		for i := range results {
-			results[i] = `{"ok": true}`
-		}
-		rows, err := conn.Query(ctx, `SELECT accepted FROM tasker.step_submit_results($1::uuid[], $2::int[], 'w', $3::boolean[], $4::jsonb[], $5::jsonb[], $6::bigint[], $7::jsonb[])`,
-			args, plusOne(attempts), slices.Repeat([]bool{true}, n), results, make([]*string, n), make([]*int64, n), make([]*string, n))
-		if err != nil {
-			return err
-		}
-		accepted, err := pgx.CollectRows(rows, pgx.RowTo[bool])
-		if err == nil && slices.Contains(accepted, false) {
-			err = errors.New("not every result accepted")
-		}
-		return err
+		return allTrue(conn, `SELECT accepted FROM tasker.step_submit_results($1::uuid[], $2::int[], 'w', $3::boolean[], $4::jsonb[], $5::jsonb[], $6::bigint[], $7::jsonb[])`,
+			args, attempts, slices.Repeat([]bool{true}, n), slices.Repeat([]string{`{"ok": true}`}, n), make([]*string, n), make([]*int64, n), make([]*string, n))
 	})
 	if got := countOf(t, h.Pool, `SELECT count(*)::int FROM tasker.workflow_steps WHERE step_uuid = ANY ($1) AND state = 'enqueued_for_orchestration'`, steps); got != n {
 		t.Errorf("%d of %d steps submitted", got, n)
 	}
-}
-
-func plusOne(a []int32) []int32 {
-	out := make([]int32, len(a))
-	for i, v := range a {
-		out[i] = v + 1
-	}
-	return out
 }
 
 // scrambleHeapOrder rewrites the steps' rows from the last in step_uuid
