@@ -13,6 +13,9 @@ func ExecTx(ctx context.Context, tx Tx, sql string, args ...any) error {
 	return err
 }
 
+// ExpiredLeasesSQL is the reaper's query (tests).
+const ExpiredLeasesSQL = expiredLeasesSQL
+
 // QueryRowTx runs a one-row query in tx (tests).
 func QueryRowTx(ctx context.Context, tx Tx, sql string, args ...any) pgx.Row {
 	return tx.tx.QueryRow(ctx, sql, args...)

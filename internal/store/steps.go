@@ -261,15 +261,23 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, t *Task, steps []*St
 	return out, nil
 }
 
+// expiredLeasesSQL finds the steps whose lease has expired by a range of
+// workflow_steps_lease_idx. The bound is now(), the start of the
+// statement's transaction: an index can only be searched for a value known
+// before the scan starts, and the volatile clock_timestamp() made every
+// reaper run read all the leases there are (or the whole table, which the
+// planner chose while it was small).
+const expiredLeasesSQL = `
+		SELECT DISTINCT task_uuid FROM (
+			SELECT task_uuid FROM tasker.workflow_steps
+			 WHERE state = 'in_progress' AND lease_expires_at < now()
+			 ORDER BY lease_expires_at
+			 LIMIT $1) expired`
+
 // TasksWithExpiredLeases returns up to limit tasks that have a step in
 // progress whose lease has expired (its worker is presumed dead).
 func (s *Store) TasksWithExpiredLeases(ctx context.Context, limit int) ([]uuid.UUID, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT DISTINCT task_uuid FROM (
-			SELECT task_uuid FROM tasker.workflow_steps
-			 WHERE state = 'in_progress' AND lease_expires_at < clock_timestamp()
-			 ORDER BY lease_expires_at
-			 LIMIT $1) expired`, limit)
+	rows, err := s.pool.Query(ctx, expiredLeasesSQL, limit)
 	if err != nil {
 		return nil, fmt.Errorf("expired leases: %w", err)
 	}

@@ -368,11 +368,13 @@ func (s *Store) TaskWakeSetTx(ctx context.Context, tx Tx, id uuid.UUID, at *time
 }
 
 // TasksDueTx locks up to limit non-terminal tasks whose wake-up time has
-// passed, skipping tasks another replica holds.
+// passed, skipping tasks another replica holds. They are found by a range
+// of tasks_wake_idx up to now(), the transaction's start (see
+// expiredLeasesSQL: a volatile bound read every task waiting for a retry).
 func (s *Store) TasksDueTx(ctx context.Context, tx Tx, limit int) ([]Task, error) {
 	return tasksQuery(ctx, tx.tx, "due tasks", `
 		SELECT `+taskColumns+` FROM tasker.tasks t
-		 WHERE t.wake_at <= clock_timestamp()
+		 WHERE t.wake_at <= now()
 		 ORDER BY t.wake_at
 		 LIMIT $1
 		   FOR UPDATE SKIP LOCKED`, limit)
