@@ -870,8 +870,8 @@ const asyncCommitSQL = `SELECT set_config('synchronous_commit', 'off', true)`
 // worker's submission, flushes it first) leaves the step enqueued: its
 // message comes back, another claim runs it again, and the step's
 // compare-and-swap accepts one run's result only, as after a lease expiry.
-// Nothing is applied twice; results and the orchestrator's transactions
-// stay durable.
+// Nothing is applied twice; results (unless Config.AsyncSubmit) and the
+// orchestrator's transactions stay durable.
 func (w *Worker) claim(ctx context.Context, ids []uuid.UUID, attempts []int32) ([]claim, error) {
 	b := &pgx.Batch{}
 	b.Queue(asyncCommitSQL)
