@@ -65,7 +65,17 @@ type Engine struct {
 	templates map[int64]*template.Template // immutable once registered
 
 	intake *intakeBatcher
+
+	// journals are reused from one transaction to the next: a result
+	// batch's journal holds hundreds of records of a few hundred bytes,
+	// and growing a new one every time was most of the bytes a batch
+	// allocated.
+	journals sync.Pool
 }
+
+// maxPooledRecords bounds the journals kept for reuse: one that grew past
+// it (a very large batch) is left to the garbage collector.
+const maxPooledRecords = 4096
 
 // BeforeCommit is a hook run inside an engine transaction after its work and
 // before its commit; an error rolls the whole transaction back.
@@ -139,7 +149,16 @@ func (e *Engine) template(ctx context.Context, id int64) (*template.Template, er
 // journal after a successful commit. fn may run more than once (the store
 // retries deadlocks), so the journal is reset before each run.
 func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Journal) error) error {
-	j := telemetry.NewJournal(e.clock)
+	j, _ := e.journals.Get().(*telemetry.Journal)
+	if j == nil {
+		j = telemetry.NewJournal(e.clock)
+	}
+	defer func() {
+		if cap(j.Records) <= maxPooledRecords {
+			j.Reset()
+			e.journals.Put(j)
+		}
+	}()
 	err := e.store.InTxDeferred(ctx, func(tx store.Tx) error {
 		j.Reset()
 		if err := fn(tx, j); err != nil {

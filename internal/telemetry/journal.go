@@ -112,8 +112,12 @@ func NewJournal(clock func() time.Time) *Journal {
 }
 
 // Reset empties the journal for reuse (after a rolled-back transaction that
-// is retried).
-func (j *Journal) Reset() { j.Records = j.Records[:0] }
+// is retried, or by the next transaction), dropping what its records
+// referenced.
+func (j *Journal) Reset() {
+	clear(j.Records)
+	j.Records = j.Records[:0]
+}
 
 // Event records a non-transition event (workflow.*, task.start_requested,
 // step.initialize_requested, worker hooks).

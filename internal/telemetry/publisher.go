@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -65,11 +66,19 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 	}
 	batches := map[[16]byte]*batch{}
 	var order [][16]byte
+	// A large journal's counter increments are summed and added once per
+	// instrument and attribute set: a result batch repeats the same few
+	// sets hundreds of times, and each Add resolves its set again.
+	t := &tally{ctx: ctx, m: p.m}
+	if len(j.Records) > tallyAbove {
+		t.sums = make([]tallySum, 0, 16)
+		defer t.add()
+	}
 	for _, r := range j.Records {
 		if r.Kind == KindWorkerRun {
 			// A worker's run has spans of its own (step_execution), not
 			// part of any orchestration batch.
-			p.record(ctx, r)
+			p.record(ctx, t, r)
 			p.emitWorkerRun(ctx, r)
 			continue
 		}
@@ -80,7 +89,7 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 			batches[k] = b
 			order = append(order, k)
 		}
-		p.record(ctx, r)
+		p.record(ctx, t, r)
 		switch r.Kind {
 		case KindTaskTransition:
 			p.emitTransition(ctx, b, r)
@@ -105,44 +114,82 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 	}
 }
 
-// record updates the metrics for one record.
-func (p *Publisher) record(ctx context.Context, r Record) {
+// tally counts counter increments: at once, or, once sums is set, summed
+// by instrument and attribute set until add. A journal names a few sets (a
+// dozen for a batch of one template's results), so a short list searched
+// in order serves.
+type tally struct {
+	ctx  context.Context
+	m    *Metrics
+	sums []tallySum
+}
+
+// tallyAbove is the journal size above which increments are summed; a
+// smaller one (a task's own transaction) adds them as they come.
+const tallyAbove = 32
+
+type tallySum struct {
+	counter metric.Int64Counter
+	attrs   attrKey
+	n       int64
+}
+
+func (t *tally) inc(c metric.Int64Counter, kind attrKind, a, b, c2 string) {
+	k := attrKey{kind: kind, a: a, b: b, c: c2}
+	if t.sums == nil {
+		c.Add(t.ctx, 1, t.m.attrs.Option(k))
+		return
+	}
+	for i := range t.sums {
+		if s := &t.sums[i]; s.counter == c && s.attrs == k {
+			s.n++
+			return
+		}
+	}
+	t.sums = append(t.sums, tallySum{counter: c, attrs: k, n: 1})
+}
+
+// add adds the sums to their counters.
+func (t *tally) add() {
+	for _, s := range t.sums {
+		s.counter.Add(t.ctx, s.n, t.m.attrs.Option(s.attrs))
+	}
+}
+
+// record updates the metrics for one record: the histograms at once, the
+// counters in t.
+func (p *Publisher) record(ctx context.Context, t *tally, r Record) {
 	ns := r.Task.Namespace
 	switch r.Kind {
 	case KindEvent:
-		p.count(ctx, r.Event, ns)
+		t.inc(p.m.Events, attrsEvent, string(r.Event), ns, "")
 	case KindStepTransition:
-		p.m.StepTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, stateLabel(r.From), r.To, ns))
+		t.inc(p.m.StepTransitions, attrsTransition, stateLabel(r.From), r.To, ns)
 		for _, ev := range stepEvents(r) {
-			p.count(ctx, ev, ns)
+			t.inc(p.m.Events, attrsEvent, string(ev), ns, "")
 		}
 	case KindTaskCreated:
 		// From is empty: from_state="none", as for a step's creation.
-		p.m.TaskTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, stateLabel(r.From), r.To, ns))
+		t.inc(p.m.TaskTransitions, attrsTransition, stateLabel(r.From), r.To, ns)
 	case KindTaskTransition:
-		p.m.TaskTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, stateLabel(r.From), r.To, ns))
+		t.inc(p.m.TaskTransitions, attrsTransition, stateLabel(r.From), r.To, ns)
 		if !r.PrevEnteredAt.IsZero() && r.From != "" {
 			p.m.TaskStateSeconds.Record(ctx, r.At.Sub(r.PrevEnteredAt).Seconds(), p.m.attrSet(attrsState, r.From, ns, ""))
 		}
 		for _, ev := range taskEvents(r) {
-			p.count(ctx, ev, ns)
+			t.inc(p.m.Events, attrsEvent, string(ev), ns, "")
 		}
 	case KindWorkerRun:
-		p.m.StepTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, string(lifecycle.StepEnqueued), string(lifecycle.StepInProgress), ns))
-		p.m.StepTransitions.Add(ctx, 1, p.m.attrSet(attrsTransition, r.From, r.To, ns))
+		t.inc(p.m.StepTransitions, attrsTransition, string(lifecycle.StepEnqueued), string(lifecycle.StepInProgress), ns)
+		t.inc(p.m.StepTransitions, attrsTransition, r.From, r.To, ns)
 		for _, ev := range workerRunEvents {
-			p.count(ctx, ev, ns)
+			t.inc(p.m.Events, attrsEvent, string(ev), ns, "")
 		}
-		handler := p.m.attrSet(attrsHandler, r.Step.Handler, ns, r.Outcome)
-		p.m.StepExecution.Record(ctx, r.End.Sub(r.At).Seconds(), handler)
-		p.m.StepAttempts.Add(ctx, 1, handler)
+		p.m.StepExecution.Record(ctx, r.End.Sub(r.At).Seconds(), p.m.attrSet(attrsHandler, r.Step.Handler, ns, r.Outcome))
+		t.inc(p.m.StepAttempts, attrsHandler, r.Step.Handler, ns, r.Outcome)
 	case KindTaskFinished:
 		p.m.TaskCompletion.Record(ctx, r.At.Sub(r.Task.CreatedAt).Seconds(), p.m.attrSet(attrsCompletion, ns, r.Outcome, ""))
 	}
-}
-
-func (p *Publisher) count(ctx context.Context, ev lifecycle.EventName, ns string) {
-	p.m.Events.Add(ctx, 1, p.m.attrSet(attrsEvent, string(ev), ns, ""))
 }
 
 // taskEvents are the events of a task transition: task.before_transition,
