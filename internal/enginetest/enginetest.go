@@ -281,9 +281,16 @@ func (h *Harness) QueueStepDuplicates(ns string, step uuid.UUID, real int, extra
 // labels include labels (0 when there is none).
 func (h *Harness) Counter(name string, labels map[string]string) float64 {
 	h.T.Helper()
-	mfs, err := h.Registry.Gather()
+	return Counter(h.T, h.Registry, name, labels)
+}
+
+// Counter sums the series of the counter name that g gathers whose labels
+// include labels (0 when there is none).
+func Counter(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
 	if err != nil {
-		h.T.Fatalf("gather metrics: %v", err)
+		t.Fatalf("gather metrics: %v", err)
 	}
 	sum := 0.0
 	for _, mf := range mfs {

@@ -27,6 +27,18 @@ func BenchmarkPublishMetricsBatch(b *testing.B) {
 	benchmarkPublishRounds(b, telemetry.Options{MetricsEnabled: true}, 50)
 }
 
+// linear4Round journals one round of the result loop for a linear4 task:
+// step done completes, the task is evaluated, step next is dispatched
+// (five transitions and their events).
+func linear4Round(j *telemetry.Journal, task telemetry.TaskRef, done, next telemetry.StepRef, at time.Time) {
+	j.StepTransition(task, done, lifecycle.StepEnqueuedForOrchestration, lifecycle.StepComplete, at)
+	j.TaskTransition(task, lifecycle.TaskStepsInProcess, lifecycle.TaskEvaluatingResults, lifecycle.TaskStepResultReceived, at)
+	j.Event(lifecycle.EventWorkflowStepCompleted, task, &done)
+	j.TaskTransition(task, lifecycle.TaskEvaluatingResults, lifecycle.TaskEnqueuingSteps, lifecycle.TaskReadyStepsFound, at)
+	j.StepTransition(task, next, lifecycle.StepPending, lifecycle.StepEnqueued, at)
+	j.TaskTransition(task, lifecycle.TaskEnqueuingSteps, lifecycle.TaskStepsInProcess, lifecycle.TaskStepsEnqueued, at)
+}
+
 // discard is a span exporter that keeps nothing.
 type discard struct{}
 
@@ -76,13 +88,7 @@ func benchmarkPublishRounds(b *testing.B, opts telemetry.Options, tasks int) {
 		j.Reset()
 		at := j.Now()
 		for i := range rounds {
-			task, done, next := rounds[i].task, rounds[i].done, rounds[i].next
-			j.StepTransition(task, done, lifecycle.StepEnqueuedForOrchestration, lifecycle.StepComplete, at)
-			j.TaskTransition(task, lifecycle.TaskStepsInProcess, lifecycle.TaskEvaluatingResults, lifecycle.TaskStepResultReceived, at)
-			j.Event(lifecycle.EventWorkflowStepCompleted, task, &done)
-			j.TaskTransition(task, lifecycle.TaskEvaluatingResults, lifecycle.TaskEnqueuingSteps, lifecycle.TaskReadyStepsFound, at)
-			j.StepTransition(task, next, lifecycle.StepPending, lifecycle.StepEnqueued, at)
-			j.TaskTransition(task, lifecycle.TaskEnqueuingSteps, lifecycle.TaskStepsInProcess, lifecycle.TaskStepsEnqueued, at)
+			linear4Round(j, rounds[i].task, rounds[i].done, rounds[i].next, at)
 		}
 		pub.Publish(ctx, j)
 	}

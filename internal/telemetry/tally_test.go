@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/telemetry"
 )
@@ -26,13 +27,7 @@ func TestPublishCountsLargeAndSmallJournalsAlike(t *testing.T) {
 		task := telemetry.TaskRef{UUID: uuid.New(), CorrelationID: uuid.New(), Namespace: ns, Name: "t", CreatedAt: time.Now()}
 		done := telemetry.StepRef{UUID: uuid.New(), Name: "a", Handler: "h.a", Attempt: 1}
 		next := telemetry.StepRef{UUID: uuid.New(), Name: "b", Handler: "h.b", Attempt: 1}
-		at := j.Now()
-		j.StepTransition(task, done, lifecycle.StepEnqueuedForOrchestration, lifecycle.StepComplete, at)
-		j.TaskTransition(task, lifecycle.TaskStepsInProcess, lifecycle.TaskEvaluatingResults, lifecycle.TaskStepResultReceived, at)
-		j.Event(lifecycle.EventWorkflowStepCompleted, task, &done)
-		j.TaskTransition(task, lifecycle.TaskEvaluatingResults, lifecycle.TaskEnqueuingSteps, lifecycle.TaskReadyStepsFound, at)
-		j.StepTransition(task, next, lifecycle.StepPending, lifecycle.StepEnqueued, at)
-		j.TaskTransition(task, lifecycle.TaskEnqueuingSteps, lifecycle.TaskStepsInProcess, lifecycle.TaskStepsEnqueued, at)
+		linear4Round(j, task, done, next, j.Now())
 	}
 	// One large journal (40 rounds over two namespaces, 240 records) and
 	// three small ones (one round each).
@@ -47,30 +42,6 @@ func TestPublishCountsLargeAndSmallJournalsAlike(t *testing.T) {
 		pub.Publish(ctx, small)
 	}
 
-	mfs, err := p.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	value := func(name string, labels map[string]string) float64 {
-		var sum float64
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				matched := 0
-				for _, l := range m.GetLabel() {
-					if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
-						matched++
-					}
-				}
-				if matched == len(labels) {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-		return sum
-	}
 	for _, c := range []struct {
 		name   string
 		labels map[string]string
@@ -84,7 +55,7 @@ func TestPublishCountsLargeAndSmallJournalsAlike(t *testing.T) {
 		{"tasker_task_state_transitions_total", map[string]string{"from_state": "enqueuing_steps", "to_state": "steps_in_process", "namespace": "ns_a"}, 23},
 		{"tasker_task_state_transitions_total", map[string]string{"namespace": "ns_b"}, 3 * 20},
 	} {
-		if got := value(c.name, c.labels); got != c.want {
+		if got := enginetest.Counter(t, p.Registry(), c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
