@@ -312,12 +312,17 @@ type evaluation struct {
 	earliestWake *time.Time
 }
 
-// evaluate classifies a task's steps at time now. Pure.
-func evaluate(steps []store.Step, now time.Time) evaluation {
+// evaluate classifies a task's steps at time now. A pending step is ready
+// when every step its template lists in depends_on is satisfied: tpl must be
+// the version the task was created from, whose DAG its steps and edges were
+// written from (versions are immutable), so readiness needs no read of
+// workflow_step_edges and ignores Step.Parents. A step the template does not
+// name is never ready (the stale-task sweep reports such a task). Pure.
+func evaluate(tpl *template.Template, steps []store.Step, now time.Time) evaluation {
 	ev := evaluation{total: len(steps)}
-	state := make(map[uuid.UUID]lifecycle.StepState, len(steps))
+	state := make(map[string]lifecycle.StepState, len(steps))
 	for i := range steps {
-		state[steps[i].UUID] = steps[i].State
+		state[steps[i].Name] = steps[i].State
 	}
 	for i := range steps {
 		s := &steps[i]
@@ -339,12 +344,9 @@ func evaluate(steps []store.Step, now time.Time) evaluation {
 				}
 			}
 		case s.State == lifecycle.StepPending:
-			ready := true
-			for _, p := range s.Parents {
-				if !state[p].Satisfied() {
-					ready = false
-					break
-				}
+			ts, ready := tpl.StepByName(s.Name)
+			for j := 0; ready && j < len(ts.DependsOn); j++ {
+				ready = state[ts.DependsOn[j]].Satisfied()
 			}
 			if ready {
 				ev.ready = append(ev.ready, s)
@@ -377,7 +379,7 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 
 		case lifecycle.TaskInitializing:
 			start := j.Now()
-			ev := evaluate(steps, start)
+			ev := evaluate(tpl, steps, start)
 			if len(ev.ready) > 0 {
 				j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
 			} else {
@@ -405,12 +407,12 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 			}
 
 		case lifecycle.TaskEvaluatingResults:
-			if err := e.evaluateResults(ctx, tx, j, t, steps); err != nil {
+			if err := e.evaluateResults(ctx, tx, j, tpl, t, steps); err != nil {
 				return err
 			}
 
 		case lifecycle.TaskEnqueuingSteps:
-			if err := e.enqueue(ctx, tx, j, t, steps); err != nil {
+			if err := e.enqueue(ctx, tx, j, tpl, t, steps); err != nil {
 				return err
 			}
 
@@ -432,7 +434,7 @@ func (e *Engine) drive(ctx context.Context, tx store.Tx, j *telemetry.Journal, t
 			// up by a long-running sibling step.
 			var wake *time.Time
 			if !t.State.Terminal() {
-				ev := evaluate(steps, j.Now())
+				ev := evaluate(tpl, steps, j.Now())
 				wake = ev.earliestWake
 				if len(ev.dueRetries) > 0 {
 					// A backoff elapsed while this transaction ran: wake at
@@ -461,10 +463,10 @@ func sameTime(a, b *time.Time) bool {
 // evaluateResults decides where a task in evaluating_results goes, by the
 // precedence of DESIGN §3: blocked by failures > ready steps > steps in
 // flight > all complete > waiting for a retry backoff.
-func (e *Engine) evaluateResults(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step) error {
+func (e *Engine) evaluateResults(ctx context.Context, tx store.Tx, j *telemetry.Journal, tpl *template.Template, t *store.Task, steps []store.Step) error {
 	ref := taskRef(t)
 	start := j.Now()
-	ev := evaluate(steps, start)
+	ev := evaluate(tpl, steps, start)
 	if len(ev.dueRetries) > 0 {
 		changes := make([]stepChange, 0, len(ev.dueRetries))
 		for _, s := range ev.dueRetries {
@@ -476,7 +478,7 @@ func (e *Engine) evaluateResults(ctx context.Context, tx store.Tx, j *telemetry.
 	}
 	j.Phase(telemetry.PhaseResultEvaluation, ref, start)
 	dstart := j.Now()
-	ev = evaluate(steps, dstart)
+	ev = evaluate(tpl, steps, dstart)
 	if len(ev.ready) > 0 {
 		j.Event(lifecycle.EventWorkflowViableStepsDiscovered, ref, nil)
 	} else {
@@ -505,10 +507,10 @@ func (e *Engine) evaluateResults(ctx context.Context, tx store.Tx, j *telemetry.
 
 // enqueue dispatches the ready steps of a task in enqueuing_steps: each moves
 // pending -> enqueued and its message is sent, in this transaction.
-func (e *Engine) enqueue(ctx context.Context, tx store.Tx, j *telemetry.Journal, t *store.Task, steps []store.Step) error {
+func (e *Engine) enqueue(ctx context.Context, tx store.Tx, j *telemetry.Journal, tpl *template.Template, t *store.Task, steps []store.Step) error {
 	ref := taskRef(t)
 	start := j.Now()
-	ev := evaluate(steps, start)
+	ev := evaluate(tpl, steps, start)
 	headers := make([]map[string]string, 0, len(ev.ready))
 	byID := make(map[uuid.UUID]*store.Step, len(ev.ready))
 	for _, s := range ev.ready {

@@ -363,7 +363,7 @@ func (e *Engine) StepOperate(ctx context.Context, stepID uuid.UUID, action StepA
 			// straight back to blocked_by_failures and, under either policy,
 			// not run. It stays in error (resolved_manually and retry remain
 			// open to the operator) rather than being revived for nothing.
-			if evaluate(steps, j.Now()).failed > 0 {
+			if evaluate(tpl, steps, j.Now()).failed > 0 {
 				break
 			}
 			if err := e.moveTask(ctx, tx, j, &t, lifecycle.TaskRetry, nil, actionMeta(ctx, "step "+s.Name+" "+string(action)+" by operator")); err != nil {

@@ -549,7 +549,11 @@ func (e *Engine) WakeDueTasks(ctx context.Context, limit int) (int, error) {
 			if err != nil {
 				return err
 			}
-			ev := evaluate(steps, e.clock())
+			tpl, err := e.template(ctx, t.TemplateID)
+			if err != nil {
+				return err
+			}
+			ev := evaluate(tpl, steps, e.clock())
 			if len(ev.dueRetries) == 0 {
 				// Woken early (clock skew between replicas): keep waiting.
 				if err := e.store.TaskWakeSetTx(ctx, tx, t.UUID, ev.earliestWake); err != nil {

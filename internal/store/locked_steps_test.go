@@ -14,9 +14,11 @@ import (
 
 // TestLockedStepReadLeavesResultsOut: the orchestrator's read of a locked
 // task's steps (TasksLockWithStepsTx) carries everything StepsOfTasksTx
-// does except inputs and results, and last_error only for a step whose
-// failure is being processed or that failed for good: a task's results,
-// however large, are not read back by every result of the task.
+// does except inputs, results and parents, and last_error only for a step
+// whose failure is being processed or that failed for good: a task's
+// results, however large, are not read back by every result of the task,
+// and its edges are not read at all (the engine has them from the
+// template).
 func TestLockedStepReadLeavesResultsOut(t *testing.T) {
 	t.Parallel()
 	f := newCreateFixture(t)
@@ -62,9 +64,19 @@ func TestLockedStepReadLeavesResultsOut(t *testing.T) {
 	if len(want[0].Results) < 64<<10 || want[0].Inputs == nil {
 		t.Fatalf("fixture: the full read has no large result (%d bytes) or inputs", len(want[0].Results))
 	}
+	withParents := 0
+	for _, s := range want {
+		withParents += min(len(s.Parents), 1)
+	}
+	if withParents == 0 {
+		t.Fatal("fixture: no step has parents in the full read")
+	}
 	for i, s := range locked {
 		if s.Results != nil || s.Inputs != nil {
 			t.Errorf("step %s: the locked read carries results (%d bytes) or inputs", s.Name, len(s.Results))
+		}
+		if s.Parents != nil {
+			t.Errorf("step %s: the locked read carries parents %v", s.Name, s.Parents)
 		}
 		failing := s.Name == "b" || s.Name == "c"
 		if failing && !jsonEqual(s.LastError, errJSON) {
@@ -74,9 +86,9 @@ func TestLockedStepReadLeavesResultsOut(t *testing.T) {
 			t.Errorf("step %s (%s): last_error read (%s)", s.Name, s.State, s.LastError)
 		}
 		w := want[i]
-		w.Results, w.Inputs, w.LastError = s.Results, s.Inputs, s.LastError
+		w.Results, w.Inputs, w.LastError, w.Parents = s.Results, s.Inputs, s.LastError, s.Parents
 		if !reflect.DeepEqual(s, w) {
-			t.Errorf("step %s differs from the full read beyond inputs, results and last_error:\n got %+v\nwant %+v", s.Name, s, w)
+			t.Errorf("step %s differs from the full read beyond inputs, results, last_error and parents:\n got %+v\nwant %+v", s.Name, s, w)
 		}
 	}
 }

@@ -60,6 +60,9 @@ type Step struct {
 	Inputs         json.RawMessage
 	Results        json.RawMessage
 	LastError      json.RawMessage
+	// Parents are the steps this one depends on (workflow_step_edges); nil
+	// in the steps TasksLockWithStepsTx returns, which the engine evaluates
+	// by their template instead.
 	Parents        []uuid.UUID
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
@@ -118,16 +121,16 @@ func scanTask(row pgx.Row) (Task, error) {
 	return t, err
 }
 
-const stepColumns = stepColumnsHead + `s.inputs, s.results, s.last_error` + stepColumnsTail
+const stepColumns = stepColumnsHead + `s.inputs, s.results, s.last_error,
+	coalesce((SELECT array_agg(e.from_step ORDER BY e.from_step) FROM tasker.workflow_step_edges e WHERE e.to_step = s.step_uuid), '{}')` + stepColumnsTail
 
-// stepColumnsHead and stepColumnsTail surround the JSON columns in
-// stepColumns and lockedStepColumns.
+// stepColumnsHead and stepColumnsTail surround the JSON columns and the
+// parents in stepColumns and lockedStepColumns.
 const (
 	stepColumnsHead = `s.step_uuid, s.task_uuid, s.name, s.handler, s.position, s.state, s.attempts, s.max_attempts,
 	s.retryable, s.backoff_base_ms, s.backoff_cap_ms, s.timeout_seconds, s.next_attempt_at,
 	coalesce(s.claimed_by, ''), s.lease_expires_at, `
 	stepColumnsTail = `,
-	coalesce((SELECT array_agg(e.from_step ORDER BY e.from_step) FROM tasker.workflow_step_edges e WHERE e.to_step = s.step_uuid), '{}'),
 	s.created_at, s.updated_at, s.state_entered_at, s.completed_at`
 )
 
@@ -253,9 +256,13 @@ const stepsOfTasksSQL = `SELECT ` + stepColumns + ` FROM tasker.workflow_steps s
 // result read it by step), and with last_error only where a failure is
 // being decided or reported. Every result of a task reads all of the task's
 // steps, so reading their results made a task's processing cost grow with
-// the size of its results times its step count.
+// the size of its results times its step count. Nor do they carry Parents
+// (nil): the engine decides readiness from the task's template version, the
+// DAG the edges were written from, and the per-step lookup of
+// workflow_step_edges was about three quarters of this read's time.
 const lockedStepColumns = stepColumnsHead + `NULL::jsonb, NULL::jsonb,
-	CASE WHEN s.state IN ('enqueued_as_error_for_orchestration', 'error') THEN s.last_error END` + stepColumnsTail
+	CASE WHEN s.state IN ('enqueued_as_error_for_orchestration', 'error') THEN s.last_error END,
+	NULL::uuid[]` + stepColumnsTail
 
 const lockedStepsOfTasksSQL = `SELECT ` + lockedStepColumns + ` FROM tasker.workflow_steps s
 		WHERE s.task_uuid = ANY ($1) ORDER BY s.task_uuid, s.position`
@@ -403,8 +410,8 @@ func (s *Store) LockTimeoutTx(ctx context.Context, tx Tx, d time.Duration) error
 // TasksLockWithStepsTx is TasksLockTx followed by StepsOfTasksTx, sent
 // together in one round trip (the steps are read after the locks are held:
 // the statements of a pipeline run in order). The steps come without
-// Inputs and Results, and with LastError only for a step whose failure is
-// being processed or that failed for good (lockedStepColumns). A positive
+// Inputs, Results and Parents, and with LastError only for a step whose
+// failure is being processed or that failed for good (lockedStepColumns). A positive
 // lockTimeout bounds the wait for the locks for the rest of the
 // transaction; past it the statement fails with an error IsLockTimeout recognises.
 func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, lockTimeout time.Duration) ([]Task, map[uuid.UUID][]Step, error) {

@@ -226,5 +226,9 @@ func fromNode(root *yaml.Node, c checker) (*Template, error) {
 		return nil, err
 	}
 	t.cache = &schemaCache{}
+	t.byName = make(map[string]int, len(t.Steps))
+	for i := range t.Steps {
+		t.byName[t.Steps[i].Name] = i
+	}
 	return t, nil
 }

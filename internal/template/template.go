@@ -106,6 +106,10 @@ type Template struct {
 	// Template copies no lock; copies share it, which is safe because the
 	// cache is keyed by the schema's bytes.
 	cache *schemaCache
+	// byName indexes Steps by name for StepByName, built when a template
+	// is parsed (nil for one built by hand). A hint only: StepByName checks
+	// the name at the index and scans Steps when it differs.
+	byName map[string]int
 }
 
 // Step is one node of the workflow DAG.
@@ -155,8 +159,12 @@ func (t *Template) Key() string {
 	return t.Namespace + "/" + t.Name + "@" + t.Version
 }
 
-// StepByName returns the step called name.
+// StepByName returns the step called name. The engine asks it for every
+// pending step it evaluates, so a parsed template answers from an index.
 func (t *Template) StepByName(name string) (*Step, bool) {
+	if i, ok := t.byName[name]; ok && i < len(t.Steps) && t.Steps[i].Name == name {
+		return &t.Steps[i], true
+	}
 	for i := range t.Steps {
 		if t.Steps[i].Name == name {
 			return &t.Steps[i], true
