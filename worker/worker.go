@@ -36,9 +36,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasker/tasker/internal/jsonenc"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/pgtext"
-	"github.com/tasker/tasker/internal/pgxuuid"
+	"github.com/tasker/tasker/internal/pgxcodec"
 	"github.com/tasker/tasker/internal/queue"
 )
 
@@ -210,9 +211,10 @@ type Worker struct {
 // ConfigurePool prepares a pool configuration for a worker: its connections
 // send and receive uuids in binary form (pgx otherwise encodes
 // github.com/google/uuid values as text through their driver.Valuer, a
-// measurable share of a busy worker's CPU). Call it before
+// measurable share of a busy worker's CPU) and write the protocol's array
+// parameters without boxing each element. Call it before
 // pgxpool.NewWithConfig; an AfterConnect hook already set still runs.
-func ConfigurePool(cfg *pgxpool.Config) { pgxuuid.ConfigurePool(cfg) }
+func ConfigurePool(cfg *pgxpool.Config) { pgxcodec.ConfigurePool(cfg) }
 
 // New returns a worker using pool; register handlers, then Start or Run.
 func New(pool *pgxpool.Pool, cfg Config) (*Worker, error) {
@@ -1150,7 +1152,7 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 	if w.publishesEvents {
 		hdr[lifecycle.WorkerEventsHeader] = lifecycle.WorkerEventsPublished
 	}
-	headers, _ := json.Marshal(hdr)
+	headers := jsonenc.StringMap(hdr)
 	ctx := span.BeforeSubmit(context.Background())
 	s := &submission{step: step, msgID: msgID, success: success, result: resJSON, errJSON: errJSON, headers: headers,
 		deadline: time.Now().Add(w.cfg.LeaseDuration + SubmitRetryBeyondLease), done: make(chan submitReply, 1)}

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/craigpastro/pgmq-go"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tasker/tasker/internal/jsonenc"
 )
 
 // DB is satisfied by *pgxpool.Pool, pgx.Tx and *pgx.Conn, so every call can
@@ -514,11 +517,7 @@ func encodeHeaders(headers map[string]string) (any, error) {
 	if headers == nil {
 		return nil, nil
 	}
-	b, err := json.Marshal(headers)
-	if err != nil {
-		return nil, fmt.Errorf("encode headers: %w", err)
-	}
-	return string(b), nil
+	return string(jsonenc.StringMap(headers)), nil
 }
 
 // encodeHeaderList returns one JSON text per entry (nil for SQL NULL), or nil
@@ -532,11 +531,7 @@ func encodeHeaderList(headers []map[string]string) ([]*string, error) {
 		if h == nil {
 			continue
 		}
-		b, err := json.Marshal(h)
-		if err != nil {
-			return nil, fmt.Errorf("encode headers %d: %w", i, err)
-		}
-		s := string(b)
+		s := string(jsonenc.StringMap(h))
 		out[i] = &s
 	}
 	return out, nil
@@ -568,6 +563,9 @@ func scanMessage(row pgx.CollectableRow) (Message, error) {
 func decodeHeaders(raw []byte) map[string]string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil
+	}
+	if m, ok := jsonenc.DecodeStringMap(raw); ok {
+		return m
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
@@ -678,11 +676,7 @@ func EncodeHeaders(h map[string]string) ([]byte, error) {
 	if h == nil {
 		return nil, nil
 	}
-	b, err := json.Marshal(h)
-	if err != nil {
-		return nil, fmt.Errorf("encode headers: %w", err)
-	}
-	return b, nil
+	return jsonenc.StringMap(h), nil
 }
 
 // StepMessage is the body of a step message in a namespace's worker queue
@@ -695,4 +689,24 @@ type StepMessage struct {
 	Namespace     string    `json:"namespace"`
 	CorrelationID uuid.UUID `json:"correlation_id"`
 	Attempt       int       `json:"attempt"`
+}
+
+// AppendJSON appends m as json.Marshal(m) writes it, without reflection:
+// the orchestrator encodes one for every step it dispatches.
+func (m StepMessage) AppendJSON(out []byte) []byte {
+	out = append(out, `{"task_uuid":`...)
+	out = jsonenc.AppendUUID(out, m.TaskUUID)
+	out = append(out, `,"step_uuid":`...)
+	out = jsonenc.AppendUUID(out, m.StepUUID)
+	out = append(out, `,"step_name":`...)
+	out = jsonenc.AppendString(out, m.StepName)
+	out = append(out, `,"handler":`...)
+	out = jsonenc.AppendString(out, m.Handler)
+	out = append(out, `,"namespace":`...)
+	out = jsonenc.AppendString(out, m.Namespace)
+	out = append(out, `,"correlation_id":`...)
+	out = jsonenc.AppendUUID(out, m.CorrelationID)
+	out = append(out, `,"attempt":`...)
+	out = strconv.AppendInt(out, int64(m.Attempt), 10)
+	return append(out, '}')
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -73,7 +72,7 @@ func (r errRow) Scan(...any) error { return r.err }
 // another table and go last.
 type writeBuffer struct {
 	taskOps []taskOp
-	steps   []StepMove
+	steps   []bufferedStep
 	deletes map[string][]int64 // queue -> message ids
 	creates creates            // tasks created in this transaction, written first
 	sends   map[string]*queueSends
@@ -100,11 +99,7 @@ func (b *writeBuffer) send(q string, body, headers []byte) {
 // sendStep buffers a step message for queue q (the body a worker reads,
 // the same fields tasker.dispatch_steps writes).
 func (b *writeBuffer) sendStep(q string, m queue.StepMessage, headers []byte) error {
-	body, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encode step message: %w", err)
-	}
-	b.send(q, body, headers)
+	b.send(q, m.AppendJSON(nil), headers)
 	return nil
 }
 
@@ -114,6 +109,13 @@ func (b *writeBuffer) empty() bool {
 
 // taskOp is a buffered task transition, or (wakeOnly) a change of wake_at
 // alone.
+// bufferedStep is a step move with its metadata already encoded (and so
+// checked) when it was buffered.
+type bufferedStep struct {
+	StepMove
+	meta []byte
+}
+
 type taskOp struct {
 	move     TaskMove
 	meta     []byte
@@ -286,8 +288,8 @@ type stepApply struct {
 // of applying them in order (the last move's next_attempt_at, the last
 // results given, the sum of extra attempts), and numbers its transitions.
 // Steps are ordered by uuid, the order in which every writer locks them.
-func collapseSteps(moves []StepMove) *stepApply {
-	type agg struct{ moves []StepMove }
+func collapseSteps(moves []bufferedStep) *stepApply {
+	type agg struct{ moves []bufferedStep }
 	by := map[uuid.UUID]*agg{}
 	var order []uuid.UUID
 	for _, m := range moves {
@@ -320,12 +322,11 @@ func collapseSteps(moves []StepMove) *stepApply {
 		out.extra = append(out.extra, extra)
 		out.results = append(out.results, results)
 		for i, m := range ms {
-			meta, _ := json.Marshal(m.Meta) // checked when the move was buffered
 			out.trStep = append(out.trStep, id)
 			out.trFrom = append(out.trFrom, string(m.From))
 			out.trTo = append(out.trTo, string(m.To))
 			out.trSeq = append(out.trSeq, int32(i+1))
-			out.trMeta = append(out.trMeta, meta)
+			out.trMeta = append(out.trMeta, m.meta)
 		}
 	}
 	return out

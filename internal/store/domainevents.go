@@ -18,6 +18,11 @@ import (
 // increasing msg_ids in the order of bodies, so a consumer reads them in the
 // order they happened. headers is nil or has one entry per body. In a
 // deferred transaction the insert goes with the buffered writes.
+//
+// Each body must be valid JSON (the domain event producer's json.Marshal
+// output): the server parses it into jsonb, and one that is not fails the
+// insert and with it the caller's transaction, which then writes nothing.
+// Checking every body again here was 3 % of the orchestrator's CPU.
 func (s *Store) DomainEventsSendTx(ctx context.Context, tx Tx, ns string, bodies []json.RawMessage, headers []map[string]string) error {
 	q, err := queue.DomainEventsQueue(ns)
 	if err != nil {
@@ -35,9 +40,6 @@ func (s *Store) DomainEventsSendTx(ctx context.Context, tx Tx, ns string, bodies
 		return err
 	}
 	for i, b := range bodies {
-		if !json.Valid(b) {
-			return fmt.Errorf("send domain events: body %d is not valid JSON", i)
-		}
 		var h map[string]string
 		if headers != nil {
 			h = headers[i]

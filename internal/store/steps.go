@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tasker/tasker/internal/jsonenc"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/queue"
 )
@@ -63,10 +64,11 @@ func (s *Store) StepsTransitionTx(ctx context.Context, tx Tx, moves []StepMove) 
 	if tx.tx.buf != nil && deferrable(moves) {
 		out := make([]StepMoved, 0, len(moves))
 		for _, m := range moves {
-			if _, err := json.Marshal(m.Meta); err != nil {
+			meta, err := jsonenc.Object(m.Meta)
+			if err != nil {
 				return nil, fmt.Errorf("encode step transition metadata: %w", err)
 			}
-			tx.tx.buf.steps = append(tx.tx.buf.steps, m)
+			tx.tx.buf.steps = append(tx.tx.buf.steps, bufferedStep{StepMove: m, meta: meta})
 			out = append(out, StepMoved{UUID: m.UUID, From: m.From, To: m.To})
 		}
 		return out, nil
@@ -86,7 +88,7 @@ func (s *Store) StepsTransitionTx(ctx context.Context, tx Tx, moves []StepMove) 
 			results[i] = m.Results
 		}
 		extra[i], guard[i] = int32(m.ExtraAttempts), m.LeaseGuard
-		b, err := json.Marshal(m.Meta)
+		b, err := jsonenc.Object(m.Meta)
 		if err != nil {
 			return nil, fmt.Errorf("encode step transition metadata: %w", err)
 		}
@@ -190,6 +192,9 @@ func (s *Store) StepsResendTx(ctx context.Context, tx Tx, t *Task, steps []*Step
 // them (the attempt is the step's attempts plus one; attempts change only
 // when a worker claims an enqueued step, never while the step is pending
 // under the task's lock).
+// enqueueMeta is the metadata of a dispatch's transition, encoded.
+var enqueueMeta = []byte(`{"trigger":"enqueue"}`)
+
 func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, t *Task, steps []*Step, headers []map[string]string) ([]Dispatched, error) {
 	if len(steps) == 0 {
 		return nil, nil
@@ -208,13 +213,10 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, t *Task, steps []*St
 			h = headers[i]
 		}
 		if h == nil {
-			h = map[string]string{}
+			hdrs[i] = []byte("{}")
+			continue
 		}
-		b, err := json.Marshal(h)
-		if err != nil {
-			return nil, fmt.Errorf("encode headers: %w", err)
-		}
-		hdrs[i] = b
+		hdrs[i] = jsonenc.StringMap(h)
 	}
 	if buf := tx.tx.buf; buf != nil {
 		// Buffered: the message ids are not known until the flush; callers
@@ -237,8 +239,8 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, t *Task, steps []*St
 				Handler: st.Handler, Namespace: t.Namespace, CorrelationID: t.CorrelationID, Attempt: st.Attempts + 1}, restHdrs[i]); err != nil {
 				return nil, err
 			}
-			buf.steps = append(buf.steps, StepMove{UUID: id, From: lifecycle.StepPending, To: lifecycle.StepEnqueued,
-				Meta: map[string]any{"trigger": "enqueue"}})
+			buf.steps = append(buf.steps, bufferedStep{StepMove: StepMove{UUID: id, From: lifecycle.StepPending, To: lifecycle.StepEnqueued,
+				Meta: map[string]any{"trigger": "enqueue"}}, meta: enqueueMeta})
 		}
 		return out, nil
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tasker/tasker/internal/pgxuuid"
+	"github.com/tasker/tasker/internal/pgxcodec"
 	"github.com/tasker/tasker/internal/queue"
 )
 
@@ -84,10 +84,12 @@ func WithNotifyAfterCommit(cfg *pgxpool.Config) {
 func WithoutJIT(cfg *pgxpool.Config) { cfg.ConnConfig.RuntimeParams["jit"] = "off" }
 
 // WithBinaryUUIDs makes the pool's connections send and receive
-// github.com/google/uuid values in binary form (internal/pgxuuid): pgx
+// github.com/google/uuid values in binary form (internal/pgxcodec): pgx
 // otherwise encodes them as text through driver.Valuer, 15 % of the
-// orchestrator's CPU under load. An AfterConnect hook already set still runs.
-func WithBinaryUUIDs(cfg *pgxpool.Config) { pgxuuid.ConfigurePool(cfg) }
+// orchestrator's CPU under load. The same codecs write the engine's array
+// parameters (uuid[], text[], jsonb[], ...) without boxing each element. An
+// AfterConnect hook already set still runs.
+func WithBinaryUUIDs(cfg *pgxpool.Config) { pgxcodec.ConfigurePool(cfg) }
 
 // New returns a store over pool.
 func New(pool *pgxpool.Pool) *Store {

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasker/tasker/internal/jsonenc"
 	"github.com/tasker/tasker/internal/lifecycle"
 )
 
@@ -339,7 +340,7 @@ type TaskMove struct {
 // move into a terminal state, whether this is the task's first terminal
 // state (its root span is then due).
 func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (ok bool, firstFinish bool, err error) {
-	meta, err := json.Marshal(m.Meta)
+	meta, err := jsonenc.Object(m.Meta)
 	if err != nil {
 		return false, false, fmt.Errorf("encode transition metadata: %w", err)
 	}

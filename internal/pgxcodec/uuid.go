@@ -1,13 +1,21 @@
-// Package pgxuuid teaches a pgx connection to send and receive
-// github.com/google/uuid values as binary uuids. Without it pgx goes through
-// their driver.Valuer and sql.Scanner methods — text, parsed on both sides —
-// after trying and discarding several other encode plans for every
-// parameter: 15 % of the orchestrator's CPU profile in the benchmark, most of
-// it on the uuid arrays of the hot statements (docs/performance.md).
+// Package pgxcodec teaches a pgx connection faster ways to send and receive
+// the values the engine's hot statements carry.
+//
+// github.com/google/uuid values go as binary uuids (uuid.go). Without this
+// pgx goes through their driver.Valuer and sql.Scanner methods — text,
+// parsed on both sides — after trying and discarding several other encode
+// plans for every parameter: 15 % of the orchestrator's CPU profile in the
+// benchmark, most of it on the uuid arrays of the hot statements.
+//
+// The arrays the engine sends most (uuid[], text[], int4[], int8[], bool[],
+// timestamptz[] and jsonb[] from their plain Go slices) are written in
+// Postgres's binary array format in one pass (arrays.go). pgx's generic
+// array encoding boxes every element in an interface and plans it again,
+// one allocation or more per element (docs/performance.md).
 //
 // Configure a pool with it (ConfigurePool), or Register it on a
 // connection's type map.
-package pgxuuid
+package pgxcodec
 
 import (
 	"context"
@@ -18,7 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// ConfigurePool registers the uuid plans on every connection of a pool
+// ConfigurePool registers the plans on every connection of a pool
 // built from cfg. Call it before pgxpool.NewWithConfig; an AfterConnect hook
 // already set still runs.
 func ConfigurePool(cfg *pgxpool.Config) {
@@ -32,9 +40,10 @@ func ConfigurePool(cfg *pgxpool.Config) {
 	}
 }
 
-// Register adds uuid.UUID (and, through pgx's slice support, []uuid.UUID)
-// to m's encode and scan plans, ahead of the generic ones.
+// Register adds uuid.UUID to m's encode and scan plans, ahead of the
+// generic ones, and the binary array encodings of arrays.go.
 func Register(m *pgtype.Map) {
+	registerArrays(m)
 	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{wrapEncode}, m.TryWrapEncodePlanFuncs...)
 	m.TryWrapScanPlanFuncs = append([]pgtype.TryWrapScanPlanFunc{wrapScan}, m.TryWrapScanPlanFuncs...)
 }

@@ -1,4 +1,4 @@
-package pgxuuid_test
+package pgxcodec_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tasker/tasker/internal/pgxuuid"
+	"github.com/tasker/tasker/internal/pgxcodec"
 	"github.com/tasker/tasker/internal/testdb"
 )
 
@@ -21,7 +21,7 @@ func TestRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	url := testdb.URL(t)
 	plain := testdb.Pool(t, url)
-	reg := testdb.Pool(t, url, pgxuuid.ConfigurePool)
+	reg := testdb.Pool(t, url, pgxcodec.ConfigurePool)
 	a, b := uuid.Must(uuid.NewV7()), uuid.New()
 	for name, pool := range map[string]*pgxpool.Pool{"plain": plain, "registered": reg} {
 		var one uuid.UUID
@@ -67,12 +67,12 @@ func TestRoundTrip(t *testing.T) {
 func TestRegisteredPlanIsUsed(t *testing.T) {
 	before := fmt.Sprintf("%T", pgtype.NewMap().PlanEncode(pgtype.UUIDOID, pgtype.BinaryFormatCode, uuid.New()))
 	m := pgtype.NewMap() // plans are memoized per map: register before planning
-	pgxuuid.Register(m)
+	pgxcodec.Register(m)
 	after := fmt.Sprintf("%T", m.PlanEncode(pgtype.UUIDOID, pgtype.BinaryFormatCode, uuid.New()))
-	if !strings.Contains(after, "pgxuuid") {
+	if !strings.Contains(after, "pgxcodec") {
 		t.Errorf("registered map encodes uuid.UUID with %s (before: %s), want this package's plan", after, before)
 	}
-	if strings.Contains(before, "pgxuuid") {
+	if strings.Contains(before, "pgxcodec") {
 		t.Errorf("an unregistered map already uses %s", before)
 	}
 }
