@@ -742,8 +742,8 @@ func (w *Worker) startClaims(ctx context.Context, ns, q string, n int, claims []
 // that can never be claimed ("" when nothing is). An attempt is an integer
 // in Postgres: a larger one would wrap around when sent to the claim.
 func decodeStepMessage(body []byte) (queue.StepMessage, string) {
-	var sm queue.StepMessage
-	switch err := json.Unmarshal(body, &sm); {
+	sm, err := queue.DecodeStepMessage(body)
+	switch {
 	case err != nil:
 		return sm, fmt.Sprintf("not a step message: %v", err)
 	case sm.StepUUID == uuid.Nil:

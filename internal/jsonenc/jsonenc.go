@@ -136,60 +136,43 @@ func Object(m map[string]any) ([]byte, error) {
 // with a space after each colon and comma) and json.Marshal's both take the
 // fast path when no string has a backslash.
 func DecodeStringMap(raw []byte) (m map[string]string, ok bool) {
-	i := skipSpace(raw, 0)
-	if i >= len(raw) || raw[i] != '{' {
+	m = make(map[string]string, 4)
+	if !Fields(raw, func(k []byte, kind Kind, text []byte) bool {
+		if kind != String {
+			return false
+		}
+		m[string(k)] = string(text)
+		return true
+	}) {
 		return nil, false
 	}
-	m = make(map[string]string, 4)
-	i = skipSpace(raw, i+1)
-	if i < len(raw) && raw[i] == '}' {
-		return m, skipSpace(raw, i+1) == len(raw)
-	}
-	for {
-		var k, v string
-		if k, i, ok = plainString(raw, i); !ok {
-			return nil, false
-		}
-		i = skipSpace(raw, i)
-		if i >= len(raw) || raw[i] != ':' {
-			return nil, false
-		}
-		if v, i, ok = plainString(raw, skipSpace(raw, i+1)); !ok {
-			return nil, false
-		}
-		m[k] = v
-		i = skipSpace(raw, i)
-		if i >= len(raw) {
-			return nil, false
-		}
-		switch raw[i] {
-		case ',':
-			i = skipSpace(raw, i+1)
-		case '}':
-			return m, skipSpace(raw, i+1) == len(raw)
-		default:
-			return nil, false
-		}
-	}
+	return m, true
 }
 
-// plainString reads a string without escapes starting at raw[i] (its
-// opening quote) and returns it and the index after its closing quote.
-// Control characters and invalid UTF-8 (which json.Unmarshal would refuse or
-// replace) send the caller to the slow path.
-func plainString(raw []byte, i int) (string, int, bool) {
-	if i >= len(raw) || raw[i] != '"' {
-		return "", i, false
+// ParseInt is the value of an Int member's text as json.Unmarshal stores it
+// in an int64; ok is false when it does not fit.
+func ParseInt(text []byte) (int64, bool) {
+	neg := len(text) > 0 && text[0] == '-'
+	if neg {
+		text = text[1:]
 	}
-	for j := i + 1; j < len(raw); j++ {
-		switch c := raw[j]; {
-		case c == '"':
-			return string(raw[i+1 : j]), j + 1, true
-		case c == '\\' || c < 0x20 || c > 0x7e:
-			return "", i, false
+	if len(text) == 0 || len(text) > 19 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range text {
+		if c < '0' || c > '9' {
+			return 0, false
 		}
+		u = u*10 + uint64(c-'0')
 	}
-	return "", i, false
+	switch {
+	case neg && u <= 1<<63:
+		return -int64(u), true
+	case !neg && u < 1<<63:
+		return int64(u), true
+	}
+	return 0, false
 }
 
 func skipSpace(raw []byte, i int) int {
@@ -197,4 +180,129 @@ func skipSpace(raw []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// Kind is the kind of a member's value in Fields.
+type Kind uint8
+
+const (
+	String Kind = iota + 1 // a string without escapes; the text is its content
+	Int                    // an integer in JSON's grammar (no fraction or exponent); the text is the literal
+	True
+	False
+	Null
+)
+
+// Fields calls fn with each member of a flat JSON object, in order: its key
+// and its value's kind and text. It returns false, having called fn for
+// none or some members, when raw is not such an object — a value of
+// another kind (an object, an array, a number with a fraction or an
+// exponent), a string or key with an escape, a control character or a
+// non-ASCII byte, malformed text — or when fn returns false. The caller then
+// decodes raw with encoding/json, whose result and errors the fast path
+// must match: it is for the engine's own small messages, which always take
+// it.
+func Fields(raw []byte, fn func(key []byte, kind Kind, text []byte) bool) bool {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return false
+	}
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return skipSpace(raw, i+1) == len(raw)
+	}
+	for {
+		k0, k1, ok := plainSpan(raw, i)
+		if !ok {
+			return false
+		}
+		i = skipSpace(raw, k1+1)
+		if i >= len(raw) || raw[i] != ':' {
+			return false
+		}
+		i = skipSpace(raw, i+1)
+		if i >= len(raw) {
+			return false
+		}
+		var kind Kind
+		var text []byte
+		switch c := raw[i]; {
+		case c == '"':
+			v0, v1, ok := plainSpan(raw, i)
+			if !ok {
+				return false
+			}
+			kind, text, i = String, raw[v0:v1], v1+1
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i
+			if raw[j] == '-' {
+				j++
+			}
+			switch {
+			case j < len(raw) && raw[j] == '0':
+				j++
+			case j < len(raw) && raw[j] >= '1' && raw[j] <= '9':
+				for j < len(raw) && raw[j] >= '0' && raw[j] <= '9' {
+					j++
+				}
+			default:
+				return false
+			}
+			if j < len(raw) && (raw[j] == '.' || raw[j] == 'e' || raw[j] == 'E' || (raw[j] >= '0' && raw[j] <= '9')) {
+				return false
+			}
+			kind, text, i = Int, raw[i:j], j
+		case hasWord(raw, i, "true"):
+			kind, i = True, i+4
+		case hasWord(raw, i, "false"):
+			kind, i = False, i+5
+		case hasWord(raw, i, "null"):
+			kind, i = Null, i+4
+		default:
+			return false
+		}
+		if !fn(raw[k0:k1], kind, text) {
+			return false
+		}
+		i = skipSpace(raw, i)
+		if i >= len(raw) {
+			return false
+		}
+		switch raw[i] {
+		case ',':
+			i = skipSpace(raw, i+1)
+		case '}':
+			return skipSpace(raw, i+1) == len(raw)
+		default:
+			return false
+		}
+	}
+}
+
+// plainSpan is the content of the string that starts at raw[i] (its
+// opening quote), [start, end) with raw[end] its closing quote, when it has
+// no escape, control character or non-ASCII byte.
+func plainSpan(raw []byte, i int) (int, int, bool) {
+	if i >= len(raw) || raw[i] != '"' {
+		return 0, 0, false
+	}
+	for j := i + 1; j < len(raw); j++ {
+		switch c := raw[j]; {
+		case c == '"':
+			return i + 1, j, true
+		case c == '\\' || c < 0x20 || c > 0x7e:
+			return 0, 0, false
+		}
+	}
+	return 0, 0, false
+}
+
+// hasWord says whether the literal w is at raw[i], followed by a delimiter
+// or the end.
+func hasWord(raw []byte, i int, w string) bool {
+	if len(raw)-i < len(w) || string(raw[i:i+len(w)]) != w {
+		return false
+	}
+	j := i + len(w)
+	return j == len(raw) || raw[j] == ',' || raw[j] == '}' || raw[j] == ' ' || raw[j] == '\t' || raw[j] == '\n' || raw[j] == '\r'
 }

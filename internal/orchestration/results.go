@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tasker/tasker/internal/jsonenc"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
@@ -34,8 +35,8 @@ type StepError struct {
 
 // DecodeResultNotice parses and checks a result notice.
 func DecodeResultNotice(body []byte) (ResultNotice, error) {
-	var n ResultNotice
-	if err := json.Unmarshal(body, &n); err != nil {
+	n, err := decodeNotice(body)
+	if err != nil {
 		return n, fmt.Errorf("result notice is not a JSON object with task_uuid, step_uuid, attempt, success: %w", err)
 	}
 	if n.TaskUUID == uuid.Nil || n.StepUUID == uuid.Nil {
@@ -45,6 +46,49 @@ func DecodeResultNotice(body []byte) (ResultNotice, error) {
 		return n, fmt.Errorf("result notice has attempt %d; attempts start at 1", n.Attempt)
 	}
 	return n, nil
+}
+
+// decodeNotice is json.Unmarshal of a notice, with the same result and
+// error; the notices the worker protocol writes are read without
+// reflection.
+func decodeNotice(body []byte) (ResultNotice, error) {
+	var n ResultNotice
+	if jsonenc.Fields(body, func(k []byte, kind jsonenc.Kind, text []byte) bool {
+		switch string(k) {
+		case "task_uuid", "step_uuid":
+			if kind != jsonenc.String {
+				return false
+			}
+			id, err := uuid.ParseBytes(text)
+			if err != nil {
+				return false
+			}
+			if string(k) == "task_uuid" {
+				n.TaskUUID = id
+			} else {
+				n.StepUUID = id
+			}
+		case "attempt":
+			a, ok := jsonenc.ParseInt(text)
+			if kind != jsonenc.Int || !ok || int64(int(a)) != a {
+				return false
+			}
+			n.Attempt = int(a)
+		case "success":
+			if kind != jsonenc.True && kind != jsonenc.False {
+				return false
+			}
+			n.Success = kind == jsonenc.True
+		default:
+			return false
+		}
+		return true
+	}) {
+		return n, nil
+	}
+	n = ResultNotice{}
+	err := json.Unmarshal(body, &n)
+	return n, err
 }
 
 // Poison is a message that can never be processed; the caller archives it.

@@ -691,6 +691,59 @@ type StepMessage struct {
 	Attempt       int       `json:"attempt"`
 }
 
+// DecodeStepMessage is json.Unmarshal of a step message's body, with the
+// same result and error; the bodies the orchestrator writes are read
+// without reflection (a worker decodes one for every step it claims).
+func DecodeStepMessage(body []byte) (StepMessage, error) {
+	var m StepMessage
+	if jsonenc.Fields(body, func(k []byte, kind jsonenc.Kind, text []byte) bool {
+		switch string(k) {
+		case "task_uuid", "step_uuid", "correlation_id":
+			if kind != jsonenc.String {
+				return false
+			}
+			id, err := uuid.ParseBytes(text)
+			if err != nil {
+				return false
+			}
+			switch string(k) {
+			case "task_uuid":
+				m.TaskUUID = id
+			case "step_uuid":
+				m.StepUUID = id
+			default:
+				m.CorrelationID = id
+			}
+		case "step_name", "handler", "namespace":
+			if kind != jsonenc.String {
+				return false
+			}
+			switch string(k) {
+			case "step_name":
+				m.StepName = string(text)
+			case "handler":
+				m.Handler = string(text)
+			default:
+				m.Namespace = string(text)
+			}
+		case "attempt":
+			n, ok := jsonenc.ParseInt(text)
+			if kind != jsonenc.Int || !ok || int64(int(n)) != n {
+				return false
+			}
+			m.Attempt = int(n)
+		default:
+			return false
+		}
+		return true
+	}) {
+		return m, nil
+	}
+	m = StepMessage{}
+	err := json.Unmarshal(body, &m)
+	return m, err
+}
+
 // AppendJSON appends m as json.Marshal(m) writes it, without reflection:
 // the orchestrator encodes one for every step it dispatches.
 func (m StepMessage) AppendJSON(out []byte) []byte {

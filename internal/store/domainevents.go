@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasker/tasker/internal/jsonenc"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/queue"
 )
@@ -105,7 +106,7 @@ func scanDomainEventTasks(rows pgx.Rows) ([]DomainEventTask, error) {
 			return nil, fmt.Errorf("read tasks for domain events: %w", err)
 		}
 		t.State = lifecycle.TaskState(state)
-		if err := json.Unmarshal(counts, &d.StepCounts); err != nil {
+		if err := decodeCounts(counts, &d.StepCounts); err != nil {
 			return nil, fmt.Errorf("read tasks for domain events: step counts: %w", err)
 		}
 		for _, n := range d.StepCounts {
@@ -117,6 +118,25 @@ func scanDomainEventTasks(rows pgx.Rows) ([]DomainEventTask, error) {
 		return nil, fmt.Errorf("read tasks for domain events: %w", err)
 	}
 	return out, nil
+}
+
+// decodeCounts is json.Unmarshal of the step counts by state (an object of
+// integers), read without reflection when it is one.
+func decodeCounts(raw []byte, out *map[string]int) error {
+	m := make(map[string]int, 4)
+	if jsonenc.Fields(raw, func(k []byte, kind jsonenc.Kind, text []byte) bool {
+		n, ok := jsonenc.ParseInt(text)
+		if kind != jsonenc.Int || !ok || int64(int(n)) != n {
+			return false
+		}
+		m[string(k)] = int(n)
+		return true
+	}) {
+		*out = m
+		return nil
+	}
+	*out = nil
+	return json.Unmarshal(raw, out)
 }
 
 // DomainEventStep is what domain event payloads say about a step.
@@ -273,6 +293,24 @@ func (b *writeBuffer) createdEventTasks(ids []uuid.UUID) (tasks []DomainEventTas
 func metadataText(meta []byte, key string) (string, error) {
 	if len(meta) == 0 {
 		return "", nil
+	}
+	var out string
+	if jsonenc.Fields(meta, func(k []byte, kind jsonenc.Kind, text []byte) bool {
+		if string(k) == key {
+			switch kind {
+			case jsonenc.String, jsonenc.Int:
+				out = string(text)
+			case jsonenc.True:
+				out = "true"
+			case jsonenc.False:
+				out = "false"
+			default:
+				out = ""
+			}
+		}
+		return true
+	}) {
+		return out, nil
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(meta, &m); err != nil {
