@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -313,7 +312,7 @@ func encodePayload(payload any) ([]byte, error) {
 		out = append(out, `,"task_state":`...)
 		out = jsonenc.AppendString(out, p.TaskState)
 		out = append(out, `,"step_counts":`...)
-		out = appendCounts(out, p.StepCounts)
+		out = jsonenc.AppendMap(out, p.StepCounts, jsonenc.AppendInt)
 		out = append(out, `,"total_steps":`...)
 		out = strconv.AppendInt(out, int64(p.TotalSteps), 10)
 		out = append(out, `,"completed_steps":`...)
@@ -329,29 +328,6 @@ func appendTaskRef(out []byte, r domainevents.TaskRef) []byte {
 	out = jsonenc.AppendString(out, r.TaskName)
 	out = append(out, `,"task_version":`...)
 	return jsonenc.AppendString(out, r.TaskVersion)
-}
-
-// appendCounts appends step counts as json.Marshal writes a map: keys
-// sorted, "null" for a nil map.
-func appendCounts(out []byte, c domainevents.StepCounts) []byte {
-	if c == nil {
-		return append(out, "null"...)
-	}
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	out = append(out, '{')
-	for i, k := range keys {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = jsonenc.AppendString(out, k)
-		out = append(out, ':')
-		out = strconv.AppendInt(out, int64(c[k]), 10)
-	}
-	return append(out, '}')
 }
 
 // appendRaw appends raw JSON as json.Marshal writes a json.RawMessage:

@@ -58,21 +58,18 @@ func AppendUUID(out []byte, id uuid.UUID) []byte {
 	return append(out, b[:]...)
 }
 
-// StringMap is json.Marshal(m) for a map of strings: an object with its keys
-// sorted, "null" for a nil map.
-func StringMap(m map[string]string) []byte {
+// AppendMap appends m as json.Marshal writes a map with string keys: its
+// keys sorted, "null" for a nil map; appendValue writes each value.
+func AppendMap[V any](out []byte, m map[string]V, appendValue func([]byte, V) []byte) []byte {
 	if m == nil {
-		return []byte("null")
+		return append(out, "null"...)
 	}
 	var keys [8]string
 	ks := keys[:0]
-	n := 2
-	for k, v := range m {
+	for k := range m {
 		ks = append(ks, k)
-		n += len(k) + len(v) + 6
 	}
 	slices.Sort(ks)
-	out := make([]byte, 0, n)
 	out = append(out, '{')
 	for i, k := range ks {
 		if i > 0 {
@@ -80,53 +77,52 @@ func StringMap(m map[string]string) []byte {
 		}
 		out = AppendString(out, k)
 		out = append(out, ':')
-		out = AppendString(out, m[k])
+		out = appendValue(out, m[k])
 	}
 	return append(out, '}')
+}
+
+// AppendInt appends n as json.Marshal writes an integer.
+func AppendInt(out []byte, n int) []byte { return strconv.AppendInt(out, int64(n), 10) }
+
+// StringMap is json.Marshal(m) for a map of strings.
+func StringMap(m map[string]string) []byte {
+	n := 2
+	for k, v := range m {
+		n += len(k) + len(v) + 6
+	}
+	return AppendMap(make([]byte, 0, n), m, AppendString)
 }
 
 // Object is json.Marshal(m) for a map whose values are strings, integers,
 // booleans or nil, the values transition metadata holds; a map with any
 // other value is encoded by json.Marshal.
 func Object(m map[string]any) ([]byte, error) {
-	if m == nil {
-		return []byte("null"), nil
-	}
-	var keys [8]string
-	ks := keys[:0]
-	for k, v := range m {
+	for _, v := range m {
 		switch v.(type) {
 		case string, int, int32, int64, bool, nil:
 		default:
 			return json.Marshal(m)
 		}
-		ks = append(ks, k)
 	}
-	slices.Sort(ks)
-	out := make([]byte, 0, 16+24*len(ks))
-	out = append(out, '{')
-	for i, k := range ks {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = AppendString(out, k)
-		out = append(out, ':')
-		switch v := m[k].(type) {
-		case string:
-			out = AppendString(out, v)
-		case int:
-			out = strconv.AppendInt(out, int64(v), 10)
-		case int32:
-			out = strconv.AppendInt(out, int64(v), 10)
-		case int64:
-			out = strconv.AppendInt(out, v, 10)
-		case bool:
-			out = strconv.AppendBool(out, v)
-		case nil:
-			out = append(out, "null"...)
-		}
+	return AppendMap(make([]byte, 0, 16+24*len(m)), m, appendSimple), nil
+}
+
+// appendSimple appends one of the values Object writes itself.
+func appendSimple(out []byte, v any) []byte {
+	switch v := v.(type) {
+	case string:
+		return AppendString(out, v)
+	case int:
+		return strconv.AppendInt(out, int64(v), 10)
+	case int32:
+		return strconv.AppendInt(out, int64(v), 10)
+	case int64:
+		return strconv.AppendInt(out, v, 10)
+	case bool:
+		return strconv.AppendBool(out, v)
 	}
-	return append(out, '}'), nil
+	return append(out, "null"...)
 }
 
 // DecodeStringMap reads a JSON object whose values are strings into a map,
@@ -180,6 +176,26 @@ func skipSpace(raw []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// AsUUID is a String member's uuid, as json.Unmarshal reads a uuid.UUID
+// (its UnmarshalText); ok is false for another kind or text it refuses.
+func AsUUID(kind Kind, text []byte) (uuid.UUID, bool) {
+	if kind != String {
+		return uuid.Nil, false
+	}
+	id, err := uuid.ParseBytes(text)
+	return id, err == nil
+}
+
+// AsInt is an Int member's value as json.Unmarshal stores it in an int; ok is
+// false for another kind or a value out of int's range.
+func AsInt(kind Kind, text []byte) (int, bool) {
+	n, ok := ParseInt(text)
+	if kind != Int || !ok || int64(int(n)) != n {
+		return 0, false
+	}
+	return int(n), true
 }
 
 // Kind is the kind of a member's value in Fields.

@@ -54,35 +54,18 @@ func DecodeResultNotice(body []byte) (ResultNotice, error) {
 func decodeNotice(body []byte) (ResultNotice, error) {
 	var n ResultNotice
 	if jsonenc.Fields(body, func(k []byte, kind jsonenc.Kind, text []byte) bool {
+		var ok bool
 		switch string(k) {
-		case "task_uuid", "step_uuid":
-			if kind != jsonenc.String {
-				return false
-			}
-			id, err := uuid.ParseBytes(text)
-			if err != nil {
-				return false
-			}
-			if string(k) == "task_uuid" {
-				n.TaskUUID = id
-			} else {
-				n.StepUUID = id
-			}
+		case "task_uuid":
+			n.TaskUUID, ok = jsonenc.AsUUID(kind, text)
+		case "step_uuid":
+			n.StepUUID, ok = jsonenc.AsUUID(kind, text)
 		case "attempt":
-			a, ok := jsonenc.ParseInt(text)
-			if kind != jsonenc.Int || !ok || int64(int(a)) != a {
-				return false
-			}
-			n.Attempt = int(a)
+			n.Attempt, ok = jsonenc.AsInt(kind, text)
 		case "success":
-			if kind != jsonenc.True && kind != jsonenc.False {
-				return false
-			}
-			n.Success = kind == jsonenc.True
-		default:
-			return false
+			n.Success, ok = kind == jsonenc.True, kind == jsonenc.True || kind == jsonenc.False
 		}
-		return true
+		return ok
 	}) {
 		return n, nil
 	}

@@ -74,153 +74,80 @@ func fastArrayPlan(elemOID uint32, value any) pgtype.EncodePlan {
 	switch elemOID {
 	case pgtype.UUIDOID:
 		if _, ok := value.([]uuid.UUID); ok {
-			return uuidArrayPlan{}
+			return uuidArray
 		}
 	case pgtype.TextOID:
 		if _, ok := value.([]string); ok {
-			return textArrayPlan{}
+			return textArray
 		}
 	case pgtype.Int4OID:
 		if _, ok := value.([]int32); ok {
-			return int4ArrayPlan{}
+			return int4Array
 		}
 	case pgtype.Int8OID:
 		if _, ok := value.([]int64); ok {
-			return int8ArrayPlan{}
+			return int8Array
 		}
 	case pgtype.BoolOID:
 		if _, ok := value.([]bool); ok {
-			return boolArrayPlan{}
+			return boolArray
 		}
 	case pgtype.TimestamptzOID:
 		switch value.(type) {
 		case []*time.Time:
-			return timePtrArrayPlan{}
+			return timePtrArray
 		case []time.Time:
-			return timeArrayPlan{}
+			return timeArray
 		}
 	case pgtype.JSONBOID:
 		switch value.(type) {
 		case [][]byte:
-			return jsonbArrayPlan{}
+			return jsonbArray
 		case []json.RawMessage:
-			return jsonbRawArrayPlan{}
+			return jsonbRawArray
 		}
 	}
 	return nil
 }
 
-// arrayHeader appends the header of a one-dimensional array of n elements
-// (no dimensions when n is 0) and returns where the has-nulls flag is, to
-// be set by setHasNull.
-func arrayHeader(buf []byte, elemOID uint32, n int) ([]byte, int) {
-	if n == 0 {
-		buf = binary.BigEndian.AppendUint32(buf, 0) // dimensions
-		at := len(buf)
+// arrayPlan writes a []T as a one-dimensional array of elemOID: size is an
+// element's length in bytes (-1 for NULL), put appends its binary form.
+type arrayPlan[T any] struct {
+	elemOID uint32
+	size    func(T) int
+	put     func([]byte, T) []byte
+}
+
+func (p *arrayPlan[T]) Encode(value any, buf []byte) ([]byte, error) {
+	a := value.([]T)
+	if a == nil {
+		return nil, nil
+	}
+	n := 20
+	for _, v := range a {
+		n += 4 + max(p.size(v), 0)
+	}
+	buf = slices.Grow(buf, n) // as append grows: the query builder's buffer is shared
+	if len(a) == 0 {
+		buf = binary.BigEndian.AppendUint32(buf, 0) // no dimensions
 		buf = binary.BigEndian.AppendUint32(buf, 0) // has nulls
-		return binary.BigEndian.AppendUint32(buf, elemOID), at
+		return binary.BigEndian.AppendUint32(buf, p.elemOID), nil
 	}
-	buf = binary.BigEndian.AppendUint32(buf, 1)
+	buf = binary.BigEndian.AppendUint32(buf, 1) // dimensions
 	at := len(buf)
-	buf = binary.BigEndian.AppendUint32(buf, 0)
-	buf = binary.BigEndian.AppendUint32(buf, elemOID)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(n))
-	return binary.BigEndian.AppendUint32(buf, 1), at // lower bound
-}
-
-func setHasNull(buf []byte, at int) { binary.BigEndian.PutUint32(buf[at:], 1) }
-
-// appendNull appends a NULL element (length -1).
-func appendNull(buf []byte) []byte { return binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF) }
-
-// grow makes room for n more bytes at once (growing as append does, so
-// that the query builder's shared buffer keeps its amortized growth).
-func grow(buf []byte, n int) []byte { return slices.Grow(buf, n) }
-
-type uuidArrayPlan struct{}
-
-func (uuidArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]uuid.UUID)
-	if a == nil {
-		return nil, nil
-	}
-	buf = grow(buf, 20+20*len(a))
-	buf, _ = arrayHeader(buf, pgtype.UUIDOID, len(a))
-	for i := range a {
-		buf = binary.BigEndian.AppendUint32(buf, 16)
-		buf = append(buf, a[i][:]...)
-	}
-	return buf, nil
-}
-
-type textArrayPlan struct{}
-
-func (textArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]string)
-	if a == nil {
-		return nil, nil
-	}
-	n := 20 + 4*len(a)
-	for _, s := range a {
-		n += len(s)
-	}
-	buf = grow(buf, n)
-	buf, _ = arrayHeader(buf, pgtype.TextOID, len(a))
-	for _, s := range a {
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(s)))
-		buf = append(buf, s...)
-	}
-	return buf, nil
-}
-
-type int4ArrayPlan struct{}
-
-func (int4ArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]int32)
-	if a == nil {
-		return nil, nil
-	}
-	buf = grow(buf, 20+8*len(a))
-	buf, _ = arrayHeader(buf, pgtype.Int4OID, len(a))
+	buf = binary.BigEndian.AppendUint32(buf, 0) // has nulls, set at the first NULL
+	buf = binary.BigEndian.AppendUint32(buf, p.elemOID)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(a)))
+	buf = binary.BigEndian.AppendUint32(buf, 1) // lower bound
 	for _, v := range a {
-		buf = binary.BigEndian.AppendUint32(buf, 4)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(v))
-	}
-	return buf, nil
-}
-
-type int8ArrayPlan struct{}
-
-func (int8ArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]int64)
-	if a == nil {
-		return nil, nil
-	}
-	buf = grow(buf, 20+12*len(a))
-	buf, _ = arrayHeader(buf, pgtype.Int8OID, len(a))
-	for _, v := range a {
-		buf = binary.BigEndian.AppendUint32(buf, 8)
-		buf = binary.BigEndian.AppendUint64(buf, uint64(v))
-	}
-	return buf, nil
-}
-
-type boolArrayPlan struct{}
-
-func (boolArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]bool)
-	if a == nil {
-		return nil, nil
-	}
-	buf = grow(buf, 20+5*len(a))
-	buf, _ = arrayHeader(buf, pgtype.BoolOID, len(a))
-	for _, v := range a {
-		buf = binary.BigEndian.AppendUint32(buf, 1)
-		if v {
-			buf = append(buf, 1)
-		} else {
-			buf = append(buf, 0)
+		size := p.size(v)
+		if size < 0 {
+			binary.BigEndian.PutUint32(buf[at:], 1)
+			buf = binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF) // length -1: NULL
+			continue
 		}
+		buf = binary.BigEndian.AppendUint32(buf, uint32(size))
+		buf = p.put(buf, v)
 	}
 	return buf, nil
 }
@@ -232,84 +159,46 @@ func microsecondsY2K(t time.Time) uint64 {
 	return uint64(t.Unix()*1_000_000 + int64(t.Nanosecond())/1000 - unixToY2K)
 }
 
-type timePtrArrayPlan struct{}
+func fixed[T any](n int) func(T) int { return func(T) int { return n } }
 
-func (timePtrArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]*time.Time)
-	if a == nil {
-		return nil, nil
+// jsonbSize and putJSONB: jsonb's binary form is a version byte (1) and the
+// JSON text, which the server parses and checks as it would the text
+// format's.
+func jsonbSize[B ~[]byte](b B) int {
+	if b == nil {
+		return -1
 	}
-	buf = grow(buf, 20+12*len(a))
-	buf, at := arrayHeader(buf, pgtype.TimestamptzOID, len(a))
-	for _, t := range a {
+	return len(b) + 1
+}
+
+func putJSONB[B ~[]byte](buf []byte, b B) []byte { return append(append(buf, 1), b...) }
+
+var (
+	uuidArray = &arrayPlan[uuid.UUID]{pgtype.UUIDOID, fixed[uuid.UUID](16),
+		func(b []byte, u uuid.UUID) []byte { return append(b, u[:]...) }}
+	textArray = &arrayPlan[string]{pgtype.TextOID, func(s string) int { return len(s) },
+		func(b []byte, s string) []byte { return append(b, s...) }}
+	int4Array = &arrayPlan[int32]{pgtype.Int4OID, fixed[int32](4),
+		func(b []byte, v int32) []byte { return binary.BigEndian.AppendUint32(b, uint32(v)) }}
+	int8Array = &arrayPlan[int64]{pgtype.Int8OID, fixed[int64](8),
+		func(b []byte, v int64) []byte { return binary.BigEndian.AppendUint64(b, uint64(v)) }}
+	boolArray = &arrayPlan[bool]{pgtype.BoolOID, fixed[bool](1), func(b []byte, v bool) []byte {
+		if v {
+			return append(b, 1)
+		}
+		return append(b, 0)
+	}}
+	timeArray = &arrayPlan[time.Time]{pgtype.TimestamptzOID, fixed[time.Time](8),
+		func(b []byte, t time.Time) []byte { return binary.BigEndian.AppendUint64(b, microsecondsY2K(t)) }}
+	timePtrArray = &arrayPlan[*time.Time]{pgtype.TimestamptzOID, func(t *time.Time) int {
 		if t == nil {
-			setHasNull(buf, at)
-			buf = appendNull(buf)
-			continue
+			return -1
 		}
-		buf = binary.BigEndian.AppendUint32(buf, 8)
-		buf = binary.BigEndian.AppendUint64(buf, microsecondsY2K(*t))
-	}
-	return buf, nil
-}
-
-type timeArrayPlan struct{}
-
-func (timeArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]time.Time)
-	if a == nil {
-		return nil, nil
-	}
-	buf = grow(buf, 20+12*len(a))
-	buf, _ = arrayHeader(buf, pgtype.TimestamptzOID, len(a))
-	for _, t := range a {
-		buf = binary.BigEndian.AppendUint32(buf, 8)
-		buf = binary.BigEndian.AppendUint64(buf, microsecondsY2K(t))
-	}
-	return buf, nil
-}
-
-// jsonb's binary form is a version byte (1) and the JSON text; the server
-// parses and checks the text as it would the text format's.
-func appendJSONBElems[T ~[]byte](buf []byte, a []T) []byte {
-	n := 20 + 5*len(a)
-	for _, b := range a {
-		n += len(b)
-	}
-	buf = grow(buf, n)
-	buf, at := arrayHeader(buf, pgtype.JSONBOID, len(a))
-	for _, b := range a {
-		if b == nil {
-			setHasNull(buf, at)
-			buf = appendNull(buf)
-			continue
-		}
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(b)+1))
-		buf = append(buf, 1)
-		buf = append(buf, b...)
-	}
-	return buf
-}
-
-type jsonbArrayPlan struct{}
-
-func (jsonbArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([][]byte)
-	if a == nil {
-		return nil, nil
-	}
-	return appendJSONBElems(buf, a), nil
-}
-
-type jsonbRawArrayPlan struct{}
-
-func (jsonbRawArrayPlan) Encode(value any, buf []byte) ([]byte, error) {
-	a := value.([]json.RawMessage)
-	if a == nil {
-		return nil, nil
-	}
-	return appendJSONBElems(buf, a), nil
-}
+		return 8
+	}, func(b []byte, t *time.Time) []byte { return binary.BigEndian.AppendUint64(b, microsecondsY2K(*t)) }}
+	jsonbArray    = &arrayPlan[[]byte]{pgtype.JSONBOID, jsonbSize[[]byte], putJSONB[[]byte]}
+	jsonbRawArray = &arrayPlan[json.RawMessage]{pgtype.JSONBOID, jsonbSize[json.RawMessage], putJSONB[json.RawMessage]}
+)
 
 // uuidCodec is pgx's uuid codec with a binary plan for uuid.UUID that
 // writes its 16 bytes without boxing it again.

@@ -697,45 +697,24 @@ type StepMessage struct {
 func DecodeStepMessage(body []byte) (StepMessage, error) {
 	var m StepMessage
 	if jsonenc.Fields(body, func(k []byte, kind jsonenc.Kind, text []byte) bool {
+		var ok bool
 		switch string(k) {
-		case "task_uuid", "step_uuid", "correlation_id":
-			if kind != jsonenc.String {
-				return false
-			}
-			id, err := uuid.ParseBytes(text)
-			if err != nil {
-				return false
-			}
-			switch string(k) {
-			case "task_uuid":
-				m.TaskUUID = id
-			case "step_uuid":
-				m.StepUUID = id
-			default:
-				m.CorrelationID = id
-			}
-		case "step_name", "handler", "namespace":
-			if kind != jsonenc.String {
-				return false
-			}
-			switch string(k) {
-			case "step_name":
-				m.StepName = string(text)
-			case "handler":
-				m.Handler = string(text)
-			default:
-				m.Namespace = string(text)
-			}
+		case "task_uuid":
+			m.TaskUUID, ok = jsonenc.AsUUID(kind, text)
+		case "step_uuid":
+			m.StepUUID, ok = jsonenc.AsUUID(kind, text)
+		case "correlation_id":
+			m.CorrelationID, ok = jsonenc.AsUUID(kind, text)
+		case "step_name":
+			m.StepName, ok = string(text), kind == jsonenc.String
+		case "handler":
+			m.Handler, ok = string(text), kind == jsonenc.String
+		case "namespace":
+			m.Namespace, ok = string(text), kind == jsonenc.String
 		case "attempt":
-			n, ok := jsonenc.ParseInt(text)
-			if kind != jsonenc.Int || !ok || int64(int(n)) != n {
-				return false
-			}
-			m.Attempt = int(n)
-		default:
-			return false
+			m.Attempt, ok = jsonenc.AsInt(kind, text)
 		}
-		return true
+		return ok
 	}) {
 		return m, nil
 	}

@@ -125,12 +125,9 @@ func scanDomainEventTasks(rows pgx.Rows) ([]DomainEventTask, error) {
 func decodeCounts(raw []byte, out *map[string]int) error {
 	m := make(map[string]int, 4)
 	if jsonenc.Fields(raw, func(k []byte, kind jsonenc.Kind, text []byte) bool {
-		n, ok := jsonenc.ParseInt(text)
-		if kind != jsonenc.Int || !ok || int64(int(n)) != n {
-			return false
-		}
-		m[string(k)] = int(n)
-		return true
+		n, ok := jsonenc.AsInt(kind, text)
+		m[string(k)] = n
+		return ok
 	}) {
 		*out = m
 		return nil
