@@ -12,7 +12,8 @@
 # Reports (JSON), logs and the profile are kept in .cache/bench/<time>/.
 #
 # Sizes: the issue's (3000 single, 5000 linear4 = 20,000 steps, 200 fanout),
-# 1000 diamond, and linear4 again with tracing on; the open loop is the
+# 1000 diamond, and linear4 again with tracing on, each traced run right
+# after an untraced one (the pairs give tracing's cost); the open loop is the
 # issue's, 100 tasks/s for 20s. About 15 minutes on the reference 2-core
 # machine. BENCH_SCALE scales them (0 is not allowed; use BENCH_ONLY to
 # skip). Every run is bounded by BENCH_TIMEOUT.
@@ -51,19 +52,26 @@ psql "$DATABASE_URL" -Atc "SELECT 'PostgreSQL ' || current_setting('server_versi
   || ', synchronous_commit=' || current_setting('synchronous_commit') || ', full_page_writes=' || current_setting('full_page_writes')
   || ', shared_buffers=' || current_setting('shared_buffers')" 2>/dev/null || true
 
-# run LABEL ARGS...: BENCH_RUNS runs of one configuration. A failed run is
-# reported and left out of the medians; the other runs go on.
+# run_one LABEL I ARGS...: run I of a configuration, its report in
+# $out/LABEL-I.json. A failed run is reported and left out of the medians.
 failed=0
+run_one() {
+  local label=$1 i=$2; shift 2
+  echo "-- $label, run $i of $runs: $bin bench $*"
+  if ! "$bin" bench --json --timeout "$timeout" "$@" >"$out/$label-$i.json" 2> >(tee "$out/$label-$i.log" >&2); then
+    echo "!! $label run $i failed (log: $out/$label-$i.log)" >&2
+    mv "$out/$label-$i.json" "$out/$label-$i.failed"
+    failed=$((failed + 1))
+  fi
+}
+
+# run LABEL ARGS...: BENCH_RUNS runs of one configuration; the other runs go
+# on when one fails.
 run() {
   local label=$1; shift
   local i
   for i in $(seq 1 "$runs"); do
-    echo "-- $label, run $i of $runs: $bin bench $*"
-    if ! "$bin" bench --json --timeout "$timeout" "$@" >"$out/$label-$i.json" 2> >(tee "$out/$label-$i.log" >&2); then
-      echo "!! $label run $i failed (log: $out/$label-$i.log)" >&2
-      mv "$out/$label-$i.json" "$out/$label-$i.failed"
-      failed=$((failed + 1))
-    fi
+    run_one "$label" "$i" "$@"
   done
 }
 
@@ -84,8 +92,16 @@ if wants fanout; then
   run fanout --scenario fanout --tasks "$(tasks 200)"
 fi
 if wants tracing; then
-  stage "linear4 with tracing: $(tasks 5000) tasks, spans exported over OTLP/HTTP to an in-process receiver"
-  run tracing --scenario linear4 --tasks "$(tasks 5000)" --tracing
+  # In alternating pairs, each traced run right after an untraced one: the
+  # host's speed drifts over a whole `make bench` (the tracing runs would
+  # otherwise be compared with linear4 runs made minutes earlier). The
+  # untraced runs of the pairs stay out of the medians (pairs/).
+  stage "linear4 with tracing: $(tasks 5000) tasks, spans exported over OTLP/HTTP to an in-process receiver, alternating with runs without"
+  mkdir -p "$out/pairs"
+  for i in $(seq 1 "$runs"); do
+    run_one pairs/linear4 "$i" --scenario linear4 --tasks "$(tasks 5000)" --no-floor
+    run_one tracing "$i" --scenario linear4 --tasks "$(tasks 5000)" --tracing --no-floor
+  done
 fi
 if wants open; then
   stage "open loop: single at 100 tasks/s for $(tasks 20)s"
@@ -110,6 +126,18 @@ fi
 if ls "$out"/*.json >/dev/null 2>&1; then
   stage "medians of $runs runs"
   "$bin" bench summarize "$out"/*.json | tee "$out/summary.txt"
+fi
+if wants tracing; then
+  pairs=()
+  for i in $(seq 1 "$runs"); do
+    if [ -f "$out/pairs/linear4-$i.json" ] && [ -f "$out/tracing-$i.json" ]; then
+      pairs+=("$out/pairs/linear4-$i.json" "$out/tracing-$i.json")
+    fi
+  done
+  if [ "${#pairs[@]}" -gt 0 ]; then
+    stage "what tracing costs: linear4 without and with tracing, in alternating pairs"
+    "$bin" bench summarize --pairs "${pairs[@]}" | tee "$out/tracing-pairs.txt"
+  fi
 fi
 
 if wants profile; then

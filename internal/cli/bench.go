@@ -179,12 +179,22 @@ func checkBenchFlags(o *bench.Options) error {
 }
 
 func benchSummarizeCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var pairs bool
+	cmd := &cobra.Command{
 		Use:   "summarize REPORT.json...",
 		Short: "Print the median of repeated runs from saved `bench --json` reports",
 		Long: `Read reports written by "orchestrator bench --json", group them by
 configuration (scenario, load, mode, tracing, history) and print, per group,
-the median of each number across its runs.`,
+the median of each number across its runs.
+
+With --pairs the reports are alternating pairs instead, in the order given:
+BASE TREATED BASE TREATED ... (each pair run back to back, say without and
+with --tracing, or an old and a new build). Each pair's change of steps/s is
+printed, and their median: the host's drift between pairs cancels out of it,
+as it does not out of the medians of runs made one configuration after the
+other ("make bench" measures tracing that way).`,
+		Example: `  orchestrator bench summarize .cache/bench/20261128-064530/*.json
+  orchestrator bench summarize --pairs off-1.json on-1.json off-2.json on-2.json off-3.json on-3.json`,
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var reports []*bench.Report
@@ -195,6 +205,17 @@ the median of each number across its runs.`,
 				}
 				reports = append(reports, rs...)
 			}
+			if pairs {
+				ps, med, err := bench.Pairs(reports)
+				if err != nil {
+					return &usageError{"bench summarize --pairs: " + err.Error()}
+				}
+				if g.jsonOut {
+					return printJSON(g.stdout, map[string]any{"pairs": ps, "median_change": med})
+				}
+				bench.PrintPairs(g.stdout, ps, med)
+				return nil
+			}
 			ss := bench.Summarize(reports)
 			if g.jsonOut {
 				return printJSON(g.stdout, ss)
@@ -203,6 +224,8 @@ the median of each number across its runs.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&pairs, "pairs", false, "the reports are alternating (base, treated) pairs: print each pair's change of steps/s and their median")
+	return cmd
 }
 
 // readReports reads one or more concatenated JSON reports from a file.
