@@ -151,14 +151,23 @@ func (e *retryableError) Unwrap() error { return e.err }
 
 // retry runs attempt until it succeeds, fails for good, or ctx ends, with
 // jittered exponential backoff from 250 ms to 5 s.
+//
+// When ctx ends during an attempt, the error names what the attempt before
+// it got (a 502, a refused connection), not only the deadline that cut the
+// last one short.
 func retry(ctx context.Context, attempt func(context.Context) (time.Duration, error)) error {
 	backoff := 250 * time.Millisecond
+	var last error // the previous attempt's failure
 	for {
 		_, err := attempt(ctx)
 		var re *retryableError
 		if err == nil || !errors.As(err, &re) {
 			return err
 		}
+		if ctx.Err() != nil && last != nil {
+			return fmt.Errorf("%w (gave up: %w)", last, ctx.Err())
+		}
+		last = re.err
 		wait := re.wait
 		if wait <= 0 {
 			wait = backoff/2 + rand.N(backoff/2+1)

@@ -133,6 +133,41 @@ func TestHTTPExportReportsRejectionsAndGivesUp(t *testing.T) {
 	}
 }
 
+// An export whose deadline ends while an attempt hangs names what the
+// attempt before it got, not only the deadline.
+func TestHTTPExportGivesUpNamingTheLastAnswer(t *testing.T) {
+	spans := sampleSpans(t)
+	var calls atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		select { // hang until the client gives up
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+
+	x, err := New(Config{Protocol: ProtocolHTTP, Endpoint: srv.URL + "/v1/traces"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = x.ExportSpans(ctx, spans)
+	if err == nil || !strings.Contains(err.Error(), "502") || !strings.Contains(err.Error(), "gave up: context deadline exceeded") {
+		t.Fatalf("a 502, then an attempt cut short by the deadline: %v; want the 502 named and the deadline", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d attempts, want 2 (the 502 and the one that hung)", n)
+	}
+}
+
 // collector is an OTLP/gRPC trace receiver.
 type collector struct {
 	coltracepb.UnimplementedTraceServiceServer
