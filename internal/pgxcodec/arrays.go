@@ -19,9 +19,11 @@ import (
 //
 // These plans write Postgres's binary array format (array_recv) directly
 // from the slice: a one-dimensional array with lower bound 1, a NULL
-// element for a nil pointer or a nil []byte, an empty array (no dimensions)
-// for an empty slice, and SQL NULL for a nil slice, as pgx does. Any other
-// Go type, and the text format, go to pgx's own array codec.
+// element for a nil pointer or a nil []byte, an empty array for an empty
+// slice (written with no dimensions, which the server reads as pgx's one
+// dimension of length 0) and SQL NULL for a nil slice: the values pgx's
+// encoding gives (arrays_test.go). Any other Go type, and the text format,
+// go to pgx's own array codec.
 
 // arrayCodec is pgx's codec of one array type with the fast binary plans in
 // front of it.
