@@ -199,6 +199,13 @@ type Worker struct {
 	unknownMu sync.Mutex
 	unknown   map[string]time.Time
 
+	// running counts the started steps whose handler has not returned
+	// yet, finishing those whose handler has returned and whose slot is
+	// not free yet (their result is being submitted): see submitLoop and
+	// readLoop.
+	running   atomic.Int64
+	finishing atomic.Int64
+
 	// Finished steps wait here for the submitter (see submitLoop).
 	submits       chan *submission
 	submitterDone chan struct{}
@@ -403,8 +410,16 @@ func (w *Worker) readLoop(ctx context.Context, ns string) {
 			// keep coming rather than read and claim a step or two per
 			// round trip (each read and claim has a fixed cost). Slots that
 			// come free one by one, as long handlers end, are not waited
-			// for beyond one short gap.
-			free += gatherSlots(ctx, w.slots, w.cfg.BatchSize-free, slotGatherGap, slotGatherMax)
+			// for beyond one short gap. With fewer than half the batch
+			// free and results being submitted, wait for that submission
+			// (slotSubmitWait at most): reading now would split off a
+			// claim of a step or two whose results would be submitted
+			// together, and free their slots together, again and again.
+			first := slotGatherGap
+			if free < (w.cfg.BatchSize+1)/2 && w.finishing.Load() > 0 {
+				first = slotSubmitWait
+			}
+			free += gatherSlots(ctx, w.slots, w.cfg.BatchSize-free, first, slotGatherGap, slotGatherMax)
 		}
 		n, read, err := w.readOnce(ctx, ns, q, free)
 		backlog = err == nil && read == free
@@ -445,12 +460,15 @@ func (w *Worker) readLoop(ctx context.Context, ns string) {
 }
 
 // Slot gathering under a backlog (readLoop): a slot that comes free within
-// slotGatherGap of the previous one is taken, for at most slotGatherMax.
-// The slots of a batch of results come free within microseconds of each
-// other; a long handler's do not, and cost at most one gap.
+// slotGatherGap of the previous one is taken, for at most slotGatherMax
+// after the first. The slots of a batch of results come free within
+// microseconds of each other; a long handler's do not, and cost at most one
+// gap. The first is waited for up to slotSubmitWait when it is a
+// submission's.
 const (
-	slotGatherGap = 200 * time.Microsecond
-	slotGatherMax = 2 * time.Millisecond
+	slotGatherGap  = 200 * time.Microsecond
+	slotGatherMax  = 2 * time.Millisecond
+	slotSubmitWait = 10 * time.Millisecond
 )
 
 // takeFreeSlots takes up to n slots that are free now and says how many.
@@ -465,16 +483,19 @@ func (w *Worker) takeFreeSlots(n int) int {
 	return n
 }
 
-// gatherSlots takes up to n slots as they come free, while each comes
-// within gap of the one before and for at most max in all, and says how
-// many it took.
-func gatherSlots(ctx context.Context, slots chan<- struct{}, n int, gap, max time.Duration) int {
-	deadline := time.Now().Add(max)
-	t := time.NewTimer(gap)
+// gatherSlots takes up to n slots as they come free, the first within
+// first, each other within gap of the one before, for at most max after the
+// first, and says how many it took.
+func gatherSlots(ctx context.Context, slots chan<- struct{}, n int, first, gap, max time.Duration) int {
+	var deadline time.Time
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for i := 0; i < n; i++ {
 		select {
 		case slots <- struct{}{}:
+			if i == 0 {
+				deadline = time.Now().Add(max)
+			}
 			left := time.Until(deadline)
 			if left <= 0 {
 				return i + 1
@@ -727,6 +748,7 @@ func (w *Worker) startClaims(ctx context.Context, ns, q string, n int, claims []
 		}
 		used++
 		w.inflight.Add(1)
+		w.running.Add(1)
 		// Ends when the handler has returned and its result is submitted
 		// (or the worker hard-stops and releases the step).
 		go func() {
@@ -940,6 +962,14 @@ func (w *Worker) execute(c claim, h Handler, msgID int64, headers map[string]str
 	}
 	log := w.logger.With("task_uuid", step.TaskUUID, "step_uuid", step.StepUUID, "step_name", step.Name,
 		"namespace", step.Namespace, "correlation_id", step.CorrelationID, "attempt", step.Attempt)
+	ran := false
+	defer func() {
+		if ran {
+			w.finishing.Add(-1)
+		} else {
+			w.running.Add(-1)
+		}
+	}()
 	ctx, span := w.obs.StepClaimed(w.hardCtx, step)
 	if w.hardCtx.Err() != nil {
 		// A hard stop came before the handler: give the step back unrun
@@ -970,6 +1000,9 @@ func (w *Worker) execute(c claim, h Handler, msgID int64, headers map[string]str
 	start := time.Now()
 	result, herr := w.invoke(hctx, h, step, span)
 	elapsed := time.Since(start)
+	ran = true
+	w.finishing.Add(1)
+	w.running.Add(-1)
 	close(hbStop)
 	<-hbDone
 
@@ -1188,30 +1221,80 @@ func (w *Worker) submit(step *Step, msgID int64, result any, herr error, elapsed
 }
 
 // submitLoop is the submitter: it takes every submission waiting at the
-// moment and stores them with one call. There is no lingering for more: a
-// step that finishes alone is submitted at once, and steps that finish while
-// a call is in flight go together in the next one. The loop makes the calls
-// itself, one at a time: that is what lets results gather while a call is
-// under way.
+// moment and stores them with one call. Steps that finish while a call is
+// in flight go together in the next one; the loop makes the calls itself,
+// one at a time, which is what lets results gather while a call is under
+// way. A step that finishes while no other handler runs is submitted at
+// once. One that finishes while others still run waits for the results
+// that follow it closely (within submitGatherGap of each other, for
+// submitGatherMax at most): the handlers of one claim start together, and
+// without this the first of them to finish went alone in a call of its own.
 func (w *Worker) submitLoop() {
 	defer close(w.submitterDone)
 	batch := make([]*submission, 0, maxSubmitBatch)
 	for first := range w.submits {
-		batch = append(batch[:0], first)
-	more:
-		for len(batch) < maxSubmitBatch {
-			select {
-			case s, ok := <-w.submits:
-				if !ok {
-					break more
-				}
-				batch = append(batch, s)
-			default:
-				break more
-			}
+		var open bool
+		batch, open = drainSubmissions(w.submits, append(batch[:0], first))
+		if open && w.running.Load() > 0 {
+			batch = gatherSubmissions(w.submits, batch, &w.running, submitGatherGap, submitGatherMax)
 		}
 		w.submitBatch(batch)
 	}
+}
+
+// Result gathering (submitLoop): a finished step waits for results that
+// follow it within submitGatherGap, while handlers are still running, for
+// at most submitGatherMax in all.
+const (
+	submitGatherGap = 200 * time.Microsecond
+	submitGatherMax = time.Millisecond
+)
+
+// drainSubmissions appends the submissions waiting now, up to
+// maxSubmitBatch, and says whether the channel is still open.
+func drainSubmissions(submits <-chan *submission, batch []*submission) ([]*submission, bool) {
+	for len(batch) < maxSubmitBatch {
+		select {
+		case s, ok := <-submits:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, s)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// gatherSubmissions appends submissions as they come, up to
+// maxSubmitBatch, while each comes within gap of the one before, handlers
+// are still running, and max has not passed.
+func gatherSubmissions(submits <-chan *submission, batch []*submission, running *atomic.Int64, gap, max time.Duration) []*submission {
+	deadline := time.Now().Add(max)
+	timer := time.NewTimer(gap)
+	defer timer.Stop()
+	for len(batch) < maxSubmitBatch {
+		select {
+		case s, ok := <-submits:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, s)
+			var open bool
+			if batch, open = drainSubmissions(submits, batch); !open {
+				return batch
+			}
+			left := time.Until(deadline)
+			if left <= 0 || running.Load() == 0 {
+				return batch
+			}
+			timer.Reset(min(gap, left))
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // submitBatch stores a batch in one transaction and answers each
