@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
@@ -427,4 +429,77 @@ func TestStepSubmitResultsRejectsMalformedBatches(t *testing.T) {
 	if got, err := submitBatch(ctx, h.Pool, "w1", []element{ok}); err != nil || !got[0] {
 		t.Errorf("valid element alone: %v, %v", got, err)
 	}
+}
+
+// TestStepSubmitResultsNoticesInTheWorkersOrder: the notices of a batch are
+// queued in the order the worker listed the results, whatever the order of
+// the steps' keys (the compare-and-swap visits the steps in key order), and
+// each step's new transition row is its only most_recent one.
+func TestStepSubmitResultsNoticesInTheWorkersOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := sbHarness(t, sbAlpha)
+	steps := claimSteps(t, h, sbAlpha, "w1", "s0", "s1", "s2", "s3", "s4", "s5")
+	// Listed against key order: descending keys, then the rest.
+	sort.Slice(steps, func(i, j int) bool { return steps[i].step.String() > steps[j].step.String() })
+	steps[0], steps[3] = steps[3], steps[0]
+	var els []element
+	for _, s := range steps {
+		els = append(els, element{step: s, attempt: 1, success: true, result: ptr(`{}`)})
+	}
+	got, err := submitBatch(ctx, h.Pool, "w1", els)
+	if err != nil {
+		t.Fatalf("step_submit_results: %v", err)
+	}
+	for i, ok := range got {
+		if !ok {
+			t.Errorf("element %d refused", i+1)
+		}
+	}
+	rows, err := h.Pool.Query(ctx, `SELECT (message->>'step_uuid')::uuid FROM pgmq.q_orchestration_step_results
+		WHERE (message->>'step_uuid')::uuid = ANY ($1) ORDER BY msg_id`, stepIDs(steps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	order, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := stepIDs(steps); !reflect.DeepEqual(order, want) {
+		t.Errorf("notices in the order %v, want the worker's %v", order, want)
+	}
+	var current, stale int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE most_recent), count(*) FILTER (WHERE NOT most_recent)
+		FROM tasker.workflow_step_transitions WHERE step_uuid = ANY ($1)`, stepIDs(steps)).Scan(&current, &stale); err != nil {
+		t.Fatal(err)
+	}
+	if current != len(steps) || stale == 0 {
+		t.Errorf("%d most_recent transition rows and %d earlier ones for %d steps", current, stale, len(steps))
+	}
+	if n := countOf(t, h.Pool, `SELECT count(*) FROM tasker.workflow_step_transitions
+		WHERE step_uuid = ANY ($1) AND most_recent AND from_state = 'in_progress' AND to_state = 'enqueued_for_orchestration'`, stepIDs(steps)); n != len(steps) {
+		t.Errorf("%d most_recent rows are the submission's, want %d", n, len(steps))
+	}
+}
+
+func stepIDs(steps []*claimedStep) []uuid.UUID {
+	out := make([]uuid.UUID, len(steps))
+	for i, s := range steps {
+		out[i] = s.step
+	}
+	return out
+}
+
+// TestSubmitBatchFixedCostDownAndUpAgain (00035): Down puts back exactly the
+// batch submission of a database migrated to 00034, and Up again exactly
+// what it made; the functions it no longer calls stay.
+func TestSubmitBatchFixedCostDownAndUpAgain(t *testing.T) {
+	t.Parallel()
+	downAndUpAgain(t, 34, func(db *pgxpool.Pool) []string {
+		return protocolFunctions(t, db, "step_submit_results", "step_submit_cas", "log_step_transitions")
+	}, func(up, at34 []string) {
+		if len(up) != 3 || len(at34) != 3 {
+			t.Fatalf("functions after up:\n%s\nas migrated to 00034:\n%s\nwant three of each", strings.Join(up, "\n"), strings.Join(at34, "\n"))
+		}
+	})
 }
