@@ -263,6 +263,11 @@ func TestConcurrentStepsShareSubmitTransactions(t *testing.T) {
 	}
 	w.Stop()
 	pool.Close() // a backend flushes its function statistics when it ends
+	// Every step's handler and submission is over: the counts that decide
+	// whether to wait for more results or slots are back to zero.
+	if running, finishing := worker.StepCounts(w); running != 0 || finishing != 0 {
+		t.Errorf("after Stop: %d steps counted running and %d finishing, want 0 and 0", running, finishing)
+	}
 
 	calls := tr.snapshot()
 	batches, singles, steps := 0, 0, 0
