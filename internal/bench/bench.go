@@ -440,6 +440,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep.DB = counters(statsBefore, statsAfter, walBefore, walAfter, int(out.stepsComplete), driverQueries.n.Load())
 	if db.trackFunctions {
 		rep.Functions = functionTimes(statsBefore, statsAfter, out.stepsComplete)
+		rep.Protocol = protocolCalls(rep.Functions, out.stepsComplete)
 	}
 	rep.CPU = probe.between(cpuStart, cpuEnd)
 	rep.CPUPerStepMicros = map[string]float64{}

@@ -113,6 +113,13 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			if !claimTimed {
 				t.Errorf("functions = %+v, want tasker.step_claim_batch timed (the test server is a superuser's)", rep.Functions)
 			}
+			// Every step was claimed and submitted once (no retries here),
+			// in calls of at least one step each.
+			if p := rep.Protocol; p == nil || p.Claims < 1 || p.Claims > steps || p.Submissions < 1 || p.Submissions > steps ||
+				p.SingleSubmissions > p.Submissions || p.StepsPerClaim != float64(steps)/float64(p.Claims) ||
+				p.StepsPerSubmission != float64(steps)/float64(p.Submissions) {
+				t.Errorf("protocol calls = %+v for %d steps: want 1 to %d claims and submissions, and the steps per call", p, steps, steps)
+			}
 			if f := rep.Floor; f == nil || f.Messages != int(steps) || f.MsgsPerSec <= 0 || f.Ratio <= 0 || f.DB.Commits <= 0 {
 				t.Errorf("floor = %+v, want %d messages, rate, ratio and commits > 0", f, steps)
 			}
@@ -141,7 +148,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			// Both outputs render, and saved reports summarize to themselves.
 			var table, js bytes.Buffer
 			rep.Print(&table)
-			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model", "time in step state", "enqueued_for_orchestration"} {
+			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model", "time in step state", "enqueued_for_orchestration", "worker protocol calls"} {
 				if !strings.Contains(table.String(), want) {
 					t.Errorf("table lacks %q:\n%s", want, table.String())
 				}
@@ -155,7 +162,8 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			}
 			sum := Summarize([]*Report{&back, rep, &back})
 			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 ||
-				sum[0].ModelStepsPS != rep.Model.StepsPerSec {
+				sum[0].ModelStepsPS != rep.Model.StepsPerSec || sum[0].StepsPerClaim != rep.Protocol.StepsPerClaim ||
+				sum[0].StepsPerSubmit != rep.Protocol.StepsPerSubmission {
 				t.Errorf("summary of three copies = %+v, want the report's own numbers", sum)
 			}
 			for _, st := range StateTimeStates {
@@ -165,8 +173,10 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			}
 			var summary bytes.Buffer
 			PrintSummaries(&summary, sum)
-			if !strings.Contains(summary.String(), "time in step state") {
-				t.Errorf("summary lacks the time in step state:\n%s", summary.String())
+			for _, want := range []string{"time in step state", "steps/claim", fmt.Sprintf("%.1f", rep.Protocol.StepsPerClaim)} {
+				if !strings.Contains(summary.String(), want) {
+					t.Errorf("summary lacks %q:\n%s", want, summary.String())
+				}
 			}
 		})
 	}
@@ -343,5 +353,35 @@ func TestRunWithProcessesSubmitsThroughTheAPI(t *testing.T) {
 	if rep.CPU.Orchestrator == nil || *rep.CPU.Orchestrator <= 0 || rep.CPU.Workers == nil || rep.CPU.InProcess != nil {
 		t.Errorf("CPU of the orchestrator %v, the workers %v, in-process %v: want the first two measured, the last absent",
 			deref(rep.CPU.Orchestrator), deref(rep.CPU.Workers), deref(rep.CPU.InProcess))
+	}
+}
+
+// TestProtocolCalls: the claim and both submissions are counted by their
+// signatures, other functions are not, and without a claim (functions not
+// tracked) there is no figure.
+func TestProtocolCalls(t *testing.T) {
+	t.Parallel()
+	fns := []FuncTime{
+		{Name: "tasker.step_claim_batch(uuid[],integer[],text,integer)", Calls: 25},
+		{Name: "tasker.step_claim_cas(uuid[],integer[],text,integer)", Calls: 25},
+		{Name: "tasker.step_submit_results(uuid[],integer[],text,boolean[],jsonb[],jsonb[],bigint[],jsonb[])", Calls: 15},
+		{Name: "tasker.step_submit_result(uuid,integer,text,boolean,jsonb,jsonb,bigint,jsonb)", Calls: 5},
+		{Name: "tasker.apply_step_moves(uuid[])", Calls: 40},
+	}
+	got := protocolCalls(fns, 400)
+	want := &ProtocolCalls{Claims: 25, Submissions: 20, SingleSubmissions: 5, StepsPerClaim: 16, StepsPerSubmission: 20}
+	if got == nil || *got != *want {
+		t.Errorf("protocolCalls = %+v, want %+v", got, want)
+	}
+	if got := protocolCalls(fns[2:], 400); got != nil {
+		t.Errorf("without claims: %+v, want nil", got)
+	}
+	// A report saved before it had the figure gets it from its functions.
+	old := &Report{Functions: fns, StepsCompleted: 400}
+	if got := old.protocol(); got == nil || *got != *want {
+		t.Errorf("from a report's functions: %+v, want %+v", got, want)
+	}
+	if sum := Summarize([]*Report{old}); len(sum) != 1 || sum[0].StepsPerClaim != 16 || sum[0].StepsPerSubmit != 20 {
+		t.Errorf("summary of that report = %+v, want 16 steps per claim and 20 per submission", sum)
 	}
 }

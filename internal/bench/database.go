@@ -232,6 +232,47 @@ type FuncTime struct {
 	SelfPerStepMicros float64 `json:"self_per_step_us"`
 }
 
+// ProtocolCalls is how the steps went through the worker protocol: the
+// calls of the claim and of the two submissions (from the functions'
+// statistics) and the steps each carried on average. Fewer, fuller calls
+// pay the functions' fixed cost less often (docs/performance.md, rows 59
+// and 60); unlike throughput on a shared machine, these counts do not move
+// with the host.
+type ProtocolCalls struct {
+	Claims int64 `json:"claims"`
+	// Submissions counts both functions' calls; SingleSubmissions those of
+	// tasker.step_submit_result, one result each.
+	Submissions        int64   `json:"submissions"`
+	SingleSubmissions  int64   `json:"single_submissions"`
+	StepsPerClaim      float64 `json:"steps_per_claim"`
+	StepsPerSubmission float64 `json:"steps_per_submission"`
+}
+
+// protocolCalls sums the worker protocol's calls among fns for steps
+// completed steps; nil when no claim was counted (functions not tracked).
+func protocolCalls(fns []FuncTime, steps int64) *ProtocolCalls {
+	var p ProtocolCalls
+	for _, f := range fns {
+		switch f.Name {
+		case "tasker.step_claim_batch(uuid[],integer[],text,integer)":
+			p.Claims += f.Calls
+		case "tasker.step_submit_results(uuid[],integer[],text,boolean[],jsonb[],jsonb[],bigint[],jsonb[])":
+			p.Submissions += f.Calls
+		case "tasker.step_submit_result(uuid,integer,text,boolean,jsonb,jsonb,bigint,jsonb)":
+			p.Submissions += f.Calls
+			p.SingleSubmissions += f.Calls
+		}
+	}
+	if p.Claims == 0 {
+		return nil
+	}
+	p.StepsPerClaim = float64(steps) / float64(p.Claims)
+	if p.Submissions > 0 {
+		p.StepsPerSubmission = float64(steps) / float64(p.Submissions)
+	}
+	return &p
+}
+
 // functionTimes returns the functions by self time, largest first.
 func functionTimes(before, after dbStats, steps int64) []FuncTime {
 	var out []FuncTime

@@ -82,6 +82,9 @@ type Report struct {
 	// Functions is where Postgres spent its time, by SQL function, largest
 	// self time first (empty when the server would not time functions).
 	Functions []FuncTime `json:"functions,omitempty"`
+	// Protocol is how many claim and submission calls the steps took
+	// (with Functions only).
+	Protocol *ProtocolCalls `json:"protocol,omitempty"`
 	// Waits is what the database's sessions were doing, on average, while
 	// the tasks ran (pg_stat_activity sampled every 50 ms).
 	Waits []WaitShare `json:"waits,omitempty"`
@@ -229,6 +232,10 @@ func (r *Report) Print(w io.Writer) {
 	if r.DB.Rollbacks > 0 || r.DB.Deadlocks > 0 {
 		row("database", "%d rollbacks, %d deadlocks", r.DB.Rollbacks, r.DB.Deadlocks)
 	}
+	if p := r.Protocol; p != nil {
+		row("worker protocol calls", "%d claims (%.1f steps each), %d submissions (%.1f steps each; %d of one result)",
+			p.Claims, p.StepsPerClaim, p.Submissions, p.StepsPerSubmission, p.SingleSubmissions)
+	}
 	row("cpu", "%s", r.cpuLine())
 	if len(r.Waits) > 0 {
 		row("db sessions (avg)", "%s", waitLine(r.Waits))
@@ -334,18 +341,22 @@ type Summary struct {
 	DispatchP99 float64 `json:"dispatch_p99_ms"`
 	// StateP50 and StateP99 are, per step state of StateTimeStates, the
 	// medians of the runs' p50 and p99 time in it.
-	StateP50      map[string]float64 `json:"step_state_p50_ms,omitempty"`
-	StateP99      map[string]float64 `json:"step_state_p99_ms,omitempty"`
-	CommitsPerSt  float64            `json:"commits_per_step"`
-	RowsPerStep   float64            `json:"rows_per_step"`
-	WALPerStep    float64            `json:"wal_bytes_per_step"`
-	SeqReadPerSt  float64            `json:"seq_tuples_read_per_step"`
-	PgCPUPerStep  float64            `json:"postgres_cpu_per_step_us"`
-	AppCPUPerStep float64            `json:"app_cpu_per_step_us"`
-	PgCores       float64            `json:"postgres_cores"`
-	AppCores      float64            `json:"app_cores"`
-	FloorMsgsPS   float64            `json:"floor_msgs_per_sec"`
-	FloorRatio    float64            `json:"floor_ratio"`
+	StateP50     map[string]float64 `json:"step_state_p50_ms,omitempty"`
+	StateP99     map[string]float64 `json:"step_state_p99_ms,omitempty"`
+	CommitsPerSt float64            `json:"commits_per_step"`
+	// StepsPerClaim and StepsPerSubmit are the medians of the runs'
+	// ProtocolCalls (0 without function statistics).
+	StepsPerClaim  float64 `json:"steps_per_claim,omitempty"`
+	StepsPerSubmit float64 `json:"steps_per_submission,omitempty"`
+	RowsPerStep    float64 `json:"rows_per_step"`
+	WALPerStep     float64 `json:"wal_bytes_per_step"`
+	SeqReadPerSt   float64 `json:"seq_tuples_read_per_step"`
+	PgCPUPerStep   float64 `json:"postgres_cpu_per_step_us"`
+	AppCPUPerStep  float64 `json:"app_cpu_per_step_us"`
+	PgCores        float64 `json:"postgres_cores"`
+	AppCores       float64 `json:"app_cores"`
+	FloorMsgsPS    float64 `json:"floor_msgs_per_sec"`
+	FloorRatio     float64 `json:"floor_ratio"`
 	// ModelStepsPS and ModelRatio are the design model's (runs with --model
 	// only; 0 otherwise), ModelPgCPU its Postgres µs per step.
 	ModelStepsPS float64 `json:"model_steps_per_sec,omitempty"`
@@ -404,6 +415,18 @@ func Summarize(reports []*Report) []Summary {
 				return cores(r.CPU.InProcess, r.CPU.Wall) + cores(r.CPU.Orchestrator, r.CPU.Wall) + cores(r.CPU.Workers, r.CPU.Wall)
 			}),
 		}
+		s.StepsPerClaim = med(func(r *Report) float64 {
+			if p := r.protocol(); p != nil {
+				return p.StepsPerClaim
+			}
+			return 0
+		})
+		s.StepsPerSubmit = med(func(r *Report) float64 {
+			if p := r.protocol(); p != nil {
+				return p.StepsPerSubmission
+			}
+			return 0
+		})
 		s.FloorMsgsPS = med(func(r *Report) float64 {
 			if r.Floor == nil {
 				return 0
@@ -532,6 +555,23 @@ func median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// protocol is the report's ProtocolCalls, worked out from its functions
+// for a report saved before it had them.
+func (r *Report) protocol() *ProtocolCalls {
+	if r.Protocol != nil {
+		return r.Protocol
+	}
+	return protocolCalls(r.Functions, r.StepsCompleted)
+}
+
+// perCall formats steps per protocol call, "-" when not measured.
+func perCall(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
 // PrintSummaries writes medians as two tables: speed, then cost per step.
 func PrintSummaries(w io.Writer, ss []Summary) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -544,10 +584,11 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "configuration\tcommits/step\trows/step\tWAL B/step\tseq-scan rows/step\tpostgres µs/step\tapp µs/step\tpostgres cores\tapp cores\t")
+	fmt.Fprintln(tw, "configuration\tcommits/step\tsteps/claim\tsteps/submit\trows/step\tWAL B/step\tseq-scan rows/step\tpostgres µs/step\tapp µs/step\tpostgres cores\tapp cores\t")
 	for _, s := range ss {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t\n",
-			s.Label, s.CommitsPerSt, s.RowsPerStep, s.WALPerStep, s.SeqReadPerSt, s.PgCPUPerStep, s.AppCPUPerStep, s.PgCores, s.AppCores)
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%s\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t\n",
+			s.Label, s.CommitsPerSt, perCall(s.StepsPerClaim), perCall(s.StepsPerSubmit), s.RowsPerStep, s.WALPerStep, s.SeqReadPerSt,
+			s.PgCPUPerStep, s.AppCPUPerStep, s.PgCores, s.AppCores)
 	}
 	_ = tw.Flush()
 	modelled := false
