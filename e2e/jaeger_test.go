@@ -322,14 +322,17 @@ func checkTrace(t *testing.T, tr *jaegerTrace, task *submitted) {
 		}
 		names[s.OperationName] = append(names[s.OperationName], s)
 		for _, w := range s.Warnings {
-			// Jaeger's clock-skew adjuster (disabled here) reports children
-			// it would shift; spans of one process share one clock, so a
-			// report for an orchestrator-side step transition is logged,
-			// not failed. (Seen rarely, for the first dispatch of a task;
-			// the in-memory nesting check in internal/telemetry finds every
-			// span inside its parent.)
-			if strings.HasPrefix(w, "clock skew adjustment disabled") && s.OperationName == "step_state_transition" {
-				t.Logf("note: Jaeger about span %s %s: %s", s.OperationName, describe(s), w)
+			// Jaeger's clock-skew adjuster (disabled here) reports every
+			// child that is not strictly inside its parent, and it keeps
+			// times in microseconds: a child that ends in the same
+			// microsecond as its parent is reported. Seen rarely, for a
+			// step_state_transition or a phase span ending with its task
+			// transition. Such a report is logged when the span does lie
+			// within its parent at that precision (the in-memory nesting
+			// check in internal/telemetry checks it to the nanosecond), and
+			// fails the test otherwise.
+			if strings.HasPrefix(w, "clock skew adjustment disabled") && nestedAtMicroseconds(s) {
+				t.Logf("note: Jaeger about span %s %s: %s (it lies within its parent to Jaeger's microsecond)", s.OperationName, describe(s), w)
 				continue
 			}
 			t.Errorf("Jaeger warns about span %s %s: %s", s.OperationName, describe(s), w)
@@ -610,6 +613,19 @@ func checkNoOtherTrace(t *testing.T, query string, task *submitted) {
 			t.Errorf("search service=%s task_uuid=%s: traces %v, want only %s", svc, task.uuid, ids, task.traceID)
 		}
 	}
+}
+
+// nestedAtMicroseconds reports whether s starts no earlier than its parent
+// and ends no later, as far as Jaeger's microseconds tell: Jaeger truncates
+// a span's start and its duration separately, so an end it shows may be up
+// to 1 µs earlier than the true one, and a child's may then read 1 µs past
+// its parent's.
+func nestedAtMicroseconds(s *jaegerSpan) bool {
+	p := s.parent
+	if p == nil {
+		return false
+	}
+	return s.StartTime >= p.StartTime && s.StartTime+s.Duration <= p.StartTime+p.Duration+1
 }
 
 func describe(s *jaegerSpan) string {
