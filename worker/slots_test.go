@@ -199,3 +199,41 @@ func TestGatherSubmissions(t *testing.T) {
 		t.Errorf("closed: %d submissions in the call, want 2", got)
 	}
 }
+
+// TestWaitForSubmission: a reader waits for a submission's slots only with
+// fewer than half its batch free, results being submitted, and handlers
+// shorter than the wait; the average of the handlers' time follows them.
+func TestWaitForSubmission(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		free, batch int
+		finishing   int64
+		handler     time.Duration
+		want        bool
+	}{
+		{1, 32, 5, 50 * time.Microsecond, true},
+		{15, 32, 1, 0, true},
+		{16, 32, 5, 0, false},                     // half the batch is free already
+		{1, 32, 0, 0, false},                      // nothing is being submitted
+		{1, 32, 5, slotSubmitWait, false},         // handlers as long as the wait
+		{1, 32, 5, 200 * time.Millisecond, false}, // long handlers: slots come one by one
+		{1, 1, 5, 0, false},                       // a batch of one is always full
+	} {
+		if got := waitForSubmission(tc.free, tc.batch, tc.finishing, tc.handler); got != tc.want {
+			t.Errorf("free %d of %d, %d finishing, handlers %v: wait = %v, want %v", tc.free, tc.batch, tc.finishing, tc.handler, got, tc.want)
+		}
+	}
+	w := &Worker{}
+	for range 64 {
+		w.noteHandlerTime(100 * time.Millisecond)
+	}
+	if got := time.Duration(w.handlerTime.Load()); got < 99*time.Millisecond || got > 100*time.Millisecond {
+		t.Errorf("after 64 handlers of 100ms the average is %v", got)
+	}
+	for range 64 {
+		w.noteHandlerTime(time.Millisecond)
+	}
+	if got := time.Duration(w.handlerTime.Load()); got > 2*time.Millisecond {
+		t.Errorf("after 64 more of 1ms the average is %v", got)
+	}
+}
