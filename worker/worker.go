@@ -205,10 +205,6 @@ type Worker struct {
 	// readLoop.
 	running   atomic.Int64
 	finishing atomic.Int64
-	// handlerTime is a moving average of the handlers' run time in
-	// nanoseconds (readLoop waits for a submission's slots only while
-	// handlers are short).
-	handlerTime atomic.Int64
 
 	// Finished steps wait here for the submitter (see submitLoop).
 	submits       chan *submission
@@ -420,7 +416,7 @@ func (w *Worker) readLoop(ctx context.Context, ns string) {
 			// claim of a step or two whose results would be submitted
 			// together, and free their slots together, again and again.
 			first := slotGatherGap
-			if waitForSubmission(free, w.cfg.BatchSize, w.finishing.Load(), time.Duration(w.handlerTime.Load())) {
+			if free < (w.cfg.BatchSize+1)/2 && w.finishing.Load() > 0 {
 				first = slotSubmitWait
 			}
 			free += gatherSlots(ctx, w.slots, w.cfg.BatchSize-free, first, slotGatherGap, slotGatherMax)
@@ -474,23 +470,6 @@ const (
 	slotGatherMax  = 2 * time.Millisecond
 	slotSubmitWait = 10 * time.Millisecond
 )
-
-// waitForSubmission says whether a reader under a backlog, with free of
-// batch slots in hand, waits up to slotSubmitWait for the slots of a
-// submission under way: when fewer than half the batch is free, results are
-// being submitted (finishing), and handlers run for less than that wait (a
-// slot kept idle for it is then a small share of a step's time; with longer
-// handlers the slots come free one by one anyway).
-func waitForSubmission(free, batch int, finishing int64, handlerTime time.Duration) bool {
-	return free < (batch+1)/2 && finishing > 0 && handlerTime < slotSubmitWait
-}
-
-// noteHandlerTime folds one handler's run time into the moving average
-// (weight 1/8; concurrent updates may drop one, which an average tolerates).
-func (w *Worker) noteHandlerTime(d time.Duration) {
-	old := w.handlerTime.Load()
-	w.handlerTime.Store(old + (int64(d)-old)/8)
-}
 
 // takeFreeSlots takes up to n slots that are free now and says how many.
 func (w *Worker) takeFreeSlots(n int) int {
@@ -1024,7 +1003,6 @@ func (w *Worker) execute(c claim, h Handler, msgID int64, headers map[string]str
 	ran = true
 	w.finishing.Add(1)
 	w.running.Add(-1)
-	w.noteHandlerTime(elapsed)
 	close(hbStop)
 	<-hbDone
 
