@@ -81,6 +81,9 @@ type Options struct {
 	// ResultBytes pads every step's result to about this many bytes (0: a
 	// few bytes), as handlers returning real data would.
 	ResultBytes int
+	// HandlerTime is how long every handler runs (it waits; 0: it returns
+	// at once), as handlers doing real work would.
+	HandlerTime time.Duration
 	// AsyncSubmit makes the workers' submissions commit without waiting
 	// for their WAL flush (worker.Config.AsyncSubmit).
 	AsyncSubmit bool
@@ -244,7 +247,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
 		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing, TraceSampling: traceSampling(o),
-		ResultBytes: o.ResultBytes, AsyncSubmit: o.AsyncSubmit, DomainEvents: domainEventsLabel(o.DomainEvents),
+		ResultBytes: o.ResultBytes, HandlerTimeMs: float64(o.HandlerTime) / float64(time.Millisecond),
+		AsyncSubmit: o.AsyncSubmit, DomainEvents: domainEventsLabel(o.DomainEvents),
 		Started: time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
 	}
@@ -539,7 +543,7 @@ func startSystem(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpProtoc
 		return nil, fmt.Errorf("start the orchestrator: %w", err)
 	}
 	ws, err := startWorkers(ctx, WorkerOptions{DatabaseURL: dbURL, Concurrency: o.Concurrency, Batch: o.Batch, ResultBytes: o.ResultBytes,
-		AsyncSubmit: o.AsyncSubmit, Tracing: o.Tracing, OTLPEndpoint: otlpEndpoint, OTLPProtocol: otlpProtocol, Logger: o.Logger}, o.Workers)
+		HandlerTime: o.HandlerTime, AsyncSubmit: o.AsyncSubmit, Tracing: o.Tracing, OTLPEndpoint: otlpEndpoint, OTLPProtocol: otlpProtocol, Logger: o.Logger}, o.Workers)
 	if err != nil {
 		_ = d.Stop()
 		return nil, fmt.Errorf("start the workers: %w", err)

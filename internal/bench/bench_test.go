@@ -40,13 +40,18 @@ func TestRunReportsACompleteRun(t *testing.T) {
 		tasks       int
 		submitBatch int
 		viaQueue    bool
-	}{{"single", 20, 0, false}, {"linear4", 5, 0, false}, {"single", 23, 5, false}, {"single", 12, 0, true}, {"single", 17, 4, true}} {
+		handlerTime time.Duration
+	}{{"single", 20, 0, false, 0}, {"linear4", 5, 0, false, 0}, {"single", 23, 5, false, 0}, {"single", 12, 0, true, 0}, {"single", 17, 4, true, 0},
+		{"single", 8, 0, false, 5 * time.Millisecond}} {
 		name := tc.scenario
 		if tc.submitBatch > 1 {
 			name += fmt.Sprintf("/batches_of_%d", tc.submitBatch)
 		}
 		if tc.viaQueue {
 			name += "/via_queue"
+		}
+		if tc.handlerTime > 0 {
+			name += "/handlers_of_" + tc.handlerTime.String()
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -55,7 +60,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			var progress bytes.Buffer
 			rep, err := Run(ctx, Options{
 				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: tc.scenario, Tasks: tc.tasks,
-				Workers: 2, Concurrency: 4, Submitters: 4, SubmitBatch: tc.submitBatch, ViaQueue: tc.viaQueue, Timeout: time.Minute, Model: ModelBare,
+				Workers: 2, Concurrency: 4, Submitters: 4, SubmitBatch: tc.submitBatch, ViaQueue: tc.viaQueue, HandlerTime: tc.handlerTime, Timeout: time.Minute, Model: ModelBare,
 				Progress: &progress, Logger: enginetest.Logger(t),
 			})
 			if err != nil {
@@ -90,6 +95,16 @@ func TestRunReportsACompleteRun(t *testing.T) {
 				if !ok || l.N != steps || l.P50 < 0 || l.P50 > l.P95 || l.P95 > l.P99 || l.P99 > l.Max {
 					t.Errorf("time in %s = %+v (reported %v): want %d samples, 0 <= p50 <= p95 <= p99 <= max", st, l, ok, steps)
 				}
+			}
+			// Handlers that take their time keep each step with its worker
+			// at least that long, and the report says how long they took.
+			if tc.handlerTime > 0 {
+				if got := rep.StateTimes["in_progress"]; got.P50 < float64(tc.handlerTime)/float64(time.Millisecond) {
+					t.Errorf("time in in_progress p50 %.2fms with handlers of %s", got.P50, tc.handlerTime)
+				}
+			}
+			if got, want := rep.HandlerTimeMs, float64(tc.handlerTime)/float64(time.Millisecond); got != want {
+				t.Errorf("report's handler time = %vms, want %vms", got, want)
 			}
 			if got := rep.StateTimes["enqueued"]; got != rep.Dispatch {
 				t.Errorf("time in enqueued = %+v, want the dispatch latency %+v", got, rep.Dispatch)

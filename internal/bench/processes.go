@@ -134,7 +134,7 @@ func startProcesses(ctx context.Context, o Options, dbURL, otlpEndpoint, otlpPro
 	}
 	for i := 0; i < o.Workers; i++ {
 		wargs := []string{"bench", "worker", "--concurrency", strconv.Itoa(o.Concurrency), "--batch", strconv.Itoa(o.Batch),
-			"--result-bytes", strconv.Itoa(o.ResultBytes)}
+			"--result-bytes", strconv.Itoa(o.ResultBytes), "--handler-time", o.HandlerTime.String()}
 		if o.AsyncSubmit {
 			wargs = append(wargs, "--async-submit")
 		}

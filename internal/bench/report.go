@@ -36,6 +36,8 @@ type Report struct {
 	TraceSampling string `json:"trace_sampling,omitempty"`
 	// ResultBytes is the size each step's result was padded to (0: none).
 	ResultBytes int `json:"result_bytes,omitempty"`
+	// HandlerTimeMs is how long each handler ran (0: it returned at once).
+	HandlerTimeMs float64 `json:"handler_time_ms,omitempty"`
 	// AsyncSubmit is set when the workers' submissions did not wait for
 	// their WAL flush.
 	AsyncSubmit bool `json:"async_submit,omitempty"`
@@ -156,6 +158,9 @@ func (r *Report) Label() string {
 	if r.ResultBytes > 0 {
 		s += fmt.Sprintf(" results %dB", r.ResultBytes)
 	}
+	if r.HandlerTimeMs > 0 {
+		s += " handlers " + ms(r.HandlerTimeMs)
+	}
 	if r.AsyncSubmit {
 		s += " async-submit"
 	}
@@ -190,6 +195,9 @@ func (r *Report) Print(w io.Writer) {
 	results := ""
 	if r.ResultBytes > 0 {
 		results = fmt.Sprintf(", results of ~%d bytes", r.ResultBytes)
+	}
+	if r.HandlerTimeMs > 0 {
+		results += ", handlers of " + ms(r.HandlerTimeMs)
 	}
 	if r.AsyncSubmit {
 		results += ", submissions not waiting for their flush"

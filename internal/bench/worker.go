@@ -25,6 +25,8 @@ type WorkerOptions struct {
 	Batch       int
 	// ResultBytes pads each result to about this many bytes.
 	ResultBytes int
+	// HandlerTime is how long each handler waits before it returns.
+	HandlerTime time.Duration
 	// AsyncSubmit is worker.Config.AsyncSubmit.
 	AsyncSubmit bool
 	// Tracing exports the workers' spans by OTLP to OTLPEndpoint
@@ -77,7 +79,16 @@ func startWorkers(ctx context.Context, o WorkerOptions, n int) (*workerSet, erro
 	if o.ResultBytes > 0 {
 		result = map[string]any{"ok": true, "pad": strings.Repeat("x", o.ResultBytes)}
 	}
-	handler := func(context.Context, *worker.Step) (any, error) {
+	handler := func(ctx context.Context, _ *worker.Step) (any, error) {
+		if o.HandlerTime > 0 {
+			t := time.NewTimer(o.HandlerTime)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			}
+		}
 		s.executed.Add(1)
 		return result, nil
 	}

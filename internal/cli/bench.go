@@ -113,6 +113,7 @@ Numbers worth quoting come from a server with its default durability
 	f.IntVar(&o.Concurrency, "concurrency", bench.DefaultConcurrency, "steps each worker runs at once")
 	f.IntVar(&o.Batch, "batch", 0, "steps a worker claims per read (default: --concurrency)")
 	f.IntVar(&o.ResultBytes, "result-bytes", 0, "pad each step's result to about this many bytes (0: {\"ok\": true})")
+	f.DurationVar(&o.HandlerTime, "handler-time", 0, "how long each handler runs (it waits; 0: it returns at once), as handlers doing real work would")
 	f.BoolVar(&o.AsyncSubmit, "async-submit", false, "the workers submit results without waiting for their WAL flush (worker.Config.AsyncSubmit: a Postgres crash may then forget the last results, whose steps run again)")
 	f.StringVar(&domainEvents, "domain-events", "all", "domain events the scenario's template publishes: all, none, or a comma-separated list (TaskInitiated,StepCompleted,…)")
 	f.BoolVar(&o.Tracing, "tracing", false, "export every span (to --otlp-endpoint, or to an in-process receiver that discards them)")
@@ -155,6 +156,8 @@ func checkBenchFlags(o *bench.Options) error {
 		return &usageError{fmt.Sprintf("bench: --rate must not be negative, got %v", o.Rate)}
 	case o.Duration < 0:
 		return &usageError{fmt.Sprintf("bench: --duration must not be negative, got %s", o.Duration)}
+	case o.HandlerTime < 0:
+		return &usageError{fmt.Sprintf("bench: --handler-time must not be negative, got %s", o.HandlerTime)}
 	case o.Timeout <= 0:
 		return &usageError{fmt.Sprintf("bench: --timeout must be positive, got %s", o.Timeout)}
 	case (o.Rate > 0) != (o.Duration > 0):
@@ -280,6 +283,7 @@ func benchWorkerCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.Concurrency, "concurrency", bench.DefaultConcurrency, "steps run at once")
 	f.IntVar(&o.Batch, "batch", 0, "steps claimed per read (default: --concurrency)")
 	f.IntVar(&o.ResultBytes, "result-bytes", 0, "pad each result to about this many bytes")
+	f.DurationVar(&o.HandlerTime, "handler-time", 0, "how long each handler runs")
 	f.BoolVar(&o.AsyncSubmit, "async-submit", false, "submit results without waiting for their WAL flush")
 	f.BoolVar(&o.Tracing, "tracing", false, "export spans by OTLP")
 	f.StringVar(&o.OTLPEndpoint, "otlp-endpoint", "", "OTLP endpoint")

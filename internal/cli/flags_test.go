@@ -20,6 +20,7 @@ func TestOperationsFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"bench", "--submitters", "0"}, "--submitters must be at least 1"},
 		{[]string{"bench", "--concurrency", "-1"}, "--concurrency must be at least 1"},
 		{[]string{"bench", "--history", "-1"}, "--history must be at least 0"},
+		{[]string{"bench", "--handler-time", "-2ms"}, "bench: --handler-time must not be negative, got -2ms"},
 		{[]string{"bench", "--timeout", "0s"}, "--timeout must be positive"},
 		{[]string{"bench", "--rate", "5"}, "needs both --rate and --duration"},
 		{[]string{"bench", "--submit-batch", "0"}, "--submit-batch must be at least 1"},
