@@ -349,22 +349,22 @@ type Summary struct {
 	DispatchP99 float64 `json:"dispatch_p99_ms"`
 	// StateP50 and StateP99 are, per step state of StateTimeStates, the
 	// medians of the runs' p50 and p99 time in it.
-	StateP50     map[string]float64 `json:"step_state_p50_ms,omitempty"`
-	StateP99     map[string]float64 `json:"step_state_p99_ms,omitempty"`
-	CommitsPerSt float64            `json:"commits_per_step"`
+	StateP50      map[string]float64 `json:"step_state_p50_ms,omitempty"`
+	StateP99      map[string]float64 `json:"step_state_p99_ms,omitempty"`
+	CommitsPerSt  float64            `json:"commits_per_step"`
+	RowsPerStep   float64            `json:"rows_per_step"`
+	WALPerStep    float64            `json:"wal_bytes_per_step"`
+	SeqReadPerSt  float64            `json:"seq_tuples_read_per_step"`
+	PgCPUPerStep  float64            `json:"postgres_cpu_per_step_us"`
+	AppCPUPerStep float64            `json:"app_cpu_per_step_us"`
+	PgCores       float64            `json:"postgres_cores"`
+	AppCores      float64            `json:"app_cores"`
+	FloorMsgsPS   float64            `json:"floor_msgs_per_sec"`
+	FloorRatio    float64            `json:"floor_ratio"`
 	// StepsPerClaim and StepsPerSubmit are the medians of the runs'
 	// ProtocolCalls (0 without function statistics).
 	StepsPerClaim  float64 `json:"steps_per_claim,omitempty"`
 	StepsPerSubmit float64 `json:"steps_per_submission,omitempty"`
-	RowsPerStep    float64 `json:"rows_per_step"`
-	WALPerStep     float64 `json:"wal_bytes_per_step"`
-	SeqReadPerSt   float64 `json:"seq_tuples_read_per_step"`
-	PgCPUPerStep   float64 `json:"postgres_cpu_per_step_us"`
-	AppCPUPerStep  float64 `json:"app_cpu_per_step_us"`
-	PgCores        float64 `json:"postgres_cores"`
-	AppCores       float64 `json:"app_cores"`
-	FloorMsgsPS    float64 `json:"floor_msgs_per_sec"`
-	FloorRatio     float64 `json:"floor_ratio"`
 	// ModelStepsPS and ModelRatio are the design model's (runs with --model
 	// only; 0 otherwise), ModelPgCPU its Postgres µs per step.
 	ModelStepsPS float64 `json:"model_steps_per_sec,omitempty"`
@@ -423,18 +423,16 @@ func Summarize(reports []*Report) []Summary {
 				return cores(r.CPU.InProcess, r.CPU.Wall) + cores(r.CPU.Orchestrator, r.CPU.Wall) + cores(r.CPU.Workers, r.CPU.Wall)
 			}),
 		}
-		s.StepsPerClaim = med(func(r *Report) float64 {
-			if p := r.protocol(); p != nil {
-				return p.StepsPerClaim
-			}
-			return 0
-		})
-		s.StepsPerSubmit = med(func(r *Report) float64 {
-			if p := r.protocol(); p != nil {
-				return p.StepsPerSubmission
-			}
-			return 0
-		})
+		protocol := func(f func(*ProtocolCalls) float64) float64 {
+			return med(func(r *Report) float64 {
+				if p := r.protocol(); p != nil {
+					return f(p)
+				}
+				return 0
+			})
+		}
+		s.StepsPerClaim = protocol(func(p *ProtocolCalls) float64 { return p.StepsPerClaim })
+		s.StepsPerSubmit = protocol(func(p *ProtocolCalls) float64 { return p.StepsPerSubmission })
 		s.FloorMsgsPS = med(func(r *Report) float64 {
 			if r.Floor == nil {
 				return 0
