@@ -960,8 +960,7 @@ func (w *Worker) execute(c claim, h Handler, msgID int64, headers map[string]str
 	if tp := headers["traceparent"]; tp != "" {
 		step.TraceParent = tp
 	}
-	log := w.logger.With("task_uuid", step.TaskUUID, "step_uuid", step.StepUUID, "step_name", step.Name,
-		"namespace", step.Namespace, "correlation_id", step.CorrelationID, "attempt", step.Attempt)
+	log := stepLogger(w.logger, step)
 	ran := false
 	defer func() {
 		if ran {

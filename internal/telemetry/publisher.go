@@ -64,8 +64,6 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 	if j == nil || len(j.Records) == 0 {
 		return
 	}
-	batches := map[[16]byte]*batch{}
-	var order [][16]byte
 	// A large journal's counter increments are summed and added once per
 	// instrument and attribute set: a result batch repeats the same few
 	// sets hundreds of times, and each Add resolves its set again.
@@ -74,6 +72,15 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 		t.sums = make([]tallySum, 0, 16)
 		defer t.add()
 	}
+	if !p.tracing {
+		// Metrics only: no spans, so no per-task batches to gather.
+		for _, r := range j.Records {
+			p.record(ctx, t, r)
+		}
+		return
+	}
+	batches := map[[16]byte]*batch{}
+	var order [][16]byte
 	for _, r := range j.Records {
 		if r.Kind == KindWorkerRun {
 			// A worker's run has spans of its own (step_execution), not
