@@ -25,6 +25,14 @@ func (e *Engine) CreateTogether(ctx context.Context, reqs []TaskRequest, bad int
 	return tasks, errs
 }
 
+// IntakePeak is the most creation transactions the intake has had in
+// flight at once.
+func (e *Engine) IntakePeak() int {
+	e.intake.mu.Lock()
+	defer e.intake.mu.Unlock()
+	return e.intake.peak
+}
+
 // HelperReads is how many reads the helper result loops (the second and
 // later of ResultLoops) have made.
 func (o *Orchestrator) HelperReads() int64 { return o.helperReads.Load() }
