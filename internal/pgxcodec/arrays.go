@@ -3,6 +3,7 @@ package pgxcodec
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
@@ -202,9 +203,58 @@ var (
 	jsonbRawArray = &arrayPlan[json.RawMessage]{pgtype.JSONBOID, jsonbSize[json.RawMessage], putJSONB[json.RawMessage]}
 )
 
-// uuidCodec is pgx's uuid codec with a binary plan for uuid.UUID that
-// writes its 16 bytes without boxing it again.
+// uuidCodec is pgx's uuid codec with binary plans for uuid.UUID: one that
+// writes its 16 bytes without boxing it again, and ones that read them
+// into a uuid.UUID or a *uuid.UUID. The read plans have to be the codec's:
+// pgx asks a codec for a scan plan before it looks for an sql.Scanner
+// (uuid.UUID is one, which parses the value's text form) and before any
+// wrapper.
 type uuidCodec struct{ pgtype.Codec }
+
+func (c *uuidCodec) PlanScan(m *pgtype.Map, oid uint32, format int16, target any) pgtype.ScanPlan {
+	if format == pgtype.BinaryFormatCode {
+		switch target.(type) {
+		case *uuid.UUID:
+			return uuidScanPlan{}
+		case **uuid.UUID:
+			return uuidPtrScanPlan{}
+		}
+	}
+	return c.Codec.PlanScan(m, oid, format, target)
+}
+
+// uuidScanPlan reads a binary uuid into a uuid.UUID; NULL leaves it alone,
+// as uuid.UUID's own Scan does.
+type uuidScanPlan struct{}
+
+func (uuidScanPlan) Scan(src []byte, dst any) error {
+	if src == nil {
+		return nil
+	}
+	if len(src) != 16 {
+		return fmt.Errorf("invalid length for uuid: %d bytes", len(src))
+	}
+	copy(dst.(*uuid.UUID)[:], src)
+	return nil
+}
+
+// uuidPtrScanPlan reads a binary uuid into a *uuid.UUID (a nullable uuid).
+type uuidPtrScanPlan struct{}
+
+func (uuidPtrScanPlan) Scan(src []byte, dst any) error {
+	p := dst.(**uuid.UUID)
+	if src == nil {
+		*p = nil
+		return nil
+	}
+	if len(src) != 16 {
+		return fmt.Errorf("invalid length for uuid: %d bytes", len(src))
+	}
+	u := new(uuid.UUID)
+	copy(u[:], src)
+	*p = u
+	return nil
+}
 
 func (c *uuidCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value any) pgtype.EncodePlan {
 	if format == pgtype.BinaryFormatCode {

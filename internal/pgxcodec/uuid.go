@@ -1,8 +1,9 @@
 // Package pgxcodec teaches a pgx connection faster ways to send and receive
 // the values the engine's hot statements carry.
 //
-// github.com/google/uuid values go as binary uuids (uuid.go). Without this
-// pgx goes through their driver.Valuer and sql.Scanner methods — text,
+// github.com/google/uuid values go and come as binary uuids (uuid.go, and
+// the uuid codec in arrays.go). Without this pgx goes through their
+// driver.Valuer and sql.Scanner methods — text,
 // parsed on both sides — after trying and discarding several other encode
 // plans for every parameter: 15 % of the orchestrator's CPU profile in the
 // benchmark, most of it on the uuid arrays of the hot statements.
@@ -41,11 +42,12 @@ func ConfigurePool(cfg *pgxpool.Config) {
 }
 
 // Register adds uuid.UUID to m's encode and scan plans, ahead of the
-// generic ones, and the binary array encodings of arrays.go.
+// generic ones (the uuid codec of arrays.go, and an encode wrapper for a
+// uuid.UUID sent as a parameter of another type), and the binary array
+// encodings of arrays.go.
 func Register(m *pgtype.Map) {
 	registerArrays(m)
 	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{wrapEncode}, m.TryWrapEncodePlanFuncs...)
-	m.TryWrapScanPlanFuncs = append([]pgtype.TryWrapScanPlanFunc{wrapScan}, m.TryWrapScanPlanFuncs...)
 }
 
 // value is a uuid.UUID seen as pgx's UUIDValuer.
@@ -53,31 +55,6 @@ type value uuid.UUID
 
 func (v value) UUIDValue() (pgtype.UUID, error) {
 	return pgtype.UUID{Bytes: v, Valid: true}, nil
-}
-
-// target is a *uuid.UUID seen as pgx's UUIDScanner.
-type target uuid.UUID
-
-func (t *target) ScanUUID(v pgtype.UUID) error {
-	if !v.Valid {
-		// As uuid.UUID's own Scan does: NULL leaves the value alone.
-		return nil
-	}
-	*t = v.Bytes
-	return nil
-}
-
-// targetPtr is a **uuid.UUID (a nullable uuid) seen as a UUIDScanner.
-type targetPtr struct{ p **uuid.UUID }
-
-func (t targetPtr) ScanUUID(v pgtype.UUID) error {
-	if !v.Valid {
-		*t.p = nil
-		return nil
-	}
-	u := uuid.UUID(v.Bytes)
-	*t.p = &u
-	return nil
 }
 
 func wrapEncode(v any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
@@ -93,30 +70,4 @@ func (p *encodePlan) SetNext(next pgtype.EncodePlan) { p.next = next }
 
 func (p *encodePlan) Encode(v any, buf []byte) ([]byte, error) {
 	return p.next.Encode(value(v.(uuid.UUID)), buf)
-}
-
-func wrapScan(dst any) (pgtype.WrappedScanPlanNextSetter, any, bool) {
-	switch d := dst.(type) {
-	case *uuid.UUID:
-		return &scanPlan{}, (*target)(d), true
-	case **uuid.UUID:
-		return &scanPtrPlan{}, targetPtr{d}, true
-	}
-	return nil, nil, false
-}
-
-type scanPlan struct{ next pgtype.ScanPlan }
-
-func (p *scanPlan) SetNext(next pgtype.ScanPlan) { p.next = next }
-
-func (p *scanPlan) Scan(src []byte, dst any) error {
-	return p.next.Scan(src, (*target)(dst.(*uuid.UUID)))
-}
-
-type scanPtrPlan struct{ next pgtype.ScanPlan }
-
-func (p *scanPtrPlan) SetNext(next pgtype.ScanPlan) { p.next = next }
-
-func (p *scanPtrPlan) Scan(src []byte, dst any) error {
-	return p.next.Scan(src, targetPtr{dst.(**uuid.UUID)})
 }

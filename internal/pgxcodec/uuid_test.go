@@ -76,3 +76,38 @@ func TestRegisteredPlanIsUsed(t *testing.T) {
 		t.Errorf("an unregistered map already uses %s", before)
 	}
 }
+
+// A registered map scans a binary uuid into a uuid.UUID or a *uuid.UUID
+// with this package's plans, not through uuid.UUID's sql.Scanner (which
+// parses the value's text form): into a uuid.UUID without allocating. A
+// value of the wrong length is an error, not a short copy.
+func TestRegisteredScanPlanIsUsed(t *testing.T) {
+	plain := pgtype.NewMap()
+	m := pgtype.NewMap()
+	pgxcodec.Register(m)
+	var u uuid.UUID
+	var p *uuid.UUID
+	for _, target := range []any{&u, &p} {
+		before := fmt.Sprintf("%T", plain.PlanScan(pgtype.UUIDOID, pgtype.BinaryFormatCode, target))
+		after := fmt.Sprintf("%T", m.PlanScan(pgtype.UUIDOID, pgtype.BinaryFormatCode, target))
+		if !strings.Contains(after, "pgxcodec") {
+			t.Errorf("registered map scans a uuid into %T with %s (unregistered: %s), want this package's plan", target, after, before)
+		}
+	}
+	src := uuid.New()
+	plan := m.PlanScan(pgtype.UUIDOID, pgtype.BinaryFormatCode, &u)
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := plan.Scan(src[:], &u); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if u != src || allocs != 0 {
+		t.Errorf("scanned %s with %v allocations, want %s with none", u, allocs, src)
+	}
+	if err := plan.Scan(src[:15], &u); err == nil {
+		t.Error("15 bytes scanned into a uuid.UUID without an error")
+	}
+	if err := m.PlanScan(pgtype.UUIDOID, pgtype.BinaryFormatCode, &p).Scan(src[:3], &p); err == nil {
+		t.Error("3 bytes scanned into a *uuid.UUID without an error")
+	}
+}
