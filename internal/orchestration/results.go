@@ -1,10 +1,11 @@
 package orchestration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -100,7 +101,7 @@ func (e *Engine) ProcessResults(ctx context.Context, msgs []queue.Message) ([]Po
 	for id := range byTask {
 		tasks = append(tasks, id)
 	}
-	sort.Slice(tasks, func(i, k int) bool { return tasks[i].String() < tasks[k].String() })
+	sortUUIDs(tasks)
 	if len(tasks) == 0 {
 		return poison, nil
 	}
@@ -600,4 +601,10 @@ func (e *Engine) WakeDueTasks(ctx context.Context, limit int) (int, error) {
 		return nil
 	})
 	return woken, err
+}
+
+// sortUUIDs sorts ids in Postgres's uuid order, the order task locks are
+// taken in: the order of their bytes, and of their text forms.
+func sortUUIDs(ids []uuid.UUID) {
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 }
