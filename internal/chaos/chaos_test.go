@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tasker/tasker/internal/orchestration"
+	"github.com/tasker/tasker/internal/wait"
 )
 
 // stepYAML is one step of a chaos template: every step runs the test
@@ -71,19 +73,17 @@ func diamond() (string, map[string]int) {
 // waitUntil polls cond (bounded) and fails the test with what cond last said.
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, string, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail, err := cond()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s (%s)", what, timeout, detail)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var detail string
+	err := wait.Poll(time.Now().Add(timeout), 50*time.Millisecond, func() (bool, error) {
+		ok, d, err := cond()
+		detail = d
+		return ok, err
+	})
+	switch {
+	case errors.Is(err, wait.ErrTimeout):
+		t.Fatalf("%s: not within %s (%s)", what, timeout, detail)
+	case err != nil:
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

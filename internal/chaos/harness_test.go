@@ -632,32 +632,35 @@ func (w *stallWatch) stalled(ctx context.Context, pool *pgxpool.Pool) (bool, err
 func (c *cluster) waitAllComplete(n int, timeout time.Duration) {
 	c.t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(timeout)
 	lastReport := time.Now()
 	var watch stallWatch
-	for {
-		counts, err := taskCounts(ctx, c.pool)
-		if err != nil {
-			c.t.Fatalf("count tasks: %v", err)
+	var counts map[string]int
+	err := wait.Poll(time.Now().Add(timeout), 250*time.Millisecond, func() (bool, error) {
+		var err error
+		if counts, err = taskCounts(ctx, c.pool); err != nil {
+			return false, fmt.Errorf("count tasks: %w", err)
 		}
 		if c.checkCounts(counts, n) {
-			return
+			return true, nil
 		}
 		stalled, err := watch.stalled(ctx, c.pool)
 		if err != nil {
-			c.t.Fatal(err)
+			return false, err
 		}
 		if stalled {
 			c.t.Fatalf("no step completed for %s: tasks by state %v, want %d complete\n%s", stallTimeout, counts, n, c.stuckReport())
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("after %s: tasks by state %v, want %d complete\n%s", timeout, counts, n, c.stuckReport())
 		}
 		if time.Since(lastReport) > 15*time.Second {
 			c.t.Logf("waiting: tasks by state %v", counts)
 			lastReport = time.Now()
 		}
-		time.Sleep(250 * time.Millisecond)
+		return false, nil
+	})
+	switch {
+	case errors.Is(err, wait.ErrTimeout):
+		c.t.Fatalf("after %s: tasks by state %v, want %d complete\n%s", timeout, counts, n, c.stuckReport())
+	case err != nil:
+		c.t.Fatal(err)
 	}
 }
 

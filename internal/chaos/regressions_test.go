@@ -15,6 +15,7 @@ import (
 	"github.com/tasker/tasker/internal/queue"
 	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/internal/wait"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -67,12 +68,11 @@ steps:
 	}
 	tasks := len(names) * perTemplate
 	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// Stranded: resting in waiting_for_retry with no wake-up time for
-		// 2s, far past a backoff of at most 24ms.
-		var done, stranded int
-		var which []string
+	// Stranded: resting in waiting_for_retry with no wake-up time for 2s,
+	// far past a backoff of at most 24ms.
+	var done, stranded int
+	var which []string
+	err := wait.Poll(time.Now().Add(30*time.Second), 100*time.Millisecond, func() (bool, error) {
 		if err := h.Pool.QueryRow(ctx, `
 			SELECT count(*) FILTER (WHERE state = 'complete'),
 			       count(*) FILTER (WHERE state = 'waiting_for_retry' AND wake_at IS NULL
@@ -80,16 +80,17 @@ steps:
 			       coalesce(array_agg(name) FILTER (WHERE state = 'waiting_for_retry' AND wake_at IS NULL
 			                          AND state_entered_at < now() - interval '2 seconds'), '{}')
 			  FROM tasker.tasks`).Scan(&done, &stranded, &which); err != nil {
-			t.Fatal(err)
+			return false, err
 		}
-		if done == tasks {
-			return
-		}
-		if done+stranded == tasks || time.Now().After(deadline) {
-			t.Fatalf("%d of %d tasks complete; %d rest in waiting_for_retry with no wake-up time "+
-				"although their step's backoff elapsed long ago (templates %v)", done, tasks, stranded, which)
-		}
-		time.Sleep(100 * time.Millisecond)
+		// Every task either complete or stranded: no point waiting longer.
+		return done == tasks || done+stranded == tasks, nil
+	})
+	if err != nil && !errors.Is(err, wait.ErrTimeout) {
+		t.Fatal(err)
+	}
+	if done != tasks {
+		t.Fatalf("%d of %d tasks complete; %d rest in waiting_for_retry with no wake-up time "+
+			"although their step's backoff elapsed long ago (templates %v)", done, tasks, stranded, which)
 	}
 }
 
