@@ -42,27 +42,36 @@ func (p *producer) load(ctx context.Context, tx store.Tx, j *telemetry.Journal, 
 			d.leaseExpired[r.Step.UUID] = true
 		}
 	}
-	var taskIDs, stepIDs, failedOf []uuid.UUID
-	seen := map[string]bool{}
-	add := func(list *[]uuid.UUID, kind string, id uuid.UUID) {
-		if k := kind + id.String(); !seen[k] {
+	// Tasks are read in full for the payloads that show their columns
+	// (TaskInitiated) or their last transition's reason (TaskCancelled),
+	// and brief for the others, which every result publishes.
+	var full, brief, stepIDs, failedOf []uuid.UUID
+	type key struct {
+		list *[]uuid.UUID
+		id   uuid.UUID
+	}
+	seen := map[key]bool{}
+	add := func(list *[]uuid.UUID, id uuid.UUID) {
+		if k := (key{list, id}); !seen[k] {
 			seen[k] = true
 			*list = append(*list, id)
 		}
 	}
 	for _, ev := range plan {
 		if ev.step != nil {
-			add(&stepIDs, "s", ev.step.UUID)
+			add(&stepIDs, ev.step.UUID)
 		}
 		switch ev.typ {
-		case domainevents.TaskInitiated, domainevents.WorkflowProgressed, domainevents.TaskCompleted, domainevents.TaskCancelled:
-			add(&taskIDs, "t", ev.task.UUID)
+		case domainevents.TaskInitiated, domainevents.TaskCancelled:
+			add(&full, ev.task.UUID)
+		case domainevents.WorkflowProgressed, domainevents.TaskCompleted:
+			add(&brief, ev.task.UUID)
 		case domainevents.TaskFailed:
-			add(&taskIDs, "t", ev.task.UUID)
-			add(&failedOf, "f", ev.task.UUID)
+			add(&brief, ev.task.UUID)
+			add(&failedOf, ev.task.UUID)
 		}
 	}
-	tasks, steps, err := p.st.DomainEventDataTx(ctx, tx, taskIDs, stepIDs, failedOf)
+	tasks, steps, err := p.st.DomainEventDataTx(ctx, tx, full, brief, stepIDs, failedOf)
 	if err != nil {
 		return nil, err
 	}
@@ -91,10 +100,14 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		id := ev.step.UUID
 		stepUUID = &id
 	}
-	task := func() (store.DomainEventTask, error) {
+	// task is the event's task; full asks for a row read in full.
+	task := func(full bool) (store.DomainEventTask, error) {
 		t, ok := d.tasks[ev.task.UUID]
 		if !ok {
 			return t, fmt.Errorf("task %s not found", ev.task.UUID)
+		}
+		if full && t.Brief {
+			return t, fmt.Errorf("task %s was read brief, without the columns a %s payload shows", ev.task.UUID, ev.typ)
 		}
 		return t, nil
 	}
@@ -126,7 +139,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		payload = p
 
 	case ev.typ == domainevents.TaskInitiated:
-		t, err := task()
+		t, err := task(true)
 		if err != nil {
 			return nil, false, err
 		}
@@ -174,7 +187,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		payload = p
 
 	case ev.typ == domainevents.WorkflowProgressed:
-		t, err := task()
+		t, err := task(false)
 		if err != nil {
 			return nil, false, err
 		}
@@ -183,7 +196,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 			TotalSteps: total, CompletedSteps: counts[string(lifecycle.StepComplete)] + counts[string(lifecycle.StepResolvedManually)]}
 
 	case ev.typ == domainevents.TaskCompleted:
-		t, err := task()
+		t, err := task(false)
 		if err != nil {
 			return nil, false, err
 		}
@@ -193,7 +206,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 			DurationMs: durationMs(t.CreatedAt, end), StepCounts: counts, TotalSteps: total}
 
 	case ev.typ == domainevents.TaskFailed:
-		t, err := task()
+		t, err := task(false)
 		if err != nil {
 			return nil, false, err
 		}
@@ -208,7 +221,7 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 			DurationMs: durationMs(t.CreatedAt, end), StepCounts: counts, TotalSteps: total, FailedSteps: failed}
 
 	case ev.typ == domainevents.TaskCancelled:
-		t, err := task()
+		t, err := task(true)
 		if err != nil {
 			return nil, false, err
 		}

@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,7 +150,7 @@ func TestCreatedTasksDomainEventDataFromTheBuffer(t *testing.T) {
 			return fmt.Errorf("cancel: ok=%v err=%v", ok, err)
 		}
 		ids := []uuid.UUID{started.UUID, fresh.UUID, ended.UUID}
-		buffered, steps, err := f.st.DomainEventDataTx(f.ctx, tx, ids, nil, nil)
+		buffered, steps, err := f.st.DomainEventDataTx(f.ctx, tx, ids, nil, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -192,7 +194,7 @@ func TestCreatedTasksDomainEventDataFromTheBuffer(t *testing.T) {
 		if _, _, _, err := f.st.TaskCreateTx(f.ctx, tx, f.newTask("mixed")); err != nil {
 			return err
 		}
-		mixed, _, err := f.st.DomainEventDataTx(f.ctx, tx, []uuid.UUID{committed.UUID}, nil, nil)
+		mixed, _, err := f.st.DomainEventDataTx(f.ctx, tx, nil, []uuid.UUID{committed.UUID}, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -230,4 +232,98 @@ func canonicalEventTask(t *testing.T, d store.DomainEventTask) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// The brief read of domain event data gives what the full read gives for
+// the fields it has (state, start, end, step counts), marks its rows, and
+// reads a task asked for both ways once, in full.
+func TestDomainEventBriefTasksAgreeWithFull(t *testing.T) {
+	t.Parallel()
+	f := newCreateFixture(t)
+	wake := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	var started, fresh, ended store.Task
+	if err := f.st.InTxDeferred(f.ctx, func(tx store.Tx) error {
+		var err error
+		if started, _, err = f.start(tx, f.newTask("started"), wake); err != nil {
+			return err
+		}
+		if fresh, _, _, err = f.st.TaskCreateTx(f.ctx, tx, f.newTask("fresh")); err != nil {
+			return err
+		}
+		if ended, _, _, err = f.st.TaskCreateTx(f.ctx, tx, f.newTask("ended")); err != nil {
+			return err
+		}
+		ok, _, err := f.st.TaskTransitionTx(f.ctx, tx, store.TaskMove{UUID: ended.UUID, From: lifecycle.TaskPending,
+			To: lifecycle.TaskCancelled, Meta: map[string]any{"trigger": "cancel", "reason": "changed my mind"}})
+		if err == nil && !ok {
+			err = errors.New("cancel lost")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ids := []uuid.UUID{started.UUID, fresh.UUID, ended.UUID}
+	brief := func(d store.DomainEventTask) string {
+		end := "-"
+		if d.CompletedAt != nil {
+			end = d.CompletedAt.UTC().Format(time.RFC3339Nano)
+		}
+		return fmt.Sprintf("%s %s %s %s %d %v", d.UUID, d.State, d.CreatedAt.UTC().Format(time.RFC3339Nano), end,
+			d.StepCount, d.StepCounts)
+	}
+	err := f.st.InTx(f.ctx, func(tx store.Tx) error {
+		full, _, err := f.st.DomainEventDataTx(f.ctx, tx, ids, nil, nil, nil)
+		if err != nil {
+			return err
+		}
+		short, _, err := f.st.DomainEventDataTx(f.ctx, tx, nil, ids, nil, nil)
+		if err != nil {
+			return err
+		}
+		if len(full) != 3 || len(short) != 3 {
+			return fmt.Errorf("%d full rows and %d brief ones, want 3 of each", len(full), len(short))
+		}
+		want := map[uuid.UUID]string{}
+		for _, d := range full {
+			if d.Brief || d.Context == nil || d.Name == "" {
+				return fmt.Errorf("full row %+v", d)
+			}
+			want[d.UUID] = brief(d)
+		}
+		for _, d := range short {
+			if !d.Brief || d.Context != nil || d.Name != "" || d.TransitionReason != "" {
+				return fmt.Errorf("brief row with more than its fields: %+v", d)
+			}
+			if got := brief(d); got != want[d.UUID] {
+				return fmt.Errorf("brief row\n%s\nfull row\n%s", got, want[d.UUID])
+			}
+		}
+		if got := want[started.UUID]; !strings.Contains(got, " steps_in_process ") || !strings.HasSuffix(got, " - 4 map[enqueued:1 pending:3]") {
+			return fmt.Errorf("started task: %s", got)
+		}
+		if got := want[ended.UUID]; strings.Contains(got, " - ") {
+			return fmt.Errorf("cancelled task without an end: %s", got)
+		}
+		// Asked for both ways: once, in full.
+		both, _, err := f.st.DomainEventDataTx(f.ctx, tx, []uuid.UUID{ended.UUID}, ids, nil, nil)
+		if err != nil {
+			return err
+		}
+		fullOnes := 0
+		for _, d := range both {
+			if d.UUID == ended.UUID {
+				fullOnes++
+				if d.Brief || d.TransitionReason != "changed my mind" {
+					return fmt.Errorf("the task asked for in full: %+v", d)
+				}
+			}
+		}
+		if len(both) != 3 || fullOnes != 1 {
+			return fmt.Errorf("%d rows, %d of the task asked for both ways; want 3 and 1", len(both), fullOnes)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

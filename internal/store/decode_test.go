@@ -1,30 +1,6 @@
 package store
 
-import (
-	"encoding/json"
-	"maps"
-	"testing"
-)
-
-// decodeCounts gives json.Unmarshal's map and error, whichever path it
-// takes.
-func FuzzDecodeCounts(f *testing.F) {
-	f.Add(`{"complete": 3, "pending": 1}`)
-	f.Add(`{}`)
-	f.Add(`{"a": 1.5}`)
-	f.Add(`{"a": 9223372036854775808}`)
-	f.Add(`{"a": -9223372036854775808, "a": 2}`)
-	f.Add(`null`)
-	f.Fuzz(func(t *testing.T, raw string) {
-		var got, want map[string]int
-		err := decodeCounts([]byte(raw), &got)
-		werr := json.Unmarshal([]byte(raw), &want)
-		if !maps.Equal(got, want) || (got == nil) != (want == nil) || (err == nil) != (werr == nil) ||
-			(err != nil && err.Error() != werr.Error()) {
-			t.Fatalf("%q: got %v, %v; json.Unmarshal %v, %v", raw, got, err, want, werr)
-		}
-	})
-}
+import "testing"
 
 // metadataText answers as metadata->>key does, through either path.
 func TestMetadataText(t *testing.T) {

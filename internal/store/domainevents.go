@@ -65,6 +65,10 @@ type DomainEventTask struct {
 	// TransitionReason is the "reason" recorded with the task's most recent
 	// transition (an operator's cancel reason), or "".
 	TransitionReason string
+	// Brief marks a row of DomainEventDataTx's brief read: of the task's
+	// own columns it has only UUID, State, CreatedAt and CompletedAt, and
+	// TransitionReason is not read.
+	Brief bool
 }
 
 // DomainEventTasksTx reads tasks with their step counts by state, in the
@@ -81,37 +85,43 @@ func (s *Store) DomainEventTasksTx(ctx context.Context, tx Tx, ids []uuid.UUID) 
 	return scanDomainEventTasks(rows)
 }
 
+// The steps' states come as an array, counted in Go: counting them by
+// state in SQL sorted and aggregated each task's steps in plan nodes of
+// their own, task by task (docs/performance.md, row 65).
 const domainEventTasksSQL = `
 		SELECT ` + taskColumns + `,
-		       coalesce((SELECT jsonb_object_agg(c.state, c.n)
-		                   FROM (SELECT s.state, count(*) AS n FROM tasker.workflow_steps s
-		                          WHERE s.task_uuid = t.task_uuid GROUP BY s.state) c), '{}'::jsonb),
+		       ARRAY(SELECT s.state FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid),
 		       coalesce((SELECT tt.metadata->>'reason' FROM tasker.task_transitions tt
 		                  WHERE tt.task_uuid = t.task_uuid AND tt.most_recent), '')
+		  FROM tasker.tasks t
+		 WHERE t.task_uuid = ANY ($1)`
+
+// domainEventBriefTasksSQL reads what the payloads of WorkflowProgressed,
+// TaskCompleted and TaskFailed say about their task: its state, start and
+// end, and its steps' states. Those events are published for every result
+// a task gets, so they do not read its context, tags and other columns.
+const domainEventBriefTasksSQL = `
+		SELECT t.task_uuid, t.state, t.created_at, t.completed_at,
+		       ARRAY(SELECT s.state FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid)
 		  FROM tasker.tasks t
 		 WHERE t.task_uuid = ANY ($1)`
 
 func scanDomainEventTasks(rows pgx.Rows) ([]DomainEventTask, error) {
 	defer rows.Close()
 	var out []DomainEventTask
+	var states []string
 	for rows.Next() {
 		var d DomainEventTask
 		var state string
-		var counts []byte
 		t := &d.Task
 		if err := rows.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
 			&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
 			&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt,
-			&t.RootSpanEmitted, &counts, &d.TransitionReason); err != nil {
+			&t.RootSpanEmitted, &states, &d.TransitionReason); err != nil {
 			return nil, fmt.Errorf("read tasks for domain events: %w", err)
 		}
 		t.State = lifecycle.TaskState(state)
-		if err := decodeCounts(counts, &d.StepCounts); err != nil {
-			return nil, fmt.Errorf("read tasks for domain events: step counts: %w", err)
-		}
-		for _, n := range d.StepCounts {
-			d.StepCount += n
-		}
+		d.countSteps(states)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -120,20 +130,35 @@ func scanDomainEventTasks(rows pgx.Rows) ([]DomainEventTask, error) {
 	return out, nil
 }
 
-// decodeCounts is json.Unmarshal of the step counts by state (an object of
-// integers), read without reflection when it is one.
-func decodeCounts(raw []byte, out *map[string]int) error {
-	m := make(map[string]int, 4)
-	if jsonenc.Fields(raw, func(k []byte, kind jsonenc.Kind, text []byte) bool {
-		n, ok := jsonenc.AsInt(kind, text)
-		m[string(k)] = n
-		return ok
-	}) {
-		*out = m
-		return nil
+func scanDomainEventBriefTasks(rows pgx.Rows) ([]DomainEventTask, error) {
+	defer rows.Close()
+	var out []DomainEventTask
+	var states []string
+	for rows.Next() {
+		d := DomainEventTask{Brief: true}
+		var state string
+		t := &d.Task
+		if err := rows.Scan(&t.UUID, &state, &t.CreatedAt, &t.CompletedAt, &states); err != nil {
+			return nil, fmt.Errorf("read tasks for domain events: %w", err)
+		}
+		t.State = lifecycle.TaskState(state)
+		d.countSteps(states)
+		out = append(out, d)
 	}
-	*out = nil
-	return json.Unmarshal(raw, out)
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read tasks for domain events: %w", err)
+	}
+	return out, nil
+}
+
+// countSteps sets StepCounts and StepCount from the states of the task's
+// steps.
+func (d *DomainEventTask) countSteps(states []string) {
+	d.StepCounts = make(map[string]int, 4)
+	for _, s := range states {
+		d.StepCounts[s]++
+	}
+	d.StepCount = len(states)
 }
 
 // DomainEventStep is what domain event payloads say about a step.
@@ -166,35 +191,77 @@ func (s *Store) DomainEventStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, 
 	return scanDomainEventSteps(rows)
 }
 
-// DomainEventDataTx is DomainEventTasksTx and DomainEventStepsTx in one
-// round trip.
-func (s *Store) DomainEventDataTx(ctx context.Context, tx Tx, taskIDs, stepIDs, failedOf []uuid.UUID) ([]DomainEventTask, []DomainEventStep, error) {
+// DomainEventDataTx reads, in the caller's transaction and in one round
+// trip, what the payloads of its domain events need: the tasks full as
+// DomainEventTasksTx reads them, the tasks brief with only what the
+// payloads of progress and completion use (DomainEventTask.Brief), and the
+// steps of DomainEventStepsTx. A task in both lists is read once, in full.
+// When only tasks are asked for and they are all creations still in the
+// write buffer, they are answered from it, in full.
+func (s *Store) DomainEventDataTx(ctx context.Context, tx Tx, full, brief, stepIDs, failedOf []uuid.UUID) ([]DomainEventTask, []DomainEventStep, error) {
+	if len(full) > 0 && len(brief) > 0 {
+		inFull := make(map[uuid.UUID]bool, len(full))
+		for _, id := range full {
+			inFull[id] = true
+		}
+		only := make([]uuid.UUID, 0, len(brief))
+		for _, id := range brief {
+			if !inFull[id] {
+				only = append(only, id)
+			}
+		}
+		brief = only
+	}
 	if len(stepIDs) == 0 && len(failedOf) == 0 {
-		if tasks, ok, err := tx.tx.buf.createdEventTasks(taskIDs); ok || err != nil {
+		if tasks, ok, err := tx.tx.buf.createdEventTasks(append(full[:len(full):len(full)], brief...)); ok || err != nil {
 			return tasks, nil, err
 		}
 	}
 	b := &pgx.Batch{}
-	b.Queue(domainEventTasksSQL, nonNil(taskIDs))
-	b.Queue(domainEventStepsSQL, nonNil(stepIDs), nonNil(failedOf))
+	if len(full) > 0 {
+		b.Queue(domainEventTasksSQL, full)
+	}
+	if len(brief) > 0 {
+		b.Queue(domainEventBriefTasksSQL, brief)
+	}
+	withSteps := len(stepIDs) > 0 || len(failedOf) > 0
+	if withSteps {
+		b.Queue(domainEventStepsSQL, nonNil(stepIDs), nonNil(failedOf))
+	}
+	if b.Len() == 0 {
+		return nil, nil, nil
+	}
 	// The buffered writes go first, in the same round trip.
 	res, err := tx.tx.sendWithFlush(ctx, b)
 	if err != nil {
 		return nil, nil, err
 	}
-	tasks, err := func() ([]DomainEventTask, error) {
+	read := func(what string) (pgx.Rows, error) {
 		rows, err := res.Query()
 		if err != nil {
-			return nil, fmt.Errorf("read tasks for domain events: %w", err)
+			return nil, fmt.Errorf("read %s for domain events: %w", what, err)
 		}
-		return scanDomainEventTasks(rows)
-	}()
+		return rows, nil
+	}
+	var tasks []DomainEventTask
 	var steps []DomainEventStep
-	if err == nil {
+	if len(full) > 0 {
 		var rows pgx.Rows
-		if rows, err = res.Query(); err != nil {
-			err = fmt.Errorf("read steps for domain events: %w", err)
-		} else {
+		if rows, err = read("tasks"); err == nil {
+			tasks, err = scanDomainEventTasks(rows)
+		}
+	}
+	if err == nil && len(brief) > 0 {
+		var rows pgx.Rows
+		if rows, err = read("tasks"); err == nil {
+			var more []DomainEventTask
+			more, err = scanDomainEventBriefTasks(rows)
+			tasks = append(tasks, more...)
+		}
+	}
+	if err == nil && withSteps {
+		var rows pgx.Rows
+		if rows, err = read("steps"); err == nil {
 			steps, err = scanDomainEventSteps(rows)
 		}
 	}
