@@ -279,15 +279,17 @@ func nonNil(ids []uuid.UUID) []uuid.UUID {
 }
 
 // Two index lookups (primary key; task) rather than one OR, which the
-// planner cannot serve with either index.
+// planner cannot serve with either index. The second leaves out the steps
+// of the first, so that no row appears twice without a UNION, which hashed
+// every row with its result and error to find none.
 const domainEventStepsSQL = `
 		SELECT s.step_uuid, s.task_uuid, s.name, s.handler, s.state, s.position, s.attempts, s.max_attempts,
 		       s.next_attempt_at, s.results, s.last_error
 		  FROM tasker.workflow_steps s WHERE s.step_uuid = ANY ($1)
-		UNION
+		UNION ALL
 		SELECT s.step_uuid, s.task_uuid, s.name, s.handler, s.state, s.position, s.attempts, s.max_attempts,
 		       s.next_attempt_at, s.results, s.last_error
-		  FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($2) AND s.state = 'error'
+		  FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($2) AND s.state = 'error' AND s.step_uuid <> ALL ($1)
 		 ORDER BY 2, 6`
 
 func scanDomainEventSteps(rows pgx.Rows) ([]DomainEventStep, error) {
