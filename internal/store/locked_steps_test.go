@@ -97,3 +97,53 @@ func jsonEqual(a []byte, b string) bool {
 	var x, y any
 	return json.Unmarshal(a, &x) == nil && json.Unmarshal([]byte(b), &y) == nil && reflect.DeepEqual(x, y)
 }
+
+// TestLockedTaskReadLeavesContextOut: the tasks TasksLockWithStepsTx locks
+// for result processing carry every column TaskGet reads except the
+// context, tags, priority, initiator, source system, reason and parent
+// correlation id: a context of up to 1 MiB is not read back by every
+// result of its task.
+func TestLockedTaskReadLeavesContextOut(t *testing.T) {
+	t.Parallel()
+	f := newCreateFixture(t)
+	nt := f.newTask("locked-task-read")
+	nt.Context = []byte(`{"blob": "` + strings.Repeat("x", 64<<10) + `"}`)
+	parent := uuid.Must(uuid.NewV7())
+	nt.ParentCorrelationID, nt.Reason = &parent, "because"
+	if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
+		_, _, err := f.start(tx, nt, time.Now().Add(time.Hour))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := f.st.TaskGet(f.ctx, nt.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want.Context) < 64<<10 || len(want.Tags) == 0 || want.Priority == 0 || want.Initiator == "" ||
+		want.SourceSystem == "" || want.Reason == "" || want.ParentCorrelationID == nil || want.WakeAt == nil {
+		t.Fatalf("fixture: the full read lacks a column to leave out or the wake time: %+v", want)
+	}
+	var got store.Task
+	if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
+		tasks, _, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID}, 0)
+		if err == nil && len(tasks) != 1 {
+			t.Fatalf("lock: %d tasks", len(tasks))
+		}
+		if err == nil {
+			got = tasks[0]
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got.Context != nil || got.Tags != nil || got.Priority != 0 || got.Initiator != "" || got.SourceSystem != "" ||
+		got.Reason != "" || got.ParentCorrelationID != nil {
+		t.Errorf("the locked read carries a column result processing does not use: %+v", got)
+	}
+	w := want
+	w.Context, w.Tags, w.Priority, w.Initiator, w.SourceSystem, w.Reason, w.ParentCorrelationID = nil, nil, 0, "", "", "", nil
+	if !reflect.DeepEqual(got, w) {
+		t.Errorf("the locked read differs from TaskGet's beyond the columns it leaves out:\n got %+v\nwant %+v", got, w)
+	}
+}

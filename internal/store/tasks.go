@@ -408,9 +408,45 @@ func (s *Store) LockTimeoutTx(ctx context.Context, tx Tx, d time.Duration) error
 	return nil
 }
 
+// lockedTaskColumns are the columns of a task that result processing
+// uses: taskColumns without the context, tags, priority, initiator, source
+// system, reason and parent correlation id, which only the API and the
+// domain events show. A context may be up to 1 MiB, and was read, with
+// everything else, for every result a task got.
+const lockedTaskColumns = `t.task_uuid, t.template_id, t.namespace, t.name, t.version, t.state,
+	t.correlation_id, t.traceparent, t.wake_at, t.stale_after_seconds, t.created_at, t.updated_at, t.state_entered_at,
+	t.completed_at, t.root_span_emitted`
+
+const tasksLockLeanSQL = `SELECT ` + lockedTaskColumns + ` FROM tasker.tasks t
+		 WHERE t.task_uuid = ANY ($1)
+		 ORDER BY t.task_uuid
+		   FOR UPDATE`
+
+func scanLockedTasks(rows pgx.Rows) ([]Task, error) {
+	defer rows.Close()
+	var out []Task
+	for rows.Next() {
+		var t Task
+		var state string
+		if err := rows.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state,
+			&t.CorrelationID, &t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt,
+			&t.CompletedAt, &t.RootSpanEmitted); err != nil {
+			return nil, fmt.Errorf("lock tasks: %w", err)
+		}
+		t.State = lifecycle.TaskState(state)
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock tasks: %w", err)
+	}
+	return out, nil
+}
+
 // TasksLockWithStepsTx is TasksLockTx followed by StepsOfTasksTx, sent
 // together in one round trip (the steps are read after the locks are held:
-// the statements of a pipeline run in order). The steps come without
+// the statements of a pipeline run in order), for result processing. The
+// tasks come with lockedTaskColumns only: Context, Tags, Priority,
+// Initiator, SourceSystem, Reason and ParentCorrelationID are zero. The steps come without
 // Inputs, Results and Parents, and with LastError only for a step whose
 // failure is being processed or that failed for good (lockedStepColumns). A positive
 // lockTimeout bounds the wait for the locks for the rest of the
@@ -420,7 +456,7 @@ func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID
 	if lockTimeout > 0 {
 		b.Queue(`SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", lockTimeout.Milliseconds()))
 	}
-	b.Queue(tasksLockSQL, ids)
+	b.Queue(tasksLockLeanSQL, ids)
 	b.Queue(lockedStepsOfTasksSQL, ids)
 	// The buffered writes go first, in the same round trip.
 	res, err := tx.tx.sendWithFlush(ctx, b)
@@ -437,7 +473,7 @@ func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID
 		if err != nil {
 			return nil, fmt.Errorf("lock tasks: %w", err)
 		}
-		return scanTasks(rows, "lock tasks")
+		return scanLockedTasks(rows)
 	}()
 	var steps []Step
 	if err == nil {
