@@ -929,7 +929,11 @@ func readClaims(res pgx.BatchResults) ([]claim, error) {
 		var taskUUID, corr *uuid.UUID
 		var deps []byte
 		if err := rows.Scan(&c.Claimed, &c.Reason, &c.StepUUID, &taskUUID, &c.Namespace, &c.StepName, &c.Handler,
-			&c.Attempt, &c.MaxAttempts, &c.Timeout, &corr, &c.TraceParent, &c.Context, &deps); err != nil {
+			// The context as *[]byte: pgx plans a json.RawMessage as
+			// json.Unmarshal, two passes over every claim's context
+			// (internal/pgxcodec/json.go), on pools ConfigurePool did not
+			// prepare too.
+			&c.Attempt, &c.MaxAttempts, &c.Timeout, &corr, &c.TraceParent, (*[]byte)(&c.Context), &deps); err != nil {
 			return nil, err
 		}
 		if taskUUID != nil {

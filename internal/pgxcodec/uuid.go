@@ -14,6 +14,9 @@
 // array encoding boxes every element in an interface and plans it again,
 // one allocation or more per element (docs/performance.md).
 //
+// json and jsonb values scanned into a json.RawMessage are copied as they
+// come, without the json.Unmarshal pgx would run on them (json.go).
+//
 // Configure a pool with it (ConfigurePool), or Register it on a
 // connection's type map.
 package pgxcodec
@@ -43,10 +46,11 @@ func ConfigurePool(cfg *pgxpool.Config) {
 
 // Register adds uuid.UUID to m's encode and scan plans, ahead of the
 // generic ones (the uuid codec of arrays.go, and an encode wrapper for a
-// uuid.UUID sent as a parameter of another type), and the binary array
-// encodings of arrays.go.
+// uuid.UUID sent as a parameter of another type), the binary array
+// encodings of arrays.go, and the json.RawMessage scans of json.go.
 func Register(m *pgtype.Map) {
 	registerArrays(m)
+	registerJSON(m)
 	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{wrapEncode}, m.TryWrapEncodePlanFuncs...)
 }
 
