@@ -68,6 +68,24 @@ func TestValidateContextWithoutSchema(t *testing.T) {
 		t.Errorf("any object should do: %v", err)
 	}
 	wantProblem(t, tmpl.ValidateContext(json.RawMessage(`"text"`)), "context", "must be a JSON object, got a string")
+	wantProblem(t, tmpl.ValidateContext(json.RawMessage(` [{"a": 1}]`)), "context", "must be a JSON object, got an array")
+	wantProblem(t, tmpl.ValidateContext(json.RawMessage(`{"a": 1} {"b": 2}`)), "context", "invalid JSON")
+	wantProblem(t, tmpl.ValidateContext(json.RawMessage(`{"a": }`)), "context", "invalid JSON")
+	wantProblem(t, tmpl.ValidateContext(json.RawMessage(``)), "context", "invalid JSON")
+}
+
+// Without a schema, an object is checked without being decoded: no
+// allocation per element of a large context. (Not parallel: AllocsPerRun.)
+func TestValidateContextWithoutSchemaDoesNotDecode(t *testing.T) {
+	tmpl := mustParse(t, baseYAML)
+	big := json.RawMessage(`  {"items": [` + strings.Repeat(`{"sku": "BOOK-1", "n": 2},`, 2000) + `{}]}`)
+	if allocs := testing.AllocsPerRun(5, func() {
+		if err := tmpl.ValidateContext(big); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs > 2 {
+		t.Errorf("a %d-byte object without a schema: %v allocations", len(big), allocs)
+	}
 }
 
 func TestValidateContextPathSpelling(t *testing.T) {
