@@ -943,7 +943,11 @@ func readClaims(res pgx.BatchResults) ([]claim, error) {
 			c.CorrelationID = *corr
 		}
 		if len(deps) > 0 {
-			if err := json.Unmarshal(deps, &c.Deps); err != nil {
+			// The object Postgres built of the parents' results: split in
+			// one pass (internal/jsonenc), json.Unmarshal otherwise.
+			if m, ok := jsonenc.RawMembers(deps); ok {
+				c.Deps = m
+			} else if err := json.Unmarshal(deps, &c.Deps); err != nil {
 				return nil, fmt.Errorf("decode dependency results of step %s: %w", c.StepUUID, err)
 			}
 		}

@@ -322,3 +322,111 @@ func hasWord(raw []byte, i int, w string) bool {
 	j := i + len(w)
 	return j == len(raw) || raw[j] == ',' || raw[j] == '}' || raw[j] == ' ' || raw[j] == '\t' || raw[j] == '\n' || raw[j] == '\r'
 }
+
+// RawMembers splits a JSON object into its members' raw values, as
+// json.Unmarshal into a map[string]json.RawMessage does, without reading
+// the values beyond finding where each ends: one pass over the text where
+// encoding/json makes two (it checks the whole text, then skips each value
+// to find its end). The values are slices of raw, not copies. ok is false —
+// the caller then decodes raw with encoding/json — for anything but an
+// object whose keys have no escapes, control characters or non-ASCII bytes;
+// the values are not checked, so raw must be valid JSON (the object
+// Postgres builds of a step's dependencies' results, which the Go SDK's
+// claims read). A key given twice keeps its last value, as json.Unmarshal
+// does.
+func RawMembers(raw []byte) (m map[string]json.RawMessage, ok bool) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil, false
+	}
+	m = make(map[string]json.RawMessage, 2)
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return m, skipSpace(raw, i+1) == len(raw)
+	}
+	for {
+		if i >= len(raw) || raw[i] != '"' {
+			return nil, false
+		}
+		start := i + 1
+		j := start
+		for j < len(raw) && raw[j] != '"' {
+			if c := raw[j]; c == '\\' || c < 0x20 || c >= 0x80 {
+				return nil, false
+			}
+			j++
+		}
+		if j >= len(raw) {
+			return nil, false
+		}
+		key := string(raw[start:j])
+		i = skipSpace(raw, j+1)
+		if i >= len(raw) || raw[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(raw, i+1)
+		end, ok := valueEnd(raw, i)
+		if !ok {
+			return nil, false
+		}
+		m[key] = json.RawMessage(raw[i:end:end])
+		i = skipSpace(raw, end)
+		if i >= len(raw) {
+			return nil, false
+		}
+		switch raw[i] {
+		case ',':
+			i = skipSpace(raw, i+1)
+		case '}':
+			return m, skipSpace(raw, i+1) == len(raw)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// valueEnd is the index just past the JSON value that starts at raw[i],
+// found by its brackets and strings alone.
+func valueEnd(raw []byte, i int) (int, bool) {
+	if i >= len(raw) {
+		return 0, false
+	}
+	depth := 0
+	for j := i; j < len(raw); j++ {
+		switch c := raw[j]; c {
+		case '"':
+			j++
+			for j < len(raw) && raw[j] != '"' {
+				if raw[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if j >= len(raw) {
+				return 0, false
+			}
+			if depth == 0 {
+				return j + 1, true
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				// The end of the enclosing object: a scalar ended before it.
+				return j, j > i
+			}
+			depth--
+			if depth == 0 {
+				return j + 1, true
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return j, j > i
+			}
+		}
+	}
+	if depth == 0 && len(raw) > i {
+		return len(raw), true
+	}
+	return 0, false
+}

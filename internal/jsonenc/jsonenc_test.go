@@ -134,3 +134,86 @@ func BenchmarkStringMap(b *testing.B) {
 		}
 	})
 }
+
+// rawMembersCases are valid objects RawMembers must split itself (ok), and
+// valid JSON it must hand back (not ok): keys with escapes or non-ASCII
+// bytes, and values other than objects.
+var rawMembersCases = []struct {
+	raw string
+	ok  bool
+}{
+	{`{}`, true}, {` { } `, true},
+	{`{"a": {"b": [1, 2, {"c": "}]\"{"}]}, "d": "x,y", "e": -1.5e3, "f": true, "g": null, "h": []}`, true},
+	{`{"a":1,"b":"2","c":[3],"d":{"e":4}}`, true},
+	{"{\"s\":\"tab\\t\\\"q\\\\\",\n\"n\" :\t0 }", true},
+	{`{"k": "v", "k": {"w": 1}}`, true},
+	{`{"a\"b": 1}`, false}, {`{"ü": 1}`, false}, {`[1, 2]`, false}, {`"s"`, false}, {`null`, false}, {`12`, false},
+}
+
+func TestRawMembersAsUnmarshal(t *testing.T) {
+	for _, c := range rawMembersCases {
+		got, ok := RawMembers([]byte(c.raw))
+		if ok != c.ok {
+			t.Errorf("%q: ok %v, want %v", c.raw, ok, c.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		var want map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(c.raw), &want); err != nil {
+			t.Fatalf("%q: %v", c.raw, err)
+		}
+		if !maps.EqualFunc(got, want, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+			t.Errorf("%q: got %q, json.Unmarshal %q", c.raw, got, want)
+		}
+	}
+}
+
+// For valid JSON, RawMembers either declines or gives json.Unmarshal's map,
+// byte for byte. (Invalid JSON is outside its contract.)
+func FuzzRawMembers(f *testing.F) {
+	for _, c := range rawMembersCases {
+		f.Add(c.raw)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if !json.Valid([]byte(raw)) {
+			return
+		}
+		got, ok := RawMembers([]byte(raw))
+		var want map[string]json.RawMessage
+		err := json.Unmarshal([]byte(raw), &want)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%q: split, but json.Unmarshal refuses it: %v", raw, err)
+		}
+		if !maps.EqualFunc(got, want, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+			t.Fatalf("%q: got %q, json.Unmarshal %q", raw, got, want)
+		}
+	})
+}
+
+func BenchmarkRawMembers(b *testing.B) {
+	raw := []byte(`{"first": {"pad": "` + string(bytes.Repeat([]byte("x"), 16<<10)) + `", "n": [1, 2]}, "second": {"ok": true}}`)
+	b.Run("jsonenc", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(raw)))
+		for b.Loop() {
+			if _, ok := RawMembers(raw); !ok {
+				b.Fatal("declined")
+			}
+		}
+	})
+	b.Run("json.Unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(raw)))
+		for b.Loop() {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
