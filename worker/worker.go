@@ -219,7 +219,8 @@ type Worker struct {
 // send and receive uuids in binary form (pgx otherwise encodes
 // github.com/google/uuid values as text through their driver.Valuer, a
 // measurable share of a busy worker's CPU) and write the protocol's array
-// parameters without boxing each element. Call it before
+// parameters without boxing each element, and json and jsonb values read
+// into a json.RawMessage are copied rather than parsed again. Call it before
 // pgxpool.NewWithConfig; an AfterConnect hook already set still runs.
 func ConfigurePool(cfg *pgxpool.Config) { pgxcodec.ConfigurePool(cfg) }
 

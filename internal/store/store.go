@@ -87,8 +87,9 @@ func WithoutJIT(cfg *pgxpool.Config) { cfg.ConnConfig.RuntimeParams["jit"] = "of
 // github.com/google/uuid values in binary form (internal/pgxcodec): pgx
 // otherwise encodes them as text through driver.Valuer, 15 % of the
 // orchestrator's CPU under load. The same codecs write the engine's array
-// parameters (uuid[], text[], jsonb[], ...) without boxing each element. An
-// AfterConnect hook already set still runs.
+// parameters (uuid[], text[], jsonb[], ...) without boxing each element, and
+// copy json and jsonb values read into a json.RawMessage instead of
+// parsing them again. An AfterConnect hook already set still runs.
 func WithBinaryUUIDs(cfg *pgxpool.Config) { pgxcodec.ConfigurePool(cfg) }
 
 // New returns a store over pool.
