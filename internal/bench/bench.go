@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +82,9 @@ type Options struct {
 	// ResultBytes pads every step's result to about this many bytes (0: a
 	// few bytes), as handlers returning real data would.
 	ResultBytes int
+	// ContextBytes pads every task's context to about this many bytes (0:
+	// a few bytes), as clients submitting real data would.
+	ContextBytes int
 	// HandlerTime is how long every handler runs (it waits; 0: it returns
 	// at once), as handlers doing real work would.
 	HandlerTime time.Duration
@@ -247,7 +251,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Scenario: sc.Name, StepsPerTask: sc.StepsPerTask(), Mode: "in-process", Load: "closed",
 		Workers: o.Workers, Concurrency: o.Concurrency, Batch: o.Batch, Tracing: o.Tracing, TraceSampling: traceSampling(o),
-		ResultBytes: o.ResultBytes, HandlerTimeMs: float64(o.HandlerTime) / float64(time.Millisecond),
+		ResultBytes: o.ResultBytes, ContextBytes: o.ContextBytes, HandlerTimeMs: float64(o.HandlerTime) / float64(time.Millisecond),
 		AsyncSubmit: o.AsyncSubmit, DomainEvents: domainEventsLabel(o.DomainEvents),
 		Started: time.Now().UTC(), Tasks: int64(total), HistoryTasks: int64(o.History),
 		Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), GoVersion: runtime.Version()},
@@ -601,9 +605,13 @@ func drive(ctx context.Context, o Options, sc Scenario, total int, submit submit
 	fail := func(err error) {
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
+	pad := ""
+	if o.ContextBytes > 0 {
+		pad = `,"pad":"` + strings.Repeat("x", o.ContextBytes) + `"`
+	}
 	request := func(i int) orchestration.TaskRequest {
 		return orchestration.TaskRequest{Namespace: Namespace, Name: sc.Name,
-			Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), Initiator: "bench"}
+			Context: json.RawMessage(fmt.Sprintf(`{"i":%d%s}`, i, pad)), Initiator: "bench"}
 	}
 	var wg sync.WaitGroup
 	var maxLag atomic.Int64

@@ -36,6 +36,8 @@ type Report struct {
 	TraceSampling string `json:"trace_sampling,omitempty"`
 	// ResultBytes is the size each step's result was padded to (0: none).
 	ResultBytes int `json:"result_bytes,omitempty"`
+	// ContextBytes is the size each task's context was padded to (0: none).
+	ContextBytes int `json:"context_bytes,omitempty"`
 	// HandlerTimeMs is how long each handler ran (0: it returned at once).
 	HandlerTimeMs float64 `json:"handler_time_ms,omitempty"`
 	// AsyncSubmit is set when the workers' submissions did not wait for
@@ -158,6 +160,9 @@ func (r *Report) Label() string {
 	if r.ResultBytes > 0 {
 		s += fmt.Sprintf(" results %dB", r.ResultBytes)
 	}
+	if r.ContextBytes > 0 {
+		s += fmt.Sprintf(" contexts %dB", r.ContextBytes)
+	}
 	if r.HandlerTimeMs > 0 {
 		s += " handlers " + ms(r.HandlerTimeMs)
 	}
@@ -195,6 +200,9 @@ func (r *Report) Print(w io.Writer) {
 	results := ""
 	if r.ResultBytes > 0 {
 		results = fmt.Sprintf(", results of ~%d bytes", r.ResultBytes)
+	}
+	if r.ContextBytes > 0 {
+		results += fmt.Sprintf(", contexts of ~%d bytes", r.ContextBytes)
 	}
 	if r.HandlerTimeMs > 0 {
 		results += ", handlers of " + ms(r.HandlerTimeMs)

@@ -113,6 +113,7 @@ Numbers worth quoting come from a server with its default durability
 	f.IntVar(&o.Concurrency, "concurrency", bench.DefaultConcurrency, "steps each worker runs at once")
 	f.IntVar(&o.Batch, "batch", 0, "steps a worker claims per read (default: --concurrency)")
 	f.IntVar(&o.ResultBytes, "result-bytes", 0, "pad each step's result to about this many bytes (0: {\"ok\": true})")
+	f.IntVar(&o.ContextBytes, "context-bytes", 0, "pad each task's context to about this many bytes (0: {\"i\": n})")
 	f.DurationVar(&o.HandlerTime, "handler-time", 0, "how long each handler runs (it waits; 0: it returns at once), as handlers doing real work would")
 	f.BoolVar(&o.AsyncSubmit, "async-submit", false, "the workers submit results without waiting for their WAL flush (worker.Config.AsyncSubmit: a Postgres crash may then forget the last results, whose steps run again)")
 	f.StringVar(&domainEvents, "domain-events", "all", "domain events the scenario's template publishes: all, none, or a comma-separated list (TaskInitiated,StepCompleted,…)")
@@ -144,7 +145,7 @@ func checkBenchFlags(o *bench.Options) error {
 		v, least int
 	}{
 		{"tasks", o.Tasks, 1}, {"submitters", o.Submitters, 1}, {"submit-batch", o.SubmitBatch, 1}, {"workers", o.Workers, 1},
-		{"concurrency", o.Concurrency, 1}, {"batch", o.Batch, 0}, {"result-bytes", o.ResultBytes, 0},
+		{"concurrency", o.Concurrency, 1}, {"batch", o.Batch, 0}, {"result-bytes", o.ResultBytes, 0}, {"context-bytes", o.ContextBytes, 0},
 		{"history", o.History, 0},
 	} {
 		if f.v < f.least {
