@@ -136,8 +136,9 @@ func (r *TaskRequest) Validate() error {
 		return fieldErr("context", "is %d bytes; the limit is %d", len(r.Context), MaxContextBytes)
 	}
 	if len(r.Context) > 0 {
-		trimmed := strings.TrimSpace(string(r.Context))
-		if trimmed != "null" && !strings.HasPrefix(trimmed, "{") {
+		// bytes, not a string: a context may be up to MaxContextBytes.
+		trimmed := bytes.TrimSpace(r.Context)
+		if string(trimmed) != "null" && (len(trimmed) == 0 || trimmed[0] != '{') {
 			return fieldErr("context", "must be a JSON object")
 		}
 		if err := ValidateJSON("context", r.Context); err != nil {
@@ -466,11 +467,16 @@ func (e *Engine) prepare(ctx context.Context, req TaskRequest) (store.NewTask, s
 	}
 	tpl := rec.Template
 	ctxJSON := req.Context
-	if len(ctxJSON) == 0 || strings.TrimSpace(string(ctxJSON)) == "null" {
+	if len(ctxJSON) == 0 || string(bytes.TrimSpace(ctxJSON)) == "null" {
 		ctxJSON = json.RawMessage(`{}`)
 	}
-	if err := tpl.ValidateContext(ctxJSON); err != nil {
-		return store.NewTask{}, "", &FieldError{Field: "context", Message: err.Error()}
+	// Validate has checked that the context is a JSON object that jsonb
+	// can store; a template's schema is all that is left to check (a second
+	// pass over the context otherwise, for every task).
+	if len(tpl.ContextSchema) > 0 {
+		if err := tpl.ValidateContext(ctxJSON); err != nil {
+			return store.NewTask{}, "", &FieldError{Field: "context", Message: err.Error()}
+		}
 	}
 	e.mu.Lock()
 	e.templates[rec.ID] = tpl
