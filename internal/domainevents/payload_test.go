@@ -38,7 +38,9 @@ func TestPayloadIsWhatJSONMarshalGives(t *testing.T) {
 				StepCounts: counts, TotalSteps: 4, CompletedSteps: 3})
 		}
 		payloads = append(payloads, domainevents.TaskCompletedPayload{TaskRef: ref, StartedAt: time.Unix(1, 2).UTC(),
-			CompletedAt: time.Unix(3, 4).UTC(), DurationMs: 2000, StepCounts: domainevents.StepCounts{"complete": 4}, TotalSteps: 4})
+			CompletedAt: time.Unix(3, 4).UTC(), DurationMs: 2000, StepCounts: domainevents.StepCounts{"complete": 4}, TotalSteps: 4},
+			domainevents.TaskCompletedPayload{TaskRef: ref, StartedAt: time.Date(2026, 11, 28, 13, 0, 0, 123456789, time.FixedZone("x", 5*3600+1800)),
+				CompletedAt: time.Date(2026, 11, 28, 13, 0, 1, 0, time.UTC), DurationMs: -1})
 		parent := uuid.MustParse("01a22211-fd46-7457-9e18-2da8b513ac22")
 		for i, ctx := range results {
 			for _, tags := range [][]string{nil, {}, {"a", `b"<`, "ü"}} {
