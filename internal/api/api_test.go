@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -1213,5 +1214,32 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 	long := e.do("POST", "/v1/tasks", orderBody(`,"idempotency_key":"`+strings.Repeat("k", orchestration.MaxTextFieldLen+1)+`"`))
 	if long.status != http.StatusBadRequest || errField(long) != "idempotency_key" {
 		t.Errorf("long body key: %d %s, want 400 with field idempotency_key", long.status, long.raw)
+	}
+}
+
+// TestCreatedTaskAnswerIsWhatGetReads: the 201 answer shows the task and
+// its steps as the creation left them, without reading the steps back, and
+// that is exactly what GET reads right after (no worker runs here).
+func TestCreatedTaskAnswerIsWhatGetReads(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, false)
+	created := e.do("POST", "/v1/tasks", orderBody(`,"tags":["a","b"],"priority":3`))
+	if created.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", created.status, created.raw)
+	}
+	got := e.do("GET", "/v1/tasks/"+created.body["task_uuid"].(string), "")
+	if got.status != http.StatusOK {
+		t.Fatalf("get: %d %s", got.status, got.raw)
+	}
+	if !reflect.DeepEqual(created.body, got.body) {
+		t.Errorf("the 201 answer differs from GET's:\n201 %s\nGET %s", created.raw, got.raw)
+	}
+	steps, _ := created.body["steps"].([]any)
+	states := map[string]int{}
+	for _, s := range steps {
+		states[s.(map[string]any)["state"].(string)]++
+	}
+	if len(steps) != 5 || states["enqueued"] != 1 || states["pending"] != 4 {
+		t.Errorf("the created task's steps by state: %v (of %d), want 1 enqueued and 4 pending", states, len(steps))
 	}
 }

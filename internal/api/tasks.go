@@ -121,7 +121,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	if !idempotencyKeyHeader(w, r, &req) {
 		return
 	}
-	t, created, err := s.engine.CreateTask(r.Context(), req)
+	t, steps, created, err := s.engine.CreateTaskWithSteps(r.Context(), req)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -142,6 +142,12 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Idempotent-Replay", "true")
 	}
 	w.Header().Set("Location", "/v1/tasks/"+t.UUID.String())
+	if created {
+		// The steps as the creation left them, not read back: one
+		// transaction fewer per request.
+		s.writeTaskWithSteps(w, r, t, steps, status, false)
+		return
+	}
 	s.writeTask(w, r, t, status, false)
 }
 
@@ -187,6 +193,11 @@ func (s *Server) writeTask(w http.ResponseWriter, r *http.Request, t store.Task,
 		s.fail(w, r, err)
 		return
 	}
+	s.writeTaskWithSteps(w, r, t, steps, status, transitions)
+}
+
+// writeTaskWithSteps is writeTask with the task's steps at hand.
+func (s *Server) writeTaskWithSteps(w http.ResponseWriter, r *http.Request, t store.Task, steps []store.Step, status int, transitions bool) {
 	v := taskView(t)
 	v.Steps = stepViews(steps)
 	v.StepCounts = map[string]int{}

@@ -284,6 +284,15 @@ func sameValue(a, b any) bool {
 // and dispatches its first steps, all in one transaction. A request whose
 // idempotency key was seen before returns the existing task and created=false.
 func (e *Engine) CreateTask(ctx context.Context, req TaskRequest) (store.Task, bool, error) {
+	t, _, created, err := e.createTask(ctx, req, nil)
+	return t, created, err
+}
+
+// CreateTaskWithSteps is CreateTask that also returns the created task's
+// steps as its transaction left them (the first ones enqueued, the others
+// pending), so that a caller showing them need not read them back. A
+// request whose idempotency key was seen before returns no steps.
+func (e *Engine) CreateTaskWithSteps(ctx context.Context, req TaskRequest) (store.Task, []store.Step, bool, error) {
 	return e.createTask(ctx, req, nil)
 }
 
@@ -327,22 +336,23 @@ func (e *Engine) CreateTasks(ctx context.Context, reqs []TaskRequest) []CreateRe
 
 // createTask is CreateTask; when msgID is set, the request came from the
 // task request queue and its message is deleted in the same transaction.
-func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) (store.Task, bool, error) {
+func (e *Engine) createTask(ctx context.Context, req TaskRequest, msgID *int64) (store.Task, []store.Step, bool, error) {
 	nt, key, err := e.prepare(ctx, req)
 	if err != nil {
-		return store.Task{}, false, err
+		return store.Task{}, nil, false, err
 	}
 	return e.createPrepared(ctx, nt, key, msgID)
 }
 
 // createPrepared is createTask for a request prepare has turned into rows.
-func (e *Engine) createPrepared(ctx context.Context, nt store.NewTask, key string, msgID *int64) (store.Task, bool, error) {
+func (e *Engine) createPrepared(ctx context.Context, nt store.NewTask, key string, msgID *int64) (store.Task, []store.Step, bool, error) {
 	if msgID == nil {
 		// API submissions that arrive together share a transaction.
 		res := e.intake.do(ctx, e, &createReq{nt: nt, key: key})
-		return res.task, res.created, res.err
+		return res.task, res.steps, res.created, res.err
 	}
 	var task store.Task
+	var steps []store.Step
 	var created, skipped bool
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		var err error
@@ -358,16 +368,16 @@ func (e *Engine) createPrepared(ctx context.Context, nt store.NewTask, key strin
 			skipped = true
 			return nil
 		}
-		task, created, err = e.insertAndStart(ctx, tx, j, nt)
+		task, steps, created, err = e.insertAndStart(ctx, tx, j, nt)
 		return err
 	})
 	if err != nil {
-		return store.Task{}, false, fmt.Errorf("create task %s: %w", key, err)
+		return store.Task{}, nil, false, fmt.Errorf("create task %s: %w", key, err)
 	}
 	if skipped {
-		return store.Task{}, false, nil
+		return store.Task{}, nil, false, nil
 	}
-	return task, created, nil
+	return task, steps, created, nil
 }
 
 // queuedCreate is a request read from the task request queue, prepared,
@@ -420,11 +430,11 @@ func (e *Engine) createQueued(ctx context.Context, items []*queuedCreate) {
 			if it.skipped {
 				continue
 			}
-			task, created, err := e.insertAndStart(ctx, tx, j, it.nt)
+			task, steps, created, err := e.insertAndStart(ctx, tx, j, it.nt)
 			if err != nil {
 				return err
 			}
-			it.res = createRes{task: task, created: created}
+			it.res = createRes{task: task, steps: steps, created: created}
 		}
 		return nil
 	})
@@ -438,8 +448,8 @@ func (e *Engine) createQueued(ctx context.Context, items []*queuedCreate) {
 	}
 	for _, it := range items {
 		it.res, it.skipped = createRes{}, false
-		task, created, err := e.createPrepared(ctx, it.nt, it.key, &it.msgID)
-		it.res = createRes{task: task, created: created, err: err}
+		task, steps, created, err := e.createPrepared(ctx, it.nt, it.key, &it.msgID)
+		it.res = createRes{task: task, steps: steps, created: created, err: err}
 		it.skipped = err == nil && task.UUID == uuid.Nil
 	}
 }
@@ -519,10 +529,10 @@ func (e *Engine) prepare(ctx context.Context, req TaskRequest) (store.NewTask, s
 // insertAndStart inserts a task in tx and drives it: initialization and the
 // dispatch of its first steps. An existing task with the same identity is
 // returned with created=false.
-func (e *Engine) insertAndStart(ctx context.Context, tx store.Tx, j *telemetry.Journal, nt store.NewTask) (store.Task, bool, error) {
+func (e *Engine) insertAndStart(ctx context.Context, tx store.Tx, j *telemetry.Journal, nt store.NewTask) (store.Task, []store.Step, bool, error) {
 	task, steps, created, err := e.store.TaskCreateTx(ctx, tx, nt)
 	if err != nil || !created {
-		return task, created, err
+		return task, nil, created, err
 	}
 	ref := taskRef(&task)
 	j.TaskCreated(ref, task.State)
@@ -531,7 +541,8 @@ func (e *Engine) insertAndStart(ctx context.Context, tx store.Tx, j *telemetry.J
 	for i := range steps {
 		j.StepTransition(ref, stepRef(&steps[i]), lifecycle.StepCreatedState, lifecycle.StepPending, steps[i].CreatedAt)
 	}
-	return task, true, e.drive(ctx, tx, j, &task, steps)
+	// drive moves the steps it dispatches in steps itself.
+	return task, steps, true, e.drive(ctx, tx, j, &task, steps)
 }
 
 // createReq is a task creation waiting for a transaction.
@@ -544,6 +555,7 @@ type createReq struct {
 
 type createRes struct {
 	task    store.Task
+	steps   []store.Step
 	created bool
 	err     error
 }
@@ -661,11 +673,11 @@ func (e *Engine) createBatch(ctx context.Context, batch []*createReq) {
 			return err
 		}
 		for i, r := range batch {
-			task, created, err := e.insertAndStart(ctx, tx, j, r.nt)
+			task, steps, created, err := e.insertAndStart(ctx, tx, j, r.nt)
 			if err != nil {
 				return err
 			}
-			results[i] = createRes{task: task, created: created}
+			results[i] = createRes{task: task, steps: steps, created: created}
 		}
 		return nil
 	})
