@@ -24,21 +24,7 @@ func TestRunWithHistory(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
-	rep, err := Run(ctx, Options{
-		DatabaseURL: serverURL(t), Config: config.Default(), Scenario: "linear4", Tasks: tasks, History: history,
-		Workers: 2, Concurrency: 4, Submitters: 4, Timeout: time.Minute, SkipFloor: true, Keep: true,
-		Progress: &progress, Logger: enginetest.Logger(t),
-	})
-	if rep != nil && rep.Database != "" {
-		t.Cleanup(func() {
-			if err := (&freshDatabase{serverURL: serverURL(t), name: rep.Database}).drop(context.Background()); err != nil {
-				t.Errorf("drop %s: %v", rep.Database, err)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
-	}
+	rep, conn := runKept(t, ctx, Options{Scenario: "linear4", Tasks: tasks, History: history, Workers: 2, Submitters: 4, Progress: &progress})
 
 	// The report is the run's alone.
 	if rep.HistoryTasks != history || rep.HistorySeedSeconds <= 0 || rep.HistoryDatabaseBytes <= 0 {
@@ -80,16 +66,6 @@ func TestRunWithHistory(t *testing.T) {
 	}
 
 	// The seeded rows.
-	u, err := url.Parse(serverURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + rep.Database
-	conn, err := pgx.Connect(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
 	for _, c := range []struct {
 		what  string
 		query string
@@ -155,4 +131,44 @@ func TestRunWithHistory(t *testing.T) {
 			t.Errorf("%s: %d, want %d", c.what, got, c.want)
 		}
 	}
+}
+
+// runKept runs o (on the test server, with Keep and the tests' small
+// defaults for what o leaves zero; its progress goes to o.Progress when
+// that is a *bytes.Buffer) and returns its report and a connection to the
+// run's database, which the test's cleanup drops.
+func runKept(t *testing.T, ctx context.Context, o Options) (*Report, *pgx.Conn) {
+	t.Helper()
+	progress, ok := o.Progress.(*bytes.Buffer)
+	if !ok {
+		progress = &bytes.Buffer{}
+	}
+	o.DatabaseURL, o.Config, o.Keep, o.SkipFloor = serverURL(t), config.Default(), true, true
+	o.Progress, o.Logger = progress, enginetest.Logger(t)
+	o.Concurrency = max(o.Concurrency, 4)
+	if o.Timeout == 0 {
+		o.Timeout = time.Minute
+	}
+	rep, err := Run(ctx, o)
+	if rep != nil && rep.Database != "" {
+		t.Cleanup(func() {
+			if err := (&freshDatabase{serverURL: serverURL(t), name: rep.Database}).drop(context.Background()); err != nil {
+				t.Errorf("drop %s: %v", rep.Database, err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
+	}
+	u, err := url.Parse(serverURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + rep.Database
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return rep, conn
 }
