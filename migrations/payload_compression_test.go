@@ -35,11 +35,17 @@ func compression(t *testing.T, db *pgxpool.Pool, column string) string {
 	return c
 }
 
-func requireLZ4(t *testing.T, db *pgxpool.Pool) {
+// lz4Compression is the attcompression 00036 gives the payload columns on
+// db's server: "l" (lz4) where the server has lz4, else "" (the server's
+// default, pglz: the migration changes nothing there). The tests check
+// whichever applies instead of skipping.
+func lz4Compression(t *testing.T, db *pgxpool.Pool) string {
 	t.Helper()
-	if !scalar[bool](t, db, `SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'`) {
-		t.Skip("this Postgres is built without lz4: 00036 leaves pglz in place")
+	if scalar[bool](t, db, `SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'`) {
+		return "l"
 	}
+	t.Log("this Postgres is built without lz4: checking that 00036 leaves the columns as they were")
+	return ""
 }
 
 // TestPayloadColumnsCompressWithLZ4 (00036): the engine's large JSON columns
@@ -50,11 +56,11 @@ func TestPayloadColumnsCompressWithLZ4(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testdb.New(t)
-	requireLZ4(t, db)
+	want := lz4Compression(t, db)
 	provision(t, db, lz4NS)
 	for _, c := range append(compressedColumns, queuePayload(lz4NS)...) {
-		if got := compression(t, db, c); got != "l" {
-			t.Errorf("%s: compression %q, want lz4 (l)", c, got)
+		if got := compression(t, db, c); got != want {
+			t.Errorf("%s: compression %q, want %q", c, got, want)
 		}
 	}
 	for _, c := range []string{"tasker.task_templates.definition", "tasker.task_transitions.metadata"} {
@@ -71,8 +77,9 @@ func TestPayloadColumnsCompressWithLZ4(t *testing.T) {
 	if _, err := db.Exec(ctx, `SELECT pgmq.send($1, $2::jsonb)`, q, big); err != nil {
 		t.Fatal(err)
 	}
-	if got := scalar[string](t, db, `SELECT coalesce(pg_column_compression(message), 'none') FROM pgmq.q_`+q); got != "lz4" {
-		t.Errorf("a %d-byte message is stored with compression %s, want lz4", len(big), got)
+	stored := map[string]string{"l": "lz4", "": "pglz"}[want]
+	if got := scalar[string](t, db, `SELECT coalesce(pg_column_compression(message), 'none') FROM pgmq.q_`+q); got != stored {
+		t.Errorf("a %d-byte message is stored with compression %s, want %s", len(big), got, stored)
 	}
 }
 
@@ -82,7 +89,7 @@ func TestPayloadCompressionMigrationDownAndUpAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db, p := migratingDB(t)
-	requireLZ4(t, db)
+	want := lz4Compression(t, db)
 	ensureNamespace(t, db, lz4NS)
 	check := func(when string, cols []string, want string) {
 		t.Helper()
@@ -92,7 +99,7 @@ func TestPayloadCompressionMigrationDownAndUpAgain(t *testing.T) {
 			}
 		}
 	}
-	check("migrated", append(compressedColumns, queuePayload(lz4NS)...), "l")
+	check("migrated", append(compressedColumns, queuePayload(lz4NS)...), want)
 	if _, err := p.DownTo(ctx, 35); err != nil {
 		t.Fatalf("down to 35: %v", err)
 	}
@@ -106,5 +113,5 @@ func TestPayloadCompressionMigrationDownAndUpAgain(t *testing.T) {
 	if _, err := p.Up(ctx); err != nil {
 		t.Fatalf("up again: %v", err)
 	}
-	check("after up", append(compressedColumns, queuePayload(lz4NS, "rq_lz4_down")...), "l")
+	check("after up", append(compressedColumns, queuePayload(lz4NS, "rq_lz4_down")...), want)
 }
