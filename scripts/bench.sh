@@ -14,7 +14,8 @@
 # Sizes: the (3000 single, 5000 linear4 = 20,000 steps, 200 fanout),
 # 1000 diamond, and linear4 again with tracing on, each traced run right
 # after an untraced one (the pairs give tracing's cost); the open loop is the
-# issue's, 100 tasks/s for 20s. About 15 minutes on the reference 2-core
+# issue's, 100 tasks/s for 20s, each run followed by the design model on the
+# same schedule (its latencies are the design's own on this machine). About 15 minutes on the reference 2-core
 # machine. BENCH_SCALE scales them (0 is not allowed; use BENCH_ONLY to
 # skip). Every run is bounded by BENCH_TIMEOUT.
 #
@@ -104,12 +105,12 @@ if wants tracing; then
   done
 fi
 if wants open; then
-  stage "open loop: single at 100 tasks/s for $(tasks 20)s"
-  run open --scenario single --rate 100 --duration "$(tasks 20)s"
+  stage "open loop: single at 100 tasks/s for $(tasks 20)s, then the design model on the same schedule"
+  run open --scenario single --rate 100 --duration "$(tasks 20)s" --model
 fi
 if wants open10; then
-  stage "open loop: single at 10 tasks/s for $(tasks 10)s"
-  run open10 --scenario single --rate 10 --duration "$(tasks 10)s"
+  stage "open loop: single at 10 tasks/s for $(tasks 10)s, then the design model on the same schedule"
+  run open10 --scenario single --rate 10 --duration "$(tasks 10)s" --model
 fi
 
 if wants clients; then

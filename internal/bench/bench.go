@@ -149,11 +149,6 @@ func (o *Options) defaults() error {
 		if sc, err := ScenarioByName(o.Scenario); err == nil && sc.Chain() == 0 {
 			return fmt.Errorf("--model runs chains of steps (single, linear4), not scenario %s", o.Scenario)
 		}
-		if o.Rate > 0 {
-			// An open loop's steps/s is its rate: over the model's
-			// closed-loop throughput it would say nothing.
-			return errors.New("--model compares closed-loop throughput; it cannot go with --rate")
-		}
 	}
 	if o.Tasks <= 0 {
 		o.Tasks = DefaultTasks
@@ -488,7 +483,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		if err != nil {
 			return rep, err
 		}
-		if md.StepsPerSec > 0 {
+		// An open loop's steps/s is its rate, in the engine's run and the
+		// model's alike: there the latencies compare, not the throughput.
+		if md.StepsPerSec > 0 && o.Rate <= 0 {
 			md.Ratio = rep.StepsPerSec / md.StepsPerSec
 		}
 		rep.Model = md
@@ -776,7 +773,10 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	if err != nil {
 		return nil, err
 	}
-	chain, tasks := sc.Chain(), o.Tasks // defaults() refused other shapes and open loops
+	chain, tasks := sc.Chain(), o.Tasks // defaults() refused other shapes
+	if o.Rate > 0 {
+		tasks = int(o.Rate * o.Duration.Seconds())
+	}
 	if !o.SkipFloor {
 		if before, err = readStats(ctx, conn); err != nil {
 			return nil, err
@@ -792,15 +792,22 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 		return nil, err
 	}
 	md := &Model{Kind: o.Model, Tasks: tasks, StepsPerTask: chain, Steps: tasks * chain, Batch: o.Batch, Workers: o.Workers,
-		ResultLoops: max(o.Config.Orchestrator.ResultLoops, 1)}
+		ResultLoops: max(o.Config.Orchestrator.ResultLoops, 1), RatePerSec: o.Rate}
 	// The model's tables are dropped after the statistics are read: a
 	// dropped table's counters leave pg_stat_user_tables.
+	var mr modelResult
 	w, err := measureWindow(ctx, conn, probe, before, md.Steps, func() (time.Duration, error) {
 		defer pool.Close()
-		return runModel(ctx, pool, o.Model, tasks, chain, o.Batch, o.Workers, md.ResultLoops)
+		var err error
+		mr, err = runModel(ctx, pool, modelParams{kind: o.Model, tasks: tasks, chain: chain, batch: o.Batch,
+			workers: o.Workers, resultLoops: md.ResultLoops, rate: o.Rate})
+		return mr.elapsed, err
 	})
 	if err != nil {
 		return nil, errors.Join(err, dropModel(ctx, conn))
+	}
+	if o.Rate > 0 {
+		md.Latency = &mr.latency
 	}
 	md.Seconds = w.elapsed.Seconds()
 	md.StepsPerSec = float64(md.Steps) / md.Seconds

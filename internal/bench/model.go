@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,7 +63,13 @@ type Model struct {
 	ResultLoops  int     `json:"result_loops"`
 	Seconds      float64 `json:"seconds"`
 	StepsPerSec  float64 `json:"steps_per_sec"`
-	// Ratio is the engine's steps/s divided by StepsPerSec.
+	// RatePerSec is an open loop's tasks created per second (0: a closed
+	// loop).
+	RatePerSec float64 `json:"rate_per_sec,omitempty"`
+	// Latency is an open loop's creation-to-completion time per task.
+	Latency *Latency `json:"latency,omitempty"`
+	// Ratio is the engine's steps/s divided by StepsPerSec (closed loop
+	// only).
 	Ratio float64    `json:"ratio"`
 	CPU   CPU        `json:"cpu"`
 	DB    DBCounters `json:"db"`
@@ -237,30 +244,106 @@ type modelRun struct {
 	deleteNote  string
 	completed   atomic.Int64
 	stepsDone   atomic.Int64
+	// done is closed when every task is complete: it ends the idle waits.
+	done        chan struct{}
+	doneOnce    sync.Once
 	traceparent []byte
 }
 
-// runModel runs tasks chains of chain steps through the model with workers
-// worker loops reading up to batch messages and one result loop, and
-// returns the time from the first creation to the last task's completion.
-// The schema and queues are created first (outside the time) and left for
-// the caller to measure and drop (dropModel).
-func runModel(ctx context.Context, pool *pgxpool.Pool, kind string, tasks, chain, batch, workers, resultLoops int) (time.Duration, error) {
-	if chain < 1 {
-		return 0, fmt.Errorf("model: a chain of %d steps", chain)
+// modelParams are what runModel runs.
+type modelParams struct {
+	kind        string // ModelBare or ModelFull
+	tasks       int
+	chain       int // steps per task
+	batch       int // messages a worker reads at once
+	workers     int
+	resultLoops int
+	// rate, when above 0, makes the run an open loop: one task created
+	// every 1/rate seconds, on schedule whatever happens to the others, as
+	// the engine's open loop submits them, and the workers and result
+	// loops woken by NOTIFY on their queues (the engine's wake-ups) with a
+	// polling fallback (fallback; 0: modelFallbackPoll). At 0 (a closed
+	// loop) every task is created at once in batches and idle loops poll
+	// every millisecond.
+	rate     float64
+	fallback time.Duration
+}
+
+// modelResult is what runModel measured.
+type modelResult struct {
+	// elapsed runs from the first creation to the last task's completion.
+	elapsed time.Duration
+	// latency is every task's creation to completion (open loop only), by
+	// the same clock as the engine's: the start times of the transactions
+	// that created and completed it.
+	latency Latency
+}
+
+// modelFallbackPoll is how often an open-loop model's idle loop reads its
+// queue without a wake-up, as the engine's loops do.
+const modelFallbackPoll = time.Second
+
+// runModel runs p.tasks chains of p.chain steps through the model with
+// p.workers worker loops reading up to p.batch messages and p.resultLoops
+// result loops. The schema and queues are created first (outside the time)
+// and left for the caller to measure and drop (dropModel).
+func runModel(ctx context.Context, pool *pgxpool.Pool, p modelParams) (modelResult, error) {
+	var res modelResult
+	if p.chain < 1 {
+		return res, fmt.Errorf("model: a chain of %d steps", p.chain)
 	}
-	if kind != ModelBare && kind != ModelFull {
-		return 0, fmt.Errorf("model: unknown kind %q (%s or %s)", kind, ModelBare, ModelFull)
+	if p.kind != ModelBare && p.kind != ModelFull {
+		return res, fmt.Errorf("model: unknown kind %q (%s or %s)", p.kind, ModelBare, ModelFull)
 	}
-	m := &modelRun{pool: pool, full: kind == ModelFull, tasks: tasks, chain: chain, batch: batch, workers: workers}
-	if err := m.setUp(ctx); err != nil {
-		return 0, fmt.Errorf("model: set up: %w", err)
+	if p.rate < 0 {
+		return res, fmt.Errorf("model: rate %v", p.rate)
+	}
+	tasks, workers := p.tasks, p.workers
+	fallback := p.fallback
+	if fallback <= 0 {
+		fallback = modelFallbackPoll
+	}
+	m := &modelRun{pool: pool, full: p.kind == ModelFull, tasks: tasks, chain: p.chain, batch: p.batch, workers: workers,
+		done: make(chan struct{})}
+	if err := m.setUp(ctx, p.rate > 0); err != nil {
+		return res, fmt.Errorf("model: set up: %w", err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// idle waits after a read found nothing: for a wake-up or the fallback
+	// in an open loop (or the run's end), a millisecond in a closed one.
+	idle := func(wake <-chan struct{}) {
+		if wake == nil {
+			time.Sleep(time.Millisecond)
+			return
+		}
+		t := time.NewTimer(fallback)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-m.done:
+		case <-wake:
+		case <-t.C:
+		}
+	}
+	workWake := make([]<-chan struct{}, workers)
+	resultWake := make([]<-chan struct{}, max(p.resultLoops, 1))
+	if p.rate > 0 {
+		l := queue.NewListener(pool, slog.New(slog.DiscardHandler))
+		for i := range workWake {
+			workWake[i] = l.Subscribe(modelWorkQueue)
+		}
+		for i := range resultWake {
+			resultWake[i] = l.Subscribe(modelResultsQueue)
+		}
+		if err := l.Start(ctx); err != nil {
+			return res, fmt.Errorf("model: listen: %w", err)
+		}
+		defer l.Stop()
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, workers+resultLoops+1)
+	errs := make(chan error, workers+len(resultWake)+1)
 	fail := func(err error) {
 		if ctx.Err() == nil {
 			errs <- err
@@ -269,9 +352,14 @@ func runModel(ctx context.Context, pool *pgxpool.Pool, kind string, tasks, chain
 	}
 	start := time.Now()
 	wg.Add(1)
-	// Ends when every task is created or ctx is cancelled.
+	// Ends when every task is created (an open loop's creations have
+	// returned) or ctx is cancelled.
 	go func() {
 		defer wg.Done()
+		if p.rate > 0 {
+			m.createOnSchedule(ctx, p.rate, start, fail)
+			return
+		}
 		for made := 0; made < tasks && ctx.Err() == nil; {
 			k := min(modelCreateBatch, tasks-made)
 			if err := m.create(ctx, k); err != nil {
@@ -294,34 +382,89 @@ func runModel(ctx context.Context, pool *pgxpool.Pool, kind string, tasks, chain
 					return
 				}
 				if n == 0 {
-					time.Sleep(time.Millisecond)
+					idle(workWake[w])
 				}
 			}
 		}()
 	}
-	for r := 0; r < max(resultLoops, 1); r++ {
+	for _, wake := range resultWake {
 		wg.Add(1)
 		// Ends when every task is complete or ctx is cancelled.
-		go m.resultLoop(ctx, &wg, fail)
+		go m.resultLoop(ctx, &wg, fail, func() { idle(wake) })
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	res.elapsed = time.Since(start)
 	close(errs)
 	if err := <-errs; err != nil {
-		return elapsed, err
+		return res, err
 	}
 	if got := m.completed.Load(); got < int64(tasks) {
-		return elapsed, fmt.Errorf("model: %d of %d tasks completed: %w", got, tasks, ctx.Err())
+		return res, fmt.Errorf("model: %d of %d tasks completed: %w", got, tasks, ctx.Err())
 	}
-	if got := m.stepsDone.Load(); got != int64(tasks*chain) {
-		return elapsed, fmt.Errorf("model: %d steps completed, want %d", got, tasks*chain)
+	if got := m.stepsDone.Load(); got != int64(tasks*p.chain) {
+		return res, fmt.Errorf("model: %d steps completed, want %d", got, tasks*p.chain)
 	}
-	return elapsed, nil
+	if p.rate > 0 {
+		var err error
+		if res.latency, err = m.readLatency(ctx); err != nil {
+			return res, fmt.Errorf("model: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// createOnSchedule creates the run's tasks one at a time, the i-th at
+// start + i/rate, each in a transaction of its own that does not hold up
+// the next (at most maxOpenLoopInFlight at once), and returns when every
+// creation has returned.
+func (m *modelRun) createOnSchedule(ctx context.Context, rate float64, start time.Time, fail func(error)) {
+	interval := time.Duration(float64(time.Second) / rate)
+	sem := make(chan struct{}, maxOpenLoopInFlight)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	for i := 0; i < m.tasks && ctx.Err() == nil; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		sem <- struct{}{}
+		inflight.Add(1)
+		// Ends when the creation returns.
+		go func() {
+			defer inflight.Done()
+			defer func() { <-sem }()
+			if err := m.create(ctx, 1); err != nil {
+				fail(fmt.Errorf("model: create: %w", err))
+			}
+		}()
+	}
+}
+
+// readLatency reads the tasks' creation-to-completion times, as the
+// engine's run reads its own (readOutcome).
+func (m *modelRun) readLatency(ctx context.Context) (Latency, error) {
+	var l Latency
+	var p50, p95, p99, mx *float64
+	err := m.pool.QueryRow(ctx, `
+		SELECT count(*), percentile_cont(0.50) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms),
+		       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+		  FROM (SELECT extract(epoch FROM completed_at - created_at) * 1000 AS ms
+		          FROM bench_model.tasks WHERE completed_at IS NOT NULL) t`).Scan(&l.N, &p50, &p95, &p99, &mx)
+	if err != nil {
+		return l, fmt.Errorf("read latency: %w", err)
+	}
+	l.P50, l.P95, l.P99, l.Max = deref(p50), deref(p95), deref(p99), deref(mx)
+	return l, nil
 }
 
 // resultLoop runs result rounds until every task is complete, ctx is
-// cancelled or a round fails.
-func (m *modelRun) resultLoop(ctx context.Context, wg *sync.WaitGroup, fail func(error)) {
+// cancelled or a round fails; idle waits after a round that found nothing.
+func (m *modelRun) resultLoop(ctx context.Context, wg *sync.WaitGroup, fail func(error), idle func()) {
 	defer wg.Done()
 	for m.completed.Load() < int64(m.tasks) && ctx.Err() == nil {
 		n, err := m.results(ctx)
@@ -329,13 +472,18 @@ func (m *modelRun) resultLoop(ctx context.Context, wg *sync.WaitGroup, fail func
 			fail(fmt.Errorf("model: results: %w", err))
 			return
 		}
-		if n == 0 {
-			time.Sleep(time.Millisecond)
+		if m.completed.Load() >= int64(m.tasks) {
+			m.doneOnce.Do(func() { close(m.done) })
+		} else if n == 0 {
+			idle()
 		}
 	}
 }
 
-func (m *modelRun) setUp(ctx context.Context) error {
+// setUp creates the model's schema and queues; with notify, inserts into
+// the work and result queues send the notifications the open loop's loops
+// wake on.
+func (m *modelRun) setUp(ctx context.Context, notify bool) error {
 	if _, err := m.pool.Exec(ctx, modelSchema); err != nil {
 		return err
 	}
@@ -346,6 +494,11 @@ func (m *modelRun) setUp(ctx context.Context) error {
 		// The engine's queues are tuned for reads (migration 00020).
 		if _, err := m.pool.Exec(ctx, `SELECT tasker.tune_queue_for_reads($1)`, q); err != nil {
 			return err
+		}
+		if notify && q != modelEventsQueue {
+			if err := queue.EnableNotify(ctx, m.pool, q); err != nil {
+				return err
+			}
 		}
 	}
 	var err error

@@ -1,11 +1,18 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker/tasker/internal/config"
+	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/testdb"
 )
 
@@ -30,13 +37,20 @@ func testDesignModel(t *testing.T, kind string) {
 	defer cancel()
 	pool := testdb.Pool(t, testdb.URL(t))
 	const tasks, chain = 23, 3 // creation batches are not all full
-	elapsed, err := runModel(ctx, pool, kind, tasks, chain, 4, 2, 2)
+	res, err := runModel(ctx, pool, modelParams{kind: kind, tasks: tasks, chain: chain, batch: 4, workers: 2, resultLoops: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if elapsed <= 0 {
-		t.Errorf("elapsed = %v", elapsed)
+	if res.elapsed <= 0 {
+		t.Errorf("elapsed = %v", res.elapsed)
 	}
+	checkModelRun(ctx, t, pool, kind, tasks, chain)
+}
+
+// checkModelRun checks what a model run of tasks chains of chain steps
+// left behind, then drops the model.
+func checkModelRun(ctx context.Context, t *testing.T, pool *pgxpool.Pool, kind string, tasks, chain int) {
+	t.Helper()
 	// The bare model's task goes from creation straight to complete; the
 	// full model's passes through DESIGN §3's states for each result.
 	taskHistory := []string{"steps_in_process:false", "complete:true"}
@@ -50,7 +64,7 @@ func testDesignModel(t *testing.T, kind string) {
 		wantEvents = tasks * (2 + 2*chain) // initiated, completed; per step completed, progressed
 	}
 	var complete, steps, stepsComplete, badHistories, badTasks, queued, events int
-	err = pool.QueryRow(ctx, `SELECT
+	err := pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM bench_model.tasks WHERE state = 'complete' AND completed_at IS NOT NULL),
 		(SELECT count(*) FROM bench_model.steps),
 		(SELECT count(*) FROM bench_model.steps WHERE state = 'complete' AND attempts = 1 AND results IS NOT NULL),
@@ -114,7 +128,101 @@ func TestModelOptionsAreChecked(t *testing.T) {
 		t.Errorf("--model fast: %v, want an error naming the value", err)
 	}
 	o = Options{DatabaseURL: "postgres://x", Scenario: "single", Model: ModelBare, Rate: 100, Duration: time.Second}
-	if err := o.defaults(); err == nil || !strings.Contains(err.Error(), "--rate") {
-		t.Errorf("--model with an open loop: %v, want an error naming --rate", err)
+	if err := o.defaults(); err != nil {
+		t.Errorf("--model with an open loop: %v, want it accepted (the model then runs the same open loop)", err)
+	}
+}
+
+// TestOpenLoopModelRunsOnScheduleAndWakesByNotify runs the design model as
+// an open loop whose idle loops never poll (a fallback of an hour), so it
+// can only finish if inserts into its queues wake them. The tasks must be
+// created on their schedule, not at once, and every task's latency must be
+// read.
+func TestOpenLoopModelRunsOnScheduleAndWakesByNotify(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{ModelBare, ModelFull} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			pool := testdb.Pool(t, testdb.URL(t))
+			const tasks, chain, rate = 30, 2, 100.0
+			res, err := runModel(ctx, pool, modelParams{kind: kind, tasks: tasks, chain: chain, batch: 4, workers: 2,
+				resultLoops: 1, rate: rate, fallback: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The last task is created (tasks-1)/rate after the first.
+			if minSpan := time.Duration(float64(tasks-1) / rate * float64(time.Second)); res.elapsed < minSpan {
+				t.Errorf("elapsed %v, less than the schedule's %v", res.elapsed, minSpan)
+			}
+			var span float64
+			if err := pool.QueryRow(ctx, `SELECT extract(epoch FROM max(created_at) - min(created_at)) FROM bench_model.tasks`).Scan(&span); err != nil {
+				t.Fatal(err)
+			}
+			// Each task in a transaction of its own, on schedule: the
+			// creation times spread over the schedule (less a tick of
+			// slack), where one batch would give them all one time.
+			if want := 0.9 * float64(tasks-1) / rate; span < want {
+				t.Errorf("tasks created over %.3fs, want at least %.3fs (one at a time, on schedule)", span, want)
+			}
+			l := res.latency
+			if l.N != tasks || l.P50 <= 0 || l.P50 > l.P95 || l.P95 > l.P99 || l.P99 > l.Max {
+				t.Errorf("latency %+v: want %d tasks and 0 < p50 <= p95 <= p99 <= max", l, tasks)
+			}
+			checkModelRun(ctx, t, pool, kind, tasks, chain)
+		})
+	}
+}
+
+// TestOpenLoopRunReportsTheModelsLatency runs the engine's open loop with
+// --model: the model runs the same schedule after it, and the report (its
+// table, JSON and summary) gives the model's latencies beside the engine's
+// and no throughput share, which an open loop cannot measure.
+func TestOpenLoopRunReportsTheModelsLatency(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Options{
+		DatabaseURL: serverURL(t), Config: config.Default(), Scenario: "single", Rate: 40, Duration: 500 * time.Millisecond,
+		Workers: 1, Concurrency: 4, Timeout: time.Minute, Model: ModelBare, SkipFloor: true,
+		Progress: &progress, Logger: enginetest.Logger(t),
+	})
+	if err != nil {
+		t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
+	}
+	const tasks = 20 // 40/s for 0.5s
+	md := rep.Model
+	if md == nil || md.Latency == nil {
+		t.Fatalf("model = %+v, want one with latencies", md)
+	}
+	if l := md.Latency; md.Tasks != tasks || md.RatePerSec != 40 || l.N != tasks || l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.Max {
+		t.Errorf("model %+v, latency %+v: want %d tasks at 40/s, every task's latency, 0 < p50 <= p99 <= max", md, *l, tasks)
+	}
+	if md.Ratio != 0 {
+		t.Errorf("model ratio %v in an open loop, want none", md.Ratio)
+	}
+	var table bytes.Buffer
+	rep.Print(&table)
+	if want := fmt.Sprintf("open loop, %d tasks at 40/s: submit-to-complete p50 %s", tasks, ms(md.Latency.P50)); !strings.Contains(table.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, table.String())
+	}
+	var js bytes.Buffer
+	if err := rep.JSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	sum := Summarize([]*Report{&back, rep, &back})
+	if len(sum) != 1 || sum[0].ModelP50 != md.Latency.P50 || sum[0].ModelP99 != md.Latency.P99 || sum[0].ModelRatio != 0 {
+		t.Fatalf("summary of three copies = %+v, want the model's own latencies and no ratio", sum)
+	}
+	var summary bytes.Buffer
+	PrintSummaries(&summary, sum)
+	if !strings.Contains(summary.String(), "design model in the open loop") || strings.Contains(summary.String(), "engine of model") {
+		t.Errorf("summary should give the model's latencies and no throughput share:\n%s", summary.String())
 	}
 }

@@ -273,7 +273,13 @@ func (r *Report) Print(w io.Writer) {
 		row("pgmq floor per msg", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s",
 			f.DB.CommitsPerStep, f.DB.RowsPerStep, f.DB.WALBytesPerStep, perUnit(f.CPU.Postgres, f.Messages))
 	}
-	if md := r.Model; md != nil {
+	if md := r.Model; md != nil && md.Latency != nil {
+		l := md.Latency
+		row("design model ("+md.Kind+")", "open loop, %d tasks at %.0f/s: submit-to-complete p50 %s, p95 %s, p99 %s, max %s (engine: p50 %s, p99 %s)",
+			md.Tasks, md.RatePerSec, ms(l.P50), ms(l.P95), ms(l.P99), ms(l.Max), ms(r.Latency.P50), ms(r.Latency.P99))
+		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
+			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))
+	} else if md != nil {
 		row("design model ("+md.Kind+")", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model",
 			md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio)
 		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
@@ -378,8 +384,12 @@ type Summary struct {
 	ModelStepsPS float64 `json:"model_steps_per_sec,omitempty"`
 	ModelRatio   float64 `json:"model_ratio,omitempty"`
 	ModelPgCPU   float64 `json:"model_postgres_cpu_per_step_us,omitempty"`
-	LoadAvgMax   float64 `json:"loadavg_max"`
-	Incomplete   int     `json:"incomplete_runs"`
+	// ModelP50 and ModelP99 are an open-loop design model's latencies
+	// (runs with --model and --rate only; 0 otherwise).
+	ModelP50   float64 `json:"model_p50_ms,omitempty"`
+	ModelP99   float64 `json:"model_p99_ms,omitempty"`
+	LoadAvgMax float64 `json:"loadavg_max"`
+	Incomplete int     `json:"incomplete_runs"`
 	// Functions are the SQL functions with the most self time per step
 	// (median across runs; calls and per-call times likewise).
 	Functions []FuncTime `json:"functions,omitempty"`
@@ -464,6 +474,16 @@ func Summarize(reports []*Report) []Summary {
 			}
 			s.ModelStepsPS = model(func(m *Model) float64 { return m.StepsPerSec })
 			s.ModelRatio = model(func(m *Model) float64 { return m.Ratio })
+			latency := func(f func(*Latency) float64) float64 {
+				return model(func(m *Model) float64 {
+					if m.Latency == nil {
+						return 0
+					}
+					return f(m.Latency)
+				})
+			}
+			s.ModelP50 = latency(func(l *Latency) float64 { return l.P50 })
+			s.ModelP99 = latency(func(l *Latency) float64 { return l.P99 })
 			s.ModelPgCPU = model(func(m *Model) float64 {
 				if m.CPU.Postgres == nil {
 					return 0
@@ -605,17 +625,29 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 			s.PgCPUPerStep, s.AppCPUPerStep, s.PgCores, s.AppCores)
 	}
 	_ = tw.Flush()
-	modelled := false
+	modelled, modelledLatency := false, false
 	for _, s := range ss {
-		modelled = modelled || s.ModelStepsPS > 0
+		modelled = modelled || (s.ModelStepsPS > 0 && s.ModelRatio > 0)
+		modelledLatency = modelledLatency || s.ModelP50 > 0
 	}
 	if modelled {
 		fmt.Fprintln(w, "\nthe design model (DESIGN's per-step SQL, no engine; same runs, median)")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "configuration\tmodel steps/s\tengine of model\tmodel postgres µs/step\t")
 		for _, s := range ss {
-			if s.ModelStepsPS > 0 {
+			if s.ModelStepsPS > 0 && s.ModelRatio > 0 {
 				fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t\n", s.Label, s.ModelStepsPS, 100*s.ModelRatio, s.ModelPgCPU)
+			}
+		}
+		_ = tw.Flush()
+	}
+	if modelledLatency {
+		fmt.Fprintln(w, "\nthe design model in the open loop (same rate; same runs, median of the runs' percentiles)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "configuration\tmodel p50\tmodel p99\tengine p50\tengine p99\t")
+		for _, s := range ss {
+			if s.ModelP50 > 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", s.Label, ms(s.ModelP50), ms(s.ModelP99), ms(s.LatencyP50), ms(s.LatencyP99))
 			}
 		}
 		_ = tw.Flush()

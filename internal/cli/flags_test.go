@@ -31,7 +31,6 @@ func TestOperationsFlagsRefuseBadValues(t *testing.T) {
 		{[]string{"bench", "--model=fast"}, `bench: --model "fast": want bare or full`},
 		{[]string{"bench", "--model", "full"}, "give --model its value with '=': --model=full"},
 		{[]string{"bench", "--model", "--scenario", "diamond"}, "--model runs chains of steps (single, linear4), not scenario diamond"},
-		{[]string{"bench", "--model", "--rate", "5", "--duration", "1s"}, "it cannot go with --rate"},
 		{[]string{"events", "tail", "-n", "ecommerce", "--poll-interval", "-1s"}, "events tail: --poll-interval must be positive, got -1s"},
 		{[]string{"events", "tail", "-n", "ecommerce", "--poll-interval", "0s"}, "--poll-interval must be positive"},
 		{[]string{"events", "tail", "-n", "ecommerce", "--limit", "-1"}, "events tail: --limit must not be negative"},
