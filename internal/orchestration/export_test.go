@@ -2,6 +2,7 @@ package orchestration
 
 import (
 	"context"
+	"time"
 
 	"github.com/tasker/tasker/internal/store"
 )
@@ -23,6 +24,14 @@ func (e *Engine) CreateTogether(ctx context.Context, reqs []TaskRequest, bad int
 		tasks[i], errs[i] = r.res.task, r.res.err
 	}
 	return tasks, errs
+}
+
+// SetIntakeOverlapAfter sets how long a creation transaction runs alone
+// before a second may start beside it.
+func (e *Engine) SetIntakeOverlapAfter(d time.Duration) {
+	e.intake.mu.Lock()
+	defer e.intake.mu.Unlock()
+	e.intake.overlapAfter = d
 }
 
 // IntakePeak is the most creation transactions the intake has had in

@@ -562,35 +562,48 @@ type createRes struct {
 
 // intakeBatcher groups concurrent task creations into shared transactions
 // (group commit): a caller queues its request and either finds it done by
-// another caller's transaction or, when fewer than maxBatches transactions
-// are in flight, runs everything queued so far in one. There is no wait for
-// a batch to fill: a lone request runs at once, and requests that arrive
-// while transactions are in flight go together in the next. A batch that
-// fails is retried one request per transaction, so one bad request fails
-// alone.
+// another caller's transaction or runs everything queued so far in one.
+// One creation transaction runs at a time; the requests that arrive
+// meanwhile wait for it and go together in the next. A second one may start
+// beside it only once the first has run for overlapAfter: a slow batch (a
+// lock wait, a stalled commit) delays the intake by that much, never stops
+// it. There is no wait for a batch to fill: a lone request runs at once. A
+// batch that fails is retried one request per transaction, so one bad
+// request fails alone.
 type intakeBatcher struct {
 	mu      sync.Mutex
 	pending []*createReq
-	slots   chan struct{}
-	// inflight is how many creation transactions run now, peak the most
-	// that ever ran at once (for tests).
-	inflight, peak int
+	// slots bounds the transactions in flight, and the callers waiting to
+	// start one, at maxIntakeBatches.
+	slots chan struct{}
+	// running are the start times of the transactions in flight; finished
+	// is closed, and replaced, whenever one of them ends.
+	running  []time.Time
+	finished chan struct{}
+	// overlapAfter is how long a transaction runs alone before a second
+	// may start beside it (intakeOverlapAfter; tests change it).
+	overlapAfter time.Duration
+	// peak is the most transactions that ever ran at once (for tests).
+	peak int
 }
 
 const (
-	// Creation transactions in flight. Two, not more: under load the
-	// requests waiting for a free one form batches twice the size they
-	// did with four, each paying its statements and commit once (single,
-	// 64 submitters: Postgres CPU per task -12 %, performance.md row 62),
-	// while one transaction can still commit as the next one runs and a
-	// slow or failing batch does not stop the intake.
-	maxIntakeBatches = 2
-	maxIntakeBatch   = 100 // tasks per transaction
-	intakeTimeout    = 30 * time.Second
+	// Creation transactions in flight: one, and a second only beside one
+	// that has run for intakeOverlapAfter. Under load the requests waiting
+	// for the one in flight form batches twice the size they did with two
+	// at once, and the creations no longer compete with each other for
+	// the same index pages (single, 64 submitters, three alternating
+	// pairs: +15 % tasks/s, Postgres CPU per task -13 %, performance.md
+	// row 76; row 62 had gone from four to two).
+	maxIntakeBatches   = 2
+	intakeOverlapAfter = 50 * time.Millisecond // a batch of 100 takes about 10 ms under load
+	maxIntakeBatch     = 100                   // tasks per transaction
+	intakeTimeout      = 30 * time.Second
 )
 
 func newIntakeBatcher() *intakeBatcher {
-	return &intakeBatcher{slots: make(chan struct{}, maxIntakeBatches)}
+	return &intakeBatcher{slots: make(chan struct{}, maxIntakeBatches), finished: make(chan struct{}),
+		overlapAfter: intakeOverlapAfter}
 }
 
 func (b *intakeBatcher) do(ctx context.Context, e *Engine, r *createReq) createRes {
@@ -615,8 +628,8 @@ func (b *intakeBatcher) doMany(ctx context.Context, e *Engine, rs []*createReq) 
 }
 
 // wait returns r's result once a transaction has carried it out, running
-// the queued requests (r's among them, in order) whenever fewer than
-// maxIntakeBatches transactions are in flight.
+// the queued requests (r's among them, in order) itself when its turn
+// comes (take).
 func (b *intakeBatcher) wait(ctx context.Context, e *Engine, r *createReq) createRes {
 	for {
 		select {
@@ -627,17 +640,10 @@ func (b *intakeBatcher) wait(ctx context.Context, e *Engine, r *createReq) creat
 			// a request cut off by a timeout may have committed.
 			return createRes{err: ctx.Err()}
 		case b.slots <- struct{}{}:
-			b.mu.Lock()
-			n := min(len(b.pending), maxIntakeBatch)
-			batch := append([]*createReq(nil), b.pending[:n]...)
-			b.pending = b.pending[n:]
-			if n > 0 {
-				b.inflight++
-				b.peak = max(b.peak, b.inflight)
-			}
-			b.mu.Unlock()
+			batch, started := b.take(ctx, r)
 			if len(batch) == 0 {
-				// Another caller's transaction took this request.
+				// Another caller's transaction took this request (or ctx
+				// ended while waiting for a turn).
 				<-b.slots
 				select {
 				case <-r.done:
@@ -651,11 +657,76 @@ func (b *intakeBatcher) wait(ctx context.Context, e *Engine, r *createReq) creat
 			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), intakeTimeout)
 			e.createBatch(bctx, batch)
 			cancel()
-			b.mu.Lock()
-			b.inflight--
-			b.mu.Unlock()
+			b.end(started)
 			<-b.slots
 		}
+	}
+}
+
+// take waits, holding a slot, until no transaction is in flight or the one
+// in flight has run for overlapAfter, then takes the queued requests (up to
+// maxIntakeBatch) for a transaction and says when it started. It returns
+// no requests when r was carried out meanwhile, ctx ended, or nothing is
+// queued.
+func (b *intakeBatcher) take(ctx context.Context, r *createReq) ([]*createReq, time.Time) {
+	for {
+		b.mu.Lock()
+		if len(b.running) > 0 {
+			// The slots leave room for one transaction besides this
+			// caller's: running holds one start time.
+			if d := time.Until(b.running[0].Add(b.overlapAfter)); d > 0 {
+				finished := b.finished
+				b.mu.Unlock()
+				t := time.NewTimer(d)
+				select {
+				case <-finished:
+				case <-t.C:
+				case <-r.done:
+				case <-ctx.Done():
+				}
+				t.Stop()
+				if isDone(r.done) || ctx.Err() != nil {
+					return nil, time.Time{}
+				}
+				continue
+			}
+		}
+		n := min(len(b.pending), maxIntakeBatch)
+		if n == 0 {
+			b.mu.Unlock()
+			return nil, time.Time{}
+		}
+		batch := append([]*createReq(nil), b.pending[:n]...)
+		b.pending = b.pending[n:]
+		started := time.Now()
+		b.running = append(b.running, started)
+		b.peak = max(b.peak, len(b.running))
+		b.mu.Unlock()
+		return batch, started
+	}
+}
+
+// end records the end of the transaction that started at started and wakes
+// the caller waiting for its turn.
+func (b *intakeBatcher) end(started time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, t := range b.running {
+		if t.Equal(started) {
+			b.running = append(b.running[:i], b.running[i+1:]...)
+			break
+		}
+	}
+	close(b.finished)
+	b.finished = make(chan struct{})
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -16,8 +17,9 @@ import (
 )
 
 // Concurrent submissions share creation transactions (a task's created_at is
-// its transaction's start), at most two at once, every one of them gets its own task, and
-// concurrent submissions with one idempotency key get one task between them.
+// its transaction's start), one at a time unless one runs slow (then two),
+// every one of them gets its own task, and concurrent submissions with one
+// idempotency key get one task between them.
 func TestConcurrentSubmissionsShareTransactions(t *testing.T) {
 	t.Parallel()
 	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
@@ -76,8 +78,9 @@ func TestConcurrentSubmissionsShareTransactions(t *testing.T) {
 	if txs >= tasks {
 		t.Errorf("%d tasks were created in %d transactions: concurrent submissions did not share one", tasks, txs)
 	}
-	// At most two creation transactions run at once, so that the
-	// submissions waiting meanwhile gather in larger batches.
+	// At most two creation transactions run at once (the second only
+	// beside a slow first), so that the submissions waiting meanwhile
+	// gather in larger batches.
 	if p := h.Engine.IntakePeak(); p < 1 || p > 2 {
 		t.Errorf("%d creation transactions were in flight at once, want 1 or 2", p)
 	}
@@ -182,5 +185,117 @@ func TestCreateTasksAnswersEachRequest(t *testing.T) {
 	}
 	if txs > 3 {
 		t.Errorf("%d tasks were created in %d transactions, want at most 3 (100 per transaction)", tasks, txs)
+	}
+}
+
+// With no slow transaction, the intake runs one creation transaction at a
+// time: a burst of concurrent submissions goes in a few shared transactions,
+// never two at once (the overlap is put off for the test's length).
+func TestIntakeRunsOneCreationTransactionAtATime(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(linearTemplate("onebyone"))
+	h.Engine.SetIntakeOverlapAfter(time.Hour)
+	ctx := context.Background()
+	const n = 60
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, _, errs[i] = h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "onebyone", Name: "linear",
+				Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("submission %d: %v", i, err)
+		}
+	}
+	var tasks, txs int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT created_at) FROM tasker.tasks WHERE namespace = 'onebyone'`).Scan(&tasks, &txs); err != nil {
+		t.Fatal(err)
+	}
+	if tasks != n || txs >= n {
+		t.Errorf("%d tasks in %d transactions, want %d sharing fewer", tasks, txs, n)
+	}
+	if p := h.Engine.IntakePeak(); p != 1 {
+		t.Errorf("%d creation transactions were in flight at once, want 1", p)
+	}
+	t.Logf("%d tasks created in %d transactions", tasks, txs)
+}
+
+// A creation transaction that hangs (here on a lock another session holds on
+// its template's row) does not stop the intake: once it has run for the
+// overlap time, a second transaction starts beside it and creates the
+// requests that came in meanwhile.
+func TestASlowCreationDoesNotStopTheIntake(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{NoOrchestrator: true})
+	h.Register(linearTemplate("slowintake"))
+	h.Register(linearTemplate("fastintake"))
+	h.Engine.SetIntakeOverlapAfter(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Hold the slow template's row: the task insert's foreign-key check
+	// (FOR KEY SHARE) waits for it.
+	holder, err := h.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(context.Background()) }()
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM tasker.task_templates WHERE namespace = 'slowintake' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() {
+		_, _, err := h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "slowintake", Name: "linear"})
+		slow <- err
+	}()
+	// The slow creation is waiting on the lock.
+	for {
+		var waiting bool
+		if err := h.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO tasker.tasks%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the slow creation never waited on the template's row")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	task, _, err := h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "fastintake", Name: "linear"})
+	if err != nil {
+		t.Fatalf("a creation behind a hung one: %v", err)
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("the slow creation returned (%v) while its template's row was still held", err)
+	default:
+	}
+	if p := h.Engine.IntakePeak(); p != 2 {
+		t.Errorf("%d creation transactions were in flight at once, want 2 (the hung one and the one beside it)", p)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the slow creation, once the row was free: %v", err)
+	}
+	var n int
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM tasker.tasks WHERE task_uuid = $1 OR namespace = 'slowintake'`, task.UUID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("%d of the 2 tasks exist", n)
 	}
 }
