@@ -593,8 +593,9 @@ const (
 	// for the one in flight form batches twice the size they did with two
 	// at once, and the creations no longer compete with each other for
 	// the same index pages (single, 64 submitters, three alternating
-	// pairs: +15 % tasks/s, Postgres CPU per task -13 %, performance.md
-	// row 76; row 62 had gone from four to two).
+	// pairs: +3 to +36 % tasks/s, Postgres CPU per task -6 to -32 %,
+	// commits per task 0.95 -> 0.75; performance.md row 76. Row 62 had
+	// gone from four to two).
 	maxIntakeBatches   = 2
 	intakeOverlapAfter = 50 * time.Millisecond // a batch of 100 takes about 10 ms under load
 	maxIntakeBatch     = 100                   // tasks per transaction
