@@ -149,6 +149,14 @@ func (e *Engine) template(ctx context.Context, id int64) (*template.Template, er
 // journal after a successful commit. fn may run more than once (the store
 // retries deadlocks), so the journal is reset before each run.
 func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Journal) error) error {
+	return e.runSettled(ctx, fn, nil)
+}
+
+// runSettled is run that calls settled, when not nil, once the transaction
+// has committed or failed, before the journal is published: building spans
+// for a large journal takes milliseconds that a caller waiting for the
+// transaction need not wait.
+func (e *Engine) runSettled(ctx context.Context, fn func(tx store.Tx, j *telemetry.Journal) error, settled func()) error {
 	j, _ := e.journals.Get().(*telemetry.Journal)
 	if j == nil {
 		j = telemetry.NewJournal(e.clock)
@@ -171,6 +179,9 @@ func (e *Engine) run(ctx context.Context, fn func(tx store.Tx, j *telemetry.Jour
 		}
 		return nil
 	})
+	if settled != nil {
+		settled()
+	}
 	if err != nil {
 		return err
 	}

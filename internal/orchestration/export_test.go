@@ -16,7 +16,7 @@ func (e *Engine) CreateTogether(ctx context.Context, reqs []TaskRequest, bad int
 	for i := range reqs {
 		batch[i] = &createReq{nt: nts[i], key: keys[i], done: make(chan struct{})}
 	}
-	e.createBatch(ctx, batch)
+	e.createBatch(ctx, batch, nil)
 	tasks := make([]store.Task, len(reqs))
 	errs := make([]error, len(reqs))
 	for i, r := range batch {

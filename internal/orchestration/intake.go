@@ -655,10 +655,14 @@ func (b *intakeBatcher) wait(ctx context.Context, e *Engine, r *createReq) creat
 			}
 			// The batch serves other callers too: the first caller's
 			// cancellation must not abort it.
+			// The transaction is over for the intake once it has committed
+			// (or failed), before its spans are built.
+			var once sync.Once
+			end := func() { once.Do(func() { b.end(started) }) }
 			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), intakeTimeout)
-			e.createBatch(bctx, batch)
+			e.createBatch(bctx, batch, end)
 			cancel()
-			b.end(started)
+			end()
 			<-b.slots
 		}
 	}
@@ -732,14 +736,16 @@ func isDone(ch <-chan struct{}) bool {
 }
 
 // createBatch creates the tasks of batch in one transaction, or, if that
-// fails, each in its own; every request's done channel is closed.
-func (e *Engine) createBatch(ctx context.Context, batch []*createReq) {
+// fails, each in its own; every request's done channel is closed. settled,
+// when not nil, is called once the first transaction has committed or
+// failed.
+func (e *Engine) createBatch(ctx context.Context, batch []*createReq, settled func()) {
 	results := make([]createRes, len(batch))
 	hashes := make([]string, len(batch))
 	for i, r := range batch {
 		hashes[i] = r.nt.IdentityHash
 	}
-	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
+	err := e.runSettled(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		// Every request's duplicate check in one statement.
 		if err := e.store.TaskIdentitiesTx(ctx, tx, hashes); err != nil {
 			return err
@@ -752,10 +758,10 @@ func (e *Engine) createBatch(ctx context.Context, batch []*createReq) {
 			results[i] = createRes{task: task, steps: steps, created: created}
 		}
 		return nil
-	})
+	}, settled)
 	if err != nil && len(batch) > 1 {
 		for _, r := range batch {
-			e.createBatch(ctx, []*createReq{r})
+			e.createBatch(ctx, []*createReq{r}, nil)
 		}
 		return
 	}
