@@ -77,9 +77,14 @@ func TestSampledTasksAreTracedWhole(t *testing.T) {
 			}
 			traced[id][s.Name] = true
 		}
+		// Every wanted span, not as many span names: a trace has more
+		// kinds than those (step_discovery, result_evaluation …) well
+		// before its root span, emitted after the task's last commit.
 		for _, names := range traced {
-			if len(names) < len(want) {
-				return false
+			for name := range want {
+				if !names[name] {
+					return false
+				}
 			}
 		}
 		return true
