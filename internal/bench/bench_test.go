@@ -161,21 +161,15 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			}
 
 			// Both outputs render, and saved reports summarize to themselves.
-			var table, js bytes.Buffer
+			var table bytes.Buffer
 			rep.Print(&table)
 			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model", "time in step state", "enqueued_for_orchestration", "worker protocol calls"} {
 				if !strings.Contains(table.String(), want) {
 					t.Errorf("table lacks %q:\n%s", want, table.String())
 				}
 			}
-			if err := rep.JSON(&js); err != nil {
-				t.Fatal(err)
-			}
-			var back Report
-			if err := json.Unmarshal(js.Bytes(), &back); err != nil {
-				t.Fatal(err)
-			}
-			sum := Summarize([]*Report{&back, rep, &back})
+			back := savedAndRead(t, rep)
+			sum := Summarize([]*Report{back, rep, back})
 			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 ||
 				sum[0].ModelStepsPS != rep.Model.StepsPerSec || sum[0].StepsPerClaim != rep.Protocol.StepsPerClaim ||
 				sum[0].StepsPerSubmit != rep.Protocol.StepsPerSubmission {
@@ -403,4 +397,18 @@ func TestProtocolCalls(t *testing.T) {
 	if sum := Summarize([]*Report{old}); len(sum) != 1 || sum[0].StepsPerClaim != 16 || sum[0].StepsPerSubmit != 20 {
 		t.Errorf("summary of that report = %+v, want 16 steps per claim and 20 per submission", sum)
 	}
+}
+
+// savedAndRead is rep written as JSON (as --json writes it) and read back.
+func savedAndRead(t *testing.T, rep *Report) *Report {
+	t.Helper()
+	var js bytes.Buffer
+	if err := rep.JSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	return &back
 }

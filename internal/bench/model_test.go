@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -207,15 +206,8 @@ func TestOpenLoopRunReportsTheModelsLatency(t *testing.T) {
 	if want := fmt.Sprintf("open loop, %d tasks at 40/s: submit-to-complete p50 %s", tasks, ms(md.Latency.P50)); !strings.Contains(table.String(), want) {
 		t.Errorf("table lacks %q:\n%s", want, table.String())
 	}
-	var js bytes.Buffer
-	if err := rep.JSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	var back Report
-	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
-		t.Fatal(err)
-	}
-	sum := Summarize([]*Report{&back, rep, &back})
+	back := savedAndRead(t, rep)
+	sum := Summarize([]*Report{back, rep, back})
 	if len(sum) != 1 || sum[0].ModelP50 != md.Latency.P50 || sum[0].ModelP99 != md.Latency.P99 || sum[0].ModelRatio != 0 {
 		t.Fatalf("summary of three copies = %+v, want the model's own latencies and no ratio", sum)
 	}

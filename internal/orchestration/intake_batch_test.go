@@ -27,26 +27,14 @@ func TestConcurrentSubmissionsShareTransactions(t *testing.T) {
 	ctx := context.Background()
 
 	const n = 60
-	ids := make([]uuid.UUID, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			req := orchestration.TaskRequest{Namespace: "together", Name: "linear",
-				Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
-			if i%10 == 0 {
-				req.IdempotencyKey = "same-key"
-			}
-			task, _, err := h.Engine.CreateTask(ctx, req)
-			ids[i], errs[i] = task.UUID, err
-		}()
-	}
-	close(start)
-	wg.Wait()
+	ids, errs := submitBurst(ctx, h, n, func(i int) orchestration.TaskRequest {
+		req := orchestration.TaskRequest{Namespace: "together", Name: "linear",
+			Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+		if i%10 == 0 {
+			req.IdempotencyKey = "same-key"
+		}
+		return req
+	})
 	var keyed uuid.UUID
 	for i := range n {
 		if errs[i] != nil {
@@ -198,20 +186,10 @@ func TestIntakeRunsOneCreationTransactionAtATime(t *testing.T) {
 	h.Engine.SetIntakeOverlapAfter(time.Hour)
 	ctx := context.Background()
 	const n = 60
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			_, _, errs[i] = h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "onebyone", Name: "linear",
-				Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
-		}()
-	}
-	close(start)
-	wg.Wait()
+	_, errs := submitBurst(ctx, h, n, func(i int) orchestration.TaskRequest {
+		return orchestration.TaskRequest{Namespace: "onebyone", Name: "linear",
+			Context: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("submission %d: %v", i, err)
@@ -258,21 +236,12 @@ func TestASlowCreationDoesNotStopTheIntake(t *testing.T) {
 		_, _, err := h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "slowintake", Name: "linear"})
 		slow <- err
 	}()
-	// The slow creation is waiting on the lock.
-	for {
+	enginetest.Eventually(t, 30*time.Second, "the slow creation waits on its template's row", func() bool {
 		var waiting bool
-		if err := h.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO tasker.tasks%')`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the slow creation never waited on the template's row")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		err := h.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO tasker.tasks%')`).Scan(&waiting)
+		return err == nil && waiting
+	})
 	task, _, err := h.Engine.CreateTask(ctx, orchestration.TaskRequest{Namespace: "fastintake", Name: "linear"})
 	if err != nil {
 		t.Fatalf("a creation behind a hung one: %v", err)
@@ -298,4 +267,25 @@ func TestASlowCreationDoesNotStopTheIntake(t *testing.T) {
 	if n != 2 {
 		t.Errorf("%d of the 2 tasks exist", n)
 	}
+}
+
+// submitBurst submits n requests at once, from n goroutines released
+// together, and returns each one's task and error.
+func submitBurst(ctx context.Context, h *enginetest.Harness, n int, req func(i int) orchestration.TaskRequest) ([]uuid.UUID, []error) {
+	ids := make([]uuid.UUID, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			task, _, err := h.Engine.CreateTask(ctx, req(i))
+			ids[i], errs[i] = task.UUID, err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return ids, errs
 }
