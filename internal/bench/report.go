@@ -273,15 +273,14 @@ func (r *Report) Print(w io.Writer) {
 		row("pgmq floor per msg", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s",
 			f.DB.CommitsPerStep, f.DB.RowsPerStep, f.DB.WALBytesPerStep, perUnit(f.CPU.Postgres, f.Messages))
 	}
-	if md := r.Model; md != nil && md.Latency != nil {
-		l := md.Latency
-		row("design model ("+md.Kind+")", "open loop, %d tasks at %.0f/s: submit-to-complete p50 %s, p95 %s, p99 %s, max %s (engine: p50 %s, p99 %s)",
-			md.Tasks, md.RatePerSec, ms(l.P50), ms(l.P95), ms(l.P99), ms(l.Max), ms(r.Latency.P50), ms(r.Latency.P99))
-		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
-			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))
-	} else if md != nil {
-		row("design model ("+md.Kind+")", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model",
-			md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio)
+	if md := r.Model; md != nil {
+		if l := md.Latency; l != nil {
+			row("design model ("+md.Kind+")", "open loop, %d tasks at %.0f/s: submit-to-complete p50 %s, p95 %s, p99 %s, max %s (engine: p50 %s, p99 %s)",
+				md.Tasks, md.RatePerSec, ms(l.P50), ms(l.P95), ms(l.P99), ms(l.Max), ms(r.Latency.P50), ms(r.Latency.P99))
+		} else {
+			row("design model ("+md.Kind+")", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model",
+				md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio)
+		}
 		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
 			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))
 	}

@@ -656,13 +656,11 @@ func (b *intakeBatcher) wait(ctx context.Context, e *Engine, r *createReq) creat
 			// The batch serves other callers too: the first caller's
 			// cancellation must not abort it.
 			// The transaction is over for the intake once it has committed
-			// (or failed), before its spans are built.
-			var once sync.Once
-			end := func() { once.Do(func() { b.end(started) }) }
+			// (or failed), before its spans are built: createBatch calls
+			// back once, in every case.
 			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), intakeTimeout)
-			e.createBatch(bctx, batch, end)
+			e.createBatch(bctx, batch, func() { b.end(started) })
 			cancel()
-			end()
 			<-b.slots
 		}
 	}
@@ -737,8 +735,8 @@ func isDone(ch <-chan struct{}) bool {
 
 // createBatch creates the tasks of batch in one transaction, or, if that
 // fails, each in its own; every request's done channel is closed. settled,
-// when not nil, is called once the first transaction has committed or
-// failed.
+// when not nil, is called exactly once, when the first transaction has
+// committed or failed (runSettled calls it whatever happens).
 func (e *Engine) createBatch(ctx context.Context, batch []*createReq, settled func()) {
 	results := make([]createRes, len(batch))
 	hashes := make([]string, len(batch))
