@@ -15,6 +15,7 @@ package otlpwire
 
 import (
 	"math"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -213,13 +214,7 @@ func appendRequest(b []byte, spans []sdktrace.ReadOnlySpan, groups []group) ([]b
 		}
 		res, rkey := groups[i].res, groups[i].rkey
 		rs := e.begin(fRequestResourceSpans)
-		if res != nil {
-			r := e.begin(fResourceSpansResource)
-			for it := res.Iter(); it.Next(); {
-				e.keyValue(fResourceAttributes, it.Attribute())
-			}
-			e.end(r)
-		}
+		e.resource(res)
 		// Every scope of this resource, in order of appearance.
 		for j := i; j < len(groups); j++ {
 			g := &groups[j]
@@ -228,15 +223,7 @@ func appendRequest(b []byte, spans []sdktrace.ReadOnlySpan, groups []group) ([]b
 			}
 			g.done = true
 			ss := e.begin(fResourceSpansScopeSpans)
-			if g.scope != (instrumentation.Scope{}) {
-				sc := e.begin(fScopeSpansScope)
-				e.str(fScopeName, g.scope.Name)
-				e.str(fScopeVersion, g.scope.Version)
-				for it := g.scope.Attributes.Iter(); it.Next(); {
-					e.keyValue(fScopeAttributes, it.Attribute())
-				}
-				e.end(sc)
-			}
+			e.scope(g.scope)
 			for _, s := range g.spans {
 				e.span(s)
 			}
@@ -256,26 +243,100 @@ func appendRequest(b []byte, spans []sdktrace.ReadOnlySpan, groups []group) ([]b
 	return e.b, groups
 }
 
+// spanFields is what a Span message holds: read from the SDK's
+// ReadOnlySpan, or kept by this package's own Tracer.
+type spanFields struct {
+	sc, parent    trace.SpanContext
+	name          string
+	kind          trace.SpanKind
+	start, end    time.Time
+	attrs         []attribute.KeyValue
+	droppedAttrs  int
+	events        []sdktrace.Event
+	droppedEvents int
+	links         []sdktrace.Link
+	droppedLinks  int
+	status        sdktrace.Status
+}
+
+// appendEncodedRequest appends the ExportTraceServiceRequest of spans, a
+// run of ScopeSpans.spans fields (encoder.spanFields), all of resource res
+// and instrumentation scope scope.
+func appendEncodedRequest(b []byte, res *resource.Resource, scope instrumentation.Scope, spans []byte) []byte {
+	e := encoder{b: b}
+	rs := e.begin(fRequestResourceSpans)
+	e.resource(res)
+	ss := e.begin(fResourceSpansScopeSpans)
+	e.scope(scope)
+	e.b = append(e.b, spans...)
+	e.str(fScopeSpansSchemaURL, scope.SchemaURL)
+	e.end(ss)
+	if res != nil {
+		e.str(fResourceSpansSchemaURL, res.SchemaURL())
+	}
+	e.end(rs)
+	return e.b
+}
+
+// resource writes a ResourceSpans.resource field (none for nil).
+func (e *encoder) resource(res *resource.Resource) {
+	if res == nil {
+		return
+	}
+	r := e.begin(fResourceSpansResource)
+	for it := res.Iter(); it.Next(); {
+		e.keyValue(fResourceAttributes, it.Attribute())
+	}
+	e.end(r)
+}
+
+// scope writes a ScopeSpans.scope field (none for the zero scope).
+func (e *encoder) scope(scope instrumentation.Scope) {
+	if scope == (instrumentation.Scope{}) {
+		return
+	}
+	sc := e.begin(fScopeSpansScope)
+	e.str(fScopeName, scope.Name)
+	e.str(fScopeVersion, scope.Version)
+	for it := scope.Attributes.Iter(); it.Next(); {
+		e.keyValue(fScopeAttributes, it.Attribute())
+	}
+	e.end(sc)
+}
+
 func (e *encoder) span(s sdktrace.ReadOnlySpan) {
-	sc := s.SpanContext()
-	tid, sid := sc.TraceID(), sc.SpanID()
+	e.spanFields(&spanFields{
+		sc: s.SpanContext(), parent: s.Parent(), name: s.Name(), kind: s.SpanKind(),
+		start: s.StartTime(), end: s.EndTime(),
+		attrs: s.Attributes(), droppedAttrs: s.DroppedAttributes(),
+		events: s.Events(), droppedEvents: s.DroppedEvents(),
+		links: s.Links(), droppedLinks: s.DroppedLinks(),
+		status: s.Status(),
+	})
+}
+
+// spanFields writes one ScopeSpans.spans field.
+func (e *encoder) spanFields(s *spanFields) {
+	tid, sid := s.sc.TraceID(), s.sc.SpanID()
 	m := e.begin(fScopeSpansSpans)
 	e.bytes(fSpanTraceID, tid[:])
 	e.bytes(fSpanSpanID, sid[:])
-	e.str(fSpanTraceState, sc.TraceState().String())
-	parent := s.Parent()
-	if psid := parent.SpanID(); psid.IsValid() {
+	if ts := s.sc.TraceState(); ts.Len() > 0 {
+		e.str(fSpanTraceState, ts.String())
+	}
+	if psid := s.parent.SpanID(); psid.IsValid() {
 		e.bytes(fSpanParentSpanID, psid[:])
 	}
-	e.str(fSpanName, s.Name())
-	e.uvarint(fSpanKind, uint64(spanKind(s.SpanKind())))
-	e.fixed64(fSpanStart, unixNano(s.StartTime().UnixNano()))
-	e.fixed64(fSpanEnd, unixNano(s.EndTime().UnixNano()))
-	for _, kv := range s.Attributes() {
+	e.str(fSpanName, s.name)
+	e.uvarint(fSpanKind, uint64(spanKind(s.kind)))
+	e.fixed64(fSpanStart, unixNano(s.start.UnixNano()))
+	e.fixed64(fSpanEnd, unixNano(s.end.UnixNano()))
+	for _, kv := range s.attrs {
 		e.keyValue(fSpanAttributes, kv)
 	}
-	e.uvarint(fSpanDroppedAttributes, uint64(clampUint32(s.DroppedAttributes())))
-	for _, ev := range s.Events() {
+	e.uvarint(fSpanDroppedAttributes, uint64(clampUint32(s.droppedAttrs)))
+	for i := range s.events {
+		ev := &s.events[i]
 		m := e.begin(fSpanEvents)
 		e.fixed64(fEventTime, unixNano(ev.Time.UnixNano()))
 		e.str(fEventName, ev.Name)
@@ -285,8 +346,8 @@ func (e *encoder) span(s sdktrace.ReadOnlySpan) {
 		e.uvarint(fEventDroppedAttributes, uint64(clampUint32(ev.DroppedAttributeCount)))
 		e.end(m)
 	}
-	e.uvarint(fSpanDroppedEvents, uint64(clampUint32(s.DroppedEvents())))
-	for _, l := range s.Links() {
+	e.uvarint(fSpanDroppedEvents, uint64(clampUint32(s.droppedEvents)))
+	for _, l := range s.links {
 		ltid, lsid := l.SpanContext.TraceID(), l.SpanContext.SpanID()
 		m := e.begin(fSpanLinks)
 		e.bytes(fLinkTraceID, ltid[:])
@@ -299,20 +360,36 @@ func (e *encoder) span(s sdktrace.ReadOnlySpan) {
 		e.fixed32(fLinkFlags, spanFlags(l.SpanContext.TraceFlags(), l.SpanContext))
 		e.end(m)
 	}
-	e.uvarint(fSpanDroppedLinks, uint64(clampUint32(s.DroppedLinks())))
+	e.uvarint(fSpanDroppedLinks, uint64(clampUint32(s.droppedLinks)))
 	// The status is always written, as the SDK's exporters do.
-	st := s.Status()
 	sm := e.begin(fSpanStatus)
-	e.str(fStatusMessage, st.Description)
-	e.uvarint(fStatusCode, uint64(statusCode(st.Code)))
+	e.str(fStatusMessage, s.status.Description)
+	e.uvarint(fStatusCode, uint64(statusCode(s.status.Code)))
 	e.end(sm)
-	e.fixed32(fSpanFlags, spanFlags(sc.TraceFlags(), parent))
+	e.fixed32(fSpanFlags, spanFlags(s.sc.TraceFlags(), s.parent))
 	e.end(m)
 }
 
 // keyValue writes a KeyValue field; its value is always present, as in
 // the SDK's exporters (an empty AnyValue for an empty attribute value).
 func (e *encoder) keyValue(num protowire.Number, kv attribute.KeyValue) {
+	if kv.Value.Type() == attribute.STRING {
+		// Most attributes are strings: their lengths are known, so the
+		// fields are written without begin and end.
+		k, v := string(kv.Key), kv.Value.AsString()
+		anyLen := 1 + protowire.SizeBytes(len(v)) // AnyValue.string_value, always written
+		kvLen := 1 + protowire.SizeBytes(anyLen)
+		if k != "" {
+			kvLen += 1 + protowire.SizeBytes(len(k))
+		}
+		e.b = protowire.AppendTag(e.b, num, protowire.BytesType)
+		e.b = protowire.AppendVarint(e.b, uint64(kvLen))
+		e.str(fKeyValueKey, k)
+		e.b = protowire.AppendTag(e.b, fKeyValueValue, protowire.BytesType)
+		e.b = protowire.AppendVarint(e.b, uint64(anyLen))
+		e.oneofString(v)
+		return
+	}
 	m := e.begin(num)
 	e.str(fKeyValueKey, string(kv.Key))
 	v := e.begin(fKeyValueValue)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
@@ -85,6 +87,27 @@ func (x *Exporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpa
 		return errors.New("otlp exporter is shut down")
 	}
 	x.buf, x.groups = appendRequest(x.buf[:0], spans, x.groups)
+	return x.sendBuffered(ctx)
+}
+
+// exportEncoded sends spans encoded by encoder.spanFields, all of resource
+// res and scope scope, as one request, as ExportSpans does.
+func (x *Exporter) exportEncoded(ctx context.Context, res *resource.Resource, scope instrumentation.Scope, spans []byte) error {
+	if len(spans) == 0 {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.stopped {
+		return errors.New("otlp exporter is shut down")
+	}
+	x.buf = appendEncodedRequest(x.buf[:0], res, scope, spans)
+	return x.sendBuffered(ctx)
+}
+
+// sendBuffered compresses (when configured) and sends the request in x.buf,
+// with OTLP's retries. x.mu is held.
+func (x *Exporter) sendBuffered(ctx context.Context) error {
 	body := x.buf
 	if x.cfg.Gzip && x.cfg.Protocol == ProtocolHTTP { // gRPC compresses its messages itself
 		x.zbuf.Reset()

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -71,8 +73,10 @@ type Provider struct {
 	registry  *prometheus.Registry
 	m         *Metrics
 	publisher *Publisher
-	logger    *slog.Logger
-	regs      []metric.Registration
+	// direct builds and exports the Publisher's spans when set.
+	direct *otlpwire.Tracer
+	logger *slog.Logger
+	regs   []metric.Registration
 }
 
 // NewProvider builds tracing (when enabled) and metrics (when enabled).
@@ -108,13 +112,24 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 		} else {
 			proc = sdktrace.NewBatchSpanProcessor(exp, batchOptions()...)
 		}
+		ids := newIDGenerator()
 		p.tp = sdktrace.NewTracerProvider(
 			sdktrace.WithResource(res),
 			sdktrace.WithSpanProcessor(proc),
-			sdktrace.WithIDGenerator(newIDGenerator()),
+			sdktrace.WithIDGenerator(ids),
 			sdktrace.WithSampler(sampler),
 		)
-		p.tracer = p.tp.Tracer("github.com/tasker/tasker")
+		p.tracer = p.tp.Tracer(tracerName)
+		// The orchestrator's own spans (the Publisher's) skip the SDK's span
+		// objects when otlpwire exports them: see otlpwire.Tracer.
+		if ox, ok := exp.(*otlpwire.Exporter); ok && !opts.SyncExport {
+			if p.direct, err = otlpwire.NewTracer(ox, directConfig(res, sampler, ids, opts.Logger)); err != nil {
+				opts.Logger.Info("spans built by the OpenTelemetry SDK", "reason", err)
+				p.direct = nil
+			} else {
+				p.tracer = p.direct
+			}
+		}
 	} else {
 		p.tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
@@ -259,6 +274,9 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	for _, r := range p.regs {
 		errs = append(errs, r.Unregister())
 	}
+	if p.direct != nil {
+		errs = append(errs, p.direct.Shutdown(ctx))
+	}
 	if p.tp != nil {
 		errs = append(errs, p.tp.Shutdown(ctx))
 	}
@@ -299,6 +317,30 @@ func (s *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// tracerName is the instrumentation scope of the orchestrator's spans.
+const tracerName = "github.com/tasker/tasker"
+
+// directConfig configures the otlpwire.Tracer as batchOptions configures the
+// SDK's batch span processor, with the same OTEL_BSP_* variables.
+func directConfig(res *resource.Resource, sampler sdktrace.Sampler, ids sdktrace.IDGenerator, logger *slog.Logger) otlpwire.TracerConfig {
+	return otlpwire.TracerConfig{
+		Resource: res, Scope: instrumentation.Scope{Name: tracerName}, Sampler: sampler, IDs: ids, Logger: logger,
+		QueueSize:     envInt("OTEL_BSP_MAX_QUEUE_SIZE", 64*1024),
+		BatchSize:     envInt("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 4096),
+		Delay:         time.Duration(envInt("OTEL_BSP_SCHEDULE_DELAY", sdktrace.DefaultScheduleDelay)) * time.Millisecond,
+		ExportTimeout: time.Duration(envInt("OTEL_BSP_EXPORT_TIMEOUT", sdktrace.DefaultExportTimeout)) * time.Millisecond,
+	}
+}
+
+// envInt reads a positive integer variable, def when unset or invalid (as
+// the SDK reads its OTEL_BSP_* variables).
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(name))); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
 
 // batchOptions sizes the span batcher for the engine's volume (about ten
 // spans per step): the SDK's defaults (a queue of 2,048 spans, exports of

@@ -1,0 +1,359 @@
+package otlpwire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// seqIDs hands out ids from a counter, so that two tracers given the same
+// calls make the same ids.
+type seqIDs struct {
+	mu sync.Mutex
+	n  uint64
+}
+
+func (g *seqIDs) next() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n++
+	return g.n
+}
+
+func (g *seqIDs) NewIDs(context.Context) (trace.TraceID, trace.SpanID) {
+	n := g.next()
+	return trace.TraceID{0: 0xaa, 15: byte(n)}, trace.SpanID{0: 0xbb, 7: byte(n)}
+}
+
+func (g *seqIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
+	return trace.SpanID{0: 0xcc, 7: byte(g.next())}
+}
+
+// nameSampler drops spans named "dropped", records without sampling those
+// named "record only", adds a trace state entry to every other, and an
+// attribute to those named "sampler attributes".
+type nameSampler struct{}
+
+func (nameSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	ts, _ := trace.SpanContextFromContext(p.ParentContext).TraceState().Insert("tk", "v1")
+	switch p.Name {
+	case "dropped":
+		return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: ts}
+	case "record only":
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordOnly, Tracestate: ts}
+	case "sampler attributes":
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: ts,
+			Attributes: []attribute.KeyValue{attribute.String("sampled.by", "name"), attribute.String("a", "from sampler")}}
+	}
+	return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: ts}
+}
+
+func (nameSampler) Description() string { return "nameSampler" }
+
+type customError struct{}
+
+func (customError) Error() string { return "custom failure" }
+
+// spanScript uses every part of the span API a tracer offers, with
+// explicit times, so that two tracers given it export the same spans.
+func spanScript(tr trace.Tracer, at time.Time) {
+	ms := func(n int) time.Time { return at.Add(time.Duration(n) * time.Millisecond) }
+	remote := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1: 1}, SpanID: trace.SpanID{1: 2}, TraceFlags: trace.FlagsSampled, Remote: true})
+	link := func(i int) trace.Link {
+		return trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{2: byte(i)}, SpanID: trace.SpanID{2: byte(i)}}),
+			Attributes: []attribute.KeyValue{attribute.Int("link", i), attribute.Bool("extra", true)}}
+	}
+	ctx := context.Background()
+	rctx, root := tr.Start(ctx, "root", trace.WithTimestamp(at), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("a", "1"), attribute.String("a", "2"), attribute.Int("n", 3), attribute.String("", "invalid")),
+		trace.WithLinks(link(1)))
+	root.SetAttributes(attribute.StringSlice("ss", []string{"p", "q"}), attribute.Float64("f", 1.5), attribute.Int64Slice("is", []int64{1, 2}),
+		attribute.String("a", "3"), attribute.String("over", "the limit"), attribute.Bool("b", true))
+	for i := range 5 {
+		root.AddEvent(fmt.Sprintf("event %d", i), trace.WithTimestamp(ms(i)),
+			trace.WithAttributes(attribute.Int("i", i), attribute.Int("j", i), attribute.Int("k", i)))
+	}
+	root.AddLink(link(2))
+	root.AddLink(link(3))
+	root.AddLink(trace.Link{}) // nothing to link: ignored
+	root.SetStatus(codes.Error, "boom")
+	root.SetStatus(codes.Unset, "ignored")
+
+	cctx, child := tr.Start(rctx, "child", trace.WithTimestamp(ms(1)), trace.WithAttributes(attribute.String("x", "y")))
+	child.RecordError(customError{}, trace.WithTimestamp(ms(2)))
+	child.RecordError(errors.New("plain"), trace.WithTimestamp(ms(3)), trace.WithAttributes(attribute.String("more", "context")))
+	child.RecordError(nil)
+	child.SetStatus(codes.Ok, "an ok status has no description")
+	child.SetStatus(codes.Error, "does not override ok")
+	child.SetName("child renamed")
+
+	dctx, dropped := tr.Start(cctx, "dropped", trace.WithTimestamp(ms(2)))
+	dropped.AddEvent("not recorded", trace.WithTimestamp(ms(2)))
+	_, underDropped := tr.Start(dctx, "under a dropped span", trace.WithTimestamp(ms(3)))
+	underDropped.End(trace.WithTimestamp(ms(4)))
+	dropped.End(trace.WithTimestamp(ms(4)))
+	_, recordOnly := tr.Start(cctx, "record only", trace.WithTimestamp(ms(2)))
+	recordOnly.SetAttributes(attribute.String("kept", "but not exported"))
+	recordOnly.End(trace.WithTimestamp(ms(3)))
+
+	_, nr := tr.Start(cctx, "new root", trace.WithNewRoot(), trace.WithTimestamp(ms(3)), trace.WithSpanKind(trace.SpanKindProducer))
+	nr.End(trace.WithTimestamp(ms(4)))
+	_, sa := tr.Start(rctx, "sampler attributes", trace.WithTimestamp(ms(3)), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("a", "from options")))
+	sa.End(trace.WithTimestamp(ms(5)))
+	_, rc := tr.Start(trace.ContextWithRemoteSpanContext(ctx, remote), "remote parent", trace.WithTimestamp(ms(4)), trace.WithSpanKind(trace.SpanKindConsumer))
+	rc.End(trace.WithTimestamp(ms(6)))
+
+	child.End(trace.WithTimestamp(ms(5)))
+	child.AddEvent("after its end", trace.WithTimestamp(ms(6)))
+	child.SetAttributes(attribute.String("after", "end"))
+	child.End(trace.WithTimestamp(ms(9)))
+	root.End(trace.WithTimestamp(ms(10)))
+}
+
+// capture is an OTLP/HTTP receiver keeping each request's spans.
+type capture struct {
+	mu   sync.Mutex
+	reqs []*coltracepb.ExportTraceServiceRequest
+}
+
+func startCapture(t *testing.T) (*capture, *Exporter) {
+	t.Helper()
+	c := &capture{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			t.Errorf("request does not decode: %v", err)
+		}
+		c.mu.Lock()
+		c.reqs = append(c.reqs, &req)
+		c.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	x, err := New(Config{Protocol: ProtocolHTTP, Endpoint: srv.URL + "/v1/traces"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = x.Shutdown(context.Background()) })
+	return c, x
+}
+
+// merged is every request's spans in one request (they share their
+// resource and scope), and how many spans each request had.
+func (c *capture) merged(t *testing.T) (*coltracepb.ExportTraceServiceRequest, []int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.reqs) == 0 {
+		return &coltracepb.ExportTraceServiceRequest{}, nil
+	}
+	all := proto.Clone(c.reqs[0]).(*coltracepb.ExportTraceServiceRequest)
+	var sizes []int
+	for i, r := range c.reqs {
+		if len(r.ResourceSpans) != 1 || len(r.ResourceSpans[0].ScopeSpans) != 1 {
+			t.Fatalf("request %d: %d resource groups, want one of one scope", i, len(r.ResourceSpans))
+		}
+		spans := r.ResourceSpans[0].ScopeSpans[0].Spans
+		sizes = append(sizes, len(spans))
+		if i > 0 {
+			all.ResourceSpans[0].ScopeSpans[0].Spans = append(all.ResourceSpans[0].ScopeSpans[0].Spans, spans...)
+		}
+	}
+	return all, sizes
+}
+
+func TestTracerExportsWhatTheSDKExports(t *testing.T) {
+	res := resource.NewWithAttributes("https://opentelemetry.io/schemas/1.26.0", attribute.String("service.name", "tasker-orchestrator"))
+	scope := instrumentation.Scope{Name: "github.com/tasker/tasker", Version: "1.0.0"}
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		limits sdktrace.SpanLimits
+		batch  int
+	}{
+		{"limits reached", sdktrace.SpanLimits{AttributeValueLengthLimit: -1, AttributeCountLimit: 5, EventCountLimit: 3, LinkCountLimit: 2,
+			AttributePerEventCountLimit: 2, AttributePerLinkCountLimit: 1}, 2},
+		{"no limits", sdktrace.SpanLimits{AttributeValueLengthLimit: -1, AttributeCountLimit: -1, EventCountLimit: -1, LinkCountLimit: -1,
+			AttributePerEventCountLimit: -1, AttributePerLinkCountLimit: -1}, 100},
+		{"nothing allowed", sdktrace.SpanLimits{AttributeValueLengthLimit: -1}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(rec), sdktrace.WithResource(res), sdktrace.WithRawSpanLimits(tc.limits),
+				sdktrace.WithIDGenerator(&seqIDs{}), sdktrace.WithSampler(nameSampler{}))
+			defer tp.Shutdown(context.Background())
+			spanScript(tp.Tracer(scope.Name, trace.WithInstrumentationVersion(scope.Version)), at)
+			want := sdkRequest(t, rec.spans)
+
+			c, x := startCapture(t)
+			tr, err := NewTracer(x, TracerConfig{Resource: res, Scope: scope, Sampler: nameSampler{}, IDs: &seqIDs{}, Limits: &tc.limits,
+				BatchSize: tc.batch, Delay: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			spanScript(tr, at)
+			if err := tr.Shutdown(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got, sizes := c.merged(t)
+			if !proto.Equal(want, got) {
+				t.Fatalf("spans differ from the SDK's:\n got %v\nwant %v", summary(got), summary(want))
+			}
+			if n := len(rec.spans); n != 6 {
+				t.Fatalf("the SDK exported %d spans, want 6 (the script's sampled ones)", n)
+			}
+			for _, n := range sizes {
+				if n > tc.batch {
+					t.Fatalf("requests of %v spans, want at most %d each", sizes, tc.batch)
+				}
+			}
+		})
+	}
+}
+
+func TestTracerRefusesAValueLengthLimit(t *testing.T) {
+	_, x := startCapture(t)
+	_, err := NewTracer(x, TracerConfig{IDs: &seqIDs{}, Limits: &sdktrace.SpanLimits{AttributeValueLengthLimit: 10}})
+	if err == nil {
+		t.Fatal("a value length limit was accepted")
+	}
+}
+
+func TestTracerExportsOnItsDelayAndOnFlush(t *testing.T) {
+	c, x := startCapture(t)
+	tr, err := NewTracer(x, TracerConfig{IDs: &seqIDs{}, Delay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	_, s := tr.Start(context.Background(), "one")
+	s.End()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, sizes := c.merged(t); len(sizes) == 1 && sizes[0] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a span waiting for a batch was not exported after the delay")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	tr2, err := NewTracer(x, TracerConfig{IDs: &seqIDs{}, Delay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_, s := tr2.Start(context.Background(), "flushed")
+		s.End()
+	}
+	if err := tr2.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, sizes := c.merged(t); len(sizes) != 2 || sizes[1] != 3 {
+		t.Fatalf("requests of %v spans after the flush, want [1 3]", sizes)
+	}
+	if err := tr2.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, late := tr2.Start(context.Background(), "after shutdown")
+	late.End()
+	if err := tr2.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, sizes := c.merged(t); len(sizes) != 2 {
+		t.Fatalf("requests of %v spans: a span ended after shutdown was sent", sizes)
+	}
+}
+
+// A full queue drops spans rather than blocking the caller, and says so.
+func TestTracerDropsWhatTheQueueCannotHold(t *testing.T) {
+	release := make(chan struct{})
+	var got sync.WaitGroup
+	got.Add(1)
+	var once sync.Once
+	var mu sync.Mutex
+	spans := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		_ = proto.Unmarshal(body, &req)
+		mu.Lock()
+		spans += len(req.ResourceSpans[0].ScopeSpans[0].Spans)
+		mu.Unlock()
+		once.Do(got.Done)
+		<-release // the collector stalls
+	}))
+	defer srv.Close()
+	x, err := New(Config{Protocol: ProtocolHTTP, Endpoint: srv.URL + "/v1/traces"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Shutdown(context.Background())
+	logs := &logBuffer{}
+	tr, err := NewTracer(x, TracerConfig{IDs: &seqIDs{}, QueueSize: 8, BatchSize: 4, Delay: time.Hour, Logger: logs.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := func(n int) {
+		for range n {
+			_, s := tr.Start(context.Background(), "s")
+			s.End()
+		}
+	}
+	end(4) // one batch, now stalled in its export
+	got.Wait()
+	end(20) // 8 fit in the queue (4 of them the stalled batch's), 16 are dropped
+	close(release)
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if spans != 8 {
+		t.Fatalf("%d spans exported, want the 8 the queue held", spans)
+	}
+	if !logs.contains(`msg="spans dropped: the export queue was full" spans=16`) {
+		t.Fatalf("no warning about the 16 dropped spans; log:\n%s", logs.String())
+	}
+}
+
+// logBuffer collects what a logger writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) contains(s string) bool { return strings.Contains(l.String(), s) }
+
+func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }

@@ -1,0 +1,169 @@
+package telemetry_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/telemetry"
+)
+
+// publishSample journals what the result loop and a worker run publish for
+// three linear4 tasks (rounds, a phase, a failed run reported by the
+// orchestrator, the end of one task) on a fixed clock, and publishes it.
+func publishSample(t *testing.T, p *telemetry.Provider) {
+	t.Helper()
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { at = at.Add(time.Millisecond); return at }
+	j := telemetry.NewJournal(clock)
+	for i := range 3 {
+		task := telemetry.TaskRef{UUID: uuid.UUID{15: byte(i)}, CorrelationID: uuid.UUID{14: byte(i)}, Namespace: "bench", Name: "linear4",
+			CreatedAt: at, TraceParent: fmt.Sprintf("00-0af7651916cd43dd8448eb211c8031%02x-b7ad6b7169203331-01", i)}
+		done := telemetry.StepRef{UUID: uuid.UUID{13: byte(i)}, Name: "a", Handler: "bench.noop", Attempt: 1}
+		next := telemetry.StepRef{UUID: uuid.UUID{12: byte(i)}, Name: "b", Handler: "bench.noop", Attempt: 1}
+		start := j.Now()
+		linear4Round(j, task, done, next, start)
+		j.Phase(telemetry.PhaseResultEvaluation, task, start)
+		j.WorkerRun(task, next, j.Now(), j.Now(), lifecycle.StepEnqueuedForOrchestration, "failure", "worker-1", "no such host")
+		if i == 2 {
+			j.TaskFinished(task, lifecycle.TaskComplete, true)
+		}
+	}
+	j.Committed(j.Now())
+	p.Publisher().Publish(context.Background(), j)
+}
+
+// spanKey describes a span by what it says, not by its random ids: its
+// name, its parent's name, attributes, events and status.
+func spanKey(name, parent string, attrs []string, events []string, status string) string {
+	sort.Strings(attrs)
+	return fmt.Sprintf("%s <- %s %v %v %s", name, parent, attrs, events, status)
+}
+
+func TestOTLPExportSendsThePublishersSpans(t *testing.T) {
+	// What the SDK records.
+	mem := tracetest.NewInMemoryExporter()
+	sdkP, err := telemetry.NewProvider(context.Background(), telemetry.Options{SpanExporter: mem, SyncExport: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishSample(t, sdkP)
+	stubs := mem.GetSpans() // before Shutdown, which empties mem
+	if err := sdkP.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]string{}
+	for _, s := range stubs {
+		names[s.SpanContext.SpanID().String()] = s.Name
+	}
+	var want []string
+	for _, s := range stubs {
+		var attrs, events []string
+		for _, kv := range s.Attributes {
+			attrs = append(attrs, string(kv.Key)+"="+kv.Value.Emit())
+		}
+		for _, e := range s.Events {
+			ea := make([]string, 0, len(e.Attributes))
+			for _, kv := range e.Attributes {
+				ea = append(ea, string(kv.Key)+"="+kv.Value.Emit())
+			}
+			events = append(events, fmt.Sprintf("%s@%d%v", e.Name, e.Time.UnixNano(), ea))
+		}
+		want = append(want, spanKey(s.Name, names[s.Parent.SpanID().String()], attrs, events, s.Status.Code.String()+":"+s.Status.Description)+
+			fmt.Sprintf(" %d-%d", s.StartTime.UnixNano(), s.EndTime.UnixNano()))
+	}
+
+	// What an OTLP collector receives from the orchestrator's provider.
+	var mu sync.Mutex
+	var got []*tracepb.Span
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			t.Errorf("request does not decode: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				if ss.GetScope().GetName() != "github.com/tasker/tasker" {
+					t.Errorf("scope %q", ss.GetScope().GetName())
+				}
+				got = append(got, ss.Spans...)
+			}
+		}
+	}))
+	defer srv.Close()
+	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: srv.URL, OTLPProtocol: "http/protobuf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !telemetry.DirectTracing(p) {
+		t.Fatal("the publisher's spans go through the SDK with the otlpwire exporter")
+	}
+	publishSample(t, p)
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	pnames := map[string]string{}
+	for _, s := range got {
+		pnames[string(s.SpanId)] = s.Name
+	}
+	value := func(v *commonpb.AnyValue) string {
+		switch x := v.Value.(type) {
+		case *commonpb.AnyValue_StringValue:
+			return attribute.StringValue(x.StringValue).Emit()
+		case *commonpb.AnyValue_IntValue:
+			return attribute.Int64Value(x.IntValue).Emit()
+		case *commonpb.AnyValue_BoolValue:
+			return attribute.BoolValue(x.BoolValue).Emit()
+		case *commonpb.AnyValue_DoubleValue:
+			return attribute.Float64Value(x.DoubleValue).Emit()
+		}
+		return fmt.Sprintf("%v", v)
+	}
+	status := map[tracepb.Status_StatusCode]string{tracepb.Status_STATUS_CODE_UNSET: "Unset", tracepb.Status_STATUS_CODE_ERROR: "Error", tracepb.Status_STATUS_CODE_OK: "Ok"}
+	var have []string
+	for _, s := range got {
+		var attrs, events []string
+		for _, kv := range s.Attributes {
+			attrs = append(attrs, kv.Key+"="+value(kv.Value))
+		}
+		for _, e := range s.Events {
+			ea := make([]string, 0, len(e.Attributes))
+			for _, kv := range e.Attributes {
+				ea = append(ea, kv.Key+"="+value(kv.Value))
+			}
+			events = append(events, fmt.Sprintf("%s@%d%v", e.Name, e.TimeUnixNano, ea))
+		}
+		have = append(have, spanKey(s.Name, pnames[string(s.ParentSpanId)], attrs, events, status[s.Status.GetCode()]+":"+s.Status.GetMessage())+
+			fmt.Sprintf(" %d-%d", s.StartTimeUnixNano, s.EndTimeUnixNano))
+	}
+	slices.Sort(want)
+	slices.Sort(have)
+	if len(want) < 30 {
+		t.Fatalf("the sample made %d spans; it should make dozens", len(want))
+	}
+	if !slices.Equal(want, have) {
+		t.Fatalf("the collector got other spans than the SDK records:\n got %s\nwant %s", strings.Join(have, "\n    "), strings.Join(want, "\n    "))
+	}
+}
