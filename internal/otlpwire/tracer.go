@@ -61,12 +61,12 @@ type Tracer struct {
 	dropped int64
 	closed  bool
 
-	full     chan spanBatch     // batches of BatchSize, to the export goroutine
-	flushes  chan chan struct{} // ForceFlush requests
-	free     chan []byte        // buffers of exported batches, for reuse
-	done     chan struct{}      // closed by Shutdown
-	exited   chan struct{}      // closed when the export goroutine returns
-	provider noopTracerProvider // what the spans' TracerProvider returns
+	full     chan spanBatch       // batches of BatchSize, to the export goroutine
+	flushes  chan chan struct{}   // ForceFlush requests
+	free     chan []byte          // buffers of exported batches, for reuse
+	done     chan struct{}        // closed by Shutdown
+	exited   chan struct{}        // closed when the export goroutine returns
+	provider trace.TracerProvider // what the spans' TracerProvider returns
 }
 
 // TracerConfig configures NewTracer. Zero values take the defaults of the
@@ -90,6 +90,9 @@ type TracerConfig struct {
 	Delay         time.Duration
 	ExportTimeout time.Duration
 	Logger        *slog.Logger
+	// Provider is what the spans' TracerProvider method returns (default:
+	// a provider of no-op tracers).
+	Provider trace.TracerProvider
 }
 
 type spanBatch struct {
@@ -129,11 +132,14 @@ func NewTracer(x *Exporter, cfg TracerConfig) (*Tracer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Provider == nil {
+		cfg.Provider = noop.NewTracerProvider()
+	}
 	batches := max(1, cfg.QueueSize/cfg.BatchSize)
 	t := &Tracer{
 		x: x, res: cfg.Resource, scope: cfg.Scope, sampler: cfg.Sampler, ids: cfg.IDs, limits: limits, cfg: cfg, logger: cfg.Logger,
 		full: make(chan spanBatch, batches), flushes: make(chan chan struct{}), free: make(chan []byte, batches+1),
-		done: make(chan struct{}), exited: make(chan struct{}),
+		done: make(chan struct{}), exited: make(chan struct{}), provider: cfg.Provider,
 	}
 	go t.loop()
 	return t, nil
@@ -169,7 +175,7 @@ func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	}
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags, TraceState: sr.Tracestate})
 	if sr.Decision == sdktrace.Drop {
-		s := nonRecordingSpan{sc: sc, tp: &t.provider}
+		s := nonRecordingSpan{sc: sc, tp: t.provider}
 		return trace.ContextWithSpan(ctx, s), s
 	}
 	start := cfg.Timestamp()
@@ -209,7 +215,7 @@ func (s *span) IsRecording() bool {
 	return !s.ended
 }
 
-func (s *span) TracerProvider() trace.TracerProvider { return &s.t.provider }
+func (s *span) TracerProvider() trace.TracerProvider { return s.t.provider }
 
 func (s *span) SetName(name string) {
 	s.mu.Lock()
@@ -585,11 +591,6 @@ type nonRecordingSpan struct {
 
 func (s nonRecordingSpan) SpanContext() trace.SpanContext       { return s.sc }
 func (s nonRecordingSpan) TracerProvider() trace.TracerProvider { return s.tp }
-
-// noopTracerProvider is what the spans report as their provider. The
-// Tracer is not a provider of tracers for other scopes; spans started from
-// it get no-op tracers.
-type noopTracerProvider struct{ noop.TracerProvider }
 
 // errorType names err's type as the SDK's exception events do: package
 // path and name, or the type's literal for an unnamed one.

@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/telemetry"
+	"github.com/tasker/tasker/worker"
 )
 
 // publishSample journals what the result loop and a worker run publish for
@@ -57,23 +61,14 @@ func spanKey(name, parent string, attrs []string, events []string, status string
 	return fmt.Sprintf("%s <- %s %v %v %s", name, parent, attrs, events, status)
 }
 
-func TestOTLPExportSendsThePublishersSpans(t *testing.T) {
-	// What the SDK records.
-	mem := tracetest.NewInMemoryExporter()
-	sdkP, err := telemetry.NewProvider(context.Background(), telemetry.Options{SpanExporter: mem, SyncExport: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishSample(t, sdkP)
-	stubs := mem.GetSpans() // before Shutdown, which empties mem
-	if err := sdkP.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+// sdkKeys describes the spans the SDK recorded (spanKey), with their start
+// and end when withTimes.
+func sdkKeys(stubs tracetest.SpanStubs, withTimes bool) []string {
 	names := map[string]string{}
 	for _, s := range stubs {
 		names[s.SpanContext.SpanID().String()] = s.Name
 	}
-	var want []string
+	var keys []string
 	for _, s := range stubs {
 		var attrs, events []string
 		for _, kv := range s.Attributes {
@@ -84,49 +79,28 @@ func TestOTLPExportSendsThePublishersSpans(t *testing.T) {
 			for _, kv := range e.Attributes {
 				ea = append(ea, string(kv.Key)+"="+kv.Value.Emit())
 			}
-			events = append(events, fmt.Sprintf("%s@%d%v", e.Name, e.Time.UnixNano(), ea))
-		}
-		want = append(want, spanKey(s.Name, names[s.Parent.SpanID().String()], attrs, events, s.Status.Code.String()+":"+s.Status.Description)+
-			fmt.Sprintf(" %d-%d", s.StartTime.UnixNano(), s.EndTime.UnixNano()))
-	}
-
-	// What an OTLP collector receives from the orchestrator's provider.
-	var mu sync.Mutex
-	var got []*tracepb.Span
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var req coltracepb.ExportTraceServiceRequest
-		if err := proto.Unmarshal(body, &req); err != nil {
-			t.Errorf("request does not decode: %v", err)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, rs := range req.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				if ss.GetScope().GetName() != "github.com/tasker/tasker" {
-					t.Errorf("scope %q", ss.GetScope().GetName())
-				}
-				got = append(got, ss.Spans...)
+			at := ""
+			if withTimes {
+				at = fmt.Sprintf("@%d", e.Time.UnixNano())
 			}
+			events = append(events, fmt.Sprintf("%s%s%v", e.Name, at, ea))
 		}
-	}))
-	defer srv.Close()
-	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: srv.URL, OTLPProtocol: "http/protobuf"})
-	if err != nil {
-		t.Fatal(err)
+		k := spanKey(s.Name, names[s.Parent.SpanID().String()], attrs, events, s.Status.Code.String()+":"+s.Status.Description)
+		if withTimes {
+			k += fmt.Sprintf(" %d-%d", s.StartTime.UnixNano(), s.EndTime.UnixNano())
+		}
+		keys = append(keys, k)
 	}
-	if !telemetry.DirectTracing(p) {
-		t.Fatal("the publisher's spans go through the SDK with the otlpwire exporter")
-	}
-	publishSample(t, p)
-	if err := p.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	pnames := map[string]string{}
-	for _, s := range got {
-		pnames[string(s.SpanId)] = s.Name
+	slices.Sort(keys)
+	return keys
+}
+
+// otlpKeys describes spans received over OTLP as sdkKeys describes the
+// SDK's.
+func otlpKeys(spans []*tracepb.Span, withTimes bool) []string {
+	names := map[string]string{}
+	for _, s := range spans {
+		names[string(s.SpanId)] = s.Name
 	}
 	value := func(v *commonpb.AnyValue) string {
 		switch x := v.Value.(type) {
@@ -142,8 +116,8 @@ func TestOTLPExportSendsThePublishersSpans(t *testing.T) {
 		return fmt.Sprintf("%v", v)
 	}
 	status := map[tracepb.Status_StatusCode]string{tracepb.Status_STATUS_CODE_UNSET: "Unset", tracepb.Status_STATUS_CODE_ERROR: "Error", tracepb.Status_STATUS_CODE_OK: "Ok"}
-	var have []string
-	for _, s := range got {
+	var keys []string
+	for _, s := range spans {
 		var attrs, events []string
 		for _, kv := range s.Attributes {
 			attrs = append(attrs, kv.Key+"="+value(kv.Value))
@@ -153,15 +127,130 @@ func TestOTLPExportSendsThePublishersSpans(t *testing.T) {
 			for _, kv := range e.Attributes {
 				ea = append(ea, kv.Key+"="+value(kv.Value))
 			}
-			events = append(events, fmt.Sprintf("%s@%d%v", e.Name, e.TimeUnixNano, ea))
+			at := ""
+			if withTimes {
+				at = fmt.Sprintf("@%d", e.TimeUnixNano)
+			}
+			events = append(events, fmt.Sprintf("%s%s%v", e.Name, at, ea))
 		}
-		have = append(have, spanKey(s.Name, pnames[string(s.ParentSpanId)], attrs, events, status[s.Status.GetCode()]+":"+s.Status.GetMessage())+
-			fmt.Sprintf(" %d-%d", s.StartTimeUnixNano, s.EndTimeUnixNano))
+		k := spanKey(s.Name, names[string(s.ParentSpanId)], attrs, events, status[s.Status.GetCode()]+":"+s.Status.GetMessage())
+		if withTimes {
+			k += fmt.Sprintf(" %d-%d", s.StartTimeUnixNano, s.EndTimeUnixNano)
+		}
+		keys = append(keys, k)
 	}
-	slices.Sort(want)
-	slices.Sort(have)
+	slices.Sort(keys)
+	return keys
+}
+
+// otlpProvider is a provider exporting over OTLP/HTTP to a receiver that
+// keeps the spans of scope; spans returns them after the provider's
+// Shutdown.
+func otlpProvider(t *testing.T, scope string) (p *telemetry.Provider, spans func() []*tracepb.Span) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []*tracepb.Span
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			t.Errorf("request does not decode: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				if ss.GetScope().GetName() != scope {
+					t.Errorf("scope %q, want %q", ss.GetScope().GetName(), scope)
+				}
+				got = append(got, ss.Spans...)
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: srv.URL, OTLPProtocol: "http/protobuf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !telemetry.DirectTracing(p) {
+		t.Fatal("spans go through the SDK with the otlpwire exporter")
+	}
+	return p, func() []*tracepb.Span {
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+}
+
+// The orchestrator's spans reach an OTLP collector as the SDK records them.
+func TestOTLPExportSendsThePublishersSpans(t *testing.T) {
+	mem := tracetest.NewInMemoryExporter()
+	sdkP, err := telemetry.NewProvider(context.Background(), telemetry.Options{SpanExporter: mem, SyncExport: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishSample(t, sdkP)
+	want := sdkKeys(mem.GetSpans(), true) // before Shutdown, which empties mem
+	if err := sdkP.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	p, spans := otlpProvider(t, "github.com/tasker/tasker")
+	publishSample(t, p)
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	have := otlpKeys(spans(), true)
 	if len(want) < 30 {
 		t.Fatalf("the sample made %d spans; it should make dozens", len(want))
+	}
+	if !slices.Equal(want, have) {
+		t.Fatalf("the collector got other spans than the SDK records:\n got %s\nwant %s", strings.Join(have, "\n    "), strings.Join(want, "\n    "))
+	}
+}
+
+// A Go SDK worker tracing with the provider (as cmd/example-worker does)
+// sends a collector the spans the SDK records for it: times aside, which
+// are the clock's.
+func TestOTLPExportSendsTheWorkersSpans(t *testing.T) {
+	run := func(tp trace.TracerProvider) {
+		obs, err := worker.NewOTelObserver(tp, metricnoop.NewMeterProvider())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, fail := range []bool{false, true} {
+			step := &worker.Step{TaskUUID: uuid.UUID{15: byte(i)}, StepUUID: uuid.UUID{14: byte(i)}, CorrelationID: uuid.UUID{13: byte(i)},
+				Namespace: "bench", Name: "only", Handler: "bench.noop", Attempt: 1,
+				TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+			ctx, span := obs.StepClaimed(context.Background(), step)
+			span.BeforeHandle(ctx)
+			span.BeforeSubmit(ctx)
+			if fail {
+				span.End("failure", time.Millisecond, errors.New("handler failed"))
+			} else {
+				span.End("success", time.Millisecond, nil)
+			}
+		}
+	}
+	mem := tracetest.NewInMemoryExporter()
+	sdkP, err := telemetry.NewProvider(context.Background(), telemetry.Options{SpanExporter: mem, SyncExport: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(sdkP.TracerProvider())
+	want := sdkKeys(mem.GetSpans(), false)
+	if err := sdkP.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	p, spans := otlpProvider(t, "github.com/tasker/tasker/worker")
+	run(p.TracerProvider())
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	have := otlpKeys(spans(), false)
+	if len(want) != 10 {
+		t.Fatalf("the SDK recorded %d spans for two steps, want 10", len(want))
 	}
 	if !slices.Equal(want, have) {
 		t.Fatalf("the collector got other spans than the SDK records:\n got %s\nwant %s", strings.Join(have, "\n    "), strings.Join(want, "\n    "))

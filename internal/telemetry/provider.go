@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
@@ -73,8 +75,8 @@ type Provider struct {
 	registry  *prometheus.Registry
 	m         *Metrics
 	publisher *Publisher
-	// direct builds and exports the Publisher's spans when set.
-	direct *otlpwire.Tracer
+	// direct builds and exports the spans when set (instead of tp).
+	direct *directTracers
 	logger *slog.Logger
 	regs   []metric.Registration
 }
@@ -120,14 +122,14 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 			sdktrace.WithSampler(sampler),
 		)
 		p.tracer = p.tp.Tracer(tracerName)
-		// The orchestrator's own spans (the Publisher's) skip the SDK's span
-		// objects when otlpwire exports them: see otlpwire.Tracer.
+		// Spans skip the SDK's span objects when otlpwire exports them:
+		// see otlpwire.Tracer.
 		if ox, ok := exp.(*otlpwire.Exporter); ok && !opts.SyncExport {
-			if p.direct, err = otlpwire.NewTracer(ox, directConfig(res, sampler, ids, opts.Logger)); err != nil {
+			d := &directTracers{x: ox, base: directConfig(res, sampler, ids, opts.Logger), byScope: map[instrumentation.Scope]*otlpwire.Tracer{}}
+			if t, err := d.tracer(instrumentation.Scope{Name: tracerName}); err != nil {
 				opts.Logger.Info("spans built by the OpenTelemetry SDK", "reason", err)
-				p.direct = nil
 			} else {
-				p.tracer = p.direct
+				p.direct, p.tracer = d, t
 			}
 		}
 	} else {
@@ -231,10 +233,78 @@ func (p *Provider) Metrics() *Metrics { return p.m }
 
 // TracerProvider is the SDK tracer provider, nil when tracing is off.
 func (p *Provider) TracerProvider() trace.TracerProvider {
+	if p.direct != nil {
+		return p.direct
+	}
 	if p.tp == nil {
 		return tracenoop.NewTracerProvider()
 	}
 	return p.tp
+}
+
+// directTracers is a TracerProvider handing out an otlpwire.Tracer per
+// instrumentation scope, all exporting through one exporter.
+type directTracers struct {
+	embedded.TracerProvider
+	x    *otlpwire.Exporter
+	base otlpwire.TracerConfig
+
+	mu      sync.Mutex
+	byScope map[instrumentation.Scope]*otlpwire.Tracer
+	closed  bool
+}
+
+// Tracer returns the scope's tracer, as the SDK's provider does (a no-op
+// one after Shutdown).
+func (d *directTracers) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	if name == "" {
+		name = sdkDefaultTracerName
+	}
+	c := trace.NewTracerConfig(opts...)
+	t, err := d.tracer(instrumentation.Scope{Name: name, Version: c.InstrumentationVersion(), SchemaURL: c.SchemaURL(), Attributes: c.InstrumentationAttributes()})
+	if err != nil {
+		return tracenoop.NewTracerProvider().Tracer(name)
+	}
+	return t
+}
+
+// sdkDefaultTracerName is the scope the SDK gives a tracer asked for
+// without a name.
+const sdkDefaultTracerName = "go.opentelemetry.io/otel/sdk/tracer"
+
+func (d *directTracers) tracer(scope instrumentation.Scope) (*otlpwire.Tracer, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errors.New("tracing is shut down")
+	}
+	if t, ok := d.byScope[scope]; ok {
+		return t, nil
+	}
+	cfg := d.base
+	cfg.Scope, cfg.Provider = scope, d
+	t, err := otlpwire.NewTracer(d.x, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.byScope[scope] = t
+	return t, nil
+}
+
+// shutdown exports what every tracer holds and stops them.
+func (d *directTracers) shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.closed = true
+	ts := make([]*otlpwire.Tracer, 0, len(d.byScope))
+	for _, t := range d.byScope {
+		ts = append(ts, t)
+	}
+	d.mu.Unlock()
+	var errs []error
+	for _, t := range ts {
+		errs = append(errs, t.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // MeterProvider is the meter provider (a no-op one when metrics are off).
@@ -275,7 +345,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		errs = append(errs, r.Unregister())
 	}
 	if p.direct != nil {
-		errs = append(errs, p.direct.Shutdown(ctx))
+		errs = append(errs, p.direct.shutdown(ctx))
 	}
 	if p.tp != nil {
 		errs = append(errs, p.tp.Shutdown(ctx))
