@@ -2,6 +2,9 @@ package worker_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/tasker/tasker/internal/telemetry"
 	"github.com/tasker/tasker/worker"
 )
 
@@ -51,6 +55,24 @@ func BenchmarkObserverStep(b *testing.B) {
 			b.Fatal(err)
 		}
 		run(b, obs, step)
+	})
+	b.Run("trace=sampled,exported", func(b *testing.B) {
+		// As cmd/example-worker traces: the telemetry provider exporting
+		// over OTLP (here to a local receiver that discards it).
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+		}))
+		defer srv.Close()
+		tel, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: srv.URL, OTLPProtocol: "http/protobuf"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = tel.Shutdown(context.Background()) }()
+		obs, err := worker.NewOTelObserver(tel.TracerProvider(), metricnoop.NewMeterProvider())
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, obs, &sampled)
 	})
 	b.Run("trace=sampled", func(b *testing.B) {
 		tp := sdktrace.NewTracerProvider() // no exporter: spans are recorded, then dropped

@@ -15,6 +15,7 @@ package otlpwire
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -122,6 +123,35 @@ func (e *encoder) end(start int) {
 	}
 	copy(e.b[start+k-1:], e.b[start:start+n])
 	protowire.AppendVarint(e.b[:start-1], uint64(n))
+}
+
+// beginLarge and endLarge do what begin and end do for a message that is
+// usually 128 to 16,383 bytes long (a span, an event): two bytes are
+// reserved for the length, so that the body moves only when it is shorter
+// or longer than that.
+func (e *encoder) beginLarge(num protowire.Number) int {
+	e.b = protowire.AppendTag(e.b, num, protowire.BytesType)
+	e.b = append(e.b, 0, 0)
+	return len(e.b)
+}
+
+func (e *encoder) endLarge(start int) {
+	n := len(e.b) - start
+	switch {
+	case n < 0x80:
+		e.b[start-2] = byte(n)
+		copy(e.b[start-1:], e.b[start:])
+		e.b = e.b[:len(e.b)-1]
+	case n < 1<<14:
+		e.b[start-2], e.b[start-1] = byte(n)|0x80, byte(n>>7)
+	default:
+		k := protowire.SizeVarint(uint64(n))
+		for range k - 2 {
+			e.b = append(e.b, 0)
+		}
+		copy(e.b[start+k-2:], e.b[start:start+n])
+		protowire.AppendVarint(e.b[:start-2], uint64(n))
+	}
 }
 
 func (e *encoder) str(num protowire.Number, s string) {
@@ -263,19 +293,28 @@ type spanFields struct {
 // run of ScopeSpans.spans fields (encoder.spanFields), all of resource res
 // and instrumentation scope scope.
 func appendEncodedRequest(b []byte, res *resource.Resource, scope instrumentation.Scope, spans []byte) []byte {
-	e := encoder{b: b}
-	rs := e.begin(fRequestResourceSpans)
-	e.resource(res)
-	ss := e.begin(fResourceSpansScopeSpans)
-	e.scope(scope)
-	e.b = append(e.b, spans...)
-	e.str(fScopeSpansSchemaURL, scope.SchemaURL)
-	e.end(ss)
+	// The resource and the scope are encoded first, so that every length
+	// is known before the spans are copied once, behind them.
+	var head, tail encoder
+	head.resource(res)
+	rpos := len(head.b)
+	head.scope(scope)
+	tail.str(fScopeSpansSchemaURL, scope.SchemaURL)
+	ssLen := len(head.b) - rpos + len(spans) + len(tail.b)
+	var rsTail encoder
 	if res != nil {
-		e.str(fResourceSpansSchemaURL, res.SchemaURL())
+		rsTail.str(fResourceSpansSchemaURL, res.SchemaURL())
 	}
-	e.end(rs)
-	return e.b
+	rsLen := rpos + 1 + protowire.SizeBytes(ssLen) + len(rsTail.b)
+	b = protowire.AppendTag(b, fRequestResourceSpans, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(rsLen))
+	b = append(b, head.b[:rpos]...)
+	b = protowire.AppendTag(b, fResourceSpansScopeSpans, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(ssLen))
+	b = append(b, head.b[rpos:]...)
+	b = append(b, spans...)
+	b = append(b, tail.b...)
+	return append(b, rsTail.b...)
 }
 
 // resource writes a ResourceSpans.resource field (none for nil).
@@ -318,7 +357,7 @@ func (e *encoder) span(s sdktrace.ReadOnlySpan) {
 // spanFields writes one ScopeSpans.spans field.
 func (e *encoder) spanFields(s *spanFields) {
 	tid, sid := s.sc.TraceID(), s.sc.SpanID()
-	m := e.begin(fScopeSpansSpans)
+	m := e.beginLarge(fScopeSpansSpans)
 	e.bytes(fSpanTraceID, tid[:])
 	e.bytes(fSpanSpanID, sid[:])
 	if ts := s.sc.TraceState(); ts.Len() > 0 {
@@ -337,14 +376,14 @@ func (e *encoder) spanFields(s *spanFields) {
 	e.uvarint(fSpanDroppedAttributes, uint64(clampUint32(s.droppedAttrs)))
 	for i := range s.events {
 		ev := &s.events[i]
-		m := e.begin(fSpanEvents)
+		m := e.beginLarge(fSpanEvents)
 		e.fixed64(fEventTime, unixNano(ev.Time.UnixNano()))
 		e.str(fEventName, ev.Name)
 		for _, kv := range ev.Attributes {
 			e.keyValue(fEventAttributes, kv)
 		}
 		e.uvarint(fEventDroppedAttributes, uint64(clampUint32(ev.DroppedAttributeCount)))
-		e.end(m)
+		e.endLarge(m)
 	}
 	e.uvarint(fSpanDroppedEvents, uint64(clampUint32(s.droppedEvents)))
 	for _, l := range s.links {
@@ -367,27 +406,29 @@ func (e *encoder) spanFields(s *spanFields) {
 	e.uvarint(fStatusCode, uint64(statusCode(s.status.Code)))
 	e.end(sm)
 	e.fixed32(fSpanFlags, spanFlags(s.sc.TraceFlags(), s.parent))
-	e.end(m)
+	e.endLarge(m)
 }
 
 // keyValue writes a KeyValue field; its value is always present, as in
 // the SDK's exporters (an empty AnyValue for an empty attribute value).
 func (e *encoder) keyValue(num protowire.Number, kv attribute.KeyValue) {
-	if kv.Value.Type() == attribute.STRING {
-		// Most attributes are strings: their lengths are known, so the
-		// fields are written without begin and end.
-		k, v := string(kv.Key), kv.Value.AsString()
-		anyLen := 1 + protowire.SizeBytes(len(v)) // AnyValue.string_value, always written
-		kvLen := 1 + protowire.SizeBytes(anyLen)
+	switch kv.Value.Type() {
+	case attribute.STRING:
+		e.stringKeyValue(num, string(kv.Key), kv.Value.AsString())
+		return
+	case attribute.INT64:
+		// A KeyValue of an int: its AnyValue is a tag and a varint.
+		k, v := string(kv.Key), uint64(kv.Value.AsInt64())
+		anyLen := 1 + protowire.SizeVarint(v)
+		kvLen := 2 + anyLen
 		if k != "" {
 			kvLen += 1 + protowire.SizeBytes(len(k))
 		}
 		e.b = protowire.AppendTag(e.b, num, protowire.BytesType)
 		e.b = protowire.AppendVarint(e.b, uint64(kvLen))
 		e.str(fKeyValueKey, k)
-		e.b = protowire.AppendTag(e.b, fKeyValueValue, protowire.BytesType)
-		e.b = protowire.AppendVarint(e.b, uint64(anyLen))
-		e.oneofString(v)
+		e.b = append(e.b, byte(fKeyValueValue<<3|protowire.BytesType), byte(anyLen), byte(fAnyInt<<3|protowire.VarintType))
+		e.b = protowire.AppendVarint(e.b, v)
 		return
 	}
 	m := e.begin(num)
@@ -396,6 +437,59 @@ func (e *encoder) keyValue(num protowire.Number, kv attribute.KeyValue) {
 	e.anyValue(kv.Value)
 	e.end(v)
 	e.end(m)
+}
+
+// stringKeyValue writes a KeyValue field of a string. Most attributes are
+// strings, and their lengths are known: the field is sized first and
+// written in place, without begin and end.
+func (e *encoder) stringKeyValue(num protowire.Number, k, v string) {
+	anyLen := 1 + protowire.SizeBytes(len(v)) // AnyValue.string_value, always written
+	kvLen := 1 + protowire.SizeBytes(anyLen)
+	if k != "" {
+		kvLen += 1 + protowire.SizeBytes(len(k))
+	}
+	if num >= 16 || kvLen >= 1<<14 || anyLen >= 1<<14 {
+		// Tags or lengths beyond the fast path's bytes (never the engine's).
+		e.b = protowire.AppendTag(e.b, num, protowire.BytesType)
+		e.b = protowire.AppendVarint(e.b, uint64(kvLen))
+		e.str(fKeyValueKey, k)
+		e.b = protowire.AppendTag(e.b, fKeyValueValue, protowire.BytesType)
+		e.b = protowire.AppendVarint(e.b, uint64(anyLen))
+		e.oneofString(v)
+		return
+	}
+	n := len(e.b)
+	e.b = slices.Grow(e.b, 3+kvLen)
+	b := e.b[n : n+3+kvLen]
+	i := 0
+	b[i] = byte(num)<<3 | byte(protowire.BytesType)
+	i++
+	i += putVarint14(b[i:], kvLen)
+	if k != "" {
+		b[i] = fKeyValueKey<<3 | byte(protowire.BytesType)
+		i++
+		i += putVarint14(b[i:], len(k))
+		i += copy(b[i:], k)
+	}
+	b[i] = fKeyValueValue<<3 | byte(protowire.BytesType)
+	i++
+	i += putVarint14(b[i:], anyLen)
+	b[i] = fAnyString<<3 | byte(protowire.BytesType)
+	i++
+	i += putVarint14(b[i:], len(v))
+	i += copy(b[i:], v)
+	e.b = e.b[:n+i]
+}
+
+// putVarint14 writes x (below 2^14) as a varint of one or two bytes and
+// returns how many.
+func putVarint14(b []byte, x int) int {
+	if x < 0x80 {
+		b[0] = byte(x)
+		return 1
+	}
+	b[0], b[1] = byte(x)|0x80, byte(x>>7)
+	return 2
 }
 
 // anyValue writes the fields of an AnyValue. Its value is a oneof: the
