@@ -101,6 +101,7 @@ func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Contex
 			attribute.String("step_name", s.Name),
 			attribute.Int("attempt", s.Attempt),
 		}
+		ss.baseOpt = trace.WithAttributes(ss.base...)
 		span.SetAttributes(append(ss.base, attribute.String("handler_name", s.Handler))...)
 	}
 	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now, time.Now(), true)
@@ -112,9 +113,12 @@ type otelStepSpan struct {
 	step *Step
 	ctx  context.Context
 	span trace.Span
-	// rec: the step's span is recorded; base are then its attributes.
+	// rec: the step's span is recorded; base are then its attributes,
+	// which every span and event of the step carries (baseOpt, built
+	// once: the tracer copies what an option holds).
 	rec     bool
 	base    []attribute.KeyValue
+	baseOpt trace.SpanStartEventOption
 	mu      sync.Mutex
 	handler trace.Span
 	submit  trace.Span
@@ -133,7 +137,11 @@ func (s *otelStepSpan) submittedAt(at time.Time) {
 
 func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.Time, extra ...attribute.KeyValue) {
 	if s.rec {
-		span.AddEvent(string(name), trace.WithTimestamp(at), trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), extra...)...))
+		if len(extra) == 0 {
+			span.AddEvent(string(name), trace.WithTimestamp(at), s.baseOpt)
+		} else {
+			span.AddEvent(string(name), trace.WithTimestamp(at), s.baseOpt, trace.WithAttributes(extra...))
+		}
 	}
 	s.o.events.Add(context.Background(), 1, s.o.attrs.Option(otelAttrKey{kind: otelEvent, a: string(name), b: s.step.Namespace}))
 }
@@ -148,8 +156,7 @@ func (s *otelStepSpan) transition(from, to lifecycle.StepState, at, end time.Tim
 	var states []attribute.KeyValue
 	if s.rec {
 		states = []attribute.KeyValue{attribute.String("from_state", string(from)), attribute.String("to_state", string(to))}
-		_, ts = s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at),
-			trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), states...)...))
+		_, ts = s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at), s.baseOpt, trace.WithAttributes(states...))
 	}
 	s.event(ts, lifecycle.EventStepBeforeTransition, at, states...)
 	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok && mapped {
@@ -168,8 +175,8 @@ func (s *otelStepSpan) BeforeHandle(ctx context.Context) context.Context {
 	s.event(s.span, lifecycle.EventStepBeforeHandle, now)
 	hctx, hs := ctx, unrecorded
 	if s.rec {
-		hctx, hs = s.o.tracer.Start(ctx, "handler_execution", trace.WithTimestamp(now),
-			trace.WithAttributes(append(append([]attribute.KeyValue{}, s.base...), attribute.String("handler_name", s.step.Handler))...))
+		hctx, hs = s.o.tracer.Start(ctx, "handler_execution", trace.WithTimestamp(now), s.baseOpt,
+			trace.WithAttributes(attribute.String("handler_name", s.step.Handler)))
 	}
 	s.event(hs, lifecycle.EventStepHandle, now)
 	s.mu.Lock()
@@ -189,8 +196,7 @@ func (s *otelStepSpan) BeforeSubmit(ctx context.Context) context.Context {
 		s.submit = unrecorded
 		return ctx
 	}
-	sctx, sub := s.o.tracer.Start(trace.ContextWithSpan(ctx, s.span), "result_submission",
-		trace.WithAttributes(s.base...))
+	sctx, sub := s.o.tracer.Start(trace.ContextWithSpan(ctx, s.span), "result_submission", s.baseOpt)
 	s.submit = sub
 	return sctx
 }
@@ -237,7 +243,7 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 	}
 	if s.rec {
 		if err != nil {
-			s.span.RecordError(err, trace.WithAttributes(s.base...))
+			s.span.RecordError(err, s.baseOpt)
 			s.span.SetStatus(codes.Error, err.Error())
 		}
 		s.span.SetAttributes(attribute.String("outcome", label))

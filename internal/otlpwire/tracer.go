@@ -380,6 +380,9 @@ func evict[T any](q []T, dropped, limit int, v T) ([]T, int) {
 	if limit == 0 {
 		return q, dropped + 1
 	}
+	if q == nil && (limit < 0 || limit > 1) {
+		q = make([]T, 0, 4) // spans carry a few events: grow once, not from one
+	}
 	if limit > 0 && len(q) == limit {
 		copy(q, q[1:])
 		q = q[:limit-1]
