@@ -455,17 +455,30 @@ func (t *Tracer) add(f *spanFields) {
 	}
 }
 
-// handOver queues the current batch for export (t.mu held). The queue
-// cannot be full: t.queued counts what it holds, within QueueSize.
+// handOver queues the current batch for export (t.mu held). The channel
+// has room: t.queued counts what it holds, within QueueSize, and add
+// drops spans beyond that. Were it full all the same, the batch would be
+// dropped rather than the caller blocked.
 func (t *Tracer) handOver() {
-	t.full <- spanBatch{buf: t.cur, n: t.curN}
-	t.queued += t.curN
-	t.curN = 0
 	select {
-	case t.cur = <-t.free:
-		t.cur = t.cur[:0]
+	case t.full <- spanBatch{buf: t.cur, n: t.curN}:
+		t.queued += t.curN
 	default:
-		t.cur = nil
+		t.dropped += int64(t.curN)
+		t.cur, t.curN = t.cur[:0], 0
+		return
+	}
+	t.curN = 0
+	t.cur = t.freeBuffer()
+}
+
+// freeBuffer is the buffer of an exported batch, emptied, or nil.
+func (t *Tracer) freeBuffer() []byte {
+	select {
+	case b := <-t.free:
+		return b[:0]
+	default:
+		return nil
 	}
 }
 
@@ -479,12 +492,7 @@ func (t *Tracer) take() spanBatch {
 	b := spanBatch{buf: t.cur, n: t.curN}
 	t.queued += t.curN
 	t.curN = 0
-	select {
-	case t.cur = <-t.free:
-		t.cur = t.cur[:0]
-	default:
-		t.cur = nil
-	}
+	t.cur = t.freeBuffer()
 	return b
 }
 
