@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -148,12 +149,29 @@ func NewTracer(x *Exporter, cfg TracerConfig) (*Tracer, error) {
 // Start starts a span, as the SDK's tracer does.
 func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	cfg := trace.NewSpanStartConfig(opts...)
+	// The configuration's attribute slice is its own copy of the options'
+	// (and the configuration is dropped here): it can be kept.
+	return t.start(ctx, name, cfg.NewRoot(), cfg.SpanKind(), cfg.Links(), cfg.Timestamp(), cfg.Attributes())
+}
+
+// StartAt is Start with trace.WithTimestamp(at) and
+// trace.WithAttributes(attrs...), minus the options' processing and copies:
+// attrs is kept as it is, so the caller must not change it afterwards. The
+// span it returns has AddEventAt and EndAt, the same shortcuts for its
+// events and end. The orchestrator's publisher, which builds a dozen spans
+// per step from its journal, uses them.
+func (t *Tracer) StartAt(ctx context.Context, name string, at time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span) {
+	return t.start(ctx, name, false, trace.SpanKindUnspecified, nil, at, attrs[:len(attrs):len(attrs)])
+}
+
+// start starts a span, keeping attrs (which no one else changes).
+func (t *Tracer) start(ctx context.Context, name string, newRoot bool, kind trace.SpanKind, links []trace.Link, at time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	var psc trace.SpanContext
 	sctx := ctx // what the id generator and the sampler see
-	if cfg.NewRoot() {
+	if newRoot {
 		sctx = trace.ContextWithSpanContext(ctx, psc)
 	} else {
 		psc = trace.SpanContextFromContext(ctx)
@@ -167,7 +185,7 @@ func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 		sid = t.ids.NewSpanID(sctx, tid)
 	}
 	sr := t.sampler.ShouldSample(sdktrace.SamplingParameters{
-		ParentContext: sctx, TraceID: tid, Name: name, Kind: cfg.SpanKind(), Attributes: cfg.Attributes(), Links: cfg.Links(),
+		ParentContext: sctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs, Links: links,
 	})
 	flags := psc.TraceFlags() &^ trace.FlagsSampled
 	if sr.Decision == sdktrace.RecordAndSample {
@@ -178,21 +196,18 @@ func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 		s := nonRecordingSpan{sc: sc, tp: t.provider}
 		return trace.ContextWithSpan(ctx, s), s
 	}
-	start := cfg.Timestamp()
-	if start.IsZero() {
-		start = time.Now()
+	if at.IsZero() {
+		at = time.Now()
 	}
-	s := &span{t: t, f: spanFields{sc: sc, parent: psc, name: name, kind: trace.ValidateSpanKind(cfg.SpanKind()), start: start}}
-	for _, l := range cfg.Links() {
+	s := &span{t: t, f: spanFields{sc: sc, parent: psc, name: name, kind: trace.ValidateSpanKind(kind), start: at}}
+	for _, l := range links {
 		s.addLink(l)
 	}
 	s.setAttributes(sr.Attributes)
-	if a := cfg.Attributes(); len(s.f.attrs) == 0 && s.allValid(a) {
-		// The configuration's slice is its own copy of the options'
-		// attributes, and the configuration is dropped here: keep it.
-		s.f.attrs, s.dirty = a, len(a) > 1
+	if len(s.f.attrs) == 0 && s.allValid(attrs) {
+		s.f.attrs, s.dirty, s.shared = attrs, len(attrs) > 1, true
 	} else {
-		s.setAttributes(a)
+		s.setAttributes(attrs)
 	}
 	return trace.ContextWithSpan(ctx, s), s
 }
@@ -204,7 +219,10 @@ type span struct {
 	mu    sync.Mutex
 	ended bool
 	dirty bool // attributes may hold a key twice
-	f     spanFields
+	// shared: the attributes are the caller's slice (StartAt), to copy
+	// before writing over any of them.
+	shared bool
+	f      spanFields
 }
 
 func (s *span) SpanContext() trace.SpanContext { return s.f.sc }
@@ -270,6 +288,9 @@ func (s *span) setAttributes(kv []attribute.KeyValue) {
 		return
 	}
 	s.dedupe()
+	if s.shared {
+		s.f.attrs, s.shared = slices.Clone(s.f.attrs), false
+	}
 	for _, a := range kv {
 		if !a.Valid() {
 			s.f.droppedAttrs++
@@ -310,13 +331,18 @@ func (s *span) index(k attribute.Key) int {
 	return -1
 }
 
-// dedupe keeps each key once, at its first place, with its last value.
+// dedupe keeps each key once, at its first place, with its last value. The
+// slice may be shared (StartAt keeps the caller's): it is left as it is
+// when no key repeats, and rewritten into a new one when one does.
 func (s *span) dedupe() {
 	if !s.dirty {
 		return
 	}
 	s.dirty = false
-	unique := s.f.attrs[:0]
+	if !s.repeats() {
+		return
+	}
+	unique := make([]attribute.KeyValue, 0, len(s.f.attrs))
 	for _, a := range s.f.attrs {
 		found := false
 		for i := range unique {
@@ -330,8 +356,20 @@ func (s *span) dedupe() {
 			unique = append(unique, a)
 		}
 	}
-	clear(s.f.attrs[len(unique):])
 	s.f.attrs = unique
+}
+
+// repeats reports whether a key appears twice in the attributes.
+func (s *span) repeats() bool {
+	a := s.f.attrs
+	for i := 1; i < len(a); i++ {
+		for j := range i {
+			if a[j].Key == a[i].Key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *span) AddEvent(name string, opts ...trace.EventOption) {
@@ -342,9 +380,27 @@ func (s *span) AddEvent(name string, opts ...trace.EventOption) {
 	}
 }
 
+// AddEventAt is AddEvent with trace.WithTimestamp(at) and
+// trace.WithAttributes(attrs...), without the options: attrs is kept as it
+// is, so the caller must not change it afterwards.
+func (s *span) AddEventAt(name string, at time.Time, attrs []attribute.KeyValue) {
+	if at.IsZero() {
+		at = time.Now()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ended {
+		s.addEventAt(name, at, attrs)
+	}
+}
+
 func (s *span) addEvent(name string, opts ...trace.EventOption) {
 	c := trace.NewEventConfig(opts...)
-	e := sdktrace.Event{Name: name, Attributes: c.Attributes(), Time: c.Timestamp()}
+	s.addEventAt(name, c.Timestamp(), c.Attributes())
+}
+
+func (s *span) addEventAt(name string, at time.Time, attrs []attribute.KeyValue) {
+	e := sdktrace.Event{Name: name, Attributes: attrs, Time: at}
 	if limit := s.t.limits.AttributePerEventCountLimit; limit == 0 {
 		e.DroppedAttributeCount, e.Attributes = len(e.Attributes), nil
 	} else if limit > 0 && len(e.Attributes) > limit {
@@ -410,6 +466,13 @@ func (s *span) RecordError(err error, opts ...trace.EventOption) {
 
 // End ends the span and, when it is sampled, encodes it for export.
 func (s *span) End(opts ...trace.SpanEndOption) {
+	c := trace.NewSpanEndConfig(opts...)
+	s.EndAt(c.Timestamp())
+}
+
+// EndAt is End with trace.WithTimestamp(at) (now when zero), without the
+// option.
+func (s *span) EndAt(at time.Time) {
 	now := time.Now()
 	s.mu.Lock()
 	if s.ended {
@@ -417,8 +480,8 @@ func (s *span) End(opts ...trace.SpanEndOption) {
 		return
 	}
 	s.ended = true
-	if c := trace.NewSpanEndConfig(opts...); !c.Timestamp().IsZero() {
-		s.f.end = c.Timestamp()
+	if !at.IsZero() {
+		s.f.end = at
 	} else {
 		s.f.end = s.f.start.Add(now.Sub(s.f.start))
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -71,10 +72,38 @@ type customError struct{}
 
 func (customError) Error() string { return "custom failure" }
 
+// timed is what a Tracer's spans offer beside the API (StartAt's).
+type timed interface {
+	AddEventAt(name string, at time.Time, attrs []attribute.KeyValue)
+	EndAt(at time.Time)
+}
+
 // spanScript uses every part of the span API a tracer offers, with
 // explicit times, so that two tracers given it export the same spans.
-func spanScript(tr trace.Tracer, at time.Time) {
+// With fast, spans with only a time and attributes are started, given
+// their events and ended through a Tracer's StartAt, AddEventAt and EndAt.
+func spanScript(t *testing.T, tr trace.Tracer, at time.Time, fast bool) {
 	ms := func(n int) time.Time { return at.Add(time.Duration(n) * time.Millisecond) }
+	startAt := func(ctx context.Context, name string, at time.Time, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+		if d, ok := tr.(*Tracer); ok && fast {
+			return d.StartAt(ctx, name, at, attrs)
+		}
+		return tr.Start(ctx, name, trace.WithTimestamp(at), trace.WithAttributes(attrs...))
+	}
+	eventAt := func(s trace.Span, name string, at time.Time, attrs ...attribute.KeyValue) {
+		if d, ok := s.(timed); ok && fast {
+			d.AddEventAt(name, at, attrs)
+			return
+		}
+		s.AddEvent(name, trace.WithTimestamp(at), trace.WithAttributes(attrs...))
+	}
+	endAt := func(s trace.Span, at time.Time) {
+		if d, ok := s.(timed); ok && fast {
+			d.EndAt(at)
+			return
+		}
+		s.End(trace.WithTimestamp(at))
+	}
 	remote := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1: 1}, SpanID: trace.SpanID{1: 2}, TraceFlags: trace.FlagsSampled, Remote: true})
 	link := func(i int) trace.Link {
 		return trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{2: byte(i)}, SpanID: trace.SpanID{2: byte(i)}}),
@@ -87,8 +116,7 @@ func spanScript(tr trace.Tracer, at time.Time) {
 	root.SetAttributes(attribute.StringSlice("ss", []string{"p", "q"}), attribute.Float64("f", 1.5), attribute.Int64Slice("is", []int64{1, 2}),
 		attribute.String("a", "3"), attribute.String("over", "the limit"), attribute.Bool("b", true))
 	for i := range 5 {
-		root.AddEvent(fmt.Sprintf("event %d", i), trace.WithTimestamp(ms(i)),
-			trace.WithAttributes(attribute.Int("i", i), attribute.Int("j", i), attribute.Int("k", i)))
+		eventAt(root, fmt.Sprintf("event %d", i), ms(i), attribute.Int("i", i), attribute.Int("j", i), attribute.Int("k", i))
 	}
 	root.AddLink(link(2))
 	root.AddLink(link(3))
@@ -96,7 +124,7 @@ func spanScript(tr trace.Tracer, at time.Time) {
 	root.SetStatus(codes.Error, "boom")
 	root.SetStatus(codes.Unset, "ignored")
 
-	cctx, child := tr.Start(rctx, "child", trace.WithTimestamp(ms(1)), trace.WithAttributes(attribute.String("x", "y")))
+	cctx, child := startAt(rctx, "child", ms(1), attribute.String("x", "y"))
 	child.RecordError(customError{}, trace.WithTimestamp(ms(2)))
 	child.RecordError(errors.New("plain"), trace.WithTimestamp(ms(3)), trace.WithAttributes(attribute.String("more", "context")))
 	child.RecordError(nil)
@@ -121,11 +149,28 @@ func spanScript(tr trace.Tracer, at time.Time) {
 	_, rc := tr.Start(trace.ContextWithRemoteSpanContext(ctx, remote), "remote parent", trace.WithTimestamp(ms(4)), trace.WithSpanKind(trace.SpanKindConsumer))
 	rc.End(trace.WithTimestamp(ms(6)))
 
-	child.End(trace.WithTimestamp(ms(5)))
-	child.AddEvent("after its end", trace.WithTimestamp(ms(6)))
+	// Attributes given to StartAt are kept, not copied: the span must
+	// copy them before it writes over one (a key set again beyond the
+	// limit, a repeated key).
+	shared := []attribute.KeyValue{attribute.String("a", "1"), attribute.String("b", "2"), attribute.String("c", "3"), attribute.String("d", "4")}
+	kept := slices.Clone(shared)
+	_, sh := startAt(rctx, "shared attributes", ms(4), shared...)
+	eventAt(sh, "with the same attributes", ms(4), shared...)
+	sh.SetAttributes(attribute.String("a", "new"), attribute.String("e", "5"), attribute.String("f", "6"))
+	endAt(sh, ms(5))
+	repeated := []attribute.KeyValue{attribute.String("k", "1"), attribute.String("other", "x"), attribute.String("k", "2")}
+	keptRepeated := slices.Clone(repeated)
+	_, rp := startAt(rctx, "repeated key", ms(4), repeated...)
+	endAt(rp, ms(5))
+	if !slices.Equal(shared, kept) || !slices.Equal(repeated, keptRepeated) {
+		t.Errorf("the span wrote over its caller's attributes: %v, %v", shared, repeated)
+	}
+
+	endAt(child, ms(5))
+	eventAt(child, "after its end", ms(6))
 	child.SetAttributes(attribute.String("after", "end"))
 	child.End(trace.WithTimestamp(ms(9)))
-	root.End(trace.WithTimestamp(ms(10)))
+	endAt(root, ms(10))
 }
 
 // capture is an OTLP/HTTP receiver keeping each request's spans.
@@ -200,29 +245,31 @@ func TestTracerExportsWhatTheSDKExports(t *testing.T) {
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(rec), sdktrace.WithResource(res), sdktrace.WithRawSpanLimits(tc.limits),
 				sdktrace.WithIDGenerator(&seqIDs{}), sdktrace.WithSampler(nameSampler{}))
 			defer tp.Shutdown(context.Background())
-			spanScript(tp.Tracer(scope.Name, trace.WithInstrumentationVersion(scope.Version)), at)
+			spanScript(t, tp.Tracer(scope.Name, trace.WithInstrumentationVersion(scope.Version)), at, false)
 			want := sdkRequest(t, rec.spans)
+			if n := len(rec.spans); n != 8 {
+				t.Fatalf("the SDK exported %d spans, want 8 (the script's sampled ones)", n)
+			}
 
-			c, x := startCapture(t)
-			tr, err := NewTracer(x, TracerConfig{Resource: res, Scope: scope, Sampler: nameSampler{}, IDs: &seqIDs{}, Limits: &tc.limits,
-				BatchSize: tc.batch, Delay: time.Hour})
-			if err != nil {
-				t.Fatal(err)
-			}
-			spanScript(tr, at)
-			if err := tr.Shutdown(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			got, sizes := c.merged(t)
-			if !proto.Equal(want, got) {
-				t.Fatalf("spans differ from the SDK's:\n got %v\nwant %v", summary(got), summary(want))
-			}
-			if n := len(rec.spans); n != 6 {
-				t.Fatalf("the SDK exported %d spans, want 6 (the script's sampled ones)", n)
-			}
-			for _, n := range sizes {
-				if n > tc.batch {
-					t.Fatalf("requests of %v spans, want at most %d each", sizes, tc.batch)
+			for _, fast := range []bool{false, true} {
+				c, x := startCapture(t)
+				tr, err := NewTracer(x, TracerConfig{Resource: res, Scope: scope, Sampler: nameSampler{}, IDs: &seqIDs{}, Limits: &tc.limits,
+					BatchSize: tc.batch, Delay: time.Hour})
+				if err != nil {
+					t.Fatal(err)
+				}
+				spanScript(t, tr, at, fast)
+				if err := tr.Shutdown(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				got, sizes := c.merged(t)
+				if !proto.Equal(want, got) {
+					t.Fatalf("spans (StartAt: %v) differ from the SDK's:\n got %v\nwant %v", fast, summary(got), summary(want))
+				}
+				for _, n := range sizes {
+					if n > tc.batch {
+						t.Fatalf("requests of %v spans, want at most %d each", sizes, tc.batch)
+					}
 				}
 			}
 		})

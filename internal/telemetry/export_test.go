@@ -9,5 +9,6 @@ import (
 // (otlpwire.Tracer).
 func DirectTracing(p *Provider) bool {
 	return p.direct != nil && p.publisher.tracer == p.direct.byScope[instrumentation.Scope{Name: tracerName}] &&
+		p.publisher.direct != nil &&
 		p.TracerProvider() == trace.TracerProvider(p.direct)
 }

@@ -157,6 +157,9 @@ func NewProvider(ctx context.Context, opts Options) (*Provider, error) {
 		return nil, err
 	}
 	p.publisher = &Publisher{tracer: p.tracer, tracing: p.tp != nil, m: p.m}
+	if d, ok := p.tracer.(*otlpwire.Tracer); ok {
+		p.publisher.direct = d
+	}
 	if p.tp != nil {
 		p.publisher.sampler = sampler
 		p.publisher.skipUnsampled = sampling.followsParent()

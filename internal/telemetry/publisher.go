@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/otlpwire"
 	"github.com/tasker/tasker/internal/traceparent"
 )
 
@@ -27,7 +28,10 @@ import (
 // time as its start; a span must end in the process that started it, so the
 // root cannot stay open for the task's life.
 type Publisher struct {
-	tracer  trace.Tracer
+	tracer trace.Tracer
+	// direct is tracer when it is an otlpwire.Tracer: spans are then
+	// started through its StartAt (startAt).
+	direct  *otlpwire.Tracer
 	tracing bool
 	m       *Metrics
 	// sampler decides, when a task is accepted, whether its trace is
@@ -251,35 +255,36 @@ func (p *Publisher) emitWorkerRun(ctx context.Context, r Record) {
 	base := eventAttrs(Record{Task: r.Task, Step: r.Step})
 	claim := []attribute.KeyValue{attribute.String("from_state", string(lifecycle.StepEnqueued)), attribute.String("to_state", string(lifecycle.StepInProgress))}
 	submit := []attribute.KeyValue{attribute.String("from_state", r.From), attribute.String("to_state", r.To)}
-	with := func(extra ...attribute.KeyValue) trace.SpanStartEventOption {
-		return trace.WithAttributes(append(append([]attribute.KeyValue{}, base...), extra...)...)
+	with := func(extra ...attribute.KeyValue) []attribute.KeyValue {
+		return append(append(make([]attribute.KeyValue, 0, len(base)+len(extra)), base...), extra...)
 	}
-	sctx, span := p.tracer.Start(parentContext(ctx, r.Task), "step_execution", trace.WithTimestamp(claimed),
+	sctx, span := p.startAt(parentContext(ctx, r.Task), "step_execution", claimed,
 		with(attribute.String("handler_name", r.Step.Handler), attribute.String("worker_id", r.Worker),
 			attribute.String("reported_by", "orchestrator")))
-	_, ts := p.tracer.Start(sctx, "step_state_transition", trace.WithTimestamp(claimed), with(claim...))
-	ts.AddEvent(string(lifecycle.EventStepBeforeTransition), trace.WithTimestamp(claimed), with(claim...))
-	ts.AddEvent(string(lifecycle.EventStepExecutionRequested), trace.WithTimestamp(claimed), with(claim...))
-	ts.End(trace.WithTimestamp(claimed.Add(minSpan)))
-	span.AddEvent(string(lifecycle.EventStepBeforeHandle), trace.WithTimestamp(claimed), with())
-	_, hs := p.tracer.Start(sctx, "handler_execution", trace.WithTimestamp(claimed), with(attribute.String("handler_name", r.Step.Handler)))
-	hs.AddEvent(string(lifecycle.EventStepHandle), trace.WithTimestamp(claimed), with())
-	hs.End(trace.WithTimestamp(spanEnd(claimed, submitted)))
-	_, us := p.tracer.Start(sctx, "step_state_transition", trace.WithTimestamp(submitted), with(submit...))
-	us.AddEvent(string(lifecycle.EventStepBeforeTransition), trace.WithTimestamp(submitted), with(submit...))
-	us.End(trace.WithTimestamp(submitted.Add(minSpan)))
-	_, rs := p.tracer.Start(sctx, "result_submission", trace.WithTimestamp(submitted), with())
-	rs.AddEvent(string(lifecycle.EventStepResultSubmitted), trace.WithTimestamp(submitted),
-		with(append(submit, attribute.String("outcome", r.Outcome))...))
-	rs.End(trace.WithTimestamp(submitted.Add(minSpan)))
+	claimAttrs := with(claim...)
+	_, ts := p.startAt(sctx, "step_state_transition", claimed, claimAttrs)
+	eventAt(ts, string(lifecycle.EventStepBeforeTransition), claimed, claimAttrs)
+	eventAt(ts, string(lifecycle.EventStepExecutionRequested), claimed, claimAttrs)
+	endAt(ts, claimed.Add(minSpan))
+	eventAt(span, string(lifecycle.EventStepBeforeHandle), claimed, base)
+	_, hs := p.startAt(sctx, "handler_execution", claimed, with(attribute.String("handler_name", r.Step.Handler)))
+	eventAt(hs, string(lifecycle.EventStepHandle), claimed, base)
+	endAt(hs, spanEnd(claimed, submitted))
+	submitAttrs := with(submit...)
+	_, us := p.startAt(sctx, "step_state_transition", submitted, submitAttrs)
+	eventAt(us, string(lifecycle.EventStepBeforeTransition), submitted, submitAttrs)
+	endAt(us, submitted.Add(minSpan))
+	_, rs := p.startAt(sctx, "result_submission", submitted, base)
+	eventAt(rs, string(lifecycle.EventStepResultSubmitted), submitted, with(append(submit, attribute.String("outcome", r.Outcome))...))
+	endAt(rs, submitted.Add(minSpan))
 	span.SetAttributes(attribute.String("outcome", r.Outcome))
 	if r.To == string(lifecycle.StepEnqueuedAsErrorForOrchestration) {
 		// As the Go SDK's observer records a handler's error.
 		msg := firstOf(r.Error, "handler failed")
-		span.AddEvent("exception", trace.WithTimestamp(submitted), with(attribute.String("exception.message", msg)))
+		eventAt(span, "exception", submitted, with(attribute.String("exception.message", msg)))
 		span.SetStatus(codes.Error, msg)
 	}
-	span.End(trace.WithTimestamp(later(spanEnd(claimed, submitted), submitted.Add(2*minSpan))))
+	endAt(span, later(spanEnd(claimed, submitted), submitted.Add(2*minSpan)))
 }
 
 // whyAttrs are a step transition's reason, why_final and error, where it
@@ -391,7 +396,7 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 	var phases []*phaseSpan
 	for _, r := range b.records {
 		if r.Kind == KindPhase {
-			ctx, s := p.tracer.Start(parent, string(r.Phase), trace.WithTimestamp(r.At), trace.WithAttributes(taskAttrs(r.Task)...))
+			ctx, s := p.startAt(parent, string(r.Phase), r.At, taskAttrs(r.Task))
 			phases = append(phases, &phaseSpan{phase: r.Phase, start: r.At, end: r.End, ctx: ctx, span: s})
 		}
 	}
@@ -412,7 +417,7 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 				return ph
 			}
 		}
-		ctx, s := p.tracer.Start(parent, string(want), trace.WithTimestamp(t), trace.WithAttributes(taskAttrs(b.ref)...))
+		ctx, s := p.startAt(parent, string(want), t, taskAttrs(b.ref))
 		ph := &phaseSpan{phase: want, start: t, end: t, ctx: ctx, span: s}
 		phases = append(phases, ph)
 		return ph
@@ -427,25 +432,23 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 				ph.end = later(ph.end, end)
 			}
 			lastEnd = later(lastEnd, end)
-			// One attribute slice for the span and its events: the SDK
-			// copies what it is given.
+			// One attribute slice for the span and its events (read only:
+			// the SDK copies it, StartAt keeps it).
 			ea := eventAttrs(r)
-			_, s := p.tracer.Start(pctx, "step_state_transition", trace.WithTimestamp(r.At),
-				trace.WithAttributes(append(ea[:len(ea):len(ea)], whyAttrs(r)...)...))
-			evAttrs := trace.WithAttributes(ea...)
+			_, s := p.startAt(pctx, "step_state_transition", r.At, append(ea[:len(ea):len(ea)], whyAttrs(r)...))
 			for _, ev := range stepEvents(r) {
-				s.AddEvent(string(ev), trace.WithTimestamp(r.At), evAttrs)
+				eventAt(s, string(ev), r.At, ea)
 			}
 			if r.To == string(lifecycle.StepError) {
 				s.SetStatus(codes.Error, firstOf(r.Error, r.Final, r.Reason))
 			}
-			s.End(trace.WithTimestamp(end))
+			endAt(s, end)
 		case KindEvent:
 			info, _ := lifecycle.LookupEvent(r.Event)
 			switch info.Span {
 			case string(PhaseStepDiscovery), string(PhaseStepEnqueuing), string(PhaseResultEvaluation):
 				ph := phaseAt(r.At, Phase(info.Span))
-				ph.span.AddEvent(string(r.Event), trace.WithTimestamp(r.At), trace.WithAttributes(eventAttrs(r)...))
+				eventAt(ph.span, string(r.Event), r.At, eventAttrs(r))
 			case "task_orchestration":
 				root = append(root, r)
 			default:
@@ -456,7 +459,7 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 	for _, ph := range phases {
 		end := spanEnd(ph.start, ph.end)
 		lastEnd = later(lastEnd, end)
-		ph.span.End(trace.WithTimestamp(end))
+		endAt(ph.span, end)
 	}
 	return own, root, lastEnd
 }
@@ -473,20 +476,20 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 	}
 	// The trigger tells moves between the same states apart (a result
 	// arriving, a retry backoff elapsing), as their events do.
-	tctx, span := p.tracer.Start(parentContext(ctx, r.Task), "task_state_transition", trace.WithTimestamp(start),
-		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("from_state", r.From), attribute.String("to_state", r.To),
-			attribute.String("trigger", string(r.Trigger)))...))
+	tctx, span := p.startAt(parentContext(ctx, r.Task), "task_state_transition", start,
+		append(taskAttrs(r.Task), attribute.String("from_state", r.From), attribute.String("to_state", r.To),
+			attribute.String("trigger", string(r.Trigger))))
 	own, root, childEnd := p.emitBatch(tctx, b)
 	for _, e := range own {
-		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
+		eventAt(span, string(e.Event), e.At, eventAttrs(e))
 	}
 	if evs := taskEvents(r); len(evs) > 0 {
-		evAttrs := trace.WithAttributes(eventAttrs(r)...)
+		evAttrs := eventAttrs(r)
 		for _, ev := range evs {
-			span.AddEvent(string(ev), trace.WithTimestamp(r.At), evAttrs)
+			eventAt(span, string(ev), r.At, evAttrs)
 		}
 	}
-	span.End(trace.WithTimestamp(later(spanEnd(start, r.At), childEnd)))
+	endAt(span, later(spanEnd(start, r.At), childEnd))
 	// Root events (workflow.task_completed/failed) are recorded after the
 	// terminal transition, so they are in the next batch, never here: they
 	// reach emitRoot at a task's first end, emitLeftover at a later one.
@@ -508,12 +511,12 @@ func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
 		trace.WithAttributes(append(taskAttrs(r.Task), attribute.String("outcome", r.Outcome))...))
 	own, rootEvents, _ := p.emitBatch(parentContext(ctx, r.Task), b)
 	for _, e := range append(rootEvents, own...) {
-		root.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
+		eventAt(root, string(e.Event), e.At, eventAttrs(e))
 	}
 	if r.Outcome == string(lifecycle.TaskError) {
 		root.SetStatus(codes.Error, "task failed")
 	}
-	root.End(trace.WithTimestamp(spanEnd(r.Task.CreatedAt, r.At)))
+	endAt(root, spanEnd(r.Task.CreatedAt, r.At))
 }
 
 func (p *Publisher) emitLeftover(ctx context.Context, b *batch) {
@@ -531,10 +534,45 @@ func (p *Publisher) emitLeftover(ctx context.Context, b *batch) {
 		return
 	}
 	start, end := rest[0].At, rest[len(rest)-1].At
-	_, span := p.tracer.Start(parentContext(ctx, b.ref), string(PhaseResultEvaluation), trace.WithTimestamp(start),
-		trace.WithAttributes(taskAttrs(b.ref)...))
+	_, span := p.startAt(parentContext(ctx, b.ref), string(PhaseResultEvaluation), start, taskAttrs(b.ref))
 	for _, e := range rest {
-		span.AddEvent(string(e.Event), trace.WithTimestamp(e.At), trace.WithAttributes(eventAttrs(e)...))
+		eventAt(span, string(e.Event), e.At, eventAttrs(e))
 	}
-	span.End(trace.WithTimestamp(spanEnd(start, end)))
+	endAt(span, spanEnd(start, end))
+}
+
+// startAt starts a span at a time with attributes: through the otlpwire
+// tracer's StartAt when spans go out through otlpwire (attrs is then kept,
+// not copied, and must not change afterwards), otherwise as the options of
+// the tracer's Start.
+func (p *Publisher) startAt(ctx context.Context, name string, at time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span) {
+	if p.direct != nil {
+		return p.direct.StartAt(ctx, name, at, attrs)
+	}
+	return p.tracer.Start(ctx, name, trace.WithTimestamp(at), trace.WithAttributes(attrs...))
+}
+
+// timedSpan is what otlpwire's spans offer beside the API.
+type timedSpan interface {
+	AddEventAt(name string, at time.Time, attrs []attribute.KeyValue)
+	EndAt(at time.Time)
+}
+
+// eventAt adds an event at a time with attributes (kept, by an otlpwire
+// span).
+func eventAt(s trace.Span, name string, at time.Time, attrs []attribute.KeyValue) {
+	if d, ok := s.(timedSpan); ok {
+		d.AddEventAt(name, at, attrs)
+		return
+	}
+	s.AddEvent(name, trace.WithTimestamp(at), trace.WithAttributes(attrs...))
+}
+
+// endAt ends a span at a time.
+func endAt(s trace.Span, at time.Time) {
+	if d, ok := s.(timedSpan); ok {
+		d.EndAt(at)
+		return
+	}
+	s.End(trace.WithTimestamp(at))
 }
