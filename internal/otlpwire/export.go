@@ -78,22 +78,22 @@ func New(cfg Config) (*Exporter, error) {
 // OTLP says may be retried until ctx ends (the batch span processor gives
 // each export 30 s).
 func (x *Exporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	if len(spans) == 0 {
-		return nil
-	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.stopped {
-		return errors.New("otlp exporter is shut down")
-	}
-	x.buf, x.groups = appendRequest(x.buf[:0], spans, x.groups)
-	return x.sendBuffered(ctx)
+	return x.export(ctx, len(spans), func(b []byte) []byte {
+		b, x.groups = appendRequest(b, spans, x.groups)
+		return b
+	})
 }
 
 // exportEncoded sends spans encoded by encoder.spanFields, all of resource
 // res and scope scope, as one request, as ExportSpans does.
 func (x *Exporter) exportEncoded(ctx context.Context, res *resource.Resource, scope instrumentation.Scope, spans []byte) error {
-	if len(spans) == 0 {
+	return x.export(ctx, len(spans), func(b []byte) []byte { return appendEncodedRequest(b, res, scope, spans) })
+}
+
+// export writes a request of n spans with encode (into x.buf, under x.mu)
+// and sends it.
+func (x *Exporter) export(ctx context.Context, n int, encode func([]byte) []byte) error {
+	if n == 0 {
 		return nil
 	}
 	x.mu.Lock()
@@ -101,7 +101,7 @@ func (x *Exporter) exportEncoded(ctx context.Context, res *resource.Resource, sc
 	if x.stopped {
 		return errors.New("otlp exporter is shut down")
 	}
-	x.buf = appendEncodedRequest(x.buf[:0], res, scope, spans)
+	x.buf = encode(x.buf[:0])
 	return x.sendBuffered(ctx)
 }
 
