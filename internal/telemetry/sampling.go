@@ -111,9 +111,18 @@ func (s samplerSpec) build() sdktrace.Sampler {
 // traceparent says "not sampled" need not even be built.
 func (s samplerSpec) followsParent() bool { return strings.HasPrefix(s.name, "parentbased_") }
 
+// storedDecision is the configured sampler, except for a root span started
+// with forced ids (a task's task_orchestration span, emitted when the task
+// ends): it repeats the decision stored in the task's traceparent when the
+// task was accepted. Forced ids apply to root spans only (as the id
+// generator applies them), so a span with a parent does not look for them:
+// that lookup walks the whole context chain, for every span.
 type storedDecision struct{ inner sdktrace.Sampler }
 
 func (d storedDecision) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if trace.SpanContextFromContext(p.ParentContext).IsValid() {
+		return d.inner.ShouldSample(p)
+	}
 	if f, ok := p.ParentContext.Value(forcedIDsKey{}).(forcedIDs); ok && f.traceID == p.TraceID {
 		dec := sdktrace.Drop
 		if f.sampled {
