@@ -404,3 +404,61 @@ func (l *logBuffer) String() string {
 func (l *logBuffer) contains(s string) bool { return strings.Contains(l.String(), s) }
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// Spans ended by many goroutines at once, while batches are handed over
+// and exported, are each exported exactly once.
+func TestTracerExportsEverySpanOnceUnderConcurrency(t *testing.T) {
+	c, x := startCapture(t)
+	tr, err := NewTracer(x, TracerConfig{IDs: &uniqueIDs{}, QueueSize: 1 << 16, BatchSize: 7, Delay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, each = 8, 500
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				ctx, parent := tr.Start(context.Background(), "parent", trace.WithAttributes(attribute.Int("g", g)))
+				_, child := tr.Start(ctx, "child")
+				child.AddEvent("event", trace.WithAttributes(attribute.Int("i", i)))
+				child.End()
+				parent.SetAttributes(attribute.Int("i", i))
+				parent.End()
+			}
+		})
+	}
+	wg.Wait()
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, sizes := c.merged(t)
+	seen := map[string]bool{}
+	for _, s := range got.ResourceSpans[0].ScopeSpans[0].Spans {
+		id := string(s.SpanId)
+		if seen[id] {
+			t.Fatalf("span %x exported twice", s.SpanId)
+		}
+		seen[id] = true
+	}
+	if want := goroutines * each * 2; len(seen) != want {
+		t.Fatalf("%d spans exported in %d requests, want %d", len(seen), len(sizes), want)
+	}
+}
+
+// uniqueIDs are span ids from a 64-bit counter, unique across 2^63 spans.
+type uniqueIDs struct{ seqIDs }
+
+func (g *uniqueIDs) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
+	tid, _ := g.seqIDs.NewIDs(ctx)
+	return tid, g.NewSpanID(ctx, tid)
+}
+
+func (g *uniqueIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
+	var sid trace.SpanID
+	n := g.next()
+	for i := range 8 {
+		sid[i] = byte(n >> (8 * i))
+	}
+	sid[7] |= 0x80 // never all zero
+	return sid
+}
