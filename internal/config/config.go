@@ -170,9 +170,11 @@ type Telemetry struct {
 	OTLPProtocol string `toml:"otlp_protocol"`
 	// OTLPEncoder is the span exporter: "tasker" (default) encodes OTLP
 	// itself, at about a fifth of the CPU of the OpenTelemetry SDK's
-	// exporters (docs/performance.md), and sends the same requests; "sdk"
-	// uses the SDK's exporters. The SDK's are used anyway when
-	// OTEL_EXPORTER_OTLP_*CERTIFICATE or *CLIENT_KEY is set.
+	// exporters (docs/performance.md), each span as it ends without the
+	// SDK's span objects (otlpwire.Tracer), and sends the same requests;
+	// "sdk" uses the SDK's spans and exporters. The SDK's exporters are
+	// used anyway when OTEL_EXPORTER_OTLP_*CERTIFICATE or *CLIENT_KEY is
+	// set, and its spans when OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT is.
 	OTLPEncoder string `toml:"otlp_encoder"`
 	// TraceSampleRatio is the share of tasks whose traces are recorded, from
 	// 0 to 1, decided once per task when it is accepted (by its trace id)

@@ -256,3 +256,50 @@ func TestOTLPExportSendsTheWorkersSpans(t *testing.T) {
 		t.Fatalf("the collector got other spans than the SDK records:\n got %s\nwant %s", strings.Join(have, "\n    "), strings.Join(want, "\n    "))
 	}
 }
+
+// With an attribute value length limit, which otlpwire.Tracer does not
+// apply, the SDK builds the spans (and cuts the values), and otlpwire
+// still exports them.
+func TestAValueLengthLimitKeepsTheSDKsSpans(t *testing.T) {
+	t.Setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
+	var mu sync.Mutex
+	var got []*tracepb.Span
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			t.Errorf("request does not decode: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				got = append(got, ss.Spans...)
+			}
+		}
+	}))
+	defer srv.Close()
+	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: srv.URL, OTLPProtocol: "http/protobuf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if telemetry.DirectTracing(p) {
+		t.Fatal("otlpwire.Tracer builds the spans despite a value length limit")
+	}
+	publishSample(t, p)
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) < 30 {
+		t.Fatalf("%d spans exported, want dozens", len(got))
+	}
+	for _, s := range got {
+		for _, kv := range s.Attributes {
+			if v := kv.GetValue().GetStringValue(); len(v) > 8 {
+				t.Fatalf("span %s: %s = %q, longer than the limit", s.Name, kv.Key, v)
+			}
+		}
+	}
+}
