@@ -234,7 +234,9 @@ func (p *Provider) Publisher() *Publisher { return p.publisher }
 // Metrics returns the instruments.
 func (p *Provider) Metrics() *Metrics { return p.m }
 
-// TracerProvider is the SDK tracer provider, nil when tracing is off.
+// TracerProvider is the provider of this process's tracers: otlpwire's
+// when it exports the spans, otherwise the SDK's; a no-op one when tracing
+// is off.
 func (p *Provider) TracerProvider() trace.TracerProvider {
 	if p.direct != nil {
 		return p.direct
