@@ -22,6 +22,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tasker/tasker/internal/wait"
 )
 
 // seqIDs hands out ids from a counter, so that two tracers given the same
@@ -293,15 +295,11 @@ func TestTracerExportsOnItsDelayAndOnFlush(t *testing.T) {
 	defer tr.Shutdown(context.Background())
 	_, s := tr.Start(context.Background(), "one")
 	s.End()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, sizes := c.merged(t); len(sizes) == 1 && sizes[0] == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a span waiting for a batch was not exported after the delay")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := wait.Poll(time.Now().Add(10*time.Second), 5*time.Millisecond, func() (bool, error) {
+		_, sizes := c.merged(t)
+		return len(sizes) == 1 && sizes[0] == 1, nil
+	}); err != nil {
+		t.Fatal("a span waiting for a batch was not exported after the delay")
 	}
 
 	tr2, err := NewTracer(x, TracerConfig{IDs: &seqIDs{}, Delay: time.Hour})

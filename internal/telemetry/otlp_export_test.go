@@ -143,10 +143,9 @@ func otlpKeys(spans []*tracepb.Span, withTimes bool) []string {
 	return keys
 }
 
-// otlpProvider is a provider exporting over OTLP/HTTP to a receiver that
-// keeps the spans of scope; spans returns them after the provider's
-// Shutdown.
-func otlpProvider(t *testing.T, scope string) (p *telemetry.Provider, spans func() []*tracepb.Span) {
+// otlpReceiver is an OTLP/HTTP receiver keeping the spans it gets (of
+// scope, when not empty); spans returns them.
+func otlpReceiver(t *testing.T, scope string) (url string, spans func() []*tracepb.Span) {
 	t.Helper()
 	var mu sync.Mutex
 	var got []*tracepb.Span
@@ -160,7 +159,7 @@ func otlpProvider(t *testing.T, scope string) (p *telemetry.Provider, spans func
 		defer mu.Unlock()
 		for _, rs := range req.ResourceSpans {
 			for _, ss := range rs.ScopeSpans {
-				if ss.GetScope().GetName() != scope {
+				if scope != "" && ss.GetScope().GetName() != scope {
 					t.Errorf("scope %q, want %q", ss.GetScope().GetName(), scope)
 				}
 				got = append(got, ss.Spans...)
@@ -168,18 +167,26 @@ func otlpProvider(t *testing.T, scope string) (p *telemetry.Provider, spans func
 		}
 	}))
 	t.Cleanup(srv.Close)
-	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: srv.URL, OTLPProtocol: "http/protobuf"})
+	return srv.URL, func() []*tracepb.Span {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+// otlpProvider is a provider exporting over OTLP/HTTP to an otlpReceiver;
+// spans returns what it got, after the provider's Shutdown.
+func otlpProvider(t *testing.T, scope string) (p *telemetry.Provider, spans func() []*tracepb.Span) {
+	t.Helper()
+	url, spans := otlpReceiver(t, scope)
+	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: url, OTLPProtocol: "http/protobuf"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !telemetry.DirectTracing(p) {
 		t.Fatal("spans go through the SDK with the otlpwire exporter")
 	}
-	return p, func() []*tracepb.Span {
-		mu.Lock()
-		defer mu.Unlock()
-		return got
-	}
+	return p, spans
 }
 
 // The orchestrator's spans reach an OTLP collector as the SDK records them.
@@ -262,24 +269,8 @@ func TestOTLPExportSendsTheWorkersSpans(t *testing.T) {
 // still exports them.
 func TestAValueLengthLimitKeepsTheSDKsSpans(t *testing.T) {
 	t.Setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
-	var mu sync.Mutex
-	var got []*tracepb.Span
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var req coltracepb.ExportTraceServiceRequest
-		if err := proto.Unmarshal(body, &req); err != nil {
-			t.Errorf("request does not decode: %v", err)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, rs := range req.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				got = append(got, ss.Spans...)
-			}
-		}
-	}))
-	defer srv.Close()
-	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: srv.URL, OTLPProtocol: "http/protobuf"})
+	url, spans := otlpReceiver(t, "")
+	p, err := telemetry.NewProvider(context.Background(), telemetry.Options{TracingEnabled: true, OTLPEndpoint: url, OTLPProtocol: "http/protobuf"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,8 +281,7 @@ func TestAValueLengthLimitKeepsTheSDKsSpans(t *testing.T) {
 	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	got := spans()
 	if len(got) < 30 {
 		t.Fatalf("%d spans exported, want dozens", len(got))
 	}
