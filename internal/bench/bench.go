@@ -33,10 +33,15 @@ const (
 	DefaultWorkers     = 2
 	DefaultConcurrency = 32
 	// DefaultSubmitters is the closed loop's submission concurrency: enough
-	// that "all submitted at once" is what the intake sees (its group commit
-	// then creates tasks in batches of ~15); 8 was a throttle that kept
-	// creation batches at 1-2 tasks (docs/performance.md).
-	DefaultSubmitters = 64
+	// that "all submitted at once" is what the intake sees. The intake
+	// creates up to 100 tasks per transaction, one transaction at a time
+	// (orchestration's maxIntakeBatch), and a submitter waits for its
+	// task's transaction before it submits again, so about half of them
+	// are waiting for the next one: 256 fill it, as the design model's
+	// creator (100 per transaction) does. 64 left creation transactions of
+	// about 32 tasks (single +9 % with 256, commits per task 0.73 -> 0.60;
+	// docs/performance.md row 78), and 8, before row 17, of 1-2.
+	DefaultSubmitters = 256
 	DefaultTimeout    = 10 * time.Minute
 	// maxOpenLoopInFlight bounds the submissions an open-loop run keeps in
 	// flight; when it is reached the driver falls behind its schedule and
