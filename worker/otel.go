@@ -23,7 +23,9 @@ import (
 // tasker_step_execution_duration_seconds and tasker_step_attempts_total. It
 // is a PoisonObserver too: tasker_poison_messages_total{queue,reason}.
 type OTelObserver struct {
-	tracer      trace.Tracer
+	tracer trace.Tracer
+	// timed is tracer's shortcut when it has one (timedTracer).
+	timed       timedTracer
 	events      metric.Int64Counter
 	transitions metric.Int64Counter
 	duration    metric.Float64Histogram
@@ -40,6 +42,7 @@ func NewOTelObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*OTelObs
 	// running both (tests, an embedded worker) aggregates into one series.
 	meter := mp.Meter("github.com/tasker/tasker")
 	o := &OTelObserver{tracer: tp.Tracer("github.com/tasker/tasker/worker"), attrs: attrcache.New(otelAttrs)}
+	o.timed, _ = o.tracer.(timedTracer)
 	var err error
 	if o.events, err = meter.Int64Counter("tasker_events", metric.WithDescription("System events published (the 35 names of the event catalog).")); err != nil {
 		return nil, err
@@ -69,6 +72,59 @@ func (o *OTelObserver) PoisonMessage(queue, reason string) {
 	o.poison.Add(context.Background(), 1, o.attrs.Option(otelAttrKey{kind: otelPoison, a: queue, b: reason}))
 }
 
+// timedTracer and timedSpan are the shortcuts of the tracers the
+// orchestrator's telemetry builds when it exports OTLP itself (the default;
+// internal/otlpwire): a span started at a time with attributes, an event
+// added at a time with attributes and an end at a time, without the
+// OpenTelemetry API's options. The attribute slices are kept as they are
+// (the caller does not change them afterwards), where the options copy
+// them into configurations: a step's six base attributes went into each of
+// its spans and events that way, about 19 KB of copies per step
+// (BenchmarkObserverStep). With any other tracer the observer goes through
+// the API; both give the same spans (telemetry's otlp_export_test.go).
+type timedTracer interface {
+	StartAt(ctx context.Context, name string, at time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span)
+}
+
+type timedSpan interface {
+	AddEventAt(name string, at time.Time, attrs []attribute.KeyValue)
+	EndAt(at time.Time)
+}
+
+// start starts a child span of the step at a time (now when zero) with
+// attrs, which it keeps.
+func (o *OTelObserver) start(ctx context.Context, name string, at time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span) {
+	if o.timed != nil {
+		return o.timed.StartAt(ctx, name, at, attrs)
+	}
+	if at.IsZero() {
+		return o.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	}
+	return o.tracer.Start(ctx, name, trace.WithTimestamp(at), trace.WithAttributes(attrs...))
+}
+
+// endAt ends a span at a time (now when zero).
+func endAt(s trace.Span, at time.Time) {
+	if d, ok := s.(timedSpan); ok {
+		d.EndAt(at)
+		return
+	}
+	if at.IsZero() {
+		s.End()
+		return
+	}
+	s.End(trace.WithTimestamp(at))
+}
+
+// with returns the step's base attributes followed by extra, in a slice of
+// its own.
+func (s *otelStepSpan) with(extra ...attribute.KeyValue) []attribute.KeyValue {
+	if len(extra) == 0 {
+		return s.base
+	}
+	return append(s.base[:len(s.base):len(s.base)], extra...)
+}
+
 // remoteParent makes the task root's span context, rebuilt from a
 // traceparent, the remote parent of ctx. Its sampled flag is the
 // orchestrator's decision for the task's whole trace: a parent-based
@@ -90,7 +146,7 @@ func remoteParent(ctx context.Context, tp string) context.Context {
 // its start (the SDK's samplers decide on the parent and the trace id).
 func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Context, StepSpan) {
 	now := time.Now()
-	sctx, span := o.tracer.Start(remoteParent(ctx, s.TraceParent), "step_execution", trace.WithTimestamp(now))
+	sctx, span := o.start(remoteParent(ctx, s.TraceParent), "step_execution", now, nil)
 	ss := &otelStepSpan{o: o, step: s, ctx: sctx, span: span, rec: span.IsRecording()}
 	if ss.rec {
 		ss.base = []attribute.KeyValue{
@@ -101,8 +157,7 @@ func (o *OTelObserver) StepClaimed(ctx context.Context, s *Step) (context.Contex
 			attribute.String("step_name", s.Name),
 			attribute.Int("attempt", s.Attempt),
 		}
-		ss.baseOpt = trace.WithAttributes(ss.base...)
-		span.SetAttributes(append(ss.base, attribute.String("handler_name", s.Handler))...)
+		span.SetAttributes(ss.with(attribute.String("handler_name", s.Handler))...)
 	}
 	ss.transition(lifecycle.StepEnqueued, lifecycle.StepInProgress, now, time.Now(), true)
 	return sctx, ss
@@ -114,11 +169,10 @@ type otelStepSpan struct {
 	ctx  context.Context
 	span trace.Span
 	// rec: the step's span is recorded; base are then its attributes,
-	// which every span and event of the step carries (baseOpt, built
-	// once: the tracer copies what an option holds).
+	// which every span and event of the step carries, first. base is
+	// never changed: spans and events may keep it (timedTracer).
 	rec     bool
 	base    []attribute.KeyValue
-	baseOpt trace.SpanStartEventOption
 	mu      sync.Mutex
 	handler trace.Span
 	submit  trace.Span
@@ -135,12 +189,14 @@ func (s *otelStepSpan) submittedAt(at time.Time) {
 	s.mu.Unlock()
 }
 
-func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.Time, extra ...attribute.KeyValue) {
+// event adds an event to span with attrs (the base attributes first; see
+// with), which the span may keep, and counts it.
+func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.Time, attrs []attribute.KeyValue) {
 	if s.rec {
-		if len(extra) == 0 {
-			span.AddEvent(string(name), trace.WithTimestamp(at), s.baseOpt)
+		if d, ok := span.(timedSpan); ok {
+			d.AddEventAt(string(name), at, attrs)
 		} else {
-			span.AddEvent(string(name), trace.WithTimestamp(at), s.baseOpt, trace.WithAttributes(extra...))
+			span.AddEvent(string(name), trace.WithTimestamp(at), trace.WithAttributes(attrs...))
 		}
 	}
 	s.o.events.Add(context.Background(), 1, s.o.attrs.Option(otelAttrKey{kind: otelEvent, a: string(name), b: s.step.Namespace}))
@@ -153,16 +209,17 @@ func (s *otelStepSpan) event(span trace.Span, name lifecycle.EventName, at time.
 // the event catalog says).
 func (s *otelStepSpan) transition(from, to lifecycle.StepState, at, end time.Time, mapped bool) {
 	ts := unrecorded
-	var states []attribute.KeyValue
+	var attrs []attribute.KeyValue
 	if s.rec {
-		states = []attribute.KeyValue{attribute.String("from_state", string(from)), attribute.String("to_state", string(to))}
-		_, ts = s.o.tracer.Start(s.ctx, "step_state_transition", trace.WithTimestamp(at), s.baseOpt, trace.WithAttributes(states...))
+		// One slice for the span and its events, which keep it.
+		attrs = s.with(attribute.String("from_state", string(from)), attribute.String("to_state", string(to)))
+		_, ts = s.o.start(s.ctx, "step_state_transition", at, attrs)
 	}
-	s.event(ts, lifecycle.EventStepBeforeTransition, at, states...)
+	s.event(ts, lifecycle.EventStepBeforeTransition, at, attrs)
 	if ev, ok := lifecycle.StepTransitionEvent(from, to); ok && mapped {
-		s.event(ts, ev, at, states...)
+		s.event(ts, ev, at, attrs)
 	}
-	ts.End(trace.WithTimestamp(end))
+	endAt(ts, end)
 	s.o.transitions.Add(context.Background(), 1, s.o.attrs.Option(otelAttrKey{kind: otelTransition, a: string(from), b: string(to), c: s.step.Namespace}))
 }
 
@@ -172,13 +229,12 @@ var unrecorded = trace.SpanFromContext(context.Background())
 
 func (s *otelStepSpan) BeforeHandle(ctx context.Context) context.Context {
 	now := time.Now()
-	s.event(s.span, lifecycle.EventStepBeforeHandle, now)
+	s.event(s.span, lifecycle.EventStepBeforeHandle, now, s.base)
 	hctx, hs := ctx, unrecorded
 	if s.rec {
-		hctx, hs = s.o.tracer.Start(ctx, "handler_execution", trace.WithTimestamp(now), s.baseOpt,
-			trace.WithAttributes(attribute.String("handler_name", s.step.Handler)))
+		hctx, hs = s.o.start(ctx, "handler_execution", now, s.with(attribute.String("handler_name", s.step.Handler)))
 	}
-	s.event(hs, lifecycle.EventStepHandle, now)
+	s.event(hs, lifecycle.EventStepHandle, now, s.base)
 	s.mu.Lock()
 	s.handler = hs
 	s.mu.Unlock()
@@ -189,14 +245,14 @@ func (s *otelStepSpan) BeforeSubmit(ctx context.Context) context.Context {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.handler != nil {
-		s.handler.End()
+		endAt(s.handler, time.Time{})
 		s.handler = nil
 	}
 	if !s.rec {
 		s.submit = unrecorded
 		return ctx
 	}
-	sctx, sub := s.o.tracer.Start(trace.ContextWithSpan(ctx, s.span), "result_submission", s.baseOpt)
+	sctx, sub := s.o.start(trace.ContextWithSpan(ctx, s.span), "result_submission", time.Time{}, s.base)
 	s.submit = sub
 	return sctx
 }
@@ -219,7 +275,7 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 		now, end = s.sentAt, s.sentAt.Add(2*time.Microsecond)
 	}
 	if s.handler != nil {
-		s.handler.End()
+		endAt(s.handler, time.Time{})
 	}
 	label := string(outcome)
 	attrs := s.o.attrs.Option(otelAttrKey{kind: otelHandler, a: s.step.Handler, b: s.step.Namespace, c: label})
@@ -234,21 +290,21 @@ func (s *otelStepSpan) End(outcome Outcome, d time.Duration, err error) {
 			s.transition(lifecycle.StepInProgress, to, now, now.Add(time.Microsecond), false)
 			var attrs []attribute.KeyValue
 			if s.rec {
-				attrs = []attribute.KeyValue{attribute.String("from_state", string(lifecycle.StepInProgress)),
-					attribute.String("to_state", string(to)), attribute.String("outcome", label)}
+				attrs = s.with(attribute.String("from_state", string(lifecycle.StepInProgress)),
+					attribute.String("to_state", string(to)), attribute.String("outcome", label))
 			}
-			s.event(s.submit, lifecycle.EventStepResultSubmitted, now, attrs...)
+			s.event(s.submit, lifecycle.EventStepResultSubmitted, now, attrs)
 		}
-		s.submit.End(trace.WithTimestamp(now.Add(time.Microsecond)))
+		endAt(s.submit, now.Add(time.Microsecond))
 	}
 	if s.rec {
 		if err != nil {
-			s.span.RecordError(err, s.baseOpt)
+			s.span.RecordError(err, trace.WithAttributes(s.base...))
 			s.span.SetStatus(codes.Error, err.Error())
 		}
 		s.span.SetAttributes(attribute.String("outcome", label))
 	}
-	s.span.End(trace.WithTimestamp(end))
+	endAt(s.span, end)
 }
 
 // otelAttrKey names one attribute set of the worker's measurements.

@@ -6,10 +6,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker/tasker/internal/cputime"
 )
 
 // clockTicks is USER_HZ, the unit of the times in /proc/<pid>/stat. Linux
@@ -132,17 +133,9 @@ func (p *pgCPU) children() (int64, error) {
 	return sum, nil
 }
 
-// selfCPU is this process's user+system time.
+// selfCPU is this process's user+system time, in seconds.
 func selfCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
-}
-
-func tvSeconds(tv syscall.Timeval) float64 {
-	return float64(tv.Sec) + float64(tv.Usec)/1e6
+	return cputime.Self().Seconds()
 }
 
 // processCPU is a child process's user+system time so far.

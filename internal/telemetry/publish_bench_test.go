@@ -5,13 +5,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/tasker/tasker/internal/cputime"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/telemetry"
 )
@@ -100,7 +100,7 @@ func benchmarkPublishRounds(b *testing.B, opts telemetry.Options, tasks int) {
 	}
 	j := telemetry.NewJournal(nil)
 	b.ReportAllocs()
-	cpu0 := processCPU(b)
+	cpu0 := cputime.Self()
 	for b.Loop() {
 		j.Reset()
 		at := j.Now()
@@ -115,14 +115,5 @@ func benchmarkPublishRounds(b *testing.B, opts telemetry.Options, tasks int) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tasks), "ns/round")
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N*tasks), "cpu-ns/round")
-}
-
-// processCPU is the CPU time this process has used, user and system, in ns.
-func processCPU(b *testing.B) int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	b.ReportMetric(float64(cputime.Self()-cpu0)/float64(b.N*tasks), "cpu-ns/round")
 }
