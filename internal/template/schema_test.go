@@ -75,7 +75,11 @@ func TestValidateContextWithoutSchema(t *testing.T) {
 }
 
 // Without a schema, an object is checked without being decoded: no
-// allocation per element of a large context. (Not parallel: AllocsPerRun.)
+// allocation per element of a large context (decoding its 2,001 items
+// would make thousands). AllocsPerRun counts the whole process's
+// allocations, and a goroutine left by the runtime or the race detector
+// may make one or two meanwhile (3 were seen under -race), hence the
+// margin. (Not parallel: AllocsPerRun.)
 func TestValidateContextWithoutSchemaDoesNotDecode(t *testing.T) {
 	tmpl := mustParse(t, baseYAML)
 	big := json.RawMessage(`  {"items": [` + strings.Repeat(`{"sku": "BOOK-1", "n": 2},`, 2000) + `{}]}`)
@@ -83,7 +87,7 @@ func TestValidateContextWithoutSchemaDoesNotDecode(t *testing.T) {
 		if err := tmpl.ValidateContext(big); err != nil {
 			t.Fatal(err)
 		}
-	}); allocs > 2 {
+	}); allocs > 10 {
 		t.Errorf("a %d-byte object without a schema: %v allocations", len(big), allocs)
 	}
 }
