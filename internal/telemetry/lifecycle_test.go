@@ -239,11 +239,28 @@ func TestEveryCatalogEventIsPublishedAtItsSpan(t *testing.T) {
 	spans := h.Spans.GetSpans()
 
 	seen := map[lifecycle.EventName]map[string]bool{} // event -> span names it appeared on
+	// A step's uuid names one step: the same name wherever it appears.
+	stepNames := map[string]string{} // task_uuid/step_uuid -> step_name
+	sameStep := func(where string, a map[string]string) {
+		if a["step_uuid"] == "" {
+			return
+		}
+		k := a["task_uuid"] + "/" + a["step_uuid"]
+		if name, ok := stepNames[k]; !ok {
+			stepNames[k] = a["step_name"]
+		} else if name != a["step_name"] {
+			t.Errorf("%s: step %s is %q here and %q elsewhere", where, a["step_uuid"], a["step_name"], name)
+		}
+	}
 	for _, s := range spans {
 		attrs := attrMap(s.Attributes)
 		if attrs["correlation_id"] == "" {
 			t.Errorf("span %s has no correlation_id", s.Name)
 		}
+		if s.Name == "step_state_transition" && (attrs["step_uuid"] == "" || attrs["step_name"] == "") {
+			t.Errorf("a step_state_transition span lacks step_uuid or step_name: %v", attrs)
+		}
+		sameStep("span "+s.Name, attrs)
 		for _, ev := range s.Events {
 			ea := attrMap(ev.Attributes)
 			if ea["correlation_id"] == "" || ea["correlation_id"] != attrs["correlation_id"] {
@@ -252,6 +269,10 @@ func TestEveryCatalogEventIsPublishedAtItsSpan(t *testing.T) {
 			if ea["task_uuid"] == "" || ea["namespace"] == "" {
 				t.Errorf("event %s lacks task_uuid or namespace", ev.Name)
 			}
+			if attrs["step_uuid"] != "" && ea["step_uuid"] != attrs["step_uuid"] {
+				t.Errorf("event %s on span %s of step %s has step_uuid %q", ev.Name, s.Name, attrs["step_uuid"], ea["step_uuid"])
+			}
+			sameStep("event "+ev.Name, ea)
 			name := lifecycle.EventName(ev.Name)
 			if seen[name] == nil {
 				seen[name] = map[string]bool{}
