@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -700,19 +701,38 @@ func TestConcurrentProvisioningAcrossDatabases(t *testing.T) {
 			t.Errorf("drop %s: %v", role, err)
 		}
 	})
+	names := make([]string, len(dbs))
+	for i, db := range dbs {
+		names[i] = scalar[string](t, db, `SELECT current_database()`)
+	}
+	var first atomic.Bool
 	start := make(chan struct{})
 	errs := make(chan error, len(dbs))
 	for _, db := range dbs {
 		go func() {
 			<-start
-			// Hold the transaction open so that the creations overlap: the
-			// later ones wait on the first's uncommitted role.
 			errs <- pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 				if _, err := tx.Exec(ctx, `SELECT tasker.namespace_provision($1)`, ns); err != nil {
 					return err
 				}
-				time.Sleep(200 * time.Millisecond)
-				return nil
+				if !first.CompareAndSwap(false, true) {
+					return nil
+				}
+				// The first to get here created the role: hold its
+				// transaction open until the others wait on the uncommitted
+				// role, so that the creations overlap. Bounded, and not an
+				// error when the deadline passes: how they proceed is
+				// Postgres's.
+				err := wait.Poll(time.Now().Add(5*time.Second), 5*time.Millisecond, func() (bool, error) {
+					var waiting int
+					err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+						WHERE datname = ANY ($1) AND wait_event_type = 'Lock'`, names).Scan(&waiting)
+					return waiting >= len(dbs)-1, err
+				})
+				if errors.Is(err, wait.ErrTimeout) {
+					return nil
+				}
+				return err
 			})
 		}()
 	}

@@ -114,12 +114,18 @@ steps:
 `)
 	ctx := context.Background()
 	// Replica A is slow: its first task creation holds its transaction
-	// open past the 1s visibility timeout of the batch it read.
+	// open past the 1s visibility timeout of the batch it read, until
+	// replica B has handled what it read (bounded, should B ever wait on A
+	// instead of skipping A's locked message).
 	var first atomic.Bool
+	bDone := make(chan struct{})
 	slowA := orchestration.NewEngine(store.New(h.Pool), nil, h.Logger,
 		orchestration.WithBeforeCommit(func(context.Context, store.Tx, *telemetry.Journal) error {
 			if first.CompareAndSwap(false, true) {
-				time.Sleep(2 * time.Second)
+				select {
+				case <-bDone:
+				case <-time.After(30 * time.Second):
+				}
 			}
 			return nil
 		}))
@@ -142,17 +148,19 @@ steps:
 	// request (whose message row A's open transaction keeps locked, so B
 	// skips it): B gets the second request and creates its task. A's batch
 	// was read once and its timeout has run out when a read message is
-	// visible again; A holds its first commit for 2 s, B goes at ~1 s.
+	// visible again; A holds its first commit until B is done.
 	enginetest.Eventually(t, 10*time.Second, "replica A's batch visible again", func() bool {
 		var n int
 		err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.q_orchestration_task_requests
 			WHERE read_ct >= 1 AND vt <= clock_timestamp()`).Scan(&n)
 		return err == nil && n > 0
 	})
-	if _, err := replicaB.RequestsOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
+	_, errB := replicaB.RequestsOnce(ctx)
+	close(bDone)
 	wg.Wait()
+	if errB != nil {
+		t.Fatal(errB)
+	}
 	if errA != nil {
 		t.Fatal(errA)
 	}
