@@ -1,44 +1,23 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tasker/tasker/domainevents"
 	ide "github.com/tasker/tasker/internal/domainevents"
 	"github.com/tasker/tasker/internal/enginetest"
+	"github.com/tasker/tasker/internal/lockedbuf"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/testdb"
 )
 
-// syncBuffer is a bytes.Buffer safe to read while the command writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{} }
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func runEvents(ctx context.Context, args ...string) (string, string, error) {
-	out, errb := newSyncBuffer(), newSyncBuffer()
+	out, errb := &lockedbuf.Buffer{}, &lockedbuf.Buffer{}
 	g := &globals{stdout: out, stderr: errb}
 	cmd := eventsCmd(g)
 	cmd.SetArgs(args)

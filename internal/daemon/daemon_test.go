@@ -26,6 +26,7 @@ import (
 	"github.com/tasker/tasker/internal/demo"
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/lockedbuf"
 	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/internal/testdb"
 	"github.com/tasker/tasker/worker"
@@ -384,24 +385,6 @@ func TestStartOnAnUnmigratedDatabase(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestShutdownPastItsTimeoutIsReported: a request held open uses the HTTP
 // share of the shutdown timeout, not the loops' share; the loops still stop,
 // and the incomplete shutdown is an error, logged at ERROR, not "stopped"
@@ -410,7 +393,7 @@ func TestShutdownPastItsTimeoutIsReported(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, testdb.URL(t))
 	cfg.Orchestrator.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
-	var logs lockedBuffer
+	var logs lockedbuf.Buffer
 	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -517,7 +500,7 @@ func TestMissingTemplatesDirSaysWhere(t *testing.T) {
 func TestHTTPServerFailureStopsWithAnError(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, testdb.URL(t))
-	var logs lockedBuffer
+	var logs lockedbuf.Buffer
 	d, err := daemon.Start(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

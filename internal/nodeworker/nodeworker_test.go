@@ -15,7 +15,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/tasker/tasker/internal/demo"
 	"github.com/tasker/tasker/internal/enginetest"
 	"github.com/tasker/tasker/internal/lifecycle"
+	"github.com/tasker/tasker/internal/lockedbuf"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/store"
 	"github.com/tasker/tasker/worker"
@@ -77,30 +77,12 @@ func requireNode(t *testing.T, root string) string {
 	return node
 }
 
-// syncBuffer collects a child's output; exec copies into it from goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // nodeWorker is a running `node worker.js`.
 type nodeWorker struct {
 	t    *testing.T
 	id   string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *lockedbuf.Buffer
 	done chan struct{}
 	err  error // set before done is closed
 }
@@ -128,7 +110,7 @@ func startNode(t *testing.T, h *enginetest.Harness, root string, env map[string]
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &syncBuffer{}
+	out := &lockedbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start the Node.js worker: %v", err)
