@@ -130,6 +130,10 @@ type Options struct {
 	Keep bool
 	// CPUProfile writes a CPU profile of the measured window (in-process).
 	CPUProfile string
+	// MemProfile writes the allocations made in the measured window
+	// (in-process): the heap profile at its end, and at its start to
+	// MemProfile + ".start", the base to subtract (go tool pprof -base).
+	MemProfile string
 	// Timeout bounds the wait for every task to finish.
 	Timeout time.Duration
 
@@ -193,6 +197,9 @@ func (o *Options) defaults() error {
 	}
 	if o.CPUProfile != "" && o.Processes {
 		return errors.New("--cpuprofile profiles this process: it needs the in-process mode (drop --processes)")
+	}
+	if o.MemProfile != "" && o.Processes {
+		return errors.New("--memprofile profiles this process: it needs the in-process mode (drop --processes)")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -387,6 +394,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 		rep.CPUProfile = o.CPUProfile
 	}
+	if o.MemProfile != "" {
+		if err := writeHeapProfile(o.MemProfile + ".start"); err != nil {
+			return nil, err
+		}
+	}
 	walBefore, err := walPosition(ctx, conn)
 	if err != nil {
 		return nil, err
@@ -406,6 +418,12 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	walAfter, werr := walPosition(ctx, conn)
 	if profile != nil {
 		pprof.StopCPUProfile()
+	}
+	if o.MemProfile != "" {
+		if err := writeHeapProfile(o.MemProfile); err != nil {
+			return nil, err
+		}
+		rep.MemProfile = o.MemProfile
 	}
 	rep.SubmitLagMaxMs = float64(lag) / float64(time.Millisecond)
 	if loadErr != nil {
@@ -867,4 +885,18 @@ func traceSampling(o Options) string {
 		return ""
 	}
 	return telemetry.DescribeSampling(o.Config.Telemetry.TraceSampleRatio)
+}
+
+// writeHeapProfile writes the heap profile, whose allocation counts are
+// cumulative since the process started, to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }

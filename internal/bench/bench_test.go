@@ -41,8 +41,11 @@ func TestRunReportsACompleteRun(t *testing.T) {
 		submitBatch int
 		viaQueue    bool
 		handlerTime time.Duration
-	}{{"single", 20, 0, false, 0}, {"linear4", 5, 0, false, 0}, {"single", 23, 5, false, 0}, {"single", 12, 0, true, 0}, {"single", 17, 4, true, 0},
-		{"single", 8, 0, false, 5 * time.Millisecond}} {
+		// profiles: the run writes its CPU and allocation profiles (one
+		// case only: the CPU profiler is the process's).
+		profiles bool
+	}{{"single", 20, 0, false, 0, true}, {"linear4", 5, 0, false, 0, false}, {"single", 23, 5, false, 0, false}, {"single", 12, 0, true, 0, false},
+		{"single", 17, 4, true, 0, false}, {"single", 8, 0, false, 5 * time.Millisecond, false}} {
 		name := tc.scenario
 		if tc.submitBatch > 1 {
 			name += fmt.Sprintf("/batches_of_%d", tc.submitBatch)
@@ -58,13 +61,30 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			var progress bytes.Buffer
+			var cpuProfile, memProfile string
+			if tc.profiles {
+				dir := t.TempDir()
+				cpuProfile, memProfile = filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "allocs.pprof")
+			}
 			rep, err := Run(ctx, Options{
 				DatabaseURL: serverURL(t), Config: config.Default(), Scenario: tc.scenario, Tasks: tc.tasks,
 				Workers: 2, Concurrency: 4, Submitters: 4, SubmitBatch: tc.submitBatch, ViaQueue: tc.viaQueue, HandlerTime: tc.handlerTime, Timeout: time.Minute, Model: ModelBare,
+				CPUProfile: cpuProfile, MemProfile: memProfile,
 				Progress: &progress, Logger: enginetest.Logger(t),
 			})
 			if err != nil {
 				t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
+			}
+			if tc.profiles {
+				if rep.CPUProfile != cpuProfile || rep.MemProfile != memProfile {
+					t.Errorf("report names profiles %q and %q, want %q and %q", rep.CPUProfile, rep.MemProfile, cpuProfile, memProfile)
+				}
+				// pprof's format: a gzipped protocol buffer.
+				for _, f := range []string{cpuProfile, memProfile, memProfile + ".start"} {
+					if b, err := os.ReadFile(f); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+						t.Errorf("profile %s: %d bytes, error %v; want a gzipped pprof profile", f, len(b), err)
+					}
+				}
 			}
 			sc, _ := ScenarioByName(tc.scenario)
 			steps := int64(tc.tasks * sc.StepsPerTask())

@@ -104,6 +104,7 @@ type Report struct {
 	// keep the rate).
 	SubmitLagMaxMs float64  `json:"submit_lag_max_ms,omitempty"`
 	CPUProfile     string   `json:"cpu_profile,omitempty"`
+	MemProfile     string   `json:"mem_profile,omitempty"`
 	Warnings       []string `json:"warnings,omitempty"`
 }
 
@@ -292,6 +293,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	if r.CPUProfile != "" {
 		row("cpu profile", "%s", r.CPUProfile)
+	}
+	if r.MemProfile != "" {
+		row("alloc profile", "%s (go tool pprof -sample_index=alloc_space -base %s.start %s)", r.MemProfile, r.MemProfile, r.MemProfile)
 	}
 	_ = tw.Flush()
 	for _, wmsg := range r.Warnings {

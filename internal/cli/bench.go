@@ -131,6 +131,7 @@ Numbers worth quoting come from a server with its default durability
 		"bare (DESIGN's per-step SQL, no engine around it; the default of a bare --model) or full (with the task's per-result states and domain events)")
 	f.Lookup("model").NoOptDefVal = bench.ModelBare
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured window to this file (in-process only)")
+	f.StringVar(&o.MemProfile, "memprofile", "", "write the allocations of the measured window to this file, as the heap profiles at its end (this file) and start (file.start) (in-process only)")
 	f.DurationVar(&o.Timeout, "timeout", bench.DefaultTimeout, "give up when the tasks have not finished after this long")
 	f.StringVar(&logLevel, "log-level", "warn", "log level of the orchestrator and workers")
 	cmd.AddCommand(benchSummarizeCmd(g), benchWorkerCmd(g))
