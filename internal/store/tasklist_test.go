@@ -10,12 +10,10 @@ import (
 	"github.com/tasker/tasker/internal/template"
 )
 
-// The task list reads each namespace's newest tasks and keeps the newest of
-// those (migration 00037): across namespaces it pages through every task
-// once, newest first, ties in created_at (tasks created in one transaction)
-// broken by task_uuid; its filters apply before each namespace's page is
-// cut, so a filter that skips most of a namespace's tasks still fills the
-// page.
+// The task list pages through every task once, newest first, across
+// namespaces or within one, ties in created_at (tasks created in one
+// transaction) broken by task_uuid, with its filters applied before a
+// page is cut, so a filter that skips most tasks still fills the page.
 func TestTaskListAcrossNamespaces(t *testing.T) {
 	t.Parallel()
 	f := newCreateFixture(t)

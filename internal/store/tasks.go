@@ -508,27 +508,20 @@ type TaskFilter struct {
 	Limit          int
 }
 
-// TaskList lists tasks newest first, with keyset paging. Each namespace's
-// tasks are read newest first through tasks_namespace_created_idx, at most
-// a page of them, and the page is the newest of those (migration 00037):
-// there is no index of all tasks by creation time to write on every task.
+// TaskList lists tasks newest first, with keyset paging.
 func (s *Store) TaskList(ctx context.Context, f TaskFilter) ([]Task, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
 	return tasksQuery(ctx, s.pool, "list tasks", `
-		SELECT t.* FROM tasker.namespaces n CROSS JOIN LATERAL (
-			SELECT `+taskColumns+` FROM tasker.tasks t
-			 WHERE t.namespace = n.name
-			   AND ($2 = '' OR t.name = $2)
-			   AND ($3 = '' OR t.state = $3)
-			   AND ($4 = '' OR t.initiator = $4)
-			   AND ($5::timestamptz IS NULL OR t.created_at >= $5)
-			   AND ($6::timestamptz IS NULL OR t.created_at < $6)
-			   AND ($7::timestamptz IS NULL OR (t.created_at, t.task_uuid) < ($7, $8))
-			 ORDER BY t.created_at DESC, t.task_uuid DESC
-			 LIMIT $9) t
-		 WHERE ($1 = '' OR n.name = $1)
+		SELECT `+taskColumns+` FROM tasker.tasks t
+		 WHERE ($1 = '' OR t.namespace = $1)
+		   AND ($2 = '' OR t.name = $2)
+		   AND ($3 = '' OR t.state = $3)
+		   AND ($4 = '' OR t.initiator = $4)
+		   AND ($5::timestamptz IS NULL OR t.created_at >= $5)
+		   AND ($6::timestamptz IS NULL OR t.created_at < $6)
+		   AND ($7::timestamptz IS NULL OR (t.created_at, t.task_uuid) < ($7, $8))
 		 ORDER BY t.created_at DESC, t.task_uuid DESC
 		 LIMIT $9`,
 		f.Namespace, f.Name, f.State, f.Initiator, f.CreatedAfter, f.CreatedBefore, f.AfterCreatedAt, f.AfterUUID, f.Limit)
