@@ -177,3 +177,41 @@ func deref[T any](p *T) string {
 	}
 	return fmt.Sprint(*p)
 }
+
+// BenchmarkEncodeStatementParams encodes the array parameters of one
+// statement into one buffer, as pgx's query builder does (a fresh buffer of
+// 256 bytes per statement, shared by its parameters): the shape of a
+// creation batch of 100 tasks, 48 arrays of uuids, texts, integers and
+// JSON.
+func BenchmarkEncodeStatementParams(b *testing.B) {
+	m := pgtype.NewMap()
+	pgxcodec.Register(m)
+	const n = 100
+	ids := make([]uuid.UUID, n)
+	texts := make([]string, n)
+	ints := make([]int32, n)
+	docs := make([][]byte, n)
+	for i := range n {
+		ids[i], texts[i], ints[i] = uuid.New(), fmt.Sprintf("text-%d", i), int32(i)
+		docs[i] = []byte(fmt.Sprintf(`{"trigger":"created","i":%d}`, i))
+	}
+	type param struct {
+		oid uint32
+		v   any
+	}
+	var params []param
+	for range 12 {
+		params = append(params, param{pgtype.UUIDArrayOID, ids}, param{pgtype.TextArrayOID, texts},
+			param{pgtype.Int4ArrayOID, ints}, param{pgtype.JSONBArrayOID, docs})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		buf := make([]byte, 0, 256)
+		for _, p := range params {
+			var err error
+			if buf, err = m.Encode(p.oid, pgtype.BinaryFormatCode, p.v, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
