@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -374,7 +376,7 @@ func encodePayload(payload any) ([]byte, error) {
 		out = append(out, `,"duration_ms":`...)
 		out = strconv.AppendInt(out, p.DurationMs, 10)
 		out = append(out, `,"step_counts":`...)
-		out = jsonenc.AppendMap(out, p.StepCounts, jsonenc.AppendInt)
+		out = appendStepCounts(out, p.StepCounts)
 		out = append(out, `,"total_steps":`...)
 		out = strconv.AppendInt(out, int64(p.TotalSteps), 10)
 		return append(out, '}'), nil
@@ -384,7 +386,7 @@ func encodePayload(payload any) ([]byte, error) {
 		out = append(out, `,"task_state":`...)
 		out = jsonenc.AppendString(out, p.TaskState)
 		out = append(out, `,"step_counts":`...)
-		out = jsonenc.AppendMap(out, p.StepCounts, jsonenc.AppendInt)
+		out = appendStepCounts(out, p.StepCounts)
 		out = append(out, `,"total_steps":`...)
 		out = strconv.AppendInt(out, int64(p.TotalSteps), 10)
 		out = append(out, `,"completed_steps":`...)
@@ -421,6 +423,47 @@ func stepCounts(t store.DomainEventTask) (domainevents.StepCounts, int) {
 		total += n
 	}
 	return out, total
+}
+
+// stepCountKeys are the step states, in the order json.Marshal writes a
+// map's keys (sorted), each with its JSON key and colon written out.
+var stepCountKeys = func() []stepCountKey {
+	keys := make([]stepCountKey, 0, len(lifecycle.StepStates))
+	for _, s := range lifecycle.StepStates {
+		keys = append(keys, stepCountKey{state: string(s), key: append(jsonenc.AppendString(nil, string(s)), ':')})
+	}
+	slices.SortFunc(keys, func(a, b stepCountKey) int { return strings.Compare(a.state, b.state) })
+	return keys
+}()
+
+type stepCountKey struct {
+	state string
+	key   []byte
+}
+
+// appendStepCounts appends the step counts as json.Marshal writes them.
+// Those stepCounts builds hold every step state and nothing else: they are
+// written in stepCountKeys' order, without collecting and sorting the keys
+// again for every event (2 % of the app's CPU in single). Any other map
+// goes through jsonenc.AppendMap.
+func appendStepCounts(out []byte, m domainevents.StepCounts) []byte {
+	if m == nil || len(m) != len(stepCountKeys) {
+		return jsonenc.AppendMap(out, m, jsonenc.AppendInt)
+	}
+	start := len(out)
+	out = append(out, '{')
+	for i, k := range stepCountKeys {
+		n, ok := m[k.state]
+		if !ok {
+			return jsonenc.AppendMap(out[:start], m, jsonenc.AppendInt)
+		}
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, k.key...)
+		out = strconv.AppendInt(out, int64(n), 10)
+	}
+	return append(out, '}')
 }
 
 // stepError is a failed step's error as the payloads show it.

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tasker/tasker/domainevents"
+	"github.com/tasker/tasker/internal/lifecycle"
 )
 
 // TestPayloadIsWhatJSONMarshalGives: the payloads written by hand have
@@ -33,7 +34,17 @@ func TestPayloadIsWhatJSONMarshalGives(t *testing.T) {
 					Attempt: 2, MaxAttempts: -3, ResolvedManually: manual, Result: res})
 			}
 		}
-		for _, counts := range []domainevents.StepCounts{nil, {}, {"complete": 3, "pending": 0, "in_progress": 1, "error": -1, "z<": 9}} {
+		// Every state (as stepCounts builds them), every state but one with
+		// another key in its place, and every state and one more.
+		every, swapped, more := domainevents.StepCounts{}, domainevents.StepCounts{}, domainevents.StepCounts{"zz": 7}
+		for i, s := range lifecycle.StepStates {
+			every[string(s)], more[string(s)] = i*11, i
+			if i > 0 {
+				swapped[string(s)] = i
+			}
+		}
+		swapped["a<b"] = 5
+		for _, counts := range []domainevents.StepCounts{nil, {}, {"complete": 3, "pending": 0, "in_progress": 1, "error": -1, "z<": 9}, every, swapped, more} {
 			payloads = append(payloads, domainevents.WorkflowProgressedPayload{TaskRef: ref, TaskState: "steps_in_process",
 				StepCounts: counts, TotalSteps: 4, CompletedSteps: 3})
 		}
@@ -62,6 +73,14 @@ func TestPayloadIsWhatJSONMarshalGives(t *testing.T) {
 		if g, w := decoded(t, got), decoded(t, want); !reflect.DeepEqual(g, w) {
 			t.Errorf("payload %d (%T): got %.200s\njson.Marshal gives %.200s", i, p, got, want)
 		}
+		// Without results and contexts (copied as they are, where
+		// json.Marshal compacts them) the bytes are json.Marshal's too:
+		// keys in the same order.
+		if _, ok := p.(domainevents.StepCompletedPayload); !ok && !bytes.Equal(got, want) {
+			if ip, ok := p.(domainevents.TaskInitiatedPayload); !ok || ip.Context == nil {
+				t.Errorf("payload %d (%T): got %.300s\njson.Marshal writes %.300s", i, p, got, want)
+			}
+		}
 	}
 	// Raw JSON is copied as it is.
 	res := json.RawMessage(`{"a": 1, "b": [1, 2]}`)
@@ -85,4 +104,21 @@ func decoded(t *testing.T, raw []byte) any {
 		t.Fatalf("%.200s: more than one value", raw)
 	}
 	return v
+}
+
+// BenchmarkProgressPayload encodes a WorkflowProgressed payload with the
+// counts stepCounts builds (every step state), as every result publishes.
+func BenchmarkProgressPayload(b *testing.B) {
+	counts := domainevents.StepCounts{}
+	for i, s := range lifecycle.StepStates {
+		counts[string(s)] = i % 3
+	}
+	p := domainevents.WorkflowProgressedPayload{TaskRef: domainevents.TaskRef{TaskName: "order_fulfillment", TaskVersion: "1.0.0"},
+		TaskState: "steps_in_process", StepCounts: counts, TotalSteps: 4, CompletedSteps: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodePayload(p); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
