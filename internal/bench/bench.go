@@ -383,6 +383,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}()
 
 	// The measured window.
+	if o.MemProfile != "" {
+		if err := writeHeapProfile(o.MemProfile + ".start"); err != nil {
+			return nil, err
+		}
+	}
 	var profile *os.File
 	if o.CPUProfile != "" {
 		if profile, err = os.Create(o.CPUProfile); err != nil {
@@ -393,11 +398,6 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			return nil, err
 		}
 		rep.CPUProfile = o.CPUProfile
-	}
-	if o.MemProfile != "" {
-		if err := writeHeapProfile(o.MemProfile + ".start"); err != nil {
-			return nil, err
-		}
 	}
 	walBefore, err := walPosition(ctx, conn)
 	if err != nil {
@@ -888,8 +888,11 @@ func traceSampling(o Options) string {
 }
 
 // writeHeapProfile writes the heap profile, whose allocation counts are
-// cumulative since the process started, to path.
+// cumulative since the process started, to path. The profile's counts are
+// those of the last garbage collection, so it collects first (outside the
+// window's CPU reading).
 func writeHeapProfile(path string) error {
+	runtime.GC()
 	f, err := os.Create(path)
 	if err != nil {
 		return err
