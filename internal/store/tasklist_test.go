@@ -1,6 +1,8 @@
 package store_test
 
 import (
+	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,7 +34,7 @@ func TestTaskListAcrossNamespaces(t *testing.T) {
 	// Transactions in order; each creates tasks in the namespaces listed,
 	// which share the transaction's created_at.
 	var created []uuid.UUID // oldest first, by (created_at, task_uuid)
-	initiator := map[uuid.UUID]string{}
+	initiator, nsOf := map[uuid.UUID]string{}, map[uuid.UUID]string{}
 	for i, txNamespaces := range [][]string{{"alpha"}, {"beta"}, {"creating", "alpha"}, {"alpha"}, {"beta", "creating", "alpha"}, {"beta"}, {"alpha"}} {
 		var batch []uuid.UUID
 		if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
@@ -45,20 +47,14 @@ func TestTaskListAcrossNamespaces(t *testing.T) {
 					return err
 				}
 				batch = append(batch, nt.UUID)
-				initiator[nt.UUID] = nt.Initiator
+				initiator[nt.UUID], nsOf[nt.UUID] = nt.Initiator, ns
 			}
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
 		// Within a transaction the list orders by task_uuid.
-		for a := range batch {
-			for b := a + 1; b < len(batch); b++ {
-				if strings.Compare(batch[b].String(), batch[a].String()) < 0 {
-					batch[a], batch[b] = batch[b], batch[a]
-				}
-			}
-		}
+		slices.SortFunc(batch, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 		created = append(created, batch...)
 	}
 	newestFirst := func(keep func(uuid.UUID) bool) []uuid.UUID {
@@ -69,14 +65,6 @@ func TestTaskListAcrossNamespaces(t *testing.T) {
 			}
 		}
 		return out
-	}
-	nsOf := map[uuid.UUID]string{}
-	for _, id := range created {
-		task, err := f.st.TaskGet(f.ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nsOf[id] = task.Namespace
 	}
 
 	for _, tc := range []struct {
