@@ -510,6 +510,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		// model's alike: there the latencies compare, not the throughput.
 		if md.StepsPerSec > 0 && o.Rate <= 0 {
 			md.Ratio = rep.StepsPerSec / md.StepsPerSec
+			md.CPURatio = cpuRatio(rep.CPU, int(out.stepsComplete), md.CPU, md.Steps)
 		}
 		rep.Model = md
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/url"
 	"os"
 	"os/exec"
@@ -162,6 +163,16 @@ func TestRunReportsACompleteRun(t *testing.T) {
 				md.DB.Commits <= 0 || md.DB.RowsPerStep < 5 {
 				t.Errorf("model = %+v, want %d steps, rate, ratio, commits > 0 and >= 5 rows per step", md, steps)
 			}
+			// The share by CPU is the model's CPU per step over the
+			// engine's, from the two windows' own readings.
+			if md := rep.Model; md != nil && rep.Server.Local {
+				e, _ := rep.CPU.total()
+				m, _ := md.CPU.total()
+				want := (m / float64(md.Steps)) / (e / float64(steps))
+				if md.CPURatio <= 0 || math.Abs(md.CPURatio-want) > 1e-9*want {
+					t.Errorf("model's share by CPU = %v, want %v (model %v s for %d steps, engine %v s for %d)", md.CPURatio, want, m, md.Steps, e, steps)
+				}
+			}
 			if rep.SubmitBatch != tc.submitBatch || (rep.Via == "queue") != tc.viaQueue {
 				t.Errorf("report's submit batch = %d, via %q; want %d, via the queue %v", rep.SubmitBatch, rep.Via, tc.submitBatch, tc.viaQueue)
 			}
@@ -192,7 +203,7 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			sum := Summarize([]*Report{back, rep, back})
 			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 ||
 				sum[0].ModelStepsPS != rep.Model.StepsPerSec || sum[0].StepsPerClaim != rep.Protocol.StepsPerClaim ||
-				sum[0].StepsPerSubmit != rep.Protocol.StepsPerSubmission {
+				sum[0].StepsPerSubmit != rep.Protocol.StepsPerSubmission || sum[0].ModelCPURatio != rep.Model.CPURatio {
 				t.Errorf("summary of three copies = %+v, want the report's own numbers", sum)
 			}
 			for _, st := range StateTimeStates {
@@ -202,7 +213,14 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			}
 			var summary bytes.Buffer
 			PrintSummaries(&summary, sum)
-			for _, want := range []string{"time in step state", "steps/claim", fmt.Sprintf("%.1f", rep.Protocol.StepsPerClaim)} {
+			wantSummary := []string{"time in step state", "steps/claim", fmt.Sprintf("%.1f", rep.Protocol.StepsPerClaim)}
+			if rep.Model.CPURatio > 0 {
+				wantSummary = append(wantSummary, "by CPU per step", fmt.Sprintf("%.1f%%", 100*rep.Model.CPURatio))
+				if want := fmt.Sprintf("(%.1f%% by CPU per step)", 100*rep.Model.CPURatio); !strings.Contains(table.String(), want) {
+					t.Errorf("table lacks %q:\n%s", want, table.String())
+				}
+			}
+			for _, want := range wantSummary {
 				if !strings.Contains(summary.String(), want) {
 					t.Errorf("summary lacks %q:\n%s", want, summary.String())
 				}

@@ -166,6 +166,22 @@ type CPU struct {
 	Note string `json:"note,omitempty"`
 }
 
+// total is the CPU time of Postgres and of everything on the application's
+// side (this process, or the orchestrator, workers and driver processes),
+// and whether both sides were measured.
+func (c CPU) total() (float64, bool) {
+	if c.Postgres == nil {
+		return 0, false
+	}
+	sum, app := *c.Postgres, false
+	for _, v := range []*float64{c.InProcess, c.Orchestrator, c.Workers, c.Driver} {
+		if v != nil {
+			sum, app = sum+*v, true
+		}
+	}
+	return sum, app
+}
+
 // cpuProbe takes CPU readings of everything the run involves.
 type cpuProbe struct {
 	pg       *pgCPU

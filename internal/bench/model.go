@@ -70,9 +70,17 @@ type Model struct {
 	Latency *Latency `json:"latency,omitempty"`
 	// Ratio is the engine's steps/s divided by StepsPerSec (closed loop
 	// only).
-	Ratio float64    `json:"ratio"`
-	CPU   CPU        `json:"cpu"`
-	DB    DBCounters `json:"db"`
+	Ratio float64 `json:"ratio"`
+	// CPURatio is the model's CPU time per step (Postgres and driver)
+	// divided by the engine's (Postgres and application): the share of the
+	// model's efficiency the engine keeps. Where CPU is the limit, as on a
+	// small machine, it is what Ratio measures, without the host's noise
+	// between the engine's window and the model's (time stolen by other
+	// machines counts in neither). Closed loop only; 0 when either side's
+	// CPU was not measurable.
+	CPURatio float64    `json:"cpu_ratio,omitempty"`
+	CPU      CPU        `json:"cpu"`
+	DB       DBCounters `json:"db"`
 }
 
 // The kinds of model (Options.Model).
@@ -817,4 +825,15 @@ func (m *modelRun) results(ctx context.Context) (int, error) {
 	m.stepsDone.Add(int64(stepsDone))
 	m.completed.Add(int64(tasksDone))
 	return n, nil
+}
+
+// cpuRatio is the model's CPU time per step over the engine's (see
+// Model.CPURatio), or 0 when either was not measured.
+func cpuRatio(engine CPU, engineSteps int, model CPU, modelSteps int) float64 {
+	e, eok := engine.total()
+	m, mok := model.total()
+	if !eok || !mok || e <= 0 || m <= 0 || engineSteps <= 0 || modelSteps <= 0 {
+		return 0
+	}
+	return (m / float64(modelSteps)) / (e / float64(engineSteps))
 }

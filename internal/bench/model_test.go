@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -198,8 +199,8 @@ func TestOpenLoopRunReportsTheModelsLatency(t *testing.T) {
 	if l := md.Latency; md.Tasks != tasks || md.RatePerSec != 40 || l.N != tasks || l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.Max {
 		t.Errorf("model %+v, latency %+v: want %d tasks at 40/s, every task's latency, 0 < p50 <= p99 <= max", md, *l, tasks)
 	}
-	if md.Ratio != 0 {
-		t.Errorf("model ratio %v in an open loop, want none", md.Ratio)
+	if md.Ratio != 0 || md.CPURatio != 0 {
+		t.Errorf("model ratio %v, by CPU %v in an open loop, want none", md.Ratio, md.CPURatio)
 	}
 	var table bytes.Buffer
 	rep.Print(&table)
@@ -215,5 +216,33 @@ func TestOpenLoopRunReportsTheModelsLatency(t *testing.T) {
 	PrintSummaries(&summary, sum)
 	if !strings.Contains(summary.String(), "design model in the open loop") || strings.Contains(summary.String(), "engine of model") {
 		t.Errorf("summary should give the model's latencies and no throughput share:\n%s", summary.String())
+	}
+}
+
+func TestCPURatioNeedsBothSidesMeasured(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	// In-process engine: Postgres 6 s + app 2 s for 10,000 steps (800 µs a
+	// step); the model 3 s + 1 s for 10,000 (400 µs): half.
+	engine := CPU{Postgres: f(6), InProcess: f(2)}
+	model := CPU{Postgres: f(3), InProcess: f(1)}
+	if got := cpuRatio(engine, 10000, model, 10000); math.Abs(got-0.5) > 1e-12 {
+		t.Errorf("in-process: %v, want 0.5", got)
+	}
+	// Separate processes count every one of them.
+	procs := CPU{Postgres: f(5), Orchestrator: f(1), Workers: f(1), Driver: f(1)}
+	if got := cpuRatio(procs, 5000, model, 10000); math.Abs(got-0.25) > 1e-12 {
+		t.Errorf("processes: %v, want 0.25 (model 400 µs a step, engine 1,600)", got)
+	}
+	for name, c := range map[string][2]CPU{
+		"no postgres CPU for the engine":   {{InProcess: f(2)}, model},
+		"no application CPU for the model": {engine, {Postgres: f(3)}},
+		"nothing measured":                 {{}, {}},
+	} {
+		if got := cpuRatio(c[0], 10000, c[1], 10000); got != 0 {
+			t.Errorf("%s: %v, want 0", name, got)
+		}
+	}
+	if got := cpuRatio(engine, 0, model, 10000); got != 0 {
+		t.Errorf("no engine steps: %v, want 0", got)
 	}
 }

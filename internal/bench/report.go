@@ -279,8 +279,8 @@ func (r *Report) Print(w io.Writer) {
 			row("design model ("+md.Kind+")", "open loop, %d tasks at %.0f/s: submit-to-complete p50 %s, p95 %s, p99 %s, max %s (engine: p50 %s, p99 %s)",
 				md.Tasks, md.RatePerSec, ms(l.P50), ms(l.P95), ms(l.P99), ms(l.Max), ms(r.Latency.P50), ms(r.Latency.P99))
 		} else {
-			row("design model ("+md.Kind+")", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model",
-				md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio)
+			row("design model ("+md.Kind+")", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model%s",
+				md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio, cpuShare(md.CPURatio))
 		}
 		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
 			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))
@@ -387,6 +387,8 @@ type Summary struct {
 	ModelStepsPS float64 `json:"model_steps_per_sec,omitempty"`
 	ModelRatio   float64 `json:"model_ratio,omitempty"`
 	ModelPgCPU   float64 `json:"model_postgres_cpu_per_step_us,omitempty"`
+	// ModelCPURatio is the median of the runs' Model.CPURatio.
+	ModelCPURatio float64 `json:"model_cpu_ratio,omitempty"`
 	// ModelP50 and ModelP99 are an open-loop design model's latencies
 	// (runs with --model and --rate only; 0 otherwise).
 	ModelP50   float64 `json:"model_p50_ms,omitempty"`
@@ -477,6 +479,7 @@ func Summarize(reports []*Report) []Summary {
 			}
 			s.ModelStepsPS = model(func(m *Model) float64 { return m.StepsPerSec })
 			s.ModelRatio = model(func(m *Model) float64 { return m.Ratio })
+			s.ModelCPURatio = model(func(m *Model) float64 { return m.CPURatio })
 			latency := func(f func(*Latency) float64) float64 {
 				return model(func(m *Model) float64 {
 					if m.Latency == nil {
@@ -636,10 +639,14 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 	if modelled {
 		fmt.Fprintln(w, "\nthe design model (DESIGN's per-step SQL, no engine; same runs, median)")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "configuration\tmodel steps/s\tengine of model\tmodel postgres µs/step\t")
+		fmt.Fprintln(tw, "configuration\tmodel steps/s\tengine of model\tby CPU per step\tmodel postgres µs/step\t")
 		for _, s := range ss {
 			if s.ModelStepsPS > 0 && s.ModelRatio > 0 {
-				fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t\n", s.Label, s.ModelStepsPS, 100*s.ModelRatio, s.ModelPgCPU)
+				byCPU := "-"
+				if s.ModelCPURatio > 0 {
+					byCPU = fmt.Sprintf("%.1f%%", 100*s.ModelCPURatio)
+				}
+				fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%s\t%.0f\t\n", s.Label, s.ModelStepsPS, 100*s.ModelRatio, byCPU, s.ModelPgCPU)
 			}
 		}
 		_ = tw.Flush()
@@ -701,4 +708,13 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 		}
 	}
 	_ = tw.Flush()
+}
+
+// cpuShare is the text after a run's "engine = x% of model": the share by
+// CPU time per step, when it was measured.
+func cpuShare(r float64) string {
+	if r <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%.1f%% by CPU per step)", 100*r)
 }
