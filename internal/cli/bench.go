@@ -59,7 +59,9 @@ share of it. With --model (single and linear4) the same database then
 runs the design model: DESIGN's per-step SQL with no engine around it, on
 as many tasks (--model=full adds the task's per-result states and the
 domain events). In a closed loop the engine's steps/s is reported as a
-share of the model's; in an open loop the model runs the same schedule,
+share of the model's, and so is its CPU time per step (the model's over
+the engine's: the same share where CPU is the limit, without the host's
+stolen time); in an open loop the model runs the same schedule,
 its idle loops woken by NOTIFY as the engine's are, and its
 submit-to-complete latencies are reported beside the engine's.
 A status line is drawn on stderr while the run goes.
