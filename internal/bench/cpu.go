@@ -168,7 +168,9 @@ type CPU struct {
 
 // total is the CPU time of Postgres and of everything on the application's
 // side (this process, or the orchestrator, workers and driver processes),
-// and whether both sides were measured.
+// and whether both sides were measured. Unlike the reports' "app µs/step"
+// (appCPU), it counts a separate driver: in-process, the submitters are in
+// this process's time too, and the design model's creator is in its own.
 func (c CPU) total() (float64, bool) {
 	if c.Postgres == nil {
 		return 0, false

@@ -425,23 +425,21 @@ func Summarize(reports []*Report) []Summary {
 			return median(v)
 		}
 		s := Summary{Label: l, Runs: len(rs), Tasks: rs[0].Tasks,
-			TasksPerSec:  med(func(r *Report) float64 { return r.TasksPerSec }),
-			StepsPerSec:  med(func(r *Report) float64 { return r.StepsPerSec }),
-			LatencyP50:   med(func(r *Report) float64 { return r.Latency.P50 }),
-			LatencyP95:   med(func(r *Report) float64 { return r.Latency.P95 }),
-			LatencyP99:   med(func(r *Report) float64 { return r.Latency.P99 }),
-			LatencyMax:   med(func(r *Report) float64 { return r.Latency.Max }),
-			DispatchP50:  med(func(r *Report) float64 { return r.Dispatch.P50 }),
-			DispatchP99:  med(func(r *Report) float64 { return r.Dispatch.P99 }),
-			CommitsPerSt: med(func(r *Report) float64 { return r.DB.CommitsPerStep }),
-			RowsPerStep:  med(func(r *Report) float64 { return r.DB.RowsPerStep }),
-			WALPerStep:   med(func(r *Report) float64 { return r.DB.WALBytesPerStep }),
-			SeqReadPerSt: med(func(r *Report) float64 { return r.DB.SeqTuplesReadPerStep }),
-			PgCPUPerStep: med(func(r *Report) float64 { return r.CPUPerStepMicros["postgres"] }),
-			AppCPUPerStep: med(func(r *Report) float64 {
-				return r.CPUPerStepMicros["in_process"] + r.CPUPerStepMicros["orchestrator"] + r.CPUPerStepMicros["workers"]
-			}),
-			PgCores: med(func(r *Report) float64 { return cores(r.CPU.Postgres, r.CPU.Wall) }),
+			TasksPerSec:   med(func(r *Report) float64 { return r.TasksPerSec }),
+			StepsPerSec:   med(func(r *Report) float64 { return r.StepsPerSec }),
+			LatencyP50:    med(func(r *Report) float64 { return r.Latency.P50 }),
+			LatencyP95:    med(func(r *Report) float64 { return r.Latency.P95 }),
+			LatencyP99:    med(func(r *Report) float64 { return r.Latency.P99 }),
+			LatencyMax:    med(func(r *Report) float64 { return r.Latency.Max }),
+			DispatchP50:   med(func(r *Report) float64 { return r.Dispatch.P50 }),
+			DispatchP99:   med(func(r *Report) float64 { return r.Dispatch.P99 }),
+			CommitsPerSt:  med(func(r *Report) float64 { return r.DB.CommitsPerStep }),
+			RowsPerStep:   med(func(r *Report) float64 { return r.DB.RowsPerStep }),
+			WALPerStep:    med(func(r *Report) float64 { return r.DB.WALBytesPerStep }),
+			SeqReadPerSt:  med(func(r *Report) float64 { return r.DB.SeqTuplesReadPerStep }),
+			PgCPUPerStep:  med(func(r *Report) float64 { return r.CPUPerStepMicros["postgres"] }),
+			AppCPUPerStep: med(appCPU),
+			PgCores:       med(func(r *Report) float64 { return cores(r.CPU.Postgres, r.CPU.Wall) }),
 			AppCores: med(func(r *Report) float64 {
 				return cores(r.CPU.InProcess, r.CPU.Wall) + cores(r.CPU.Orchestrator, r.CPU.Wall) + cores(r.CPU.Workers, r.CPU.Wall)
 			}),
