@@ -136,6 +136,15 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			if rep.DB.RowsPerStep < 5 || rep.DB.CommitsPerStep < 3 {
 				t.Errorf("database per step: %.2f commits, %.1f rows; want >= 3 and >= 5", rep.DB.CommitsPerStep, rep.DB.RowsPerStep)
 			}
+			// Pages: every step touches its step row, its transitions and
+			// its messages, each through an index; the tables are the
+			// engine's, most first, and a share of all; a server from 14 on
+			// counts WAL records, at least one per row written.
+			checkBuffers(t, "engine", rep.DB, "tasker.workflow_steps")
+			if rep.DB.WALRecords < rep.DB.RowsInserted+rep.DB.RowsUpdated+rep.DB.RowsDeleted || rep.DB.WALRecordsPerStep <= 0 {
+				t.Errorf("WAL records = %d (%.1f per step) for %d rows written: want at least one a row",
+					rep.DB.WALRecords, rep.DB.WALRecordsPerStep, rep.DB.RowsInserted+rep.DB.RowsUpdated+rep.DB.RowsDeleted)
+			}
 			if rep.CPU.InProcess == nil || *rep.CPU.InProcess <= 0 {
 				t.Errorf("in-process CPU = %v, want > 0", deref(rep.CPU.InProcess))
 			}
@@ -162,6 +171,9 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			if md := rep.Model; md == nil || md.Steps != int(steps) || md.StepsPerTask != sc.StepsPerTask() || md.StepsPerSec <= 0 || md.Ratio <= 0 ||
 				md.DB.Commits <= 0 || md.DB.RowsPerStep < 5 {
 				t.Errorf("model = %+v, want %d steps, rate, ratio, commits > 0 and >= 5 rows per step", md, steps)
+			}
+			if md := rep.Model; md != nil {
+				checkBuffers(t, "model", md.DB, "bench_model.steps")
 			}
 			// The share by CPU is the model's CPU per step over the
 			// engine's, from the two windows' own readings.
@@ -194,7 +206,8 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			// Both outputs render, and saved reports summarize to themselves.
 			var table bytes.Buffer
 			rep.Print(&table)
-			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model", "time in step state", "enqueued_for_orchestration", "worker protocol calls"} {
+			for _, want := range []string{"tasks/s", "p99", "commits", "pgmq floor", "design model", "time in step state", "enqueued_for_orchestration", "worker protocol calls",
+				"buffers per step", "updates HOT", "by table: ", fmt.Sprintf("%.0f buffers", rep.Model.DB.BuffersPerStep), " records ("} {
 				if !strings.Contains(table.String(), want) {
 					t.Errorf("table lacks %q:\n%s", want, table.String())
 				}
@@ -203,7 +216,8 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			sum := Summarize([]*Report{back, rep, back})
 			if len(sum) != 1 || sum[0].Runs != 3 || sum[0].StepsPerSec != rep.StepsPerSec || sum[0].LatencyP99 != rep.Latency.P99 ||
 				sum[0].ModelStepsPS != rep.Model.StepsPerSec || sum[0].StepsPerClaim != rep.Protocol.StepsPerClaim ||
-				sum[0].StepsPerSubmit != rep.Protocol.StepsPerSubmission || sum[0].ModelCPURatio != rep.Model.CPURatio {
+				sum[0].StepsPerSubmit != rep.Protocol.StepsPerSubmission || sum[0].ModelCPURatio != rep.Model.CPURatio ||
+				sum[0].BuffersPerStep != rep.DB.BuffersPerStep || sum[0].ModelBuffers != rep.Model.DB.BuffersPerStep {
 				t.Errorf("summary of three copies = %+v, want the report's own numbers", sum)
 			}
 			for _, st := range StateTimeStates {
@@ -213,7 +227,8 @@ func TestRunReportsACompleteRun(t *testing.T) {
 			}
 			var summary bytes.Buffer
 			PrintSummaries(&summary, sum)
-			wantSummary := []string{"time in step state", "steps/claim", fmt.Sprintf("%.1f", rep.Protocol.StepsPerClaim)}
+			wantSummary := []string{"time in step state", "steps/claim", fmt.Sprintf("%.1f", rep.Protocol.StepsPerClaim),
+				"buffers/step", fmt.Sprintf("%.0f", rep.DB.BuffersPerStep), "model buffers/step"}
 			if rep.Model.CPURatio > 0 {
 				wantSummary = append(wantSummary, "by CPU per step", fmt.Sprintf("%.1f%%", 100*rep.Model.CPURatio))
 				if want := fmt.Sprintf("(%.1f%% by CPU per step)", 100*rep.Model.CPURatio); !strings.Contains(table.String(), want) {
@@ -449,4 +464,31 @@ func savedAndRead(t *testing.T, rep *Report) *Report {
 		t.Fatal(err)
 	}
 	return &back
+}
+
+// checkBuffers checks a window's page counts: some pages per step, no more
+// read in than accessed, HOT updates among the updates, and the tables by
+// accesses, most first, each at least 1 % of all and together no more,
+// with want among them.
+func checkBuffers(t *testing.T, what string, db DBCounters, want string) {
+	t.Helper()
+	if db.BufferAccesses <= 0 || db.BuffersPerStep < 5 || db.BufferReads < 0 || db.BufferReads > db.BufferAccesses {
+		t.Errorf("%s: %d buffer accesses (%.1f per step), %d read in: want at least 5 a step, no more read in than accessed",
+			what, db.BufferAccesses, db.BuffersPerStep, db.BufferReads)
+	}
+	if db.HOTUpdates < 0 || db.HOTUpdates > db.RowsUpdated {
+		t.Errorf("%s: %d HOT updates of %d updates", what, db.HOTUpdates, db.RowsUpdated)
+	}
+	var sum int64
+	found := false
+	for i, tb := range db.Tables {
+		sum += tb.Accesses
+		found = found || tb.Table == want
+		if tb.Accesses*100 < db.BufferAccesses || tb.PerStep <= 0 || (i > 0 && tb.Accesses > db.Tables[i-1].Accesses) {
+			t.Errorf("%s: table %d %+v of %d accesses: want at least 1 %%, most first", what, i, tb, db.BufferAccesses)
+		}
+	}
+	if !found || sum > db.BufferAccesses {
+		t.Errorf("%s: tables %+v (%d accesses of %d): want %s among them, and no more than all", what, db.Tables, sum, db.BufferAccesses, want)
+	}
 }

@@ -154,7 +154,18 @@ type dbStats struct {
 	deadlocks                  int64
 	seqScans, seqTupRead       int64
 	idxScans                   int64
-	functions                  map[string]funcStat
+	// blksHit and blksRead are the database's shared-buffer page accesses
+	// (pg_stat_database): hits, and pages read from the kernel.
+	blksHit, blksRead int64
+	hotUpdated        int64
+	// walRecords and walFPI are server-wide (pg_stat_wal), as WAL bytes are;
+	// walOK is false where the server has no pg_stat_wal (before 14).
+	walRecords, walFPI int64
+	walOK              bool
+	// tables are the page accesses of each table with its indexes and
+	// TOAST (pg_statio_user_tables), by schema-qualified name.
+	tables    map[string]int64
+	functions map[string]funcStat
 }
 
 type funcStat struct {
@@ -192,17 +203,39 @@ func readStats(ctx context.Context, conn *pgx.Conn) (dbStats, error) {
 	if _, err := conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
 		return s, err
 	}
-	err := conn.QueryRow(ctx, `SELECT xact_commit, xact_rollback, deadlocks
-		FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commits, &s.rollbacks, &s.deadlocks)
+	err := conn.QueryRow(ctx, `SELECT xact_commit, xact_rollback, deadlocks, blks_hit, blks_read
+		FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commits, &s.rollbacks, &s.deadlocks, &s.blksHit, &s.blksRead)
 	if err != nil {
 		return s, fmt.Errorf("read pg_stat_database: %w", err)
 	}
 	err = conn.QueryRow(ctx, `SELECT coalesce(sum(n_tup_ins), 0)::bigint, coalesce(sum(n_tup_upd), 0)::bigint,
 		coalesce(sum(n_tup_del), 0)::bigint, coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(seq_tup_read), 0)::bigint,
-		coalesce(sum(idx_scan), 0)::bigint
-		FROM pg_stat_user_tables`).Scan(&s.inserted, &s.updated, &s.deleted, &s.seqScans, &s.seqTupRead, &s.idxScans)
+		coalesce(sum(idx_scan), 0)::bigint, coalesce(sum(n_tup_hot_upd), 0)::bigint
+		FROM pg_stat_user_tables`).Scan(&s.inserted, &s.updated, &s.deleted, &s.seqScans, &s.seqTupRead, &s.idxScans, &s.hotUpdated)
 	if err != nil {
 		return s, fmt.Errorf("read pg_stat_user_tables: %w", err)
+	}
+	if err := readWALStats(ctx, conn, &s); err != nil {
+		return s, err
+	}
+	tables, err := conn.Query(ctx, `SELECT schemaname || '.' || relname,
+		heap_blks_hit + heap_blks_read + coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0)
+		+ coalesce(toast_blks_hit, 0) + coalesce(toast_blks_read, 0) + coalesce(tidx_blks_hit, 0) + coalesce(tidx_blks_read, 0)
+		FROM pg_statio_user_tables`)
+	if err != nil {
+		return s, fmt.Errorf("read pg_statio_user_tables: %w", err)
+	}
+	s.tables = map[string]int64{}
+	for tables.Next() {
+		var name string
+		var n int64
+		if err := tables.Scan(&name, &n); err != nil {
+			return s, fmt.Errorf("read pg_statio_user_tables: %w", err)
+		}
+		s.tables[name] = n
+	}
+	if err := tables.Err(); err != nil {
+		return s, fmt.Errorf("read pg_statio_user_tables: %w", err)
 	}
 	rows, err := conn.Query(ctx, `SELECT funcid::regprocedure::text, calls, total_time, self_time FROM pg_stat_user_functions`)
 	if err != nil {
@@ -219,6 +252,23 @@ func readStats(ctx context.Context, conn *pgx.Conn) (dbStats, error) {
 		s.functions[name] = f
 	}
 	return s, rows.Err()
+}
+
+// readWALStats reads the server's WAL record counts into s; a server
+// without pg_stat_wal (before PostgreSQL 14) leaves s.walOK false.
+func readWALStats(ctx context.Context, conn *pgx.Conn, s *dbStats) error {
+	var has bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('pg_catalog.pg_stat_wal') IS NOT NULL`).Scan(&has); err != nil {
+		return fmt.Errorf("look for pg_stat_wal: %w", err)
+	}
+	if !has {
+		return nil
+	}
+	if err := conn.QueryRow(ctx, `SELECT wal_records, wal_fpi FROM pg_stat_wal`).Scan(&s.walRecords, &s.walFPI); err != nil {
+		return fmt.Errorf("read pg_stat_wal: %w", err)
+	}
+	s.walOK = true
+	return nil
 }
 
 // FuncTime is the time Postgres spent in one SQL function during the
@@ -331,6 +381,36 @@ type DBCounters struct {
 	WALBytesPerStep      float64 `json:"wal_bytes_per_step"`
 	SeqTuplesReadPerStep float64 `json:"seq_tuples_read_per_step"`
 	IndexScansPerStep    float64 `json:"index_scans_per_step"`
+	// BufferAccesses are the pages of shared buffers the benchmark
+	// database's statements touched (pg_stat_database: blks_hit + blks_read;
+	// BufferReads the part that came from the kernel). Unlike CPU time they
+	// do not move with the host: they count the work of the plans, rows and
+	// index entries, so a change of a few per cent in them is a change in
+	// what the engine asks of Postgres, not noise.
+	BufferAccesses int64 `json:"buffer_accesses"`
+	BufferReads    int64 `json:"buffer_reads"`
+	// HOTUpdates are the updates that wrote no index entry (heap-only
+	// tuples): the cheap ones.
+	HOTUpdates int64 `json:"hot_updates"`
+	// WALRecords and WALFullPages count the WAL records written and the
+	// full-page images among them (pg_stat_wal; server-wide like WALBytes,
+	// and -1 where the server has no pg_stat_wal).
+	WALRecords   int64 `json:"wal_records"`
+	WALFullPages int64 `json:"wal_full_pages"`
+	// Tables are the buffer accesses by table, its indexes and TOAST
+	// included, most first (those of at least 1 % of all).
+	Tables            []TableBuffers `json:"tables,omitempty"`
+	BuffersPerStep    float64        `json:"buffers_per_step"`
+	WALRecordsPerStep float64        `json:"wal_records_per_step"`
+	WALFullPagesPerSt float64        `json:"wal_full_pages_per_step"`
+}
+
+// TableBuffers are one table's buffer accesses in a measured window: its
+// heap, indexes and TOAST.
+type TableBuffers struct {
+	Table    string  `json:"table"`
+	Accesses int64   `json:"accesses"`
+	PerStep  float64 `json:"per_step"`
 }
 
 func counters(before, after dbStats, walBefore, walAfter int64, units int, driverCommits int64) DBCounters {
@@ -341,8 +421,33 @@ func counters(before, after dbStats, walBefore, walAfter int64, units int, drive
 		RowsDeleted: after.deleted - before.deleted, WALBytes: walAfter - walBefore,
 		Deadlocks: after.deadlocks - before.deadlocks, SeqScans: after.seqScans - before.seqScans,
 		SeqTuplesRead: after.seqTupRead - before.seqTupRead, IndexScans: after.idxScans - before.idxScans,
+		BufferAccesses: after.blksHit + after.blksRead - before.blksHit - before.blksRead,
+		BufferReads:    after.blksRead - before.blksRead, HOTUpdates: after.hotUpdated - before.hotUpdated,
+		WALRecords: -1, WALFullPages: -1,
 	}
+	if before.walOK && after.walOK {
+		c.WALRecords, c.WALFullPages = after.walRecords-before.walRecords, after.walFPI-before.walFPI
+	}
+	for name, n := range after.tables {
+		if d := n - before.tables[name]; d > 0 && c.BufferAccesses > 0 && d*100 >= c.BufferAccesses {
+			c.Tables = append(c.Tables, TableBuffers{Table: name, Accesses: d})
+		}
+	}
+	sort.Slice(c.Tables, func(i, k int) bool {
+		if c.Tables[i].Accesses != c.Tables[k].Accesses {
+			return c.Tables[i].Accesses > c.Tables[k].Accesses
+		}
+		return c.Tables[i].Table < c.Tables[k].Table
+	})
 	if units > 0 {
+		c.BuffersPerStep = float64(c.BufferAccesses) / float64(units)
+		if c.WALRecords >= 0 {
+			c.WALRecordsPerStep = float64(c.WALRecords) / float64(units)
+			c.WALFullPagesPerSt = float64(c.WALFullPages) / float64(units)
+		}
+		for i := range c.Tables {
+			c.Tables[i].PerStep = float64(c.Tables[i].Accesses) / float64(units)
+		}
 		c.CommitsPerStep = float64(c.Commits) / float64(units)
 		c.RowsPerStep = float64(c.RowsInserted+c.RowsUpdated+c.RowsDeleted) / float64(units)
 		c.WALBytesPerStep = float64(c.WALBytes) / float64(units)

@@ -17,9 +17,11 @@
 //  4. stops everything, so that each Postgres backend flushes its
 //     statistics, and reads the results from the database: throughput and
 //     submit-to-complete latency from tasks.created_at/completed_at,
-//     dispatch latency from the step transition rows, commits and rows
-//     written from pg_stat_database and pg_stat_user_tables, WAL bytes from
-//     the WAL position, and CPU time from /proc (Postgres) and rusage or
+//     dispatch latency from the step transition rows, commits, rows
+//     written, HOT updates and shared-buffer pages accessed from
+//     pg_stat_database, pg_stat_user_tables and pg_statio_user_tables
+//     (pages by table too), WAL bytes from the WAL position and WAL records
+//     from pg_stat_wal, and CPU time from /proc (Postgres) and rusage or
 //     /proc (this process, the child processes);
 //  5. pushes as many messages as the run had steps through raw PGMQ
 //     (send_batch, read, delete batches) on the same database: the floor;

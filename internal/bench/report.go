@@ -242,8 +242,11 @@ func (r *Report) Print(w io.Writer) {
 		}
 		row(label, "%-26s p50 %s  p99 %s  max %s", st, ms(l.P50), ms(l.P99), ms(l.Max))
 	}
-	row("database per step", "%.2f commits, %.1f rows written (ins %d, upd %d, del %d), %.0f B WAL",
-		r.DB.CommitsPerStep, r.DB.RowsPerStep, r.DB.RowsInserted, r.DB.RowsUpdated, r.DB.RowsDeleted, r.DB.WALBytesPerStep)
+	row("database per step", "%.2f commits, %.1f rows written (ins %d, upd %d, del %d), %.0f B WAL%s",
+		r.DB.CommitsPerStep, r.DB.RowsPerStep, r.DB.RowsInserted, r.DB.RowsUpdated, r.DB.RowsDeleted, r.DB.WALBytesPerStep, walRecords(r.DB))
+	if r.DB.BufferAccesses > 0 {
+		row("buffers per step", "%s", buffersLine(r.DB))
+	}
 	row("table reads per step", "%.0f rows by sequential scans (%d scans), %.0f index scans",
 		r.DB.SeqTuplesReadPerStep, r.DB.SeqScans, r.DB.IndexScansPerStep)
 	if r.DB.Rollbacks > 0 || r.DB.Deadlocks > 0 {
@@ -282,8 +285,8 @@ func (r *Report) Print(w io.Writer) {
 			row("design model ("+md.Kind+")", "%d steps (%d tasks) in %.2fs = %.0f steps/s (batch %d, %d workers, %d result loops); engine = %.1f%% of model%s",
 				md.Steps, md.Tasks, md.Seconds, md.StepsPerSec, md.Batch, md.Workers, md.ResultLoops, 100*md.Ratio, cpuShare(md.CPURatio))
 		}
-		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, postgres CPU %s, driver CPU %s",
-			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))
+		row("design model per step", "%.2f commits, %.1f rows, %.0f B WAL, %.0f buffers, postgres CPU %s, driver CPU %s",
+			md.DB.CommitsPerStep, md.DB.RowsPerStep, md.DB.WALBytesPerStep, md.DB.BuffersPerStep, perUnit(md.CPU.Postgres, md.Steps), perUnit(md.CPU.InProcess, md.Steps))
 	}
 	if t := r.TraceExport; t != nil {
 		row("traces exported", "%d OTLP requests, %.1f KB per step (received and discarded)", t.Requests, float64(t.Bytes)/1024/float64(max(r.StepsCompleted, 1)))
@@ -319,6 +322,46 @@ func (r *Report) cpuLine() string {
 		parts = append(parts, r.CPU.Note)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// measured prints a per-step figure, or "-" for one that saved reports
+// from before it was measured lack.
+func measured(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// walRecords is the WAL's record count per step for the database line
+// ("" where it was not measured).
+func walRecords(db DBCounters) string {
+	if db.WALRecords < 0 || db.BufferAccesses == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" in %.1f records (%.2f full-page images)", db.WALRecordsPerStep, db.WALFullPagesPerSt)
+}
+
+// buffersLine says how many shared-buffer pages a step touched, how many
+// updates were HOT, and which tables the pages were of (their indexes and
+// TOAST included; the tasker schema's names unqualified).
+func buffersLine(db DBCounters) string {
+	hot := ""
+	if db.RowsUpdated > 0 {
+		hot = fmt.Sprintf(", %.0f%% of %d updates HOT", 100*float64(db.HOTUpdates)/float64(db.RowsUpdated), db.RowsUpdated)
+	}
+	var tables []string
+	for i, t := range db.Tables {
+		if i == 6 {
+			break
+		}
+		tables = append(tables, fmt.Sprintf("%s %.1f", strings.TrimPrefix(t.Table, "tasker."), t.PerStep))
+	}
+	by := ""
+	if len(tables) > 0 {
+		by = "; by table: " + strings.Join(tables, ", ")
+	}
+	return fmt.Sprintf("%.0f accessed (%.1f read in)%s%s", db.BuffersPerStep, db.BuffersPerStep*float64(db.BufferReads)/float64(db.BufferAccesses), hot, by)
 }
 
 func waitLine(ws []WaitShare) string {
@@ -366,18 +409,21 @@ type Summary struct {
 	DispatchP99 float64 `json:"dispatch_p99_ms"`
 	// StateP50 and StateP99 are, per step state of StateTimeStates, the
 	// medians of the runs' p50 and p99 time in it.
-	StateP50      map[string]float64 `json:"step_state_p50_ms,omitempty"`
-	StateP99      map[string]float64 `json:"step_state_p99_ms,omitempty"`
-	CommitsPerSt  float64            `json:"commits_per_step"`
-	RowsPerStep   float64            `json:"rows_per_step"`
-	WALPerStep    float64            `json:"wal_bytes_per_step"`
-	SeqReadPerSt  float64            `json:"seq_tuples_read_per_step"`
-	PgCPUPerStep  float64            `json:"postgres_cpu_per_step_us"`
-	AppCPUPerStep float64            `json:"app_cpu_per_step_us"`
-	PgCores       float64            `json:"postgres_cores"`
-	AppCores      float64            `json:"app_cores"`
-	FloorMsgsPS   float64            `json:"floor_msgs_per_sec"`
-	FloorRatio    float64            `json:"floor_ratio"`
+	StateP50     map[string]float64 `json:"step_state_p50_ms,omitempty"`
+	StateP99     map[string]float64 `json:"step_state_p99_ms,omitempty"`
+	CommitsPerSt float64            `json:"commits_per_step"`
+	RowsPerStep  float64            `json:"rows_per_step"`
+	WALPerStep   float64            `json:"wal_bytes_per_step"`
+	// BuffersPerStep is the median of the runs' shared-buffer pages
+	// accessed per step (0 in reports from before it was measured).
+	BuffersPerStep float64 `json:"buffers_per_step,omitempty"`
+	SeqReadPerSt   float64 `json:"seq_tuples_read_per_step"`
+	PgCPUPerStep   float64 `json:"postgres_cpu_per_step_us"`
+	AppCPUPerStep  float64 `json:"app_cpu_per_step_us"`
+	PgCores        float64 `json:"postgres_cores"`
+	AppCores       float64 `json:"app_cores"`
+	FloorMsgsPS    float64 `json:"floor_msgs_per_sec"`
+	FloorRatio     float64 `json:"floor_ratio"`
 	// StepsPerClaim and StepsPerSubmit are the medians of the runs'
 	// ProtocolCalls (0 without function statistics).
 	StepsPerClaim  float64 `json:"steps_per_claim,omitempty"`
@@ -387,6 +433,8 @@ type Summary struct {
 	ModelStepsPS float64 `json:"model_steps_per_sec,omitempty"`
 	ModelRatio   float64 `json:"model_ratio,omitempty"`
 	ModelPgCPU   float64 `json:"model_postgres_cpu_per_step_us,omitempty"`
+	// ModelBuffers is the model's shared-buffer pages accessed per step.
+	ModelBuffers float64 `json:"model_buffers_per_step,omitempty"`
 	// ModelCPURatio is the median of the runs' Model.CPURatio.
 	ModelCPURatio float64 `json:"model_cpu_ratio,omitempty"`
 	// ModelP50 and ModelP99 are an open-loop design model's latencies
@@ -425,21 +473,22 @@ func Summarize(reports []*Report) []Summary {
 			return median(v)
 		}
 		s := Summary{Label: l, Runs: len(rs), Tasks: rs[0].Tasks,
-			TasksPerSec:   med(func(r *Report) float64 { return r.TasksPerSec }),
-			StepsPerSec:   med(func(r *Report) float64 { return r.StepsPerSec }),
-			LatencyP50:    med(func(r *Report) float64 { return r.Latency.P50 }),
-			LatencyP95:    med(func(r *Report) float64 { return r.Latency.P95 }),
-			LatencyP99:    med(func(r *Report) float64 { return r.Latency.P99 }),
-			LatencyMax:    med(func(r *Report) float64 { return r.Latency.Max }),
-			DispatchP50:   med(func(r *Report) float64 { return r.Dispatch.P50 }),
-			DispatchP99:   med(func(r *Report) float64 { return r.Dispatch.P99 }),
-			CommitsPerSt:  med(func(r *Report) float64 { return r.DB.CommitsPerStep }),
-			RowsPerStep:   med(func(r *Report) float64 { return r.DB.RowsPerStep }),
-			WALPerStep:    med(func(r *Report) float64 { return r.DB.WALBytesPerStep }),
-			SeqReadPerSt:  med(func(r *Report) float64 { return r.DB.SeqTuplesReadPerStep }),
-			PgCPUPerStep:  med(func(r *Report) float64 { return r.CPUPerStepMicros["postgres"] }),
-			AppCPUPerStep: med(appCPU),
-			PgCores:       med(func(r *Report) float64 { return cores(r.CPU.Postgres, r.CPU.Wall) }),
+			TasksPerSec:    med(func(r *Report) float64 { return r.TasksPerSec }),
+			StepsPerSec:    med(func(r *Report) float64 { return r.StepsPerSec }),
+			LatencyP50:     med(func(r *Report) float64 { return r.Latency.P50 }),
+			LatencyP95:     med(func(r *Report) float64 { return r.Latency.P95 }),
+			LatencyP99:     med(func(r *Report) float64 { return r.Latency.P99 }),
+			LatencyMax:     med(func(r *Report) float64 { return r.Latency.Max }),
+			DispatchP50:    med(func(r *Report) float64 { return r.Dispatch.P50 }),
+			DispatchP99:    med(func(r *Report) float64 { return r.Dispatch.P99 }),
+			CommitsPerSt:   med(func(r *Report) float64 { return r.DB.CommitsPerStep }),
+			RowsPerStep:    med(func(r *Report) float64 { return r.DB.RowsPerStep }),
+			WALPerStep:     med(func(r *Report) float64 { return r.DB.WALBytesPerStep }),
+			BuffersPerStep: med(func(r *Report) float64 { return r.DB.BuffersPerStep }),
+			SeqReadPerSt:   med(func(r *Report) float64 { return r.DB.SeqTuplesReadPerStep }),
+			PgCPUPerStep:   med(func(r *Report) float64 { return r.CPUPerStepMicros["postgres"] }),
+			AppCPUPerStep:  med(appCPU),
+			PgCores:        med(func(r *Report) float64 { return cores(r.CPU.Postgres, r.CPU.Wall) }),
 			AppCores: med(func(r *Report) float64 {
 				return cores(r.CPU.InProcess, r.CPU.Wall) + cores(r.CPU.Orchestrator, r.CPU.Wall) + cores(r.CPU.Workers, r.CPU.Wall)
 			}),
@@ -494,6 +543,7 @@ func Summarize(reports []*Report) []Summary {
 				}
 				return *m.CPU.Postgres * 1e6 / float64(m.Steps)
 			})
+			s.ModelBuffers = model(func(m *Model) float64 { return m.DB.BuffersPerStep })
 		}
 		for _, st := range StateTimeStates {
 			if _, ok := rs[0].StateTimes[st]; !ok {
@@ -622,10 +672,10 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "configuration\tcommits/step\tsteps/claim\tsteps/submit\trows/step\tWAL B/step\tseq-scan rows/step\tpostgres µs/step\tapp µs/step\tpostgres cores\tapp cores\t")
+	fmt.Fprintln(tw, "configuration\tcommits/step\tsteps/claim\tsteps/submit\trows/step\tWAL B/step\tbuffers/step\tseq-scan rows/step\tpostgres µs/step\tapp µs/step\tpostgres cores\tapp cores\t")
 	for _, s := range ss {
-		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%s\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t\n",
-			s.Label, s.CommitsPerSt, perCall(s.StepsPerClaim), perCall(s.StepsPerSubmit), s.RowsPerStep, s.WALPerStep, s.SeqReadPerSt,
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%s\t%.1f\t%.0f\t%s\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t\n",
+			s.Label, s.CommitsPerSt, perCall(s.StepsPerClaim), perCall(s.StepsPerSubmit), s.RowsPerStep, s.WALPerStep, measured(s.BuffersPerStep), s.SeqReadPerSt,
 			s.PgCPUPerStep, s.AppCPUPerStep, s.PgCores, s.AppCores)
 	}
 	_ = tw.Flush()
@@ -637,14 +687,14 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 	if modelled {
 		fmt.Fprintln(w, "\nthe design model (DESIGN's per-step SQL, no engine; same runs, median)")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "configuration\tmodel steps/s\tengine of model\tby CPU per step\tmodel postgres µs/step\t")
+		fmt.Fprintln(tw, "configuration\tmodel steps/s\tengine of model\tby CPU per step\tmodel postgres µs/step\tmodel buffers/step\t")
 		for _, s := range ss {
 			if s.ModelStepsPS > 0 && s.ModelRatio > 0 {
 				byCPU := "-"
 				if s.ModelCPURatio > 0 {
 					byCPU = fmt.Sprintf("%.1f%%", 100*s.ModelCPURatio)
 				}
-				fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%s\t%.0f\t\n", s.Label, s.ModelStepsPS, 100*s.ModelRatio, byCPU, s.ModelPgCPU)
+				fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%s\t%.0f\t%s\t\n", s.Label, s.ModelStepsPS, 100*s.ModelRatio, byCPU, s.ModelPgCPU, measured(s.ModelBuffers))
 			}
 		}
 		_ = tw.Flush()

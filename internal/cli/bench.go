@@ -52,8 +52,10 @@ of this binary (tasks are then submitted through the REST API).
 
 Reported: tasks/s and steps/s; submit-to-complete latency (tasks.created_at
 to completed_at); step dispatch latency (enqueued to claimed); commits, rows
-written and WAL bytes per step; CPU time of Postgres, the orchestrator and
-the workers; and the raw PGMQ floor: as many messages as steps through
+written, WAL bytes and records per step; the shared-buffer pages a step
+touched, by table, and the share of HOT updates (counts of the work asked
+of Postgres, which do not move with the host as CPU time does); CPU time
+of Postgres, the orchestrator and the workers; and the raw PGMQ floor: as many messages as steps through
 send_batch/read/delete on the same database, with the engine's steps/s as a
 share of it. With --model (single and linear4) the same database then
 runs the design model: DESIGN's per-step SQL with no engine around it, on
