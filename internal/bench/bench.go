@@ -492,7 +492,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 
 	if !o.SkipFloor && out.stepsComplete > 0 {
-		f, err := measureFloor(ctx, o, db.url, conn, probe, int(out.stepsComplete), statsAfter)
+		f, err := measureFloor(ctx, o, db.url, conn, probe, int(out.stepsComplete))
 		if err != nil {
 			return rep, err
 		}
@@ -502,7 +502,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		rep.Floor = f
 	}
 	if o.Model != "" && out.stepsComplete > 0 {
-		md, err := measureModel(ctx, o, db.url, conn, probe, statsAfter)
+		md, err := measureModel(ctx, o, db.url, conn, probe)
 		if err != nil {
 			return rep, err
 		}
@@ -767,14 +767,14 @@ func pollDue(ago time.Duration, active int64) bool {
 }
 
 // measureFloor runs the raw PGMQ floor and measures it like the engine run.
-func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe, n int, before dbStats) (*Floor, error) {
+func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe, n int) (*Floor, error) {
 	consumers := o.Workers
 	pool, err := openPool(ctx, dbURL, "tasker-bench-floor", int32(consumers+2), nil)
 	if err != nil {
 		return nil, err
 	}
 	f := &Floor{Messages: n, Batch: o.Batch, Consumers: consumers}
-	w, err := measureWindow(ctx, conn, probe, before, n, func() (time.Duration, error) {
+	w, err := measureWindow(ctx, conn, probe, n, func() (time.Duration, error) {
 		defer pool.Close()
 		return runFloor(ctx, pool, n, o.Batch, consumers)
 	})
@@ -789,10 +789,8 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 }
 
 // measureModel runs the design model on as many tasks as the closed loop
-// ran and measures it like the engine run. before are the statistics after
-// the engine's run; the floor, when it ran, is counted out by reading them
-// again.
-func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe, before dbStats) (*Model, error) {
+// ran and measures it like the engine run.
+func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, probe *cpuProbe) (*Model, error) {
 	sc, err := ScenarioByName(o.Scenario)
 	if err != nil {
 		return nil, err
@@ -800,11 +798,6 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	chain, tasks := sc.Chain(), o.Tasks // defaults() refused other shapes
 	if o.Rate > 0 {
 		tasks = int(o.Rate * o.Duration.Seconds())
-	}
-	if !o.SkipFloor {
-		if before, err = readStats(ctx, conn); err != nil {
-			return nil, err
-		}
 	}
 	// The engine's transactions run with generic plans and no sequential
 	// scans (internal/store); the model's sessions do too.
@@ -820,7 +813,7 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	// The model's tables are dropped after the statistics are read: a
 	// dropped table's counters leave pg_stat_user_tables.
 	var mr modelResult
-	w, err := measureWindow(ctx, conn, probe, before, md.Steps, func() (time.Duration, error) {
+	w, err := measureWindow(ctx, conn, probe, md.Steps, func() (time.Duration, error) {
 		defer pool.Close()
 		var err error
 		mr, err = runModel(ctx, pool, modelParams{kind: o.Model, tasks: tasks, chain: chain, batch: o.Batch,
@@ -848,10 +841,16 @@ type window struct {
 
 // measureWindow measures run like the engine's run: CPU (the server's
 // through probe's reader, and this process's) and WAL over run, then the
-// database counters from before, per unit, once every connection has left
-// (run closes its own before it returns).
-func measureWindow(ctx context.Context, conn *pgx.Conn, probe *cpuProbe, before dbStats, units int, run func() (time.Duration, error)) (window, error) {
+// database counters, per unit, once every connection has left (run closes
+// its own before it returns). The counters start just before run: what
+// came before it (the engine's run, the queries of its report, the floor)
+// is not counted.
+func measureWindow(ctx context.Context, conn *pgx.Conn, probe *cpuProbe, units int, run func() (time.Duration, error)) (window, error) {
 	var w window
+	before, err := readStats(ctx, conn)
+	if err != nil {
+		return w, err
+	}
 	walBefore, err := walPosition(ctx, conn)
 	if err != nil {
 		return w, err
