@@ -204,10 +204,16 @@ func readStats(ctx context.Context, conn *pgx.Conn) (dbStats, error) {
 	// rows, hundreds of thousands of page accesses) reach the shared
 	// statistics only when its backend next goes idle, and from PostgreSQL
 	// 15 at most once a second: unflushed, they would be counted in the
-	// next window (the design model's). pg_stat_force_next_flush makes the
-	// end of this statement flush them.
-	if _, err := conn.Exec(ctx, `SELECT pg_stat_force_next_flush() WHERE current_setting('server_version_num')::int >= 150000`); err != nil {
-		return s, fmt.Errorf("flush statistics: %w", err)
+	// next window (the design model's). pg_stat_force_next_flush (15 on)
+	// makes the end of that statement flush them.
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return s, fmt.Errorf("read the server version: %w", err)
+	}
+	if version >= 150000 {
+		if _, err := conn.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			return s, fmt.Errorf("flush statistics: %w", err)
+		}
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
 		return s, err
@@ -392,10 +398,11 @@ type DBCounters struct {
 	IndexScansPerStep    float64 `json:"index_scans_per_step"`
 	// BufferAccesses are the pages of shared buffers the benchmark
 	// database's statements touched (pg_stat_database: blks_hit + blks_read;
-	// BufferReads the part that came from the kernel). Unlike CPU time they
-	// do not move with the host: they count the work of the plans, rows and
-	// index entries, so a change of a few per cent in them is a change in
-	// what the engine asks of Postgres, not noise.
+	// BufferReads the part that came from the kernel). They count the work
+	// of the plans, rows and index entries, and unlike CPU time they barely
+	// move with the host (a few per cent with the run's batching): what a
+	// change removes from them it removed from what the engine asks of
+	// Postgres, whatever that was worth in CPU.
 	BufferAccesses int64 `json:"buffer_accesses"`
 	BufferReads    int64 `json:"buffer_reads"`
 	// HOTUpdates are the updates that wrote no index entry (heap-only
@@ -408,10 +415,10 @@ type DBCounters struct {
 	WALFullPages int64 `json:"wal_full_pages"`
 	// Tables are the buffer accesses by table, its indexes and TOAST
 	// included, most first (those of at least 1 % of all).
-	Tables            []TableBuffers `json:"tables,omitempty"`
-	BuffersPerStep    float64        `json:"buffers_per_step"`
-	WALRecordsPerStep float64        `json:"wal_records_per_step"`
-	WALFullPagesPerSt float64        `json:"wal_full_pages_per_step"`
+	Tables              []TableBuffers `json:"tables,omitempty"`
+	BuffersPerStep      float64        `json:"buffers_per_step"`
+	WALRecordsPerStep   float64        `json:"wal_records_per_step"`
+	WALFullPagesPerStep float64        `json:"wal_full_pages_per_step"`
 }
 
 // TableBuffers are one table's buffer accesses in a measured window: its
@@ -452,7 +459,7 @@ func counters(before, after dbStats, walBefore, walAfter int64, units int, drive
 		c.BuffersPerStep = float64(c.BufferAccesses) / float64(units)
 		if c.WALRecords >= 0 {
 			c.WALRecordsPerStep = float64(c.WALRecords) / float64(units)
-			c.WALFullPagesPerSt = float64(c.WALFullPages) / float64(units)
+			c.WALFullPagesPerStep = float64(c.WALFullPages) / float64(units)
 		}
 		for i := range c.Tables {
 			c.Tables[i].PerStep = float64(c.Tables[i].Accesses) / float64(units)

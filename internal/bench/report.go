@@ -339,7 +339,7 @@ func walRecords(db DBCounters) string {
 	if db.WALRecords < 0 || db.BufferAccesses == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" in %.1f records (%.2f full-page images)", db.WALRecordsPerStep, db.WALFullPagesPerSt)
+	return fmt.Sprintf(" in %.1f records (%.2f full-page images)", db.WALRecordsPerStep, db.WALFullPagesPerStep)
 }
 
 // buffersLine says how many shared-buffer pages a step touched, how many
