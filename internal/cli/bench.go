@@ -202,7 +202,9 @@ BASE TREATED BASE TREATED ... (each pair run back to back, say without and
 with --tracing, or an old and a new build). Each pair's change of steps/s is
 printed, and their median: the host's drift between pairs cancels out of it,
 as it does not out of the medians of runs made one configuration after the
-other ("make bench" measures tracing that way).`,
+other ("make bench" measures tracing that way). So is the change of the
+shared-buffer pages touched per step, which barely moves with the host:
+what a build removes from it, it removed from Postgres's work.`,
 		Example: `  orchestrator bench summarize .cache/bench/20261128-064530/*.json
   orchestrator bench summarize --pairs off-1.json on-1.json off-2.json on-2.json off-3.json on-3.json`,
 		Args: minArgs(1),

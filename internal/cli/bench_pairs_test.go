@@ -13,11 +13,14 @@ import (
 // odd number of reports is a usage error that says why.
 func TestBenchSummarizePairs(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name string, stepsPerSec float64, tracing bool) string {
+	write := func(name string, stepsPerSec float64, tracing bool, pages float64) string {
 		rep := map[string]any{"scenario": "linear4", "load": "closed", "mode": "in-process", "tracing": tracing,
 			"steps_per_sec": stepsPerSec, "tasks": 5000,
 			"cpu_per_step_us": map[string]float64{"postgres": 800, "in_process": 300},
 			"machine":         map[string]any{"cpus": 2, "loadavg_before": 2.5}}
+		if pages > 0 {
+			rep["db"] = map[string]any{"buffers_per_step": pages}
+		}
 		b, err := json.Marshal(rep)
 		if err != nil {
 			t.Fatal(err)
@@ -28,30 +31,39 @@ func TestBenchSummarizePairs(t *testing.T) {
 		}
 		return p
 	}
-	// Pair changes: -10 %, -20 %, +5 %: the median is -10 %.
+	// Pair changes: -10 %, -20 %, +5 %: the median is -10 %. Pages per
+	// step: 240 → 228 (-5 %), 240 → 240 (0 %), 250 → 245 (-2 %): -2 %.
 	args := []string{"bench", "summarize", "--pairs",
-		write("off-1.json", 2000, false), write("on-1.json", 1800, true),
-		write("off-2.json", 1500, false), write("on-2.json", 1200, true),
-		write("off-3.json", 1000, false), write("on-3.json", 1050, true)}
+		write("off-1.json", 2000, false, 240), write("on-1.json", 1800, true, 228),
+		write("off-2.json", 1500, false, 240), write("on-2.json", 1200, true, 240),
+		write("off-3.json", 1000, false, 250), write("on-3.json", 1050, true, 245)}
 	out, errOut, code := run(t, args...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	for _, want := range []string{"linear4 tracing", "2000 → 1800", "-10.0 %", "-20.0 %", "+5.0 %",
-		"median change of steps/s over 3 pairs: -10.0 %"} {
+		"median change of steps/s over 3 pairs: -10.0 %", "240 → 228", "median change of pages per step: -2.0 %"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	// Reports from before pages were counted: a dash, and no median of them.
+	old := []string{"bench", "summarize", "--pairs", write("old-1.json", 2000, false, 0), write("old-2.json", 1800, true, 240)}
+	out, errOut, code = run(t, old...)
+	if code != 0 || !strings.Contains(out, "- → 240") || strings.Contains(out, "pages per step") {
+		t.Errorf("a pair without pages on one side: exit %d, %s\n%s", code, errOut, out)
 	}
 
 	out, _, code = run(t, append([]string{"--json"}, args...)...)
 	var js struct {
 		Pairs []struct {
-			Change float64 `json:"change"`
+			Change      float64 `json:"change"`
+			PagesChange float64 `json:"pages_change"`
 		} `json:"pairs"`
 		Median float64 `json:"median_change"`
 	}
-	if code != 0 || !decodeIndented(out, &js) || len(js.Pairs) != 3 || js.Median > -0.0999 || js.Median < -0.1001 {
+	if code != 0 || !decodeIndented(out, &js) || len(js.Pairs) != 3 || js.Median > -0.0999 || js.Median < -0.1001 ||
+		js.Pairs[0].PagesChange > -0.0499 || js.Pairs[0].PagesChange < -0.0501 {
 		t.Errorf("--json: exit %d, %+v:\n%s", code, js, out)
 	}
 
