@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	internaldomainevents "github.com/tasker/tasker/internal/domainevents"
 	"github.com/tasker/tasker/internal/lifecycle"
 	"github.com/tasker/tasker/internal/orchestration"
 	"github.com/tasker/tasker/internal/queue"
@@ -348,6 +349,60 @@ func BenchmarkProcessResults(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkProcessResultsDomainEvents: the result loop as in
+// BenchmarkProcessResults, for n single-step tasks whose template publishes
+// every domain event (the default), with the daemon's domain event hook: each
+// result writes StepCompleted, WorkflowProgressed and TaskCompleted in the
+// result transaction, and the hook reads what their payloads need and
+// encodes them.
+func BenchmarkProcessResultsDomainEvents(b *testing.B) {
+	for _, n := range batchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			f := newFixture(b, "single")
+			f.engine = orchestration.NewEngine(f.store, nil, quietLogger(),
+				orchestration.WithBeforeCommit(internaldomainevents.Hook(f.store, internaldomainevents.StoreTemplates(f.store))))
+			f.createTasks(b.N * n)
+			msgs := f.readSteps(b.N * n)
+			f.claimAll(msgs)
+			for _, m := range msgs {
+				f.submit(m)
+			}
+			q, err := queue.DomainEventsQueue(Namespace)
+			if err != nil {
+				b.Fatal(err)
+			}
+			before := f.countMessages(q)
+			orch := orchestration.NewOrchestrator(f.engine, orchestration.ServiceConfig{BatchSize: n}, nil, nil, quietLogger())
+			b.ReportAllocs()
+			f.startTimer()
+			for i := 0; i < b.N; i++ {
+				got, err := orch.ResultsOnce(f.ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got != n {
+					b.Fatalf("processed %d notices, want %d", got, n)
+				}
+			}
+			f.stopTimer(n)
+			// Three events per result.
+			if got, want := f.countMessages(q)-before, 3*b.N*n; got != want {
+				b.Fatalf("%d domain events published, want %d", got, want)
+			}
+		})
+	}
+}
+
+// countMessages counts the messages in a queue.
+func (f *fixture) countMessages(q string) int {
+	f.b.Helper()
+	var n int
+	if err := f.pool.QueryRow(f.ctx, fmt.Sprintf(`SELECT count(*) FROM pgmq.%s`, pgx.Identifier{"q_" + q}.Sanitize())).Scan(&n); err != nil {
+		f.b.Fatal(err)
+	}
+	return n
 }
 
 // BenchmarkTransitionSteps: the orchestrator moves n steps in one statement

@@ -8,10 +8,11 @@
 package domainevents
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -136,7 +137,6 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 	var out []planned
 	tpls := map[int64]*template.Template{}
 	lastProgress := map[uuid.UUID]int{} // task -> index of its last step event record
-	progressRef := map[uuid.UUID]telemetry.Record{}
 	for i := range j.Records {
 		r := &j.Records[i]
 		var evs []planned
@@ -181,7 +181,6 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 			}
 			if len(evs) > 0 {
 				lastProgress[r.Task.UUID] = i
-				progressRef[r.Task.UUID] = *r
 			}
 		}
 		if len(evs) == 0 {
@@ -202,8 +201,8 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 			out = append(out, declared(ev)...)
 		}
 	}
-	for task, i := range lastProgress {
-		r := progressRef[task]
+	for _, i := range lastProgress {
+		r := &j.Records[i]
 		tpl, err := p.template(ctx, tpls, r.Task.TemplateID)
 		if err != nil {
 			return nil, err
@@ -213,7 +212,7 @@ func (p *producer) plan(ctx context.Context, j *telemetry.Journal) ([]planned, e
 		}
 		out = append(out, planned{typ: domainevents.WorkflowProgressed, pos: 2*i + 1, at: r.At, task: r.Task, tpl: tpl})
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].pos < out[b].pos })
+	slices.SortStableFunc(out, func(a, b planned) int { return cmp.Compare(a.pos, b.pos) })
 	return out, nil
 }
 

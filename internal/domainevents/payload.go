@@ -235,23 +235,39 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 		return nil, false, fmt.Errorf("no payload for event type %q", ev.typ)
 	}
 
-	raw, err := encodePayload(payload)
-	if err != nil {
-		return nil, false, fmt.Errorf("encode payload: %w", err)
-	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, false, err
 	}
-	body, err = envelope(domainevents.Event{
+	// The payload is written into the envelope's buffer, where envelope
+	// would copy it: one buffer per event, not two.
+	body, err = appendEnvelopeHead(make([]byte, 0, 640+payloadSize(payload)), domainevents.Event{
 		EventID: id, EventType: ev.typ, SchemaVersion: domainevents.SchemaVersion,
 		Namespace: ev.task.Namespace, TaskUUID: ev.task.UUID, StepUUID: stepUUID,
-		CorrelationID: ev.task.CorrelationID, OccurredAt: ev.at.UTC(), Payload: raw,
+		CorrelationID: ev.task.CorrelationID, OccurredAt: ev.at.UTC(),
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("encode envelope: %w", err)
 	}
-	return body, true, nil
+	if body, err = appendPayload(body, payload); err != nil {
+		return nil, false, fmt.Errorf("encode payload: %w", err)
+	}
+	return append(body, '}'), true, nil
+}
+
+// payloadSize is the size of a payload's raw JSON parts (a step's result,
+// a task's context), for the buffer's first size: the rest of an event is
+// a few hundred bytes.
+func payloadSize(payload any) int {
+	switch p := payload.(type) {
+	case domainevents.StepCompletedPayload:
+		return len(p.Result)
+	case domainevents.StepEventPayload:
+		return len(p.Result)
+	case domainevents.TaskInitiatedPayload:
+		return len(p.Context)
+	}
+	return 0
 }
 
 // envelope encodes an event whose Payload json.Marshal produced already,
@@ -263,7 +279,21 @@ func (d *loaded) encode(ev *planned) (body json.RawMessage, ok bool, err error) 
 // json.Marshal around a placeholder was 5 % of the app's CPU in a single
 // run; a string that needs escaping still goes through json.Marshal.
 func envelope(ev domainevents.Event) ([]byte, error) {
-	out := make([]byte, 0, 256+len(ev.Payload))
+	out, err := appendEnvelopeHead(make([]byte, 0, 256+len(ev.Payload)), ev)
+	if err != nil {
+		return nil, err
+	}
+	if len(ev.Payload) == 0 {
+		out = append(out, "null"...)
+	} else {
+		out = append(out, ev.Payload...)
+	}
+	return append(out, '}'), nil
+}
+
+// appendEnvelopeHead appends an event's envelope up to its payload's value:
+// everything but the payload itself and the closing brace.
+func appendEnvelopeHead(out []byte, ev domainevents.Event) ([]byte, error) {
 	out = append(out, `{"event_id":`...)
 	out = jsonenc.AppendUUID(out, ev.EventID)
 	out = append(out, `,"event_type":`...)
@@ -286,13 +316,7 @@ func envelope(ev domainevents.Event) ([]byte, error) {
 		return nil, err
 	}
 	out = append(out, at...)
-	out = append(out, `,"payload":`...)
-	if len(ev.Payload) == 0 {
-		out = append(out, "null"...)
-	} else {
-		out = append(out, ev.Payload...)
-	}
-	return append(out, '}'), nil
+	return append(out, `,"payload":`...), nil
 }
 
 // encodePayload is json.Marshal(payload), written without reflection for
@@ -308,9 +332,13 @@ func envelope(ev domainevents.Event) ([]byte, error) {
 // 16 KiB result took a quarter of the application's CPU in linear4
 // (docs/performance.md, row 69).
 func encodePayload(payload any) ([]byte, error) {
+	return appendPayload(make([]byte, 0, 384+payloadSize(payload)), payload)
+}
+
+// appendPayload appends encodePayload(payload) to out.
+func appendPayload(out []byte, payload any) ([]byte, error) {
 	switch p := payload.(type) {
 	case domainevents.TaskInitiatedPayload:
-		out := make([]byte, 0, 256+len(p.Context))
 		out = appendTaskRef(out, p.TaskRef)
 		out = append(out, `,"initiator":`...)
 		out = jsonenc.AppendString(out, p.Initiator)
@@ -343,7 +371,6 @@ func encodePayload(payload any) ([]byte, error) {
 		out = appendRaw(out, p.Context)
 		return append(out, '}'), nil
 	case domainevents.StepCompletedPayload:
-		out := make([]byte, 0, 192+len(p.Result))
 		out = appendTaskRef(out, p.TaskRef)
 		out = append(out, `,"step_name":`...)
 		out = jsonenc.AppendString(out, p.StepName)
@@ -367,7 +394,6 @@ func encodePayload(payload any) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		out := make([]byte, 0, 448)
 		out = appendTaskRef(out, p.TaskRef)
 		out = append(out, `,"started_at":`...)
 		out = append(out, start...)
@@ -381,7 +407,6 @@ func encodePayload(payload any) ([]byte, error) {
 		out = strconv.AppendInt(out, int64(p.TotalSteps), 10)
 		return append(out, '}'), nil
 	case domainevents.WorkflowProgressedPayload:
-		out := make([]byte, 0, 384)
 		out = appendTaskRef(out, p.TaskRef)
 		out = append(out, `,"task_state":`...)
 		out = jsonenc.AppendString(out, p.TaskState)
@@ -393,7 +418,11 @@ func encodePayload(payload any) ([]byte, error) {
 		out = strconv.AppendInt(out, int64(p.CompletedSteps), 10)
 		return append(out, '}'), nil
 	}
-	return json.Marshal(payload)
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return out, err
+	}
+	return append(out, b...), nil
 }
 
 // appendTaskRef opens a payload object with its TaskRef's fields.
