@@ -774,6 +774,11 @@ func measureFloor(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 		return nil, err
 	}
 	f := &Floor{Messages: n, Batch: o.Batch, Consumers: consumers}
+	// Its queue is created through this connection, outside the window.
+	if err := queue.Create(ctx, conn, floorQueue); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	w, err := measureWindow(ctx, conn, probe, n, func() (time.Duration, error) {
 		defer pool.Close()
 		return runFloor(ctx, pool, n, o.Batch, consumers)
@@ -810,14 +815,23 @@ func measureModel(ctx context.Context, o Options, dbURL string, conn *pgx.Conn, 
 	}
 	md := &Model{Kind: o.Model, Tasks: tasks, StepsPerTask: chain, Steps: tasks * chain, Batch: o.Batch, Workers: o.Workers,
 		ResultLoops: max(o.Config.Orchestrator.ResultLoops, 1), RatePerSec: o.Rate}
-	// The model's tables are dropped after the statistics are read: a
-	// dropped table's counters leave pg_stat_user_tables.
+	// The model's tables and queues are created through this connection
+	// before the window, so that their DDL is counted in neither its CPU
+	// nor its statistics (readStats flushes this connection's), and
+	// dropped after the statistics are read: a dropped table's counters
+	// leave pg_stat_user_tables.
+	params := modelParams{kind: o.Model, tasks: tasks, chain: chain, batch: o.Batch,
+		workers: o.Workers, resultLoops: md.ResultLoops, rate: o.Rate}
+	m, err := prepareModel(ctx, conn, pool, params)
+	if err != nil {
+		pool.Close()
+		return nil, errors.Join(err, dropModel(ctx, conn))
+	}
 	var mr modelResult
 	w, err := measureWindow(ctx, conn, probe, md.Steps, func() (time.Duration, error) {
 		defer pool.Close()
 		var err error
-		mr, err = runModel(ctx, pool, modelParams{kind: o.Model, tasks: tasks, chain: chain, batch: o.Batch,
-			workers: o.Workers, resultLoops: md.ResultLoops, rate: o.Rate})
+		mr, err = m.run(ctx, params)
 		return mr.elapsed, err
 	})
 	if err != nil {

@@ -35,13 +35,11 @@ type Floor struct {
 	DB    DBCounters `json:"db"`
 }
 
-// runFloor pushes n messages through a fresh queue: one producer sending
-// batches, consumers reading and deleting batches, concurrently. It returns
-// the elapsed time from the first send to the last delete.
+// runFloor pushes n messages through the floor queue, which its caller
+// creates: one producer sending batches, consumers reading and deleting
+// batches, concurrently. It returns the elapsed time from the first send
+// to the last delete.
 func runFloor(ctx context.Context, pool *pgxpool.Pool, n, batch, consumers int) (time.Duration, error) {
-	if err := queue.Create(ctx, pool, floorQueue); err != nil {
-		return 0, err
-	}
 	// A body the size and shape of a step message, with the same headers.
 	body, _ := json.Marshal(map[string]any{
 		"task_uuid": uuid.New(), "step_uuid": uuid.New(), "step_name": "only", "handler": Handler,

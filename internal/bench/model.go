@@ -296,25 +296,41 @@ const modelFallbackPoll = time.Second
 // result loops. The schema and queues are created first (outside the time)
 // and left for the caller to measure and drop (dropModel).
 func runModel(ctx context.Context, pool *pgxpool.Pool, p modelParams) (modelResult, error) {
-	var res modelResult
+	m, err := prepareModel(ctx, pool, pool, p)
+	if err != nil {
+		return modelResult{}, err
+	}
+	return m.run(ctx, p)
+}
+
+// prepareModel checks p and creates the model's tables and queues through
+// db (measureModel passes its own connection, so that the DDL stays out of
+// the measured window); the model then runs on pool.
+func prepareModel(ctx context.Context, db queue.DB, pool *pgxpool.Pool, p modelParams) (*modelRun, error) {
 	if p.chain < 1 {
-		return res, fmt.Errorf("model: a chain of %d steps", p.chain)
+		return nil, fmt.Errorf("model: a chain of %d steps", p.chain)
 	}
 	if p.kind != ModelBare && p.kind != ModelFull {
-		return res, fmt.Errorf("model: unknown kind %q (%s or %s)", p.kind, ModelBare, ModelFull)
+		return nil, fmt.Errorf("model: unknown kind %q (%s or %s)", p.kind, ModelBare, ModelFull)
 	}
 	if p.rate < 0 {
-		return res, fmt.Errorf("model: rate %v", p.rate)
+		return nil, fmt.Errorf("model: rate %v", p.rate)
 	}
-	tasks, workers := p.tasks, p.workers
+	m := &modelRun{pool: pool, full: p.kind == ModelFull, tasks: p.tasks, chain: p.chain, batch: p.batch, workers: p.workers,
+		done: make(chan struct{})}
+	if err := m.setUp(ctx, db, p.rate > 0); err != nil {
+		return nil, fmt.Errorf("model: set up: %w", err)
+	}
+	return m, nil
+}
+
+// run runs a prepared model with p (prepareModel's).
+func (m *modelRun) run(ctx context.Context, p modelParams) (modelResult, error) {
+	var res modelResult
+	pool, tasks, workers := m.pool, m.tasks, m.workers
 	fallback := p.fallback
 	if fallback <= 0 {
 		fallback = modelFallbackPoll
-	}
-	m := &modelRun{pool: pool, full: p.kind == ModelFull, tasks: tasks, chain: p.chain, batch: p.batch, workers: workers,
-		done: make(chan struct{})}
-	if err := m.setUp(ctx, p.rate > 0); err != nil {
-		return res, fmt.Errorf("model: set up: %w", err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -491,20 +507,20 @@ func (m *modelRun) resultLoop(ctx context.Context, wg *sync.WaitGroup, fail func
 // setUp creates the model's schema and queues; with notify, inserts into
 // the work and result queues send the notifications the open loop's loops
 // wake on.
-func (m *modelRun) setUp(ctx context.Context, notify bool) error {
-	if _, err := m.pool.Exec(ctx, modelSchema); err != nil {
+func (m *modelRun) setUp(ctx context.Context, db queue.DB, notify bool) error {
+	if _, err := db.Exec(ctx, modelSchema); err != nil {
 		return err
 	}
 	for _, q := range modelQueues {
-		if err := queue.Create(ctx, m.pool, q); err != nil {
+		if err := queue.Create(ctx, db, q); err != nil {
 			return err
 		}
 		// The engine's queues are tuned for reads (migration 00020).
-		if _, err := m.pool.Exec(ctx, `SELECT tasker.tune_queue_for_reads($1)`, q); err != nil {
+		if _, err := db.Exec(ctx, `SELECT tasker.tune_queue_for_reads($1)`, q); err != nil {
 			return err
 		}
 		if notify && q != modelEventsQueue {
-			if err := queue.EnableNotify(ctx, m.pool, q); err != nil {
+			if err := queue.EnableNotify(ctx, db, q); err != nil {
 				return err
 			}
 		}
