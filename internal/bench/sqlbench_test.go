@@ -324,25 +324,8 @@ func BenchmarkProcessResults(b *testing.B) {
 	for _, n := range batchSizes {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			f := newFixture(b, "linear4")
-			f.createTasks(b.N * n)
-			msgs := f.readSteps(b.N * n)
-			f.claimAll(msgs)
-			for _, m := range msgs {
-				f.submit(m)
-			}
-			orch := orchestration.NewOrchestrator(f.engine, orchestration.ServiceConfig{BatchSize: n}, nil, nil, quietLogger())
-			b.ReportAllocs()
-			f.startTimer()
-			for i := 0; i < b.N; i++ {
-				got, err := orch.ResultsOnce(f.ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if got != n {
-					b.Fatalf("processed %d notices, want %d", got, n)
-				}
-			}
-			f.stopTimer(n)
+			f.submitted(b.N * n)
+			f.processResults(n)
 			// Each task's second step is now dispatched.
 			if next := f.readSteps(b.N * n); len(next) != b.N*n {
 				b.Fatalf("%d second steps dispatched, want %d", len(next), b.N*n)
@@ -363,36 +346,50 @@ func BenchmarkProcessResultsDomainEvents(b *testing.B) {
 			f := newFixture(b, "single")
 			f.engine = orchestration.NewEngine(f.store, nil, quietLogger(),
 				orchestration.WithBeforeCommit(internaldomainevents.Hook(f.store, internaldomainevents.StoreTemplates(f.store))))
-			f.createTasks(b.N * n)
-			msgs := f.readSteps(b.N * n)
-			f.claimAll(msgs)
-			for _, m := range msgs {
-				f.submit(m)
-			}
+			f.submitted(b.N * n)
 			q, err := queue.DomainEventsQueue(Namespace)
 			if err != nil {
 				b.Fatal(err)
 			}
 			before := f.countMessages(q)
-			orch := orchestration.NewOrchestrator(f.engine, orchestration.ServiceConfig{BatchSize: n}, nil, nil, quietLogger())
-			b.ReportAllocs()
-			f.startTimer()
-			for i := 0; i < b.N; i++ {
-				got, err := orch.ResultsOnce(f.ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if got != n {
-					b.Fatalf("processed %d notices, want %d", got, n)
-				}
-			}
-			f.stopTimer(n)
+			f.processResults(n)
 			// Three events per result.
 			if got, want := f.countMessages(q)-before, 3*b.N*n; got != want {
 				b.Fatalf("%d domain events published, want %d", got, want)
 			}
 		})
 	}
+}
+
+// submitted creates n tasks and takes each first step through the worker
+// protocol up to its submitted result: n result notices wait.
+func (f *fixture) submitted(n int) {
+	f.b.Helper()
+	f.createTasks(n)
+	msgs := f.readSteps(n)
+	f.claimAll(msgs)
+	for _, m := range msgs {
+		f.submit(m)
+	}
+}
+
+// processResults times b.N rounds of the result loop (ResultsOnce) taking n
+// notices each.
+func (f *fixture) processResults(n int) {
+	f.b.Helper()
+	orch := orchestration.NewOrchestrator(f.engine, orchestration.ServiceConfig{BatchSize: n}, nil, nil, quietLogger())
+	f.b.ReportAllocs()
+	f.startTimer()
+	for i := 0; i < f.b.N; i++ {
+		got, err := orch.ResultsOnce(f.ctx)
+		if err != nil {
+			f.b.Fatal(err)
+		}
+		if got != n {
+			f.b.Fatalf("processed %d notices, want %d", got, n)
+		}
+	}
+	f.stopTimer(n)
 }
 
 // countMessages counts the messages in a queue.
