@@ -21,8 +21,17 @@
 # machine. BENCH_SCALE scales them (0 is not allowed; use BENCH_ONLY to
 # skip). Every run is bounded by BENCH_TIMEOUT.
 #
+# The throughput stages (single, linear4, and linear4 with and without
+# tracing) run one Go worker with 128 slots (BENCH_WORKERS), the issue's
+# "few, busy workers": each read and claim then carries about 60 steps
+# instead of 17 with the bench's default of 2 workers x 32, which on the
+# reference machine costs Postgres a quarter less CPU per step
+# (docs/performance.md, "Worker slots"). The design model runs with the same
+# workers and batch, so the shares stay like for like.
+#
 # Environment: BENCH_RUNS (3), BENCH_SCALE (1: multiplies every task count
-# and open-loop duration), BENCH_ONLY (a space-separated subset of: single
+# and open-loop duration), BENCH_WORKERS ("--workers 1 --concurrency 128":
+# the throughput stages' workers; "" for the bench's defaults), BENCH_ONLY (a space-separated subset of: single
 # linear4 diamond fanout tracing open open10 clients profile sql), BENCH_SQL_COUNT (the
 # -benchtime count, 8), BENCH_TIMEOUT (per run, 5m).
 set -euo pipefail
@@ -35,6 +44,8 @@ scale=${BENCH_SCALE:-1}
 only=${BENCH_ONLY:-single linear4 diamond fanout tracing open open10 clients profile sql}
 sql_count=${BENCH_SQL_COUNT:-8}
 timeout=${BENCH_TIMEOUT:-5m}
+# shellcheck disable=SC2206 # word splitting wanted: a list of flags
+workers=(${BENCH_WORKERS---workers 1 --concurrency 128})
 
 if ! "$bin" bench --help >/dev/null 2>&1; then
   echo "$bin has no 'bench' command: run 'make build' (and check that internal/cli wires benchCmd into the root command)" >&2
@@ -79,12 +90,12 @@ run() {
 }
 
 if wants single; then
-  stage "single: $(tasks 10000) one-step tasks, closed loop"
-  run single --scenario single --tasks "$(tasks 10000)" --model
+  stage "single: $(tasks 10000) one-step tasks, closed loop (${workers[*]:-default workers})"
+  run single --scenario single --tasks "$(tasks 10000)" --model "${workers[@]}"
 fi
 if wants linear4; then
-  stage "linear4: $(tasks 5000) tasks of 4 chained steps, closed loop"
-  run linear4 --scenario linear4 --tasks "$(tasks 5000)" --model
+  stage "linear4: $(tasks 5000) tasks of 4 chained steps, closed loop (${workers[*]:-default workers})"
+  run linear4 --scenario linear4 --tasks "$(tasks 5000)" --model "${workers[@]}"
 fi
 if wants diamond; then
   stage "diamond: $(tasks 1000) tasks of 1->2->1 steps, closed loop"
@@ -102,8 +113,8 @@ if wants tracing; then
   stage "linear4 with tracing: $(tasks 5000) tasks, spans exported over OTLP/HTTP to an in-process receiver, alternating with runs without"
   mkdir -p "$out/pairs"
   for i in $(seq 1 "$runs"); do
-    run_one pairs/linear4 "$i" --scenario linear4 --tasks "$(tasks 5000)" --no-floor
-    run_one tracing "$i" --scenario linear4 --tasks "$(tasks 5000)" --tracing --no-floor
+    run_one pairs/linear4 "$i" --scenario linear4 --tasks "$(tasks 5000)" --no-floor "${workers[@]}"
+    run_one tracing "$i" --scenario linear4 --tasks "$(tasks 5000)" --tracing --no-floor "${workers[@]}"
   done
 fi
 if wants open; then
