@@ -155,8 +155,8 @@ if wants tracing; then
 fi
 
 if wants profile; then
-  stage "CPU profile: linear4, $(tasks 1000) tasks, in-process"
-  "$bin" bench --scenario linear4 --tasks "$(tasks 1000)" --timeout "$timeout" --cpuprofile "$out/linear4.pprof" --no-floor \
+  stage "CPU profile: linear4, $(tasks 1000) tasks, in-process (${workers[*]:-default workers})"
+  "$bin" bench --scenario linear4 --tasks "$(tasks 1000)" --timeout "$timeout" --cpuprofile "$out/linear4.pprof" --no-floor "${workers[@]}" \
     2> >(tee "$out/profile.log" >&2) | tee "$out/profile.txt"
   go tool pprof -top -nodecount=25 "$bin" "$out/linear4.pprof" 2>/dev/null | tee "$out/profile-top.txt"
   echo "-- cumulative (who calls the time):"
