@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -284,9 +285,23 @@ func (h *Harness) Counter(name string, labels map[string]string) float64 {
 	return Counter(h.T, h.Registry, name, labels)
 }
 
+// Gauge sums the series of the gauge name in the harness's registry whose
+// labels include labels (0 when there is none).
+func (h *Harness) Gauge(name string, labels map[string]string) float64 {
+	h.T.Helper()
+	return sumSeries(h.T, h.Registry, name, labels, func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
+}
+
 // Counter sums the series of the counter name that g gathers whose labels
 // include labels (0 when there is none).
 func Counter(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	return sumSeries(t, g, name, labels, func(m *dto.Metric) float64 { return m.GetCounter().GetValue() })
+}
+
+// sumSeries sums value over the series of the family name that g gathers
+// whose labels include labels.
+func sumSeries(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string, value func(*dto.Metric) float64) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -305,7 +320,7 @@ func Counter(t testing.TB, g prometheus.Gatherer, name string, labels map[string
 				}
 			}
 			if matched == len(labels) {
-				sum += m.GetCounter().GetValue()
+				sum += value(m)
 			}
 		}
 	}
