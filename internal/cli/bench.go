@@ -48,7 +48,11 @@ only the run's own tasks.
 
 The orchestrator and --workers Go workers (no-op handlers) run in this
 process, or, with --processes, as "orchestrator serve" and worker processes
-of this binary (tasks are then submitted through the REST API).
+of this binary (tasks are then submitted through the REST API). The
+default of 2 workers x 32 slots keeps figures comparable with earlier
+runs; few workers with many slots cost Postgres less per step (each claim
+carries more steps), and "make bench" runs its throughput stages with
+--workers 1 --concurrency 128.
 
 Reported: tasks/s and steps/s; submit-to-complete latency (tasks.created_at
 to completed_at); step dispatch latency (enqueued to claimed); commits, rows
