@@ -68,6 +68,9 @@ func PrintPairs(w io.Writer, pairs []Pair, med float64) {
 	if len(pages) == len(pairs) {
 		fmt.Fprintf(w, "median change of pages per step: %+.1f %%\n", 100*median(pages))
 	}
+	if v, ok := tracingVerdict(pairs, med); ok {
+		printVerdicts(w, []Verdict{v})
+	}
 }
 
 func appCPU(r *Report) float64 {

@@ -710,6 +710,7 @@ func PrintSummaries(w io.Writer, ss []Summary) {
 		}
 		_ = tw.Flush()
 	}
+	printVerdicts(w, Verdicts(ss))
 	timed := false
 	for _, s := range ss {
 		timed = timed || len(s.StateP50) > 0
