@@ -108,10 +108,8 @@ func (o *OTelObserver) collect(ctx context.Context, obs metric.Observer) error {
 	o.mu.Lock()
 	sums := o.sums
 	o.sums = make(map[otelAttrKey]int64, len(sums))
-	running := make([]otelAttrKey, 0, len(o.running))
-	counts := make([]int64, 0, len(o.running))
 	for ns, n := range o.running {
-		running, counts = append(running, otelAttrKey{kind: otelInFlight, a: ns}), append(counts, n)
+		obs.ObserveInt64(o.inFlight, n, o.attrs.Option(otelAttrKey{kind: otelInFlight, a: ns}))
 	}
 	o.mu.Unlock()
 	for k, n := range sums {
@@ -123,9 +121,6 @@ func (o *OTelObserver) collect(ctx context.Context, obs metric.Observer) error {
 			c = o.attempts
 		}
 		c.Add(ctx, n, o.attrs.Option(k))
-	}
-	for i, k := range running {
-		obs.ObserveInt64(o.inFlight, counts[i], o.attrs.Option(k))
 	}
 	return nil
 }
