@@ -210,7 +210,7 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 	var poison []Poison
 	err := e.run(ctx, func(tx store.Tx, j *telemetry.Journal) error {
 		poison = poison[:0]
-		tasks, stepsByTask, err := e.store.TasksLockWithStepsTx(ctx, tx, taskIDs, resultsLockTimeout)
+		tasks, stepsByTask, err := e.store.TasksLockWithStepsTx(ctx, tx, taskIDs, noticeSteps(taskIDs, byTask), resultsLockTimeout)
 		if err != nil {
 			return err
 		}
@@ -252,6 +252,18 @@ func (e *Engine) processResultsBatch(ctx context.Context, taskIDs []uuid.UUID, b
 		return e.reportWorkerRuns(ctx, tx, j, unreported)
 	})
 	return poison, err
+}
+
+// noticeSteps are the steps the notices name, whose results the lock read
+// brings for the domain events.
+func noticeSteps(taskIDs []uuid.UUID, byTask map[uuid.UUID][]noticeMsg) []uuid.UUID {
+	var out []uuid.UUID
+	for _, id := range taskIDs {
+		for _, nm := range byTask[id] {
+			out = append(out, nm.n.StepUUID)
+		}
+	}
+	return out
 }
 
 // unreportedRun is an applied result whose worker did not say that it

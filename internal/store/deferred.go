@@ -30,6 +30,27 @@ type txConn struct {
 	// task created in the transaction is found in the buffer while it is
 	// pending; once flushed, its hash is dropped here and looked up again.
 	identities map[string]*Task
+	// locked are the rows of the transaction's result lock read, kept
+	// current with its buffered moves (lockedRows); nil when there are
+	// none or a statement outside the buffer may have changed them.
+	locked *lockedRows
+}
+
+// bufferStep buffers a step move, and applies it to the locked rows.
+func (c *txConn) bufferStep(s bufferedStep) {
+	c.buf.steps = append(c.buf.steps, s)
+	if c.locked != nil {
+		c.locked.stepMoved(s.StepMove)
+	}
+}
+
+// bufferTaskOp buffers a task move or wake time, and applies it to the
+// locked rows.
+func (c *txConn) bufferTaskOp(op taskOp) {
+	c.buf.taskOps = append(c.buf.taskOps, op)
+	if c.locked != nil {
+		c.locked.taskMoved(op.move, op.wakeOnly)
+	}
 }
 
 // inserted records an insert into a queue.
@@ -41,6 +62,7 @@ func (c *txConn) inserted(queueName string) {
 }
 
 func (c *txConn) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c.locked = nil // the statement may write the locked rows
 	if err := c.flush(ctx); err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -48,6 +70,7 @@ func (c *txConn) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comm
 }
 
 func (c *txConn) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c.locked = nil
 	if err := c.flush(ctx); err != nil {
 		return nil, err
 	}
@@ -55,10 +78,20 @@ func (c *txConn) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 }
 
 func (c *txConn) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	c.locked = nil
 	if err := c.flush(ctx); err != nil {
 		return errRow{err}
 	}
 	return c.raw.QueryRow(ctx, sql, args...)
+}
+
+// readQuery is Query for a statement that writes nothing: it keeps the
+// locked rows.
+func (c *txConn) readQuery(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := c.flush(ctx); err != nil {
+		return nil, err
+	}
+	return c.raw.Query(ctx, sql, args...)
 }
 
 type errRow struct{ err error }

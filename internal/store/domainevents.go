@@ -197,8 +197,16 @@ func (s *Store) DomainEventStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, 
 // payloads of progress and completion use (DomainEventTask.Brief), and the
 // steps of DomainEventStepsTx. A task in both lists is read once, in full.
 // When only tasks are asked for and they are all creations still in the
-// write buffer, they are answered from it, in full.
+// write buffer, they are answered from it, in full. When only brief tasks
+// and steps are asked for and the transaction's result lock read them
+// (lockedRows), they are answered from those rows and its buffered moves,
+// without writing the moves first and reading them back.
 func (s *Store) DomainEventDataTx(ctx context.Context, tx Tx, full, brief, stepIDs, failedOf []uuid.UUID) ([]DomainEventTask, []DomainEventStep, error) {
+	if len(full) == 0 && len(failedOf) == 0 {
+		if tasks, steps, ok := tx.tx.locked.answer(brief, stepIDs); ok {
+			return tasks, steps, nil
+		}
+	}
 	if len(full) > 0 && len(brief) > 0 {
 		inFull := make(map[uuid.UUID]bool, len(full))
 		for _, id := range full {

@@ -14,11 +14,12 @@ import (
 
 // TestLockedStepReadLeavesResultsOut: the orchestrator's read of a locked
 // task's steps (TasksLockWithStepsTx) carries everything StepsOfTasksTx
-// does except inputs, results and parents, and last_error only for a step
-// whose failure is being processed or that failed for good: a task's
-// results, however large, are not read back by every result of the task,
-// and its edges are not read at all (the engine has them from the
-// template).
+// does except inputs, results and parents, last_error only for a step
+// whose failure is being processed or that failed for good, and results
+// only for a step it is asked for that waits in enqueued_for_orchestration:
+// a task's results, however large, are not read back by every result of
+// the task, and its edges are not read at all (the engine has them from
+// the template).
 func TestLockedStepReadLeavesResultsOut(t *testing.T) {
 	t.Parallel()
 	f := newCreateFixture(t)
@@ -42,12 +43,22 @@ func TestLockedStepReadLeavesResultsOut(t *testing.T) {
 	set("a", "complete", big, errJSON) // an earlier attempt's error stays on the row
 	set("b", "error", "", errJSON)
 	set("c", "enqueued_as_error_for_orchestration", "", errJSON)
-	set("d", "waiting_for_retry", "", errJSON)
+	set("d", "enqueued_for_orchestration", `{"r": 1}`, errJSON)
 
+	// Results asked for a, b and d: only d waits for its result to be
+	// processed.
+	var ids []uuid.UUID
+	for _, name := range []string{"a", "b", "d"} {
+		var id uuid.UUID
+		if err := f.pool.QueryRow(f.ctx, `SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = $2`, nt.UUID, name).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
 	var want []store.Step
 	var locked []store.Step
 	if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
-		tasks, byTask, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID}, 0)
+		tasks, byTask, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID}, ids, 0)
 		if err != nil || len(tasks) != 1 {
 			t.Fatalf("lock: %d tasks, %v", len(tasks), err)
 		}
@@ -72,8 +83,15 @@ func TestLockedStepReadLeavesResultsOut(t *testing.T) {
 		t.Fatal("fixture: no step has parents in the full read")
 	}
 	for i, s := range locked {
-		if s.Results != nil || s.Inputs != nil {
-			t.Errorf("step %s: the locked read carries results (%d bytes) or inputs", s.Name, len(s.Results))
+		if s.Name == "d" {
+			if !jsonEqual(s.Results, `{"r": 1}`) {
+				t.Errorf("step d (enqueued_for_orchestration, asked for): results %s, want its result", s.Results)
+			}
+		} else if s.Results != nil {
+			t.Errorf("step %s (%s): the locked read carries results (%d bytes)", s.Name, s.State, len(s.Results))
+		}
+		if s.Inputs != nil {
+			t.Errorf("step %s: the locked read carries inputs", s.Name)
 		}
 		if s.Parents != nil {
 			t.Errorf("step %s: the locked read carries parents %v", s.Name, s.Parents)
@@ -126,7 +144,7 @@ func TestLockedTaskReadLeavesContextOut(t *testing.T) {
 	}
 	var got store.Task
 	if err := f.st.InTx(f.ctx, func(tx store.Tx) error {
-		tasks, _, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID}, 0)
+		tasks, _, err := f.st.TasksLockWithStepsTx(f.ctx, tx, []uuid.UUID{nt.UUID}, nil, 0)
 		if err == nil && len(tasks) != 1 {
 			t.Fatalf("lock: %d tasks", len(tasks))
 		}

@@ -68,7 +68,7 @@ func (s *Store) StepsTransitionTx(ctx context.Context, tx Tx, moves []StepMove) 
 			if err != nil {
 				return nil, fmt.Errorf("encode step transition metadata: %w", err)
 			}
-			tx.tx.buf.steps = append(tx.tx.buf.steps, bufferedStep{StepMove: m, meta: meta})
+			tx.tx.bufferStep(bufferedStep{StepMove: m, meta: meta})
 			out = append(out, StepMoved{UUID: m.UUID, From: m.From, To: m.To})
 		}
 		return out, nil
@@ -239,7 +239,7 @@ func (s *Store) StepsDispatchTx(ctx context.Context, tx Tx, t *Task, steps []*St
 				Handler: st.Handler, Namespace: t.Namespace, CorrelationID: t.CorrelationID, Attempt: st.Attempts + 1}, restHdrs[i]); err != nil {
 				return nil, err
 			}
-			buf.steps = append(buf.steps, bufferedStep{StepMove: StepMove{UUID: id, From: lifecycle.StepPending, To: lifecycle.StepEnqueued,
+			tx.tx.bufferStep(bufferedStep{StepMove: StepMove{UUID: id, From: lifecycle.StepPending, To: lifecycle.StepEnqueued,
 				Meta: map[string]any{"trigger": "enqueue"}}, meta: enqueueMeta})
 		}
 		return out, nil
@@ -355,7 +355,7 @@ func (s *Store) StepRunsTx(ctx context.Context, tx Tx, steps []uuid.UUID) ([]Ste
 	if len(steps) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.tx.Query(ctx, `
+	rows, err := tx.tx.readQuery(ctx, `
 		SELECT u.s, coalesce((sub.metadata->>'attempt')::integer, 0), coalesce(sub.metadata->>'worker_id', ''),
 		       cl.created_at, sub.created_at, sub.to_state
 		  FROM unnest($1::uuid[]) AS u(s)

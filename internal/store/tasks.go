@@ -260,8 +260,12 @@ const stepsOfTasksSQL = `SELECT ` + stepColumns + ` FROM tasker.workflow_steps s
 // the size of its results times its step count. Nor do they carry Parents
 // (nil): the engine decides readiness from the task's template version, the
 // DAG the edges were written from, and the per-step lookup of
-// workflow_step_edges was about three quarters of this read's time.
-const lockedStepColumns = stepColumnsHead + `NULL::jsonb, NULL::jsonb,
+// workflow_step_edges was about three quarters of this read's time. The
+// results it does read are those of the steps named by $2 that wait in
+// enqueued_for_orchestration: the results the transaction is about to
+// process, which its domain events show (lockedRows), each read once.
+const lockedStepColumns = stepColumnsHead + `NULL::jsonb,
+	CASE WHEN s.state = 'enqueued_for_orchestration' AND s.step_uuid = ANY ($2) THEN s.results END,
 	CASE WHEN s.state IN ('enqueued_as_error_for_orchestration', 'error') THEN s.last_error END,
 	NULL::uuid[]` + stepColumnsTail
 
@@ -348,7 +352,7 @@ func (s *Store) TaskTransitionTx(ctx context.Context, tx Tx, m TaskMove) (ok boo
 		if handled, ok := tx.tx.buf.createdTaskMove(m, meta, false); handled {
 			return ok, ok && m.To.Terminal() && !m.RootSpanEmitted, nil
 		}
-		tx.tx.buf.taskOps = append(tx.tx.buf.taskOps, taskOp{move: m, meta: meta})
+		tx.tx.bufferTaskOp(taskOp{move: m, meta: meta})
 		return true, m.To.Terminal() && !m.RootSpanEmitted, nil
 	}
 	err = tx.tx.QueryRow(ctx, `SELECT moved, first_finish FROM tasker.transition_task($1, $2, $3, $4, $5::jsonb)`,
@@ -365,7 +369,7 @@ func (s *Store) TaskWakeSetTx(ctx context.Context, tx Tx, id uuid.UUID, at *time
 		if handled, _ := tx.tx.buf.createdTaskMove(TaskMove{UUID: id, WakeAt: at}, nil, true); handled {
 			return nil
 		}
-		tx.tx.buf.taskOps = append(tx.tx.buf.taskOps, taskOp{move: TaskMove{UUID: id, WakeAt: at}, wakeOnly: true})
+		tx.tx.bufferTaskOp(taskOp{move: TaskMove{UUID: id, WakeAt: at}, wakeOnly: true})
 		return nil
 	}
 	_, err := tx.tx.Exec(ctx, `UPDATE tasker.tasks SET wake_at = $2 WHERE task_uuid = $1 AND wake_at IS DISTINCT FROM $2`, id, at)
@@ -448,22 +452,39 @@ func scanLockedTasks(rows pgx.Rows) ([]Task, error) {
 // tasks come with lockedTaskColumns only: Context, Tags, Priority,
 // Initiator, SourceSystem, Reason and ParentCorrelationID are zero. The steps come without
 // Inputs, Results and Parents, and with LastError only for a step whose
-// failure is being processed or that failed for good (lockedStepColumns). A positive
+// failure is being processed or that failed for good (lockedStepColumns),
+// and with Results only for the steps of resultsOf that wait in
+// enqueued_for_orchestration: the results whose notices the transaction
+// processes, which its StepCompleted events show. A positive
 // lockTimeout bounds the wait for the locks for the rest of the
 // transaction; past it the statement fails with an error IsLockTimeout recognises.
-func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID, lockTimeout time.Duration) ([]Task, map[uuid.UUID][]Step, error) {
+//
+// In a deferred transaction the rows are also kept, current with the
+// transaction's buffered moves, for DomainEventDataTx to answer from
+// (lockedRows).
+func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids, resultsOf []uuid.UUID, lockTimeout time.Duration) ([]Task, map[uuid.UUID][]Step, error) {
 	b := &pgx.Batch{}
+	keep := tx.tx.buf != nil
+	readNow := keep && tx.tx.now.IsZero()
+	if readNow {
+		b.Queue(`SELECT now()`)
+	}
 	if lockTimeout > 0 {
 		b.Queue(`SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", lockTimeout.Milliseconds()))
 	}
 	b.Queue(tasksLockLeanSQL, ids)
-	b.Queue(lockedStepsOfTasksSQL, ids)
+	b.Queue(lockedStepsOfTasksSQL, ids, nonNil(resultsOf))
 	// The buffered writes go first, in the same round trip.
 	res, err := tx.tx.sendWithFlush(ctx, b)
 	if err != nil {
 		return nil, nil, err
 	}
 	tasks, err := func() ([]Task, error) {
+		if readNow {
+			if err := res.QueryRow().Scan(&tx.tx.now); err != nil {
+				return nil, fmt.Errorf("read the transaction's start: %w", err)
+			}
+		}
 		if lockTimeout > 0 {
 			if _, err := res.Exec(); err != nil {
 				return nil, fmt.Errorf("set lock timeout: %w", err)
@@ -489,6 +510,9 @@ func (s *Store) TasksLockWithStepsTx(ctx context.Context, tx Tx, ids []uuid.UUID
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if keep {
+		tx.tx.locked = newLockedRows(tx.tx.now, tasks, steps, resultsOf)
 	}
 	return tasks, stepsByTask(steps, len(ids)), nil
 }
