@@ -58,20 +58,37 @@ func newLockedRows(now time.Time, tasks []Task, steps []Step, resultsOf []uuid.U
 		withResults[id] = true
 	}
 	l := &lockedRows{now: now, tasks: make(map[uuid.UUID]*lockedTask, len(tasks)), steps: make(map[uuid.UUID]*lockedStep, len(steps))}
+	// One allocation for the tasks and two for the steps. The lock read
+	// returns the steps in task order, so a task's steps are a run of ptrs;
+	// the full slice expression keeps an append from writing over the next
+	// task's.
+	lts := make([]lockedTask, len(tasks))
 	for i := range tasks {
 		t := &tasks[i]
-		l.tasks[t.UUID] = &lockedTask{uuid: t.UUID, state: t.State, createdAt: t.CreatedAt, completedAt: t.CompletedAt}
+		lts[i] = lockedTask{uuid: t.UUID, state: t.State, createdAt: t.CreatedAt, completedAt: t.CompletedAt}
+		l.tasks[t.UUID] = &lts[i]
 	}
+	lss := make([]lockedStep, len(steps))
+	ptrs := make([]*lockedStep, len(steps))
+	start := 0
 	for i := range steps {
 		s := &steps[i]
-		ls := &lockedStep{DomainEventStep: DomainEventStep{UUID: s.UUID, TaskUUID: s.TaskUUID, Name: s.Name, Handler: s.Handler,
+		lss[i] = lockedStep{DomainEventStep: DomainEventStep{UUID: s.UUID, TaskUUID: s.TaskUUID, Name: s.Name, Handler: s.Handler,
 			State: string(s.State), Position: s.Position, Attempts: s.Attempts, MaxAttempts: s.MaxAttempts,
 			NextAttemptAt: s.NextAttemptAt, Results: s.Results, LastError: s.LastError},
 			resultsKnown: withResults[s.UUID] && s.State == lifecycle.StepEnqueuedForOrchestration,
 			errorKnown:   lastErrorRead(s.State)}
-		l.steps[s.UUID] = ls
+		ptrs[i] = &lss[i]
+		l.steps[s.UUID] = &lss[i]
+		if i > 0 && steps[i-1].TaskUUID != s.TaskUUID {
+			start = i
+		}
 		if t := l.tasks[s.TaskUUID]; t != nil {
-			t.steps = append(t.steps, ls)
+			if len(t.steps) == i-start {
+				t.steps = ptrs[start : i+1 : i+1]
+			} else {
+				t.steps = append(t.steps, &lss[i]) // not in task order
+			}
 		}
 	}
 	return l
