@@ -127,7 +127,7 @@ func (l *lockedRows) taskMoved(m TaskMove, wakeOnly bool) {
 	}
 	t.state = m.To
 	t.completedAt = nil
-	if m.To.Terminal() || m.To == lifecycle.TaskResolvedManually {
+	if m.To.Terminal() { // complete, error, cancelled, resolved_manually: apply_task_moves's list
 		at := l.now
 		t.completedAt = &at
 	}
