@@ -183,14 +183,21 @@ var workerMoved = map[string]bool{
 	string(lifecycle.StepEnqueuedForOrchestration): true, string(lifecycle.StepEnqueuedAsErrorForOrchestration): true,
 }
 
-func compareTasks(fail func(string, ...any), mem, db []store.DomainEventTask) {
-	byID := map[uuid.UUID]store.DomainEventTask{}
-	for _, d := range db {
-		byID[d.UUID] = d
-	}
+// indexDB indexes the database's answer by uuid, and reports a count that
+// differs from the locked rows'.
+func indexDB[T any](fail func(string, ...any), what string, mem, db []T, id func(T) uuid.UUID) map[uuid.UUID]T {
 	if len(mem) != len(db) {
-		fail("%d tasks from the locked rows, %d from the database", len(mem), len(db))
+		fail("%d %s from the locked rows, %d from the database", len(mem), what, len(db))
 	}
+	byID := make(map[uuid.UUID]T, len(db))
+	for _, d := range db {
+		byID[id(d)] = d
+	}
+	return byID
+}
+
+func compareTasks(fail func(string, ...any), mem, db []store.DomainEventTask) {
+	byID := indexDB(fail, "tasks", mem, db, func(d store.DomainEventTask) uuid.UUID { return d.UUID })
 	for _, m := range mem {
 		d, ok := byID[m.UUID]
 		switch {
@@ -225,13 +232,7 @@ func compareTasks(fail func(string, ...any), mem, db []store.DomainEventTask) {
 }
 
 func compareSteps(fail func(string, ...any), mem, db []store.DomainEventStep) {
-	byID := map[uuid.UUID]store.DomainEventStep{}
-	for _, d := range db {
-		byID[d.UUID] = d
-	}
-	if len(mem) != len(db) {
-		fail("%d steps from the locked rows, %d from the database", len(mem), len(db))
-	}
+	byID := indexDB(fail, "steps", mem, db, func(d store.DomainEventStep) uuid.UUID { return d.UUID })
 	for _, m := range mem {
 		d, ok := byID[m.UUID]
 		if !ok {
