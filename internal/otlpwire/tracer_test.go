@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -445,4 +446,97 @@ func (g *uniqueIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
 	}
 	sid[7] |= 0x80 // never all zero
 	return sid
+}
+
+// countingFollower is sdktrace.ParentBased(sdktrace.AlwaysSample()),
+// saying through FollowsParent that it follows parents (when follows is
+// set), and counting its ShouldSample calls.
+type countingFollower struct {
+	follows bool
+	calls   atomic.Int64
+	inner   sdktrace.Sampler
+}
+
+func (c *countingFollower) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	c.calls.Add(1)
+	return c.inner.ShouldSample(p)
+}
+
+func (c *countingFollower) Description() string { return c.inner.Description() }
+func (c *countingFollower) FollowsParent() bool { return c.follows }
+
+// A sampler that follows parents is not asked about spans with one: the
+// tracer decides them as the parent-based sampler would, tracestate
+// included, and exports what the SDK with that sampler exports.
+func TestParentFollowerDecidesSpansWithAParent(t *testing.T) {
+	res := resource.NewWithAttributes("https://opentelemetry.io/schemas/1.26.0", attribute.String("service.name", "tasker-orchestrator"))
+	scope := instrumentation.Scope{Name: "github.com/tasker/tasker"}
+	at := time.Date(2026, 11, 29, 4, 0, 0, 0, time.UTC)
+	ts, err := trace.ParseTraceState("vendor=v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := func(sampled bool) context.Context {
+		cfg := trace.SpanContextConfig{TraceID: trace.TraceID{0: 0x4b, 15: 1}, SpanID: trace.SpanID{0: 0x0f, 7: 1},
+			TraceState: ts, Remote: true}
+		if sampled {
+			cfg.TraceFlags = trace.FlagsSampled
+		}
+		return trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(cfg))
+	}
+	// script starts a root, a child of it, and a child each of a sampled
+	// and an unsampled remote parent (with a tracestate), and reports
+	// which spans were sampled and the tracestates they carry.
+	script := func(tr trace.Tracer) (sampled []bool, states []string) {
+		start := func(ctx context.Context, name string) (context.Context, trace.Span) {
+			if d, ok := tr.(*Tracer); ok {
+				return d.StartAt(ctx, name, at, []attribute.KeyValue{attribute.String("k", name)})
+			}
+			return tr.Start(ctx, name, trace.WithTimestamp(at), trace.WithAttributes(attribute.String("k", name)))
+		}
+		rctx, root := start(context.Background(), "root")
+		_, child := start(rctx, "child of root")
+		_, yes := start(remote(true), "child of a sampled remote parent")
+		_, no := start(remote(false), "child of an unsampled remote parent")
+		for _, s := range []trace.Span{root, child, yes, no} {
+			sampled = append(sampled, s.SpanContext().IsSampled())
+			states = append(states, s.SpanContext().TraceState().String())
+			s.End(trace.WithTimestamp(at.Add(time.Millisecond)))
+		}
+		return sampled, states
+	}
+	rec := &recorder{}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(rec), sdktrace.WithResource(res), sdktrace.WithIDGenerator(&seqIDs{}),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+	defer tp.Shutdown(context.Background())
+	wantSampled, wantStates := script(tp.Tracer(scope.Name))
+	want := sdkRequest(t, rec.spans)
+	if n := len(rec.spans); n != 3 {
+		t.Fatalf("the SDK exported %d spans, want 3 (all but the unsampled remote parent's child)", n)
+	}
+	for _, follows := range []bool{true, false} {
+		c, x := startCapture(t)
+		smp := &countingFollower{follows: follows, inner: sdktrace.ParentBased(sdktrace.AlwaysSample())}
+		tr, err := NewTracer(x, TracerConfig{Resource: res, Scope: scope, Sampler: smp, IDs: &seqIDs{}, Delay: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sampled, states := script(tr)
+		if err := tr.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sampled, wantSampled) || !slices.Equal(states, wantStates) {
+			t.Fatalf("follows %v: sampled %v with tracestates %q, want %v with %q", follows, sampled, states, wantSampled, wantStates)
+		}
+		if got, _ := c.merged(t); !proto.Equal(want, got) {
+			t.Fatalf("follows %v: spans differ from the SDK's:\n got %v\nwant %v", follows, summary(got), summary(want))
+		}
+		wantCalls := int64(4)
+		if follows {
+			wantCalls = 1 // the root only
+		}
+		if n := smp.calls.Load(); n != wantCalls {
+			t.Fatalf("follows %v: the sampler was asked %d times, want %d", follows, n, wantCalls)
+		}
+	}
 }

@@ -58,9 +58,12 @@ func (p *Publisher) traced(ref TaskRef) bool {
 
 // batch is one task's records since its previous task transition.
 type batch struct {
-	ref     TaskRef
-	start   time.Time
-	records []Record
+	ref   TaskRef
+	start time.Time
+	// records point into the journal being published, which does not
+	// change while Publish runs: a Record is a few hundred bytes, and
+	// copying each into its batch was most of what publishing allocated.
+	records []*Record
 	// attrs are the task's attribute sets, shared by its batches of one
 	// journal.
 	attrs *taskAttrSets
@@ -107,7 +110,7 @@ func (a *taskAttrSets) forTask(ref TaskRef) []attribute.KeyValue {
 
 // event is eventAttrs(r): shared for a record of the task without a step
 // or states, otherwise a slice of its own from the formatted ids.
-func (a *taskAttrSets) event(r Record) []attribute.KeyValue {
+func (a *taskAttrSets) event(r *Record) []attribute.KeyValue {
 	if !a.of(r.Task) {
 		return eventAttrs(r)
 	}
@@ -145,14 +148,15 @@ func (p *Publisher) Publish(ctx context.Context, j *Journal) {
 	}
 	if !p.tracing {
 		// Metrics only: no spans, so no per-task batches to gather.
-		for _, r := range j.Records {
-			p.record(ctx, t, r)
+		for i := range j.Records {
+			p.record(ctx, t, &j.Records[i])
 		}
 		return
 	}
 	batches := map[[16]byte]*batch{}
 	var order [][16]byte
-	for _, r := range j.Records {
+	for i := range j.Records {
+		r := &j.Records[i]
 		if r.Kind == KindWorkerRun {
 			// A worker's run has spans of its own (step_execution), not
 			// part of any orchestration batch.
@@ -236,7 +240,7 @@ func (t *tally) add() {
 
 // record updates the metrics for one record: the histograms at once, the
 // counters in t.
-func (p *Publisher) record(ctx context.Context, t *tally, r Record) {
+func (p *Publisher) record(ctx context.Context, t *tally, r *Record) {
 	ns := r.Task.Namespace
 	switch r.Kind {
 	case KindEvent:
@@ -272,7 +276,7 @@ func (p *Publisher) record(ctx context.Context, t *tally, r Record) {
 
 // taskEvents are the events of a task transition: task.before_transition,
 // then the move's events.
-func taskEvents(r Record) []lifecycle.EventName {
+func taskEvents(r *Record) []lifecycle.EventName {
 	out := []lifecycle.EventName{lifecycle.EventTaskBeforeTransition}
 	return append(out, lifecycle.TaskMoveEvents(lifecycle.TaskState(r.From), r.Trigger, lifecycle.TaskState(r.To))...)
 }
@@ -280,7 +284,7 @@ func taskEvents(r Record) []lifecycle.EventName {
 // stepEvents are the events of a step transition: step.before_transition
 // (not for a step's creation, which is no transition of an existing step),
 // then the mapped event.
-func stepEvents(r Record) []lifecycle.EventName {
+func stepEvents(r *Record) []lifecycle.EventName {
 	from, to := lifecycle.StepState(r.From), lifecycle.StepState(r.To)
 	var out []lifecycle.EventName
 	if from != lifecycle.StepCreatedState {
@@ -311,7 +315,7 @@ var workerRunEvents = []lifecycle.EventName{
 // transitions recorded; the handler's own start and end are not known to
 // the orchestrator, so handler_execution spans the whole run and the span
 // says who reported it (reported_by = orchestrator).
-func (p *Publisher) emitWorkerRun(ctx context.Context, r Record) {
+func (p *Publisher) emitWorkerRun(ctx context.Context, r *Record) {
 	if !p.traced(r.Task) {
 		return
 	}
@@ -319,7 +323,7 @@ func (p *Publisher) emitWorkerRun(ctx context.Context, r Record) {
 	if submitted.Before(claimed) {
 		submitted = claimed
 	}
-	base := eventAttrs(Record{Task: r.Task, Step: r.Step})
+	base := eventAttrs(&Record{Task: r.Task, Step: r.Step})
 	claim := []attribute.KeyValue{attribute.String("from_state", string(lifecycle.StepEnqueued)), attribute.String("to_state", string(lifecycle.StepInProgress))}
 	submit := []attribute.KeyValue{attribute.String("from_state", r.From), attribute.String("to_state", r.To)}
 	with := func(extra ...attribute.KeyValue) []attribute.KeyValue {
@@ -356,7 +360,7 @@ func (p *Publisher) emitWorkerRun(ctx context.Context, r Record) {
 
 // whyAttrs are a step transition's reason, why_final and error, where it
 // has them.
-func whyAttrs(r Record) []attribute.KeyValue {
+func whyAttrs(r *Record) []attribute.KeyValue {
 	var a []attribute.KeyValue
 	if r.Reason != "" {
 		a = append(a, attribute.String("reason", r.Reason))
@@ -390,7 +394,7 @@ func stateLabel(s string) string {
 // eventAttrs are the attributes DESIGN §4 gives every event; the span an
 // event is on carries the rest (task_name, handler_name), so events do not
 // repeat them: span data is most of tracing's cost.
-func eventAttrs(r Record) []attribute.KeyValue {
+func eventAttrs(r *Record) []attribute.KeyValue {
 	a := make([]attribute.KeyValue, 0, 8)
 	a = append(a, attribute.String("correlation_id", r.Task.CorrelationID.String()),
 		attribute.String("task_uuid", r.Task.UUID.String()), attribute.String("namespace", r.Task.Namespace))
@@ -459,7 +463,7 @@ func later(a, b time.Time) time.Time {
 // span task_state_transition) or on the root (task_orchestration), and the
 // latest end of the spans it emitted (a parent must not end before its
 // children).
-func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Record, lastEnd time.Time) {
+func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []*Record, lastEnd time.Time) {
 	var phases []*phaseSpan
 	for _, r := range b.records {
 		if r.Kind == KindPhase {
@@ -531,7 +535,7 @@ func (p *Publisher) emitBatch(parent context.Context, b *batch) (own, root []Rec
 	return own, root, lastEnd
 }
 
-func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
+func (p *Publisher) emitTransition(ctx context.Context, b *batch, r *Record) {
 	if !p.traced(r.Task) {
 		return
 	}
@@ -563,7 +567,7 @@ func (p *Publisher) emitTransition(ctx context.Context, b *batch, r Record) {
 	_ = root
 }
 
-func (p *Publisher) emitRoot(ctx context.Context, b *batch, r Record) {
+func (p *Publisher) emitRoot(ctx context.Context, b *batch, r *Record) {
 	if !p.traced(r.Task) {
 		return
 	}

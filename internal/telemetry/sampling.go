@@ -103,7 +103,7 @@ func (s samplerSpec) build() sdktrace.Sampler {
 	default:
 		inner = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(s.ratio))
 	}
-	return storedDecision{inner: inner}
+	return storedDecision{inner: inner, followsParent: s.followsParent()}
 }
 
 // followsParent is whether spans with a remote parent follow its sampled
@@ -117,7 +117,18 @@ func (s samplerSpec) followsParent() bool { return strings.HasPrefix(s.name, "pa
 // task was accepted. Forced ids apply to root spans only (as the id
 // generator applies them), so a span with a parent does not look for them:
 // that lookup walks the whole context chain, for every span.
-type storedDecision struct{ inner sdktrace.Sampler }
+type storedDecision struct {
+	inner sdktrace.Sampler
+	// followsParent: inner is one of the parent-based samplers, with
+	// their default options (otlpwire.ParentFollower).
+	followsParent bool
+}
+
+// FollowsParent tells the otlpwire tracer that spans with a parent may be
+// decided from it: for them ShouldSample asks inner, a parent-based
+// sampler (when followsParent is set), which answers with the parent's
+// decision.
+func (d storedDecision) FollowsParent() bool { return d.followsParent }
 
 func (d storedDecision) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
 	if trace.SpanContextFromContext(p.ParentContext).IsValid() {

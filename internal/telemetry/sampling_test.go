@@ -7,6 +7,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/tasker/tasker/internal/otlpwire"
 	"github.com/tasker/tasker/internal/traceparent"
 )
 
@@ -37,6 +38,9 @@ func TestChooseSampler(t *testing.T) {
 		{name: "env ratio", env: env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG", "0.25"),
 			want: "ParentBased{root:TraceIDRatioBased{0.25}", follows: true},
 		{name: "env ratio without arg", env: env("OTEL_TRACES_SAMPLER", "traceidratio"), want: "TraceIDRatioBased{1}"},
+		{name: "env parent-based on", env: env("OTEL_TRACES_SAMPLER", "parentbased_always_on"), want: "ParentBased{root:AlwaysOnSampler", follows: true},
+		{name: "env parent-based off", env: env("OTEL_TRACES_SAMPLER", "parentbased_always_off"), want: "ParentBased{root:AlwaysOffSampler", follows: true},
+		{name: "env always on", env: env("OTEL_TRACES_SAMPLER", "always_on"), want: "AlwaysOnSampler"},
 		{name: "env bad arg", env: env("OTEL_TRACES_SAMPLER", "traceidratio", "OTEL_TRACES_SAMPLER_ARG", "lots"), err: "OTEL_TRACES_SAMPLER_ARG"},
 		{name: "env unknown", env: env("OTEL_TRACES_SAMPLER", "jaeger_remote"), err: `OTEL_TRACES_SAMPLER="jaeger_remote" is not supported`},
 	} {
@@ -56,6 +60,11 @@ func TestChooseSampler(t *testing.T) {
 			}
 			if spec.followsParent() != tc.follows {
 				t.Errorf("followsParent = %v, want %v", spec.followsParent(), tc.follows)
+			}
+			// The otlpwire tracer decides spans with a parent itself only
+			// for the parent-based samplers.
+			if pf, ok := spec.build().(otlpwire.ParentFollower); !ok || pf.FollowsParent() != tc.follows {
+				t.Errorf("the built sampler is a ParentFollower: %v, following parents: %v; want following: %v", ok, ok && pf.FollowsParent(), tc.follows)
 			}
 		})
 	}
