@@ -322,45 +322,66 @@ type stepApply struct {
 // results given, the sum of extra attempts), and numbers its transitions.
 // Steps are ordered by uuid, the order in which every writer locks them.
 func collapseSteps(moves []bufferedStep) *stepApply {
-	type agg struct{ moves []bufferedStep }
-	by := map[uuid.UUID]*agg{}
-	var order []uuid.UUID
-	for _, m := range moves {
-		a, ok := by[m.UUID]
-		if !ok {
-			a = &agg{}
-			by[m.UUID] = a
-			order = append(order, m.UUID)
-		}
-		a.moves = append(a.moves, m)
+	// Each step's moves, in the order they were buffered, found through
+	// one index sorted by (step, buffer position): a result batch buffers
+	// a few moves for each of dozens of steps, and a map of slices grew a
+	// slice per step.
+	idx := make([]int32, len(moves))
+	for i := range idx {
+		idx[i] = int32(i)
 	}
-	sort.Slice(order, func(i, k int) bool { return lessUUID(order[i], order[k]) })
-	out := &stepApply{}
-	for _, id := range order {
-		ms := by[id].moves
+	sort.Slice(idx, func(i, k int) bool {
+		a, b := &moves[idx[i]], &moves[idx[k]]
+		if a.UUID != b.UUID {
+			return lessUUID(a.UUID, b.UUID)
+		}
+		return idx[i] < idx[k]
+	})
+	steps := 0
+	for i := range idx {
+		if i == 0 || moves[idx[i]].UUID != moves[idx[i-1]].UUID {
+			steps++
+		}
+	}
+	out := &stepApply{
+		ids: make([]uuid.UUID, 0, steps), first: make([]string, 0, steps), final: make([]string, 0, steps),
+		n: make([]int32, 0, steps), next: make([]*time.Time, 0, steps), extra: make([]int32, 0, steps),
+		results: make([][]byte, 0, steps),
+		trStep:  make([]uuid.UUID, 0, len(moves)), trFrom: make([]string, 0, len(moves)), trTo: make([]string, 0, len(moves)),
+		trSeq: make([]int32, 0, len(moves)), trMeta: make([][]byte, 0, len(moves)),
+	}
+	for lo := 0; lo < len(idx); {
+		id := moves[idx[lo]].UUID
+		hi := lo + 1
+		for hi < len(idx) && moves[idx[hi]].UUID == id {
+			hi++
+		}
 		var results []byte
 		var extra int32
-		for _, m := range ms {
+		for _, k := range idx[lo:hi] {
+			m := &moves[k]
 			if m.Results != nil {
 				results = m.Results
 			}
 			extra += int32(m.ExtraAttempts)
 		}
-		last := ms[len(ms)-1]
+		first, last := &moves[idx[lo]], &moves[idx[hi-1]]
 		out.ids = append(out.ids, id)
-		out.first = append(out.first, string(ms[0].From))
+		out.first = append(out.first, string(first.From))
 		out.final = append(out.final, string(last.To))
-		out.n = append(out.n, int32(len(ms)))
+		out.n = append(out.n, int32(hi-lo))
 		out.next = append(out.next, last.NextAttemptAt)
 		out.extra = append(out.extra, extra)
 		out.results = append(out.results, results)
-		for i, m := range ms {
+		for i, k := range idx[lo:hi] {
+			m := &moves[k]
 			out.trStep = append(out.trStep, id)
 			out.trFrom = append(out.trFrom, string(m.From))
 			out.trTo = append(out.trTo, string(m.To))
 			out.trSeq = append(out.trSeq, int32(i+1))
 			out.trMeta = append(out.trMeta, m.meta)
 		}
+		lo = hi
 	}
 	return out
 }
@@ -381,22 +402,46 @@ type taskApply struct {
 }
 
 func collapseTasks(ops []taskOp) *taskApply {
-	by := map[uuid.UUID][]taskOp{}
-	var order []uuid.UUID
-	for _, op := range ops {
-		if _, ok := by[op.move.UUID]; !ok {
-			order = append(order, op.move.UUID)
-		}
-		by[op.move.UUID] = append(by[op.move.UUID], op)
+	// Each task's operations in buffer order, through one sorted index (as
+	// in collapseSteps).
+	idx := make([]int32, len(ops))
+	for i := range idx {
+		idx[i] = int32(i)
 	}
-	sort.Slice(order, func(i, k int) bool { return lessUUID(order[i], order[k]) })
-	out := &taskApply{}
-	for _, id := range order {
+	sort.Slice(idx, func(i, k int) bool {
+		a, b := &ops[idx[i]].move, &ops[idx[k]].move
+		if a.UUID != b.UUID {
+			return lessUUID(a.UUID, b.UUID)
+		}
+		return idx[i] < idx[k]
+	})
+	tasks, moves := 0, 0
+	for i, k := range idx {
+		if i == 0 || ops[k].move.UUID != ops[idx[i-1]].move.UUID {
+			tasks++
+		}
+		if !ops[k].wakeOnly {
+			moves++
+		}
+	}
+	out := &taskApply{
+		ids: make([]uuid.UUID, 0, tasks), first: make([]string, 0, tasks), final: make([]string, 0, tasks),
+		n: make([]int32, 0, tasks), wake: make([]*time.Time, 0, tasks), terminal: make([]bool, 0, tasks),
+		trTask: make([]uuid.UUID, 0, moves), trFrom: make([]string, 0, moves), trTo: make([]string, 0, moves),
+		trSeq: make([]int32, 0, moves), trMeta: make([][]byte, 0, moves),
+	}
+	for lo := 0; lo < len(idx); {
+		id := ops[idx[lo]].move.UUID
+		hi := lo + 1
+		for hi < len(idx) && ops[idx[hi]].move.UUID == id {
+			hi++
+		}
 		var first, final string
 		var n int32
 		var wake *time.Time
 		terminal := false
-		for _, op := range by[id] {
+		for _, k := range idx[lo:hi] {
+			op := &ops[k]
 			wake = op.move.WakeAt // every operation stores its wake time
 			if op.wakeOnly {
 				continue
@@ -419,6 +464,7 @@ func collapseTasks(ops []taskOp) *taskApply {
 		out.n = append(out.n, n)
 		out.wake = append(out.wake, wake)
 		out.terminal = append(out.terminal, terminal)
+		lo = hi
 	}
 	return out
 }
