@@ -45,7 +45,7 @@ func (s *Store) DLQCreateTx(ctx context.Context, tx Tx, task uuid.UUID, reason, 
 	_, err := tx.tx.Exec(ctx, `
 		INSERT INTO tasker.dlq_entries (task_uuid, namespace, reason, detail, snapshot)
 		SELECT t.task_uuid, t.namespace, $2, $3,
-		       jsonb_build_object('task_state', t.state, 'updated_at', t.updated_at,
+		       jsonb_build_object('task_state', t.state, 'updated_at', greatest(t.updated_at, `+lastTransitionAt+`),
 		           'steps', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', s.name, 'state', s.state,
 		                            'attempts', s.attempts, 'max_attempts', s.max_attempts,
 		                            'updated_at', s.updated_at, 'last_error', s.last_error) ORDER BY s.position), '[]')
@@ -150,6 +150,12 @@ func (s *Store) StaleTasksTx(ctx context.Context, tx Tx, defaultAfter time.Durat
 		SELECT `+taskColumns+` FROM tasker.tasks t
 		 WHERE t.state IN ('steps_in_process', 'waiting_for_dependencies', 'waiting_for_retry')
 		   AND t.updated_at < clock_timestamp() - make_interval(secs => coalesce(nullif(t.stale_after_seconds, 0), $1))
+		   -- The row's updated_at is as of its last write (migration 00038):
+		   -- its most recent transition must be as old.
+		   AND NOT EXISTS (
+		       SELECT 1 FROM tasker.task_transitions tr
+		        WHERE tr.task_uuid = t.task_uuid AND tr.most_recent
+		          AND tr.created_at >= clock_timestamp() - make_interval(secs => coalesce(nullif(t.stale_after_seconds, 0), $1)))
 		   AND NOT EXISTS (
 		       SELECT 1 FROM tasker.workflow_steps s
 		        WHERE s.task_uuid = t.task_uuid

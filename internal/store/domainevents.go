@@ -113,14 +113,16 @@ func scanDomainEventTasks(rows pgx.Rows) ([]DomainEventTask, error) {
 	for rows.Next() {
 		var d DomainEventTask
 		var state string
+		var last *time.Time
 		t := &d.Task
 		if err := rows.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
 			&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
 			&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt,
-			&t.RootSpanEmitted, &states, &d.TransitionReason); err != nil {
+			&t.RootSpanEmitted, &last, &states, &d.TransitionReason); err != nil {
 			return nil, fmt.Errorf("read tasks for domain events: %w", err)
 		}
 		t.State = lifecycle.TaskState(state)
+		t.lastTransition(last)
 		d.countSteps(states)
 		out = append(out, d)
 	}

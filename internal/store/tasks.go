@@ -109,16 +109,40 @@ type NewStep struct {
 const taskColumns = `t.task_uuid, t.template_id, t.namespace, t.name, t.version, t.state, t.context, t.tags,
 	t.priority, t.initiator, t.source_system, t.reason, t.correlation_id, t.parent_correlation_id,
 	t.traceparent, t.wake_at, t.stale_after_seconds, t.created_at, t.updated_at, t.state_entered_at, t.completed_at,
-	t.root_span_emitted`
+	t.root_span_emitted, ` + lastTransitionAt
+
+// lastTransitionAt is when the task's most recent transition happened:
+// when it entered its current state, and its last change. A task's row is
+// not rewritten when a result transaction's moves leave it in the state
+// it was in (migration 00038), so its updated_at and state_entered_at are
+// as of the row's last write; the reads take the transition's time
+// (Task.lastTransition).
+const lastTransitionAt = `(SELECT tr.created_at FROM tasker.task_transitions tr
+	  WHERE tr.task_uuid = t.task_uuid AND tr.most_recent)`
+
+// lastTransition sets StateEnteredAt and UpdatedAt from the time of the
+// task's most recent transition (nil: none, which only a row written
+// without its transitions has).
+func (t *Task) lastTransition(at *time.Time) {
+	if at == nil {
+		return
+	}
+	t.StateEnteredAt = *at
+	if at.After(t.UpdatedAt) {
+		t.UpdatedAt = *at
+	}
+}
 
 func scanTask(row pgx.Row) (Task, error) {
 	var t Task
 	var state string
+	var last *time.Time
 	err := row.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state, &t.Context, &t.Tags,
 		&t.Priority, &t.Initiator, &t.SourceSystem, &t.Reason, &t.CorrelationID, &t.ParentCorrelationID,
 		&t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt, &t.CompletedAt,
-		&t.RootSpanEmitted)
+		&t.RootSpanEmitted, &last)
 	t.State = lifecycle.TaskState(state)
+	t.lastTransition(last)
 	return t, err
 }
 
@@ -419,7 +443,7 @@ func (s *Store) LockTimeoutTx(ctx context.Context, tx Tx, d time.Duration) error
 // everything else, for every result a task got.
 const lockedTaskColumns = `t.task_uuid, t.template_id, t.namespace, t.name, t.version, t.state,
 	t.correlation_id, t.traceparent, t.wake_at, t.stale_after_seconds, t.created_at, t.updated_at, t.state_entered_at,
-	t.completed_at, t.root_span_emitted`
+	t.completed_at, t.root_span_emitted, ` + lastTransitionAt
 
 const tasksLockLeanSQL = `SELECT ` + lockedTaskColumns + ` FROM tasker.tasks t
 		 WHERE t.task_uuid = ANY ($1)
@@ -432,12 +456,14 @@ func scanLockedTasks(rows pgx.Rows) ([]Task, error) {
 	for rows.Next() {
 		var t Task
 		var state string
+		var last *time.Time
 		if err := rows.Scan(&t.UUID, &t.TemplateID, &t.Namespace, &t.Name, &t.Version, &state,
 			&t.CorrelationID, &t.TraceParent, &t.WakeAt, &t.StaleAfterSeconds, &t.CreatedAt, &t.UpdatedAt, &t.StateEnteredAt,
-			&t.CompletedAt, &t.RootSpanEmitted); err != nil {
+			&t.CompletedAt, &t.RootSpanEmitted, &last); err != nil {
 			return nil, fmt.Errorf("lock tasks: %w", err)
 		}
 		t.State = lifecycle.TaskState(state)
+		t.lastTransition(last)
 		out = append(out, t)
 	}
 	if err := rows.Err(); err != nil {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/tasker/tasker/internal/enginetest"
@@ -321,5 +323,90 @@ func TestBeforeTransitionMarksCommittedTransitions(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Error(p)
+	}
+}
+
+const chainTemplate = `
+namespace: staying
+name: chain
+version: 1.0.0
+steps:
+  - name: a
+    handler: staying.work
+  - name: b
+    handler: staying.work
+    depends_on: [a]
+  - name: c
+    handler: staying.work
+    depends_on: [b]
+`
+
+// TestEachStayInAStateIsTimedFromItsEntry: a chain's task leaves
+// steps_in_process and comes back in the same transaction at every result,
+// and its row is not rewritten for that (migration 00038). Each stay in
+// tasker_task_state_duration_seconds{state="steps_in_process"} still runs
+// from the task's last entry into the state, as its transition rows record
+// it, not from its first entry.
+func TestEachStayInAStateIsTimedFromItsEntry(t *testing.T) {
+	t.Parallel()
+	h := enginetest.New(t, enginetest.Options{})
+	h.Register(chainTemplate)
+	h.Worker(worker.Config{Namespaces: []string{"staying"}}, map[string]worker.Handler{
+		"staying.work": func(ctx context.Context, s *worker.Step) (any, error) {
+			time.Sleep(40 * time.Millisecond)
+			return map[string]any{"ok": true}, nil
+		},
+	})
+	task := h.Submit(orchestration.TaskRequest{Namespace: "staying", Name: "chain"})
+	h.WaitTask(task.UUID, 30*time.Second, lifecycle.TaskComplete)
+
+	// The stays as the transition rows record them: from each entry into
+	// steps_in_process to the transition out of it.
+	rows, err := h.Pool.Query(context.Background(), `
+		SELECT extract(epoch FROM tr.created_at - prev.created_at)
+		  FROM tasker.task_transitions tr
+		  JOIN tasker.task_transitions prev ON prev.task_uuid = tr.task_uuid AND prev.sort_key = tr.sort_key - 1
+		 WHERE tr.task_uuid = $1 AND tr.from_state = 'steps_in_process'
+		 ORDER BY tr.sort_key`, task.UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stays, err := pgx.CollectRows(rows, pgx.RowTo[float64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stays) != 3 {
+		t.Fatalf("%d stays in steps_in_process recorded, want 3 (one per step)", len(stays))
+	}
+	want := 0.0
+	for _, s := range stays {
+		want += s
+	}
+	mfs, err := h.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count uint64
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "tasker_task_state_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["state"] == "steps_in_process" && labels["namespace"] == "staying" {
+				count += m.GetHistogram().GetSampleCount()
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	// The metric's ends are the engine's clock, the rows' the database's
+	// transaction starts: a few milliseconds apart at most. Timed from the
+	// first entry, the three stays would add up to about twice as much.
+	if count != 3 || math.Abs(sum-want) > 0.03 {
+		t.Errorf("steps_in_process stays: %d observed, %.3fs in all; the transitions record 3 of %.3fs (%v)", count, sum, want, stays)
 	}
 }
