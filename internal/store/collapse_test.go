@@ -63,59 +63,31 @@ func TestCollapseMatchesFoldingInBufferOrder(t *testing.T) {
 // field nil where the sorted index allocates it empty.
 func normStep(a *stepApply) stepApply {
 	c := *a
-	for _, p := range []*[]uuid.UUID{&c.ids, &c.trStep} {
-		if len(*p) == 0 {
-			*p = nil
-		}
-	}
-	for _, p := range []*[]string{&c.first, &c.final, &c.trFrom, &c.trTo} {
-		if len(*p) == 0 {
-			*p = nil
-		}
-	}
-	for _, p := range []*[]int32{&c.n, &c.extra, &c.trSeq} {
-		if len(*p) == 0 {
-			*p = nil
-		}
-	}
-	for _, p := range []*[][]byte{&c.results, &c.trMeta} {
-		if len(*p) == 0 {
-			*p = nil
-		}
-	}
-	if len(c.next) == 0 {
-		c.next = nil
-	}
+	nilIfEmpty(&c.ids, &c.trStep)
+	nilIfEmpty(&c.first, &c.final, &c.trFrom, &c.trTo)
+	nilIfEmpty(&c.n, &c.extra, &c.trSeq)
+	nilIfEmpty(&c.results, &c.trMeta)
+	nilIfEmpty(&c.next)
 	return c
 }
 
 func normTask(a *taskApply) taskApply {
 	c := *a
-	for _, p := range []*[]uuid.UUID{&c.ids, &c.trTask} {
-		if len(*p) == 0 {
-			*p = nil
-		}
-	}
-	for _, p := range []*[]string{&c.first, &c.final, &c.trFrom, &c.trTo} {
-		if len(*p) == 0 {
-			*p = nil
-		}
-	}
-	for _, p := range []*[]int32{&c.n, &c.trSeq} {
-		if len(*p) == 0 {
-			*p = nil
-		}
-	}
-	if len(c.trMeta) == 0 {
-		c.trMeta = nil
-	}
-	if len(c.wake) == 0 {
-		c.wake = nil
-	}
-	if len(c.terminal) == 0 {
-		c.terminal = nil
-	}
+	nilIfEmpty(&c.ids, &c.trTask)
+	nilIfEmpty(&c.first, &c.final, &c.trFrom, &c.trTo)
+	nilIfEmpty(&c.n, &c.trSeq)
+	nilIfEmpty(&c.trMeta)
+	nilIfEmpty(&c.wake)
+	nilIfEmpty(&c.terminal)
 	return c
+}
+
+func nilIfEmpty[T any](slices ...*[]T) {
+	for _, p := range slices {
+		if len(*p) == 0 {
+			*p = nil
+		}
+	}
 }
 
 // BenchmarkCollapse folds the moves of a linear4 result batch of 50 tasks:
